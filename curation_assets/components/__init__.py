@@ -1,0 +1,3 @@
+from curation_assets.components.pipeline import CurationPipeline
+
+__all__ = ["CurationPipeline"]

@@ -1,0 +1,57 @@
+"""Dagster metadata for an asset's DuckDB table: row count, table name, schema, column lineage."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import dagster as dg
+import duckdb
+
+_TYPE_NAMES = {"VARCHAR": "string", "INTEGER": "int", "BIGINT": "int", "DOUBLE": "float", "FLOAT": "float",
+               "BOOLEAN": "bool", "TIMESTAMP": "timestamp", "JSON": "json"}
+
+
+def table_schema(con: duckdb.DuckDBPyConnection, table: str) -> dg.TableSchema:
+    rows = con.execute(f"DESCRIBE {table}").fetchall()  # table names come from the kind registry
+    return dg.TableSchema(columns=[
+        dg.TableColumn(name=row[0], type=_TYPE_NAMES.get(row[1], row[1].lower()),
+                       constraints=dg.TableColumnConstraints(nullable=row[2] == "YES"))
+        for row in rows
+    ])
+
+
+def column_lineage(lineage: Mapping[str, Sequence[tuple[dg.AssetKey, str]]]) -> dg.TableColumnLineage:
+    return dg.TableColumnLineage(deps_by_column={
+        column: [dg.TableColumnDep(asset_key=key, column_name=name) for key, name in deps]
+        for column, deps in lineage.items() if deps
+    })
+
+
+def table_metadata(con: duckdb.DuckDBPyConnection, *, table: str, row_count: int,
+                   lineage: Mapping[str, Sequence[tuple[dg.AssetKey, str]]], duckdb_path: str
+                   ) -> dict[str, Any]:
+    metadata: dict[str, Any] = {
+        "dagster/row_count": dg.MetadataValue.int(row_count),
+        "dagster/table_name": dg.MetadataValue.text(table),
+        "dagster/column_schema": table_schema(con, table),
+        "duckdb_path": dg.MetadataValue.path(duckdb_path),
+    }
+    if lineage:
+        metadata["dagster/column_lineage"] = column_lineage(lineage)
+    return metadata
+
+
+def plain_metadata(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Kind-specific values as Dagster metadata (numbers stay numbers, dicts become JSON)."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, bool) or value is None:
+            out[key] = dg.MetadataValue.text(str(value))
+        elif isinstance(value, (int, float, str)):
+            out[key] = value
+        elif isinstance(value, (dict, list)):
+            out[key] = dg.MetadataValue.json(value)
+        else:
+            out[key] = dg.MetadataValue.text(str(value))
+    return out

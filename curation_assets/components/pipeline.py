@@ -1,0 +1,258 @@
+"""The `curation_assets.CurationPipeline` Dagster component: pipeline YAML -> assets.
+
+One observable source asset and one ingest asset per source, one asset per stage and per
+selection, one per export, each writing its DuckDB table in one transaction and
+reporting row count, column schema and column lineage. Subclass and override the small
+hooks (`get_asset_key`, `get_asset_kwargs`, `execute_stage`) to change how assets look
+or run.
+
+The YAML schema is a plain pydantic model (`get_model_cls`) rather than `dg.Resolvable`:
+`stages` is a list of specs discriminated by `kind`, and Resolvable's union resolver
+resolves a list as a whole, so mixed kinds in one list fail. Templates (`{{ env.X }}`,
+`{{ context.project_root }}`) are rendered in `load`, which also checks names,
+references and files and reports problems with the YAML line.
+"""
+
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from dagster.components.resolved.context import ResolutionContext
+from dagster.components.resolved.errors import ResolutionException
+from dagster.components.resolved.scopes import LoadContextScope
+
+from curation_assets.components.metadata import plain_metadata, table_metadata
+from curation_assets.components.spec import ExportSpec, PipelineSpecBase, check_pipeline, pipeline_spec_model
+from curation_assets.export import export_selection
+from curation_assets.sources.fingerprint import file_fingerprint
+from curation_assets.sources.ingest import resolve_source_location
+from curation_assets.sources.spec import SourceSpec
+from curation_assets.stages.registry import StageKind, StageSpec, all_kinds, get_kind
+from curation_assets.stages.runner import INGEST_VERSION, RunSummary, run_ingest, run_stage, source_config_hash
+from curation_assets.store import DuckDBStore
+from curation_assets.store.sql_files import read_sql
+
+DUCKDB_POOL = "duckdb_writer"
+SAMPLE_COLUMNS = ("sample_id", "instruction", "input", "output", "messages", "n_turns")
+
+
+class CurationPipeline(dg.Component):
+    """A declarative instruction-data curation pipeline (see README: "YAML reference")."""
+
+    def __init__(self, spec: PipelineSpecBase, base_dir: Path) -> None:
+        self.spec = spec
+        self.base_dir = base_dir
+
+    # ---- loading ------------------------------------------------------------------------
+    @classmethod
+    def get_model_cls(cls) -> type[PipelineSpecBase]:
+        return pipeline_spec_model()
+
+    @classmethod
+    def load(cls, attributes: Any, context: dg.ComponentLoadContext) -> "CurationPipeline":
+        scoped = context.with_rendering_scope({"context": LoadContextScope(context)})
+        yaml_file = context.path / "defs.yaml"
+        base_dir = yaml_file.resolve().parent if yaml_file.exists() else context.path
+        return cls.from_attributes(attributes, scoped.resolution_context.at_path("attributes"), base_dir)
+
+    @classmethod
+    def from_attributes(cls, attributes: Any, resolution: ResolutionContext, base_dir: Path) -> "CurationPipeline":
+        """Render templates in validated attributes, check names/references/files, build the component."""
+        rendered = resolution.resolve_value(attributes.model_dump(mode="json", exclude_unset=True))
+        spec = pipeline_spec_model().model_validate(rendered)
+        problems = check_pipeline(spec, base_dir)
+        if problems:
+            raise ResolutionException(_located_problems(resolution, problems))
+        return cls(spec, base_dir)
+
+    # ---- hooks --------------------------------------------------------------------------
+    def get_asset_key(self, name: str) -> dg.AssetKey:
+        return dg.AssetKey([self.spec.name, name])
+
+    def get_raw_asset_key(self, source: SourceSpec) -> dg.AssetKey:
+        return dg.AssetKey([self.spec.name, "raw", source.name])
+
+    def get_asset_kwargs(self, name: str, description: str | None) -> dict[str, Any]:
+        """Keyword arguments shared by every asset (group, pool, retry policy, ...)."""
+        return {"group_name": self.spec.name, "pool": DUCKDB_POOL, "description": description}
+
+    def execute_stage(self, context: dg.AssetExecutionContext, kind: StageKind, stage: StageSpec) -> RunSummary:
+        return run_stage(kind, stage, pipeline=self.spec.name, store=self.store, stage_hashes=self.stage_hashes,
+                         stage_tables=self.stage_tables, dagster_run_id=context.run_id, log=context.log)
+
+    # ---- derived ------------------------------------------------------------------------
+    @property
+    def store(self) -> DuckDBStore:
+        return DuckDBStore(self.resolve_path(self.spec.duckdb_path))
+
+    def resolve_path(self, value: str) -> Path:
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else self.base_dir / path
+
+    @property
+    def stage_hashes(self) -> dict[str, str]:
+        return {s.name: get_kind(s.kind).config_hash(s) for s in [*self.spec.stages, *self.spec.selections]}
+
+    @property
+    def stage_tables(self) -> dict[str, str]:
+        return {s.name: get_kind(s.kind).table or "" for s in self.spec.stages}
+
+    def schema_files(self) -> list[str]:
+        return [k.schema_file for k in all_kinds().values() if k.schema_file]
+
+    def prepared_store(self) -> DuckDBStore:
+        store = self.store
+        store.ensure_schema(self.schema_files())
+        return store
+
+    # ---- definitions --------------------------------------------------------------------
+    def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
+        assets: list[Any] = []
+        for source in self.spec.sources:
+            assets.extend(self.build_source_assets(source))
+        for stage in [*self.spec.stages, *self.spec.selections]:
+            assets.append(self.build_stage_asset(stage))
+        for export in self.spec.exports:
+            assets.append(self.build_export_asset(export))
+        return dg.Definitions(assets=assets)
+
+    def source_asset_keys(self) -> list[dg.AssetKey]:
+        return [self.get_asset_key(s.name) for s in self.spec.sources]
+
+    def build_source_assets(self, source: SourceSpec) -> list[Any]:
+        raw_key = self.get_raw_asset_key(source)
+        location = resolve_source_location(source, self.base_dir)
+
+        @dg.observable_source_asset(key=raw_key, group_name=self.spec.name,
+                                    description=f"Raw records of source `{source.name}`: {location}",
+                                    metadata={"location": location})
+        def observe_source() -> dg.DataVersion:
+            if source.hf_dataset:
+                return dg.DataVersion(f"hub:{source.hf_dataset}:{source.split}")
+            return dg.DataVersion(file_fingerprint(Path(location)))
+
+        key = self.get_asset_key(source.name)
+        checks = [dg.AssetCheckSpec("counts_balance", asset=key, blocking=True,
+                                    description="records read = samples + duplicates + rejected"),
+                  dg.AssetCheckSpec("sample_ids_unique", asset=key, blocking=True,
+                                    description="sample_id is unique and non-null in `samples`")]
+
+        @dg.asset(key=key, deps=[raw_key], kinds={"duckdb", "python"},
+                  code_version=f"{INGEST_VERSION}-{source_config_hash(source)}", check_specs=checks,
+                  **self.get_asset_kwargs(source.name, source.description or
+                                          f"Normalise `{source.name}` into `samples`; rejects go to `rejected_samples`."))
+        def ingest(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+            store = self.prepared_store()
+            summary, result = run_ingest(source, pipeline=self.spec.name, base_dir=self.base_dir, store=store,
+                                         dagster_run_id=context.run_id, log=context.log)
+            with store.reader() as con:
+                active = con.execute("SELECT count(*) FROM source_samples WHERE source = $s AND active",
+                                     {"s": source.name}).fetchone()[0]
+                unique = con.execute(read_sql("checks/sample_ids_unique.sql")).fetchone()
+                metadata = table_metadata(con, table="samples", row_count=active,
+                                          lineage=_source_lineage(source, raw_key),
+                                          duckdb_path=str(store.path))
+            metadata.update(plain_metadata({**summary.stats, "seconds": round(summary.seconds, 3)}))
+            return dg.MaterializeResult(metadata=metadata, check_results=[
+                dg.AssetCheckResult(check_name="counts_balance", passed=result.balanced, metadata={
+                    "records_read": result.records_read, "samples": result.samples,
+                    "duplicates": result.duplicates, "rejected": result.rejected}),
+                dg.AssetCheckResult(check_name="sample_ids_unique", passed=bool(unique[0]),
+                                    metadata={"rows": unique[1], "distinct_non_null": unique[2]}),
+            ])
+
+        return [observe_source, ingest]
+
+    def build_stage_asset(self, stage: StageSpec) -> dg.AssetsDefinition:
+        kind = get_kind(stage.kind)
+        key = self.get_asset_key(stage.name)
+        deps = [*self.source_asset_keys(), *(self.get_asset_key(ref) for ref in stage.references().values())]
+        check_name = "covers_active_samples" if kind.role == "stage" else "members_are_active"
+        checks = [dg.AssetCheckSpec(check_name, asset=key, blocking=True, description=(
+            "every active sample has a row for the current config" if kind.role == "stage"
+            else "every selected sample is an active sample"))]
+
+        @dg.asset(key=key, deps=deps, kinds=set(kind.tags) | {"duckdb"}, code_version=kind.config_hash(stage),
+                  check_specs=checks, **self.get_asset_kwargs(stage.name, stage.description or kind.summary))
+        def stage_asset(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+            store = self.prepared_store()
+            summary = self.execute_stage(context, kind, stage)
+            with store.reader() as con:
+                if kind.role == "stage":
+                    missing = con.execute(read_sql("checks/stage_missing_rows.sql").format(table=kind.table),
+                                          {"stage": stage.name, "config_hash": summary.config_hash}).fetchone()[0]
+                    rows = con.execute(read_sql("checks/stage_row_count.sql").format(table=kind.table),
+                                       {"stage": stage.name, "config_hash": summary.config_hash}).fetchone()[0]
+                    lineage = {column: [(k, c) for k in self.source_asset_keys() for c in sources]
+                               for column, sources in kind.column_lineage.items()}
+                else:
+                    missing = con.execute(read_sql("checks/selection_inactive_members.sql"),
+                                          {"selection": stage.name}).fetchone()[0]
+                    rows = summary.rows_out
+                    lineage = {"sample_id": [(k, "sample_id") for k in self.source_asset_keys()],
+                               "score": [(self.get_asset_key(s), c) for s, c in stage.score_sources()]}
+                metadata = table_metadata(con, table=summary.table, row_count=rows, lineage=lineage,
+                                          duckdb_path=str(store.path))
+            metadata.update(plain_metadata({
+                "config_hash": summary.config_hash, "rows_computed": summary.rows_out,
+                "seconds": round(summary.seconds, 3), **summary.metadata}))
+            return dg.MaterializeResult(metadata=metadata, check_results=[
+                dg.AssetCheckResult(check_name=check_name, passed=missing == 0, metadata={"violations": missing})])
+
+        return stage_asset
+
+    def build_export_asset(self, export: ExportSpec) -> dg.AssetsDefinition:
+        upstream = (self.source_asset_keys() if export.selection == "samples"
+                    else [self.get_asset_key(export.selection)])
+        out = self.resolve_path(export.path)
+
+        @dg.asset(key=self.get_asset_key(export.asset_name), deps=upstream, kinds={"duckdb", export.format},
+                  code_version=f"{export.format}:{export.selection}",
+                  **self.get_asset_kwargs(export.asset_name, f"`{export.selection}` as {export.format} at {out}"))
+        def export_asset(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+            count = export_selection(self.prepared_store(), export.selection, export.format, out)
+            context.log.info(f"exported {count} samples of {export.selection!r} to {out}")
+            return dg.MaterializeResult(metadata={"dagster/row_count": count, "path": dg.MetadataValue.path(str(out)),
+                                                  "format": export.format})
+
+        return export_asset
+
+
+def _source_lineage(source: SourceSpec, raw_key: dg.AssetKey) -> dict[str, list[tuple[dg.AssetKey, str]]]:
+    """Which raw fields each `samples` column comes from."""
+    if source.fields is not None:
+        f = source.fields
+        if f.messages:
+            turns = [(raw_key, f.messages)]
+            return {"instruction": turns, "output": turns, "messages": turns, "n_turns": turns}
+        parts = {"instruction": f.instruction, "input": f.input, "output": f.output}
+        lineage = {col: [(raw_key, name)] for col, name in parts.items() if name}
+        lineage["messages"] = [(raw_key, n) for n in (f.system, f.instruction, f.input, f.output) if n]
+        return lineage
+    fmt = source.format if source.format != "auto" else ("sharegpt" if source.package == "sharegpt" else "auto")
+    if source.package == "gsm8k":
+        return {"instruction": [(raw_key, "question")], "output": [(raw_key, "answer")],
+                "messages": [(raw_key, "question"), (raw_key, "answer")]}
+    turn_fields = {"sharegpt": ["conversations"], "messages": ["messages"],
+                   "alpaca": ["instruction", "input", "output"],
+                   "auto": ["instruction", "input", "output", "conversations", "messages"]}[fmt]
+    deps = [(raw_key, name) for name in turn_fields]
+    if fmt == "alpaca":
+        return {"instruction": [(raw_key, "instruction")], "input": [(raw_key, "input")],
+                "output": [(raw_key, "output")], "messages": deps}
+    return {"instruction": deps, "input": deps, "output": deps, "messages": deps, "n_turns": deps}
+
+
+def _located_problems(resolution: Any, problems: Sequence[tuple[list[str | int], str]]) -> str:
+    tree = resolution.source_position_tree
+    parts = []
+    for yaml_path, message in problems:
+        full_path = ["attributes", *yaml_path]
+        if tree is None:
+            parts.append(f"{'.'.join(map(str, full_path))}: {message}")
+            continue
+        located = tree.source_error(yaml_path=full_path, inline_error_message=message, value_error=True)
+        parts.append(f"{located.file_name}:{located.start_line_no} - {located.location}\n{located.snippet}\n{message}")
+    return "\n\n".join(parts)

@@ -1,0 +1,116 @@
+"""The pipeline YAML schema, built from the stage-kind registry, and its cross-field checks."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import Field, create_model
+
+from curation_assets.sources.packaged import packaged_file
+from curation_assets.sources.spec import SourceSpec
+from curation_assets.specs import SpecModel
+from curation_assets.stages.registry import NAME_PATTERN, RESERVED_NAMES, StageKind, StageSpec, get_kind, kinds_for
+
+ExportFormat = Literal["jsonl", "parquet", "hf"]
+
+
+class ExportSpec(SpecModel):
+    """Write a selection (or all active samples) to a file whenever it changes."""
+
+    selection: str = Field(description="Selection name, or `samples` for every active sample.")
+    format: ExportFormat = Field("jsonl", description=(
+        "jsonl: original records as read; parquet/hf: normalised columns plus the original record."))
+    path: str = Field(description="Output file (jsonl/parquet) or folder (hf); relative to the YAML file.")
+    name: str | None = Field(None, pattern=NAME_PATTERN, description="Asset name; default export_<selection>.")
+
+    @property
+    def asset_name(self) -> str:
+        return self.name or f"export_{self.selection}"
+
+
+class PipelineSpecBase(SpecModel):
+    name: str = Field(pattern=NAME_PATTERN, description="Pipeline name: the Dagster group and asset key prefix.")
+    duckdb_path: str = Field(description="DuckDB file holding every table; relative to the YAML file.")
+    description: str | None = None
+    sources: list[SourceSpec] = Field(min_length=1, description="Raw datasets ingested into `samples`.")
+    exports: list[ExportSpec] = Field(default_factory=list, description="Files written from selections.")
+
+
+def _discriminated(specs: list[type[StageSpec]]) -> Any:
+    if len(specs) == 1:
+        return specs[0]
+    return Annotated[Union[tuple(specs)], Field(discriminator="kind")]  # noqa: UP007
+
+
+@cache
+def pipeline_spec_model() -> type[PipelineSpecBase]:
+    """The pydantic model of a pipeline YAML's `attributes`, one union member per registered kind."""
+    stage_specs = [k.spec for k in kinds_for("stage")]
+    selection_specs = [k.spec for k in kinds_for("selection")]
+    return create_model(
+        "PipelineSpec",
+        __base__=PipelineSpecBase,
+        stages=(list[_discriminated(stage_specs)], Field(default_factory=list, description="Scoring stages.")),
+        selections=(list[_discriminated(selection_specs)],
+                    Field(default_factory=list, description="Selections over stage outputs.")),
+    )
+
+
+YamlPath = list[Union[str, int]]
+
+
+def check_pipeline(spec: Any, base_dir: Path) -> list[tuple[YamlPath, str]]:
+    """Cross-field problems (names, references, files) as (YAML path under attributes, message)."""
+    problems: list[tuple[YamlPath, str]] = []
+    seen: dict[str, YamlPath] = {}
+    named: list[tuple[YamlPath, str]] = (
+        [(["sources", i, "name"], s.name) for i, s in enumerate(spec.sources)]
+        + [(["stages", i, "name"], s.name) for i, s in enumerate(spec.stages)]
+        + [(["selections", i, "name"], s.name) for i, s in enumerate(spec.selections)]
+        + [(["exports", i, "name"], e.asset_name) for i, e in enumerate(spec.exports)]
+    )
+    for path, name in named:
+        if name in RESERVED_NAMES:
+            problems.append((path, f"{name!r} is a reserved table name; choose another name"))
+        elif name in seen:
+            where = ".".join(map(str, seen[name]))
+            problems.append((path, f"name {name!r} is already used at {where}; names must be unique"))
+        else:
+            seen[name] = path
+
+    stage_kinds: dict[str, StageKind] = {s.name: get_kind(s.kind) for s in spec.stages}
+    selection_names = {s.name for s in spec.selections}
+    for section in ("stages", "selections"):
+        for i, stage in enumerate(getattr(spec, section)):
+            for key, ref in stage.references().items():
+                if ref == stage.name:
+                    problems.append(([section, i, key], f"{stage.name!r} cannot read itself"))
+                elif ref not in stage_kinds and ref not in selection_names:
+                    known = ", ".join(sorted([*stage_kinds, *selection_names])) or "none"
+                    problems.append(([section, i, key], f"no stage or selection named {ref!r} (known: {known})"))
+            for key, message in stage.check_references(stage_kinds, selection_names):
+                problems.append(([section, i, key], message))
+
+    for i, source in enumerate(spec.sources):
+        if source.path:
+            path = Path(source.path).expanduser()
+            path = path if path.is_absolute() else base_dir / path
+            if not path.exists():
+                problems.append((["sources", i, "path"], f"source file not found: {path}"))
+        if source.package:
+            try:
+                location = packaged_file(source.package)
+            except FileNotFoundError as err:
+                problems.append((["sources", i, "package"], str(err)))
+            else:
+                if not location.exists():
+                    problems.append((["sources", i, "package"], f"packaged file missing: {location}"))
+
+    for i, export in enumerate(spec.exports):
+        if export.selection != "samples" and export.selection not in selection_names:
+            known = ", ".join(sorted(selection_names)) or "none"
+            problems.append((["exports", i, "selection"],
+                             f"no selection named {export.selection!r} (known: samples, {known})"))
+    return problems

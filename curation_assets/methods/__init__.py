@@ -1,0 +1,1 @@
+"""Selection and scoring algorithms over plain arrays: no Dagster, no DuckDB, no file paths."""

@@ -1,0 +1,189 @@
+"""Read a source, normalise every record, and stage the results as Parquet files.
+
+Nothing touches DuckDB here: the staged files are merged into the store in one short
+transaction by `curation_assets.store.writes.write_ingest`. Memory stays bounded by a
+batch of samples plus one id per distinct sample (for exact-duplicate counting).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from curation_assets.sources.normalise import RejectRecord, normalise_record
+from curation_assets.sources.packaged import PACKAGED, packaged_file
+from curation_assets.sources.records import RawRecord, SourceReadError, read_hub_dataset, read_records
+from curation_assets.sources.spec import SourceSpec
+
+BATCH_ROWS = 2_000
+
+STAGED_SAMPLE_SCHEMA = pa.schema([
+    ("sample_id", pa.string()), ("format", pa.string()), ("instruction", pa.string()),
+    ("input", pa.string()), ("output", pa.string()),
+    ("messages", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))),
+    ("n_turns", pa.int32()), ("raw_record", pa.string()), ("first_record_no", pa.int64()),
+])
+STAGED_COUNT_SCHEMA = pa.schema([("sample_id", pa.string()), ("n_records", pa.int32())])
+STAGED_REJECT_SCHEMA = pa.schema([
+    ("source_file", pa.string()), ("record_no", pa.int64()), ("location", pa.string()),
+    ("reason", pa.string()), ("raw_record", pa.string()),
+])
+
+
+class IngestError(RuntimeError):
+    """The source cannot be ingested as a whole; nothing was written."""
+
+
+@dataclass
+class IngestResult:
+    source: str
+    source_file: str
+    records_read: int = 0
+    samples: int = 0  # distinct samples kept from this source
+    duplicates: int = 0  # records that repeat an earlier record of this source exactly
+    rejected: int = 0
+    reject_reasons: dict[str, int] = field(default_factory=dict)
+    samples_file: Path | None = None
+    counts_file: Path | None = None
+    rejected_file: Path | None = None
+
+    @property
+    def balanced(self) -> bool:
+        return self.records_read == self.samples + self.duplicates + self.rejected
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "source_file": self.source_file, "records_read": self.records_read,
+            "samples": self.samples, "duplicates": self.duplicates, "rejected": self.rejected,
+            "reject_reasons": self.reject_reasons,
+        }
+
+
+def resolve_source_location(spec: SourceSpec, base_dir: Path) -> str:
+    """The file, folder or hub name a source reads, as a display string."""
+    if spec.package:
+        return str(packaged_file(spec.package))
+    if spec.hf_dataset:
+        return f"hf://{spec.hf_dataset}:{spec.split}"
+    path = Path(spec.path or "").expanduser()
+    return str(path if path.is_absolute() else (base_dir / path).resolve())
+
+
+def iter_source_records(spec: SourceSpec, base_dir: Path) -> Iterator[RawRecord]:
+    if spec.hf_dataset:
+        records = read_hub_dataset(spec.hf_dataset, spec.split)
+    else:
+        records = read_records(Path(resolve_source_location(spec, base_dir)), split=spec.split)
+    for count, record in enumerate(records, start=1):
+        yield record
+        if spec.limit is not None and count >= spec.limit:
+            return
+
+
+def stage_source(spec: SourceSpec, base_dir: Path, staging_dir: Path,
+                 progress: Callable[[int], None] | None = None) -> IngestResult:
+    """Read and normalise `spec`'s records into Parquet files under `staging_dir`."""
+    fmt = spec.effective_format
+    mapping = spec.fields.to_mapping() if spec.fields else None
+    if spec.package and spec.format == "auto" and spec.fields is None:
+        fmt, mapping = PACKAGED[spec.package].format, PACKAGED[spec.package].mapping
+    result = IngestResult(spec.name, resolve_source_location(spec, base_dir))
+    result.samples_file = staging_dir / f"{spec.name}.samples.parquet"
+    result.counts_file = staging_dir / f"{spec.name}.counts.parquet"
+    result.rejected_file = staging_dir / f"{spec.name}.rejected.parquet"
+    record_counts: dict[str, int] = {}
+    samples = _BatchWriter(result.samples_file, STAGED_SAMPLE_SCHEMA)
+    rejects = _BatchWriter(result.rejected_file, STAGED_REJECT_SCHEMA)
+
+    def reject(record: RawRecord, reason: str, raw_text: str) -> None:
+        result.rejected += 1
+        key = reason.split(":")[0]
+        result.reject_reasons[key] = result.reject_reasons.get(key, 0) + 1
+        rejects.add({"source_file": result.source_file, "record_no": record.record_no,
+                     "location": record.location, "reason": reason, "raw_record": raw_text})
+
+    try:
+        for record in iter_source_records(spec, base_dir):
+            result.records_read += 1
+            if progress is not None:
+                progress(1)
+            if record.error is not None:
+                reject(record, record.error, record.raw_text or "")
+                continue
+            raw_json = json.dumps(record.value, ensure_ascii=False, default=str)
+            if len(raw_json.encode("utf-8")) > spec.max_record_bytes:
+                reject(record, f"record too large: {len(raw_json.encode('utf-8'))} bytes > "
+                               f"max_record_bytes {spec.max_record_bytes}", raw_json)
+                continue
+            try:
+                sample = normalise_record(record.value, fmt, mapping)
+            except RejectRecord as err:
+                reject(record, str(err), raw_json)
+                continue
+            seen = record_counts.get(sample.sample_id)
+            if seen is not None:
+                record_counts[sample.sample_id] = seen + 1
+                result.duplicates += 1
+                continue
+            record_counts[sample.sample_id] = 1
+            samples.add({
+                "sample_id": sample.sample_id, "format": sample.format, "instruction": sample.instruction,
+                "input": sample.input, "output": sample.output,
+                "messages": sample.messages, "n_turns": sample.n_turns,
+                "raw_record": raw_json, "first_record_no": record.record_no,
+            })
+    except SourceReadError as err:
+        raise IngestError(f"source {spec.name!r}: {err}") from err
+    finally:
+        samples.close()
+        rejects.close()
+    result.samples = len(record_counts)
+    pq.write_table(pa.table({"sample_id": list(record_counts), "n_records": list(record_counts.values())},
+                            schema=STAGED_COUNT_SCHEMA), result.counts_file)
+    _check_rejections(spec, result)
+    return result
+
+
+def _check_rejections(spec: SourceSpec, result: IngestResult) -> None:
+    if result.records_read == 0:
+        raise IngestError(f"source {spec.name!r}: {result.source_file} has no records")
+    fraction = result.rejected / result.records_read
+    if fraction > spec.max_rejected_fraction:
+        top = sorted(result.reject_reasons.items(), key=lambda kv: -kv[1])[:3]
+        reasons = "; ".join(f"{count}x {reason}" for reason, count in top)
+        first = pq.read_table(result.rejected_file).slice(0, 1).to_pylist() if result.rejected_file else []
+        example = f" First: {first[0]['location']}: {first[0]['reason']}." if first else ""
+        raise IngestError(
+            f"source {spec.name!r}: {result.rejected} of {result.records_read} records rejected "
+            f"({fraction:.0%} > max_rejected_fraction {spec.max_rejected_fraction:.0%}) in "
+            f"{result.source_file}. Reasons: {reasons}.{example} Check `format`/`fields`; nothing was written."
+        )
+
+
+class _BatchWriter:
+    """Append dict rows to a Parquet file in batches (an empty file if no rows)."""
+
+    def __init__(self, path: Path, schema: pa.Schema) -> None:
+        self.path, self.schema = path, schema
+        self.rows: list[dict[str, Any]] = []
+        self.writer = pq.ParquetWriter(path, schema)
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+        if len(self.rows) >= BATCH_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.rows:
+            self.writer.write_table(pa.Table.from_pylist(self.rows, schema=self.schema))
+            self.rows = []
+
+    def close(self) -> None:
+        self.flush()
+        self.writer.close()

@@ -1,0 +1,240 @@
+"""Read raw records from a source file, one at a time, never failing on one bad record.
+
+JSON and JSON Lines are read by our own streaming decoder rather than by `datasets`:
+the `datasets` JSON loader rejects a whole file for one malformed line, cannot read
+a truncated JSON array (the ShareGPT package ships one) and needs one schema for all
+records. Parquet, CSV and `save_to_disk` folders go through Hugging Face `datasets`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+JSON_SUFFIXES = (".json", ".jsonl", ".ndjson")
+DATASETS_SUFFIXES = {".parquet": "parquet", ".csv": "csv", ".tsv": "csv"}
+_CHUNK_CHARS = 1 << 22  # 4 Mi characters read per step from a JSON array
+_STRUCTURAL = re.compile(r'["{}\[\]]')
+_STRING_BODY = re.compile(r'(?:[^"\\]|\\.)*"', re.DOTALL)
+
+
+class SourceReadError(Exception):
+    """The source as a whole cannot be read (missing, empty, unsupported)."""
+
+
+@dataclass(frozen=True)
+class RawRecord:
+    """One record as read: either a decoded value or the reason it could not be decoded."""
+
+    record_no: int  # 1-based line number (JSON Lines) or element number
+    location: str
+    value: Any = None
+    error: str | None = None
+    raw_text: str | None = None  # the undecoded text, kept for rejected records
+
+
+def read_records(path: Path, *, split: str = "train") -> Iterator[RawRecord]:
+    """Yield every record of a local file or `save_to_disk` folder."""
+    if not path.exists():
+        raise SourceReadError(f"source file not found: {path}")
+    if path.is_dir():
+        yield from _read_saved_dataset(path, split)
+        return
+    suffix = path.suffix.lower()
+    if path.stat().st_size == 0:
+        raise SourceReadError(f"source file is empty: {path}")
+    if suffix in JSON_SUFFIXES:
+        yield from _read_json_file(path)
+    elif suffix in DATASETS_SUFFIXES:
+        yield from _read_with_datasets(DATASETS_SUFFIXES[suffix], path, suffix)
+    else:
+        raise SourceReadError(
+            f"unsupported file type {suffix!r} for {path}: use .json, .jsonl, .ndjson, "
+            ".parquet, .csv, .tsv or a datasets save_to_disk folder"
+        )
+
+
+def _read_json_file(path: Path) -> Iterator[RawRecord]:
+    with path.open("rb") as handle:
+        head = handle.read(4096).lstrip()
+    if head.startswith(b"\xef\xbb\xbf"):
+        head = head[3:].lstrip()
+    if not head:
+        raise SourceReadError(f"source file is empty: {path}")
+    if head.startswith(b"["):
+        yield from _read_json_array(path)
+    else:
+        yield from _read_json_lines(path)
+
+
+def _read_json_lines(path: Path) -> Iterator[RawRecord]:
+    with path.open("rb") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if line_no == 1 and line.startswith(b"\xef\xbb\xbf"):
+                line = line[3:]
+            if not line.strip():
+                continue
+            location = f"line {line_no}"
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError as err:
+                yield RawRecord(
+                    line_no, location, error=f"invalid UTF-8 at byte {err.start} of the line",
+                    raw_text=line.decode("utf-8", errors="backslashreplace").rstrip("\n"),
+                )
+                continue
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError as err:
+                yield RawRecord(line_no, location, error=f"malformed JSON: {err.msg} at column {err.colno}",
+                                raw_text=text.rstrip("\n"))
+                continue
+            yield RawRecord(line_no, location, value=value)
+
+
+def _read_json_array(path: Path) -> Iterator[RawRecord]:
+    """Decode a top-level JSON array element by element, in bounded memory.
+
+    A truncated file (no closing bracket, last element cut off) yields every complete
+    element and one rejected record for the cut-off tail. A malformed element is
+    rejected and decoding resumes after its closing bracket (found by bracket depth).
+    """
+    decoder = json.JSONDecoder()
+    with path.open("r", encoding="utf-8", errors="surrogateescape") as handle:
+        buffer = handle.read(_CHUNK_CHARS).lstrip("\ufeff \t\r\n")
+        at_eof = len(buffer) == 0
+        consumed = 0  # characters dropped from the front of buffer so far
+        pos = buffer.index("[") + 1
+        element_no = 0
+
+        def fill() -> bool:
+            nonlocal buffer, pos, consumed, at_eof
+            chunk = handle.read(_CHUNK_CHARS)
+            if not chunk:
+                at_eof = True
+                return False
+            consumed += pos
+            buffer = buffer[pos:] + chunk
+            pos = 0
+            return True
+
+        while True:
+            while pos < len(buffer) and buffer[pos] in " \t\r\n,":
+                pos += 1
+            if pos >= len(buffer):
+                if not fill():
+                    return  # array never closed but nothing left: a clean truncation point
+                continue
+            if buffer[pos] == "]":
+                return
+            element_no += 1
+            start = pos
+            location = f"element {element_no} (character {consumed + start})"
+            try:
+                value, end = decoder.raw_decode(buffer, pos)
+            except json.JSONDecodeError as err:
+                close = _element_end(buffer, start)
+                if close is None and not at_eof and fill():
+                    element_no -= 1  # the element continues in the next chunk
+                    continue
+                if close is None:
+                    yield RawRecord(element_no, location,
+                                    error="truncated: the file ends inside this record",
+                                    raw_text=_restore_bytes(buffer[start:]))
+                    return
+                yield RawRecord(element_no, location, error=f"malformed JSON: {err.msg}",
+                                raw_text=_restore_bytes(buffer[start:close]))
+                pos = close
+                continue
+            if end >= len(buffer) and not at_eof:
+                # a number or literal may continue in the next chunk: decode again with more text
+                if fill():
+                    element_no -= 1
+                    continue
+            pos = end
+            invalid = _invalid_utf8(value)
+            if invalid:
+                yield RawRecord(element_no, location, error=invalid,
+                                raw_text=_restore_bytes(buffer[start:end]))
+            else:
+                yield RawRecord(element_no, location, value=value)
+
+
+def _element_end(text: str, start: int) -> int | None:
+    """Index just past the value starting at `start`, by bracket depth; None if it never closes."""
+    depth = 0
+    pos = start
+    while True:
+        match = _STRUCTURAL.search(text, pos)
+        if match is None:
+            return None
+        char = match.group()
+        if char == '"':
+            body = _STRING_BODY.match(text, match.end())
+            if body is None:
+                return None
+            pos = body.end()
+            continue
+        depth += 1 if char in "{[" else -1
+        pos = match.end()
+        if depth <= 0:
+            return pos
+
+
+def _restore_bytes(text: str) -> str:
+    return text.encode("utf-8", errors="surrogateescape").decode("utf-8", errors="backslashreplace")
+
+
+def _invalid_utf8(value: Any) -> str | None:
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return "invalid UTF-8 bytes inside the record"
+    return None
+
+
+def _read_with_datasets(builder: str, path: Path, suffix: str) -> Iterator[RawRecord]:
+    import datasets
+
+    kwargs: dict[str, Any] = {"sep": "\t"} if suffix == ".tsv" else {}
+    try:
+        dataset = datasets.load_dataset(builder, data_files=str(path), split="train", **kwargs)
+    except Exception as err:  # datasets raises many types; the message is what matters
+        raise SourceReadError(f"cannot read {path} with datasets ({builder}): {err}") from err
+    yield from _iterate_dataset(dataset, "row")
+
+
+def _read_saved_dataset(path: Path, split: str) -> Iterator[RawRecord]:
+    import datasets
+
+    try:
+        loaded = datasets.load_from_disk(str(path))
+    except Exception as err:
+        raise SourceReadError(f"{path} is not a datasets save_to_disk folder: {err}") from err
+    if isinstance(loaded, datasets.DatasetDict):
+        if split not in loaded:
+            raise SourceReadError(f"{path} has splits {sorted(loaded)}, not {split!r}; set `split`")
+        loaded = loaded[split]
+    yield from _iterate_dataset(loaded, "row")
+
+
+def read_hub_dataset(name: str, split: str) -> Iterator[RawRecord]:
+    """Records of a Hugging Face Hub dataset (needs network access or a local HF cache)."""
+    import datasets
+
+    try:
+        dataset = datasets.load_dataset(name, split=split)
+    except Exception as err:
+        raise SourceReadError(f"cannot load Hugging Face dataset {name!r} split {split!r}: {err}") from err
+    yield from _iterate_dataset(dataset, "row")
+
+
+def _iterate_dataset(dataset: Any, unit: str) -> Iterator[RawRecord]:
+    if len(dataset) == 0:
+        raise SourceReadError("the dataset has no rows")
+    for index, row in enumerate(dataset, start=1):
+        yield RawRecord(index, f"{unit} {index}", value=row)

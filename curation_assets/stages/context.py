@@ -1,0 +1,147 @@
+"""What a stage's run function gets (StageContext) and gives back (StageOutput).
+
+A run function reads its inputs through the context, computes in batches, and stages
+its rows as a Parquet file; the runner writes them in one transaction afterwards.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm.auto import tqdm
+
+from curation_assets.store import DuckDBStore
+from curation_assets.store.sql_files import read_sql
+
+T = TypeVar("T")
+
+MEMBERS_SCHEMA = pa.schema([("sample_id", pa.string()), ("rank", pa.int32()), ("score", pa.float64())])
+
+
+@dataclass
+class StageOutput:
+    """Result of a run function: staged rows plus counts and metadata for Dagster and `stage_runs`."""
+
+    rows_file: Path  # stage: sample_id + the kind's columns; selection: MEMBERS_SCHEMA
+    rows_in: int
+    stats: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)  # plain values: numbers, strings, markdown
+
+
+@dataclass
+class StageContext:
+    store: DuckDBStore
+    pipeline: str
+    stage: str
+    config_hash: str
+    staging_dir: Path
+    stage_hashes: Mapping[str, str]  # every stage/selection name in the pipeline -> current config_hash
+    stage_tables: Mapping[str, str]  # every stage name -> its table
+    log: logging.Logger | Any = field(default_factory=lambda: logging.getLogger("curation_assets"))
+    seed_offset: int = 0
+
+    # ---- reading inputs -------------------------------------------------------------------
+    def pending_samples(self, table: str, columns: Sequence[str]) -> tuple[Path, int]:
+        """Stage to Parquet the active samples lacking a row in `table` for this stage's config."""
+        sql = read_sql("reads/pending_samples.sql").format(table=table, columns=_column_list(columns, "s"))
+        path = self.staging_dir / f"{self.stage}.pending.parquet"
+        with self.store.reader() as con:
+            reader = con.execute(sql, {"stage": self.stage, "config_hash": self.config_hash}).to_arrow_reader(10_000)
+            count = _write_batches(reader, path)
+        return path, count
+
+    def stage_rows(self, stage_name: str, columns: Sequence[str]) -> pa.Table:
+        """An upstream stage's rows at its current config, for active samples, sorted by sample_id."""
+        if stage_name not in self.stage_tables:
+            raise KeyError(f"{stage_name!r} is not a stage of pipeline {self.pipeline!r}")
+        sql = read_sql("reads/stage_rows.sql").format(table=self.stage_tables[stage_name],
+                                                      columns=_column_list(columns, "t"))
+        with self.store.reader() as con:
+            return con.execute(sql, {"stage": stage_name, "config_hash": self.stage_hashes[stage_name]}).to_arrow_table()
+
+    def active_samples(self, columns: Sequence[str] = ()) -> pa.Table:
+        sql = read_sql("reads/active_samples.sql").format(columns=_column_list(columns, "s"))
+        with self.store.reader() as con:
+            return con.execute(sql).to_arrow_table()
+
+    def selection_members(self, selection: str) -> pa.Table:
+        with self.store.reader() as con:
+            return con.execute(read_sql("reads/selection_members.sql"), {"selection": selection}).to_arrow_table()
+
+    # ---- writing outputs ------------------------------------------------------------------
+    def rows_writer(self, schema: pa.Schema, suffix: str = "rows") -> StagedRowsWriter:
+        return StagedRowsWriter(self.staging_dir / f"{self.stage}.{suffix}.parquet", schema)
+
+    def write_members(self, sample_ids: Sequence[str], scores: Sequence[float | None] | None = None) -> Path:
+        """Stage a selection's members in rank order (rank 1 first)."""
+        path = self.staging_dir / f"{self.stage}.members.parquet"
+        table = pa.table({
+            "sample_id": pa.array(list(sample_ids), pa.string()),
+            "rank": pa.array(range(1, len(sample_ids) + 1), pa.int32()),
+            "score": pa.array(list(scores) if scores is not None else [None] * len(sample_ids), pa.float64()),
+        })
+        pq.write_table(table, path)
+        return path
+
+    # ---- feedback -------------------------------------------------------------------------
+    def progress(self, iterable: Iterable[T], total: int, desc: str) -> Iterator[T]:
+        """tqdm in the terminal and a log line every 10% (seen in the Dagster run logs)."""
+        step = max(1, total // 10)
+        done = 0
+        for item in tqdm(iterable, total=total, desc=f"{self.stage}: {desc}", leave=False):
+            yield item
+            done += 1
+            if done % step == 0 or done == total:
+                self.log.info(f"{self.stage}: {desc} {done}/{total}")
+
+
+class StagedRowsWriter:
+    """Append record batches to a Parquet file; always leaves a (maybe empty) file behind."""
+
+    def __init__(self, path: Path, schema: pa.Schema) -> None:
+        self.path = path
+        self.rows = 0
+        self._writer = pq.ParquetWriter(path, schema)
+
+    def write(self, table: pa.Table | pa.RecordBatch) -> None:
+        self.rows += table.num_rows
+        if isinstance(table, pa.RecordBatch):
+            table = pa.Table.from_batches([table])
+        self._writer.write_table(table)
+
+    def close(self) -> Path:
+        self._writer.close()
+        return self.path
+
+    def __enter__(self) -> StagedRowsWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def iter_parquet_batches(path: Path, batch_size: int, columns: Sequence[str] | None = None
+                         ) -> Iterator[pa.RecordBatch]:
+    yield from pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=list(columns) if columns else None)
+
+
+def _write_batches(reader: pa.RecordBatchReader, path: Path) -> int:
+    count = 0
+    with pq.ParquetWriter(path, reader.schema) as writer:
+        for batch in reader:
+            writer.write_batch(batch)
+            count += batch.num_rows
+    return count
+
+
+def _column_list(columns: Sequence[str], alias: str) -> str:
+    for column in columns:
+        if not column.replace("_", "").isalnum():
+            raise ValueError(f"not a column name: {column!r}")
+    return "".join(f", {alias}.{column}" for column in columns)

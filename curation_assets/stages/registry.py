@@ -1,0 +1,122 @@
+"""Stage kinds: a kind is a spec class (its YAML keys) plus a run function.
+
+Adding a method means adding a module that calls `register_kind`; the component builds
+its YAML schema (a discriminated union on `kind`) from this registry, so its core never
+changes. Third-party packages can add kinds through the `curation_assets.stage_kinds`
+entry-point group (each entry point is a module to import).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.metadata
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field
+
+from curation_assets.specs import SpecModel
+
+if TYPE_CHECKING:
+    from curation_assets.stages.context import StageContext, StageOutput
+
+Role = Literal["stage", "selection"]
+NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
+RESERVED_NAMES = frozenset({"samples", "source_samples", "rejected_samples", "stage_runs", "selections"})
+
+
+class StageSpec(SpecModel):
+    """Keys every stage and selection has; each kind adds its own."""
+
+    name: str = Field(pattern=NAME_PATTERN, description="Stage name; the asset is `<pipeline>/<name>`.")
+    kind: str
+    description: str | None = Field(None, description="Shown in the Dagster UI.")
+
+    def references(self) -> dict[str, str]:
+        """YAML key -> name of another stage or selection this one reads (becomes an asset dep)."""
+        return {}
+
+    def score_sources(self) -> list[tuple[str, str]]:
+        """(upstream stage, column) pairs a selection's `score` is taken from (column lineage)."""
+        return []
+
+    def check_references(self, stage_kinds: Mapping[str, StageKind], selection_names: set[str]
+                         ) -> list[tuple[str, str]]:
+        """Kind-specific checks of what the references point at: (YAML key, message) pairs."""
+        return []
+
+    def hashed_config(self) -> dict[str, Any]:
+        """The settings that change results: everything but name and description."""
+        return self.model_dump(mode="json", exclude={"name", "description"})
+
+
+@dataclass(frozen=True)
+class StageKind:
+    """A registered stage or selection kind."""
+
+    kind: str
+    role: Role
+    spec: type[StageSpec]
+    run: Callable[[Any, StageContext], StageOutput]
+    version: str  # bump when the computation changes: it enters config_hash and code_version
+    summary: str
+    table: str | None = None  # the per-sample table a stage writes (selections write `selections`)
+    schema_file: str | None = None  # DDL under sql/, applied idempotently
+    # output column -> the `samples` columns it is computed from (Dagster column lineage)
+    column_lineage: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    tags: tuple[str, ...] = ("python",)  # Dagster `kinds` shown in the UI
+
+    def config_hash(self, spec: StageSpec) -> str:
+        return config_hash(self.kind, self.version, spec.hashed_config())
+
+
+def config_hash(kind: str, version: str, config: Mapping[str, Any]) -> str:
+    """16 hex digits of SHA-256 over kind, kind version and canonical JSON config."""
+    payload = json.dumps({"kind": kind, "version": version, "config": config}, sort_keys=True,
+                         separators=(",", ":"), default=str)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
+
+
+_REGISTRY: dict[str, StageKind] = {}
+_ENTRY_POINT_GROUP = "curation_assets.stage_kinds"
+_loaded = False
+
+
+def register_kind(kind: StageKind) -> StageKind:
+    existing = _REGISTRY.get(kind.kind)
+    if existing is not None and existing is not kind and existing.spec is not kind.spec:
+        raise ValueError(f"stage kind {kind.kind!r} is already registered by {existing.spec.__module__}")
+    kind_field = kind.spec.model_fields.get("kind")
+    if kind_field is None or getattr(kind_field.annotation, "__args__", None) != (kind.kind,):
+        raise TypeError(f"{kind.spec.__name__}.kind must be Literal[{kind.kind!r}]")
+    _REGISTRY[kind.kind] = kind
+    return kind
+
+
+def all_kinds() -> dict[str, StageKind]:
+    _load_kinds()
+    return dict(_REGISTRY)
+
+
+def kinds_for(role: Role) -> list[StageKind]:
+    return [k for k in all_kinds().values() if k.role == role]
+
+
+def get_kind(name: str) -> StageKind:
+    kinds = all_kinds()
+    if name not in kinds:
+        raise KeyError(f"unknown stage kind {name!r}; known: {', '.join(sorted(kinds))}")
+    return kinds[name]
+
+
+def _load_kinds() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    importlib.import_module("curation_assets.stages.builtin")
+    for entry_point in importlib.metadata.entry_points(group=_ENTRY_POINT_GROUP):
+        importlib.import_module(entry_point.value)

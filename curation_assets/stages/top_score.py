@@ -1,0 +1,74 @@
+"""Selection `top_score`: the best samples by one column of a stage, with optional bounds."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Literal
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from curation_assets.methods.ranking import top_k
+from curation_assets.stages.budget_spec import BudgetedSelectionSpec
+from curation_assets.stages.context import StageContext, StageOutput
+from curation_assets.stages.registry import StageKind, register_kind
+
+
+class TopScoreSpec(BudgetedSelectionSpec):
+    """Rank by `stage`.`column`; keep rows within [min_score, max_score], then the top budget."""
+
+    kind: Literal["top_score"]
+    stage: str = Field(description="Name of the stage whose column ranks samples.")
+    column: str = Field(description="Numeric column of that stage's table.")
+    order: Literal["descending", "ascending"] = Field("descending", description="descending = highest first.")
+    min_score: float | None = Field(None, description="Drop samples scoring below this.")
+    max_score: float | None = Field(None, description="Drop samples scoring above this.")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> TopScoreSpec:
+        if self.min_score is not None and self.max_score is not None and self.min_score > self.max_score:
+            raise ValueError(f"min_score {self.min_score} > max_score {self.max_score}")
+        return self
+
+    def references(self) -> dict[str, str]:
+        return {"stage": self.stage}
+
+    def score_sources(self) -> list[tuple[str, str]]:
+        return [(self.stage, self.column)]
+
+    def check_references(self, stage_kinds: Mapping[str, StageKind], selection_names: set[str]
+                         ) -> list[tuple[str, str]]:
+        kind = stage_kinds.get(self.stage)
+        if kind is None:
+            return [("stage", f"{self.stage!r} must be a stage (selections have no score columns)")] \
+                if self.stage in selection_names else []
+        if self.column not in kind.column_lineage:
+            columns = ", ".join(kind.column_lineage)
+            return [("column", f"stage {self.stage!r} ({kind.kind}) has no column {self.column!r}; "
+                               f"columns: {columns}")]
+        return []
+
+
+def run_top_score(spec: TopScoreSpec, ctx: StageContext) -> StageOutput:
+    rows = ctx.stage_rows(spec.stage, [spec.column])
+    scores = rows.column(spec.column).to_numpy(zero_copy_only=False).astype(np.float64)
+    keep = ~np.isnan(scores)
+    if spec.min_score is not None:
+        keep &= scores >= spec.min_score
+    if spec.max_score is not None:
+        keep &= scores <= spec.max_score
+    eligible = np.flatnonzero(keep)
+    k = spec.budget_for(rows.num_rows) if eligible.size else 0
+    order = top_k(scores[eligible], min(k, eligible.size), descending=spec.order == "descending")
+    chosen = eligible[order]
+    sample_ids = rows.column("sample_id").to_pylist()
+    members = ctx.write_members([sample_ids[i] for i in chosen], scores[chosen].tolist())
+    stats = {"pool": rows.num_rows, "eligible": int(eligible.size), "budget": k, "selected": int(chosen.size)}
+    return StageOutput(members, rows_in=rows.num_rows, stats=stats, metadata=dict(stats))
+
+
+TOP_SCORE = register_kind(StageKind(
+    kind="top_score", role="selection", spec=TopScoreSpec, run=run_top_score, version="1",
+    summary="Top samples by a stage's numeric column, with optional min/max bounds.",
+    tags=("python", "numpy"),
+))

@@ -1,0 +1,1 @@
+SELECT count(*) FROM {table} WHERE stage = $stage AND config_hash = $config_hash;

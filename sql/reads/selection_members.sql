@@ -1,0 +1,4 @@
+SELECT sample_id, rank, score
+FROM selections
+WHERE selection = $selection
+ORDER BY rank;

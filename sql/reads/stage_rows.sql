@@ -1,0 +1,6 @@
+-- A stage's rows at one config_hash, for active samples.
+SELECT t.sample_id{columns}
+FROM {table} AS t
+JOIN samples AS s USING (sample_id)
+WHERE s.active AND t.stage = $stage AND t.config_hash = $config_hash
+ORDER BY t.sample_id;
