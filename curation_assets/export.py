@@ -18,7 +18,7 @@ from typing import Literal
 import pyarrow.parquet as pq
 
 from curation_assets.store import DuckDBStore
-from curation_assets.store.sql_files import read_sql
+from curation_assets.store.sql_files import fetch_row, read_sql
 
 ExportFormat = Literal["jsonl", "parquet", "hf"]
 BATCH_ROWS = 5_000
@@ -35,15 +35,15 @@ def export_selection(store: DuckDBStore, selection: str, fmt: ExportFormat, out:
     out.parent.mkdir(parents=True, exist_ok=True)
     with store.reader(read_only=read_only) as con:
         if selection == "samples":
-            reader = con.execute(read_sql("reads/export_samples.sql")).to_arrow_reader(BATCH_ROWS)
+            reader = con.sql(read_sql("reads/export_samples.sql")).to_arrow_reader(BATCH_ROWS)
         else:
-            known = con.execute("SELECT count(*) FROM selections WHERE selection = $s", {"s": selection}).fetchone()
-            if not known or known[0] == 0:
+            known = fetch_row(con, "SELECT count(*) FROM selections WHERE selection = $s", {"s": selection})
+            if known[0] == 0:
                 names = [r[0] for r in con.execute("SELECT DISTINCT selection FROM selections ORDER BY 1").fetchall()]
                 raise ExportError(f"no selection named {selection!r} in {store.path} "
                                   f"(known: samples{''.join(', ' + n for n in names)})")
-            reader = con.execute(read_sql("reads/export_selection.sql"),
-                                 {"selection": selection}).to_arrow_reader(BATCH_ROWS)
+            reader = con.sql(read_sql("reads/export_selection.sql"),
+                             params={"selection": selection}).to_arrow_reader(BATCH_ROWS)
         with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
             if fmt == "jsonl":
                 staged = Path(tmp) / out.name

@@ -14,6 +14,7 @@ references and files and reports problems with the YAML line.
 """
 
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ from curation_assets.sources.spec import SourceSpec
 from curation_assets.stages.registry import StageKind, StageSpec, all_kinds, get_kind
 from curation_assets.stages.runner import INGEST_VERSION, RunSummary, run_ingest, run_stage, source_config_hash
 from curation_assets.store import DuckDBStore
-from curation_assets.store.sql_files import read_sql
+from curation_assets.store.sql_files import fetch_row, read_sql
 
 DUCKDB_POOL = "duckdb_writer"
 SAMPLE_COLUMNS = ("sample_id", "instruction", "input", "output", "messages", "n_turns")
@@ -125,13 +126,16 @@ class CurationPipeline(dg.Component):
         raw_key = self.get_raw_asset_key(source)
         location = resolve_source_location(source, self.base_dir)
 
-        @dg.observable_source_asset(key=raw_key, group_name=self.spec.name,
-                                    description=f"Raw records of source `{source.name}`: {location}",
-                                    metadata={"location": location})
         def observe_source() -> dg.DataVersion:
             if source.hf_dataset:
                 return dg.DataVersion(f"hub:{source.hf_dataset}:{source.split}")
             return dg.DataVersion(file_fingerprint(Path(location)))
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", dg.BetaWarning)
+            observed = dg.observable_source_asset(
+                observe_source, key=raw_key, group_name=self.spec.name, metadata={"location": location},
+                description=f"Raw records of source `{source.name}`: {location}")
 
         key = self.get_asset_key(source.name)
         checks = [dg.AssetCheckSpec("counts_balance", asset=key, blocking=True,
@@ -148,9 +152,9 @@ class CurationPipeline(dg.Component):
             summary, result = run_ingest(source, pipeline=self.spec.name, base_dir=self.base_dir, store=store,
                                          dagster_run_id=context.run_id, log=context.log)
             with store.reader() as con:
-                active = con.execute("SELECT count(*) FROM source_samples WHERE source = $s AND active",
-                                     {"s": source.name}).fetchone()[0]
-                unique = con.execute(read_sql("checks/sample_ids_unique.sql")).fetchone()
+                active = fetch_row(con, "SELECT count(*) FROM source_samples WHERE source = $s AND active",
+                                   {"s": source.name})[0]
+                unique = fetch_row(con, read_sql("checks/sample_ids_unique.sql"))
                 metadata = table_metadata(con, table="samples", row_count=active,
                                           lineage=_source_lineage(source, raw_key),
                                           duckdb_path=str(store.path))
@@ -163,7 +167,7 @@ class CurationPipeline(dg.Component):
                                     metadata={"rows": unique[1], "distinct_non_null": unique[2]}),
             ])
 
-        return [observe_source, ingest]
+        return [observed, ingest]
 
     def build_stage_asset(self, stage: StageSpec) -> dg.AssetsDefinition:
         kind = get_kind(stage.kind)
@@ -181,15 +185,15 @@ class CurationPipeline(dg.Component):
             summary = self.execute_stage(context, kind, stage)
             with store.reader() as con:
                 if kind.role == "stage":
-                    missing = con.execute(read_sql("checks/stage_missing_rows.sql").format(table=kind.table),
-                                          {"stage": stage.name, "config_hash": summary.config_hash}).fetchone()[0]
-                    rows = con.execute(read_sql("checks/stage_row_count.sql").format(table=kind.table),
-                                       {"stage": stage.name, "config_hash": summary.config_hash}).fetchone()[0]
+                    params = {"stage": stage.name, "config_hash": summary.config_hash}
+                    missing = fetch_row(con, read_sql("checks/stage_missing_rows.sql").format(table=kind.table),
+                                        params)[0]
+                    rows = fetch_row(con, read_sql("checks/stage_row_count.sql").format(table=kind.table), params)[0]
                     lineage = {column: [(k, c) for k in self.source_asset_keys() for c in sources]
                                for column, sources in kind.column_lineage.items()}
                 else:
-                    missing = con.execute(read_sql("checks/selection_inactive_members.sql"),
-                                          {"selection": stage.name}).fetchone()[0]
+                    missing = fetch_row(con, read_sql("checks/selection_inactive_members.sql"),
+                                        {"selection": stage.name})[0]
                     rows = summary.rows_out
                     lineage = {"sample_id": [(k, "sample_id") for k in self.source_asset_keys()],
                                "score": [(self.get_asset_key(s), c) for s, c in stage.score_sources()]}

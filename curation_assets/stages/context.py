@@ -52,7 +52,7 @@ class StageContext:
         sql = read_sql("reads/pending_samples.sql").format(table=table, columns=_column_list(columns, "s"))
         path = self.staging_dir / f"{self.stage}.pending.parquet"
         with self.store.reader() as con:
-            reader = con.execute(sql, {"stage": self.stage, "config_hash": self.config_hash}).to_arrow_reader(10_000)
+            reader = con.sql(sql, params={"stage": self.stage, "config_hash": self.config_hash}).to_arrow_reader(10_000)
             count = _write_batches(reader, path)
         return path, count
 
@@ -63,16 +63,16 @@ class StageContext:
         sql = read_sql("reads/stage_rows.sql").format(table=self.stage_tables[stage_name],
                                                       columns=_column_list(columns, "t"))
         with self.store.reader() as con:
-            return con.execute(sql, {"stage": stage_name, "config_hash": self.stage_hashes[stage_name]}).to_arrow_table()
+            return con.sql(sql, params={"stage": stage_name, "config_hash": self.stage_hashes[stage_name]}).to_arrow_table()
 
     def active_samples(self, columns: Sequence[str] = ()) -> pa.Table:
         sql = read_sql("reads/active_samples.sql").format(columns=_column_list(columns, "s"))
         with self.store.reader() as con:
-            return con.execute(sql).to_arrow_table()
+            return con.sql(sql).to_arrow_table()
 
     def selection_members(self, selection: str) -> pa.Table:
         with self.store.reader() as con:
-            return con.execute(read_sql("reads/selection_members.sql"), {"selection": selection}).to_arrow_table()
+            return con.sql(read_sql("reads/selection_members.sql"), params={"selection": selection}).to_arrow_table()
 
     # ---- writing outputs ------------------------------------------------------------------
     def rows_writer(self, schema: pa.Schema, suffix: str = "rows") -> StagedRowsWriter:

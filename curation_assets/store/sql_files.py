@@ -36,3 +36,11 @@ def execute_sql_file(con, relative: str, params: dict | None = None) -> None:
         if missing:
             raise KeyError(f"{relative}: no value for parameters {sorted(missing)}")
         con.execute(statement, {k: params[k] for k in wanted} if wanted else None)
+
+
+def fetch_row(con, sql: str, params: dict | None = None) -> tuple:
+    """First row of a query, fully consuming the result (DuckDB 2 refuses new work on an unfinished one)."""
+    rows = con.execute(sql, params).fetchall() if params else con.execute(sql).fetchall()
+    if not rows:
+        raise LookupError(f"query returned no rows: {sql[:80]}")
+    return rows[0]

@@ -11,7 +11,7 @@ from typing import Any
 
 import duckdb
 
-from curation_assets.store.sql_files import execute_sql_file
+from curation_assets.store.sql_files import execute_sql_file, fetch_row
 
 
 def utc_now() -> dt.datetime:
@@ -56,12 +56,12 @@ def insert_stage_run(con: duckdb.DuckDBPyConnection, record: StageRunRecord) -> 
 def merge_ingest(con: duckdb.DuckDBPyConnection, source: str, samples_file: Path, counts_file: Path,
                  rejected_file: Path) -> int:
     """Merge a source's staged files; returns how many samples were new to the store."""
-    before = con.execute("SELECT count(*) FROM samples").fetchone()[0]
+    before = fetch_row(con, "SELECT count(*) FROM samples")[0]
     execute_sql_file(con, "writes/ingest_merge.sql", {
         "source": source, "samples_file": str(samples_file), "counts_file": str(counts_file),
         "rejected_file": str(rejected_file), "now": utc_now(),
     })
-    return con.execute("SELECT count(*) FROM samples").fetchone()[0] - before
+    return fetch_row(con, "SELECT count(*) FROM samples")[0] - before
 
 
 def insert_stage_rows(con: duckdb.DuckDBPyConnection, table: str, stage: str, config_hash: str,
@@ -73,7 +73,7 @@ def insert_stage_rows(con: duckdb.DuckDBPyConnection, table: str, stage: str, co
         f"SELECT $stage, $config_hash, {column_list} FROM read_parquet($rows_file)",
         {"stage": stage, "config_hash": config_hash, "rows_file": str(rows_file)},
     )
-    return con.execute("SELECT count(*) FROM read_parquet($f)", {"f": str(rows_file)}).fetchone()[0]
+    return fetch_row(con, "SELECT count(*) FROM read_parquet($f)", {"f": str(rows_file)})[0]
 
 
 def replace_selection(con: duckdb.DuckDBPyConnection, selection: str, config_hash: str,
@@ -81,7 +81,7 @@ def replace_selection(con: duckdb.DuckDBPyConnection, selection: str, config_has
     execute_sql_file(con, "writes/selection_replace.sql", {
         "selection": selection, "config_hash": config_hash, "members_file": str(members_file), "now": utc_now(),
     })
-    return con.execute("SELECT count(*) FROM selections WHERE selection = $s", {"s": selection}).fetchone()[0]
+    return fetch_row(con, "SELECT count(*) FROM selections WHERE selection = $s", {"s": selection})[0]
 
 
 def pq_columns(con: duckdb.DuckDBPyConnection, rows_file: Path) -> list[str]:

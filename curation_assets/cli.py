@@ -1,0 +1,167 @@
+"""`curation`: run a pipeline without the UI, query its DuckDB file, export selections."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+DEMO_PIPELINE = Path(__file__).resolve().parent / "defs" / "demo" / "defs.yaml"
+
+
+def _load(pipeline: Path) -> Any:
+    from curation_assets.components.standalone import PipelineFileError, load_pipeline_file
+
+    try:
+        return load_pipeline_file(pipeline)
+    except PipelineFileError as err:
+        raise click.ClickException(str(err)) from err
+    except Exception as err:  # validation errors carry the YAML line in their message
+        if type(err).__name__ in ("ValidationError", "ResolutionException"):
+            raise click.ClickException(f"invalid pipeline {pipeline}:\n{err}") from err
+        raise
+
+
+def _store_for(db: Path | None, pipeline: Path | None) -> Any:
+    from curation_assets.store import DuckDBStore
+
+    if db is not None:
+        return DuckDBStore(db, lock_timeout_s=30)
+    return DuckDBStore(_load(pipeline or DEMO_PIPELINE).store.path, lock_timeout_s=30)
+
+
+@click.group()
+def main() -> None:
+    """Curate instruction-tuning data with declarative Dagster pipelines."""
+
+
+@main.command()
+@click.argument("pipeline", type=click.Path(path_type=Path), default=DEMO_PIPELINE, required=False)
+@click.option("--select", "selection", default=None, help="Dagster asset selection, e.g. 'demo/lengths+'.")
+@click.option("--log-level", default="WARNING", show_default=True, help="Dagster console log level.")
+def run(pipeline: Path, selection: str | None, log_level: str) -> None:
+    """Materialise PIPELINE (a defs.yaml; default: the demo) in-process, then print a summary."""
+    import dagster as dg
+
+    from curation_assets.components.standalone import pipeline_definitions
+
+    component = _load(pipeline)
+    definitions = pipeline_definitions(component)
+    store = component.prepared_store()
+    started = time.monotonic()
+    with _instance() as instance:
+        result = dg.materialize(
+            list(definitions.assets or []), instance=instance, selection=selection, raise_on_error=False,
+            run_config={"loggers": {"console": {"config": {"log_level": log_level.upper()}}}},
+        )
+    _print_summary(store, result.run_id, time.monotonic() - started)
+    if not result.success:
+        failures = [e.message for e in result.all_events if e.is_step_failure]
+        raise click.ClickException("run failed:\n" + "\n".join(f"  {m}" for m in failures))
+
+
+def _instance() -> Any:
+    import os
+
+    import dagster as dg
+
+    if os.environ.get("DAGSTER_HOME"):
+        Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+        return dg.DagsterInstance.get()
+    return dg.DagsterInstance.ephemeral()
+
+
+def _print_summary(store: Any, run_id: str, seconds: float) -> None:
+    with store.reader() as con:
+        rows = con.execute(
+            "SELECT stage, kind, rows_in, rows_out, round(seconds, 2) FROM stage_runs "
+            "WHERE dagster_run_id = $run ORDER BY started_at", {"run": run_id}).fetchall()
+    click.echo(_format_table(["stage", "kind", "rows in", "rows out", "seconds"], rows))
+    click.echo(f"\nDuckDB: {store.path}   (total {seconds:.1f} s, Dagster run {run_id})")
+    click.echo("Query it:  curation query \"SELECT * FROM stage_runs\"")
+    click.echo("Open the UI: make ui   (then http://127.0.0.1:3000)")
+
+
+@main.command()
+@click.argument("sql")
+@click.option("--db", type=click.Path(path_type=Path), default=None, help="DuckDB file (default: the demo's).")
+@click.option("--pipeline", type=click.Path(path_type=Path), default=None, help="Pipeline YAML whose DuckDB to use.")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@click.option("--max-width", default=60, show_default=True, help="Truncate table cells to this many characters.")
+def query(sql: str, db: Path | None, pipeline: Path | None, fmt: str, max_width: int) -> None:
+    """Run SQL on a pipeline's DuckDB file through a read-only connection."""
+    import duckdb
+
+    from curation_assets.store import StoreLockedError
+
+    store = _store_for(db, pipeline)
+    try:
+        with store.reader(read_only=True) as con:
+            cursor = con.execute(sql)
+            columns = [d[0] for d in cursor.description or []]
+            rows = cursor.fetchall()
+    except (FileNotFoundError, StoreLockedError) as err:
+        raise click.ClickException(str(err)) from err
+    except duckdb.Error as err:
+        text = str(err)
+        if "read-only" in text:
+            raise click.ClickException(f"`curation query` is read-only; the statement would write: {text}") from err
+        raise click.ClickException(text) from err
+    if fmt == "json":
+        click.echo(json.dumps([dict(zip(columns, row)) for row in rows], default=str, ensure_ascii=False, indent=1))
+    elif fmt == "csv":
+        writer = csv.writer(sys.stdout)
+        writer.writerow(columns)
+        writer.writerows(rows)
+    else:
+        click.echo(_format_table(columns, rows, max_width=max_width))
+        click.echo(f"({len(rows)} rows)")
+
+
+@main.command()
+@click.argument("name")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "parquet", "hf"]), default="jsonl", show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output file (or folder for hf).")
+@click.option("--db", type=click.Path(path_type=Path), default=None, help="DuckDB file (default: the demo's).")
+@click.option("--pipeline", type=click.Path(path_type=Path), default=None, help="Pipeline YAML whose DuckDB to use.")
+def export(name: str, fmt: str, out: Path, db: Path | None, pipeline: Path | None) -> None:
+    """Export selection NAME (or `samples`) in its original format (jsonl) or as parquet/hf."""
+    from curation_assets.export import ExportError, export_selection
+
+    store = _store_for(db, pipeline)
+    try:
+        count = export_selection(store, name, fmt, out, read_only=True)  # type: ignore[arg-type]
+    except (ExportError, FileNotFoundError) as err:
+        raise click.ClickException(str(err)) from err
+    click.echo(f"wrote {count} samples of {name!r} to {out} ({fmt})")
+
+
+@main.command()
+@click.argument("pipeline", type=click.Path(path_type=Path), default=DEMO_PIPELINE, required=False)
+def check(pipeline: Path) -> None:
+    """Validate PIPELINE without running it."""
+    component = _load(pipeline)
+    spec = component.spec
+    click.echo(f"ok: pipeline {spec.name!r}: {len(spec.sources)} sources, {len(spec.stages)} stages, "
+               f"{len(spec.selections)} selections, {len(spec.exports)} exports; DuckDB {component.store.path}")
+
+
+def _format_table(columns: list[str], rows: list[tuple], max_width: int = 60) -> str:
+    def cell(value: Any) -> str:
+        text = "" if value is None else str(value).replace("\n", "\\n")
+        return text if len(text) <= max_width else text[: max_width - 1] + "…"
+
+    body = [[cell(v) for v in row] for row in rows]
+    widths = [max([len(c), *(len(r[i]) for r in body)]) for i, c in enumerate(columns)]
+    lines = [" | ".join(c.ljust(w) for c, w in zip(columns, widths)), "-+-".join("-" * w for w in widths)]
+    lines += [" | ".join(v.ljust(w) for v, w in zip(r, widths)) for r in body]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
