@@ -18,7 +18,9 @@ def text_length_stats(batch: pa.RecordBatch | pa.Table) -> pa.Table:
         return pc.cast(pc.count_substring_regex(batch.column(name), WORD_PATTERN), pa.int32())
 
     messages = batch.column("messages")
-    content_chars = pc.utf8_length(pc.list_flatten(messages).field("content")).to_numpy(zero_copy_only=False)
+    if isinstance(messages, pa.ChunkedArray):
+        messages = messages.combine_chunks()
+    content_chars = pc.utf8_length(pc.struct_field(pc.list_flatten(messages), "content")).to_numpy(zero_copy_only=False)
     conversation_chars = np.bincount(pc.list_parent_indices(messages).to_numpy(zero_copy_only=False),
                                      weights=content_chars, minlength=batch.num_rows).astype(np.int64)
     return pa.table({
