@@ -28,6 +28,7 @@ from curation_assets.store.writes import (
 )
 
 INGEST_VERSION = "1"
+LOG_EVERY_RECORDS = 5_000
 
 
 @dataclass
@@ -54,7 +55,12 @@ def run_ingest(spec: SourceSpec, *, pipeline: str, base_dir: Path, store: DuckDB
     started = utc_now()
     with tempfile.TemporaryDirectory(prefix=f"curation-{spec.name}-") as staging:
         with tqdm(desc=f"{spec.name}: records", unit="rec", leave=False) as bar:
-            result = stage_source(spec, base_dir, Path(staging), progress=bar.update)
+            def progress(count: int) -> None:
+                bar.update(count)
+                if log is not None and bar.n % LOG_EVERY_RECORDS == 0:
+                    log.info(f"{spec.name}: {bar.n} records read")
+
+            result = stage_source(spec, base_dir, Path(staging), progress=progress)
         with store.transaction() as con:
             new_samples = merge_ingest(con, spec.name, result.samples_file, result.counts_file,
                                        result.rejected_file)
