@@ -141,15 +141,16 @@ def _from_turns(record: Mapping[str, Any], fmt: str, turns: Any, role_key: str, 
 def _from_messages(fmt: str, messages: list[dict[str, str]]) -> NormalisedSample:
     if not any(m["role"] == "user" for m in messages):
         raise RejectRecord("conversation has no user turn")
-    n_turns = sum(1 for m in messages if m["role"] == "assistant")
-    if n_turns == 0:
+    if not any(m["role"] == "assistant" for m in messages):
         raise RejectRecord("conversation has no assistant turn")
     first_user = next(i for i, m in enumerate(messages) if m["role"] == "user")
+    replies = [m["content"] for m in messages[first_user + 1:] if m["role"] == "assistant"]
+    if not replies:
+        raise RejectRecord("conversation has no assistant reply after the first user turn")
     instruction = messages[first_user]["content"]
-    output = next((m["content"] for m in messages[first_user + 1:] if m["role"] == "assistant"), "")
-    if not instruction and not any(m["content"] for m in messages if m["role"] == "assistant"):
+    if not instruction and not any(replies):
         raise RejectRecord("empty instruction and empty output")
-    return NormalisedSample(sample_id_for(messages), fmt, instruction, "", output, messages, n_turns)
+    return NormalisedSample(sample_id_for(messages), fmt, instruction, "", replies[0], messages, len(replies))
 
 
 def _build(fmt: str, instruction: str, input_text: str, output: str, *, system: str) -> NormalisedSample:

@@ -18,7 +18,8 @@ from typing import Any
 JSON_SUFFIXES = (".json", ".jsonl", ".ndjson")
 DATASETS_SUFFIXES = {".parquet": "parquet", ".csv": "csv", ".tsv": "csv"}
 _CHUNK_CHARS = 1 << 22  # 4 Mi characters read per step from a JSON array
-_STRUCTURAL = re.compile(r'["{}\[\]]')
+_STRUCTURAL = re.compile(r'["{}\[\],]')
+_SCALAR_TOKEN = re.compile(r"[^\s,\]]*")
 _STRING_BODY = re.compile(r'(?:[^"\\]|\\.)*"', re.DOTALL)
 
 
@@ -93,6 +94,14 @@ def _read_json_lines(path: Path) -> Iterator[RawRecord]:
                 yield RawRecord(line_no, location, error=f"malformed JSON: {err.msg} at column {err.colno}",
                                 raw_text=text.rstrip("\n"))
                 continue
+            except RecursionError:
+                yield RawRecord(line_no, location, error="malformed JSON: nested too deeply",
+                                raw_text=text.rstrip("\n"))
+                continue
+            invalid = _invalid_utf8(value)  # e.g. a lone surrogate escape such as "\ud83d"
+            if invalid:
+                yield RawRecord(line_no, location, error=invalid, raw_text=text.rstrip("\n"))
+                continue
             yield RawRecord(line_no, location, value=value)
 
 
@@ -101,14 +110,21 @@ def _read_json_array(path: Path) -> Iterator[RawRecord]:
 
     A truncated file (no closing bracket, last element cut off) yields every complete
     element and one rejected record for the cut-off tail. A malformed element is
-    rejected and decoding resumes after its closing bracket (found by bracket depth).
+    rejected and decoding resumes after it (its end found by string-aware bracket depth;
+    an element with unbalanced brackets may take the following ones with it).
     """
     decoder = json.JSONDecoder()
     with path.open("r", encoding="utf-8", errors="surrogateescape") as handle:
-        buffer = handle.read(_CHUNK_CHARS).lstrip("\ufeff \t\r\n")
-        at_eof = len(buffer) == 0
-        consumed = 0  # characters dropped from the front of buffer so far
-        pos = buffer.index("[") + 1
+        consumed = 0  # characters dropped from the front of `buffer` so far
+        buffer = ""
+        while not buffer:
+            raw = handle.read(_CHUNK_CHARS)
+            if not raw:
+                return
+            buffer = raw.lstrip("\ufeff \t\r\n")
+            consumed += len(raw) - len(buffer)
+        at_eof = False
+        pos = 1  # just past "["
         element_no = 0
 
         def fill() -> bool:
@@ -130,42 +146,51 @@ def _read_json_array(path: Path) -> Iterator[RawRecord]:
                     return  # array never closed but nothing left: a clean truncation point
                 continue
             if buffer[pos] == "]":
+                yield from _trailing_data(buffer[pos + 1:] + handle.read(), element_no + 1)
                 return
-            element_no += 1
             start = pos
-            location = f"element {element_no} (character {consumed + start})"
+            location = f"element {element_no + 1} (character {consumed + start})"
+            error: str | None = None
+            if buffer[start] not in "{[\"":
+                token = _SCALAR_TOKEN.match(buffer, start)
+                if token.end() >= len(buffer) and not at_eof and fill():
+                    continue  # a number or literal may go on in the next chunk
             try:
                 value, end = decoder.raw_decode(buffer, pos)
             except json.JSONDecodeError as err:
+                error = f"malformed JSON: {err.msg}"
+            except RecursionError:
+                error = "malformed JSON: nested too deeply"
+            if error is not None:
                 close = _element_end(buffer, start)
                 if close is None and not at_eof and fill():
-                    element_no -= 1  # the element continues in the next chunk
-                    continue
+                    continue  # the element continues in the next chunk
+                element_no += 1
                 if close is None:
-                    yield RawRecord(element_no, location,
-                                    error="truncated: the file ends inside this record",
+                    yield RawRecord(element_no, location, error="truncated: the file ends inside this record",
                                     raw_text=_restore_bytes(buffer[start:]))
                     return
-                yield RawRecord(element_no, location, error=f"malformed JSON: {err.msg}",
-                                raw_text=_restore_bytes(buffer[start:close]))
+                yield RawRecord(element_no, location, error=error, raw_text=_restore_bytes(buffer[start:close]))
                 pos = close
                 continue
-            if end >= len(buffer) and not at_eof:
-                # a number or literal may continue in the next chunk: decode again with more text
-                if fill():
-                    element_no -= 1
-                    continue
+            element_no += 1
             pos = end
             invalid = _invalid_utf8(value)
             if invalid:
-                yield RawRecord(element_no, location, error=invalid,
-                                raw_text=_restore_bytes(buffer[start:end]))
+                yield RawRecord(element_no, location, error=invalid, raw_text=_restore_bytes(buffer[start:end]))
             else:
                 yield RawRecord(element_no, location, value=value)
 
 
+def _trailing_data(rest: str, record_no: int) -> Iterator[RawRecord]:
+    if rest.strip():
+        yield RawRecord(record_no, "after the closing bracket", error="data after the end of the JSON array",
+                        raw_text=_restore_bytes(rest.strip()[:10_000]))
+
+
 def _element_end(text: str, start: int) -> int | None:
-    """Index just past the value starting at `start`, by bracket depth; None if it never closes."""
+    """End of the array element starting at `start`: after its closing bracket, or at the
+    `,`/`]` that ends a scalar. None if the text ends first. Strings are skipped whole."""
     depth = 0
     pos = start
     while True:
@@ -179,10 +204,17 @@ def _element_end(text: str, start: int) -> int | None:
                 return None
             pos = body.end()
             continue
-        depth += 1 if char in "{[" else -1
+        if char in "{[":
+            depth += 1
+        elif char in "}]":
+            if depth == 0:
+                return match.start()
+            depth -= 1
+            if depth == 0:
+                return match.end()
+        elif depth == 0:  # a comma ending a scalar element
+            return match.start()
         pos = match.end()
-        if depth <= 0:
-            return pos
 
 
 def _restore_bytes(text: str) -> str:
@@ -193,7 +225,9 @@ def _invalid_utf8(value: Any) -> str | None:
     try:
         json.dumps(value, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
-        return "invalid UTF-8 bytes inside the record"
+        return "invalid UTF-8: the record holds bytes or a lone surrogate that is not valid UTF-8"
+    except RecursionError:
+        return "malformed JSON: nested too deeply"
     return None
 
 
