@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
@@ -22,6 +24,8 @@ from curation_assets.store.sql_files import read_sql
 T = TypeVar("T")
 
 MEMBERS_SCHEMA = pa.schema([("sample_id", pa.string()), ("rank", pa.int32()), ("score", pa.float64())])
+DETAILS_SCHEMA = pa.schema([("sample_id", pa.string()), ("role", pa.string()), ("cluster", pa.int32()),
+                            ("related_id", pa.string()), ("value", pa.float64())])
 
 
 @dataclass
@@ -32,6 +36,7 @@ class StageOutput:
     rows_in: int
     stats: dict[str, Any] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)  # plain values: numbers, strings, markdown
+    details_file: Path | None = None  # selections: DETAILS_SCHEMA rows for `selection_details`
 
 
 @dataclass
@@ -65,6 +70,37 @@ class StageContext:
         with self.store.reader() as con:
             return con.sql(sql, params={"stage": stage_name, "config_hash": self.stage_hashes[stage_name]}).to_arrow_table()
 
+    def stage_matrix(self, stage_name: str, column: str) -> tuple[list[str], np.ndarray]:
+        """An upstream stage's vector column for active samples as (sample_ids, float32 matrix).
+
+        Streamed from DuckDB into a memory-mapped .npy in the staging folder, so memory
+        holds one batch at a time, not the matrix.
+        """
+        if stage_name not in self.stage_tables:
+            raise KeyError(f"{stage_name!r} is not a stage of pipeline {self.pipeline!r}")
+        sql = read_sql("reads/stage_rows.sql").format(table=self.stage_tables[stage_name],
+                                                      columns=_column_list([column], "t"))
+        params = {"stage": stage_name, "config_hash": self.stage_hashes[stage_name]}
+        count_sql = f"SELECT count(*) FROM ({sql.rstrip().rstrip(';')})"
+        sample_ids: list[str] = []
+        with self.store.reader() as con:
+            n = con.execute(count_sql, params).fetchall()[0][0]
+            if n == 0:
+                raise ValueError(f"stage {stage_name!r} has no rows for its current config: materialise it first")
+            matrix: np.ndarray | None = None
+            for batch in con.sql(sql, params=params).to_arrow_reader(10_000):
+                vectors = batch.column(column)
+                width = len(vectors[0]) if len(vectors) else 0
+                values = pc.list_flatten(vectors).to_numpy(zero_copy_only=False).astype(np.float32)
+                if matrix is None:
+                    matrix = np.lib.format.open_memmap(self.staging_dir / f"{stage_name}.{column}.npy",
+                                                       mode="w+", dtype=np.float32, shape=(n, width))
+                start = len(sample_ids)
+                matrix[start:start + batch.num_rows] = values.reshape(batch.num_rows, width)
+                sample_ids.extend(batch.column("sample_id").to_pylist())
+        assert matrix is not None
+        return sample_ids, matrix
+
     def active_samples(self, columns: Sequence[str] = ()) -> pa.Table:
         sql = read_sql("reads/active_samples.sql").format(columns=_column_list(columns, "s"))
         with self.store.reader() as con:
@@ -87,6 +123,13 @@ class StageContext:
             "score": pa.array(list(scores) if scores is not None else [None] * len(sample_ids), pa.float64()),
         })
         pq.write_table(table, path)
+        return path
+
+    def write_details(self, rows: dict[str, Sequence[Any]]) -> Path:
+        """Stage `selection_details` rows: columns sample_id, role, cluster, related_id, value."""
+        path = self.staging_dir / f"{self.stage}.details.parquet"
+        pq.write_table(pa.table({name: pa.array(list(rows.get(name, [None] * len(rows["sample_id"]))), type=f.type)
+                                 for name, f in zip(DETAILS_SCHEMA.names, DETAILS_SCHEMA)}), path)
         return path
 
     # ---- feedback -------------------------------------------------------------------------

@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 
 Role = Literal["stage", "selection"]
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
-RESERVED_NAMES = frozenset({"samples", "source_samples", "rejected_samples", "stage_runs", "selections"})
+RESERVED_NAMES = frozenset({"samples", "source_samples", "rejected_samples", "stage_runs", "selections",
+                            "selection_details"})
 
 
 class StageSpec(SpecModel):

@@ -24,6 +24,7 @@ from curation_assets.store.writes import (
     insert_stage_run,
     merge_ingest,
     replace_selection,
+    replace_selection_details,
     utc_now,
 )
 
@@ -97,6 +98,7 @@ def run_stage(kind: StageKind, spec: StageSpec, *, pipeline: str, store: DuckDBS
                 rows_out = insert_stage_rows(con, kind.table, spec.name, current_hash, output.rows_file)
             else:
                 rows_out = replace_selection(con, spec.name, current_hash, output.rows_file)
+                replace_selection_details(con, spec.name, output.details_file)
             record = StageRunRecord(
                 pipeline=pipeline, stage=spec.name, kind=kind.kind, config=spec.model_dump(mode="json"),
                 config_hash=current_hash, code_version=kind.version, dagster_run_id=dagster_run_id,

@@ -84,6 +84,14 @@ def replace_selection(con: duckdb.DuckDBPyConnection, selection: str, config_has
     return fetch_row(con, "SELECT count(*) FROM selections WHERE selection = $s", {"s": selection})[0]
 
 
+def replace_selection_details(con: duckdb.DuckDBPyConnection, selection: str, details_file: Path | None) -> None:
+    if details_file is None:
+        con.execute("DELETE FROM selection_details WHERE selection = $s", {"s": selection})
+        return
+    execute_sql_file(con, "writes/selection_details_replace.sql",
+                     {"selection": selection, "details_file": str(details_file)})
+
+
 def pq_columns(con: duckdb.DuckDBPyConnection, rows_file: Path) -> list[str]:
     rows = con.execute("DESCRIBE SELECT * FROM read_parquet($f)", {"f": str(rows_file)}).fetchall()
     return [row[0] for row in rows]

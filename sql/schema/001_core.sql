@@ -69,3 +69,16 @@ CREATE TABLE IF NOT EXISTS selections (
     selected_at  TIMESTAMP NOT NULL,
     PRIMARY KEY (selection, sample_id)
 );
+
+-- Per-member (or per-rejected-candidate) details of selections that have them: cluster,
+-- role (easy/hard/base/kcenter/duplicate), a related sample (the kept sample a duplicate
+-- repeats) and a value (distance, similarity). Replaced with the selection.
+CREATE TABLE IF NOT EXISTS selection_details (
+    selection    VARCHAR NOT NULL,
+    sample_id    VARCHAR NOT NULL,
+    role         VARCHAR NOT NULL,
+    cluster      INTEGER,
+    related_id   VARCHAR,
+    value        DOUBLE,
+    PRIMARY KEY (selection, sample_id)
+);

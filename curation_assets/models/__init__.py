@@ -1,0 +1,1 @@
+"""Model loading (packaged offline defaults, Hugging Face names, local paths) and device choice."""

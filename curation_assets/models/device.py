@@ -1,0 +1,37 @@
+"""The compute device, chosen once per process: CUDA (bf16) when present, else CPU (float32)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import cache
+
+
+@dataclass(frozen=True)
+class Device:
+    name: str  # "cuda" | "cpu"
+    dtype_name: str  # "bfloat16" | "float32"
+    threads: int
+
+    @property
+    def torch_dtype(self):  # noqa: ANN201 - torch is imported lazily
+        import torch
+
+        return getattr(torch, self.dtype_name)
+
+    def describe(self) -> str:
+        return f"{self.name}/{self.dtype_name}/{self.threads}t"
+
+
+@cache
+def compute_device() -> Device:
+    """CURATION_DEVICE=cpu|cuda overrides; CURATION_THREADS (else torch's default) sets CPU threads."""
+    import torch
+
+    requested = os.environ.get("CURATION_DEVICE", "").lower()
+    use_cuda = torch.cuda.is_available() if requested in ("", "auto") else requested == "cuda"
+    if use_cuda and not torch.cuda.is_available():
+        raise RuntimeError("CURATION_DEVICE=cuda but torch sees no CUDA device")
+    threads = int(os.environ.get("CURATION_THREADS", "0")) or torch.get_num_threads()
+    torch.set_num_threads(threads)
+    return Device("cuda", "bfloat16", threads) if use_cuda else Device("cpu", "float32", threads)

@@ -1,0 +1,108 @@
+"""Embedding stage and the diversity selections, end to end through Dagster, on a tiny random model."""
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pytest
+import yaml
+
+from curation_assets.components.standalone import load_pipeline_file, pipeline_definitions
+from tests.models_fixtures import build_tiny_sentence_model
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    return build_tiny_sentence_model(tmp_path_factory.mktemp("models"))
+
+
+def write_samples(path: Path, n: int, start: int = 0) -> None:
+    rng = np.random.default_rng(start)
+    words = ["alpha", "beta", "gamma", "delta", "omega", "theta", "kappa", "sigma", "zeta", "lambda"]
+    with path.open("a") as handle:
+        for i in range(start, start + n):
+            text = " ".join(rng.choice(words, size=int(rng.integers(3, 12))))
+            handle.write(json.dumps({"instruction": f"Task {i}: {text}", "input": "", "output": f"Answer {i}"}) + "\n")
+    # two exact-content near duplicates of sample `start` (differ only by case)
+    with path.open("a") as handle:
+        first = json.loads(path.read_text().splitlines()[0])
+        handle.write(json.dumps({**first, "instruction": first["instruction"].upper()}) + "\n")
+
+
+def pipeline(tmp_path: Path, model: Path) -> Path:
+    document = {"type": "curation_assets.CurationPipeline", "attributes": {
+        "name": "div", "duckdb_path": "div.duckdb",
+        "sources": [{"name": "pool", "path": "pool.jsonl", "format": "alpaca"}],
+        "stages": [{"name": "embed", "kind": "embedding", "model": str(model), "batch_size": 8}],
+        "selections": [
+            {"name": "kcenter", "kind": "kcenter_greedy", "embedding": "embed", "budget": 10},
+            {"name": "kcenter_more", "kind": "kcenter_greedy", "embedding": "embed", "budget": 15,
+             "seed_selection": "kcenter"},
+            {"name": "kmeans", "kind": "kmeans_coreset", "embedding": "embed", "fraction": 0.2, "n_clusters": 4},
+            {"name": "deft", "kind": "deft_ucs", "embedding": "embed", "budget": 12, "n_clusters": 3},
+            {"name": "lift", "kind": "lift_variance", "embedding": "embed"},
+            {"name": "dedup", "kind": "near_dedup", "embedding": "embed", "threshold": 0.999},
+        ]}}
+    path = tmp_path / "defs.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+def run(path: Path):
+    component = load_pipeline_file(path)
+    result = dg.materialize(list(pipeline_definitions(component).assets), raise_on_error=True)
+    assert all(c.passed for c in result.get_asset_check_evaluations())
+    return component, result
+
+
+def test_embeddings_and_selections(tmp_path, tiny_model):
+    write_samples(tmp_path / "pool.jsonl", 60)
+    component, result = run(pipeline(tmp_path, tiny_model))
+    with component.store.reader() as con:
+        ids, vectors = zip(*con.execute("SELECT sample_id, embedding FROM embeddings ORDER BY sample_id").fetchall())
+        instructions = dict(con.execute("SELECT sample_id, instruction FROM samples").fetchall())
+        sizes = dict(con.execute("SELECT selection, count(*) FROM selections GROUP BY 1").fetchall())
+        seeded = [r[0] for r in con.execute("SELECT sample_id FROM selections WHERE selection = 'kcenter_more' "
+                                            "ORDER BY rank LIMIT 10").fetchall()]
+        first = [r[0] for r in con.execute("SELECT sample_id FROM selections WHERE selection = 'kcenter' "
+                                           "ORDER BY rank").fetchall()]
+        roles = dict(con.execute("SELECT role, count(*) FROM selection_details WHERE selection = 'deft' "
+                                 "GROUP BY 1").fetchall())
+        dup = con.execute("SELECT related_id, value FROM selection_details WHERE selection = 'dedup'").fetchall()
+    assert len(ids) == 61
+    # stored vectors equal an independent encode of the same text with the same model
+    from sentence_transformers import SentenceTransformer
+    reference = SentenceTransformer(str(tiny_model), device="cpu").encode(
+        [instructions[i] for i in ids], normalize_embeddings=True)
+    assert np.allclose(np.array(vectors), reference, atol=1e-5)
+    assert sizes["kcenter"] == 10 and sizes["kcenter_more"] == 15 and sizes["deft"] == 12
+    assert sizes["kmeans"] == 12  # round(0.2 · 61)
+    assert 11 <= sizes["lift"] <= 13  # rows above the 80th percentile of 61
+    assert seeded == first  # seed members come first
+    assert roles == {"easy": 6, "hard": 6}
+    assert sizes["dedup"] == 61 - len(dup)
+
+
+def test_rerun_embeds_only_new_samples(tmp_path, tiny_model):
+    write_samples(tmp_path / "pool.jsonl", 40)
+    path = pipeline(tmp_path, tiny_model)
+    component, _ = run(path)
+    write_samples(tmp_path / "pool.jsonl", 5, start=1000)
+    run(path)
+    with component.store.reader() as con:
+        computed = [r[0] for r in con.execute(
+            "SELECT rows_out FROM stage_runs WHERE stage = 'embed' ORDER BY started_at").fetchall()]
+        total = con.execute("SELECT count(*) FROM embeddings").fetchall()[0][0]
+    assert computed[0] == 41 and 0 < computed[1] <= 6 and total == sum(computed)
+
+
+def test_embedding_selection_must_point_at_an_embedding_stage(tmp_path, tiny_model):
+    write_samples(tmp_path / "pool.jsonl", 5)
+    path = pipeline(tmp_path, tiny_model)
+    document = yaml.safe_load(path.read_text())
+    document["attributes"]["stages"].append({"name": "lengths", "kind": "text_stats"})
+    document["attributes"]["selections"][0]["embedding"] = "lengths"
+    path.write_text(yaml.safe_dump(document))
+    with pytest.raises(Exception, match="not an embedding stage"):
+        load_pipeline_file(path)
