@@ -7,16 +7,27 @@ import pytest
 import yaml
 
 from curation_assets.components.standalone import load_pipeline_file, pipeline_definitions
+from tests.models_fixtures import build_tiny_sentence_model
 
 DEMO = Path(__file__).resolve().parents[2] / "curation_assets" / "defs" / "demo" / "defs.yaml"
 
 
-def demo_copy(tmp_path: Path, limit: int) -> Path:
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    return build_tiny_sentence_model(tmp_path_factory.mktemp("models"))
+
+
+def demo_copy(tmp_path: Path, limit: int, model: Path) -> Path:
+    """The shipped demo on fewer records, with a tiny random embedding model instead of MiniLM."""
     document = yaml.safe_load(DEMO.read_text())
     attributes = document["attributes"]
+    for stage in attributes["stages"]:
+        if stage["kind"] == "embedding":
+            stage["model"] = str(model)
     attributes["duckdb_path"] = "demo.duckdb"
     attributes["sources"][0]["limit"] = limit
-    attributes["exports"][0]["path"] = "exports/random.jsonl"
+    for export in attributes["exports"]:
+        export["path"] = f"exports/{export['selection']}.jsonl"
     path = tmp_path / "defs.yaml"
     path.write_text(yaml.safe_dump(document))
     return path
@@ -28,13 +39,15 @@ def materialize(path: Path) -> tuple[dg.ExecuteInProcessResult, object]:
     return result, component
 
 
-def test_small_demo_materialises_every_asset_with_metadata_and_checks(tmp_path):
-    result, component = materialize(demo_copy(tmp_path, limit=200))
+def test_small_demo_materialises_every_asset_with_metadata_and_checks(tmp_path, tiny_model):
+    result, component = materialize(demo_copy(tmp_path, limit=200, model=tiny_model))
     assert result.success
     materialized = {e.asset_key.to_user_string(): e.materialization.metadata
                     for e in result.get_asset_materialization_events()}
-    assert set(materialized) == {"demo/sharegpt", "demo/lengths", "demo/random_5pct", "demo/longest_answers",
-                                 "demo/export_random_5pct"}
+    assert set(materialized) == {"demo/sharegpt", "demo/lengths", "demo/embed", "demo/random_5pct",
+                                 "demo/longest_answers", "demo/dedup", "demo/kcenter_5pct", "demo/kmeans_coreset_5pct",
+                                 "demo/deft_ucs_5pct", "demo/lift_variance", "demo/export_random_5pct",
+                                 "demo/export_kcenter_5pct"}
     for key in ("demo/sharegpt", "demo/lengths", "demo/random_5pct", "demo/longest_answers"):
         metadata = materialized[key]
         assert {"dagster/row_count", "dagster/table_name", "dagster/column_schema"} <= set(metadata)
@@ -62,12 +75,12 @@ def test_small_demo_materialises_every_asset_with_metadata_and_checks(tmp_path):
         assert all(score == words for _, score, words in top)
         assert [r[1] for r in top] == sorted((r[1] for r in top), reverse=True)
         assert all(score >= 20 for _, score, _ in top)
-    exported = (tmp_path / "exports" / "random.jsonl").read_text().splitlines()
+    exported = (tmp_path / "exports" / "random_5pct.jsonl").read_text().splitlines()
     assert len(exported) == runs["random_5pct"]
 
 
-def test_second_run_is_incremental_and_same_selection(tmp_path):
-    path = demo_copy(tmp_path, limit=120)
+def test_second_run_is_incremental_and_same_selection(tmp_path, tiny_model):
+    path = demo_copy(tmp_path, limit=120, model=tiny_model)
     _, component = materialize(path)
     with component.store.reader() as con:
         first = con.execute("SELECT sample_id FROM selections WHERE selection = 'random_5pct' ORDER BY rank").fetchall()
@@ -79,12 +92,12 @@ def test_second_run_is_incremental_and_same_selection(tmp_path):
     for stage, rows_out in runs:
         by_stage.setdefault(stage, []).append(rows_out)
     assert by_stage["sharegpt"][1] == 0  # nothing new ingested
-    assert by_stage["lengths"][1] == 0  # nothing recomputed
+    assert by_stage["lengths"][1] == 0 and by_stage["embed"][1] == 0  # nothing recomputed
     assert first == second  # same seed, same pool
 
 
-def test_growing_the_source_scores_only_new_samples(tmp_path):
-    path = demo_copy(tmp_path, limit=100)
+def test_growing_the_source_scores_only_new_samples(tmp_path, tiny_model):
+    path = demo_copy(tmp_path, limit=100, model=tiny_model)
     _, component = materialize(path)
     document = yaml.safe_load(path.read_text())
     document["attributes"]["sources"][0]["limit"] = 130
@@ -106,7 +119,8 @@ def test_shipped_demo_pipeline_end_to_end(tmp_path, monkeypatch):
     """The demo exactly as `make demo` runs it (2,000 ShareGPT conversations), into a temporary DuckDB."""
     document = yaml.safe_load(DEMO.read_text())
     document["attributes"]["duckdb_path"] = str(tmp_path / "demo.duckdb")
-    document["attributes"]["exports"][0]["path"] = str(tmp_path / "random.jsonl")
+    for export in document["attributes"]["exports"]:
+        export["path"] = str(tmp_path / f"{export['selection']}.jsonl")
     path = tmp_path / "defs.yaml"
     path.write_text(yaml.safe_dump(document))
     result, component = materialize(path)
