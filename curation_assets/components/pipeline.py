@@ -134,8 +134,8 @@ class CurationPipeline(dg.Component):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", dg.BetaWarning)
             observed = dg.observable_source_asset(
-                observe_source, key=raw_key, group_name=self.spec.name, metadata={"location": location},
-                description=f"Raw records of source `{source.name}`: {location}")
+                key=raw_key, group_name=self.spec.name, metadata={"location": location},
+                description=f"Raw records of source `{source.name}`: {location}")(observe_source)
 
         key = self.get_asset_key(source.name)
         checks = [dg.AssetCheckSpec("counts_balance", asset=key, blocking=True,

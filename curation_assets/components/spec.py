@@ -6,7 +6,7 @@ from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import Field, create_model
+from pydantic import Field, WrapValidator, create_model
 
 from curation_assets.sources.packaged import packaged_file
 from curation_assets.sources.spec import SourceSpec
@@ -39,9 +39,24 @@ class PipelineSpecBase(SpecModel):
 
 
 def _discriminated(specs: list[type[StageSpec]]) -> Any:
+    """Union of kind specs, validated by picking the spec for `kind` directly.
+
+    A plain discriminated union puts the tag into error locations
+    (`selections.1.top_score.budget`), which Dagster cannot map back to a YAML line;
+    validating the chosen spec directly keeps locations equal to YAML paths.
+    """
     if len(specs) == 1:
         return specs[0]
-    return Annotated[Union[tuple(specs)], Field(discriminator="kind")]  # noqa: UP007
+    by_kind = {spec.model_fields["kind"].annotation.__args__[0]: spec for spec in specs}
+    kind_only = create_model("StageKindName", kind=(Literal[tuple(by_kind)], ...))  # type: ignore[valid-type]
+
+    def validate_by_kind(value: Any, handler: Any) -> Any:
+        if isinstance(value, dict):
+            kind_only.model_validate({"kind": value["kind"]} if "kind" in value else {})
+            return by_kind[value["kind"]].model_validate(value)
+        return handler(value)
+
+    return Annotated[Union[tuple(specs)], Field(discriminator="kind"), WrapValidator(validate_by_kind)]  # noqa: UP007
 
 
 @cache
