@@ -20,7 +20,7 @@ help:
 	@echo "make demo   set up and run the demo pipeline end to end"
 	@echo "make test   set up and run the tests"
 	@echo "make ui     open the Dagster UI on http://127.0.0.1:$(UI_PORT)"
-	@echo "make bench  run the benchmarks under bench/"
+	@echo "make bench  run the benchmarks under bench/ (BENCH_ARGS=--quick for a short run)"
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -51,7 +51,7 @@ ui: setup
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(UI_PORT)
 
 bench: setup
-	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.run
+	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean:
 	rm -rf .curation .dagster_home

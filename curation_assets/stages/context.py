@@ -49,7 +49,6 @@ class StageContext:
     stage_hashes: Mapping[str, str]  # every stage/selection name in the pipeline -> current config_hash
     stage_tables: Mapping[str, str]  # every stage name -> its table
     log: logging.Logger | Any = field(default_factory=lambda: logging.getLogger("curation_assets"))
-    seed_offset: int = 0
 
     # ---- reading inputs -------------------------------------------------------------------
     def pending_samples(self, table: str, columns: Sequence[str]) -> tuple[Path, int]:

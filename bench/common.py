@@ -1,0 +1,50 @@
+"""Shared pieces of the benchmarks: timing, machine facts, result tables."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+
+@dataclass
+class BenchResult:
+    name: str
+    rows: list[dict] = field(default_factory=list)  # each: measure, baseline, ours, unit, ratio, goal, met
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, measure: str, baseline: float, ours: float, unit: str, goal: str, met: bool | None,
+            higher_is_better: bool = False) -> None:
+        ratio = (ours / baseline if higher_is_better else baseline / ours) if ours and baseline else float("nan")
+        self.rows.append({"measure": measure, "baseline": baseline, "ours": ours, "unit": unit,
+                          "ratio": ratio, "goal": goal, "met": met})
+
+    def markdown(self) -> str:
+        lines = [f"## {self.name}", "", "| measure | baseline | ours | unit | ratio (x better) | goal | met |",
+                 "|---|---|---|---|---|---|---|"]
+        for r in self.rows:
+            met = "n/a" if r["met"] is None else ("yes" if r["met"] else "no")
+            lines.append(f"| {r['measure']} | {r['baseline']:.4g} | {r['ours']:.4g} | {r['unit']} | "
+                         f"{r['ratio']:.2f} | {r['goal']} | {met} |")
+        lines += [""] + [f"- {n}" for n in self.notes] + [""]
+        return "\n".join(lines)
+
+
+def timed(fn: Callable[[], object], repeat: int = 1) -> tuple[float, object]:
+    """Best wall time over `repeat` runs, and the last result."""
+    best, result = float("inf"), None
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - start)
+    return best, result
+
+
+def machine() -> str:
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return (f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} with "
+            f"{torch.get_num_threads()} threads, device {device}, Python {platform.python_version()}")
