@@ -30,6 +30,7 @@ from curation_assets.export import export_selection
 from curation_assets.sources.fingerprint import file_fingerprint
 from curation_assets.sources.ingest import resolve_source_location
 from curation_assets.sources.spec import SourceSpec
+from curation_assets.stages.context import restricted_sql
 from curation_assets.stages.registry import StageKind, StageSpec, all_kinds, get_kind
 from curation_assets.stages.runner import INGEST_VERSION, RunSummary, run_ingest, run_stage, source_config_hash
 from curation_assets.store import DuckDBStore
@@ -186,8 +187,9 @@ class CurationPipeline(dg.Component):
             with store.reader() as con:
                 if kind.role == "stage":
                     params = {"stage": stage.name, "config_hash": summary.config_hash}
-                    missing = fetch_row(con, read_sql("checks/stage_missing_rows.sql").format(table=kind.table),
-                                        params)[0]
+                    missing_sql, missing_params = restricted_sql("checks/stage_missing_rows.sql", stage.input_selection,
+                                                                 params, table=kind.table or "")
+                    missing = fetch_row(con, missing_sql, missing_params)[0]
                     rows = fetch_row(con, read_sql("checks/stage_row_count.sql").format(table=kind.table), params)[0]
                     lineage = {column: [(k, c) for k in self.source_asset_keys() for c in sources]
                                for column, sources in kind.column_lineage.items()}

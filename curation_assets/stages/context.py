@@ -49,14 +49,20 @@ class StageContext:
     stage_hashes: Mapping[str, str]  # every stage/selection name in the pipeline -> current config_hash
     stage_tables: Mapping[str, str]  # every stage name -> its table
     log: logging.Logger | Any = field(default_factory=lambda: logging.getLogger("curation_assets"))
+    input_selection: str | None = None  # when set, every read is limited to this selection's members
+
+    def _query(self, name: str, params: dict[str, Any], **parts: str) -> tuple[str, dict[str, Any]]:
+        """SQL file `name` with its {placeholders} filled and the input_selection filter applied."""
+        return restricted_sql(name, self.input_selection, params, **parts)
 
     # ---- reading inputs -------------------------------------------------------------------
     def pending_samples(self, table: str, columns: Sequence[str]) -> tuple[Path, int]:
         """Stage to Parquet the active samples lacking a row in `table` for this stage's config."""
-        sql = read_sql("reads/pending_samples.sql").format(table=table, columns=_column_list(columns, "s"))
+        sql, params = self._query("reads/pending_samples.sql", {"stage": self.stage, "config_hash": self.config_hash},
+                                  table=table, columns=_column_list(columns, "s"))
         path = self.staging_dir / f"{self.stage}.pending.parquet"
         with self.store.reader() as con:
-            reader = con.sql(sql, params={"stage": self.stage, "config_hash": self.config_hash}).to_arrow_reader(10_000)
+            reader = con.sql(sql, params=params).to_arrow_reader(10_000)
             count = _write_batches(reader, path)
         return path, count
 
@@ -64,10 +70,11 @@ class StageContext:
         """An upstream stage's rows at its current config, for active samples, sorted by sample_id."""
         if stage_name not in self.stage_tables:
             raise KeyError(f"{stage_name!r} is not a stage of pipeline {self.pipeline!r}")
-        sql = read_sql("reads/stage_rows.sql").format(table=self.stage_tables[stage_name],
-                                                      columns=_column_list(columns, "t"))
+        sql, params = self._query("reads/stage_rows.sql",
+                                  {"stage": stage_name, "config_hash": self.stage_hashes[stage_name]},
+                                  table=self.stage_tables[stage_name], columns=_column_list(columns, "t"))
         with self.store.reader() as con:
-            return con.sql(sql, params={"stage": stage_name, "config_hash": self.stage_hashes[stage_name]}).to_arrow_table()
+            return con.sql(sql, params=params).to_arrow_table()
 
     def stage_matrix(self, stage_name: str, column: str) -> tuple[list[str], np.ndarray]:
         """An upstream stage's vector column for active samples as (sample_ids, float32 matrix).
@@ -77,9 +84,9 @@ class StageContext:
         """
         if stage_name not in self.stage_tables:
             raise KeyError(f"{stage_name!r} is not a stage of pipeline {self.pipeline!r}")
-        sql = read_sql("reads/stage_rows.sql").format(table=self.stage_tables[stage_name],
-                                                      columns=_column_list([column], "t"))
-        params = {"stage": stage_name, "config_hash": self.stage_hashes[stage_name]}
+        sql, params = self._query("reads/stage_rows.sql",
+                                  {"stage": stage_name, "config_hash": self.stage_hashes[stage_name]},
+                                  table=self.stage_tables[stage_name], columns=_column_list([column], "t"))
         count_sql = f"SELECT count(*) FROM ({sql.rstrip().rstrip(';')})"
         sample_ids: list[str] = []
         with self.store.reader() as con:
@@ -101,9 +108,9 @@ class StageContext:
         return sample_ids, matrix
 
     def active_samples(self, columns: Sequence[str] = ()) -> pa.Table:
-        sql = read_sql("reads/active_samples.sql").format(columns=_column_list(columns, "s"))
+        sql, params = self._query("reads/active_samples.sql", {}, columns=_column_list(columns, "s"))
         with self.store.reader() as con:
-            return con.sql(sql).to_arrow_table()
+            return con.sql(sql, params=params or None).to_arrow_table()
 
     def selection_members(self, selection: str) -> pa.Table:
         with self.store.reader() as con:
@@ -166,6 +173,14 @@ class StagedRowsWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def restricted_sql(name: str, input_selection: str | None, params: dict[str, Any], **parts: str
+                   ) -> tuple[str, dict[str, Any]]:
+    """Fill an SQL template's {placeholders}; {restrict} limits it to an input selection's members."""
+    restrict = read_sql("reads/restrict_to_selection.sql") if input_selection else ""
+    params = {**params, "input_selection": input_selection} if input_selection else dict(params)
+    return read_sql(name).format(restrict=restrict.rstrip("\n"), **parts), params
 
 
 def iter_parquet_batches(path: Path, batch_size: int, columns: Sequence[str] | None = None

@@ -24,16 +24,17 @@ class EmbeddingInput(StageSpec):
     seed: int = Field(0, description="Random seed.")
 
     def references(self) -> dict[str, str]:
-        return {"embedding": self.embedding}
+        return {**super().references(), "embedding": self.embedding}
 
     def check_references(self, stage_kinds: Mapping[str, StageKind], selection_names: set[str]
                          ) -> list[tuple[str, str]]:
+        problems = super().check_references(stage_kinds, selection_names)
         kind = stage_kinds.get(self.embedding)
         if kind is not None and kind.kind != "embedding":
-            return [("embedding", f"{self.embedding!r} is a {kind.kind} stage, not an embedding stage")]
+            problems.append(("embedding", f"{self.embedding!r} is a {kind.kind} stage, not an embedding stage"))
         if kind is None and self.embedding in selection_names:
-            return [("embedding", f"{self.embedding!r} is a selection, not an embedding stage")]
-        return []
+            problems.append(("embedding", f"{self.embedding!r} is a selection, not an embedding stage"))
+        return problems
 
 
 class KCenterSpec(EmbeddingInput, BudgetedSelectionSpec):

@@ -35,10 +35,13 @@ class StageSpec(SpecModel):
     name: str = Field(pattern=NAME_PATTERN, description="Stage name; the asset is `<pipeline>/<name>`.")
     kind: str
     description: str | None = Field(None, description="Shown in the Dagster UI.")
+    input_selection: str | None = Field(None, description=(
+        "Work only on the members of this selection (e.g. score the near-duplicate-free set, "
+        "or judge a cheap filter's survivors with an expensive model)."))
 
     def references(self) -> dict[str, str]:
         """YAML key -> name of another stage or selection this one reads (becomes an asset dep)."""
-        return {}
+        return {"input_selection": self.input_selection} if self.input_selection else {}
 
     def score_sources(self) -> list[tuple[str, str]]:
         """(upstream stage, column) pairs a selection's `score` is taken from (column lineage)."""
@@ -46,7 +49,9 @@ class StageSpec(SpecModel):
 
     def check_references(self, stage_kinds: Mapping[str, StageKind], selection_names: set[str]
                          ) -> list[tuple[str, str]]:
-        """Kind-specific checks of what the references point at: (YAML key, message) pairs."""
+        """Checks of what the references point at: (YAML key, message) pairs. Kinds extend it."""
+        if self.input_selection and self.input_selection in stage_kinds:
+            return [("input_selection", f"{self.input_selection!r} is a stage, not a selection")]
         return []
 
     def hashed_config(self) -> dict[str, Any]:

@@ -90,7 +90,7 @@ def run_stage(kind: StageKind, spec: StageSpec, *, pipeline: str, store: DuckDBS
     with tempfile.TemporaryDirectory(prefix=f"curation-{spec.name}-") as staging:
         ctx = StageContext(store=store, pipeline=pipeline, stage=spec.name, config_hash=current_hash,
                            staging_dir=Path(staging), stage_hashes=stage_hashes, stage_tables=stage_tables,
-                           **({"log": log} if log is not None else {}))
+                           input_selection=spec.input_selection, **({"log": log} if log is not None else {}))
         output = kind.run(spec, ctx)
         with store.transaction() as con:
             if kind.role == "stage":

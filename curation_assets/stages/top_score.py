@@ -31,22 +31,22 @@ class TopScoreSpec(BudgetedSelectionSpec):
         return self
 
     def references(self) -> dict[str, str]:
-        return {"stage": self.stage}
+        return {**super().references(), "stage": self.stage}
 
     def score_sources(self) -> list[tuple[str, str]]:
         return [(self.stage, self.column)]
 
     def check_references(self, stage_kinds: Mapping[str, StageKind], selection_names: set[str]
                          ) -> list[tuple[str, str]]:
+        problems = super().check_references(stage_kinds, selection_names)
         kind = stage_kinds.get(self.stage)
-        if kind is None:
-            return [("stage", f"{self.stage!r} must be a stage (selections have no score columns)")] \
-                if self.stage in selection_names else []
-        if self.column not in kind.column_lineage:
+        if kind is None and self.stage in selection_names:
+            problems.append(("stage", f"{self.stage!r} must be a stage (selections have no score columns)"))
+        elif kind is not None and self.column not in kind.column_lineage:
             columns = ", ".join(kind.column_lineage)
-            return [("column", f"stage {self.stage!r} ({kind.kind}) has no column {self.column!r}; "
-                               f"columns: {columns}")]
-        return []
+            problems.append(("column", f"stage {self.stage!r} ({kind.kind}) has no column {self.column!r}; "
+                                       f"columns: {columns}"))
+        return problems
 
 
 def run_top_score(spec: TopScoreSpec, ctx: StageContext) -> StageOutput:

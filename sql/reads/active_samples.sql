@@ -1,4 +1,4 @@
 SELECT s.sample_id{columns}
 FROM samples AS s
-WHERE s.active
+WHERE s.active{restrict}
 ORDER BY s.sample_id;

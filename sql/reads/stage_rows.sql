@@ -2,5 +2,5 @@
 SELECT t.sample_id{columns}
 FROM {table} AS t
 JOIN samples AS s USING (sample_id)
-WHERE s.active AND t.stage = $stage AND t.config_hash = $config_hash
+WHERE s.active AND t.stage = $stage AND t.config_hash = $config_hash{restrict}
 ORDER BY t.sample_id;

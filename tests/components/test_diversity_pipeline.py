@@ -43,6 +43,8 @@ def pipeline(tmp_path: Path, model: Path) -> Path:
             {"name": "deft", "kind": "deft_ucs", "embedding": "embed", "budget": 12, "n_clusters": 3},
             {"name": "lift", "kind": "lift_variance", "embedding": "embed"},
             {"name": "dedup", "kind": "near_dedup", "embedding": "embed", "threshold": 0.999},
+            {"name": "kcenter_deduped", "kind": "kcenter_greedy", "embedding": "embed", "budget": 8,
+             "input_selection": "dedup"},
         ]}}
     path = tmp_path / "defs.yaml"
     path.write_text(yaml.safe_dump(document))
@@ -82,6 +84,13 @@ def test_embeddings_and_selections(tmp_path, tiny_model):
     assert seeded == first  # seed members come first
     assert roles == {"easy": 6, "hard": 6}
     assert sizes["dedup"] == 61 - len(dup)
+    with component.store.reader() as con:
+        outside = con.execute("SELECT count(*) FROM selections m WHERE selection = 'kcenter_deduped' AND sample_id "
+                              "NOT IN (SELECT sample_id FROM selections WHERE selection = 'dedup')").fetchall()[0][0]
+    assert sizes["kcenter_deduped"] == 8 and outside == 0
+    deps = {k.to_user_string() for k in pipeline_definitions(component).resolve_asset_graph()
+            .get(dg.AssetKey(["div", "kcenter_deduped"])).parent_keys}
+    assert {"div/dedup", "div/embed"} <= deps
 
 
 def test_rerun_embeds_only_new_samples(tmp_path, tiny_model):
