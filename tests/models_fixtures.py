@@ -22,3 +22,38 @@ def build_tiny_sentence_model(folder: Path, hidden: int = 32) -> Path:
     out = folder / "tiny_sentence_model"
     model.save(str(out))
     return out
+
+
+CHATML_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def build_tiny_causal_lm(folder: Path, *, chat_template: str | None = CHATML_TEMPLATE) -> Path:
+    """A 2-layer random Llama with a word-level tokenizer (ChatML template), saved as a HF folder."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    torch.manual_seed(0)
+    words = ("user assistant system the a of to is and in it you that for on with as are this be "
+             "what how why write explain answer question code list one two three four five "
+             "q0 q1 q2 q3 q4 q5 q6 q7 q8 q9 hello world yes no").split()
+    specials = ["<unk>", "<pad>", "<|im_start|>", "<|im_end|>"]
+    vocab = {token: i for i, token in enumerate(specials + words)}
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, unk_token="<unk>", pad_token="<pad>",
+                                        eos_token="<|im_end|>", bos_token="<|im_start|>",
+                                        additional_special_tokens=["<|im_start|>", "<|im_end|>"])
+    if chat_template:
+        tokenizer.chat_template = chat_template
+    config = LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                         pad_token_id=vocab["<pad>"], eos_token_id=vocab["<|im_end|>"],
+                         bos_token_id=vocab["<|im_start|>"])
+    out = folder / ("tiny_llama" if chat_template else "tiny_llama_no_template")
+    LlamaForCausalLM(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out

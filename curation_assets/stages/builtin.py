@@ -1,3 +1,10 @@
 """Import every built-in stage kind so it registers itself."""
 
-from curation_assets.stages import diversity, embedding, random_selection, text_stats, top_score  # noqa: F401
+from curation_assets.stages import (  # noqa: F401
+    diversity,
+    embedding,
+    lm_loss,
+    random_selection,
+    text_stats,
+    top_score,
+)

@@ -178,9 +178,13 @@ class StagedRowsWriter:
 def restricted_sql(name: str, input_selection: str | None, params: dict[str, Any], **parts: str
                    ) -> tuple[str, dict[str, Any]]:
     """Fill an SQL template's {placeholders}; {restrict} limits it to an input selection's members."""
-    restrict = read_sql("reads/restrict_to_selection.sql") if input_selection else ""
+    restrict = _without_comments(read_sql("reads/restrict_to_selection.sql")) if input_selection else ""
     params = {**params, "input_selection": input_selection} if input_selection else dict(params)
     return read_sql(name).format(restrict=restrict.rstrip("\n"), **parts), params
+
+
+def _without_comments(sql: str) -> str:
+    return "\n" + "\n".join(line for line in sql.splitlines() if not line.lstrip().startswith("--"))
 
 
 def iter_parquet_batches(path: Path, batch_size: int, columns: Sequence[str] | None = None

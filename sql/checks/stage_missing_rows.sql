@@ -1,4 +1,4 @@
--- Active samples without a row in {table} for the stage's current config.
+-- Active samples without a row in the stage table for the stage's current config.
 SELECT count(*)
 FROM samples AS s
 WHERE s.active{restrict}

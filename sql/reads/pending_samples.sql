@@ -1,5 +1,6 @@
--- Active samples without a row in {table} for this stage's current config_hash.
--- {table}, {columns} and {restrict} (an optional input_selection filter) are filled in from the stage kind registry; $stage, $config_hash are parameters.
+-- Active samples without a row in the stage table for this stage's current config_hash.
+-- The table, column list and optional input_selection filter are filled in from the stage kind registry;
+-- $stage and $config_hash are parameters.
 SELECT s.sample_id{columns}
 FROM samples AS s
 WHERE s.active{restrict}
