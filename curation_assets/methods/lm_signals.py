@@ -56,8 +56,15 @@ def response_token_signals(hidden: torch.Tensor, labels: torch.Tensor,
                         (el2n_sum / denominator).masked_fill(empty, float("nan")), counts)
 
 
+def decoder_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The transformer body and the LM head of a causal LM (a peft model keeps LoRA layers inside)."""
+    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return causal_lm.base_model, causal_lm.get_output_embeddings()
+
+
 def forward_signals(model: torch.nn.Module, batch: dict[str, torch.Tensor], chunk_tokens: int = 2048
                     ) -> TokenSignals:
     """Run the decoder once and score response tokens (no full-vocabulary logits for the prompt)."""
-    hidden = model.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-    return response_token_signals(hidden, batch["labels"], model.get_output_embeddings(), chunk_tokens)
+    decoder, head = decoder_and_head(model)
+    hidden = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    return response_token_signals(hidden, batch["labels"], head, chunk_tokens)

@@ -100,3 +100,18 @@ def load_causal_lm(name: str) -> tuple[Any, Any]:
     model.to(device.name)
     model.eval()
     return model, tokenizer
+
+
+def fresh_causal_lm(name: str, chat_template: str | None = None) -> tuple[Any, Any]:
+    """A new, uncached copy of the model (for fine-tuning, which changes it) and its tokenizer."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = compute_device()
+    resolved = resolve_causal_lm(name)
+    tokenizer = AutoTokenizer.from_pretrained(resolved)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if chat_template:
+        tokenizer.chat_template = chat_template
+    model = AutoModelForCausalLM.from_pretrained(resolved, dtype=device.torch_dtype).to(device.name)
+    return model, tokenizer

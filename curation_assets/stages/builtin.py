@@ -2,6 +2,7 @@
 
 from curation_assets.stages import (  # noqa: F401
     diversity,
+    early_training,
     embedding,
     lm_loss,
     random_selection,

@@ -1,0 +1,133 @@
+"""LoRA fine-tuning of the causal LM (Hu et al. 2021) with peft: the shared routine for
+EL2N/GraNd early-training signals, LoBaSS, MoDS and the LESS warm-up.
+
+Each epoch can be checkpointed (adapter + AdamW state), with SHA-256 hashes of both so
+`stage_runs` records exactly which weights produced a score.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from curation_assets.models.chat_format import EncodedSample, collate
+
+
+class LoraSettings(BaseModel):
+    """LoRA and optimiser knobs (YAML block `lora:`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    r: int = Field(8, gt=0, description="LoRA rank.")
+    alpha: float = Field(16, gt=0, description="LoRA alpha (scaling = alpha / r).")
+    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA input.")
+    target_modules: tuple[str, ...] = Field(("q_proj", "v_proj"), description="Module names that get adapters.")
+    lr: float = Field(2e-4, gt=0, description="Peak learning rate (AdamW).")
+    scheduler: str = Field("linear", description="transformers scheduler name: linear, cosine, constant, ...")
+    warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Share of steps spent warming up.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    epochs: int = Field(1, gt=0, description="Passes over the training samples.")
+    max_steps: int | None = Field(None, gt=0, description="Stop after this many optimiser steps.")
+    batch_size: int = Field(4, gt=0, description="Samples per micro-batch.")
+    grad_accumulation: int = Field(1, gt=0, description="Micro-batches per optimiser step.")
+
+
+@dataclass
+class Checkpoint:
+    epoch: int
+    folder: Path
+    adapter_sha256: str
+    optimizer_sha256: str
+    mean_lr: float  # mean learning rate over the epoch's steps (LESS weights checkpoints by it)
+
+
+@dataclass
+class FineTuneResult:
+    model: Any  # the peft model after training, in eval mode
+    step_losses: list[float] = field(default_factory=list)
+    checkpoints: list[Checkpoint] = field(default_factory=list)
+    optimizer: Any = None
+
+
+def attach_lora(base_model: Any, settings: LoraSettings, seed: int) -> Any:
+    """A peft model with fresh adapters initialised from `seed` (base weights frozen)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(seed)
+    config = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
+                        target_modules=list(settings.target_modules), bias="none", task_type="CAUSAL_LM")
+    return get_peft_model(base_model, config)
+
+
+def lora_finetune(model: Any, samples: Sequence[EncodedSample], settings: LoraSettings, *, pad_token_id: int,
+                  seed: int, device: str = "cpu", checkpoint_dir: Path | None = None,
+                  on_step: Callable[[int, float], None] | None = None) -> FineTuneResult:
+    """Train the LoRA parameters of `model` (already wrapped by `attach_lora`) on `samples`.
+
+    Loss = mean over response tokens of each micro-batch (transformers' causal LM loss).
+    """
+    import torch
+    from transformers import get_scheduler
+
+    model.to(device)
+    model.train()
+    order_rng = random.Random(seed)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=settings.lr, weight_decay=settings.weight_decay)
+    steps_per_epoch = max(1, -(-len(samples) // (settings.batch_size * settings.grad_accumulation)))
+    total_steps = min(settings.max_steps or steps_per_epoch * settings.epochs, steps_per_epoch * settings.epochs)
+    scheduler = get_scheduler(settings.scheduler, optimizer, num_warmup_steps=int(settings.warmup_ratio * total_steps),
+                              num_training_steps=total_steps)
+    result = FineTuneResult(model=model, optimizer=optimizer)
+    step = 0
+    for epoch in range(settings.epochs):
+        order = list(range(len(samples)))
+        order_rng.shuffle(order)
+        epoch_lrs: list[float] = []
+        micro = [order[i:i + settings.batch_size] for i in range(0, len(order), settings.batch_size)]
+        for start in range(0, len(micro), settings.grad_accumulation):
+            if step >= total_steps:
+                break
+            group = micro[start:start + settings.grad_accumulation]
+            optimizer.zero_grad(set_to_none=True)
+            step_loss = 0.0
+            for indices in group:
+                batch = {k: v.to(device) for k, v in collate([samples[i] for i in indices], pad_token_id).items()}
+                loss = model(**batch).loss / len(group)
+                loss.backward()
+                step_loss += float(loss.detach())
+            epoch_lrs.append(scheduler.get_last_lr()[0])
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            result.step_losses.append(step_loss)
+            if on_step is not None:
+                on_step(step, step_loss)
+        if checkpoint_dir is not None:
+            result.checkpoints.append(save_checkpoint(model, optimizer, checkpoint_dir / f"epoch-{epoch + 1}",
+                                                      epoch + 1, sum(epoch_lrs) / max(1, len(epoch_lrs))))
+        if step >= total_steps:
+            break
+    model.eval()
+    return result
+
+
+def save_checkpoint(model: Any, optimizer: Any, folder: Path, epoch: int, mean_lr: float) -> Checkpoint:
+    import torch
+
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    torch.save(optimizer.state_dict(), folder / "optimizer.pt")
+    adapter = next(folder.glob("adapter_model.*"))
+    return Checkpoint(epoch, folder, _sha256(adapter), _sha256(folder / "optimizer.pt"), mean_lr)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()

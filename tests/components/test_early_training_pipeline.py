@@ -1,0 +1,45 @@
+"""el2n and grand stages through Dagster on a tiny random Llama."""
+
+import dagster as dg
+import pytest
+import yaml
+
+from curation_assets.components.standalone import load_pipeline_file, pipeline_definitions
+from tests.components.test_lm_pipeline import write_pool
+from tests.models_fixtures import build_tiny_causal_lm
+
+
+@pytest.fixture(scope="module")
+def tiny_lm(tmp_path_factory):
+    return build_tiny_causal_lm(tmp_path_factory.mktemp("lm"))
+
+
+def test_el2n_and_grand_are_averaged_over_runs_and_deterministic(tmp_path, tiny_lm):
+    write_pool(tmp_path / "pool.jsonl", 12)
+    common = {"model": str(tiny_lm), "max_length": 48, "train_steps": 2, "batch_size": 4,
+              "lora": {"r": 4, "dropout": 0.0, "lr": 0.01, "batch_size": 2}}
+    document = {"type": "curation_assets.CurationPipeline", "attributes": {
+        "name": "early", "duckdb_path": "early.duckdb",
+        "sources": [{"name": "pool", "path": "pool.jsonl"}],
+        "stages": [{"name": "el2n", "kind": "el2n", "runs": 3, **common},
+                   {"name": "el2n_again", "kind": "el2n", "runs": 3, **common},
+                   {"name": "grand", "kind": "grand", "runs": 2, **common},
+                   {"name": "grand_one", "kind": "grand", "runs": 1, **common}],
+        "selections": [{"name": "hard", "kind": "top_score", "stage": "el2n", "column": "el2n", "fraction": 0.5}]}}
+    path = tmp_path / "defs.yaml"
+    path.write_text(yaml.safe_dump(document))
+    component = load_pipeline_file(path)
+    result = dg.materialize(list(pipeline_definitions(component).assets), raise_on_error=True)
+    assert all(c.passed for c in result.get_asset_check_evaluations())
+    with component.store.reader() as con:
+        el2n = dict(con.execute("SELECT sample_id, el2n FROM el2n_scores WHERE stage = 'el2n'").fetchall())
+        again = dict(con.execute("SELECT sample_id, el2n FROM el2n_scores WHERE stage = 'el2n_again'").fetchall())
+        grand = con.execute("SELECT grand, grand_std, runs FROM grand_scores WHERE stage = 'grand'").fetchall()
+        one = con.execute("SELECT grand_std, runs FROM grand_scores WHERE stage = 'grand_one'").fetchall()
+        selected = con.execute("SELECT count(*) FROM selections WHERE selection = 'hard'").fetchall()[0][0]
+    assert len(el2n) == 13 and all(0 < v < 2 ** 0.5 for v in el2n.values())  # EL2N lies in (0, sqrt 2)
+    assert el2n == pytest.approx(again)  # same seeds, same scores
+    assert all(g > 0 and s >= 0 and r == 2 for g, s, r in grand)
+    assert any(s > 0 for _, s, _ in grand)  # runs differ
+    assert all(s == 0 and r == 1 for s, r in one)
+    assert selected == 7  # 0.5 * 13 rounded half up
