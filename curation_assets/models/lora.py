@@ -66,6 +66,63 @@ def attach_lora(base_model: Any, settings: LoraSettings, seed: int) -> Any:
     return get_peft_model(base_model, config)
 
 
+class LoraTrainer:
+    """AdamW + scheduler over the LoRA parameters, kept across epochs (and across changing
+    training subsets, as dynamic data diets need)."""
+
+    def __init__(self, model: Any, settings: LoraSettings, *, total_steps: int, pad_token_id: int, seed: int,
+                 device: str = "cpu") -> None:
+        import torch
+        from transformers import get_scheduler
+
+        self.model, self.settings, self.pad_token_id, self.device = model, settings, pad_token_id, device
+        self.total_steps = total_steps
+        self.order_rng = random.Random(seed)
+        model.to(device)
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(trainable, lr=settings.lr, weight_decay=settings.weight_decay)
+        self.scheduler = get_scheduler(settings.scheduler, self.optimizer,
+                                       num_warmup_steps=int(settings.warmup_ratio * total_steps),
+                                       num_training_steps=total_steps)
+        self.step = 0
+        self.step_losses: list[float] = []
+
+    def train_epoch(self, samples: Sequence[EncodedSample],
+                    on_step: Callable[[int, float], None] | None = None) -> float:
+        """One shuffled pass (or until total_steps); returns the epoch's mean learning rate."""
+        self.model.train()
+        order = list(range(len(samples)))
+        self.order_rng.shuffle(order)
+        size, accumulation = self.settings.batch_size, self.settings.grad_accumulation
+        micro = [order[i:i + size] for i in range(0, len(order), size)]
+        learning_rates: list[float] = []
+        for start in range(0, len(micro), accumulation):
+            if self.step >= self.total_steps:
+                break
+            group = micro[start:start + accumulation]
+            self.optimizer.zero_grad(set_to_none=True)
+            step_loss = 0.0
+            for indices in group:
+                batch = {k: v.to(self.device) for k, v in collate([samples[i] for i in indices],
+                                                                  self.pad_token_id).items()}
+                loss = self.model(**batch).loss / len(group)
+                loss.backward()
+                step_loss += float(loss.detach())
+            learning_rates.append(self.scheduler.get_last_lr()[0])
+            self.optimizer.step()
+            self.scheduler.step()
+            self.step += 1
+            self.step_losses.append(step_loss)
+            if on_step is not None:
+                on_step(self.step, step_loss)
+        self.model.eval()
+        return sum(learning_rates) / max(1, len(learning_rates))
+
+
+def steps_per_epoch(n_samples: int, settings: LoraSettings) -> int:
+    return max(1, -(-n_samples // (settings.batch_size * settings.grad_accumulation)))
+
+
 def lora_finetune(model: Any, samples: Sequence[EncodedSample], settings: LoraSettings, *, pad_token_id: int,
                   seed: int, device: str = "cpu", checkpoint_dir: Path | None = None,
                   on_step: Callable[[int, float], None] | None = None) -> FineTuneResult:
@@ -73,49 +130,18 @@ def lora_finetune(model: Any, samples: Sequence[EncodedSample], settings: LoraSe
 
     Loss = mean over response tokens of each micro-batch (transformers' causal LM loss).
     """
-    import torch
-    from transformers import get_scheduler
-
-    model.to(device)
-    model.train()
-    order_rng = random.Random(seed)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=settings.lr, weight_decay=settings.weight_decay)
-    steps_per_epoch = max(1, -(-len(samples) // (settings.batch_size * settings.grad_accumulation)))
-    total_steps = min(settings.max_steps or steps_per_epoch * settings.epochs, steps_per_epoch * settings.epochs)
-    scheduler = get_scheduler(settings.scheduler, optimizer, num_warmup_steps=int(settings.warmup_ratio * total_steps),
-                              num_training_steps=total_steps)
-    result = FineTuneResult(model=model, optimizer=optimizer)
-    step = 0
+    planned = steps_per_epoch(len(samples), settings) * settings.epochs
+    trainer = LoraTrainer(model, settings, total_steps=min(settings.max_steps or planned, planned),
+                          pad_token_id=pad_token_id, seed=seed, device=device)
+    result = FineTuneResult(model=model, optimizer=trainer.optimizer)
     for epoch in range(settings.epochs):
-        order = list(range(len(samples)))
-        order_rng.shuffle(order)
-        epoch_lrs: list[float] = []
-        micro = [order[i:i + settings.batch_size] for i in range(0, len(order), settings.batch_size)]
-        for start in range(0, len(micro), settings.grad_accumulation):
-            if step >= total_steps:
-                break
-            group = micro[start:start + settings.grad_accumulation]
-            optimizer.zero_grad(set_to_none=True)
-            step_loss = 0.0
-            for indices in group:
-                batch = {k: v.to(device) for k, v in collate([samples[i] for i in indices], pad_token_id).items()}
-                loss = model(**batch).loss / len(group)
-                loss.backward()
-                step_loss += float(loss.detach())
-            epoch_lrs.append(scheduler.get_last_lr()[0])
-            optimizer.step()
-            scheduler.step()
-            step += 1
-            result.step_losses.append(step_loss)
-            if on_step is not None:
-                on_step(step, step_loss)
+        mean_lr = trainer.train_epoch(samples, on_step)
         if checkpoint_dir is not None:
-            result.checkpoints.append(save_checkpoint(model, optimizer, checkpoint_dir / f"epoch-{epoch + 1}",
-                                                      epoch + 1, sum(epoch_lrs) / max(1, len(epoch_lrs))))
-        if step >= total_steps:
+            result.checkpoints.append(save_checkpoint(model, trainer.optimizer, checkpoint_dir / f"epoch-{epoch + 1}",
+                                                      epoch + 1, mean_lr))
+        if trainer.step >= trainer.total_steps:
             break
-    model.eval()
+    result.step_losses = trainer.step_losses
     return result
 
 

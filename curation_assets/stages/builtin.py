@@ -5,6 +5,8 @@ from curation_assets.stages import (  # noqa: F401
     early_training,
     embedding,
     lm_loss,
+    lobass,
+    quantile_window,
     random_selection,
     text_stats,
     top_score,

@@ -43,3 +43,31 @@ def test_el2n_and_grand_are_averaged_over_runs_and_deterministic(tmp_path, tiny_
     assert any(s > 0 for _, s, _ in grand)  # runs differ
     assert all(s == 0 and r == 1 for s, r in one)
     assert selected == 7  # 0.5 * 13 rounded half up
+
+
+def test_lobass_learnability_is_base_minus_finetuned_loss(tmp_path, tiny_lm):
+    write_pool(tmp_path / "pool.jsonl", 16)
+    document = {"type": "curation_assets.CurationPipeline", "attributes": {
+        "name": "lob", "duckdb_path": "lob.duckdb",
+        "sources": [{"name": "pool", "path": "pool.jsonl"}],
+        "stages": [{"name": "lobass", "kind": "lobass", "model": str(tiny_lm), "max_length": 48,
+                    "train_fraction": 0.5,
+                    "lora": {"r": 8, "dropout": 0.0, "lr": 0.05, "epochs": 4, "batch_size": 4,
+                             "scheduler": "constant", "warmup_ratio": 0.0}},
+                   {"name": "loss", "kind": "lm_loss", "model": str(tiny_lm), "max_length": 48}],
+        "selections": [{"name": "learnable", "kind": "top_score", "stage": "lobass",
+                        "column": "learnability_normalised", "budget": 4}]}}
+    path = tmp_path / "defs.yaml"
+    path.write_text(yaml.safe_dump(document))
+    component = load_pipeline_file(path)
+    dg.materialize(list(pipeline_definitions(component).assets), raise_on_error=True)
+    with component.store.reader() as con:
+        rows = con.execute("SELECT b.loss_base, b.loss_finetuned, b.learnability, b.learnability_normalised, "
+                           "b.in_training_set, l.loss FROM lobass_scores b JOIN lm_loss l USING (sample_id)").fetchall()
+    assert len(rows) == 17 and sum(r[4] for r in rows) == 8  # round(0.5 * 17) rows trained on
+    for base, tuned, learnability, normalised, _, plain_loss in rows:
+        assert base == pytest.approx(plain_loss, rel=1e-5)  # adapters disabled = the base model
+        assert learnability == pytest.approx(base - tuned) and normalised == pytest.approx((base - tuned) / base)
+    trained = [r[2] for r in rows if r[4]]
+    held_out = [r[2] for r in rows if not r[4]]
+    assert sum(trained) / len(trained) > sum(held_out) / len(held_out)  # training samples got learned most

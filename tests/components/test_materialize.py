@@ -7,23 +7,26 @@ import pytest
 import yaml
 
 from curation_assets.components.standalone import load_pipeline_file, pipeline_definitions
-from tests.models_fixtures import build_tiny_sentence_model
+from tests.models_fixtures import build_tiny_causal_lm, build_tiny_sentence_model
 
 DEMO = Path(__file__).resolve().parents[2] / "curation_assets" / "defs" / "demo" / "defs.yaml"
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    return build_tiny_sentence_model(tmp_path_factory.mktemp("models"))
+def tiny_model(tmp_path_factory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("models")
+    return build_tiny_sentence_model(folder), build_tiny_causal_lm(folder)
 
 
-def demo_copy(tmp_path: Path, limit: int, model: Path) -> Path:
-    """The shipped demo on fewer records, with a tiny random embedding model instead of MiniLM."""
+def demo_copy(tmp_path: Path, limit: int, model: tuple[Path, Path]) -> Path:
+    """The shipped demo on fewer records, with tiny random models instead of MiniLM and SmolLM2."""
     document = yaml.safe_load(DEMO.read_text())
     attributes = document["attributes"]
     for stage in attributes["stages"]:
         if stage["kind"] == "embedding":
-            stage["model"] = str(model)
+            stage["model"] = str(model[0])
+        if stage["kind"] == "lm_loss":
+            stage["model"] = str(model[1])
     attributes["duckdb_path"] = "demo.duckdb"
     attributes["sources"][0]["limit"] = limit
     for export in attributes["exports"]:
@@ -46,8 +49,8 @@ def test_small_demo_materialises_every_asset_with_metadata_and_checks(tmp_path, 
                     for e in result.get_asset_materialization_events()}
     assert set(materialized) == {"demo/sharegpt", "demo/lengths", "demo/embed", "demo/random_5pct",
                                  "demo/longest_answers", "demo/dedup", "demo/kcenter_5pct", "demo/kmeans_coreset_5pct",
-                                 "demo/deft_ucs_5pct", "demo/lift_variance", "demo/export_random_5pct",
-                                 "demo/export_kcenter_5pct"}
+                                 "demo/deft_ucs_5pct", "demo/lift_variance", "demo/smollm_loss",
+                                 "demo/hardest_for_smollm", "demo/export_random_5pct", "demo/export_kcenter_5pct"}
     for key in ("demo/sharegpt", "demo/lengths", "demo/random_5pct", "demo/longest_answers"):
         metadata = materialized[key]
         assert {"dagster/row_count", "dagster/table_name", "dagster/column_schema"} <= set(metadata)

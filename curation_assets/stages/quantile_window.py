@@ -1,0 +1,73 @@
+"""Selection `quantile_window`: samples whose score lies between two quantiles of a stage column.
+
+The window (1 − offset − size, 1 − offset) of NLU data diets (Attendu & Corbeil 2023):
+offset 0 keeps the top `size` share (the hardest by EL2N), a small offset skips the very
+top (often noise). Ranked by score, highest first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Literal
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from curation_assets.stages.context import StageContext, StageOutput
+from curation_assets.stages.registry import StageKind, StageSpec, register_kind
+
+
+def quantile_window(scores: np.ndarray, size: float, offset: float) -> np.ndarray:
+    """Indices with quantile(1 − offset − size) <= score <= quantile(1 − offset), best first; NaN never kept."""
+    valid = ~np.isnan(scores)
+    if not valid.any():
+        return np.empty(0, dtype=np.int64)
+    low, high = np.quantile(scores[valid], [max(0.0, 1 - offset - size), 1 - offset])
+    inside = np.flatnonzero(valid & (scores >= low) & (scores <= high))
+    return inside[np.argsort(-scores[inside], kind="stable")]
+
+
+class QuantileWindowSpec(StageSpec):
+    kind: Literal["quantile_window"]
+    stage: str = Field(description="Stage whose column is the score.")
+    column: str = Field(description="Numeric column of that stage.")
+    size: float = Field(0.5, gt=0, le=1, description="Width of the window, as a share of samples.")
+    offset: float = Field(0.0, ge=0, lt=1, description="Share of top-scoring samples skipped above the window.")
+
+    @model_validator(mode="after")
+    def _fits(self) -> QuantileWindowSpec:
+        if self.offset + self.size > 1:
+            raise ValueError(f"offset + size must be <= 1, got {self.offset + self.size}")
+        return self
+
+    def references(self) -> dict[str, str]:
+        return {**super().references(), "stage": self.stage}
+
+    def score_sources(self) -> list[tuple[str, str]]:
+        return [(self.stage, self.column)]
+
+    def check_references(self, stage_kinds: Mapping[str, StageKind], selection_names: set[str]
+                         ) -> list[tuple[str, str]]:
+        problems = super().check_references(stage_kinds, selection_names)
+        kind = stage_kinds.get(self.stage)
+        if kind is not None and self.column not in kind.column_lineage:
+            problems.append(("column", f"stage {self.stage!r} ({kind.kind}) has no column {self.column!r}; "
+                                       f"columns: {', '.join(kind.column_lineage)}"))
+        return problems
+
+
+def run_quantile_window(spec: QuantileWindowSpec, ctx: StageContext) -> StageOutput:
+    rows = ctx.stage_rows(spec.stage, [spec.column])
+    scores = rows.column(spec.column).to_numpy(zero_copy_only=False).astype(np.float64)
+    chosen = quantile_window(scores, spec.size, spec.offset)
+    ids = rows.column("sample_id").to_pylist()
+    stats = {"pool": rows.num_rows, "selected": int(chosen.size), "size": spec.size, "offset": spec.offset}
+    return StageOutput(ctx.write_members([ids[i] for i in chosen], scores[chosen].tolist()), rows_in=rows.num_rows,
+                       stats=stats, metadata=stats)
+
+
+QUANTILE_WINDOW = register_kind(StageKind(
+    kind="quantile_window", role="selection", spec=QuantileWindowSpec, run=run_quantile_window, version="1",
+    summary="Samples between two quantiles of a stage's score (NLU data diets window).",
+    tags=("python", "numpy"),
+))
