@@ -1,6 +1,7 @@
 """Import every built-in stage kind so it registers itself."""
 
 from curation_assets.stages import (  # noqa: F401
+    data_diet,
     diversity,
     early_training,
     embedding,

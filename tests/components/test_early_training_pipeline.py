@@ -71,3 +71,30 @@ def test_lobass_learnability_is_base_minus_finetuned_loss(tmp_path, tiny_lm):
     trained = [r[2] for r in rows if r[4]]
     held_out = [r[2] for r in rows if not r[4]]
     assert sum(trained) / len(trained) > sum(held_out) / len(held_out)  # training samples got learned most
+
+
+def test_dynamic_data_diet_keeps_the_ema_window(tmp_path, tiny_lm):
+    write_pool(tmp_path / "pool.jsonl", 19)
+    document = {"type": "curation_assets.CurationPipeline", "attributes": {
+        "name": "diet", "duckdb_path": "diet.duckdb",
+        "sources": [{"name": "pool", "path": "pool.jsonl"}],
+        "selections": [{"name": "diet", "kind": "data_diet_dynamic", "model": str(tiny_lm), "max_length": 48,
+                        "epochs": 3, "size": 0.4, "offset": 0.1,
+                        "lora": {"r": 4, "dropout": 0.0, "lr": 0.01, "batch_size": 4}}]}}
+    path = tmp_path / "defs.yaml"
+    path.write_text(yaml.safe_dump(document))
+    component = load_pipeline_file(path)
+    dg.materialize(list(pipeline_definitions(component).assets), raise_on_error=True)
+    with component.store.reader() as con:
+        members = dict(con.execute("SELECT sample_id, score FROM selections WHERE selection = 'diet'").fetchall())
+        details = dict(con.execute("SELECT sample_id, value FROM selection_details WHERE selection = 'diet'")
+                       .fetchall())
+        stats = con.execute("SELECT stats FROM stage_runs WHERE stage = 'diet'").fetchall()[0][0]
+    import json
+    import numpy as np
+    assert len(details) == 20
+    scores = np.array(list(details.values()))
+    low, high = np.quantile(scores, [0.5, 0.9])  # window (1 - offset - size, 1 - offset)
+    assert set(members) == {s for s, v in details.items() if low <= v <= high}
+    window_sizes = json.loads(stats)["window_sizes"]
+    assert len(window_sizes) == 2 and all(7 <= size <= 9 for size in window_sizes)  # re-selected at epochs 2, 3
