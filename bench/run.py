@@ -10,10 +10,10 @@ import argparse
 import datetime as dt
 from pathlib import Path
 
-from bench import embedding_bench, kcenter_bench
+from bench import embedding_bench, kcenter_bench, lm_bench
 from bench.common import machine
 
-BENCHMARKS = {"kcenter": kcenter_bench.run, "embedding": embedding_bench.run}
+BENCHMARKS = {"kcenter": kcenter_bench.run, "embedding": embedding_bench.run, "lm": lm_bench.run}
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -22,16 +22,17 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller sizes; minutes on 2 cores")
     parser.add_argument("--only", choices=sorted(BENCHMARKS), action="append", help="run only these")
     args = parser.parse_args()
-    sections = [f"# Benchmarks ({'quick' if args.quick else 'full'})", "",
-                f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC; machine: {machine()}", "",
-                "Baseline and ours are measured in the same run; ratio > 1 means ours is better.", ""]
+    RESULTS.mkdir(exist_ok=True)
+    stamp = (f"{'quick' if args.quick else 'full'} run, {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC; "
+             f"machine: {machine()}")
     for name in args.only or BENCHMARKS:
         print(f"running {name} ...", flush=True)
-        result = BENCHMARKS[name](args.quick)
-        text = result.markdown()
+        text = BENCHMARKS[name](args.quick).markdown()
         print(text, flush=True)
-        sections.append(text)
-    RESULTS.mkdir(exist_ok=True)
+        (RESULTS / f"{name}.md").write_text(f"{text}\n_{stamp}_\n")
+    sections = ["# Benchmarks", "", "Baseline and ours are measured in the same run; ratio > 1 means ours is better.",
+                "Each section was last run as stated under it.", ""]
+    sections += [(RESULTS / f"{name}.md").read_text() for name in BENCHMARKS if (RESULTS / f"{name}.md").exists()]
     (RESULTS / "latest.md").write_text("\n".join(sections))
     print(f"wrote {RESULTS / 'latest.md'}")
 

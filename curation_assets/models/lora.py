@@ -46,6 +46,10 @@ class Checkpoint:
     optimizer_sha256: str
     mean_lr: float  # mean learning rate over the epoch's steps (LESS weights checkpoints by it)
 
+    def as_record(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "path": str(self.folder), "adapter_sha256": self.adapter_sha256,
+                "optimizer_sha256": self.optimizer_sha256, "mean_lr": self.mean_lr}
+
 
 @dataclass
 class FineTuneResult:

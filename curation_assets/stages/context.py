@@ -51,6 +51,12 @@ class StageContext:
     log: logging.Logger | Any = field(default_factory=lambda: logging.getLogger("curation_assets"))
     input_selection: str | None = None  # when set, every read is limited to this selection's members
 
+    @property
+    def artifacts_dir(self) -> Path:
+        """Where this stage keeps files worth keeping (LoRA checkpoints): next to the DuckDB file,
+        per stage and config_hash."""
+        return self.store.path.parent / f"{self.store.path.stem}.artifacts" / self.stage / self.config_hash
+
     def _query(self, name: str, params: dict[str, Any], **parts: str) -> tuple[str, dict[str, Any]]:
         """SQL file `name` with its {placeholders} filled and the input_selection filter applied."""
         return restricted_sql(name, self.input_selection, params, **parts)

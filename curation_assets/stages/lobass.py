@@ -59,9 +59,10 @@ def run_lobass(spec: LobassSpec, ctx: StageContext) -> StageOutput:
         model = attach_lora(model, spec.lora, spec.seed)
         training = [encode_conversation(tokenizer, conversations[i], spec.max_length, spec.model) for i in draw]
         result = lora_finetune(model, training, spec.lora, pad_token_id=tokenizer.pad_token_id, seed=spec.seed,
-                               device=device.name)
+                               device=device.name, checkpoint_dir=ctx.artifacts_dir)
         stats.update({"training_samples": len(training), "training_steps": len(result.step_losses),
-                      "final_training_loss": result.step_losses[-1] if result.step_losses else None})
+                      "final_training_loss": result.step_losses[-1] if result.step_losses else None,
+                      "checkpoints": [checkpoint.as_record() for checkpoint in result.checkpoints]})
         for chunk in ctx.progress(iter_parquet_batches(pending, CHUNK_SAMPLES), total=-(-count // CHUNK_SAMPLES),
                                   desc=f"scoring {count} samples twice"):
             encoded = [encode_conversation(tokenizer, m, spec.max_length, spec.model)

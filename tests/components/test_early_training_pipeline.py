@@ -64,6 +64,16 @@ def test_lobass_learnability_is_base_minus_finetuned_loss(tmp_path, tiny_lm):
     with component.store.reader() as con:
         rows = con.execute("SELECT b.loss_base, b.loss_finetuned, b.learnability, b.learnability_normalised, "
                            "b.in_training_set, l.loss FROM lobass_scores b JOIN lm_loss l USING (sample_id)").fetchall()
+        checkpoints = con.execute("SELECT stats->'checkpoints' FROM stage_runs WHERE stage = 'lobass'").fetchall()[0][0]
+    import hashlib
+    import json
+    from pathlib import Path
+    checkpoints = json.loads(checkpoints)
+    assert [c["epoch"] for c in checkpoints] == [1, 2, 3, 4]
+    for checkpoint in checkpoints:  # recorded hashes match the files kept next to the DuckDB file
+        adapter = next(Path(checkpoint["path"]).glob("adapter_model.*"))
+        assert hashlib.sha256(adapter.read_bytes()).hexdigest() == checkpoint["adapter_sha256"]
+        assert (Path(checkpoint["path"]) / "optimizer.pt").exists()
     assert len(rows) == 17 and sum(r[4] for r in rows) == 8  # round(0.5 * 17) rows trained on
     for base, tuned, learnability, normalised, _, plain_loss in rows:
         assert base == pytest.approx(plain_loss, rel=1e-5)  # adapters disabled = the base model
