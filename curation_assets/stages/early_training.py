@@ -99,7 +99,7 @@ def score_early_training(spec: EarlyTrainingSpec, ctx: StageContext, table: str,
             run_batches_with_oom_backoff(score, longest_first(encoded), spec.batch_size, stats)
             offset += len(encoded)
         del model
-    means = np.nanmean(per_run, axis=0) if spec.runs else per_run[0]
+    means = np.nanmean(per_run, axis=0)
     stds = np.nanstd(per_run, axis=0)
     writer.write(pa.table({"sample_id": sample_ids,
                            signal: [None if np.isnan(v) else float(v) for v in means],
