@@ -163,5 +163,24 @@ def _format_table(columns: list[str], rows: list[tuple], max_width: int = 60) ->
     return "\n".join(lines)
 
 
+def entry_point() -> None:
+    """Console script: run the CLI, then leave without interpreter finalisation.
+
+    DuckDB 2.0's nanobind bindings print "leaked instance" noise at interpreter exit after
+    a Dagster run that also loaded torch/transformers; everything is written and closed by
+    then, so the process ends with os._exit once output is flushed.
+    """
+    import os
+
+    try:
+        main(standalone_mode=True)
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    main()
+    entry_point()
