@@ -35,6 +35,7 @@ from curation_assets.stages.registry import StageKind, StageSpec, all_kinds, get
 from curation_assets.stages.runner import INGEST_VERSION, RunSummary, run_ingest, run_stage, source_config_hash
 from curation_assets.store import DuckDBStore
 from curation_assets.store.sql_files import fetch_row, read_sql
+from curation_assets.store.views import StageView, refresh_views
 
 DUCKDB_POOL = "duckdb_writer"
 SAMPLE_COLUMNS = ("sample_id", "instruction", "input", "output", "messages", "n_turns")
@@ -105,8 +106,12 @@ class CurationPipeline(dg.Component):
         return [k.schema_file for k in all_kinds().values() if k.schema_file]
 
     def prepared_store(self) -> DuckDBStore:
+        """The store with every table and this pipeline's views in place."""
         store = self.store
         store.ensure_schema(self.schema_files())
+        stages = [StageView(s.name, get_kind(s.kind).table or "", self.stage_hashes[s.name]) for s in self.spec.stages]
+        with store.transaction() as con:
+            refresh_views(con, stages, [s.name for s in self.spec.selections])
         return store
 
     # ---- definitions --------------------------------------------------------------------

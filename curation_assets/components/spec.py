@@ -11,7 +11,15 @@ from pydantic import Field, WrapValidator, create_model
 from curation_assets.sources.packaged import packaged_file
 from curation_assets.sources.spec import SourceSpec
 from curation_assets.specs import SpecModel
-from curation_assets.stages.registry import NAME_PATTERN, RESERVED_NAMES, StageKind, StageSpec, get_kind, kinds_for
+from curation_assets.stages.registry import (
+    NAME_PATTERN,
+    RESERVED_NAMES,
+    StageKind,
+    StageSpec,
+    all_kinds,
+    get_kind,
+    kinds_for,
+)
 
 ExportFormat = Literal["jsonl", "parquet", "hf"]
 
@@ -86,8 +94,9 @@ def check_pipeline(spec: Any, base_dir: Path) -> list[tuple[YamlPath, str]]:
         + [(["selections", i, "name"], s.name) for i, s in enumerate(spec.selections)]
         + [(["exports", i, "name"], e.asset_name) for i, e in enumerate(spec.exports)]
     )
+    kind_tables = {k.table for k in all_kinds().values() if k.table}
     for path, name in named:
-        if name in RESERVED_NAMES:
+        if name in RESERVED_NAMES or name in kind_tables or name == "sample_scores":
             problems.append((path, f"{name!r} is a reserved table name; choose another name"))
         elif name in seen:
             where = ".".join(map(str, seen[name]))

@@ -78,6 +78,15 @@ def test_small_demo_materialises_every_asset_with_metadata_and_checks(tmp_path, 
         assert all(score == words for _, score, words in top)
         assert [r[1] for r in top] == sorted((r[1] for r in top), reverse=True)
         assert all(score >= 20 for _, score, _ in top)
+        # views: one per stage at its current config, and the wide sample_scores
+        assert con.execute("SELECT count(*) FROM lengths").fetchall()[0][0] == samples
+        wide = con.execute("SELECT * FROM sample_scores").fetchdf()
+        assert len(wide) == samples
+        assert {"lengths__output_words", "smollm_loss__loss", "in_random_5pct", "in_kcenter_5pct"} <= set(wide.columns)
+        assert "embed__embedding" not in wide.columns and "embed__n_tokens" in wide.columns
+        assert int(wide["in_random_5pct"].sum()) == runs["random_5pct"]
+        scored = wide[wide["smollm_loss__loss"].notna()]
+        assert set(scored["sample_id"]) == set(wide[wide["in_kcenter_5pct"]]["sample_id"])
     exported = (tmp_path / "exports" / "random_5pct.jsonl").read_text().splitlines()
     assert len(exported) == runs["random_5pct"]
 
