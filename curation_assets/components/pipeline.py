@@ -78,8 +78,17 @@ class CurationPipeline(dg.Component):
         return dg.AssetKey([self.spec.name, "raw", source.name])
 
     def get_asset_kwargs(self, name: str, description: str | None) -> dict[str, Any]:
-        """Keyword arguments shared by every asset (group, pool, retry policy, ...)."""
-        return {"group_name": self.spec.name, "pool": DUCKDB_POOL, "description": description}
+        """Keyword arguments shared by every asset (group, pool, automation, ...)."""
+        return {"group_name": self.spec.name, "pool": DUCKDB_POOL, "description": description,
+                "automation_condition": self.get_automation_condition()}
+
+    def get_automation_condition(self) -> dg.AutomationCondition | None:
+        automation = self.spec.automation
+        if automation.condition == "eager":
+            return dg.AutomationCondition.eager()
+        if automation.condition == "on_cron":
+            return dg.AutomationCondition.on_cron(automation.cron)
+        return None
 
     def execute_stage(self, context: dg.AssetExecutionContext, kind: StageKind, stage: StageSpec) -> RunSummary:
         return run_stage(kind, stage, pipeline=self.spec.name, store=self.store, stage_hashes=self.stage_hashes,
@@ -123,7 +132,31 @@ class CurationPipeline(dg.Component):
             assets.append(self.build_stage_asset(stage))
         for export in self.spec.exports:
             assets.append(self.build_export_asset(export))
-        return dg.Definitions(assets=assets)
+        return dg.Definitions(assets=assets, **self.build_automation())
+
+    def build_automation(self) -> dict[str, Any]:
+        """The automation sensor (RUNNING by default), source observation and re-curation schedules."""
+        automation, name = self.spec.automation, self.spec.name
+        raw_keys = [self.get_raw_asset_key(s) for s in self.spec.sources]
+        sensors: list[Any] = []
+        schedules: list[Any] = []
+        if automation.condition != "none":
+            sensors.append(dg.AutomationConditionSensorDefinition(
+                f"{name}_automation", target=dg.AssetSelection.groups(name) - dg.AssetSelection.assets(*raw_keys),
+                default_status=dg.DefaultSensorStatus.RUNNING,
+                description=f"Re-curates `{name}` when its sources or configs change ({automation.condition})."))
+        if automation.observe_sources_cron:
+            observe = dg.define_asset_job(f"{name}_observe_sources", selection=dg.AssetSelection.assets(*raw_keys))
+            schedules.append(dg.ScheduleDefinition(
+                name=f"{name}_observe_sources_schedule", job=observe, cron_schedule=automation.observe_sources_cron,
+                default_status=dg.DefaultScheduleStatus.RUNNING))
+        if automation.schedule:
+            recurate = dg.define_asset_job(f"{name}_recurate",
+                                           selection=dg.AssetSelection.groups(name) - dg.AssetSelection.assets(*raw_keys))
+            schedules.append(dg.ScheduleDefinition(name=f"{name}_recurate_schedule", job=recurate,
+                                                   cron_schedule=automation.schedule,
+                                                   default_status=dg.DefaultScheduleStatus.RUNNING))
+        return {"sensors": sensors, "schedules": schedules}
 
     def source_asset_keys(self) -> list[dg.AssetKey]:
         return [self.get_asset_key(s.name) for s in self.spec.sources]

@@ -38,12 +38,26 @@ class ExportSpec(SpecModel):
         return self.name or f"export_{self.selection}"
 
 
+class AutomationSpec(SpecModel):
+    """When Dagster re-curates by itself (declarative automation; no click needed on a fresh instance)."""
+
+    condition: Literal["eager", "on_cron", "none"] = Field("eager", description=(
+        "eager: an asset runs as soon as what it reads changed; on_cron: at most once per `cron` tick after "
+        "its inputs changed; none: only when launched."))
+    cron: str = Field("0 * * * *", description="Cron for `on_cron`.")
+    observe_sources_cron: str | None = Field("*/15 * * * *", description=(
+        "How often source files are fingerprinted (a changed file makes everything downstream stale); "
+        "null to observe only by hand."))
+    schedule: str | None = Field(None, description="Cron of a schedule that re-runs the whole pipeline.")
+
+
 class PipelineSpecBase(SpecModel):
     name: str = Field(pattern=NAME_PATTERN, description="Pipeline name: the Dagster group and asset key prefix.")
     duckdb_path: str = Field(description="DuckDB file holding every table; relative to the YAML file.")
     description: str | None = None
     sources: list[SourceSpec] = Field(min_length=1, description="Raw datasets ingested into `samples`.")
     exports: list[ExportSpec] = Field(default_factory=list, description="Files written from selections.")
+    automation: AutomationSpec = Field(default_factory=AutomationSpec, description="Re-curation on data change.")
 
 
 def _discriminated(specs: list[type[StageSpec]]) -> Any:

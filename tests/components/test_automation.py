@@ -1,0 +1,72 @@
+"""Re-curation on data change: observe a changed source, and declarative automation requests
+the stale assets; re-running them scores only the new samples."""
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import yaml
+
+from curation_assets.components.standalone import load_pipeline_file, pipeline_definitions
+
+
+def write_pool(path: Path, n: int) -> None:
+    path.write_text("".join(json.dumps({"instruction": f"question {i}", "input": "", "output": f"answer {i}"}) + "\n"
+                            for i in range(n)))
+
+
+def pipeline(tmp_path: Path, automation: dict | None = None) -> Path:
+    document = {"type": "curation_assets.CurationPipeline", "attributes": {
+        "name": "auto", "duckdb_path": "auto.duckdb",
+        "sources": [{"name": "pool", "path": "pool.jsonl"}],
+        "stages": [{"name": "lengths", "kind": "text_stats"}],
+        "selections": [{"name": "some", "kind": "random", "fraction": 0.5}],
+        **({"automation": automation} if automation is not None else {})}}
+    path = tmp_path / "defs.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+def test_sensor_runs_by_default_and_observation_schedule_exists(tmp_path):
+    write_pool(tmp_path / "pool.jsonl", 5)
+    defs = pipeline_definitions(load_pipeline_file(pipeline(tmp_path)))
+    sensor = defs.get_sensor_def("auto_automation")
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    schedule = defs.get_schedule_def("auto_observe_sources_schedule")
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    graph = defs.resolve_asset_graph()
+    assert graph.get(dg.AssetKey(["auto", "lengths"])).automation_condition is not None
+
+
+def test_none_turns_automation_off_and_schedule_knob_adds_a_recuration_job(tmp_path):
+    write_pool(tmp_path / "pool.jsonl", 5)
+    defs = pipeline_definitions(load_pipeline_file(pipeline(tmp_path, {"condition": "none", "schedule": "0 3 * * *",
+                                                                      "observe_sources_cron": None})))
+    assert not list(defs.sensors or [])
+    assert [s.name for s in defs.schedules] == ["auto_recurate_schedule"]
+    graph = defs.resolve_asset_graph()
+    assert graph.get(dg.AssetKey(["auto", "lengths"])).automation_condition is None
+
+
+def test_changed_source_makes_automation_request_the_pipeline_and_only_new_samples_are_scored(tmp_path):
+    write_pool(tmp_path / "pool.jsonl", 100)
+    component = load_pipeline_file(pipeline(tmp_path))
+    defs = pipeline_definitions(component)
+    assets = list(defs.assets)
+    observe = defs.resolve_job_def("auto_observe_sources")
+    with dg.instance_for_test() as instance:
+        assert observe.execute_in_process(instance=instance).success
+        dg.materialize(assets, instance=instance, raise_on_error=True)
+        settled = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+        cursor = settled.cursor
+        settled = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+        assert settled.total_requested == 0  # nothing changed since the run
+        write_pool(tmp_path / "pool.jsonl", 101)  # one new record (1%)
+        assert observe.execute_in_process(instance=instance).success
+        result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=settled.cursor)
+        assert result.get_num_requested(dg.AssetKey(["auto", "pool"])) == 1  # the changed source is re-ingested
+    dg.materialize(assets, raise_on_error=True)
+    with component.store.reader() as con:
+        computed = [r[0] for r in con.execute("SELECT rows_out FROM stage_runs WHERE stage = 'lengths' "
+                                              "ORDER BY started_at").fetchall()]
+    assert computed == [100, 1]
