@@ -15,7 +15,7 @@ from pathlib import Path
 
 import duckdb
 
-from curation_assets.store.sql_files import core_schema_files, execute_sql_file
+from curation_assets.store.sql_files import core_schema_files, execute_sql_file, static_view_files
 
 _LOCK_MARKERS = ("Could not set lock", "Conflicting lock", "database is locked")
 
@@ -77,7 +77,7 @@ class DuckDBStore:
             con.close()
 
     def ensure_schema(self, extra_schema_files: Iterable[str] = ()) -> None:
-        """Apply the core DDL and each stage kind's DDL; every statement is idempotent."""
+        """Apply the core DDL, each stage kind's DDL and the static views; every statement is idempotent."""
         with self.transaction() as con:
-            for relative in [*core_schema_files(), *extra_schema_files]:
+            for relative in [*core_schema_files(), *extra_schema_files, *static_view_files()]:
                 execute_sql_file(con, relative)

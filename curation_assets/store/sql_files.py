@@ -25,6 +25,10 @@ def core_schema_files() -> list[str]:
     return sorted(f"schema/{p.name}" for p in (SQL_DIR / "schema").glob("*.sql"))
 
 
+def static_view_files() -> list[str]:
+    return sorted(f"views/static/{p.name}" for p in (SQL_DIR / "views" / "static").glob("*.sql"))
+
+
 def execute_sql_file(con, relative: str, params: dict | None = None) -> None:
     """Run every statement of sql/<relative>, giving each the named parameters it uses."""
     import duckdb

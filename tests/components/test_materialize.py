@@ -85,6 +85,13 @@ def test_small_demo_materialises_every_asset_with_metadata_and_checks(tmp_path, 
         assert {"lengths__output_words", "smollm_loss__loss", "in_random_5pct", "in_kcenter_5pct"} <= set(wide.columns)
         assert "embed__embedding" not in wide.columns and "embed__n_tokens" in wide.columns
         assert int(wide["in_random_5pct"].sum()) == runs["random_5pct"]
+        summary = dict(con.execute("SELECT selection, size FROM selection_summary").fetchall())
+        assert summary["random_5pct"] == runs["random_5pct"] and summary["longest_answers"] == 100
+        overlap = con.execute("SELECT shared, jaccard FROM selection_overlap WHERE selection_a = 'hardest_for_smollm' "
+                              "AND selection_b = 'kcenter_5pct'").fetchall()
+        assert overlap and overlap[0][0] == summary["hardest_for_smollm"]  # a subset of the k-center members
+        history = con.execute("SELECT stage FROM stage_history LIMIT 1").fetchall()
+        assert history and history[0][0] in runs
         scored = wide[wide["smollm_loss__loss"].notna()]
         assert set(scored["sample_id"]) == set(wide[wide["in_kcenter_5pct"]]["sample_id"])
     exported = (tmp_path / "exports" / "random_5pct.jsonl").read_text().splitlines()
