@@ -88,16 +88,22 @@ def _print_summary(store: Any, run_id: str, seconds: float) -> None:
 
 
 @main.command()
-@click.argument("sql")
+@click.argument("sql", required=False)
+@click.option("--file", "sql_file", type=click.File("r"), default=None,
+              help="Read the SQL from a file (`-` for stdin), e.g. one of sql/queries/.")
 @click.option("--db", type=click.Path(path_type=Path), default=None, help="DuckDB file (default: the demo's).")
 @click.option("--pipeline", type=click.Path(path_type=Path), default=None, help="Pipeline YAML whose DuckDB to use.")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
 @click.option("--max-width", default=60, show_default=True, help="Truncate table cells to this many characters.")
-def query(sql: str, db: Path | None, pipeline: Path | None, fmt: str, max_width: int) -> None:
+def query(sql: str | None, sql_file: Any, db: Path | None, pipeline: Path | None, fmt: str, max_width: int) -> None:
     """Run SQL on a pipeline's DuckDB file through a read-only connection."""
     import duckdb
 
     from curation_assets.store import StoreLockedError
+
+    if (sql is None) == (sql_file is None):
+        raise click.UsageError("give the SQL as an argument or with --file")
+    sql = sql if sql is not None else sql_file.read()
 
     store = _store_for(db, pipeline)
     try:

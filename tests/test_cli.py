@@ -313,3 +313,13 @@ def test_records_helper_is_distinct() -> None:
     records = alpaca_records(N_RECORDS)
     assert len({json.dumps(r, sort_keys=True) for r in records}) == N_RECORDS
     assert [len(r["output"].split()) for r in records] == list(range(1, N_RECORDS + 1))
+
+
+def test_query_reads_sql_from_a_file_starting_with_a_comment(ran: dict, tmp_path: Path) -> None:
+    query_file = tmp_path / "q.sql"
+    query_file.write_text("-- selections and their sizes\nSELECT selection, count(*) AS n FROM selections GROUP BY 1;\n")
+    result = invoke("query", "--file", str(query_file), "--db", ran["db"])
+    assert result.exit_code == 0, result.output
+    assert table_rows(result.output)["random_few"] == ["4"]
+    neither = invoke("query", "--db", ran["db"])
+    assert neither.exit_code != 0 and "--file" in neither.output

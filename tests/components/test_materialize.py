@@ -94,6 +94,15 @@ def test_small_demo_materialises_every_asset_with_metadata_and_checks(tmp_path, 
         assert history and history[0][0] in runs
         scored = wide[wide["smollm_loss__loss"].notna()]
         assert set(scored["sample_id"]) == set(wide[wide["in_kcenter_5pct"]]["sample_id"])
+        # every example query in sql/queries runs on the demo database and returns its columns
+        from curation_assets.store.sql_files import SQL_DIR
+        queries = sorted((SQL_DIR / "queries").glob("*.sql"))
+        assert len(queries) >= 12
+        results = {q.name: con.execute(q.read_text()).fetchall() for q in queries}
+        assert results["05_new_since_previous_ingest.sql"] == [("sharegpt", samples)]
+        assert results["02_selections_at_a_glance.sql"] and results["08_latest_run_per_stage.sql"]
+        assert results["03_in_kcenter_not_in_random.sql"]
+        assert results["10_truncated_samples.sql"][0][2] == samples
     exported = (tmp_path / "exports" / "random_5pct.jsonl").read_text().splitlines()
     assert len(exported) == runs["random_5pct"]
 

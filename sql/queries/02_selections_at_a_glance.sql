@@ -1,0 +1,2 @@
+-- Size and score range of every selection.
+SELECT * FROM selection_summary;
