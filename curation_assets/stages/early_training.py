@@ -86,7 +86,7 @@ def score_early_training(spec: EarlyTrainingSpec, ctx: StageContext, table: str,
             encoded = [encode_conversation(tokenizer, m, spec.max_length, spec.model)
                        for m in chunk.column("messages").to_pylist()]
 
-            def score(batch: list[int], offset: int = offset, encoded: list = encoded) -> None:
+            def score(batch: list[int], offset: int = offset, encoded: list = encoded, model: Any = model) -> None:
                 tensors = {k: v.to(device.name) for k, v in collate([encoded[i] for i in batch],
                                                                      tokenizer.pad_token_id).items()}
                 if capture is not None:

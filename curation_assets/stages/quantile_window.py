@@ -7,14 +7,14 @@ top (often noise). Ranked by score, highest first.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Literal
 
 import numpy as np
 from pydantic import Field, model_validator
 
 from curation_assets.stages.context import StageContext, StageOutput
-from curation_assets.stages.registry import StageKind, StageSpec, register_kind
+from curation_assets.stages.budget_spec import StageColumnInput
+from curation_assets.stages.registry import StageKind, register_kind
 
 
 def quantile_window(scores: np.ndarray, size: float, offset: float) -> np.ndarray:
@@ -27,10 +27,8 @@ def quantile_window(scores: np.ndarray, size: float, offset: float) -> np.ndarra
     return inside[np.argsort(-scores[inside], kind="stable")]
 
 
-class QuantileWindowSpec(StageSpec):
+class QuantileWindowSpec(StageColumnInput):
     kind: Literal["quantile_window"]
-    stage: str = Field(description="Stage whose column is the score.")
-    column: str = Field(description="Numeric column of that stage.")
     size: float = Field(0.5, gt=0, le=1, description="Width of the window, as a share of samples.")
     offset: float = Field(0.0, ge=0, lt=1, description="Share of top-scoring samples skipped above the window.")
 
@@ -39,21 +37,6 @@ class QuantileWindowSpec(StageSpec):
         if self.offset + self.size > 1:
             raise ValueError(f"offset + size must be <= 1, got {self.offset + self.size}")
         return self
-
-    def references(self) -> dict[str, str]:
-        return {**super().references(), "stage": self.stage}
-
-    def score_sources(self) -> list[tuple[str, str]]:
-        return [(self.stage, self.column)]
-
-    def check_references(self, stage_kinds: Mapping[str, StageKind], selection_names: set[str]
-                         ) -> list[tuple[str, str]]:
-        problems = super().check_references(stage_kinds, selection_names)
-        kind = stage_kinds.get(self.stage)
-        if kind is not None and self.column not in kind.column_lineage:
-            problems.append(("column", f"stage {self.stage!r} ({kind.kind}) has no column {self.column!r}; "
-                                       f"columns: {', '.join(kind.column_lineage)}"))
-        return problems
 
 
 def run_quantile_window(spec: QuantileWindowSpec, ctx: StageContext) -> StageOutput:

@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Literal
 
 import numpy as np
 from pydantic import Field, model_validator
 
 from curation_assets.methods.ranking import top_k
-from curation_assets.stages.budget_spec import BudgetedSelectionSpec
+from curation_assets.stages.budget_spec import BudgetedSelectionSpec, StageColumnInput
 from curation_assets.stages.context import StageContext, StageOutput
 from curation_assets.stages.registry import StageKind, register_kind
 
 
-class TopScoreSpec(BudgetedSelectionSpec):
+class TopScoreSpec(StageColumnInput, BudgetedSelectionSpec):
     """Rank by `stage`.`column`; keep rows within [min_score, max_score], then the top budget."""
 
     kind: Literal["top_score"]
-    stage: str = Field(description="Name of the stage whose column ranks samples.")
-    column: str = Field(description="Numeric column of that stage's table.")
     order: Literal["descending", "ascending"] = Field("descending", description="descending = highest first.")
     min_score: float | None = Field(None, description="Drop samples scoring below this.")
     max_score: float | None = Field(None, description="Drop samples scoring above this.")
@@ -29,24 +26,6 @@ class TopScoreSpec(BudgetedSelectionSpec):
         if self.min_score is not None and self.max_score is not None and self.min_score > self.max_score:
             raise ValueError(f"min_score {self.min_score} > max_score {self.max_score}")
         return self
-
-    def references(self) -> dict[str, str]:
-        return {**super().references(), "stage": self.stage}
-
-    def score_sources(self) -> list[tuple[str, str]]:
-        return [(self.stage, self.column)]
-
-    def check_references(self, stage_kinds: Mapping[str, StageKind], selection_names: set[str]
-                         ) -> list[tuple[str, str]]:
-        problems = super().check_references(stage_kinds, selection_names)
-        kind = stage_kinds.get(self.stage)
-        if kind is None and self.stage in selection_names:
-            problems.append(("stage", f"{self.stage!r} must be a stage (selections have no score columns)"))
-        elif kind is not None and self.column not in kind.column_lineage:
-            columns = ", ".join(kind.column_lineage)
-            problems.append(("column", f"stage {self.stage!r} ({kind.kind}) has no column {self.column!r}; "
-                                       f"columns: {columns}"))
-        return problems
 
 
 def run_top_score(spec: TopScoreSpec, ctx: StageContext) -> StageOutput:
