@@ -1,12 +1,10 @@
 """el2n and grand stages through Dagster on a tiny random Llama."""
 
-import dagster as dg
 import pytest
-import yaml
 
-from curation_assets.components.standalone import load_pipeline_file, pipeline_definitions
 from tests.components.test_lm_pipeline import write_pool
 from tests.models_fixtures import build_tiny_causal_lm
+from tests.pipeline_runs import materialize_document
 
 
 @pytest.fixture(scope="module")
@@ -26,11 +24,7 @@ def test_el2n_and_grand_are_averaged_over_runs_and_deterministic(tmp_path, tiny_
                    {"name": "grand", "kind": "grand", "runs": 2, **common},
                    {"name": "grand_one", "kind": "grand", "runs": 1, **common}],
         "selections": [{"name": "hard", "kind": "top_score", "stage": "el2n", "column": "el2n", "fraction": 0.5}]}}
-    path = tmp_path / "defs.yaml"
-    path.write_text(yaml.safe_dump(document))
-    component = load_pipeline_file(path)
-    result = dg.materialize(list(pipeline_definitions(component).assets), raise_on_error=True)
-    assert all(c.passed for c in result.get_asset_check_evaluations())
+    component = materialize_document(tmp_path, document)
     with component.store.reader() as con:
         el2n = dict(con.execute("SELECT sample_id, el2n FROM el2n_scores WHERE stage = 'el2n'").fetchall())
         again = dict(con.execute("SELECT sample_id, el2n FROM el2n_scores WHERE stage = 'el2n_again'").fetchall())
@@ -57,10 +51,7 @@ def test_lobass_learnability_is_base_minus_finetuned_loss(tmp_path, tiny_lm):
                    {"name": "loss", "kind": "lm_loss", "model": str(tiny_lm), "max_length": 48}],
         "selections": [{"name": "learnable", "kind": "top_score", "stage": "lobass",
                         "column": "learnability_normalised", "budget": 4}]}}
-    path = tmp_path / "defs.yaml"
-    path.write_text(yaml.safe_dump(document))
-    component = load_pipeline_file(path)
-    dg.materialize(list(pipeline_definitions(component).assets), raise_on_error=True)
+    component = materialize_document(tmp_path, document)
     with component.store.reader() as con:
         rows = con.execute("SELECT b.loss_base, b.loss_finetuned, b.learnability, b.learnability_normalised, "
                            "b.in_training_set, l.loss FROM lobass_scores b JOIN lm_loss l USING (sample_id)").fetchall()
@@ -91,10 +82,7 @@ def test_dynamic_data_diet_keeps_the_ema_window(tmp_path, tiny_lm):
         "selections": [{"name": "diet", "kind": "data_diet_dynamic", "model": str(tiny_lm), "max_length": 48,
                         "epochs": 3, "size": 0.4, "offset": 0.1,
                         "lora": {"r": 4, "dropout": 0.0, "lr": 0.01, "batch_size": 4}}]}}
-    path = tmp_path / "defs.yaml"
-    path.write_text(yaml.safe_dump(document))
-    component = load_pipeline_file(path)
-    dg.materialize(list(pipeline_definitions(component).assets), raise_on_error=True)
+    component = materialize_document(tmp_path, document)
     with component.store.reader() as con:
         members = dict(con.execute("SELECT sample_id, score FROM selections WHERE selection = 'diet'").fetchall())
         details = dict(con.execute("SELECT sample_id, value FROM selection_details WHERE selection = 'diet'")

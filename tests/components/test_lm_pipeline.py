@@ -12,6 +12,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from curation_assets.components.standalone import load_pipeline_file, pipeline_definitions
 from curation_assets.models.chat_format import encode_conversation
 from tests.models_fixtures import build_tiny_causal_lm
+from tests.pipeline_runs import materialize_document
 
 WORDS = "the a of to is and in it you that for on with as are this be what how why".split()
 
@@ -77,11 +78,7 @@ def test_input_selection_limits_an_expensive_stage(tmp_path, tiny_lm):
         {"name": "loss", "kind": "lm_loss", "model": str(tiny_lm), "max_length": 64,
          "input_selection": "first_ten"}]).read_text())
     document["attributes"]["selections"].insert(0, {"name": "first_ten", "kind": "random", "budget": 10})
-    path = tmp_path / "defs.yaml"
-    path.write_text(yaml.safe_dump(document))
-    component = load_pipeline_file(path)
-    result = dg.materialize(list(pipeline_definitions(component).assets), raise_on_error=True)
-    assert all(c.passed for c in result.get_asset_check_evaluations())
+    component = materialize_document(tmp_path, document)
     with component.store.reader() as con:
         scored = {r[0] for r in con.execute("SELECT sample_id FROM lm_loss").fetchall()}
         members = {r[0] for r in con.execute("SELECT sample_id FROM selections WHERE selection = 'first_ten'")
