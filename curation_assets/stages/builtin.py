@@ -1,6 +1,8 @@
 """Import every built-in stage kind so it registers itself."""
 
 from curation_assets.stages import (  # noqa: F401
+    alpagasus,
+    lift,
     data_diet,
     diversity,
     early_training,

@@ -37,6 +37,7 @@ class StageOutput:
     stats: dict[str, Any] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)  # plain values: numbers, strings, markdown
     details_file: Path | None = None  # selections: DETAILS_SCHEMA rows for `selection_details`
+    generated_samples_file: Path | None = None  # sample-generating kinds: new samples (see lift.py)
 
 
 @dataclass
@@ -50,6 +51,7 @@ class StageContext:
     stage_tables: Mapping[str, str]  # every stage name -> its table
     log: logging.Logger | Any = field(default_factory=lambda: logging.getLogger("curation_assets"))
     input_selection: str | None = None  # when set, every read is limited to this selection's members
+    originals_only: bool = False  # sample-generating stages work on original (not generated) samples
 
     @property
     def artifacts_dir(self) -> Path:
@@ -59,7 +61,7 @@ class StageContext:
 
     def _query(self, name: str, params: dict[str, Any], **parts: str) -> tuple[str, dict[str, Any]]:
         """SQL file `name` with its {placeholders} filled and the input_selection filter applied."""
-        return restricted_sql(name, self.input_selection, params, **parts)
+        return restricted_sql(name, self.input_selection, params, originals_only=self.originals_only, **parts)
 
     # ---- reading inputs -------------------------------------------------------------------
     def pending_samples(self, table: str, columns: Sequence[str]) -> tuple[Path, int]:
@@ -181,10 +183,13 @@ class StagedRowsWriter:
         self.close()
 
 
-def restricted_sql(name: str, input_selection: str | None, params: dict[str, Any], **parts: str
-                   ) -> tuple[str, dict[str, Any]]:
-    """Fill an SQL template's {placeholders}; {restrict} limits it to an input selection's members."""
+def restricted_sql(name: str, input_selection: str | None, params: dict[str, Any], *, originals_only: bool = False,
+                   **parts: str) -> tuple[str, dict[str, Any]]:
+    """Fill an SQL template's {placeholders}; {restrict} limits it to an input selection's members
+    (and, for sample-generating stages, to original samples)."""
     restrict = _without_comments(read_sql("reads/restrict_to_selection.sql")) if input_selection else ""
+    if originals_only:
+        restrict += _without_comments(read_sql("reads/restrict_to_originals.sql"))
     params = {**params, "input_selection": input_selection} if input_selection else dict(params)
     return read_sql(name).format(restrict=restrict.rstrip("\n"), **parts), params
 

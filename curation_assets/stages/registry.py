@@ -14,6 +14,7 @@ import importlib.metadata
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
@@ -58,6 +59,18 @@ class StageSpec(SpecModel):
         """The settings that change results: everything but name and description."""
         return self.model_dump(mode="json", exclude={"name", "description"})
 
+    def pool(self) -> str | None:
+        """Dagster pool of the asset; None = the DuckDB writer pool. LLM stages use one per endpoint."""
+        return None
+
+    def check_files(self, base_dir: Path) -> list[tuple[str, str]]:
+        """Problems with files this spec names (YAML key, message); paths are relative to `base_dir`."""
+        return []
+
+    def with_base_dir(self, base_dir: Path) -> StageSpec:
+        """This spec with relative file paths made absolute (called once the YAML is checked)."""
+        return self
+
 
 @dataclass(frozen=True)
 class StageKind:
@@ -74,6 +87,10 @@ class StageKind:
     # output column -> the `samples` columns it is computed from (Dagster column lineage)
     column_lineage: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     tags: tuple[str, ...] = ("python",)  # Dagster `kinds` shown in the UI
+    # a kind that adds samples (LIFT expansion): it covers only original samples, every other
+    # stage of the pipeline runs after it, and `write_generated` stores its new samples
+    generates_samples: bool = False
+    write_generated: Callable[[Any, str, str, Any], None] | None = None  # (con, stage, config_hash, output)
 
     def config_hash(self, spec: StageSpec) -> str:
         return config_hash(self.kind, self.version, spec.hashed_config())

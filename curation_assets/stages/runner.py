@@ -90,12 +90,15 @@ def run_stage(kind: StageKind, spec: StageSpec, *, pipeline: str, store: DuckDBS
     with tempfile.TemporaryDirectory(prefix=f"curation-{spec.name}-") as staging:
         ctx = StageContext(store=store, pipeline=pipeline, stage=spec.name, config_hash=current_hash,
                            staging_dir=Path(staging), stage_hashes=stage_hashes, stage_tables=stage_tables,
-                           input_selection=spec.input_selection, **({"log": log} if log is not None else {}))
+                           input_selection=spec.input_selection, originals_only=kind.generates_samples,
+                           **({"log": log} if log is not None else {}))
         output = kind.run(spec, ctx)
         with store.transaction() as con:
             if kind.role == "stage":
                 assert kind.table is not None
                 rows_out = insert_stage_rows(con, kind.table, spec.name, current_hash, output.rows_file)
+                if kind.write_generated is not None:
+                    kind.write_generated(con, spec.name, current_hash, output)
             else:
                 rows_out = replace_selection(con, spec.name, current_hash, output.rows_file)
                 replace_selection_details(con, spec.name, output.details_file)

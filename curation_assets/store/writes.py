@@ -61,6 +61,7 @@ def merge_ingest(con: duckdb.DuckDBPyConnection, source: str, samples_file: Path
         "source": source, "samples_file": str(samples_file), "counts_file": str(counts_file),
         "rejected_file": str(rejected_file), "now": utc_now(),
     })
+    execute_sql_file(con, "writes/generated_samples_activity.sql")
     return fetch_row(con, "SELECT count(*) FROM samples")[0] - before
 
 

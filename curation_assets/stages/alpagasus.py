@@ -1,0 +1,144 @@
+"""Stage `alpagasus` and selection `alpagasus_threshold` (AlpaGasus, Chen et al. 2024).
+
+An LLM rates the accuracy of each response to its instruction + input on 0-5, score on the
+first line (temperature 0, max_tokens 256). Multi-turn: every assistant turn is rated
+(see llm/conversation.py) and the sample's score is the mean over turns (min kept too).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import pyarrow as pa
+from pydantic import Field
+
+from curation_assets.llm.client import ChatRequest
+from curation_assets.llm.conversation import TurnChoice, judged_turns
+from curation_assets.llm.parsing import parse_alpagasus_score
+from curation_assets.llm.prompts import render
+from curation_assets.stages.context import StageContext, StageOutput, iter_parquet_batches
+from curation_assets.stages.llm_stage import LLMStageSpec, ask_and_parse
+from curation_assets.stages.registry import StageKind, StageSpec, register_kind
+
+ALPAGASUS_SCHEMA = pa.schema([
+    ("sample_id", pa.string()), ("score", pa.float64()), ("min_score", pa.float64()),
+    ("turn_scores", pa.list_(pa.float64())), ("answers", pa.list_(pa.string())), ("status", pa.string()),
+    ("n_turns_judged", pa.int32()), ("n_unparseable", pa.int32()), ("truncated", pa.bool_()),
+])
+
+
+class AlpagasusSpec(LLMStageSpec):
+    """LLM-rated accuracy of each response, 0-5 (AlpaGasus)."""
+
+    PROMPTS: ClassVar[tuple[str, ...]] = ("alpagasus_system", "alpagasus_user")
+    kind: Literal["alpagasus"]
+    temperature: float = Field(0.0, ge=0, le=2, description="Sampling temperature (published: 0).")
+    max_tokens: int = Field(256, gt=0, description="Answer length limit (published: 256).")
+    turns: TurnChoice = Field("all", description="Which assistant turns of a conversation are rated.")
+
+
+def alpagasus_requests(spec: AlpagasusSpec, sample_id: str, turns: list[Any]) -> list[ChatRequest]:
+    system, user = spec.prompt("alpagasus_system"), spec.prompt("alpagasus_user")
+    params = {"temperature": spec.temperature, "max_tokens": spec.max_tokens}
+    return [ChatRequest(({"role": "system", "content": system},
+                         {"role": "user", "content": render(user, instruction=t.instruction, input=t.input,
+                                                            response=t.response)}), params, sample_id=sample_id)
+            for t in turns]
+
+
+def run_alpagasus(spec: AlpagasusSpec, ctx: StageContext) -> StageOutput:
+    pending, count = ctx.pending_samples("alpagasus", ["instruction", "input", "output", "messages"])
+    client = spec.client(ctx)
+    started = time.perf_counter()
+    status_counts: dict[str, int] = {}
+    with ctx.rows_writer(ALPAGASUS_SCHEMA) as writer:
+        chunks = iter_parquet_batches(pending, spec.chunk_size)
+        for chunk in ctx.progress(chunks, total=-(-count // spec.chunk_size), desc=f"judging {count} samples"):
+            rows = chunk.to_pylist()
+            turns = [judged_turns(r["messages"], r["instruction"], r["input"], r["output"], which=spec.turns,
+                                  field_chars=spec.field_chars, context_chars=spec.context_chars) for r in rows]
+            requests = [req for r, t in zip(rows, turns) for req in alpagasus_requests(spec, r["sample_id"], t)]
+            judged = ask_and_parse(client, requests, parse_alpagasus_score, spec.parse_retries,
+                                   spec.retry_temperature)
+            out: dict[str, list[Any]] = {name: [] for name in ALPAGASUS_SCHEMA.names}
+            start = 0
+            for row, sample_turns in zip(rows, turns):
+                mine = judged[start:start + len(sample_turns)]
+                start += len(sample_turns)
+                scores = [j.value for j in mine]
+                parsed = [s for s in scores if s is not None]
+                if any(j.error for j in mine):
+                    status = "request_rejected"
+                elif len(parsed) == len(scores):
+                    status = "ok"
+                else:
+                    status = "partial" if parsed else "unparseable"
+                status_counts[status] = status_counts.get(status, 0) + 1
+                out["sample_id"].append(row["sample_id"])
+                out["score"].append(float(np.mean(parsed)) if parsed else None)
+                out["min_score"].append(min(parsed) if parsed else None)
+                out["turn_scores"].append(scores)
+                out["answers"].append([j.answer if j.answer is not None else f"[request failed] {j.error}"
+                                       for j in mine])
+                out["status"].append(status)
+                out["n_turns_judged"].append(len(mine))
+                out["n_unparseable"].append(sum(j.error is None and j.value is None for j in mine))
+                out["truncated"].append(any(t.truncated for t in sample_turns))
+            writer.write(pa.table(out, schema=ALPAGASUS_SCHEMA))
+    seconds = time.perf_counter() - started
+    stats = {"pending": count, "model": spec.llm.model, **{f"status_{k}": v for k, v in status_counts.items()},
+             **client.stats.as_dict(), "seconds_judging": round(seconds, 3)}
+    return StageOutput(writer.path, rows_in=count, stats=stats, metadata=stats)
+
+
+class AlpagasusThresholdSpec(StageSpec):
+    """Keep samples whose AlpaGasus score is at least `threshold` (published: 4.5)."""
+
+    kind: Literal["alpagasus_threshold"]
+    stage: str = Field(description="The `alpagasus` stage whose scores are used.")
+    threshold: float = Field(4.5, ge=0, le=5, description="Minimum score kept.")
+
+    def references(self) -> dict[str, str]:
+        return {**super().references(), "stage": self.stage}
+
+    def score_sources(self) -> list[tuple[str, str]]:
+        return [(self.stage, "score")]
+
+    def check_references(self, stage_kinds: Any, selection_names: set[str]) -> list[tuple[str, str]]:
+        problems = super().check_references(stage_kinds, selection_names)
+        kind = stage_kinds.get(self.stage)
+        if kind is not None and kind.kind != "alpagasus":
+            problems.append(("stage", f"{self.stage!r} is a {kind.kind} stage, not alpagasus"))
+        elif kind is None and self.stage in selection_names:
+            problems.append(("stage", f"{self.stage!r} is a selection, not an alpagasus stage"))
+        return problems
+
+
+def run_alpagasus_threshold(spec: AlpagasusThresholdSpec, ctx: StageContext) -> StageOutput:
+    rows = ctx.stage_rows(spec.stage, ["score"])
+    scores = rows.column("score").to_numpy(zero_copy_only=False).astype(np.float64)
+    keep = np.flatnonzero(~np.isnan(scores) & (scores >= spec.threshold))
+    order = keep[np.lexsort((keep, -scores[keep]))]  # best first, ties by sample_id order
+    ids = rows.column("sample_id").to_pylist()
+    members = ctx.write_members([ids[i] for i in order], scores[order].tolist())
+    stats = {"pool": rows.num_rows, "scored": int((~np.isnan(scores)).sum()), "selected": int(order.size),
+             "threshold": spec.threshold}
+    return StageOutput(members, rows_in=rows.num_rows, stats=stats, metadata=dict(stats))
+
+
+ALPAGASUS = register_kind(StageKind(
+    kind="alpagasus", role="stage", spec=AlpagasusSpec, run=run_alpagasus, version="1",
+    summary="AlpaGasus: an LLM rates each response's accuracy 0-5 (OpenAI-compatible endpoint, cached).",
+    table="alpagasus", schema_file="schema/stages/alpagasus.sql",
+    column_lineage={"score": ("instruction", "input", "output", "messages"), "min_score": ("messages",),
+                    "turn_scores": ("messages",), "answers": ("messages",), "status": ("messages",),
+                    "n_turns_judged": ("messages",), "n_unparseable": ("messages",), "truncated": ("messages",)},
+    tags=("python", "openai"),
+))
+
+ALPAGASUS_THRESHOLD = register_kind(StageKind(
+    kind="alpagasus_threshold", role="selection", spec=AlpagasusThresholdSpec, run=run_alpagasus_threshold,
+    version="1", summary="Samples with AlpaGasus score >= threshold (4.5), best first.", tags=("python",),
+))
