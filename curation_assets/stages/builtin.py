@@ -2,6 +2,7 @@
 
 from curation_assets.stages import (  # noqa: F401
     alpagasus,
+    deita_evol,
     lift,
     data_diet,
     diversity,

@@ -93,9 +93,13 @@ class Judged(Generic[T]):
     attempts: int
 
 
-def ask_and_parse(client: LLMClient, requests: Sequence[ChatRequest], parse: Callable[[str], T | None],
+def ask_and_parse(client: LLMClient, requests: Sequence[ChatRequest],
+                  parse: Callable[[str], T | None] | Sequence[Callable[[str], T | None]],
                   parse_retries: int, retry_temperature: float) -> list[Judged[T]]:
-    """Answer every request, re-asking unparseable answers; raise LLMRequestsFailed on transport failures."""
+    """Answer every request, re-asking unparseable answers; raise LLMRequestsFailed on transport failures.
+
+    `parse` is one parser for every answer, or one per request."""
+    parsers = list(parse) if isinstance(parse, Sequence) else [parse] * len(requests)
     results: list[Judged[T] | None] = [None] * len(requests)
     todo = list(range(len(requests)))
     transient: list[RequestFailure] = []
@@ -114,7 +118,7 @@ def ask_and_parse(client: LLMClient, requests: Sequence[ChatRequest], parse: Cal
                 results[i] = Judged(None, None, outcome.error, attempt + 1)
                 continue
             assert isinstance(outcome, ChatAnswer)
-            value = parse(outcome.text)
+            value = parsers[i](outcome.text)
             results[i] = Judged(value, outcome.text, None, attempt + 1)
             if value is None:
                 retry.append(i)

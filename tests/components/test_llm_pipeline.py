@@ -93,11 +93,15 @@ def test_alpagasus_scores_every_turn_and_reruns_only_new_samples(tmp_path, llm_s
 def test_server_killed_mid_stage_fails_cleanly_and_rerun_pays_only_for_the_rest(tmp_path):
     n = 200
     write_pool(tmp_path / "pool.jsonl", n, multi_turn=False)
+    (tmp_path / "prompts").mkdir()
+    (tmp_path / "prompts" / "system.txt").write_text("Rate answers.")
+    (tmp_path / "prompts" / "user.txt").write_text("{instruction} {response}\nScore 0-5:")
+    prompts = {"alpagasus_system": "prompts/system.txt", "alpagasus_user": "prompts/user.txt"}  # short: fast
     server = start_server(tmp_path)
     try:
         with FaultProxy(server.base_url) as proxy:
             stage = {"name": "judge", "kind": "alpagasus", "max_tokens": 2, "parse_retries": 0, "chunk_size": 1000,
-                     "llm": llm(proxy.base_url, max_retries=2)}
+                     "prompts": prompts, "llm": llm(proxy.base_url, max_retries=2)}
             path = tmp_path / "defs.yaml"
             path.write_text(yaml.safe_dump(document(proxy.base_url, [stage], [])))
             assets = list(pipeline_definitions(load_pipeline_file(path)).assets)
@@ -191,3 +195,35 @@ def test_lift_expand_quality_and_top(tmp_path, llm_server):
     descendants = {r[2] for r in ok if r[0] == gone}
     states = dict(query(tmp_path, "SELECT sample_id, active FROM samples"))
     assert not states[gone] and not any(states[d] for d in descendants)
+
+
+def test_deita_evol_labels(tmp_path, llm_server):
+    write_pool(tmp_path / "pool.jsonl", 2, multi_turn=False)
+    stage = {"name": "evol", "kind": "deita_evol", "iterations": 2, "max_tokens": 40, "score_max_tokens": 40,
+             "parse_retries": 1, "llm": llm(llm_server.base_url)}
+    materialize_document(tmp_path, document(llm_server.base_url, [stage], []))
+    from curation_assets.llm.parsing import parse_ranked_scores
+
+    samples = dict(query(tmp_path, "SELECT sample_id, instruction FROM samples"))
+    rows = query(tmp_path, "SELECT sample_id, dimension, variant, operation, instruction, response, score, status, "
+                           "ranking_answer FROM evol ORDER BY sample_id, dimension, variant")
+    by_chain: dict = {}
+    for row in rows:
+        by_chain.setdefault((row[0], row[1]), []).append(row)
+    assert set(by_chain) == {(sid, d) for sid in samples for d in ("complexity", "quality")}
+    for (sid, dimension), chain in by_chain.items():
+        assert [r[2] for r in chain] == list(range(len(chain))) and 1 <= len(chain) <= 3
+        assert chain[0][3] == "seed" and chain[0][4] == samples[sid]
+        if dimension == "complexity":
+            assert [r[3] for r in chain[1:]] == ["add_constraints", "deepen"][:len(chain) - 1]
+        else:
+            assert all(r[4] == samples[sid] for r in chain)  # the instruction stays; responses evolve
+            assert [r[3] for r in chain[1:]] == ["helpfulness", "relevance"][:len(chain) - 1]
+        status, answer = chain[0][7], chain[0][8]
+        scores = [r[6] for r in chain]
+        if len(chain) >= 2 and status in ("ok", "chain_broken"):
+            label = "Question" if dimension == "complexity" else "Response"
+            assert scores == parse_ranked_scores(answer, label, len(chain))  # independent re-parse
+        else:
+            assert all(s is None for s in scores)
+            assert status in ("unparseable", "too_few_variants", "request_rejected")

@@ -66,6 +66,18 @@ ERROR_CASES = {
         lambda: valid_pipeline_yaml(exports="- selection: best_ones\n  path: out.jsonl\n"),
         ("selection: best_ones", 1),
         ["exports.0.selection", "no selection named 'best_ones'", "known: samples, longest, random_few"]),
+    "prompt_file_missing": (
+        _replace("      kind: text_stats\n", "      kind: text_stats\n    - name: judge\n      kind: alpagasus\n"
+                 "      prompts:\n        alpagasus_user: prompts/nope.txt\n"), ("prompts:", 1),
+        ["stages.1.prompts", "prompt file not found", "nope.txt"]),
+    "prompt_name_unknown": (
+        _replace("      kind: text_stats\n", "      kind: text_stats\n    - name: judge\n      kind: alpagasus\n"
+                 "      prompts:\n        lift_quality_user: x.txt\n"), ("prompts:", 1),
+        ["stages.1.prompts", "alpagasus has no prompt 'lift_quality_user'", "alpagasus_system, alpagasus_user"]),
+    "lift_expand_reads_a_selection": (
+        _replace("      kind: text_stats\n", "      kind: text_stats\n    - name: grow\n      kind: lift_expand\n"
+                 "      input_selection: random_few\n"), ("input_selection: random_few", 1),
+        ["stages.1.input_selection", "cannot read another stage or selection"]),
     "missing_required_key": (
         _replace("  duckdb_path: tiny.duckdb\n", ""), ("attributes:", 1),
         ["duckdb_path", "Field required"]),
@@ -89,6 +101,10 @@ UNION_ERROR_CASES = {
     "unknown_selection_kind": (
         _replace("kind: random", "kind: shuffled"), ("kind: shuffled", 1),
         ["selections.0", "shuffled", "random", "top_score"]),
+    "api_key_given_instead_of_variable_name": (
+        _replace("      kind: text_stats\n", "      kind: text_stats\n    - name: judge\n      kind: alpagasus\n"
+                 "      llm:\n        api_key_env: sk-abc123\n"), ("api_key_env", 1),
+        ["stages.1.llm.api_key_env", "String should match pattern"]),
     "wrong_type_seed": (
         _replace("seed: 0", "seed: [1, 2]"), ("seed: [1, 2]", 1),
         ["selections.0.seed", "integer"]),
