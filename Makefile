@@ -40,7 +40,7 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	@mkdir -p $(DAGSTER_HOME) && cp dagster.yaml $@
 
 demo: setup
-	HF_HUB_OFFLINE=1 $(BIN)/curation run curation_assets/defs/demo/defs.yaml
+	HF_HUB_OFFLINE=1 $(BIN)/curation run --serve-llm curation_assets/defs/demo/defs.yaml
 
 test: setup
 	HF_HUB_OFFLINE=1 $(BIN)/pytest -q
@@ -49,6 +49,8 @@ test-fast: setup
 	HF_HUB_OFFLINE=1 $(BIN)/pytest -q -m "not e2e"
 
 ui: setup
+	@# the LLM judge stages of the demo ask the packaged SmolLM2 on 127.0.0.1:8765
+	$(BIN)/curation llm-server & LLM_SERVER=$$!; trap "kill $$LLM_SERVER" EXIT; \
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(UI_PORT)
 
 bench: setup

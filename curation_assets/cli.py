@@ -44,8 +44,13 @@ def main() -> None:
 @click.argument("pipeline", type=click.Path(path_type=Path), default=DEMO_PIPELINE, required=False)
 @click.option("--select", "selection", default=None, help="Dagster asset selection, e.g. 'demo/lengths+'.")
 @click.option("--log-level", default="WARNING", show_default=True, help="Dagster console log level.")
-def run(pipeline: Path, selection: str | None, log_level: str) -> None:
+@click.option("--serve-llm", is_flag=True, help=(
+    "Serve the packaged SmolLM2 on 127.0.0.1:8765 (llama-cpp-python) for this run, for LLM stages using the "
+    "default local endpoint; nothing is started when that port already answers."))
+def run(pipeline: Path, selection: str | None, log_level: str, serve_llm: bool) -> None:
     """Materialise PIPELINE (a defs.yaml; default: the demo) in-process, then print a summary."""
+    import contextlib
+
     import dagster as dg
 
     from curation_assets.components.standalone import pipeline_definitions
@@ -54,7 +59,7 @@ def run(pipeline: Path, selection: str | None, log_level: str) -> None:
     definitions = pipeline_definitions(component)
     store = component.prepared_store()
     started = time.monotonic()
-    with _instance() as instance:
+    with _instance() as instance, (_local_llm() if serve_llm else contextlib.nullcontext()):
         result = dg.materialize(
             list(definitions.assets or []), instance=instance, selection=selection, raise_on_error=False,
             run_config={"loggers": {"console": {"config": {"log_level": log_level.upper()}}}},
@@ -63,6 +68,56 @@ def run(pipeline: Path, selection: str | None, log_level: str) -> None:
     if not result.success:
         failures = [e.message for e in result.all_events if e.is_step_failure]
         raise click.ClickException("run failed:\n" + "\n".join(f"  {m}" for m in failures))
+
+
+def _local_llm() -> Any:
+    import contextlib
+
+    from curation_assets.llm.local_server import DEFAULT_PORT, LocalLLMServer, LocalServerError, answers
+
+    @contextlib.contextmanager
+    def serving() -> Any:
+        server = LocalLLMServer(port=DEFAULT_PORT)
+        if answers(server.base_url):
+            click.echo(f"an API already answers on {server.base_url}: using it")
+            yield None
+            return
+        click.echo(f"starting the packaged SmolLM2 judge on {server.base_url} ...")
+        try:
+            server.start()
+        except LocalServerError as err:
+            raise click.ClickException(str(err)) from err
+        try:
+            yield server
+        finally:
+            server.stop()
+
+    return serving()
+
+
+@main.command("llm-server")
+@click.option("--port", default=8765, show_default=True, help="Port on 127.0.0.1.")
+@click.option("--model", "model_path", type=click.Path(path_type=Path, exists=True), default=None,
+              help="A .gguf file; default: the packaged SmolLM2-135M-Instruct.")
+@click.option("--alias", default="smollm2-135m-instruct", show_default=True, help="Model name clients send.")
+@click.option("--n-ctx", default=4096, show_default=True, help="Context length.")
+def llm_server(port: int, model_path: Path | None, alias: str, n_ctx: int) -> None:
+    """Serve a GGUF model as an OpenAI-compatible API (llama-cpp-python) until interrupted."""
+    from curation_assets.llm.local_server import LocalLLMServer, LocalServerError
+
+    server = LocalLLMServer(model_path=model_path, port=port, alias=alias, n_ctx=n_ctx)
+    try:
+        server.start()
+    except LocalServerError as err:
+        raise click.ClickException(str(err)) from err
+    click.echo(f"serving {alias} on {server.base_url} (Ctrl-C to stop)")
+    try:
+        while server.running:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
 
 
 def _instance() -> Any:

@@ -60,7 +60,7 @@ class LocalLLMServer:
                 "llama-cpp-python is not installed: `pip install 'curation_assets[judge]'` (or `make setup`) "
                 "builds it (compiles llama.cpp, ~6 minutes)")
         model = self.model_path or _packaged_gguf()
-        if _answers(self.base_url):
+        if answers(self.base_url):
             raise LocalServerError(f"port {self.port} is already serving an API; stop it or pick another port")
         command = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
                    "--port", str(self.port), "--n_ctx", str(self.n_ctx), "--n_threads", str(self.n_threads),
@@ -72,7 +72,7 @@ class LocalLLMServer:
             if self._process.poll() is not None:
                 raise LocalServerError(f"llama_cpp.server exited with code {self._process.returncode} "
                                        f"(command: {' '.join(command)})")
-            if _answers(self.base_url):
+            if answers(self.base_url):
                 return self
             time.sleep(0.25)
         self.stop()
@@ -116,7 +116,8 @@ def _packaged_gguf() -> Path:
     return packaged_gguf()
 
 
-def _answers(base_url: str) -> bool:
+def answers(base_url: str) -> bool:
+    """Whether an OpenAI-compatible API answers GET /models at `base_url`."""
     try:
         with urllib.request.urlopen(f"{base_url}/models", timeout=2) as response:
             return response.status == 200

@@ -3,8 +3,10 @@ score for None (DEITA's code returns 3.0 on a parse failure; we record a failure
 
 from __future__ import annotations
 
+import json
 import math
 import re
+from typing import Any
 
 _NUMBER = r"[-+]?\d+(?:\.\d+)?"
 
@@ -17,8 +19,32 @@ def _finite(value: str) -> float | None:
     return number if math.isfinite(number) else None
 
 
+def json_object(answer: str) -> dict[str, Any] | None:
+    """The answer as a JSON object (structured output), else None."""
+    text = answer.strip()
+    if not text.startswith("{"):
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _json_number(obj: dict[str, Any], key: str) -> float | None:
+    value = obj.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
 def parse_alpagasus_score(answer: str, low: float = 0.0, high: float = 5.0) -> float | None:
-    """AlpaGasus: the first line is the score; else the number after "score:". Out of [low, high] -> None."""
+    """AlpaGasus: the first line is the score; else the number after "score:"; a structured
+    answer {"score": s} is read directly. Out of [low, high] -> None."""
+    obj = json_object(answer)
+    if obj is not None:
+        score = _json_number(obj, "score")
+        return score if score is not None and low <= score <= high else None
     lines = [line.strip() for line in answer.strip().splitlines() if line.strip()]
     candidates: list[float | None] = []
     if lines:
@@ -45,9 +71,13 @@ def parse_lift_rubric(answer: str) -> dict[str, float] | None:
     defines). Any missing or out-of-range part -> None.
     """
     parts: dict[str, float] = {}
+    obj = json_object(answer)
     for name, maximum in LIFT_RUBRIC.items():
-        match = re.search(rf"{name}\s*[:=]\s*\**\s*({_NUMBER})", answer, re.I)
-        value = _finite(match.group(1)) if match else None
+        if obj is not None:
+            value = _json_number(obj, name)
+        else:
+            match = re.search(rf"{name}\s*[:=]\s*\**\s*({_NUMBER})", answer, re.I)
+            value = _finite(match.group(1)) if match else None
         if value is None or not 0 <= value <= maximum:
             return None
         parts[name] = value
@@ -75,3 +105,10 @@ def clean_generation(answer: str, markers: tuple[str, ...] = ()) -> str | None:
             text = text[len(marker):].lstrip(" :\n")
     text = text.strip().strip('"').strip()
     return text or None
+
+
+ALPAGASUS_SCHEMA: dict[str, Any] = {
+    "type": "object", "properties": {"score": {"type": "number", "minimum": 0, "maximum": 5}}, "required": ["score"]}
+LIFT_RUBRIC_SCHEMA: dict[str, Any] = {
+    "type": "object", "required": list(LIFT_RUBRIC),
+    "properties": {name: {"type": "integer", "minimum": 0, "maximum": int(m)} for name, m in LIFT_RUBRIC.items()}}

@@ -16,6 +16,7 @@ from pydantic import Field
 
 from curation_assets.llm.client import ChatRequest
 from curation_assets.llm.conversation import TurnChoice, judged_turns
+from curation_assets.llm.parsing import ALPAGASUS_SCHEMA as ALPAGASUS_ANSWER_SCHEMA
 from curation_assets.llm.parsing import parse_alpagasus_score
 from curation_assets.llm.prompts import render
 from curation_assets.stages.context import StageContext, StageOutput, iter_parquet_batches
@@ -41,7 +42,8 @@ class AlpagasusSpec(LLMStageSpec):
 
 def alpagasus_requests(spec: AlpagasusSpec, sample_id: str, turns: list[Any]) -> list[ChatRequest]:
     system, user = spec.prompt("alpagasus_system"), spec.prompt("alpagasus_user")
-    params = {"temperature": spec.temperature, "max_tokens": spec.max_tokens}
+    params = {"temperature": spec.temperature, "max_tokens": spec.max_tokens,
+              **spec.response_format(ALPAGASUS_ANSWER_SCHEMA)}
     return [ChatRequest(({"role": "system", "content": system},
                          {"role": "user", "content": render(user, instruction=t.instruction, input=t.input,
                                                             response=t.response)}), params, sample_id=sample_id)

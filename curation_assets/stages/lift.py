@@ -23,7 +23,7 @@ from pydantic import Field
 
 from curation_assets.llm.client import ChatRequest
 from curation_assets.llm.conversation import TurnChoice, clip, judged_turns
-from curation_assets.llm.parsing import LIFT_RUBRIC, clean_generation, parse_lift_rubric
+from curation_assets.llm.parsing import LIFT_RUBRIC, LIFT_RUBRIC_SCHEMA, clean_generation, parse_lift_rubric
 from curation_assets.llm.prompts import render
 from curation_assets.methods.ranking import top_k
 from curation_assets.sources.normalise import sample_id_for
@@ -159,7 +159,7 @@ def run_lift_quality(spec: LiftQualitySpec, ctx: StageContext) -> StageOutput:
     pending, count = ctx.pending_samples("lift_quality", ["instruction", "input", "output", "messages"])
     client = spec.client(ctx)
     system, user = spec.prompt("lift_quality_system"), spec.prompt("lift_quality_user")
-    params = {"temperature": spec.temperature, "max_tokens": spec.max_tokens}
+    params = {"temperature": spec.temperature, "max_tokens": spec.max_tokens, **spec.response_format(LIFT_RUBRIC_SCHEMA)}
     statuses: dict[str, int] = {}
     with ctx.rows_writer(LIFT_QUALITY_SCHEMA) as writer:
         chunks = iter_parquet_batches(pending, spec.chunk_size)

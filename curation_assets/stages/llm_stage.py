@@ -13,7 +13,7 @@ import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 from pydantic import Field
 
@@ -43,6 +43,19 @@ class LLMStageSpec(StageSpec):
         "Instruction / response text beyond this many characters is cut (counted as truncated)."))
     context_chars: int = Field(2000, ge=0, description="Earlier turns shown with a multi-turn turn (last N chars).")
     chunk_size: int = Field(256, gt=0, description="Samples whose requests are in flight together.")
+    structured_output: Literal["none", "json_schema", "llama_cpp"] = Field("none", description=(
+        "Constrain judge answers to the recipe's JSON schema: json_schema (OpenAI / vLLM "
+        "`response_format`), llama_cpp (llama.cpp's json_object + schema); none = the published free-text "
+        "answer. Small local judges rarely follow the free-text format."))
+
+    def response_format(self, schema: dict[str, Any]) -> dict[str, Any]:
+        """Request parameters constraining the answer to `schema` (empty when structured_output is none)."""
+        if self.structured_output == "json_schema":
+            return {"response_format": {"type": "json_schema",
+                                        "json_schema": {"name": self.kind, "schema": schema, "strict": True}}}
+        if self.structured_output == "llama_cpp":
+            return {"response_format": {"type": "json_object", "schema": schema}}
+        return {}
 
     def hashed_config(self) -> dict[str, Any]:
         config = self.model_dump(mode="json", exclude={"name", "description", "llm", "prompts", "chunk_size"})

@@ -90,6 +90,20 @@ def test_alpagasus_scores_every_turn_and_reruns_only_new_samples(tmp_path, llm_s
     assert second["llm_requests"] in (1, 2) and second["llm_cache_hits"] == 0  # 2 if its answer was re-asked
 
 
+def test_structured_output_gets_scores_from_a_small_judge(tmp_path, llm_server):
+    write_pool(tmp_path / "pool.jsonl", 3)
+    stages = [{"name": "judge", "kind": "alpagasus", "structured_output": "llama_cpp", "max_tokens": 16,
+               "llm": llm(llm_server.base_url)},
+              {"name": "rubric", "kind": "lift_quality", "structured_output": "llama_cpp",
+               "llm": llm(llm_server.base_url)}]
+    materialize_document(tmp_path, document(llm_server.base_url, stages, []))
+    judged = query(tmp_path, "SELECT status, score, answers FROM judge")
+    rated = query(tmp_path, "SELECT status, llm_score, clarity + difficulty + explanation + accuracy FROM rubric")
+    assert [r[0] for r in judged] == ["ok"] * 5 and all(0 <= r[1] <= 5 for r in judged)
+    assert all(json.loads(a) for r in judged for a in r[2])  # JSON answers, as constrained
+    assert [r[0] for r in rated] == ["ok"] * 5 and all(r[1] == r[2] and 0 <= r[1] <= 100 for r in rated)
+
+
 def test_server_killed_mid_stage_fails_cleanly_and_rerun_pays_only_for_the_rest(tmp_path):
     n = 200
     write_pool(tmp_path / "pool.jsonl", n, multi_turn=False)

@@ -27,6 +27,10 @@ def demo_copy(tmp_path: Path, limit: int, model: tuple[Path, Path]) -> Path:
             stage["model"] = str(model[0])
         if stage["kind"] == "lm_loss":
             stage["model"] = str(model[1])
+    # the LLM-judged stages need the llama.cpp server: they run in the end-to-end demo test
+    llm_stages = {s["name"] for s in attributes["stages"] if "alpagasus" in s["kind"] or "lift" in s["kind"]}
+    attributes["stages"] = [s for s in attributes["stages"] if s["name"] not in llm_stages]
+    attributes["selections"] = [s for s in attributes["selections"] if s.get("stage") not in llm_stages]
     attributes["duckdb_path"] = "demo.duckdb"
     attributes["sources"][0]["limit"] = limit
     for export in attributes["exports"]:
@@ -143,10 +147,14 @@ def test_growing_the_source_scores_only_new_samples(tmp_path, tiny_model):
 
 
 @pytest.mark.e2e
-def test_shipped_demo_pipeline_end_to_end(tmp_path, monkeypatch):
-    """The demo exactly as `make demo` runs it (2,000 ShareGPT conversations), into a temporary DuckDB."""
+def test_shipped_demo_pipeline_end_to_end(tmp_path, monkeypatch, llm_server):
+    """The demo exactly as `make demo` runs it (2,000 ShareGPT conversations), into a temporary DuckDB,
+    its LLM judges asking the packaged SmolLM2 served on a free port."""
     document = yaml.safe_load(DEMO.read_text())
     document["attributes"]["duckdb_path"] = str(tmp_path / "demo.duckdb")
+    for stage in document["attributes"]["stages"]:
+        if stage["kind"] in ("alpagasus", "lift_quality"):
+            stage["llm"] = {"base_url": llm_server.base_url}
     for export in document["attributes"]["exports"]:
         export["path"] = str(tmp_path / f"{export['selection']}.jsonl")
     path = tmp_path / "defs.yaml"
@@ -156,4 +164,9 @@ def test_shipped_demo_pipeline_end_to_end(tmp_path, monkeypatch):
     with component.store.reader() as con:
         assert con.execute("SELECT count(*) FROM rejected_samples").fetchall()[0][0] > 0
         kept = con.execute("SELECT count(*) FROM samples").fetchall()[0][0]
+        judged = con.execute("SELECT (SELECT count(*) FROM judge_accuracy), (SELECT count(*) FROM judge_rubric), "
+                             "(SELECT count(*) FROM selections WHERE selection = 'lift_top4')").fetchall()[0]
+        cached = con.execute("SELECT count(*) FROM llm_cache").fetchall()[0][0]
     assert 1_900 <= kept <= 2_000
+    assert judged[:2] == (8, 8) and 1 <= judged[2] <= 4  # the 135M judge parses at least some rubrics
+    assert cached >= 16

@@ -53,3 +53,13 @@ def test_clean_generation():
     assert clean_generation("#Rewritten Prompt#: Do X carefully.", ("#Rewritten Prompt#",)) == "Do X carefully."
     assert clean_generation('  "Quoted"  ') == "Quoted"
     assert clean_generation("   ") is None
+
+
+def test_structured_answers():
+    assert parse_alpagasus_score('{"score" : 4}') == 4.0
+    assert parse_alpagasus_score('{"score": 9}') is None
+    assert parse_alpagasus_score('{"score": true}') is None
+    assert parse_alpagasus_score('{"score": 4') is None  # cut off by max_tokens: not a score
+    parts = parse_lift_rubric('{"clarity" :10, "difficulty" :5, "explanation": 2, "accuracy": 30}')
+    assert parts is not None and parts["total"] == 47
+    assert parse_lift_rubric('{"clarity": 10, "difficulty": 5, "explanation": 2}') is None
