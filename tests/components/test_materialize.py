@@ -54,7 +54,8 @@ def test_small_demo_materialises_every_asset_with_metadata_and_checks(tmp_path, 
     assert set(materialized) == {"demo/sharegpt", "demo/lengths", "demo/embed", "demo/random_5pct",
                                  "demo/longest_answers", "demo/dedup", "demo/kcenter_5pct", "demo/kmeans_coreset_5pct",
                                  "demo/deft_ucs_5pct", "demo/lift_variance", "demo/smollm_loss",
-                                 "demo/hardest_for_smollm", "demo/export_random_5pct", "demo/export_kcenter_5pct"}
+                                 "demo/hardest_for_smollm", "demo/judge_pool", "demo/export_random_5pct",
+                                 "demo/export_kcenter_5pct"}
     for key in ("demo/sharegpt", "demo/lengths", "demo/random_5pct", "demo/longest_answers"):
         metadata = materialized[key]
         assert {"dagster/row_count", "dagster/table_name", "dagster/column_schema"} <= set(metadata)
