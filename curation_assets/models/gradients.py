@@ -82,3 +82,46 @@ def per_sample_grad_norms(model: torch.nn.Module, batch: dict[str, torch.Tensor]
         losses.sum().backward()
     model.zero_grad(set_to_none=True)
     return capture.per_sample_sq_norms().sqrt()
+
+
+def lora_optimizer_moments(model: torch.nn.Module, optimizer_state: dict[str, Any]
+                           ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """LoRA layer name -> (exp_avg, exp_avg_sq) of its weight, from an AdamW `state_dict()` whose
+    parameters are the model's trainable parameters in `model.parameters()` order (LoraTrainer)."""
+    names = [name for name, p in model.named_parameters() if p.requires_grad]
+    state = optimizer_state["state"]
+    moments = {}
+    for index, name in enumerate(names):
+        if name.endswith(".weight") and index in state:
+            moments[name[: -len(".weight")]] = (state[index]["exp_avg"], state[index]["exp_avg_sq"])
+    return moments
+
+
+def per_sample_gradient_features(model: torch.nn.Module, batch: dict[str, torch.Tensor], projector: Any,
+                                 moments: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
+                                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                                 capture: LoraGradientCapture | None = None) -> torch.Tensor:
+    """(batch, projector.dim) projected per-sample LoRA gradients from one backward pass (LESS).
+
+    With `moments` (a warm-up checkpoint's AdamW state) each layer's gradient is replaced by
+    its Adam update direction Γ = m'/(√v'+ε) before projection; without, plain gradients
+    (LESS uses those for the target validation samples). Layers are taken in module order.
+    """
+    from curation_assets.methods.less import adam_precondition
+
+    capture = capture or LoraGradientCapture(model)
+    model.zero_grad(set_to_none=True)
+    with capture.capturing():
+        losses = per_sample_response_losses(model, batch)
+        losses.sum().backward()
+    model.zero_grad(set_to_none=True)
+    grads = capture.per_sample_grads()
+    layers = []
+    for name in capture.layers:
+        grad = grads[name]
+        if moments is not None:
+            exp_avg, exp_avg_sq = moments[name]
+            grad = adam_precondition(grad, exp_avg.to(grad.device).float(), exp_avg_sq.to(grad.device).float(),
+                                     betas, eps)
+        layers.append(grad)
+    return projector.project_layers(layers)

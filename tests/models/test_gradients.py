@@ -74,3 +74,37 @@ def test_response_losses_equal_transformers_loss(folder):
         for i, sample in enumerate(samples):
             reference = model(input_ids=torch.tensor([sample.input_ids]), labels=torch.tensor([sample.labels])).loss
             assert losses[i].item() == pytest.approx(reference.item(), rel=1e-5)
+
+
+def test_batched_preconditioned_projected_features_equal_a_backward_per_sample_loop(folder, tmp_path):
+    from curation_assets.methods.less import adam_precondition
+    from curation_assets.methods.projection import DenseRademacherProjector
+    from curation_assets.models.gradients import lora_optimizer_moments, per_sample_gradient_features
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    samples = encoded_samples(tokenizer)
+    model = lora_model(folder)
+    result = lora_finetune(model, samples, LoraSettings(r=4, dropout=0.0, max_steps=3, batch_size=2, lr=1e-2),
+                           pad_token_id=tokenizer.pad_token_id, seed=0, checkpoint_dir=tmp_path)
+    model.eval()
+    state = torch.load(result.checkpoints[-1].folder / "optimizer.pt")  # as saved with the checkpoint
+    moments = lora_optimizer_moments(model, state)
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    assert len(moments) == len(named)
+    n_params = sum(p.numel() for _, p in named)
+    projector = DenseRademacherProjector(n_params, 256, seed=0, block_rows=500)
+    batch = collate(samples, tokenizer.pad_token_id)
+    batched = per_sample_gradient_features(model, batch, projector, moments)
+    plain = per_sample_gradient_features(model, batch, projector)
+    for i, sample in enumerate(samples):  # the LESS loop: one backward per sample, flatten, precondition
+        model.zero_grad(set_to_none=True)
+        per_sample_response_losses(model, collate([sample], tokenizer.pad_token_id))[0].backward()
+        flat, flat_plain = [], []
+        for index, (_, p) in enumerate(named):
+            m, v = state["state"][index]["exp_avg"], state["state"][index]["exp_avg_sq"]
+            flat.append(adam_precondition(p.grad.unsqueeze(0), m, v)[0].reshape(-1))
+            flat_plain.append(p.grad.reshape(-1))
+        expected = projector.project(torch.cat(flat).unsqueeze(0))[0]
+        expected_plain = projector.project(torch.cat(flat_plain).unsqueeze(0))[0]
+        assert torch.linalg.vector_norm(batched[i] - expected) <= 1e-4 * torch.linalg.vector_norm(expected)
+        assert torch.linalg.vector_norm(plain[i] - expected_plain) <= 1e-4 * torch.linalg.vector_norm(expected_plain)
