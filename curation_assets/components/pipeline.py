@@ -37,7 +37,7 @@ from curation_assets.sources.fingerprint import file_fingerprint
 from curation_assets.sources.ingest import resolve_source_location
 from curation_assets.sources.spec import SourceSpec
 from curation_assets.stages.context import restricted_sql
-from curation_assets.stages.registry import StageKind, StageSpec, all_kinds, get_kind
+from curation_assets.stages.registry import StageKind, StageSpec, all_kinds, get_kind, pipeline_config_hashes
 from curation_assets.stages.runner import INGEST_VERSION, RunSummary, run_ingest, run_stage, source_config_hash
 from curation_assets.store import DuckDBStore
 from curation_assets.store.sql_files import fetch_row, read_sql
@@ -98,7 +98,8 @@ class CurationPipeline(dg.Component):
 
     def execute_stage(self, context: dg.AssetExecutionContext, kind: StageKind, stage: StageSpec) -> RunSummary:
         return run_stage(kind, stage, pipeline=self.spec.name, store=self.store, stage_hashes=self.stage_hashes,
-                         stage_tables=self.stage_tables, dagster_run_id=context.run_id, log=context.log)
+                         stage_tables=self.stage_tables, dagster_run_id=context.run_id, log=context.log,
+                         stage_specs={s.name: s for s in [*self.spec.stages, *self.spec.selections]})
 
     # ---- derived ------------------------------------------------------------------------
     @property
@@ -111,7 +112,7 @@ class CurationPipeline(dg.Component):
 
     @property
     def stage_hashes(self) -> dict[str, str]:
-        return {s.name: get_kind(s.kind).config_hash(s) for s in [*self.spec.stages, *self.spec.selections]}
+        return pipeline_config_hashes([*self.spec.stages, *self.spec.selections])
 
     @property
     def stage_tables(self) -> dict[str, str]:
@@ -229,7 +230,7 @@ class CurationPipeline(dg.Component):
         if stage.pool():
             asset_kwargs["pool"] = stage.pool()
 
-        @dg.asset(key=key, deps=deps, kinds=set(kind.tags) | {"duckdb"}, code_version=kind.config_hash(stage),
+        @dg.asset(key=key, deps=deps, kinds=set(kind.tags) | {"duckdb"}, code_version=self.stage_hashes[stage.name],
                   check_specs=checks, **asset_kwargs)
         def stage_asset(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
             store = self.prepared_store()

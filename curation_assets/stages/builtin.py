@@ -3,7 +3,10 @@
 from curation_assets.stages import (  # noqa: F401
     alpagasus,
     deita_evol,
+    grad_features,
+    less_selection,
     lift,
+    lora_warmup,
     data_diet,
     diversity,
     early_training,

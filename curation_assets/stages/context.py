@@ -38,6 +38,7 @@ class StageOutput:
     metadata: dict[str, Any] = field(default_factory=dict)  # plain values: numbers, strings, markdown
     details_file: Path | None = None  # selections: DETAILS_SCHEMA rows for `selection_details`
     generated_samples_file: Path | None = None  # sample-generating kinds: new samples (see lift.py)
+    extra: dict[str, Any] = field(default_factory=dict)  # anything a kind's `write_extra` stores
 
 
 @dataclass
@@ -52,6 +53,7 @@ class StageContext:
     log: logging.Logger | Any = field(default_factory=lambda: logging.getLogger("curation_assets"))
     input_selection: str | None = None  # when set, every read is limited to this selection's members
     originals_only: bool = False  # sample-generating stages work on original (not generated) samples
+    stage_specs: Mapping[str, Any] = field(default_factory=dict)  # name -> spec of every stage/selection
 
     @property
     def artifacts_dir(self) -> Path:
@@ -84,16 +86,21 @@ class StageContext:
         with self.store.reader() as con:
             return con.sql(sql, params=params).to_arrow_table()
 
-    def stage_matrix(self, stage_name: str, column: str) -> tuple[list[str], np.ndarray]:
-        """An upstream stage's vector column for active samples as (sample_ids, float32 matrix).
+    def stage_matrix(self, stage_name: str, column: str, checkpoint: int | None = None
+                     ) -> tuple[list[str], np.ndarray]:
+        """An upstream stage's vector column for active samples as (sample_ids, float32 matrix);
+        `checkpoint` picks one checkpoint's rows of a per-checkpoint stage (grad_features).
 
         Streamed from DuckDB into a memory-mapped .npy in the staging folder, so memory
         holds one batch at a time, not the matrix.
         """
         if stage_name not in self.stage_tables:
             raise KeyError(f"{stage_name!r} is not a stage of pipeline {self.pipeline!r}")
-        sql, params = self._query("reads/stage_rows.sql",
-                                  {"stage": stage_name, "config_hash": self.stage_hashes[stage_name]},
+        params = {"stage": stage_name, "config_hash": self.stage_hashes[stage_name]}
+        if checkpoint is not None:
+            params["checkpoint"] = checkpoint
+        sql, params = self._query("reads/stage_rows.sql" if checkpoint is None else
+                                  "reads/stage_rows_at_checkpoint.sql", params,
                                   table=self.stage_tables[stage_name], columns=_column_list([column], "t"))
         count_sql = f"SELECT count(*) FROM ({sql.rstrip().rstrip(';')})"
         sample_ids: list[str] = []
@@ -107,7 +114,8 @@ class StageContext:
                 width = len(vectors[0]) if len(vectors) else 0
                 values = pc.list_flatten(vectors).to_numpy(zero_copy_only=False).astype(np.float32)
                 if matrix is None:
-                    matrix = np.lib.format.open_memmap(self.staging_dir / f"{stage_name}.{column}.npy",
+                    suffix = "" if checkpoint is None else f".{checkpoint}"
+                    matrix = np.lib.format.open_memmap(self.staging_dir / f"{stage_name}.{column}{suffix}.npy",
                                                        mode="w+", dtype=np.float32, shape=(n, width))
                 start = len(sample_ids)
                 matrix[start:start + batch.num_rows] = values.reshape(batch.num_rows, width)

@@ -249,7 +249,7 @@ LIFT_EXPAND = register_kind(StageKind(
     table="lift_expand", schema_file="schema/stages/lift_expand.sql",
     column_lineage={"round": ("instruction",), "child_id": ("instruction", "input"), "status": ("instruction",),
                     "instruction": ("instruction", "input"), "detail": ("instruction",)},
-    tags=("python", "openai"), generates_samples=True, write_generated=write_lift_samples,
+    tags=("python", "openai"), generates_samples=True, write_extra=write_lift_samples,
 ))
 
 LIFT_QUALITY = register_kind(StageKind(

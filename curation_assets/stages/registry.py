@@ -59,6 +59,11 @@ class StageSpec(SpecModel):
         """The settings that change results: everything but name and description."""
         return self.model_dump(mode="json", exclude={"name", "description"})
 
+    def upstream_stages(self) -> list[str]:
+        """Stages whose stored results this stage's rows are computed from (a LoRA warm-up's
+        checkpoints, ...): their config hashes enter this stage's config hash."""
+        return []
+
     def pool(self) -> str | None:
         """Dagster pool of the asset; None = the DuckDB writer pool. LLM stages use one per endpoint."""
         return None
@@ -87,13 +92,40 @@ class StageKind:
     # output column -> the `samples` columns it is computed from (Dagster column lineage)
     column_lineage: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     tags: tuple[str, ...] = ("python",)  # Dagster `kinds` shown in the UI
-    # a kind that adds samples (LIFT expansion): it covers only original samples, every other
-    # stage of the pipeline runs after it, and `write_generated` stores its new samples
+    # a kind that adds samples (LIFT expansion): it covers only original samples and every
+    # other stage of the pipeline runs after it
     generates_samples: bool = False
-    write_generated: Callable[[Any, str, str, Any], None] | None = None  # (con, stage, config_hash, output)
+    # more writes in the stage's transaction, after its rows (new samples, checkpoint records):
+    # (con, stage, config_hash, output)
+    write_extra: Callable[[Any, str, str, Any], None] | None = None
 
-    def config_hash(self, spec: StageSpec) -> str:
-        return config_hash(self.kind, self.version, spec.hashed_config())
+    def config_hash(self, spec: StageSpec, upstream_hashes: Mapping[str, str] | None = None) -> str:
+        config = spec.hashed_config()
+        if spec.upstream_stages():
+            if upstream_hashes is None:
+                raise ValueError(f"{spec.name}: config hash needs the hashes of {spec.upstream_stages()}")
+            config = {**config, "upstream": {name: upstream_hashes[name] for name in spec.upstream_stages()}}
+        return config_hash(self.kind, self.version, config)
+
+
+def pipeline_config_hashes(specs: list[StageSpec]) -> dict[str, str]:
+    """Config hash of every stage/selection, upstream stages first (see `upstream_stages`)."""
+    by_name = {spec.name: spec for spec in specs}
+    hashes: dict[str, str] = {}
+
+    def resolve(name: str, trail: tuple[str, ...] = ()) -> str:
+        if name not in hashes:
+            if name in trail:
+                raise ValueError(f"stages read each other in a cycle: {' -> '.join((*trail, name))}")
+            spec = by_name[name]
+            for upstream in spec.upstream_stages():
+                resolve(upstream, (*trail, name))
+            hashes[name] = get_kind(spec.kind).config_hash(spec, hashes)
+        return hashes[name]
+
+    for spec in specs:
+        resolve(spec.name)
+    return hashes
 
 
 def config_hash(kind: str, version: str, config: Mapping[str, Any]) -> str:

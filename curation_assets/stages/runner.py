@@ -83,25 +83,27 @@ def run_ingest(spec: SourceSpec, *, pipeline: str, base_dir: Path, store: DuckDB
 
 def run_stage(kind: StageKind, spec: StageSpec, *, pipeline: str, store: DuckDBStore,
               stage_hashes: Mapping[str, str], stage_tables: Mapping[str, str],
-              dagster_run_id: str | None = None, log: Any = None, device: str = "cpu") -> RunSummary:
+              dagster_run_id: str | None = None, log: Any = None, device: str = "cpu",
+              stage_specs: Mapping[str, StageSpec] | None = None) -> RunSummary:
     """Run a stage (appends rows for pending samples) or a selection (replaces its members)."""
     started = utc_now()
-    current_hash = kind.config_hash(spec)
+    current_hash = stage_hashes.get(spec.name) or kind.config_hash(spec, stage_hashes)
     with tempfile.TemporaryDirectory(prefix=f"curation-{spec.name}-") as staging:
         ctx = StageContext(store=store, pipeline=pipeline, stage=spec.name, config_hash=current_hash,
                            staging_dir=Path(staging), stage_hashes=stage_hashes, stage_tables=stage_tables,
                            input_selection=spec.input_selection, originals_only=kind.generates_samples,
+                           stage_specs=dict(stage_specs or {}),
                            **({"log": log} if log is not None else {}))
         output = kind.run(spec, ctx)
         with store.transaction() as con:
             if kind.role == "stage":
                 assert kind.table is not None
                 rows_out = insert_stage_rows(con, kind.table, spec.name, current_hash, output.rows_file)
-                if kind.write_generated is not None:
-                    kind.write_generated(con, spec.name, current_hash, output)
             else:
                 rows_out = replace_selection(con, spec.name, current_hash, output.rows_file)
                 replace_selection_details(con, spec.name, output.details_file)
+            if kind.write_extra is not None:
+                kind.write_extra(con, spec.name, current_hash, output)
             record = StageRunRecord(
                 pipeline=pipeline, stage=spec.name, kind=kind.kind, config=spec.model_dump(mode="json"),
                 config_hash=current_hash, code_version=kind.version, dagster_run_id=dagster_run_id,

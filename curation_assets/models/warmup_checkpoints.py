@@ -1,0 +1,35 @@
+"""Load a LESS warm-up checkpoint (adapter weights + AdamW moments) into a peft model, and
+build the gradient projector that matches the model's LoRA layers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from curation_assets.methods.projection import DenseRademacherProjector, KroneckerProjector
+from curation_assets.models.gradients import LoraGradientCapture, lora_optimizer_moments
+
+ProjectionKind = Literal["kronecker", "dense"]
+
+
+def load_checkpoint(model: Any, folder: Path) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Put the checkpoint's adapter weights into `model`; return its AdamW moments per LoRA layer."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    adapter = folder / "adapter_model.safetensors"
+    if not adapter.exists():
+        raise FileNotFoundError(f"warm-up checkpoint missing: {adapter} (re-materialise the warm-up stage)")
+    set_peft_model_state_dict(model, load_file(str(adapter)))
+    state = torch.load(folder / "optimizer.pt", map_location="cpu")
+    return lora_optimizer_moments(model, state)
+
+
+def make_projector(model: Any, kind: ProjectionKind, dim: int, seed: int) -> Any:
+    layers = LoraGradientCapture(model).layers
+    shapes = [tuple(module.weight.shape) for module in layers.values()]
+    if kind == "dense":
+        return DenseRademacherProjector(sum(a * b for a, b in shapes), dim, seed)
+    return KroneckerProjector(shapes, dim, seed)

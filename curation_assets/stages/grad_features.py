@@ -1,0 +1,131 @@
+"""Stage `grad_features` (LESS): Adam-preconditioned, projected per-sample LoRA gradients of
+every sample at every checkpoint of a `lora_warmup` stage, from one batched backward pass per
+batch (models/gradients.py). Stored as FLOAT[] rows (sample, checkpoint); the `less`
+selection normalises them and scores them against target gradients.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import pyarrow as pa
+from pydantic import Field
+
+from curation_assets.models.causal_lm import fresh_causal_lm
+from curation_assets.models.chat_format import collate, encode_conversation
+from curation_assets.models.device import compute_device
+from curation_assets.models.gradients import LoraGradientCapture, per_sample_gradient_features
+from curation_assets.models.lora import attach_lora
+from curation_assets.models.warmup_checkpoints import ProjectionKind, load_checkpoint, make_projector
+from curation_assets.stages.context import StageContext, StageOutput, iter_parquet_batches
+from curation_assets.stages.lm_loss import CHUNK_SAMPLES, longest_first, run_batches_with_oom_backoff
+from curation_assets.stages.lora_warmup import LoraWarmupSpec, checkpoint_records
+from curation_assets.stages.registry import StageKind, StageSpec, register_kind
+
+FEATURES_SCHEMA = pa.schema([("sample_id", pa.string()), ("checkpoint", pa.int32()),
+                             ("features", pa.list_(pa.float32())), ("n_response_tokens", pa.int32())])
+
+
+class GradFeaturesSpec(StageSpec):
+    """Projected per-sample gradient features at each warm-up checkpoint (LESS)."""
+
+    kind: Literal["grad_features"]
+    warmup: str = Field(description="The `lora_warmup` stage whose checkpoints are used.")
+    projection: ProjectionKind = Field("kronecker", description=(
+        "kronecker: LoGra-style per-layer Lᵀ G R sketch, cheap on CPU; dense: LESS's seeded Rademacher "
+        "projection of the flattened gradient (exact reproduction; expensive for large adapters)."))
+    dim: int = Field(8192, gt=0, description="Projected dimensions (published: 8192).")
+    seed: int = Field(0, description="Projection seed (targets are projected with the same).")
+    batch_size: int = Field(8, gt=0, description="Samples per backward pass (halved on out-of-memory).")
+
+    def references(self) -> dict[str, str]:
+        return {**super().references(), "warmup": self.warmup}
+
+    def upstream_stages(self) -> list[str]:
+        return [self.warmup]
+
+    def hashed_config(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude={"name", "description", "batch_size"})
+
+    def check_references(self, stage_kinds: Any, selection_names: set[str]) -> list[tuple[str, str]]:
+        problems = super().check_references(stage_kinds, selection_names)
+        kind = stage_kinds.get(self.warmup)
+        if (kind is None and self.warmup in selection_names) or (kind is not None and kind.kind != "lora_warmup"):
+            problems.append(("warmup", f"{self.warmup!r} is not a lora_warmup stage"))
+        return problems
+
+
+class WarmupModel:
+    """The warm-up's base model with adapters, switchable between its checkpoints."""
+
+    def __init__(self, ctx: StageContext, warmup_stage: str) -> None:
+        spec = ctx.stage_specs.get(warmup_stage)
+        if not isinstance(spec, LoraWarmupSpec):
+            raise ValueError(f"{warmup_stage!r} is not a lora_warmup stage of this pipeline")
+        self.spec = spec
+        self.checkpoints = checkpoint_records(ctx, warmup_stage, ctx.stage_hashes[warmup_stage])
+        if not self.checkpoints:
+            raise ValueError(f"warm-up stage {warmup_stage!r} has no checkpoints for its current config: "
+                             "materialise it first")
+        self.device = compute_device()
+        model, self.tokenizer = fresh_causal_lm(spec.model, spec.chat_template)
+        self.model = attach_lora(model, spec.lora, spec.seed).to(self.device.name)
+        self.model.eval()
+        self.capture = LoraGradientCapture(self.model)
+        self._moments: dict[int, Any] = {}
+
+    def use(self, epoch: int) -> Any:
+        """Load checkpoint `epoch`; returns its AdamW moments."""
+        from pathlib import Path
+
+        record = next(c for c in self.checkpoints if c["epoch"] == epoch)
+        return load_checkpoint(self.model, Path(record["path"]))
+
+    def encode(self, conversations: list[list[dict[str, str]]]) -> list[Any]:
+        return [encode_conversation(self.tokenizer, c, self.spec.max_length, self.spec.model) for c in conversations]
+
+    def features(self, encoded: list[Any], projector: Any, moments: Any, batch_size: int, stats: dict) -> list[Any]:
+        """Projected features of `encoded` samples (preconditioned when `moments` is given)."""
+        out: list[Any] = [None] * len(encoded)
+
+        def run(batch: list[int]) -> None:
+            tensors = {k: v.to(self.device.name) for k, v in collate([encoded[i] for i in batch],
+                                                                     self.tokenizer.pad_token_id).items()}
+            projected = per_sample_gradient_features(self.model, tensors, projector, moments, capture=self.capture)
+            for row, i in enumerate(batch):
+                out[i] = projected[row].detach().cpu().numpy()
+
+        run_batches_with_oom_backoff(run, longest_first(encoded), batch_size, stats)
+        return out
+
+
+def run_grad_features(spec: GradFeaturesSpec, ctx: StageContext) -> StageOutput:
+    pending, count = ctx.pending_samples("grad_features", ["messages"])
+    stats: dict[str, Any] = {"pending": count, "projection": spec.projection}
+    writer = ctx.rows_writer(FEATURES_SCHEMA)
+    if count:
+        warm = WarmupModel(ctx, spec.warmup)
+        projector = make_projector(warm.model, spec.projection, spec.dim, spec.seed)
+        stats.update({"dim": projector.dim, "checkpoints": len(warm.checkpoints), "device": warm.device.describe()})
+        chunks = iter_parquet_batches(pending, CHUNK_SAMPLES)
+        for chunk in ctx.progress(chunks, total=-(-count // CHUNK_SAMPLES), desc=f"gradients of {count} samples"):
+            encoded = warm.encode(chunk.column("messages").to_pylist())
+            ids = chunk.column("sample_id").to_pylist()
+            for record in warm.checkpoints:
+                moments = warm.use(record["epoch"])
+                features = warm.features(encoded, projector, moments, spec.batch_size, stats)
+                writer.write(pa.table({
+                    "sample_id": ids, "checkpoint": [record["epoch"]] * len(ids),
+                    "features": pa.array([f.tolist() for f in features], pa.list_(pa.float32())),
+                    "n_response_tokens": [e.n_response_tokens for e in encoded]}, schema=FEATURES_SCHEMA))
+    writer.close()
+    return StageOutput(writer.path, rows_in=count, stats=stats, metadata=stats)
+
+
+GRAD_FEATURES = register_kind(StageKind(
+    kind="grad_features", role="stage", spec=GradFeaturesSpec, run=run_grad_features, version="1",
+    summary="LESS gradient features: Adam-preconditioned projected LoRA gradients per warm-up checkpoint.",
+    table="grad_features", schema_file="schema/stages/grad_features.sql",
+    column_lineage={"checkpoint": ("messages",), "features": ("messages",), "n_response_tokens": ("messages",)},
+    tags=("python", "torch", "peft"),
+))

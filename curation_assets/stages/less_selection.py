@@ -1,0 +1,149 @@
+"""Selection `less` (LESS, Xia et al. 2024): target-aware selection from gradient features.
+
+Each target (a file or packaged dataset, read like a source) is split with a seed into a
+small validation part, used here, and a held-out part kept in `target_samples` for
+evaluation; a `subtask_field` splits it into subtasks. Target validation samples get plain
+(not preconditioned) projected gradients at every warm-up checkpoint, with the same
+projection as the training features. Score = Σ_ckpt η̄ · cos, mean over each subtask's
+validation samples, max over subtasks (of every target); the top budget is selected.
+Per-sample scores per target/subtask go to `less_scores`; the targets to `target_samples`.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from pydantic import Field
+
+from curation_assets.methods.less import less_scores
+from curation_assets.methods.ranking import top_k
+from curation_assets.models.warmup_checkpoints import make_projector
+from curation_assets.sources.ingest import stage_source
+from curation_assets.sources.spec import SourceSpec
+from curation_assets.stages.budget_spec import BudgetedSelectionSpec
+from curation_assets.stages.context import StageContext, StageOutput
+from curation_assets.stages.grad_features import GradFeaturesSpec, WarmupModel
+from curation_assets.stages.registry import StageKind, register_kind
+from curation_assets.store.sql_files import execute_sql_file
+
+TARGET_SCHEMA = pa.schema([
+    ("target", pa.string()), ("sample_id", pa.string()), ("split", pa.string()), ("subtask", pa.string()),
+    ("instruction", pa.string()), ("output", pa.string()),
+    ("messages", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))),
+])
+
+
+class TargetSpec(SourceSpec):
+    """A target task: records read like a source, split into validation and held-out parts."""
+
+    subtask_field: str | None = Field(None, description="Record field naming each sample's subtask.")
+    validation_size: int = Field(50, gt=0, description="Samples (per target) used for selection; the rest "
+                                                        "is held out for evaluation.")
+    split_seed: int = Field(0, description="Seed of the validation / held-out split.")
+
+
+class LessSpec(BudgetedSelectionSpec):
+    """Top samples by LESS influence on the targets (published budget: 5%)."""
+
+    kind: Literal["less"]
+    features: str = Field(description="The `grad_features` stage.")
+    targets: list[TargetSpec] = Field(min_length=1, description="Target tasks (validation sets).")
+
+    def references(self) -> dict[str, str]:
+        return {**super().references(), "features": self.features}
+
+    def check_references(self, stage_kinds: Any, selection_names: set[str]) -> list[tuple[str, str]]:
+        problems = super().check_references(stage_kinds, selection_names)
+        kind = stage_kinds.get(self.features)
+        if (kind is None and self.features in selection_names) or (kind is not None and kind.kind != "grad_features"):
+            problems.append(("features", f"{self.features!r} is not a grad_features stage"))
+        return problems
+
+    def check_files(self, base_dir: Path) -> list[tuple[str, str]]:
+        paths = [base_dir / Path(t.path).expanduser() for t in self.targets if t.path]
+        return [("targets", f"target file not found: {path}") for path in paths if not path.exists()]
+
+    def with_base_dir(self, base_dir: Path) -> LessSpec:
+        targets = [t.model_copy(update={"path": str(base_dir / Path(t.path).expanduser())}) if t.path else t
+                   for t in self.targets]
+        return self.model_copy(update={"targets": targets})
+
+
+def read_target(target: TargetSpec, staging: Path) -> pa.Table:
+    """The target's samples with split and subtask (validation first)."""
+    staging.mkdir(parents=True, exist_ok=True)
+    result = stage_source(target, Path("/"), staging)
+    samples = pq.read_table(result.samples_file)
+    order = np.random.default_rng(target.split_seed).permutation(samples.num_rows)
+    samples = samples.take(pa.array(order))
+    raw = [json.loads(r) if r else {} for r in samples.column("raw_record").to_pylist()]
+    subtasks = [str(r.get(target.subtask_field, "")) if target.subtask_field else "all" for r in raw]
+    splits = ["validation" if i < target.validation_size else "heldout" for i in range(samples.num_rows)]
+    return pa.table({"target": [target.name] * samples.num_rows, "sample_id": samples.column("sample_id"),
+                     "split": splits, "subtask": subtasks, "instruction": samples.column("instruction"),
+                     "output": samples.column("output"), "messages": samples.column("messages")},
+                    schema=TARGET_SCHEMA)
+
+
+def run_less(spec: LessSpec, ctx: StageContext) -> StageOutput:
+    features_spec = ctx.stage_specs.get(spec.features)
+    if not isinstance(features_spec, GradFeaturesSpec):
+        raise ValueError(f"{spec.features!r} is not a grad_features stage of this pipeline")
+    with tempfile.TemporaryDirectory(dir=ctx.staging_dir) as staging:
+        targets = pa.concat_tables([read_target(t, Path(staging) / t.name) for t in spec.targets])
+    validation = targets.filter(pc.equal(targets.column("split"), "validation"))
+    labels = [f"{t}:{s}" for t, s in zip(validation.column("target").to_pylist(),
+                                         validation.column("subtask").to_pylist())]
+    warm = WarmupModel(ctx, features_spec.warmup)
+    projector = make_projector(warm.model, features_spec.projection, features_spec.dim, features_spec.seed)
+    encoded = warm.encode(validation.column("messages").to_pylist())
+    stats: dict[str, Any] = {"targets": [t.name for t in spec.targets], "validation_samples": validation.num_rows,
+                             "heldout_samples": targets.num_rows - validation.num_rows,
+                             "checkpoints": len(warm.checkpoints)}
+    train, val, lrs = [], [], []
+    ids: list[str] | None = None
+    for record in warm.checkpoints:
+        warm.use(record["epoch"])
+        val.append(np.stack(warm.features(encoded, projector, None, features_spec.batch_size, stats)))
+        checkpoint_ids, matrix = ctx.stage_matrix(spec.features, "features", checkpoint=record["epoch"])
+        if ids is not None and checkpoint_ids != ids:
+            raise ValueError(f"{spec.features}: checkpoints cover different samples; re-materialise it")
+        ids = checkpoint_ids
+        train.append(matrix)
+        lrs.append(record["mean_lr"])
+    assert ids is not None
+    scores, per_subtask = less_scores(train, val, lrs, labels)
+    k = spec.budget_for(len(ids))
+    chosen = top_k(scores, min(k, len(ids)), descending=True)
+    members = ctx.write_members([ids[i] for i in chosen], scores[chosen].tolist())
+    names = sorted(per_subtask)
+    scores_file = ctx.staging_dir / f"{ctx.stage}.less_scores.parquet"
+    pq.write_table(pa.table({"sample_id": [sid for sid in ids for _ in names],
+                             "subtask": [name for _ in ids for name in names],
+                             "score": np.stack([per_subtask[name] for name in names], axis=1).reshape(-1)}),
+                   scores_file)
+    target_file = ctx.staging_dir / f"{ctx.stage}.targets.parquet"
+    pq.write_table(targets, target_file)
+    stats.update({"pool": len(ids), "budget": k, "selected": int(len(chosen)), "subtasks": names})
+    return StageOutput(members, rows_in=len(ids), stats=stats, metadata=dict(stats),
+                       extra={"targets_file": str(target_file), "scores_file": str(scores_file)})
+
+
+def write_targets(con: Any, stage: str, config_hash: str, output: StageOutput) -> None:
+    execute_sql_file(con, "writes/less_replace.sql", {
+        "selection": stage, "targets_file": output.extra["targets_file"],
+        "scores_file": output.extra["scores_file"]})
+
+
+LESS = register_kind(StageKind(
+    kind="less", role="selection", spec=LessSpec, run=run_less, version="1",
+    summary="LESS: top samples by checkpoint-weighted gradient cosine with target validation sets.",
+    schema_file="schema/stages/less.sql", tags=("python", "torch", "numpy"), write_extra=write_targets,
+))
