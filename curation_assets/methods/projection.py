@@ -84,3 +84,42 @@ class KroneckerProjector:
             right = self._matrix(layer, "in", in_features, k_in, grad.device)
             parts.append(torch.einsum("oa,boi,ic->bac", left, grad.float(), right).reshape(grad.shape[0], -1))
         return torch.cat(parts, dim=1)
+
+
+def fwht(x: torch.Tensor) -> torch.Tensor:
+    """Orthonormal fast Walsh-Hadamard transform of each row (length a power of two)."""
+    rows, n = x.shape
+    if n & (n - 1):
+        raise ValueError(f"length {n} is not a power of two")
+    y = x
+    h = 1
+    while h < n:
+        y = y.reshape(rows, n // (2 * h), 2, h)
+        y = torch.stack((y[:, :, 0] + y[:, :, 1], y[:, :, 0] - y[:, :, 1]), dim=2)
+        h *= 2
+    return y.reshape(rows, n) / math.sqrt(n)
+
+
+class HadamardProjector:
+    """Subsampled randomised Hadamard transform (SRHT): x -> √(n/d) · S H D x with D seeded
+    random signs, H the orthonormal Hadamard matrix (x zero-padded to n = 2^k) and S `dim`
+    seeded coordinates. E[⟨Px, Py⟩] = ⟨x, y⟩ with JL-type concentration, at O(n log n) per
+    vector instead of the dense projection's O(n · dim)."""
+
+    def __init__(self, n_params: int, dim: int, seed: int = 0) -> None:
+        self.n_params, self.dim, self.seed = n_params, dim, seed
+        self.padded = 1 << max(0, (n_params - 1).bit_length())
+        if dim > self.padded:
+            raise ValueError(f"dim {dim} exceeds the padded length {self.padded}")
+        self.signs = rademacher(1, n_params, seed, "srht-signs")[0]
+        self.rows = torch.randperm(self.padded, generator=_generator(seed, "srht-rows"))[:dim].sort().values
+
+    def project(self, vectors: torch.Tensor) -> torch.Tensor:
+        if vectors.shape[1] != self.n_params:
+            raise ValueError(f"expected {self.n_params} columns, got {vectors.shape[1]}")
+        signed = vectors.float() * self.signs.to(vectors.device)
+        padded = torch.nn.functional.pad(signed, (0, self.padded - self.n_params))
+        return fwht(padded)[:, self.rows.to(vectors.device)] * math.sqrt(self.padded / self.dim)
+
+    def project_layers(self, layer_grads: Sequence[torch.Tensor]) -> torch.Tensor:
+        return self.project(torch.cat([g.reshape(g.shape[0], -1) for g in layer_grads], dim=1))

@@ -8,10 +8,10 @@ from typing import Any, Literal
 
 import torch
 
-from curation_assets.methods.projection import DenseRademacherProjector, KroneckerProjector
+from curation_assets.methods.projection import DenseRademacherProjector, HadamardProjector, KroneckerProjector
 from curation_assets.models.gradients import LoraGradientCapture, lora_optimizer_moments
 
-ProjectionKind = Literal["kronecker", "dense"]
+ProjectionKind = Literal["hadamard", "kronecker", "dense"]
 
 
 def load_checkpoint(model: Any, folder: Path) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -32,4 +32,6 @@ def make_projector(model: Any, kind: ProjectionKind, dim: int, seed: int) -> Any
     shapes = [tuple(module.weight.shape) for module in layers.values()]
     if kind == "dense":
         return DenseRademacherProjector(sum(a * b for a, b in shapes), dim, seed)
+    if kind == "hadamard":
+        return HadamardProjector(sum(a * b for a, b in shapes), dim, seed)
     return KroneckerProjector(shapes, dim, seed)

@@ -92,3 +92,23 @@ def test_less_scores_equal_a_direct_dense_computation():
         assert per["a"][i] == pytest.approx(by_task["a"], abs=1e-6)  # features are float32
         assert per["b"][i] == pytest.approx(by_task["b"], abs=1e-6)
         assert scores[i] == pytest.approx(max(by_task.values()), abs=1e-6)
+
+
+def test_fwht_is_orthonormal_hadamard():
+    from scipy.linalg import hadamard
+
+    from curation_assets.methods.projection import fwht
+
+    x = torch.randn(3, 16, dtype=torch.float64)
+    expected = x @ torch.tensor(hadamard(16), dtype=torch.float64).T / 4
+    assert torch.allclose(fwht(x), expected)
+
+
+def test_hadamard_projection_preserves_inner_products():
+    from curation_assets.methods.projection import HadamardProjector
+
+    torch.manual_seed(3)
+    x = torch.randn(12, 3000)
+    projector = HadamardProjector(3000, 2048, seed=0)
+    assert _jl_error(projector.project(x), x) < 4 * math.sqrt(math.log(12 * 12) / 2048)
+    assert torch.equal(projector.project(x), HadamardProjector(3000, 2048, seed=0).project(x))
