@@ -416,3 +416,13 @@ def test_shipped_demo_pipeline_loads() -> None:
     assert {K(["demo", n]) for n in ("sharegpt", "lengths", "random_5pct", "longest_answers",
                                      "export_random_5pct")} <= keys
     assert component.store.path == demo.parents[3] / ".curation" / "demo.duckdb"
+
+
+def test_shipped_less_example_loads() -> None:
+    path = Path(__file__).resolve().parents[2] / "curation_assets" / "defs" / "less_gsm8k" / "defs.yaml"
+    component = load_pipeline_file(path)
+    specs = _specs(pipeline_definitions(component))
+    assert {K(["less_gsm8k", n]) for n in ("sharegpt", "pool", "warmup", "grads", "less_gsm8k_10pct")} <= set(specs)
+    grads_deps = {dep.asset_key for dep in specs[K(["less_gsm8k", "grads"])].deps}
+    less_deps = {dep.asset_key for dep in specs[K(["less_gsm8k", "less_gsm8k_10pct"])].deps}
+    assert K(["less_gsm8k", "warmup"]) in grads_deps and K(["less_gsm8k", "grads"]) in less_deps
