@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import json
-import time
 from typing import Any, ClassVar, Literal
 
 import numpy as np
