@@ -15,12 +15,12 @@ import pyarrow as pa
 from pydantic import Field
 
 from curation_assets.llm.client import ChatRequest
-from curation_assets.llm.conversation import TurnChoice, judged_turns
+from curation_assets.llm.conversation import TurnChoice
 from curation_assets.llm.parsing import ALPAGASUS_SCHEMA as ALPAGASUS_ANSWER_SCHEMA
 from curation_assets.llm.parsing import parse_alpagasus_score
 from curation_assets.llm.prompts import render
 from curation_assets.stages.context import StageContext, StageOutput, iter_parquet_batches
-from curation_assets.stages.llm_stage import LLMStageSpec, ask_and_parse
+from curation_assets.stages.llm_stage import LLMStageSpec, judge_turns_of_chunk, turn_columns
 from curation_assets.stages.registry import StageKind, StageSpec, register_kind
 
 ALPAGASUS_SCHEMA = pa.schema([
@@ -59,35 +59,19 @@ def run_alpagasus(spec: AlpagasusSpec, ctx: StageContext) -> StageOutput:
         chunks = iter_parquet_batches(pending, spec.chunk_size)
         for chunk in ctx.progress(chunks, total=-(-count // spec.chunk_size), desc=f"judging {count} samples"):
             rows = chunk.to_pylist()
-            turns = [judged_turns(r["messages"], r["instruction"], r["input"], r["output"], which=spec.turns,
-                                  field_chars=spec.field_chars, context_chars=spec.context_chars) for r in rows]
-            requests = [req for r, t in zip(rows, turns) for req in alpagasus_requests(spec, r["sample_id"], t)]
-            judged = ask_and_parse(client, requests, parse_alpagasus_score, spec.parse_retries,
-                                   spec.retry_temperature)
+            judged = judge_turns_of_chunk(spec, client, rows,
+                                          lambda sid, turn: alpagasus_requests(spec, sid, [turn])[0],
+                                          parse_alpagasus_score)
             out: dict[str, list[Any]] = {name: [] for name in ALPAGASUS_SCHEMA.names}
-            start = 0
-            for row, sample_turns in zip(rows, turns):
-                mine = judged[start:start + len(sample_turns)]
-                start += len(sample_turns)
+            for row, (sample_turns, mine) in zip(rows, judged):
                 scores = [j.value for j in mine]
-                parsed = [s for s in scores if s is not None]
-                if any(j.error for j in mine):
-                    status = "request_rejected"
-                elif len(parsed) == len(scores):
-                    status = "ok"
-                else:
-                    status = "partial" if parsed else "unparseable"
-                status_counts[status] = status_counts.get(status, 0) + 1
-                out["sample_id"].append(row["sample_id"])
-                out["score"].append(float(np.mean(parsed)) if parsed else None)
-                out["min_score"].append(min(parsed) if parsed else None)
-                out["turn_scores"].append(scores)
-                out["answers"].append([j.answer if j.answer is not None else f"[request failed] {j.error}"
-                                       for j in mine])
-                out["status"].append(status)
-                out["n_turns_judged"].append(len(mine))
-                out["n_unparseable"].append(sum(j.error is None and j.value is None for j in mine))
-                out["truncated"].append(any(t.truncated for t in sample_turns))
+                parsed = [v for v in scores if v is not None]
+                columns = {"sample_id": row["sample_id"], "score": float(np.mean(parsed)) if parsed else None,
+                           "min_score": min(parsed) if parsed else None, "turn_scores": scores,
+                           **turn_columns(sample_turns, mine)}
+                status_counts[columns["status"]] = status_counts.get(columns["status"], 0) + 1
+                for name in ALPAGASUS_SCHEMA.names:
+                    out[name].append(columns[name])
             writer.write(pa.table(out, schema=ALPAGASUS_SCHEMA))
     seconds = time.perf_counter() - started
     stats = {"pending": count, "model": spec.llm.model, **{f"status_{k}": v for k, v in status_counts.items()},

@@ -21,14 +21,14 @@ import pyarrow.parquet as pq
 from pydantic import Field
 
 from curation_assets.llm.client import ChatRequest
-from curation_assets.llm.conversation import TurnChoice, clip, judged_turns
+from curation_assets.llm.conversation import TurnChoice, clip
 from curation_assets.llm.parsing import LIFT_RUBRIC, LIFT_RUBRIC_SCHEMA, clean_generation, parse_lift_rubric
 from curation_assets.llm.prompts import render
 from curation_assets.methods.ranking import top_k
 from curation_assets.sources.normalise import sample_id_for
 from curation_assets.stages.budget_spec import BudgetedSelectionSpec
 from curation_assets.stages.context import StageContext, StageOutput, iter_parquet_batches
-from curation_assets.stages.llm_stage import LLMStageSpec, ask_and_parse
+from curation_assets.stages.llm_stage import LLMStageSpec, ask_and_parse, judge_turns_of_chunk, turn_columns
 from curation_assets.stages.registry import StageKind, register_kind
 from curation_assets.store.sql_files import execute_sql_file
 from curation_assets.store.writes import utc_now
@@ -164,33 +164,26 @@ def run_lift_quality(spec: LiftQualitySpec, ctx: StageContext) -> StageOutput:
         chunks = iter_parquet_batches(pending, spec.chunk_size)
         for chunk in ctx.progress(chunks, total=-(-count // spec.chunk_size), desc=f"rating {count} samples"):
             rows = chunk.to_pylist()
-            turns = [judged_turns(r["messages"], r["instruction"], r["input"], r["output"], which=spec.turns,
-                                  field_chars=spec.field_chars, context_chars=spec.context_chars) for r in rows]
-            requests = [ChatRequest(({"role": "system", "content": system}, {"role": "user", "content": render(
-                user, instruction=t.instruction + (f"\n{t.input}" if t.input else ""), response=t.response)}),
-                params, sample_id=r["sample_id"]) for r, ts in zip(rows, turns) for t in ts]
-            judged = ask_and_parse(client, requests, parse_lift_rubric, spec.parse_retries, spec.retry_temperature)
+
+            def request(sid: str, turn: Any) -> ChatRequest:
+                text = turn.instruction + (f"\n{turn.input}" if turn.input else "")
+                return ChatRequest(({"role": "system", "content": system}, {"role": "user", "content": render(
+                    user, instruction=text, response=turn.response)}), params, sample_id=sid)
+
+            judged = judge_turns_of_chunk(spec, client, rows, request, parse_lift_rubric)
             out: dict[str, list[Any]] = {name: [] for name in LIFT_QUALITY_SCHEMA.names}
-            start = 0
-            for row, sample_turns in zip(rows, turns):
-                mine = judged[start:start + len(sample_turns)]
-                start += len(sample_turns)
+            for row, (sample_turns, mine) in zip(rows, judged):
                 parsed = [j.value for j in mine if j.value is not None]
-                status = ("request_rejected" if any(j.error for j in mine) else "ok" if len(parsed) == len(mine)
-                          else "partial" if parsed else "unparseable")
-                statuses[status] = statuses.get(status, 0) + 1
-                out["sample_id"].append(row["sample_id"])
-                out["llm_score"].append(float(np.mean([p["total"] for p in parsed])) if parsed else None)
-                for name in LIFT_RUBRIC:
-                    out[name].append(float(np.mean([p[name] for p in parsed])) if parsed else None)
-                out["response_chars"].append(sum(len(m["content"]) for m in row["messages"]
-                                                 if m["role"] == "assistant"))
-                out["answers"].append([j.answer if j.answer is not None else f"[request failed] {j.error}"
-                                       for j in mine])
-                out["status"].append(status)
-                out["n_turns_judged"].append(len(mine))
-                out["n_unparseable"].append(sum(j.error is None and j.value is None for j in mine))
-                out["truncated"].append(any(t.truncated for t in sample_turns))
+                columns = {"sample_id": row["sample_id"],
+                           "llm_score": float(np.mean([p["total"] for p in parsed])) if parsed else None,
+                           **{name: float(np.mean([p[name] for p in parsed])) if parsed else None
+                              for name in LIFT_RUBRIC},
+                           "response_chars": sum(len(m["content"]) for m in row["messages"]
+                                                 if m["role"] == "assistant"),
+                           **turn_columns(sample_turns, mine)}
+                statuses[columns["status"]] = statuses.get(columns["status"], 0) + 1
+                for name in LIFT_QUALITY_SCHEMA.names:
+                    out[name].append(columns[name])
             writer.write(pa.table(out, schema=LIFT_QUALITY_SCHEMA))
     stats = {"pending": count, "model": spec.llm.model, **{f"status_{k}": v for k, v in statuses.items()},
              **client.stats.as_dict()}

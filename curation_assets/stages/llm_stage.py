@@ -145,3 +145,33 @@ def ask_and_parse(client: LLMClient, requests: Sequence[ChatRequest],
             f"retries (last: {transient[-1].error}); {stats.requests - stats.failed} answers are in llm_cache; "
             "run the stage again to retry the rest (cached answers are not requested again)")
     return [r for r in results if r is not None]
+
+
+def judge_turns_of_chunk(spec: LLMStageSpec, client: LLMClient, rows: list[dict[str, Any]],
+                         request: Callable[[str, Any], ChatRequest], parse: Callable[[str], T | None]
+                         ) -> list[tuple[list[Any], list[Judged[T]]]]:
+    """Per sample row: its judged turns (llm/conversation.py rule) and each turn's Judged answer."""
+    from curation_assets.llm.conversation import judged_turns
+
+    which = getattr(spec, "turns", "all")
+    turns = [judged_turns(r["messages"], r["instruction"], r["input"], r["output"], which=which,
+                          field_chars=spec.field_chars, context_chars=spec.context_chars) for r in rows]
+    requests = [request(r["sample_id"], t) for r, ts in zip(rows, turns) for t in ts]
+    judged = ask_and_parse(client, requests, parse, spec.parse_retries, spec.retry_temperature)
+    out, start = [], 0
+    for sample_turns in turns:
+        out.append((sample_turns, judged[start:start + len(sample_turns)]))
+        start += len(sample_turns)
+    return out
+
+
+def turn_columns(sample_turns: list[Any], judged: list[Judged[Any]]) -> dict[str, Any]:
+    """The columns every per-turn judge table has: status, answers, counts, truncated."""
+    parsed = sum(j.value is not None for j in judged)
+    status = ("request_rejected" if any(j.error for j in judged) else "ok" if parsed == len(judged)
+              else "partial" if parsed else "unparseable")
+    return {"status": status,
+            "answers": [j.answer if j.answer is not None else f"[request failed] {j.error}" for j in judged],
+            "n_turns_judged": len(judged),
+            "n_unparseable": sum(j.error is None and j.value is None for j in judged),
+            "truncated": any(t.truncated for t in sample_turns)}
