@@ -8,6 +8,8 @@ from curation_assets.stages import (  # noqa: F401
     early_training,
     embedding,
     grad_features,
+    influence_distillation,
+    jvp_embeddings,
     less_selection,
     lift,
     lm_loss,

@@ -78,6 +78,12 @@ ERROR_CASES = {
         _replace("      kind: text_stats\n", "      kind: text_stats\n    - name: grow\n      kind: lift_expand\n"
                  "      input_selection: random_few\n"), ("input_selection: random_few", 1),
         ["stages.1.input_selection", "cannot read another stage or selection"]),
+    "influence_distillation_reads_wrong_stages": (
+        _replace("      budget: 4\n", "      budget: 4\n    - name: infl\n      kind: influence_distillation\n"
+                 "      jvp: lengths\n      warmup: lengths\n      budget: 2\n"
+                 "      targets: [{name: t, path: data/alpaca.jsonl}]\n"), ("jvp: lengths", 1),
+        ["selections.1.jvp", "'lengths' is not a jvp_embeddings stage", "selections.1.warmup",
+         "'lengths' is not a lora_warmup stage"]),
     "missing_required_key": (
         _replace("  duckdb_path: tiny.duckdb\n", ""), ("attributes:", 1),
         ["duckdb_path", "Field required"]),
@@ -426,3 +432,5 @@ def test_shipped_less_example_loads() -> None:
     grads_deps = {dep.asset_key for dep in specs[K(["less_gsm8k", "grads"])].deps}
     less_deps = {dep.asset_key for dep in specs[K(["less_gsm8k", "less_gsm8k_10pct"])].deps}
     assert K(["less_gsm8k", "warmup"]) in grads_deps and K(["less_gsm8k", "grads"]) in less_deps
+    influence_deps = {dep.asset_key for dep in specs[K(["less_gsm8k", "influence_gsm8k_10pct"])].deps}
+    assert {K(["less_gsm8k", "jvp"]), K(["less_gsm8k", "warmup"]), K(["less_gsm8k", "pool"])} <= influence_deps

@@ -1,0 +1,5 @@
+-- Conversations of the given samples. Parameter: $sample_ids (a list).
+SELECT s.sample_id, s.messages
+FROM samples AS s
+WHERE s.sample_id IN (SELECT unnest($sample_ids))
+ORDER BY s.sample_id;
