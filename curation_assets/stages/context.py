@@ -61,6 +61,11 @@ class StageContext:
         per stage and config_hash."""
         return self.store.path.parent / f"{self.store.path.stem}.artifacts" / self.stage / self.config_hash
 
+    @property
+    def partial_dir(self) -> Path:
+        """Rows a resumable stage has computed but not yet committed (see `resumable_rows_writer`)."""
+        return self.artifacts_dir / "partial"
+
     def _query(self, name: str, params: dict[str, Any], **parts: str) -> tuple[str, dict[str, Any]]:
         """SQL file `name` with its {placeholders} filled and the input_selection filter applied."""
         return restricted_sql(name, self.input_selection, params, originals_only=self.originals_only, **parts)
@@ -71,9 +76,15 @@ class StageContext:
         sql, params = self._query("reads/pending_samples.sql", {"stage": self.stage, "config_hash": self.config_hash},
                                   table=table, columns=_column_list(columns, "s"))
         path = self.staging_dir / f"{self.stage}.pending.parquet"
+        parts = sorted(self.partial_dir.glob("part-*.parquet"))
         with self.store.reader() as con:
+            if parts:  # rows computed by an interrupted run of this config are not computed again
+                sql = read_sql("reads/pending_minus_partial.sql").format(pending=sql.rstrip().rstrip(";"))
+                params = {**params, "partial_files": [str(p) for p in parts]}
             reader = con.sql(sql, params=params).to_arrow_reader(10_000)
             count = _write_batches(reader, path)
+        if parts:
+            self.log.info(f"{self.stage}: resuming; {len(parts)} part files of an interrupted run are kept")
         return path, count
 
     def stage_rows(self, stage_name: str, columns: Sequence[str]) -> pa.Table:
@@ -136,6 +147,20 @@ class StageContext:
     def rows_writer(self, schema: pa.Schema, suffix: str = "rows") -> StagedRowsWriter:
         return StagedRowsWriter(self.staging_dir / f"{self.stage}.{suffix}.parquet", schema)
 
+    def resumable_rows_writer(self, table: str, schema: pa.Schema) -> ResumableRowsWriter:
+        """A writer whose every `write` is a committed Parquet part under `partial_dir`: a run that
+        stops half way keeps its parts, and the next run of the same config computes only the
+        samples they lack. Parts left by a run whose rows were committed are removed here."""
+        self.partial_dir.mkdir(parents=True, exist_ok=True)
+        with self.store.reader() as con:
+            for part in sorted(self.partial_dir.glob("part-*.parquet")):
+                committed = con.execute(read_sql("reads/partial_part_committed.sql").format(table=table),
+                                        {"stage": self.stage, "config_hash": self.config_hash,
+                                         "part": str(part)}).fetchall()[0][0]
+                if committed:
+                    part.unlink()
+        return ResumableRowsWriter(self.partial_dir, schema)
+
     def write_members(self, sample_ids: Sequence[str], scores: Sequence[float | None] | None = None) -> Path:
         """Stage a selection's members in rank order (rank 1 first)."""
         path = self.staging_dir / f"{self.stage}.members.parquet"
@@ -189,6 +214,32 @@ class StagedRowsWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class ResumableRowsWriter:
+    """Each `write` becomes its own Parquet part (written under a temporary name, then renamed)."""
+
+    def __init__(self, folder: Path, schema: pa.Schema) -> None:
+        self.folder, self.schema = folder, schema
+        self.rows = 0
+
+    def write(self, table: pa.Table | pa.RecordBatch) -> None:
+        if isinstance(table, pa.RecordBatch):
+            table = pa.Table.from_batches([table])
+        index = len(list(self.folder.glob("part-*.parquet")))
+        while (self.folder / f"part-{index:06d}.parquet").exists():
+            index += 1
+        final = self.folder / f"part-{index:06d}.parquet"
+        temporary = final.with_suffix(".parquet.tmp")
+        pq.write_table(table.cast(self.schema), temporary)
+        temporary.replace(final)
+        self.rows += table.num_rows
+
+    def close(self) -> Path:
+        """A glob over every part (what the runner inserts); an empty part when there is none."""
+        if not any(self.folder.glob("part-*.parquet")):
+            pq.write_table(self.schema.empty_table(), self.folder / "part-000000.parquet")
+        return self.folder / "part-*.parquet"
 
 
 def restricted_sql(name: str, input_selection: str | None, params: dict[str, Any], *, originals_only: bool = False,

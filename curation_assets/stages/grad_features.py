@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
@@ -102,7 +103,8 @@ class WarmupModel:
 def run_grad_features(spec: GradFeaturesSpec, ctx: StageContext) -> StageOutput:
     pending, count = ctx.pending_samples("grad_features", ["messages"])
     stats: dict[str, Any] = {"pending": count, "projection": spec.projection}
-    writer = ctx.rows_writer(FEATURES_SCHEMA)
+    # one committed part per chunk (every checkpoint of its samples): an interrupted run resumes there
+    writer = ctx.resumable_rows_writer("grad_features", FEATURES_SCHEMA)
     if count:
         warm = WarmupModel(ctx, spec.warmup)
         projector = make_projector(warm.model, spec.projection, spec.dim, spec.seed)
@@ -111,15 +113,17 @@ def run_grad_features(spec: GradFeaturesSpec, ctx: StageContext) -> StageOutput:
         for chunk in ctx.progress(chunks, total=-(-count // CHUNK_SAMPLES), desc=f"gradients of {count} samples"):
             encoded = warm.encode(chunk.column("messages").to_pylist())
             ids = chunk.column("sample_id").to_pylist()
+            tables = []
             for record in warm.checkpoints:
                 moments = warm.use(record["epoch"])
-                features = warm.features(encoded, projector, moments, spec.batch_size, stats)
-                writer.write(pa.table({
+                features = np.stack(warm.features(encoded, projector, moments, spec.batch_size, stats))
+                offsets = pa.array(np.arange(0, features.size + 1, features.shape[1], dtype=np.int32))
+                tables.append(pa.table({
                     "sample_id": ids, "checkpoint": [record["epoch"]] * len(ids),
-                    "features": pa.array([f.tolist() for f in features], pa.list_(pa.float32())),
+                    "features": pa.ListArray.from_arrays(offsets, pa.array(features.reshape(-1), pa.float32())),
                     "n_response_tokens": [e.n_response_tokens for e in encoded]}, schema=FEATURES_SCHEMA))
-    writer.close()
-    return StageOutput(writer.path, rows_in=count, stats=stats, metadata=stats)
+            writer.write(pa.concat_tables(tables))
+    return StageOutput(writer.close(), rows_in=count, stats=stats, metadata=stats)
 
 
 GRAD_FEATURES = register_kind(StageKind(

@@ -46,7 +46,7 @@ def run_jvp_embeddings(spec: JvpEmbeddingsSpec, ctx: StageContext) -> StageOutpu
     pending, count = ctx.pending_samples("jvp_embeddings", ["messages"])
     device = compute_device()
     stats: dict[str, Any] = {"model": spec.model, "device": device.describe(), "pending": count, "truncated": 0}
-    writer = ctx.rows_writer(JVP_SCHEMA)
+    writer = ctx.resumable_rows_writer("jvp_embeddings", JVP_SCHEMA)  # a part per chunk; resumes there
     if count:
         model, tokenizer = fresh_causal_lm(spec.model, spec.chat_template)
         embedder = JvpEmbedder(model, spec.num_blocks, spec.num_tangents, spec.dim, spec.seed)
@@ -72,8 +72,7 @@ def run_jvp_embeddings(spec: JvpEmbeddingsSpec, ctx: StageContext) -> StageOutpu
                 "truncated": pa.array([e.truncated for e in encoded])}, schema=JVP_SCHEMA))
         seconds = time.perf_counter() - started
         stats["samples_per_second"] = round(count / seconds, 2) if seconds else None
-    writer.close()
-    return StageOutput(writer.path, rows_in=count, stats=stats, metadata=stats)
+    return StageOutput(writer.close(), rows_in=count, stats=stats, metadata=stats)
 
 
 JVP_EMBEDDINGS = register_kind(StageKind(

@@ -5,6 +5,7 @@ Dagster-free so the CLI, tests and the Dagster assets share one code path.
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -111,6 +112,8 @@ def run_stage(kind: StageKind, spec: StageSpec, *, pipeline: str, store: DuckDBS
                 device=device, stats=output.stats,
             )
             insert_stage_run(con, record)
+        if ctx.partial_dir.exists():  # committed: an interrupted run's parts are not needed any more
+            shutil.rmtree(ctx.partial_dir)
     table = kind.table if kind.role == "stage" else "selections"
     return RunSummary(spec.name, kind.kind, table or "", current_hash, output.rows_in, rows_out,
                       record.seconds, output.stats, output.metadata)

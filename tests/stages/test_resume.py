@@ -1,0 +1,63 @@
+"""A resumable stage (jvp_embeddings, grad_features) that dies half way keeps its finished
+parts; the next run computes only the rest and the result equals an uninterrupted run."""
+
+import numpy as np
+import pytest
+
+from curation_assets.models.jvp import JvpEmbedder
+from curation_assets.stages import jvp_embeddings
+from curation_assets.store import DuckDBStore
+from tests.components.test_lm_pipeline import tiny_lm, write_pool  # noqa: F401  (fixture)
+from tests.pipeline_runs import materialize_document
+
+
+def document(tiny_lm):
+    return {"type": "curation_assets.CurationPipeline", "attributes": {
+        "name": "resume", "duckdb_path": "resume.duckdb", "sources": [{"name": "pool", "path": "pool.jsonl"}],
+        "automation": {"condition": "none"},
+        "stages": [{"name": "jvp", "kind": "jvp_embeddings", "model": str(tiny_lm), "max_length": 64,
+                    "num_blocks": 1, "batch_size": 4}]}}
+
+
+def rows(folder):
+    with DuckDBStore(folder / "resume.duckdb").reader(read_only=True) as con:
+        table = con.execute("SELECT sample_id, embedding FROM jvp_embeddings ORDER BY sample_id").fetchall()
+        runs = con.execute("SELECT rows_in, rows_out FROM stage_runs WHERE stage = 'jvp' ORDER BY started_at"
+                           ).fetchall()
+    return {sid: np.array(vector) for sid, vector in table}, runs
+
+
+def test_interrupted_stage_resumes_from_its_parts(tmp_path, tiny_lm, monkeypatch):  # noqa: F811
+    reference_dir, resumed_dir = tmp_path / "reference", tmp_path / "resumed"
+    for folder in (reference_dir, resumed_dir):
+        folder.mkdir()
+        write_pool(folder / "pool.jsonl", 20)  # 21 samples
+    materialize_document(reference_dir, document(tiny_lm))
+    expected, _ = rows(reference_dir)
+
+    monkeypatch.setattr(jvp_embeddings, "CHUNK_SAMPLES", 5)
+    original = JvpEmbedder.embed
+    calls = {"n": 0}
+
+    def dies_in_the_third_chunk(self, batch):
+        calls["n"] += 1
+        if calls["n"] == 5:  # chunks of 5 samples, batches of 4: calls 1-4 are chunks 1-2
+            raise RuntimeError("machine lost")
+        return original(self, batch)
+
+    monkeypatch.setattr(JvpEmbedder, "embed", dies_in_the_third_chunk)
+    with pytest.raises(Exception, match="machine lost"):
+        materialize_document(resumed_dir, document(tiny_lm))
+    partial = resumed_dir / "resume.artifacts" / "jvp"
+    parts = list(partial.glob("*/partial/part-*.parquet"))
+    assert len(parts) == 2
+    assert rows(resumed_dir) == ({}, [])  # nothing committed
+
+    monkeypatch.setattr(JvpEmbedder, "embed", original)
+    materialize_document(resumed_dir, document(tiny_lm))
+    got, runs = rows(resumed_dir)
+    assert runs == [(11, 21)]  # computed the 11 missing samples, inserted all 21 rows
+    assert got.keys() == expected.keys()
+    for sid, vector in expected.items():
+        np.testing.assert_allclose(got[sid], vector, rtol=1e-5, atol=1e-6)
+    assert not list(partial.glob("*/partial"))  # parts removed once committed
