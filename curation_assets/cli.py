@@ -1,4 +1,4 @@
-"""`curation`: run a pipeline without the UI, query its DuckDB file, export selections."""
+"""`curation`: run a pipeline without the UI, query its DuckDB file, export and report selections."""
 
 from __future__ import annotations
 
@@ -200,6 +200,32 @@ def export(name: str, fmt: str, out: Path, db: Path | None, pipeline: Path | Non
     except (ExportError, FileNotFoundError) as err:
         raise click.ClickException(str(err)) from err
     click.echo(f"wrote {count} samples of {name!r} to {out} ({fmt})")
+
+
+@main.command()
+@click.argument("selection")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Output file (default: SELECTION.html, or SELECTION.md with --format md).")
+@click.option("--format", "fmt", type=click.Choice(["html", "md"]), default="html", show_default=True,
+              help="html: a standalone page; md: the Markdown the selection asset attaches to its metadata.")
+@click.option("--db", type=click.Path(path_type=Path), default=None, help="DuckDB file (default: the demo's).")
+@click.option("--pipeline", type=click.Path(path_type=Path), default=None, help="Pipeline YAML whose DuckDB to use.")
+def report(selection: str, out: Path | None, fmt: str, db: Path | None, pipeline: Path | None) -> None:
+    """Write the report of SELECTION: size, budget, pool-vs-selected score histograms, examples."""
+    from curation_assets.reports import ReportError, selection_report_html, selection_report_markdown
+    from curation_assets.store import StoreLockedError
+
+    store = _store_for(db, pipeline)
+    out = out if out is not None else Path(f"{selection}.{fmt}")
+    try:
+        with store.reader(read_only=True) as con:
+            text = (selection_report_html(con, selection, source=f"DuckDB: {store.path}") if fmt == "html"
+                    else selection_report_markdown(con, selection))
+    except (ReportError, FileNotFoundError, StoreLockedError) as err:
+        raise click.ClickException(f"{store.path}: {err}" if isinstance(err, ReportError) else str(err)) from err
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8")
+    click.echo(f"wrote the report of {selection!r} to {out}")
 
 
 @main.command()

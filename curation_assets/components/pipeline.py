@@ -101,6 +101,18 @@ class CurationPipeline(dg.Component):
                          stage_tables=self.stage_tables, dagster_run_id=context.run_id, log=context.log,
                          stage_specs={s.name: s for s in [*self.spec.stages, *self.spec.selections]})
 
+    def selection_report(self, context: dg.AssetExecutionContext, stage: StageSpec, store: DuckDBStore) -> str | None:
+        """The Markdown report attached to a selection's metadata (size, budget, score histograms,
+        examples); a report that cannot be made is logged as a warning and never fails the selection."""
+        try:
+            from curation_assets.reports import selection_report_markdown  # matplotlib: only when reporting
+
+            with store.reader() as con:
+                return selection_report_markdown(con, stage.name)
+        except Exception as err:  # noqa: BLE001 - the selection is written; its report is a courtesy
+            context.log.warning(f"{stage.name}: no selection report ({type(err).__name__}: {err})")
+            return None
+
     # ---- derived ------------------------------------------------------------------------
     @property
     def store(self) -> DuckDBStore:
@@ -256,6 +268,10 @@ class CurationPipeline(dg.Component):
             metadata.update(plain_metadata({
                 "config_hash": summary.config_hash, "rows_computed": summary.rows_out,
                 "seconds": round(summary.seconds, 3), **summary.metadata}))
+            if kind.role == "selection":
+                report = self.selection_report(context, stage, store)
+                if report is not None:
+                    metadata["report"] = dg.MetadataValue.md(report)
             return dg.MaterializeResult(metadata=metadata, check_results=[
                 dg.AssetCheckResult(check_name=check_name, passed=missing == 0, metadata={"violations": missing})])
 
