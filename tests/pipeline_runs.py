@@ -14,7 +14,8 @@ def materialize_document(folder: Path, document: dict[str, Any]) -> CurationPipe
     path = folder / "defs.yaml"
     path.write_text(yaml.safe_dump(document))
     component = load_pipeline_file(path)
-    result = dg.materialize(list(pipeline_definitions(component).assets), raise_on_error=True)
+    definitions = pipeline_definitions(component)
+    result = dg.materialize([*definitions.assets, *(definitions.asset_checks or [])], raise_on_error=True)
     failed = [c.check_name for c in result.get_asset_check_evaluations() if not c.passed]
     assert not failed, f"asset checks failed: {failed}"
     return component

@@ -4,6 +4,7 @@ import re
 from pathlib import Path
 
 from curation_assets.components.spec import AutomationSpec, ExportSpec, PipelineSpecBase
+from curation_assets.evaluation.spec import EvaluationSpec, FinetuneSettings, GeneralHeldoutSpec
 from curation_assets.sources.spec import FieldMappingSpec, SourceSpec
 from curation_assets.stages.registry import all_kinds
 
@@ -23,6 +24,7 @@ def test_every_kind_and_key_is_documented():
         for field in kind.spec.model_fields:
             if f"`{field}`" not in README:
                 missing.append(f"{kind.kind}.{field}")
-    for model in (PipelineSpecBase, SourceSpec, FieldMappingSpec, ExportSpec, AutomationSpec):
+    for model in (PipelineSpecBase, SourceSpec, FieldMappingSpec, ExportSpec, AutomationSpec, EvaluationSpec,
+                  FinetuneSettings, GeneralHeldoutSpec):
         missing += [f"{model.__name__}.{f}" for f in model.model_fields if f"`{f}`" not in README]
     assert not missing, f"README lacks: {missing}"

@@ -28,6 +28,15 @@ def column_lineage(lineage: Mapping[str, Sequence[tuple[dg.AssetKey, str]]]) -> 
     })
 
 
+def lineage_markdown(lineage: Mapping[str, Sequence[tuple[dg.AssetKey, str]]]) -> str:
+    """Column lineage as a Markdown table (column | from). The open-source Dagster UI shows
+    `dagster/column_lineage` only in run logs (its asset-page view is a Dagster+ feature), so the
+    asset page gets this readable copy under `column_lineage`."""
+    rows = [f"| `{column}` | {', '.join(f'{key.to_user_string()}.{name}' for key, name in deps)} |"
+            for column, deps in lineage.items() if deps]
+    return "\n".join(["| column | from |", "|---|---|", *rows])
+
+
 def table_metadata(con: duckdb.DuckDBPyConnection, *, table: str, row_count: int,
                    lineage: Mapping[str, Sequence[tuple[dg.AssetKey, str]]], duckdb_path: str
                    ) -> dict[str, Any]:
@@ -39,6 +48,7 @@ def table_metadata(con: duckdb.DuckDBPyConnection, *, table: str, row_count: int
     }
     if lineage:
         metadata["dagster/column_lineage"] = column_lineage(lineage)
+        metadata["column_lineage"] = dg.MetadataValue.md(lineage_markdown(lineage))
     return metadata
 
 

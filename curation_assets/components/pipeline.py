@@ -14,6 +14,7 @@ references and files and reports problems with the YAML line.
 """
 
 
+import inspect
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +25,7 @@ from dagster.components.resolved.context import ResolutionContext
 from dagster.components.resolved.errors import ResolutionException
 from dagster.components.resolved.scopes import LoadContextScope
 
+from curation_assets.components.evaluation_asset import build_evaluation_asset
 from curation_assets.components.metadata import plain_metadata, table_metadata
 from curation_assets.components.spec import (
     ExportSpec,
@@ -96,10 +98,15 @@ class CurationPipeline(dg.Component):
             return dg.AutomationCondition.on_cron(automation.cron)
         return None
 
-    def execute_stage(self, context: dg.AssetExecutionContext, kind: StageKind, stage: StageSpec) -> RunSummary:
+    def get_op_tags(self, kind: StageKind) -> dict[str, Any] | None:
+        """Op tags of a stage's step(s): `gpu_op_tags` for kinds that run a model (tag `torch`)."""
+        return dict(self.spec.gpu_op_tags) if self.spec.gpu_op_tags and "torch" in kind.tags else None
+
+    def execute_stage(self, context: dg.AssetExecutionContext | dg.OpExecutionContext, kind: StageKind,
+                      stage: StageSpec, shard: tuple[int, int] | None = None) -> RunSummary:
         return run_stage(kind, stage, pipeline=self.spec.name, store=self.store, stage_hashes=self.stage_hashes,
                          stage_tables=self.stage_tables, dagster_run_id=context.run_id, log=context.log,
-                         stage_specs={s.name: s for s in [*self.spec.stages, *self.spec.selections]})
+                         stage_specs={s.name: s for s in [*self.spec.stages, *self.spec.selections]}, shard=shard)
 
     def selection_report(self, context: dg.AssetExecutionContext, stage: StageSpec, store: DuckDBStore) -> str | None:
         """The Markdown report attached to a selection's metadata (size, budget, score histograms,
@@ -137,7 +144,8 @@ class CurationPipeline(dg.Component):
         """The store with every table and this pipeline's views in place."""
         store = self.store
         store.ensure_schema(self.schema_files())
-        stages = [StageView(s.name, get_kind(s.kind).table or "", self.stage_hashes[s.name]) for s in self.spec.stages]
+        stages = [StageView(s.name, get_kind(s.kind).table or "", self.stage_hashes[s.name],
+                            get_kind(s.kind).one_row_per_sample) for s in self.spec.stages]
         with store.transaction() as con:
             refresh_views(con, stages, [s.name for s in self.spec.selections])
         return store
@@ -147,11 +155,19 @@ class CurationPipeline(dg.Component):
         assets: list[Any] = []
         for source in self.spec.sources:
             assets.extend(self.build_source_assets(source))
+        checks: list[Any] = []
         for stage in [*self.spec.stages, *self.spec.selections]:
-            assets.append(self.build_stage_asset(stage))
+            if stage.shards and stage.shards > 1:
+                asset = self.build_sharded_stage_asset(stage)
+                assets.append(asset)
+                checks.append(self.build_coverage_check(stage, asset))
+            else:
+                assets.append(self.build_stage_asset(stage))
         for export in self.spec.exports:
             assets.append(self.build_export_asset(export))
-        return dg.Definitions(assets=assets, **self.build_automation())
+        if self.spec.evaluation is not None:
+            assets.append(build_evaluation_asset(self, self.spec.evaluation))
+        return dg.Definitions(assets=assets, asset_checks=checks, **self.build_automation())
 
     def build_automation(self) -> dict[str, Any]:
         """The automation sensor (RUNNING by default), source observation and re-curation schedules."""
@@ -227,12 +243,91 @@ class CurationPipeline(dg.Component):
 
         return [observed, ingest]
 
-    def build_stage_asset(self, stage: StageSpec) -> dg.AssetsDefinition:
-        kind = get_kind(stage.kind)
-        key = self.get_asset_key(stage.name)
+    def stage_deps(self, stage: StageSpec, kind: StageKind) -> list[dg.AssetKey]:
         deps = [*self.source_asset_keys(), *(self.get_asset_key(ref) for ref in stage.references().values())]
         if not kind.generates_samples:  # generated samples are samples too: score them after they exist
             deps += [self.get_asset_key(s.name) for s in self.spec.stages if get_kind(s.kind).generates_samples]
+        return list(dict.fromkeys(deps))
+
+    def stage_table_metadata(self, store: DuckDBStore, stage: StageSpec, kind: StageKind,
+                             config_hash: str) -> tuple[dict[str, Any], int]:
+        """(table metadata of a stage's asset, active samples still lacking a row for `config_hash`)."""
+        with store.reader() as con:
+            params = {"stage": stage.name, "config_hash": config_hash}
+            missing_sql, missing_params = restricted_sql(
+                "checks/stage_missing_rows.sql", stage.input_selection, params,
+                originals_only=kind.generates_samples, table=kind.table or "")
+            missing = fetch_row(con, missing_sql, missing_params)[0]
+            rows = fetch_row(con, read_sql("checks/stage_row_count.sql").format(table=kind.table), params)[0]
+            lineage = {column: [(k, c) for k in self.source_asset_keys() for c in sources]
+                       for column, sources in kind.column_lineage.items()}
+            metadata = table_metadata(con, table=kind.table or "", row_count=rows, lineage=lineage,
+                                      duckdb_path=str(store.path))
+        return metadata, missing
+
+    def build_sharded_stage_asset(self, stage: StageSpec) -> dg.AssetsDefinition:
+        """A graph-backed asset: one op per shard (parallel steps under the multiprocess, k8s or celery
+        executor; each computes its shard's samples and writes its rows in its own short transaction),
+        then a commit op that reports the table. Coverage is checked by `build_coverage_check`."""
+        kind = get_kind(stage.kind)
+        key = self.get_asset_key(stage.name)
+        count = int(stage.shards or 1)
+        prefix = "__".join(key.path)
+        deps = self.stage_deps(stage, kind)
+        inputs = [f"upstream_{i}" for i in range(len(deps))]
+        pool = stage.pool()  # LLM endpoints keep their pool; other shards run in parallel
+
+        def shard_op(index: int) -> dg.OpDefinition:
+            @dg.op(name=f"{prefix}__shard_{index}_of_{count}", ins={n: dg.In(dg.Nothing) for n in inputs},
+                   out=dg.Out(dg.Nothing), pool=pool, tags={"curation/stage": stage.name,
+                                                             "curation/shard": f"{index}/{count}",
+                                                             **(self.get_op_tags(kind) or {})})
+            def run_shard(context: dg.OpExecutionContext) -> None:
+                self.prepared_store()
+                summary = self.execute_stage(context, kind, stage, shard=(index, count))
+                context.log.info(f"{stage.name} shard {index}/{count}: {summary.rows_out} rows "
+                                 f"in {summary.seconds:.1f} s")
+
+            return run_shard
+
+        shard_ops = [shard_op(i) for i in range(count)]
+
+        @dg.op(name=f"{prefix}__commit", ins={f"shard_{i}": dg.In(dg.Nothing) for i in range(count)})
+        def commit(context: dg.OpExecutionContext) -> None:
+            store = self.prepared_store()
+            metadata, missing = self.stage_table_metadata(store, stage, kind, self.stage_hashes[stage.name])
+            metadata.update(plain_metadata({"config_hash": self.stage_hashes[stage.name], "shards": count,
+                                            "missing_rows": missing}))
+            context.add_output_metadata(metadata)
+
+        def compose(**upstream: Any) -> Any:
+            return commit(**{f"shard_{i}": op(**upstream) for i, op in enumerate(shard_ops)})
+
+        compose.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+            [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY) for n in inputs])
+        compose.__name__ = prefix
+        kwargs = self.get_asset_kwargs(stage.name, stage.description or kind.summary)
+        return dg.graph_asset(compose, key=key, ins={n: dg.AssetIn(key=k, dagster_type=dg.Nothing)
+                                                     for n, k in zip(inputs, deps)},
+                              group_name=kwargs["group_name"], description=kwargs["description"],
+                              automation_condition=kwargs["automation_condition"],
+                              code_version=self.stage_hashes[stage.name], kinds=set(kind.tags) | {"duckdb"})
+
+    def build_coverage_check(self, stage: StageSpec, asset: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
+        kind = get_kind(stage.kind)
+
+        @dg.asset_check(asset=asset, name="covers_active_samples", blocking=True,
+                        description="every active sample has a row for the current config (all shards)")
+        def covers_active_samples() -> dg.AssetCheckResult:
+            _, missing = self.stage_table_metadata(self.store, stage, kind, self.stage_hashes[stage.name])
+            return dg.AssetCheckResult(passed=missing == 0, metadata={"violations": missing})
+
+        return covers_active_samples
+
+    def build_stage_asset(self, stage: StageSpec) -> dg.AssetsDefinition:
+        kind = get_kind(stage.kind)
+        key = self.get_asset_key(stage.name)
+        deps = self.stage_deps(stage, kind)
         check_name = "covers_active_samples" if kind.role == "stage" else "members_are_active"
         checks = [dg.AssetCheckSpec(check_name, asset=key, blocking=True, description=(
             "every active sample has a row for the current config" if kind.role == "stage"
@@ -243,28 +338,20 @@ class CurationPipeline(dg.Component):
             asset_kwargs["pool"] = stage.pool()
 
         @dg.asset(key=key, deps=deps, kinds=set(kind.tags) | {"duckdb"}, code_version=self.stage_hashes[stage.name],
-                  check_specs=checks, **asset_kwargs)
+                  check_specs=checks, op_tags=self.get_op_tags(kind), **asset_kwargs)
         def stage_asset(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
             store = self.prepared_store()
             summary = self.execute_stage(context, kind, stage)
-            with store.reader() as con:
-                if kind.role == "stage":
-                    params = {"stage": stage.name, "config_hash": summary.config_hash}
-                    missing_sql, missing_params = restricted_sql(
-                        "checks/stage_missing_rows.sql", stage.input_selection, params,
-                        originals_only=kind.generates_samples, table=kind.table or "")
-                    missing = fetch_row(con, missing_sql, missing_params)[0]
-                    rows = fetch_row(con, read_sql("checks/stage_row_count.sql").format(table=kind.table), params)[0]
-                    lineage = {column: [(k, c) for k in self.source_asset_keys() for c in sources]
-                               for column, sources in kind.column_lineage.items()}
-                else:
+            if kind.role == "stage":
+                metadata, missing = self.stage_table_metadata(store, stage, kind, summary.config_hash)
+            else:
+                with store.reader() as con:
                     missing = fetch_row(con, read_sql("checks/selection_inactive_members.sql"),
                                         {"selection": stage.name})[0]
-                    rows = summary.rows_out
                     lineage = {"sample_id": [(k, "sample_id") for k in self.source_asset_keys()],
                                "score": [(self.get_asset_key(s), c) for s, c in stage.score_sources()]}
-                metadata = table_metadata(con, table=summary.table, row_count=rows, lineage=lineage,
-                                          duckdb_path=str(store.path))
+                    metadata = table_metadata(con, table=summary.table, row_count=summary.rows_out,
+                                              lineage=lineage, duckdb_path=str(store.path))
             metadata.update(plain_metadata({
                 "config_hash": summary.config_hash, "rows_computed": summary.rows_out,
                 "seconds": round(summary.seconds, 3), **summary.metadata}))

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, WrapValidator, create_model
 
+from curation_assets.evaluation.spec import EvaluationSpec
 from curation_assets.sources.packaged import packaged_file
 from curation_assets.sources.spec import SourceSpec
 from curation_assets.specs import SpecModel
@@ -58,6 +59,11 @@ class PipelineSpecBase(SpecModel):
     sources: list[SourceSpec] = Field(min_length=1, description="Raw datasets ingested into `samples`.")
     exports: list[ExportSpec] = Field(default_factory=list, description="Files written from selections.")
     automation: AutomationSpec = Field(default_factory=AutomationSpec, description="Re-curation on data change.")
+    gpu_op_tags: dict[str, Any] | None = Field(None, description=(
+        "Op tags given to the steps of model-running stages (kinds tagged `torch`), e.g. a `dagster-k8s/config` "
+        "that requests a GPU and a GPU node selector; other steps stay on CPU nodes."))
+    evaluation: EvaluationSpec | None = Field(None, description=(
+        "Fine-tune the causal LM on selections and compare held-out losses with a random band (`make eval`)."))
 
 
 def _discriminated(specs: list[type[StageSpec]]) -> Any:
@@ -132,6 +138,10 @@ def check_pipeline(spec: Any, base_dir: Path) -> list[tuple[YamlPath, str]]:
                 problems.append(([section, i, key], message))
             for key, message in stage.check_files(base_dir):
                 problems.append(([section, i, key], message))
+            if stage.shards is not None and not (section == "stages" and get_kind(stage.kind).shardable):
+                shardable = ", ".join(sorted(k.kind for k in all_kinds().values() if k.shardable))
+                problems.append(([section, i, "shards"], f"{stage.kind} cannot be sharded "
+                                                         f"(shardable kinds: {shardable})"))
             if section == "stages" and get_kind(stage.kind).generates_samples:
                 for key in stage.references():
                     problems.append(([section, i, key], f"{stage.kind} adds samples that every other stage reads, "
@@ -157,6 +167,9 @@ def check_pipeline(spec: Any, base_dir: Path) -> list[tuple[YamlPath, str]]:
             known = ", ".join(sorted(selection_names)) or "none"
             problems.append((["exports", i, "selection"],
                              f"no selection named {export.selection!r} (known: samples, {known})"))
+    if spec.evaluation is not None:
+        for key, message in spec.evaluation.check(selection_names, set(stage_kinds), base_dir):
+            problems.append((["evaluation", key], message))
     return problems
 
 
@@ -164,4 +177,5 @@ def with_base_dir(spec: Any, base_dir: Path) -> Any:
     """The pipeline with every stage's relative file paths (prompt files, ...) made absolute."""
     return spec.model_copy(update={
         "stages": [s.with_base_dir(base_dir) for s in spec.stages],
-        "selections": [s.with_base_dir(base_dir) for s in spec.selections]})
+        "selections": [s.with_base_dir(base_dir) for s in spec.selections],
+        "evaluation": spec.evaluation.with_base_dir(base_dir) if spec.evaluation is not None else None})

@@ -115,7 +115,7 @@ def run_alpagasus_threshold(spec: AlpagasusThresholdSpec, ctx: StageContext) -> 
 
 
 ALPAGASUS = register_kind(StageKind(
-    kind="alpagasus", role="stage", spec=AlpagasusSpec, run=run_alpagasus, version="1",
+    kind="alpagasus", role="stage", shardable=True, spec=AlpagasusSpec, run=run_alpagasus, version="1",
     summary="AlpaGasus: an LLM rates each response's accuracy 0-5 (OpenAI-compatible endpoint, cached).",
     table="alpagasus", schema_file="schema/stages/alpagasus.sql",
     column_lineage={"score": ("instruction", "input", "output", "messages"), "min_score": ("messages",),

@@ -54,6 +54,7 @@ class StageContext:
     input_selection: str | None = None  # when set, every read is limited to this selection's members
     originals_only: bool = False  # sample-generating stages work on original (not generated) samples
     stage_specs: Mapping[str, Any] = field(default_factory=dict)  # name -> spec of every stage/selection
+    shard: tuple[int, int] | None = None  # (index, count): compute only this shard's samples
 
     @property
     def artifacts_dir(self) -> Path:
@@ -64,7 +65,9 @@ class StageContext:
     @property
     def partial_dir(self) -> Path:
         """Rows a resumable stage has computed but not yet committed (see `resumable_rows_writer`)."""
-        return self.artifacts_dir / "partial"
+        if self.shard is None:
+            return self.artifacts_dir / "partial"
+        return self.artifacts_dir / f"partial-{self.shard[0]}-of-{self.shard[1]}"
 
     def _query(self, name: str, params: dict[str, Any], **parts: str) -> tuple[str, dict[str, Any]]:
         """SQL file `name` with its {placeholders} filled and the input_selection filter applied."""
@@ -75,6 +78,9 @@ class StageContext:
         """Stage to Parquet the active samples lacking a row in `table` for this stage's config."""
         sql, params = self._query("reads/pending_samples.sql", {"stage": self.stage, "config_hash": self.config_hash},
                                   table=table, columns=_column_list(columns, "s"))
+        if self.shard is not None:
+            sql = read_sql("reads/pending_in_shard.sql").format(pending=sql.rstrip().rstrip(";"))
+            params = {**params, "shard_index": self.shard[0], "shard_count": self.shard[1]}
         path = self.staging_dir / f"{self.stage}.pending.parquet"
         parts = sorted(self.partial_dir.glob("part-*.parquet"))
         with self.store.reader() as con:

@@ -153,7 +153,7 @@ def run_deita_evol(spec: DeitaEvolSpec, ctx: StageContext) -> StageOutput:
 
 
 DEITA_EVOL = register_kind(StageKind(
-    kind="deita_evol", role="stage", spec=DeitaEvolSpec, run=run_deita_evol, version="1",
+    kind="deita_evol", role="stage", one_row_per_sample=False, spec=DeitaEvolSpec, run=run_deita_evol, version="1",
     summary="DEITA Evol-Complexity / Evol-Quality: LLM-evolved variants with 1..M+1 scores (scorer training "
             "labels).",
     table="deita_evol", schema_file="schema/stages/deita_evol.sql",

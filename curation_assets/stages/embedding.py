@@ -101,7 +101,7 @@ def run_embedding(spec: EmbeddingSpec, ctx: StageContext) -> StageOutput:
 
 
 EMBEDDING = register_kind(StageKind(
-    kind="embedding", role="stage", spec=EmbeddingSpec, run=run_embedding, version="1",
+    kind="embedding", role="stage", shardable=True, spec=EmbeddingSpec, run=run_embedding, version="1",
     summary="Sentence embeddings of each sample (sentence-transformers; packaged MiniLM by default).",
     table="embeddings", schema_file="schema/stages/embedding.sql",
     column_lineage={"embedding": ("instruction", "input", "output", "messages"),

@@ -127,7 +127,7 @@ def run_grad_features(spec: GradFeaturesSpec, ctx: StageContext) -> StageOutput:
 
 
 GRAD_FEATURES = register_kind(StageKind(
-    kind="grad_features", role="stage", spec=GradFeaturesSpec, run=run_grad_features, version="1",
+    kind="grad_features", role="stage", one_row_per_sample=False, shardable=True, spec=GradFeaturesSpec, run=run_grad_features, version="1",
     summary="LESS gradient features: Adam-preconditioned projected LoRA gradients per warm-up checkpoint.",
     table="grad_features", schema_file="schema/stages/grad_features.sql",
     column_lineage={"checkpoint": ("messages",), "features": ("messages",), "n_response_tokens": ("messages",)},

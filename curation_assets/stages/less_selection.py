@@ -37,6 +37,7 @@ TARGET_SCHEMA = pa.schema([
     ("target", pa.string()), ("sample_id", pa.string()), ("split", pa.string()), ("subtask", pa.string()),
     ("instruction", pa.string()), ("output", pa.string()),
     ("messages", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))),
+    ("input", pa.string()),
 ])
 
 
@@ -88,7 +89,8 @@ def read_target(target: TargetSpec, staging: Path) -> pa.Table:
     splits = ["validation" if i < target.validation_size else "heldout" for i in range(samples.num_rows)]
     return pa.table({"target": [target.name] * samples.num_rows, "sample_id": samples.column("sample_id"),
                      "split": splits, "subtask": subtasks, "instruction": samples.column("instruction"),
-                     "output": samples.column("output"), "messages": samples.column("messages")},
+                     "output": samples.column("output"), "messages": samples.column("messages"),
+                     "input": samples.column("input")},
                     schema=TARGET_SCHEMA)
 
 

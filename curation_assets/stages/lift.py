@@ -235,7 +235,7 @@ def run_lift_top(spec: LiftTopSpec, ctx: StageContext) -> StageOutput:
 
 
 LIFT_EXPAND = register_kind(StageKind(
-    kind="lift_expand", role="stage", spec=LiftExpandSpec, run=run_lift_expand, version="1",
+    kind="lift_expand", role="stage", one_row_per_sample=False, spec=LiftExpandSpec, run=run_lift_expand, version="1",
     summary="LIFT phase 1: an LLM rewrites/expands each original instruction for k rounds and answers it; "
             "the results become new samples with parent_id lineage.",
     table="lift_expand", schema_file="schema/stages/lift_expand.sql",
@@ -245,7 +245,7 @@ LIFT_EXPAND = register_kind(StageKind(
 ))
 
 LIFT_QUALITY = register_kind(StageKind(
-    kind="lift_quality", role="stage", spec=LiftQualitySpec, run=run_lift_quality, version="1",
+    kind="lift_quality", role="stage", shardable=True, spec=LiftQualitySpec, run=run_lift_quality, version="1",
     summary="LIFT quality: an LLM grades each sample on a 100-point rubric (clarity, difficulty, explanation, "
             "accuracy).",
     table="lift_quality", schema_file="schema/stages/lift_quality.sql",

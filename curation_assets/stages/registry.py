@@ -39,6 +39,9 @@ class StageSpec(SpecModel):
     input_selection: str | None = Field(None, description=(
         "Work only on the members of this selection (e.g. score the near-duplicate-free set, "
         "or judge a cheap filter's survivors with an expensive model)."))
+    shards: int | None = Field(None, ge=1, le=1024, description=(
+        "Split the stage into this many Dagster steps, each computing the samples whose "
+        "md5(sample_id) falls in its shard and writing its own rows; results do not depend on it."))
 
     def references(self) -> dict[str, str]:
         """YAML key -> name of another stage or selection this one reads (becomes an asset dep)."""
@@ -98,9 +101,14 @@ class StageKind:
     # more writes in the stage's transaction, after its rows (new samples, checkpoint records):
     # (con, stage, config_hash, output)
     write_extra: Callable[[Any, str, str, Any], None] | None = None
+    # per-sample and incremental (no training on the pool, no generated samples): `shards` may split it
+    shardable: bool = False
+    # False for tables with several rows per sample (per checkpoint, variant, round): they stay out
+    # of the one-row-per-sample `sample_scores` view
+    one_row_per_sample: bool = True
 
     def config_hash(self, spec: StageSpec, upstream_hashes: Mapping[str, str] | None = None) -> str:
-        config = spec.hashed_config()
+        config = {key: value for key, value in spec.hashed_config().items() if key != "shards"}
         if spec.upstream_stages():
             if upstream_hashes is None:
                 raise ValueError(f"{spec.name}: config hash needs the hashes of {spec.upstream_stages()}")

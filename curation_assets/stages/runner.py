@@ -85,17 +85,21 @@ def run_ingest(spec: SourceSpec, *, pipeline: str, base_dir: Path, store: DuckDB
 def run_stage(kind: StageKind, spec: StageSpec, *, pipeline: str, store: DuckDBStore,
               stage_hashes: Mapping[str, str], stage_tables: Mapping[str, str],
               dagster_run_id: str | None = None, log: Any = None, device: str = "cpu",
-              stage_specs: Mapping[str, StageSpec] | None = None) -> RunSummary:
-    """Run a stage (appends rows for pending samples) or a selection (replaces its members)."""
+              stage_specs: Mapping[str, StageSpec] | None = None,
+              shard: tuple[int, int] | None = None) -> RunSummary:
+    """Run a stage (appends rows for pending samples) or a selection (replaces its members);
+    `shard` (index, count) limits a stage to one shard of the samples."""
     started = utc_now()
     current_hash = stage_hashes.get(spec.name) or kind.config_hash(spec, stage_hashes)
     with tempfile.TemporaryDirectory(prefix=f"curation-{spec.name}-") as staging:
         ctx = StageContext(store=store, pipeline=pipeline, stage=spec.name, config_hash=current_hash,
                            staging_dir=Path(staging), stage_hashes=stage_hashes, stage_tables=stage_tables,
                            input_selection=spec.input_selection, originals_only=kind.generates_samples,
-                           stage_specs=dict(stage_specs or {}),
+                           stage_specs=dict(stage_specs or {}), shard=shard,
                            **({"log": log} if log is not None else {}))
         output = kind.run(spec, ctx)
+        if shard is not None:
+            output.stats["shard"] = f"{shard[0]}/{shard[1]}"
         with store.transaction() as con:
             if kind.role == "stage":
                 assert kind.table is not None

@@ -38,7 +38,7 @@ def run_text_stats(spec: TextStatsSpec, ctx: StageContext) -> StageOutput:
 
 
 TEXT_STATS = register_kind(StageKind(
-    kind="text_stats", role="stage", spec=TextStatsSpec, run=run_text_stats, version="1",
+    kind="text_stats", role="stage", shardable=True, spec=TextStatsSpec, run=run_text_stats, version="1",
     summary="Character and word counts of instruction, input, output and conversation.",
     table="text_stats", schema_file="schema/stages/text_stats.sql",
     column_lineage={

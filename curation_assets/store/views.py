@@ -25,6 +25,7 @@ class StageView:
     name: str
     table: str
     config_hash: str
+    one_row_per_sample: bool = True  # else only its own view, not a `sample_scores` column
 
 
 def refresh_views(con: duckdb.DuckDBPyConnection, stages: Sequence[StageView], selections: Sequence[str]) -> None:
@@ -35,6 +36,8 @@ def refresh_views(con: duckdb.DuckDBPyConnection, stages: Sequence[StageView], s
             raise ValueError(f"unsafe identifier for a view: {stage}")
         con.execute(read_sql("views/stage_current.sql").format(view=stage.name, table=stage.table, stage=stage.name,
                                                                 config_hash=stage.config_hash))
+        if not stage.one_row_per_sample:
+            continue
         scalars = [name for name, type_name, *_ in con.execute(f'DESCRIBE "{stage.name}"').fetchall()
                    if name != "sample_id" and not type_name.endswith("]")]
         joins.append(f'LEFT JOIN "{stage.name}" AS "v_{stage.name}" USING (sample_id)')

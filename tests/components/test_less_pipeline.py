@@ -57,8 +57,10 @@ def test_less_selection_equals_a_direct_computation(tmp_path, tiny_lm):  # noqa:
         details = con.execute("SELECT sample_id, subtask, score FROM less_scores "
                               "WHERE selection = 'less_top'").fetchall()
         n_features = con.execute("SELECT count(*) FROM grad_features").fetchall()[0][0]
+        scores_rows = con.execute("SELECT count(*), count(DISTINCT sample_id) FROM sample_scores").fetchall()[0]
     assert [c[0] for c in checkpoints] == [1, 2] and trained == round(0.3 * len(pool))
     assert len(targets) == 6 and heldout == 4 and n_features == 2 * len(pool)
+    assert scores_rows == (len(pool), len(pool))  # per-checkpoint rows stay out of the one-row-per-sample view
 
     # independent computation: one backward per sample, flattened LoRA gradients, hand preconditioning
     from transformers import AutoModelForCausalLM, AutoTokenizer

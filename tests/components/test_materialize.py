@@ -52,7 +52,8 @@ def test_small_demo_materialises_every_asset_with_metadata_and_checks(tmp_path, 
     materialized = {e.asset_key.to_user_string(): e.materialization.metadata
                     for e in result.get_asset_materialization_events()}
     assert set(materialized) == {"demo/sharegpt", "demo/lengths", "demo/embed", "demo/random_5pct",
-                                 "demo/longest_answers", "demo/dedup", "demo/kcenter_5pct", "demo/kmeans_coreset_5pct",
+                                 "demo/longest_answers", "demo/deita_diverse_5pct", "demo/dedup", "demo/kcenter_5pct",
+                                 "demo/kmeans_coreset_5pct",
                                  "demo/deft_ucs_5pct", "demo/lift_variance", "demo/smollm_loss",
                                  "demo/hardest_for_smollm", "demo/judge_pool", "demo/export_random_5pct",
                                  "demo/export_kcenter_5pct"}

@@ -1,0 +1,132 @@
+"""`make eval`: materialise the selection-quality pipeline (curation_assets/defs/eval/defs.yaml)
+end to end, evaluation included, then print bench/results/eval.md.
+
+With no option the shipped YAML runs as it is (N = 2,000, k = 5%). Options write a modified
+copy under .curation/eval_<variant>/ with its own DuckDB file, so a reduced run never mixes
+with the full one:
+
+  --pool N        read N ShareGPT records instead of 2,000
+  --epochs E      fine-tune every selection for E epochs
+  --heldout M     evaluate on M target and M general held-out samples
+  --no-judge      drop every LLM-judged stage and whatever reads it (AlpaGasus, MoDS, DEITA)
+  --without A,B   drop these stages/selections and whatever reads them
+
+The packaged SmolLM2 judge is served on 127.0.0.1:8765 for the run when an LLM stage remains.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PROJECT = Path(__file__).resolve().parents[1]
+SHIPPED = PROJECT / "curation_assets" / "defs" / "eval" / "defs.yaml"
+
+
+def _specs(attributes: dict[str, Any]) -> dict[str, Any]:
+    from curation_assets.components.spec import pipeline_spec_model
+
+    spec = pipeline_spec_model().model_validate(attributes)
+    return {s.name: s for s in [*spec.stages, *spec.selections]}
+
+
+def llm_stage_names(attributes: dict[str, Any]) -> list[str]:
+    from curation_assets.stages.llm_stage import LLMStageSpec
+
+    return [name for name, spec in _specs(attributes).items() if isinstance(spec, LLMStageSpec)]
+
+
+def dependents(attributes: dict[str, Any], names: set[str]) -> set[str]:
+    """`names` and every stage or selection reading one of them, directly or not."""
+    specs = _specs(attributes)
+    unknown = names - set(specs)
+    if unknown:
+        raise SystemExit(f"--without: no stage or selection named {sorted(unknown)}")
+    dropped = set(names)
+    changed = True
+    while changed:
+        changed = False
+        for name, spec in specs.items():
+            if name not in dropped and dropped & set(spec.references().values()):
+                dropped.add(name)
+                changed = True
+    return dropped
+
+
+def derive(document: dict[str, Any], *, pool: int | None = None, epochs: int | None = None,
+           heldout: int | None = None, drop: set[str] = frozenset(), no_judge: bool = False
+           ) -> tuple[dict[str, Any], str]:
+    """A modified copy of the pipeline document and the variant's name (`full` when unchanged)."""
+    document = yaml.safe_load(yaml.safe_dump(document))
+    attributes = document["attributes"]
+    parts = []
+    judged = set(llm_stage_names(attributes)) if no_judge else set()
+    named = set(drop)
+    drop = named | judged
+    if drop:
+        dropped = dependents(attributes, drop)
+        evaluation = attributes["evaluation"]
+        if dropped & set(evaluation["baselines"]):
+            raise SystemExit(f"cannot drop the baselines {sorted(dropped & set(evaluation['baselines']))}")
+        attributes["stages"] = [s for s in attributes["stages"] if s["name"] not in dropped]
+        attributes["selections"] = [s for s in attributes["selections"] if s["name"] not in dropped]
+        evaluation["selections"] = [s for s in evaluation["selections"] if s not in dropped]
+        parts += (["nojudge"] if judged else []) + (["without_" + "_".join(sorted(named))] if named else [])
+    if pool is not None:
+        attributes["sources"][0]["limit"] = pool
+        parts.append(f"n{pool}")
+    if epochs is not None:
+        attributes["evaluation"].setdefault("finetune", {}).setdefault("lora", {})["epochs"] = epochs
+        parts.append(f"e{epochs}")
+    if heldout is not None:
+        attributes["evaluation"]["target_heldout_size"] = heldout
+        attributes["evaluation"]["general"]["size"] = heldout
+        parts.append(f"h{heldout}")
+    variant = "_".join(parts) or "full"
+    if parts:
+        attributes["duckdb_path"] = f"{{{{ context.project_root }}}}/.curation/eval_{variant}.duckdb"
+    return document, variant
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pool", type=int, help="ShareGPT records in the pool (default: the YAML's 2,000)")
+    parser.add_argument("--epochs", type=int, help="fine-tuning epochs of every evaluated selection")
+    parser.add_argument("--heldout", type=int, help="target and general held-out samples (default 200 each)")
+    parser.add_argument("--no-judge", action="store_true", help="drop the LLM-judged stages and their readers")
+    parser.add_argument("--without", default="", help="comma-separated stages/selections to drop")
+    parser.add_argument("--dry-run", action="store_true", help="write and check the YAML, run nothing")
+    parser.add_argument("--log-level", default="WARNING", help="Dagster console log level (INFO shows progress)")
+    args = parser.parse_args(argv)
+
+    document = yaml.safe_load(SHIPPED.read_text())
+    drop = {name for name in args.without.split(",") if name}
+    derived, variant = derive(document, pool=args.pool, epochs=args.epochs, heldout=args.heldout, drop=drop,
+                              no_judge=args.no_judge)
+    path = SHIPPED
+    if variant != "full":
+        path = PROJECT / ".curation" / f"eval_{variant}" / "defs.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"# Written by bench/eval_run.py from {SHIPPED.relative_to(PROJECT)}\n"
+                        + yaml.safe_dump(derived, sort_keys=False, width=120))
+        print(f"variant {variant}: {path}", flush=True)
+    command = [sys.executable, "-m", "curation_assets.cli", "check" if args.dry_run else "run", str(path)]
+    if not args.dry_run:
+        command += ["--log-level", args.log_level]
+        if llm_stage_names(derived["attributes"]):
+            command.append("--serve-llm")
+    print(" ".join(command), flush=True)
+    code = subprocess.call(command, cwd=PROJECT)
+    report = PROJECT / "bench" / "results" / "eval.md"
+    if code == 0 and not args.dry_run and report.exists():
+        print(report.read_text())
+    raise SystemExit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,155 @@
+"""eval.md and eval.png of an evaluation: the results table and a bar chart of the losses
+relative to the baselines' band (matplotlib Agg, no pyplot)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from curation_assets.evaluation.harness import BASE_MODEL, EvaluationResult, ResultRow
+
+COLUMNS = ("method", "kind", "k", "target loss", "Δ target vs random", "general loss", "Δ general vs random",
+           "selection s", "incl. upstream s")
+METHOD_COLOR, BASELINE_COLOR, BAND_COLOR = "#1c7ed6", "#868e96", "#ced4da"
+
+
+def _loss(value: float) -> str:
+    return "n/a" if not np.isfinite(value) else f"{value:.4f}"
+
+
+def _delta(delta: float | None, std: float) -> str:
+    if delta is None or not np.isfinite(delta):
+        return "n/a"
+    sigmas = f" ({delta / std:+.1f}σ)" if np.isfinite(std) and std > 0 else ""
+    return f"{delta:+.4f}{sigmas}"
+
+
+def _seconds(value: float | None) -> str:
+    return "" if value is None else f"{value:,.1f}"
+
+
+def table_rows(result: EvaluationResult) -> list[dict[str, str]]:
+    """The report table: the un-tuned model, the baselines' band, each baseline, each method."""
+    band = result.band
+    rows = []
+    for row in result.rows:
+        if row.role == "base_model":
+            rows.append(_row(row, band, "base model (no fine-tune)"))
+    baselines = [r for r in result.rows if r.role == "baseline"]
+    ks = sorted({r.k for r in baselines})
+    rows.append({"method": f"**random band** ({band.n} seeds, mean ± std)", "kind": baselines[0].kind,
+                 "k": "/".join(map(str, ks)),
+                 "target loss": f"{_loss(band.target_mean)} ± {_loss(band.target_std)}", "Δ target vs random": "0",
+                 "general loss": f"{_loss(band.general_mean)} ± {_loss(band.general_std)}",
+                 "Δ general vs random": "0",
+                 "selection s": _seconds(float(np.mean([r.selection_seconds or 0.0 for r in baselines]))),
+                 "incl. upstream s": _seconds(float(np.mean([r.upstream_seconds or 0.0 for r in baselines])))})
+    rows += [_row(r, band, r.selection) for r in baselines]
+    rows += [_row(r, band, f"**{r.selection}**") for r in result.rows if r.role == "method"]
+    return rows
+
+
+def _row(row: ResultRow, band, label: str) -> dict[str, str]:
+    return {"method": label, "kind": "" if row.role == "base_model" else row.kind, "k": str(row.k),
+            "target loss": _loss(row.target_loss), "Δ target vs random": _delta(row.target_delta, band.target_std),
+            "general loss": _loss(row.general_loss),
+            "Δ general vs random": _delta(row.general_delta, band.general_std),
+            "selection s": _seconds(row.selection_seconds), "incl. upstream s": _seconds(row.upstream_seconds)}
+
+
+def markdown(result: EvaluationResult, image: str | None = None) -> str:
+    """The report; `image` is an image reference (a file name or a data: URI) shown under the table."""
+    spec, settings = result.spec, result.spec.finetune
+    lora = settings.lora
+    lines = [
+        f"# Does the curated subset help? (`{spec.name}`)", "",
+        f"Pool: {result.pool_size:,} active samples. Each selection below fine-tunes `{settings.model}` with the "
+        f"same recipe: LoRA r {lora.r}, alpha {lora.alpha:g}, dropout {lora.dropout:g} on "
+        f"{', '.join(lora.target_modules)}; AdamW lr {lora.lr:g} ({lora.scheduler}, warm-up {lora.warmup_ratio:g}), "
+        f"{lora.epochs} epoch(s){f', at most {lora.max_steps} steps' if lora.max_steps else ''}, batch "
+        f"{lora.batch_size} x {lora.grad_accumulation}, {settings.max_length} tokens, seed {settings.seed}.",
+        "",
+        f"Held out: {len(result.target.sample_ids)} samples of the target `{spec.target.name}` "
+        f"(its held-out part, never used for selection) and {len(result.general.sample_ids)} "
+        f"`{spec.general.name}` conversations outside the pool. Loss = mean over samples of the mean "
+        f"response-token cross-entropy of the last assistant turn; lower is better. "
+        f"Δ = loss − the mean of the {result.band.n} baselines ({', '.join(spec.baselines)}); in brackets Δ over "
+        "their standard deviation (ddof 1). Seconds come from `stage_runs`: the selection asset's own run, and "
+        "with every stage and selection it reads (shared stages count for each method).", "",
+        "| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---" if c in ("method", "kind") else "---:"
+                                                        for c in COLUMNS) + "|",
+    ]
+    lines += ["| " + " | ".join(row[c] for c in COLUMNS) + " |" for row in table_rows(result)]
+    stats = result.stats
+    lines += ["", f"Machine: {result.machine}. This evaluation took {result.seconds:,.0f} s: "
+                  f"{stats.get('finetunes_run', 0)} fine-tunes run, {stats.get('finetunes_cached', 0)} cached; "
+                  f"{stats.get('loss_sets_measured', 0)} loss measurements run, "
+                  f"{stats.get('loss_sets_cached', 0)} cached."]
+    timings = [(r.selection, r.measured.finetune_seconds, r.measured.eval_seconds) for r in result.rows]
+    lines += ["", "Per model: " + "; ".join(f"{name} fine-tune {ft:,.0f} s + losses {ev:,.0f} s"
+                                            for name, ft, ev in timings) + "."]
+    if result.stage_timings:
+        total = sum(seconds for _, _, seconds in result.stage_timings)
+        lines += ["", f"Stages and selections of the pipeline at their current configs (`stage_runs`; a stage "
+                      f"sums the runs that computed its rows): {total:,.0f} s in all.", "",
+                  "| stage or selection | kind | seconds |", "|---|---|---:|"]
+        lines += [f"| {name} | {kind} | {seconds:,.1f} |" for name, kind, seconds in result.stage_timings]
+    if image:
+        lines += ["", f"![losses relative to the random band]({image})"]
+    return "\n".join(lines) + "\n"
+
+
+def bar_chart_png(result: EvaluationResult) -> bytes:
+    """Two panels (target, general): each selection's loss minus the baselines' mean, band ± std shaded."""
+    rows = [r for r in result.rows if r.role != "base_model"]
+    labels = [r.selection for r in rows]
+    colors = [BASELINE_COLOR if r.role == "baseline" else METHOD_COLOR for r in rows]
+    figure = Figure(figsize=(10, 0.35 * len(rows) + 1.6), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(1, 2, sharey=True)
+    band = result.band
+    panels = [("held-out target", [r.target_delta for r in rows], band.target_std, band.target_mean),
+              ("general held-out", [r.general_delta for r in rows], band.general_std, band.general_mean)]
+    positions = np.arange(len(rows))[::-1]
+    for ax, (title, deltas, std, mean) in zip(axes, panels):
+        values = np.array([np.nan if d is None else d for d in deltas], dtype=np.float64)
+        if np.isfinite(std):
+            ax.axvspan(-std, std, color=BAND_COLOR, alpha=0.6, label="random ± std")
+        ax.barh(positions, np.nan_to_num(values), color=colors)
+        ax.axvline(0, color="black", linewidth=0.8)
+        ax.set_title(f"{title}: loss − random mean ({mean:.4f})", fontsize=9)
+        ax.tick_params(labelsize=8)
+        ax.set_xlabel("Δ loss (lower is better)", fontsize=8)
+    axes[0].set_yticks(positions, labels)
+    axes[0].legend(fontsize=7, loc="lower right", frameon=False)
+    figure.suptitle(f"{result.spec.name}: fine-tuned on each selection (k ≈ {rows[-1].k}), pool "
+                    f"{result.pool_size:,}", fontsize=10)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def png_data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def write_report_files(result: EvaluationResult, folder: Path) -> tuple[Path, Path]:
+    """eval.md (referencing eval.png next to it) and eval.png, each written then renamed."""
+    folder.mkdir(parents=True, exist_ok=True)
+    md_path, png_path = folder / "eval.md", folder / "eval.png"
+    for path, data in ((png_path, bar_chart_png(result)), (md_path, markdown(result, "eval.png").encode())):
+        temporary = path.with_name(f".{path.name}.tmp")
+        temporary.write_bytes(data)
+        os.replace(temporary, path)
+    return md_path, png_path
+
+
+__all__ = ["BASE_MODEL", "COLUMNS", "bar_chart_png", "markdown", "png_data_uri", "table_rows",
+           "write_report_files"]

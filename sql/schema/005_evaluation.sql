@@ -1,0 +1,35 @@
+-- Selection-quality evaluation (`evaluation:` block): one row per evaluated selection (and the
+-- un-tuned model), replaced whenever the evaluation asset runs.
+CREATE TABLE IF NOT EXISTS evaluation_results (
+    evaluation           VARCHAR NOT NULL,   -- the evaluation's name
+    selection            VARCHAR NOT NULL,   -- selection name, or `base_model`
+    kind                 VARCHAR NOT NULL,   -- the selection's kind
+    role                 VARCHAR NOT NULL,   -- method | baseline | base_model
+    k                    INTEGER NOT NULL,   -- training samples
+    members_hash         VARCHAR,            -- identity of the training set (sorted sample ids)
+    finetune_key         VARCHAR NOT NULL,   -- cache key: training set + hyperparameters
+    target_loss          DOUBLE,             -- mean response-token loss on the held-out target samples
+    general_loss         DOUBLE,             -- same on the general held-out set
+    target_delta         DOUBLE,             -- target_loss - mean over the baselines
+    general_delta        DOUBLE,
+    selection_seconds    DOUBLE,             -- the selection asset's own latest run
+    upstream_seconds     DOUBLE,             -- plus every stage and selection it reads (stage_runs)
+    finetune_seconds     DOUBLE,             -- when the fine-tune ran (cached: its original time)
+    eval_seconds         DOUBLE,             -- loss measurement, both sets
+    computed_now         BOOLEAN NOT NULL,   -- false: everything came from the fine-tune cache
+    training_steps       INTEGER,
+    final_training_loss  DOUBLE,
+    config_hash          VARCHAR NOT NULL,   -- of the evaluation block
+    evaluated_at         TIMESTAMP NOT NULL,
+    PRIMARY KEY (evaluation, selection)
+);
+
+-- The held-out samples an evaluation measured (so every loss can be recomputed), replaced with it.
+CREATE TABLE IF NOT EXISTS evaluation_samples (
+    evaluation   VARCHAR NOT NULL,
+    heldout_set  VARCHAR NOT NULL,   -- target:<name> | general:<name>
+    position     INTEGER NOT NULL,
+    sample_id    VARCHAR NOT NULL,
+    messages     STRUCT(role VARCHAR, content VARCHAR)[] NOT NULL,
+    PRIMARY KEY (evaluation, heldout_set, sample_id)
+);

@@ -1,0 +1,52 @@
+"""The shipped eval pipeline loads, its evaluation asset waits for every method, and the
+`make eval` runner derives reduced / judge-free variants that still validate."""
+
+import dagster as dg
+import yaml
+
+from bench.eval_run import SHIPPED, derive, llm_stage_names
+from curation_assets.components.standalone import load_pipeline_file, pipeline_definitions
+
+
+def _asset_deps(component) -> dict[dg.AssetKey, set[dg.AssetKey]]:
+    return {key: {dep.asset_key for dep in spec.deps}
+            for asset in pipeline_definitions(component).assets or [] if isinstance(asset, dg.AssetsDefinition)
+            for key, spec in asset.specs_by_key.items()}
+
+
+def test_shipped_eval_pipeline_loads_with_every_method():
+    component = load_pipeline_file(SHIPPED)
+    evaluation = component.spec.evaluation
+    assert evaluation.baselines == ["random_s0", "random_s1", "random_s2"]
+    assert {"target_similarity", "kcenter", "deft_ucs", "el2n_top", "lobass_top", "instruction_mining", "less",
+            "influence_distillation", "alpagasus_top", "mods", "deita"} == set(evaluation.selections)
+    selections = {s.name: s for s in component.spec.selections}
+    for name in [*evaluation.baselines, *evaluation.selections]:  # k = 5% of the pool
+        assert getattr(selections[name], "fraction", None) == 0.05 or name == "mods"
+    deps = _asset_deps(component)[dg.AssetKey(["eval", "evaluation"])]
+    assert {dg.AssetKey(["eval", n]) for n in evaluation.evaluated()} <= deps
+    # the held-out target part is the complement of what the target-aware methods select with
+    for name in ("target_similarity", "less", "influence_distillation"):
+        [target] = selections[name].targets
+        assert (target.package, target.validation_size, target.split_seed) == (
+            evaluation.target.package, evaluation.target.validation_size, evaluation.target.split_seed)
+
+
+def test_reduced_judge_free_variant_validates(tmp_path):
+    document = yaml.safe_load(SHIPPED.read_text())
+    judged = llm_stage_names(document["attributes"])
+    assert set(judged) == {"judge", "deita_labels"}
+    derived, variant = derive(document, pool=200, epochs=1, heldout=100, no_judge=True)
+    assert variant == "nojudge_n200_e1_h100"
+    attributes = derived["attributes"]
+    names = {s["name"] for s in attributes["stages"] + attributes["selections"]}
+    assert not names & {"judge", "reward", "deita_labels", "deita_scorers", "deita_score", "alpagasus_top",
+                        "mods_quality", "mods", "deita"}
+    assert "deita" not in attributes["evaluation"]["selections"] and "less" in attributes["evaluation"]["selections"]
+    assert attributes["sources"][0]["limit"] == 200 and attributes["evaluation"]["general"]["size"] == 100
+    assert attributes["duckdb_path"].endswith("/.curation/eval_nojudge_n200_e1_h100.duckdb")
+    path = tmp_path / "defs.yaml"
+    path.write_text(yaml.safe_dump(derived))
+    component = load_pipeline_file(path)
+    assert component.spec.evaluation.finetune.lora.epochs == 1
+    assert derive(document)[1] == "full"
