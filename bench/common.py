@@ -8,6 +8,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
+
 
 @dataclass
 class BenchResult:
@@ -45,6 +47,34 @@ def timed(fn: Callable[[], object], repeat: int = 1) -> tuple[float, object]:
 def machine() -> str:
     import torch
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    from curation_assets.models.device import compute_device
+
+    device = compute_device()
+    gpu = f" ({torch.cuda.get_device_name()})" if device.name == "cuda" else ""
     return (f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} with "
-            f"{torch.get_num_threads()} threads, device {device}, Python {platform.python_version()}")
+            f"{torch.get_num_threads()} threads, device {device.name}{gpu} {device.dtype_name}, "
+            f"Python {platform.python_version()}")
+
+
+def progress(message: str) -> None:
+    """A timestamped progress line on stderr (benchmarks run for minutes)."""
+    import sys
+
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def to_numpy(tensor: object) -> np.ndarray:
+    """A float32 numpy copy of a tensor on any device and dtype (bf16 has no numpy type)."""
+    return tensor.detach().float().cpu().numpy()  # type: ignore[attr-defined]
+
+
+def peak_memory() -> str:
+    """Process peak RSS, and the GPU's peak allocation when on CUDA."""
+    import resource
+
+    import torch
+
+    text = f"process peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6:.2f} GB"
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        text += f", GPU peak allocated {torch.cuda.max_memory_allocated() / 1e9:.2f} GB"
+    return text

@@ -10,29 +10,29 @@ Accuracy: ID's propagated influence p against the exact p from every sample's gr
 
 from __future__ import annotations
 
-import resource
 import time
 
 import numpy as np
 from scipy.stats import spearmanr
 
-from bench.common import BenchResult
+from bench.common import BenchResult, peak_memory, to_numpy
 from bench.less_bench import gsm8k_conversations
 from bench.lm_bench import sharegpt_conversations
 from curation_assets.methods.influence_distillation import KernelRidge, WeightProblem, weights_for_budget
 from curation_assets.methods.less import less_scores
 from curation_assets.methods.projection import KroneckerProjector
 from curation_assets.models.causal_lm import PACKAGED_SMOLLM2, fresh_causal_lm
-from curation_assets.models.chat_format import collate, encode_conversation
+from curation_assets.models.chat_format import collate, encode_conversation, longest_first
 from curation_assets.models.gradients import LoraGradientCapture, per_sample_gradient_features
+from curation_assets.models.device import compute_device
 from curation_assets.models.jvp import JvpEmbedder
 from curation_assets.models.lora import LoraSettings, attach_lora, lora_finetune
-from curation_assets.stages.lm_loss import longest_first
 
 CHECKPOINTS = 4  # LESS's published warm-up epochs
 
 
 def run(quick: bool) -> BenchResult:
+    dev = compute_device().name
     n, landmarks, max_length, dim, n_targets = (64, 8, 128, 2048, 8) if quick else (400, 32, 256, 8192, 16)
     batch = 8
     k = max(1, n // 10)
@@ -49,7 +49,7 @@ def run(quick: bool) -> BenchResult:
     checkpoints = []  # (adapter state, moments) after each short warm-up phase
     for phase in range(CHECKPOINTS):
         optimizer = lora_finetune(model, pool[8 * phase:8 * phase + 8], settings, pad_token_id=pad,
-                                  seed=phase).optimizer
+                                  seed=phase, device=dev).optimizer
         checkpoints.append(({name: p.detach().clone() for name, p in zip(names, params)},
                             {name[: -len(".weight")]: (optimizer.state[p]["exp_avg"].clone(),
                                                        optimizer.state[p]["exp_avg_sq"].clone())
@@ -71,8 +71,8 @@ def run(quick: bool) -> BenchResult:
         order = longest_first(samples)
         for i in range(0, len(samples), batch):
             idx = order[i:i + batch]
-            out[idx] = per_sample_gradient_features(model, collate([samples[j] for j in idx], pad), projector,
-                                                    moments, capture=capture).numpy()
+            out[idx] = to_numpy(per_sample_gradient_features(model, collate([samples[j] for j in idx], pad, dev),
+                                                             projector, moments, capture=capture))
         return out
 
     started = time.perf_counter()
@@ -97,8 +97,8 @@ def run(quick: bool) -> BenchResult:
     order = longest_first(pool)
     for i in range(0, n, batch):
         idx = order[i:i + batch]
-        tensors = collate([pool[j] for j in idx], pad)
-        embeddings[idx] = embedder.embed({key: tensors[key] for key in ("input_ids", "attention_mask")}).numpy()
+        tensors = collate([pool[j] for j in idx], pad, dev)
+        embeddings[idx] = to_numpy(embedder.embed({key: tensors[key] for key in ("input_ids", "attention_mask")}))
     jvp_s = time.perf_counter() - started
     rows = np.sort(np.random.default_rng(0).choice(n, landmarks, replace=False))
     moments = use(CHECKPOINTS - 1)
@@ -116,7 +116,6 @@ def run(quick: bool) -> BenchResult:
     others = np.setdiff1d(np.arange(n), rows)
     rho = float(spearmanr(p[others], exact_p[others]).statistic)
     exact_top = set(np.argsort(-exact_p)[:k])
-    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
 
     result = BenchResult(f"Influence Distillation vs LESS, {n} ShareGPT samples <= {max_length} tokens, "
                          f"{n_targets} GSM8K targets, SmolLM2-135M + LoRA r8 q/k/v/o, {dim} dims, {landmarks} landmarks")
@@ -129,7 +128,7 @@ def run(quick: bool) -> BenchResult:
                         f"KRR and weights {id_s - jvp_s:.1f} s; LESS {less_s:.1f} s for {CHECKPOINTS} x {n} gradients")
     result.notes.append(f"Spearman of ID's propagated influence with the exact influence on the {others.size} "
                         f"non-landmark samples: {rho:.3f}; LESS's top-{k} overlap with the exact selection "
-                        f"{len(less_top & exact_top) / k:.2f}; process peak RSS {peak_gb:.2f} GB")
+                        f"{len(less_top & exact_top) / k:.2f}; {peak_memory()}")
     result.notes.append("the landmark approximation needs many landmarks (published: 4,096 of 200,000); at this "
                         "CPU scale the propagated influence is only weakly rank-correlated with the exact one")
     result.notes.append("LESS and the exact selection differ by design (LESS: cosine summed over checkpoints; exact "

@@ -1,5 +1,23 @@
-"""curation_assets: declarative curation of LLM instruction-tuning data as Dagster assets."""
+"""curation_assets: declarative curation of LLM instruction-tuning data as Dagster assets.
 
-from curation_assets.components.pipeline import CurationPipeline
+`CurationPipeline` is imported on first use (PEP 562), so the model and method layers
+(curation_assets.models, curation_assets.methods) import without Dagster or DuckDB, e.g. on
+a GPU box that only has PyTorch (bench/gpu_run.py).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from curation_assets.components.pipeline import CurationPipeline
 
 __all__ = ["CurationPipeline"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "CurationPipeline":
+        from curation_assets.components.pipeline import CurationPipeline
+
+        return CurationPipeline
+    raise AttributeError(f"module 'curation_assets' has no attribute {name!r}")

@@ -30,11 +30,24 @@ def rademacher(rows: int, cols: int, seed: int, *key: object, scale: float = 1.0
     return (bits.to(device=device, dtype=dtype) * 2 - 1) * scale
 
 
-class DenseRademacherProjector:
-    """Φᵀx for x of dimension `n_params`, Φ generated in blocks of `block_rows` rows."""
+def _device_rademacher(rows: int, cols: int, seed: int, index: int, device: torch.device) -> torch.Tensor:
+    generator = torch.Generator(device=device).manual_seed(_generator(seed, "dense-device", index).initial_seed())
+    bits = torch.randint(0, 2, (rows, cols), generator=generator, device=device, dtype=torch.int8)
+    return (bits.float() * 2 - 1) / math.sqrt(cols)
 
-    def __init__(self, n_params: int, dim: int, seed: int = 0, block_rows: int = 8192) -> None:
+
+class DenseRademacherProjector:
+    """Φᵀx for x of dimension `n_params`, Φ generated in blocks of `block_rows` rows.
+
+    Φ is drawn on the CPU, so features are the same on every device. `device_rng=True` draws it
+    on the vectors' device instead (TRAK's CUDA projector does this): much faster on a GPU, but
+    the matrix then depends on the device, so features from different devices don't mix.
+    """
+
+    def __init__(self, n_params: int, dim: int, seed: int = 0, block_rows: int = 8192,
+                 device_rng: bool = False) -> None:
         self.n_params, self.dim, self.seed, self.block_rows = n_params, dim, seed, block_rows
+        self.device_rng = device_rng
 
     def project(self, vectors: torch.Tensor) -> torch.Tensor:
         """(batch, n_params) -> (batch, dim)."""
@@ -43,8 +56,11 @@ class DenseRademacherProjector:
         out = torch.zeros(vectors.shape[0], self.dim, dtype=torch.float32, device=vectors.device)
         for index, start in enumerate(range(0, self.n_params, self.block_rows)):
             block = vectors[:, start:start + self.block_rows].float()
-            phi = rademacher(block.shape[1], self.dim, self.seed, "dense", index, scale=1 / math.sqrt(self.dim),
-                             device=vectors.device)
+            if self.device_rng and vectors.device.type != "cpu":
+                phi = _device_rademacher(block.shape[1], self.dim, self.seed, index, vectors.device)
+            else:
+                phi = rademacher(block.shape[1], self.dim, self.seed, "dense", index, scale=1 / math.sqrt(self.dim),
+                                 device=vectors.device)
             out += block @ phi
         return out
 

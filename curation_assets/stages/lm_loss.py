@@ -12,7 +12,7 @@ from pydantic import Field
 
 from curation_assets.methods.lm_signals import forward_signals
 from curation_assets.models.causal_lm import PACKAGED_SMOLLM2, load_causal_lm
-from curation_assets.models.chat_format import EncodedSample, collate, encode_conversation
+from curation_assets.models.chat_format import EncodedSample, collate, encode_conversation, longest_first
 from curation_assets.models.device import compute_device
 from curation_assets.stages.context import StageContext, StageOutput, iter_parquet_batches
 from curation_assets.stages.registry import StageKind, StageSpec, register_kind
@@ -55,12 +55,6 @@ def load_model_for(spec: CausalLMSpec) -> tuple[Any, Any]:
 def encode_batch(tokenizer: Any, conversations: Sequence[list[dict[str, str]]], max_length: int,
                  model_name: str) -> list[EncodedSample]:
     return [encode_conversation(tokenizer, turns, max_length, model_name) for turns in conversations]
-
-
-def longest_first(encoded: Sequence[EncodedSample]) -> list[int]:
-    """Sample indices by decreasing length: consecutive batches need little padding, and an
-    out-of-memory error shows up on the first batch."""
-    return sorted(range(len(encoded)), key=lambda i: -len(encoded[i].input_ids))
 
 
 def run_batches_with_oom_backoff(run_batch: Any, indices: list[int], batch_size: int, stats: dict) -> int:
