@@ -33,7 +33,7 @@ CHECKPOINTS = 4  # LESS's published warm-up epochs
 
 def run(quick: bool) -> BenchResult:
     dev = compute_device().name
-    n, landmarks, max_length, dim, n_targets = (64, 8, 128, 2048, 8) if quick else (400, 32, 256, 8192, 16)
+    n, landmarks, max_length, dim, n_targets = (32, 8, 128, 2048, 8) if quick else (400, 32, 256, 8192, 16)
     batch = 8
     k = max(1, n // 10)
     settings = LoraSettings(r=8, alpha=32, dropout=0.0, target_modules=("q_proj", "k_proj", "v_proj", "o_proj"),

@@ -5,6 +5,7 @@ LoRA-gradient norms from one batched backward vs a backward pass per sample."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -34,6 +35,27 @@ def sharegpt_conversations(n: int) -> list[list[dict[str, str]]]:
     return out
 
 
+def counted_flops(forward: Callable[[], object]) -> int:
+    """Matrix-multiply FLOPs of one call, counted by torch's FlopCounterMode."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        forward()
+    return counter.get_total_flops()
+
+
+def matmul_peak_flops(device: str, size: int = 2048, repeat: int = 5) -> float:
+    """FLOP/s of a large square matmul in the model's dtype: what the hardware can do at best."""
+    a = torch.randn(size, size, device=device, dtype=compute_device().torch_dtype)
+    a @ a  # warm-up
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        (a @ a).sum().item()
+        best = min(best, time.perf_counter() - start)
+    return 2 * size ** 3 / best
+
+
 def run(quick: bool) -> BenchResult:
     dev = compute_device().name
     n, max_length, batch_size = (40, 256, 8) if quick else (200, 256, 8)
@@ -54,9 +76,14 @@ def run(quick: bool) -> BenchResult:
             idx = order[i:i + batch_size]
             batched[idx] = to_numpy(forward_signals(model, collate([encoded[j] for j in idx], pad, dev)).loss)
         batched_s = time.perf_counter() - start
+        loop_flops = sum(counted_flops(lambda e=e: forward_signals(model, collate([e], pad, dev))) for e in encoded)
     agree = float(np.max(np.abs(batched - np.array(single)) / np.abs(np.array(single))))
     result.add("response loss: samples/s, batched vs one per forward", n / loop_s, n / batched_s, "samples/s",
                ">= 3x", (n / batched_s) / (n / loop_s) >= 3, higher_is_better=True)
+    peak = matmul_peak_flops(dev)
+    result.add("response loss, one per forward: achieved matmul FLOP/s vs this machine's measured matmul peak",
+               peak / 1e9, loop_flops / loop_s / 1e9, "GFLOP/s", "(context: the most any batching can gain "
+               "is peak / achieved)", None, higher_is_better=True)
     result.notes.append(f"loss: max relative difference batched vs single {agree:.2e}")
 
     peft_model = attach_lora(model, LoraSettings(r=8, dropout=0.0), seed=0)
@@ -84,5 +111,15 @@ def run(quick: bool) -> BenchResult:
     result.add("GraNd: samples/s, batched per-sample grads vs backward per sample", m / grand_loop_s, m / grand_s,
                "samples/s", f">= 3x and equal to {tolerance:g}", (grand_loop_s / grand_s) >= 3 and grand_agree < tolerance,
                higher_is_better=True)
+    grand_flops = sum(counted_flops(lambda e=e: per_sample_response_losses(peft_model, collate([e], pad, dev))[0]
+                                    .backward()) for e in encoded[:m])
+    result.add("GraNd, backward per sample: achieved matmul FLOP/s vs the measured matmul peak", peak / 1e9,
+               grand_flops / grand_loop_s / 1e9, "GFLOP/s", "(context)", None, higher_is_better=True)
+    result.notes.append(f"useful matmul FLOP/s (padding not counted): loss one per forward {loop_flops / loop_s / 1e9:.0f}, "
+                        f"batched {loop_flops / batched_s / 1e9:.0f}; GraNd loop {grand_flops / grand_loop_s / 1e9:.0f}, "
+                        f"batched {grand_flops / grand_s / 1e9:.0f}; a {2048}x{2048} matmul {peak / 1e9:.0f}. The rest "
+                        "of the time is work batching does not shrink (attention, norms, activations, the "
+                        "vocabulary log-softmax, padding); a GPU, where one sample leaves the device idle, is "
+                        "where batching pays")
     result.notes.append(f"GraNd: max relative difference {grand_agree:.2e} over {m} samples (LoRA r=8 on q,v)")
     return result

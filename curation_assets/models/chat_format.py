@@ -53,6 +53,19 @@ def encode_conversation(tokenizer: Any, messages: Sequence[dict[str, str]], max_
     return EncodedSample(prompt + response, [IGNORE_INDEX] * len(prompt) + response, truncated)
 
 
+def prompt_ids(tokenizer: Any, messages: Sequence[dict[str, str]], max_length: int,
+               model_name: str = "the model") -> list[int]:
+    """The generation prompt for the last assistant turn: every turn before it, rendered with the
+    chat template and its generation prompt, cut from the start to `max_length` tokens."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise ChatTemplateError(
+            f"the tokenizer of {model_name} has no chat template: use an instruct/chat model, or set the "
+            "stage's `chat_template` to a Jinja template (e.g. the one in the model card)")
+    last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=len(messages))
+    ids = _ids(tokenizer.apply_chat_template(list(messages[:last]), add_generation_prompt=True, tokenize=True))
+    return ids[-max_length:]
+
+
 def longest_first(encoded: Sequence[EncodedSample]) -> list[int]:
     """Sample indices by decreasing length: consecutive batches need little padding, and an
     out-of-memory error shows up on the first batch."""

@@ -20,6 +20,7 @@ from curation_assets.stages import (  # noqa: F401
     lm_loss,
     lobass,
     lora_warmup,
+    mods,
     quantile_window,
     random_selection,
     reward_scores,

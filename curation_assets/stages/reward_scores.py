@@ -196,6 +196,22 @@ class HeadRewards:
         return self.head.predict(self.embedder, pairs, self.batch_size)
 
 
+def stored_reward_scorer(ctx: StageContext, stage: str) -> Any:
+    """The scorer a materialised `reward_scores` stage used (its HF model, or its trained head at
+    its current config), as a callable (pairs, stats) -> (scores, truncated): MoDS scores
+    generated responses with it so they compare with the stage's stored rewards."""
+    spec = ctx.stage_specs.get(stage)
+    if not isinstance(spec, RewardScoresSpec):
+        raise ValueError(f"{ctx.stage}: {stage!r} is not a reward_scores stage of this pipeline")
+    if spec.model is not None:
+        return ModelRewards(spec, stage)
+    head = stored_scorers(ctx, stage, ctx.stage_hashes[stage]).get("reward")
+    if head is None:
+        raise ValueError(f"{ctx.stage}: the reward stage {stage!r} has no trained head at its current config; "
+                         "materialise it first")
+    return HeadRewards(EmbeddingHead.load(head.folder(stage)), spec.batch_size)
+
+
 def per_sample(sample_ids: list[str], counts: list[int], scores: np.ndarray, truncated: np.ndarray
                ) -> dict[str, list[Any]]:
     out: dict[str, list[Any]] = {name: [] for name in REWARD_SCHEMA.names}

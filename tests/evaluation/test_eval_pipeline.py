@@ -41,7 +41,7 @@ def test_reduced_judge_free_variant_validates(tmp_path):
     attributes = derived["attributes"]
     names = {s["name"] for s in attributes["stages"] + attributes["selections"]}
     assert not names & {"judge", "reward", "deita_labels", "deita_scorers", "deita_score", "alpagasus_top",
-                        "mods_quality", "mods", "deita"}
+                        "mods", "deita"}
     assert "deita" not in attributes["evaluation"]["selections"] and "less" in attributes["evaluation"]["selections"]
     assert attributes["sources"][0]["limit"] == 200 and attributes["evaluation"]["general"]["size"] == 100
     assert attributes["duckdb_path"].endswith("/.curation/eval_nojudge_n200_e1_h100.duckdb")
