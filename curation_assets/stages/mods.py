@@ -150,7 +150,8 @@ def necessity(spec: ModsSpec, ctx: StageContext, seed_ids: list[str], candidate_
     chunks = [order[i:i + spec.batch_size] for i in range(0, len(order), spec.batch_size)]
     for chunk in ctx.progress(chunks, total=len(chunks), desc=f"generating {len(order)} responses"):
         run_batches_with_oom_backoff(run, chunk, spec.batch_size, stats)
-    questions = [reward_turns(texts[sid], "last", UNCLIPPED_CONTEXT)[-1][0] for sid in candidate_ids]
+    context_chars = ctx.stage_specs[spec.reward].context_chars  # the question as the reward stage built it
+    questions = [reward_turns(texts[sid], "last", context_chars)[-1][0] for sid in candidate_ids]
     scores, _ = stored_reward_scorer(ctx, spec.reward)(list(zip(questions, generated)), stats)
     finite = np.isfinite(scores)
     return pa.table({
@@ -159,9 +160,6 @@ def necessity(spec: ModsSpec, ctx: StageContext, seed_ids: list[str], candidate_
         "necessary": [bool(ok and s < spec.necessity_threshold) for s, ok in zip(scores, finite)],
         "failure": [None if ok else "reward not finite" for ok in finite],
     }, schema=GENERATIONS_SCHEMA)
-
-
-UNCLIPPED_CONTEXT = 2000  # earlier turns given with the last one: reward_scores' default
 
 
 def empty_generations() -> pa.Table:
