@@ -21,3 +21,8 @@ def __getattr__(name: str) -> Any:
 
         return CurationPipeline
     raise AttributeError(f"module 'curation_assets' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """Lists `CurationPipeline` too: `dg` finds component types through dir() of this module."""
+    return sorted({*globals(), *__all__})
