@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import importlib
+import time
 from pathlib import Path
 
 from bench.common import machine
@@ -35,11 +36,14 @@ def main() -> None:
     stamp = (f"{'quick' if args.quick else 'full'} run, {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC; "
              f"machine: {machine()}")
     suffix = result_suffix()
+    started = time.perf_counter()
     for name in args.only or BENCHMARKS:
         print(f"running {name} ...", flush=True)
+        begin = time.perf_counter()
         text = importlib.import_module(f"bench.{name}_bench").run(args.quick).markdown()
         print(text, flush=True)
-        (RESULTS / f"{name}{suffix}.md").write_text(f"{text}\n_{stamp}_\n")
+        (RESULTS / f"{name}{suffix}.md").write_text(f"{text}\n_{stamp}; took {time.perf_counter() - begin:.0f} s_\n")
+    print(f"all benchmarks: {time.perf_counter() - started:.0f} s", flush=True)
     write_latest()
 
 

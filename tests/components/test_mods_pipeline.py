@@ -1,7 +1,8 @@
 """Selection `mods` end to end on tiny random models, each step against an independent computation:
-the quality set, k-center seeds (a brute-force loop), generations (one prompt at a time with the
-saved adapter), their rewards (the reward model called directly), the necessary set, the
-k-center augmentation and the stored reasons."""
+the quality set (rewards from the reward model called directly), k-center seeds (a brute-force
+loop), seeds cut to the budget, the generations (one prompt at a time with the saved adapter),
+their rewards (the reward model called directly), the necessary set, the k-center augmentation,
+the stored reasons and the `mods_generations` table; and the YAML errors."""
 
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from tests.models_fixtures import build_tiny_causal_lm, build_tiny_reward_model,
 from tests.pipeline_runs import materialize_document
 
 WORDS = "what how why write explain answer question code list one two three four five hello world yes no".split()
+LORA = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"], "lr": 0.01, "epochs": 1,
+        "batch_size": 2}
 
 
 def records(n: int) -> list[dict]:
@@ -25,12 +28,13 @@ def records(n: int) -> list[dict]:
              "output": " ".join(rng.choice(WORDS, 6))} for i in range(n)]
 
 
-def document(folder: Path, lm: Path, reward: Path, mods: dict | None) -> dict:
-    selections = [] if mods is None else [{
-        "name": "mods", "kind": "mods", "embedding": "embed", "reward": "rm", "model": str(lm), "budget": 8,
-        "seed_share": 0.5, "max_length": 64, "max_new_tokens": 6, "batch_size": 3,
-        "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"], "lr": 0.01,
-                 "epochs": 1, "batch_size": 2}, **mods}]
+def mods_selection(lm: Path, **keys) -> dict:
+    seeds = {} if "seed_count" in keys else {"seed_fraction": 0.5}
+    return {"name": "mods", "kind": "mods", "embedding": "embed", "reward": "rm", "model": str(lm), "budget": 8,
+            **seeds, "max_length": 64, "max_new_tokens": 6, "batch_size": 3, "lora": LORA, **keys}
+
+
+def document(folder: Path, reward: Path, selections: list[dict]) -> dict:
     return {"type": "curation_assets.CurationPipeline", "attributes": {
         "name": "m", "duckdb_path": "m.duckdb", "sources": [{"name": "pool", "path": "pool.jsonl"}],
         "automation": {"condition": "none"},
@@ -52,6 +56,19 @@ def brute_kcenter(x: np.ndarray, k: int, seed: int) -> list[int]:
     return chosen
 
 
+def direct_reward(reward: Path, pairs: list[tuple[str, str]]) -> list[float]:
+    scorer = AutoModelForSequenceClassification.from_pretrained(reward).eval()
+    tokenizer = AutoTokenizer.from_pretrained(reward)
+    with torch.inference_mode():
+        return [scorer(**tokenizer(q, a, truncation="longest_first", max_length=64, return_tensors="pt")
+                       ).logits[0, 0].item() for q, a in pairs]
+
+
+def members(folder: Path, selection: str) -> list[tuple[str, str]]:
+    return query(folder, f"SELECT m.sample_id, d.role FROM selections m JOIN selection_details d "
+                         f"USING (selection, sample_id) WHERE selection = '{selection}' ORDER BY m.rank")
+
+
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("models")
@@ -60,66 +77,100 @@ def models(tmp_path_factory) -> tuple[Path, Path]:
 
 def test_mods_steps_match_an_independent_computation(tmp_path, models):
     lm, reward = models
-    write_jsonl(tmp_path / "pool.jsonl", records(30))
-    materialize_document(tmp_path, document(tmp_path, lm, reward, None))
-    rewards = dict(query(tmp_path, "SELECT sample_id, reward FROM rm"))
-    threshold = float(np.quantile(list(rewards.values()), 0.3))
-    # first pass: everything generated is necessary (threshold +inf); read the generated rewards
-    materialize_document(tmp_path, document(tmp_path, lm, reward, {"reward_threshold": threshold,
-                                                                   "necessity_threshold": 1e9}))
-    generated = dict(query(tmp_path, "SELECT sample_id, generated_reward FROM mods_generations"))
-    necessity = float(np.median(list(generated.values())))
-    materialize_document(tmp_path, document(tmp_path, lm, reward, {"reward_threshold": threshold,
-                                                                   "necessity_threshold": necessity}))
+    pool = records(30)
+    write_jsonl(tmp_path / "pool.jsonl", pool)
+    # (1) quality threshold from the reward model called directly: about 70% of the pool passes
+    threshold = float(np.quantile(direct_reward(reward, [(r["instruction"], r["output"]) for r in pool]), 0.3))
+    # pass A: every generation necessary (threshold +inf); `mods_cut` asks 10 seeds of a budget of 3
+    materialize_document(tmp_path, document(tmp_path, reward, [
+        mods_selection(lm, reward_threshold=threshold, necessity_threshold=1e9),
+        mods_selection(lm, name="mods_cut", reward_threshold=threshold, budget=3, seed_count=10)]))
 
     ids, vectors = zip(*query(tmp_path, "SELECT sample_id, embedding FROM embed ORDER BY sample_id"))
     x = np.array(vectors, dtype=np.float32)
+    texts = dict(query(tmp_path, "SELECT sample_id, instruction FROM samples"))
+    outputs = dict(query(tmp_path, "SELECT sample_id, output FROM samples"))
+    rewards = dict(zip(ids, direct_reward(reward, [(texts[s], outputs[s]) for s in ids])))
+    assert dict(query(tmp_path, "SELECT sample_id, reward FROM rm")) == pytest.approx(rewards, abs=1e-5)
     quality = [i for i, sid in enumerate(ids) if rewards[sid] > threshold]
     assert 0 < len(quality) < len(ids)
-    seeds = [quality[j] for j in brute_kcenter(x[quality], 4, seed=0)]
-    rows = query(tmp_path, "SELECT sample_id, question, generated, generated_reward, necessary FROM mods_generations")
-    assert sorted(r[0] for r in rows) == sorted(ids[i] for i in set(quality) - set(seeds))
 
-    # generations: the saved adapter, one prompt at a time, no padding
-    checkpoint = next((tmp_path / "m.artifacts" / "mods").glob("*/epoch-1"))
+    # seeds cut to the budget keep k-center order; no room is left, so nothing is generated
+    cut = [ids[quality[j]] for j in brute_kcenter(x[quality], 3, seed=0)]
+    assert members(tmp_path, "mods_cut") == [(sid, "seed") for sid in cut]
+    assert query(tmp_path, "SELECT count(*) FROM mods_generations WHERE selection = 'mods_cut'") == [(0,)]
+
+    # (2) seeds; pass A: the augmentation is k-center over every non-seed high-quality sample
+    seeds = [quality[j] for j in brute_kcenter(x[quality], 4, seed=0)]
+    candidates = sorted(set(quality) - set(seeds))
+    augmentation = [candidates[j] for j in brute_kcenter(x[candidates], 4, seed=0)]
+    assert members(tmp_path, "mods") == [(ids[i], "seed") for i in seeds] + [(ids[i], "necessity")
+                                                                           for i in augmentation]
+    generated = dict(query(tmp_path, "SELECT sample_id, generated_reward FROM mods_generations "
+                                     "WHERE selection = 'mods'"))
+    assert sorted(generated) == [ids[i] for i in candidates]
+
+    # pass B: half of the generations fall below the necessity threshold
+    necessity = float(np.median(list(generated.values())))
+    materialize_document(tmp_path, document(tmp_path, reward, [
+        mods_selection(lm, reward_threshold=threshold, necessity_threshold=necessity)]))
+    (config_hash,) = query(tmp_path, "SELECT config_hash FROM stage_runs WHERE stage = 'mods' "
+                                     "ORDER BY finished_at DESC LIMIT 1")[0]
+    rows = query(tmp_path, "SELECT sample_id, question, generated, generated_reward, necessary, failure, config_hash "
+                           "FROM mods_generations WHERE selection = 'mods' ORDER BY sample_id")
+    assert [r[0] for r in rows] == [ids[i] for i in candidates]
+    assert {r[6] for r in rows} == {config_hash} and {r[5] for r in rows} == {None}
+
+    # (3) generations: the saved adapter, one prompt at a time, no padding; rewards: the model directly
     tokenizer = AutoTokenizer.from_pretrained(lm)
-    tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(lm), checkpoint).eval()
-    scorer = AutoModelForSequenceClassification.from_pretrained(reward).eval()
-    scorer_tokenizer = AutoTokenizer.from_pretrained(reward)
-    texts = {r["instruction"] + " ": r for r in records(30)}
-    for sid, question, text, value, necessary in rows:
+    adapter = tmp_path / "m.artifacts" / "mods" / config_hash / "epoch-1"
+    tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(lm), adapter).eval()
+    hand_texts = []
+    for sid, question, _, _, _, _, _ in rows:
+        assert question == texts[sid]
         prompt = tokenizer.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True,
                                                tokenize=True, return_dict=True)["input_ids"]
         with torch.inference_mode():
             out = tuned.generate(input_ids=torch.tensor([prompt]), max_new_tokens=6, do_sample=False,
                                  pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-            hand = tokenizer.decode(out[0, len(prompt):], skip_special_tokens=True).strip()
-            inputs = scorer_tokenizer(question, text, truncation="longest_first", max_length=64, return_tensors="pt")
-            hand_reward = scorer(**inputs).logits[0, 0].item()
-        assert text == hand and value == pytest.approx(hand_reward, abs=1e-5)
-        assert necessary == (value < necessity)
-        assert question + " " in texts or question in {t.strip() for t in texts}
+        hand_texts.append(tokenizer.decode(out[0, len(prompt):], skip_special_tokens=True).strip())
+    assert [r[2] for r in rows] == hand_texts
+    hand_rewards = direct_reward(reward, [(r[1], text) for r, text in zip(rows, hand_texts)])
+    assert [r[3] for r in rows] == pytest.approx(hand_rewards, abs=1e-5)
+    necessary = [ids.index(r[0]) for r, value in zip(rows, hand_rewards) if value < necessity]
+    assert [r[4] for r in rows] == [value < necessity for value in hand_rewards]
+    assert 0 < len(necessary) < len(candidates)
 
-    necessary = [ids.index(r[0]) for r in rows if r[4]]
-    necessary.sort()
-    augmentation = [necessary[j] for j in brute_kcenter(x[necessary], min(4, len(necessary)), seed=0)] \
-        if necessary else []
-    members = query(tmp_path, "SELECT d.sample_id, d.role FROM selection_details d WHERE d.selection = 'mods'")
-    assert sorted(members) == sorted([(ids[i], "seed") for i in seeds] + [(ids[i], "necessity") for i in augmentation])
-    selected = {r[0] for r in query(tmp_path, "SELECT sample_id FROM selections WHERE selection = 'mods'")}
-    assert selected == {ids[i] for i in seeds + augmentation}
+    # (4) final = seeds ∪ k-center over the necessary set; reasons and values stored
+    augmentation = [necessary[j] for j in brute_kcenter(x[necessary], min(4, len(necessary)), seed=0)]
+    assert members(tmp_path, "mods") == [(ids[i], "seed") for i in seeds] + [(ids[i], "necessity")
+                                                                           for i in augmentation]
+    values = dict(query(tmp_path, "SELECT sample_id, value FROM selection_details WHERE selection = 'mods' "
+                                  "AND role = 'necessity'"))
+    assert values == pytest.approx({ids[i]: hand_rewards[candidates.index(i)] for i in augmentation}, abs=1e-5)
+    scores = dict(query(tmp_path, "SELECT sample_id, score FROM selections WHERE selection = 'mods'"))
+    assert scores == pytest.approx({ids[i]: rewards[ids[i]] for i in seeds + augmentation}, abs=1e-5)
 
 
 def test_mods_names_an_empty_quality_set(tmp_path, models):
     lm, reward = models
     write_jsonl(tmp_path / "pool.jsonl", records(6))
     with pytest.raises(Exception) as raised:
-        materialize_document(tmp_path, document(tmp_path, lm, reward, {"reward_threshold": 1e9}))
-    assert "reward_threshold" in str(raised.value) and "mods" in str(raised.value)
+        materialize_document(tmp_path, document(tmp_path, reward, [mods_selection(lm, reward_threshold=1e9)]))
+    message = str(raised.value)
+    assert "mods" in message and "`reward_threshold` 1000000000.0" in message and "'rm'" in message
 
 
-def test_mods_reward_must_be_a_reward_stage(tmp_path, models):
+@pytest.mark.parametrize(("keys", "message"), [
+    ({"reward": "embed"}, "'embed' is not a reward_scores stage"),
+    ({"reward": "nowhere"}, "no stage or selection named 'nowhere'"),
+    ({"seed_count": 5, "seed_fraction": 0.5}, "at most one of `seed_count`"),
+    ({"max_new_tokens": 64}, "`max_new_tokens` (64) must be below `max_length` (64)"),
+    ({"seed_fraction": 0}, "seed_fraction"),
+])
+def test_mods_yaml_errors(tmp_path, models, keys, message):
     lm, reward = models
     write_jsonl(tmp_path / "pool.jsonl", records(6))
-    with pytest.raises(Exception, match="'embed' is not a reward_scores stage"):
-        materialize_document(tmp_path, document(tmp_path, lm, reward, {"reward": "embed"}))
+    with pytest.raises(Exception) as raised:
+        materialize_document(tmp_path, document(tmp_path, reward, [mods_selection(lm, **keys)]))
+    assert message in str(raised.value)

@@ -8,5 +8,8 @@ CREATE TABLE IF NOT EXISTS mods_generations (
     generated_reward  DOUBLE,            -- NULL when the reward was not finite (see failure)
     necessary         BOOLEAN NOT NULL,  -- generated_reward < necessity_threshold
     failure           VARCHAR,
+    config_hash       VARCHAR,           -- the selection's config_hash (as in stage_runs)
     PRIMARY KEY (selection, sample_id)
 );
+-- files made before config_hash was stored
+ALTER TABLE mods_generations ADD COLUMN IF NOT EXISTS config_hash VARCHAR;
