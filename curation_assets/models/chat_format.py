@@ -29,13 +29,17 @@ class EncodedSample:
         return sum(1 for label in self.labels if label != IGNORE_INDEX)
 
 
-def encode_conversation(tokenizer: Any, messages: Sequence[dict[str, str]], max_length: int,
-                        model_name: str = "the model") -> EncodedSample:
-    """Tokenise prompt + last assistant turn; truncate the response's end, then the prompt's start."""
+def require_chat_template(tokenizer: Any, model_name: str) -> None:
     if not getattr(tokenizer, "chat_template", None):
         raise ChatTemplateError(
             f"the tokenizer of {model_name} has no chat template: use an instruct/chat model, or set the "
             "stage's `chat_template` to a Jinja template (e.g. the one in the model card)")
+
+
+def encode_conversation(tokenizer: Any, messages: Sequence[dict[str, str]], max_length: int,
+                        model_name: str = "the model") -> EncodedSample:
+    """Tokenise prompt + last assistant turn; truncate the response's end, then the prompt's start."""
+    require_chat_template(tokenizer, model_name)
     last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=None)
     if last is None:
         raise ValueError("conversation has no assistant turn")
@@ -57,10 +61,7 @@ def prompt_ids(tokenizer: Any, messages: Sequence[dict[str, str]], max_length: i
                model_name: str = "the model") -> list[int]:
     """The generation prompt for the last assistant turn: every turn before it, rendered with the
     chat template and its generation prompt, cut from the start to `max_length` tokens."""
-    if not getattr(tokenizer, "chat_template", None):
-        raise ChatTemplateError(
-            f"the tokenizer of {model_name} has no chat template: use an instruct/chat model, or set the "
-            "stage's `chat_template` to a Jinja template (e.g. the one in the model card)")
+    require_chat_template(tokenizer, model_name)
     last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=len(messages))
     ids = _ids(tokenizer.apply_chat_template(list(messages[:last]), add_generation_prompt=True, tokenize=True))
     return ids[-max_length:]
