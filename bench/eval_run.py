@@ -10,6 +10,9 @@ with the full one:
   --heldout M     evaluate on M target and M general held-out samples
   --no-judge      drop every LLM-judged stage and whatever reads it (AlpaGasus, MoDS, DEITA)
   --without A,B   drop these stages/selections and whatever reads them
+  --only A,B      evaluate only these selections (and the baselines); drop every stage and
+                  selection neither they nor the baselines read
+  --output-dir D  write eval.md / eval.png to D instead of bench/results (relative to the project)
 
 The packaged SmolLM2 judge is served on 127.0.0.1:8765 for the run when an LLM stage remains.
 """
@@ -58,13 +61,36 @@ def dependents(attributes: dict[str, Any], names: set[str]) -> set[str]:
     return dropped
 
 
+def requirements(attributes: dict[str, Any], names: set[str]) -> set[str]:
+    """`names` and every stage or selection they read, directly or not."""
+    specs = _specs(attributes)
+    unknown = names - set(specs)
+    if unknown:
+        raise SystemExit(f"--only: no stage or selection named {sorted(unknown)}")
+    needed, frontier = set(), set(names)
+    while frontier:
+        name = frontier.pop()
+        needed.add(name)
+        frontier |= {ref for ref in specs[name].references().values() if ref in specs} - needed
+    return needed
+
+
 def derive(document: dict[str, Any], *, pool: int | None = None, epochs: int | None = None,
-           heldout: int | None = None, drop: set[str] = frozenset(), no_judge: bool = False
-           ) -> tuple[dict[str, Any], str]:
+           heldout: int | None = None, drop: set[str] = frozenset(), no_judge: bool = False,
+           only: set[str] = frozenset(), output_dir: str | None = None) -> tuple[dict[str, Any], str]:
     """A modified copy of the pipeline document and the variant's name (`full` when unchanged)."""
     document = yaml.safe_load(yaml.safe_dump(document))
     attributes = document["attributes"]
     parts = []
+    if only:
+        evaluation = attributes["evaluation"]
+        if only - set(evaluation["selections"]):
+            raise SystemExit(f"--only: not an evaluated selection: {sorted(only - set(evaluation['selections']))}")
+        needed = requirements(attributes, set(only) | set(evaluation["baselines"]))
+        attributes["stages"] = [s for s in attributes["stages"] if s["name"] in needed]
+        attributes["selections"] = [s for s in attributes["selections"] if s["name"] in needed]
+        evaluation["selections"] = [s for s in evaluation["selections"] if s in only]
+        parts.append("only_" + "_".join(sorted(only)))
     judged = set(llm_stage_names(attributes)) if no_judge else set()
     named = set(drop)
     drop = named | judged
@@ -87,6 +113,8 @@ def derive(document: dict[str, Any], *, pool: int | None = None, epochs: int | N
         attributes["evaluation"]["target_heldout_size"] = heldout
         attributes["evaluation"]["general"]["size"] = heldout
         parts.append(f"h{heldout}")
+    if output_dir is not None:
+        attributes["evaluation"]["output_dir"] = str((PROJECT / output_dir).resolve())
     variant = "_".join(parts) or "full"
     if parts:
         attributes["duckdb_path"] = f"{{{{ context.project_root }}}}/.curation/eval_{variant}.duckdb"
@@ -100,14 +128,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--heldout", type=int, help="target and general held-out samples (default 200 each)")
     parser.add_argument("--no-judge", action="store_true", help="drop the LLM-judged stages and their readers")
     parser.add_argument("--without", default="", help="comma-separated stages/selections to drop")
+    parser.add_argument("--only", default="", help="comma-separated evaluated selections to keep (with the baselines)")
+    parser.add_argument("--output-dir", help="where eval.md / eval.png go (default bench/results)")
     parser.add_argument("--dry-run", action="store_true", help="write and check the YAML, run nothing")
     parser.add_argument("--log-level", default="WARNING", help="Dagster console log level (INFO shows progress)")
     args = parser.parse_args(argv)
 
     document = yaml.safe_load(SHIPPED.read_text())
     drop = {name for name in args.without.split(",") if name}
+    only = {name for name in args.only.split(",") if name}
     derived, variant = derive(document, pool=args.pool, epochs=args.epochs, heldout=args.heldout, drop=drop,
-                              no_judge=args.no_judge)
+                              no_judge=args.no_judge, only=only, output_dir=args.output_dir)
     path = SHIPPED
     if variant != "full":
         path = PROJECT / ".curation" / f"eval_{variant}" / "defs.yaml"
@@ -122,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
             command.append("--serve-llm")
     print(" ".join(command), flush=True)
     code = subprocess.call(command, cwd=PROJECT)
-    report = PROJECT / "bench" / "results" / "eval.md"
+    report = (PROJECT / args.output_dir if args.output_dir else PROJECT / "bench" / "results") / "eval.md"
     if code == 0 and not args.dry_run and report.exists():
         print(report.read_text())
     raise SystemExit(code)

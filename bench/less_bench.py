@@ -73,8 +73,8 @@ def run(quick: bool) -> BenchResult:
         ours[idx] = to_numpy(per_sample_gradient_features(model, collate([train[j] for j in idx], pad, dev), kron, moments,
                                                  capture=capture))
     ours_s = time.perf_counter() - start
-    ours_val = np.concatenate([to_numpy(per_sample_gradient_features(model, collate([t], pad, dev), kron, None, capture=capture))
-                               for t in targets])
+    target_batch = collate(targets, pad, dev)  # one batched call per projector (dense regenerates its matrix per call)
+    ours_val = to_numpy(per_sample_gradient_features(model, target_batch, kron, None, capture=capture))
     progress("less: ours (hadamard)")
     srht = HadamardProjector(n_params, dim, seed=0)
     hadamard = np.zeros((n, dim), dtype=np.float32)
@@ -84,8 +84,7 @@ def run(quick: bool) -> BenchResult:
         hadamard[idx] = to_numpy(per_sample_gradient_features(model, collate([train[j] for j in idx], pad, dev), srht, moments,
                                                      capture=capture))
     hadamard_s = time.perf_counter() - start
-    hadamard_val = np.concatenate([to_numpy(per_sample_gradient_features(model, collate([t], pad, dev), srht, None,
-                                                                capture=capture)) for t in targets])
+    hadamard_val = to_numpy(per_sample_gradient_features(model, target_batch, srht, None, capture=capture))
 
     # on a GPU the loop draws its matrix there, as TRAK's CUDA projector does
     progress("less: the LESS-style loop")
@@ -129,8 +128,7 @@ def run(quick: bool) -> BenchResult:
         ours_dense[idx] = to_numpy(per_sample_gradient_features(model, collate([train[j] for j in idx], pad, dev),
                                                                 dense, moments, capture=capture))
     dense_s = time.perf_counter() - start
-    ours_dense_val = np.concatenate([to_numpy(per_sample_gradient_features(model, collate([t], pad, dev), dense, None,
-                                                                           capture=capture)) for t in targets])
+    ours_dense_val = to_numpy(per_sample_gradient_features(model, target_batch, dense, None, capture=capture))
     dense_error = float(np.max(np.linalg.norm(ours_dense - loop, axis=1) / np.linalg.norm(loop, axis=1)))
     dense_scores, _ = less_scores([ours_dense], [ours_dense_val], [1.0])
 

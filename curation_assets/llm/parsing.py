@@ -86,7 +86,14 @@ def parse_lift_rubric(answer: str) -> dict[str, float] | None:
 
 
 def parse_ranked_scores(answer: str, label: str, count: int) -> list[float] | None:
-    """DEITA evol ranking: "[<label> k] Score: s" for k = 1..count, each s in [1, count]."""
+    """DEITA evol ranking: "[<label> k] Score: s" for k = 1..count, each s in [1, count]; a
+    structured answer {"<label> k": s, ...} (`ranked_scores_schema`) is read directly."""
+    obj = json_object(answer)
+    if obj is not None:
+        values = [_json_number(obj, f"{label} {k}") for k in range(1, count + 1)]
+        if any(value is None or not 1 <= value <= count for value in values):
+            return None
+        return [float(value) for value in values if value is not None]
     scores: dict[int, float] = {}
     for match in re.finditer(rf"\[?\s*{label}\s*(\d+)\s*\]?\s*[:\-]?\s*score\s*[:=]?\s*({_NUMBER})", answer, re.I):
         k, value = int(match.group(1)), _finite(match.group(2))
@@ -112,3 +119,11 @@ ALPAGASUS_SCHEMA: dict[str, Any] = {
 LIFT_RUBRIC_SCHEMA: dict[str, Any] = {
     "type": "object", "required": list(LIFT_RUBRIC),
     "properties": {name: {"type": "integer", "minimum": 0, "maximum": int(m)} for name, m in LIFT_RUBRIC.items()}}
+
+
+def ranked_scores_schema(label: str, count: int) -> dict[str, Any]:
+    """JSON schema of a DEITA ranking answer: {"<label> 1": s1, ..., "<label> count": s_count}, each an
+    integer 1..count (an enum, which every schema-to-grammar converter supports)."""
+    keys = [f"{label} {k}" for k in range(1, count + 1)]
+    return {"type": "object", "required": keys, "additionalProperties": False,
+            "properties": {key: {"type": "integer", "enum": list(range(1, count + 1))} for key in keys}}

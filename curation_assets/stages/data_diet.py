@@ -56,7 +56,7 @@ def score_pool(model: Any, encoded: list[EncodedSample], score: str, pad_token_i
     capture = LoraGradientCapture(model) if score == "grand" else None
 
     def run(batch: list[int]) -> None:
-        tensors = {k: v.to(device) for k, v in collate([encoded[i] for i in batch], pad_token_id).items()}
+        tensors = collate([encoded[i] for i in batch], pad_token_id, device)
         if capture is not None:
             result = per_sample_grad_norms(model, tensors, capture)
         else:

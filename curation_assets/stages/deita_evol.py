@@ -8,7 +8,8 @@ the M + 1 variants together and scores each 1..M+1. Evol-Quality does the same t
 response (helpfulness, relevance, depth, creativity, detail) under the fixed instruction.
 The rows (text, score) are the labels the complexity and quality scorers are trained on.
 Multi-turn conversations contribute their first (instruction, response) pair.
-A ranking that does not parse is re-asked, then recorded as unparseable with NULL scores
+With `structured_output` the ranking is constrained to a JSON object of the M + 1 scores
+(small local judges rarely keep the free-text format). A ranking that does not parse is re-asked, then recorded as unparseable with NULL scores
 (DEITA's code would return 3.0; we never invent a score).
 """
 
@@ -21,7 +22,7 @@ from pydantic import Field
 
 from curation_assets.llm.client import ChatRequest
 from curation_assets.llm.conversation import clip
-from curation_assets.llm.parsing import clean_generation, parse_ranked_scores
+from curation_assets.llm.parsing import clean_generation, parse_ranked_scores, ranked_scores_schema
 from curation_assets.llm.prompts import render
 from curation_assets.stages.context import StageContext, StageOutput, iter_parquet_batches
 from curation_assets.stages.llm_stage import LLMStageSpec, ask_and_parse
@@ -85,8 +86,9 @@ def _score_request(spec: DeitaEvolSpec, dimension: Dimension, sid: str, instruct
     items = "\n\n".join(f"[{label} {k}]\n{clip(text, spec.field_chars)[0]}" for k, text in enumerate(variants, 1))
     content = render(spec.prompt(f"deita_{dimension}_score"), count=len(variants), items=items,
                      instruction=clip(instruction, spec.field_chars)[0])
-    return ChatRequest(({"role": "user", "content": content},),
-                       {"temperature": spec.score_temperature, "max_tokens": spec.score_max_tokens}, sample_id=sid)
+    params = {"temperature": spec.score_temperature, "max_tokens": spec.score_max_tokens,
+              **spec.response_format(ranked_scores_schema(label, len(variants)))}
+    return ChatRequest(({"role": "user", "content": content},), params, sample_id=sid)
 
 
 def _evolve_dimension(spec: DeitaEvolSpec, client: Any, dimension: Dimension, seeds: list[tuple[str, str, str]],

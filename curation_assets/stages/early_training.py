@@ -87,8 +87,7 @@ def score_early_training(spec: EarlyTrainingSpec, ctx: StageContext, table: str,
                        for m in chunk.column("messages").to_pylist()]
 
             def score(batch: list[int], offset: int = offset, encoded: list = encoded, model: Any = model) -> None:
-                tensors = {k: v.to(device.name) for k, v in collate([encoded[i] for i in batch],
-                                                                     tokenizer.pad_token_id).items()}
+                tensors = collate([encoded[i] for i in batch], tokenizer.pad_token_id, device.name)
                 if capture is not None:
                     values = per_sample_grad_norms(model, tensors, capture)
                 else:

@@ -125,7 +125,7 @@ def mean_response_loss(model: Any, encoded: list[EncodedSample], pad_token_id: i
     losses = np.full(len(encoded), np.nan)
 
     def score(batch: list[int]) -> None:
-        tensors = {k: v.to(device) for k, v in collate([encoded[i] for i in batch], pad_token_id).items()}
+        tensors = collate([encoded[i] for i in batch], pad_token_id, device)
         with torch.inference_mode():
             values = forward_signals(model, tensors).loss
         losses[batch] = values.double().cpu().numpy()

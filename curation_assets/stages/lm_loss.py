@@ -97,8 +97,7 @@ def run_lm_loss(spec: LmLossSpec, ctx: StageContext) -> StageOutput:
             results: dict[int, Any] = {}
 
             def score(batch: list[int]) -> None:
-                tensors = {k: v.to(device.name) for k, v in collate([encoded[i] for i in batch],
-                                                                     tokenizer.pad_token_id).items()}
+                tensors = collate([encoded[i] for i in batch], tokenizer.pad_token_id, device.name)
                 with torch.inference_mode():
                     signals = forward_signals(model, tensors)
                 for row, i in enumerate(batch):

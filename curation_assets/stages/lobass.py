@@ -71,8 +71,7 @@ def run_lobass(spec: LobassSpec, ctx: StageContext) -> StageOutput:
             tuned = [math.nan] * len(encoded)
 
             def score(batch: list[int], encoded: list = encoded, base: list = base, tuned: list = tuned) -> None:
-                tensors = {k: v.to(device.name) for k, v in collate([encoded[i] for i in batch],
-                                                                     tokenizer.pad_token_id).items()}
+                tensors = collate([encoded[i] for i in batch], tokenizer.pad_token_id, device.name)
                 with torch.inference_mode():
                     with model.disable_adapter():
                         before = forward_signals(model, tensors).loss

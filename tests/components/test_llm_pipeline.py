@@ -241,3 +241,28 @@ def test_deita_evol_labels(tmp_path, llm_server):
         else:
             assert all(s is None for s in scores)
             assert status in ("unparseable", "too_few_variants", "request_rejected")
+
+
+def test_deita_evol_structured_ranking_always_parses(tmp_path, llm_server):
+    """The packaged 135M judge rarely keeps the free-text ranking format; constrained to the JSON
+    schema, every ranking it returns is a complete set of scores in 1..M+1."""
+    write_pool(tmp_path / "pool.jsonl", 2, multi_turn=False)
+    stage = {"name": "evol", "kind": "deita_evol", "iterations": 2, "max_tokens": 40, "parse_retries": 0,
+             "structured_output": "llama_cpp", "llm": llm(llm_server.base_url)}
+    materialize_document(tmp_path, document(llm_server.base_url, [stage], []))
+    from curation_assets.llm.parsing import parse_ranked_scores
+
+    rows = query(tmp_path, "SELECT sample_id, dimension, variant, score, status, ranking_answer FROM evol "
+                           "ORDER BY sample_id, dimension, variant")
+    chains: dict = {}
+    for row in rows:
+        chains.setdefault((row[0], row[1]), []).append(row)
+    assert len(chains) == 4
+    for (_, dimension), chain in chains.items():
+        status, answer = chain[0][4], chain[0][5]
+        assert status in ("ok", "chain_broken", "too_few_variants")  # never unparseable
+        if status != "too_few_variants":
+            label = "Question" if dimension == "complexity" else "Response"
+            assert json.loads(answer).keys() == {f"{label} {k}" for k in range(1, len(chain) + 1)}
+            assert [r[3] for r in chain] == parse_ranked_scores(answer, label, len(chain))
+            assert all(1 <= r[3] <= len(chain) for r in chain)

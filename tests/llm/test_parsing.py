@@ -63,3 +63,15 @@ def test_structured_answers():
     parts = parse_lift_rubric('{"clarity" :10, "difficulty" :5, "explanation": 2, "accuracy": 30}')
     assert parts is not None and parts["total"] == 47
     assert parse_lift_rubric('{"clarity": 10, "difficulty": 5, "explanation": 2}') is None
+
+
+def test_structured_ranking():
+    from curation_assets.llm.parsing import ranked_scores_schema
+
+    assert parse_ranked_scores('{"Question 1": 2, "Question 2": 1, "Question 3": 3}', "Question", 3) == [2.0, 1.0, 3.0]
+    assert parse_ranked_scores('{"Question 1": 2, "Question 2": 1}', "Question", 3) is None  # one missing
+    assert parse_ranked_scores('{"Response 1": 4, "Response 2": 1}', "Response", 2) is None  # out of 1..2
+    assert parse_ranked_scores('{"Response 1": true, "Response 2": 1}', "Response", 2) is None
+    schema = ranked_scores_schema("Response", 3)
+    assert schema["required"] == ["Response 1", "Response 2", "Response 3"]
+    assert all(p["enum"] == [1, 2, 3] for p in schema["properties"].values())
