@@ -54,6 +54,9 @@ def run(quick: bool) -> BenchResult:
             store = DuckDBStore(Path(tmp) / "bench.duckdb")
             store.ensure_schema()
             endpoint = server.endpoint()
+            # warm-up as for the bare client: the first call imports the OpenAI SDK and opens DuckDB
+            LLMClient(endpoint, LLMCache(store)).complete_all(
+                [ChatRequest(({"role": "user", "content": _content("warm-ours", i)},), PARAMS) for i in range(4)])
             for concurrency in (1, 2, 4, 8):
                 client = LLMClient(endpoint.model_copy(update={"max_concurrency": concurrency}), LLMCache(store))
                 requests = [ChatRequest(({"role": "user", "content": _content(f"c{concurrency}", i)},), PARAMS)

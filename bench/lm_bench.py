@@ -58,7 +58,7 @@ def matmul_peak_flops(device: str, size: int = 2048, repeat: int = 5) -> float:
 
 def run(quick: bool) -> BenchResult:
     dev = compute_device().name
-    n, max_length, batch_size = (24, 256, 8) if quick else (200, 256, 8)
+    n, max_length, batch_size = (40, 256, 8) if quick else (200, 256, 8)
     model, tokenizer = fresh_causal_lm(PACKAGED_SMOLLM2)
     model.eval()
     encoded = [encode_conversation(tokenizer, c, max_length) for c in sharegpt_conversations(n)]

@@ -1,7 +1,9 @@
 """`make bench`: run every benchmark, write bench/results/latest.md.
 
---quick finishes in a few minutes on 2 CPU cores (smaller k and sizes); the full run
-takes about 10 minutes there.
+--quick (smaller k and sizes) takes about 10 minutes on 2 CPU cores. The full mode runs the
+published sizes and is meant for a GPU: on 2 CPU cores its LESS benchmark alone takes about a
+day (the dense projection at r128 / 8,192 dims), the others about 1.5 hours together (README,
+"Benchmarks"). --only NAME (repeatable) runs some of them.
 """
 
 from __future__ import annotations

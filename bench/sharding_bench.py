@@ -23,6 +23,17 @@ from bench.common import BenchResult
 PARAMS, DIM, BATCH = 8192, 512, 256
 
 
+def own_peak_mb() -> float:
+    """Peak RSS of this process's own address space (VmHWM). ru_maxrss would not do: Linux keeps it
+    across exec, so a shard started from the (multi-GB) benchmark process would report that one's size."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def run_shard(shard: int, size: int, folder: str) -> tuple[float, float]:
     """(seconds, peak RSS in MB) of one shard, measured inside its own process."""
     import pyarrow as pa
@@ -41,7 +52,7 @@ def run_shard(shard: int, size: int, folder: str) -> tuple[float, float]:
             writer.write_table(pa.table({
                 "sample_id": np.arange(shard * size + start, shard * size + start + rows),
                 "features": pa.ListArray.from_arrays(offsets, pa.array(features.reshape(-1)))}))
-    return time.perf_counter() - started, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return time.perf_counter() - started, own_peak_mb()
 
 
 def _launch(args: tuple[int, int, str]) -> tuple[float, float]:
