@@ -114,7 +114,7 @@ def derive(document: dict[str, Any], *, pool: int | None = None, epochs: int | N
         attributes["evaluation"]["general"]["size"] = heldout
         parts.append(f"h{heldout}")
     if output_dir is not None:
-        attributes["evaluation"]["output_dir"] = str((PROJECT / output_dir).resolve())
+        attributes["evaluation"]["output_dir"] = output_dir
     variant = "_".join(parts) or "full"
     if parts:
         attributes["duckdb_path"] = f"{{{{ context.project_root }}}}/.curation/eval_{variant}.duckdb"
@@ -137,8 +137,10 @@ def main(argv: list[str] | None = None) -> None:
     document = yaml.safe_load(SHIPPED.read_text())
     drop = {name for name in args.without.split(",") if name}
     only = {name for name in args.only.split(",") if name}
+    report_dir = (PROJECT / args.output_dir).resolve() if args.output_dir else PROJECT / "bench" / "results"
     derived, variant = derive(document, pool=args.pool, epochs=args.epochs, heldout=args.heldout, drop=drop,
-                              no_judge=args.no_judge, only=only, output_dir=args.output_dir)
+                              no_judge=args.no_judge, only=only,
+                              output_dir=str(report_dir) if args.output_dir else None)
     path = SHIPPED
     if variant != "full":
         path = PROJECT / ".curation" / f"eval_{variant}" / "defs.yaml"
@@ -153,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
             command.append("--serve-llm")
     print(" ".join(command), flush=True)
     code = subprocess.call(command, cwd=PROJECT)
-    report = (PROJECT / args.output_dir if args.output_dir else PROJECT / "bench" / "results") / "eval.md"
+    report = report_dir / "eval.md"
     if code == 0 and not args.dry_run and report.exists():
         print(report.read_text())
     raise SystemExit(code)

@@ -4,6 +4,7 @@ LoRA-gradient norms from one batched backward vs a backward pass per sample."""
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable
 
@@ -64,23 +65,17 @@ def cpu_has_bf16_matmul() -> bool:
         return False
 
 
-def batched_bfloat16_losses(model: torch.nn.Module, encoded: list, pad: int, batch_size: int
-                            ) -> tuple[float, np.ndarray]:
-    """(seconds, losses) of the batched loss pass with a bfloat16 copy of the model."""
-    import copy
-
-    half = copy.deepcopy(model).to(torch.bfloat16)
+def batched_losses(model: torch.nn.Module, encoded: list, pad: int, batch_size: int, device: str
+                   ) -> tuple[float, np.ndarray]:
+    """(seconds, per-sample response losses) of the length-sorted, padded batched pass."""
     order = longest_first(encoded)
     losses = np.zeros(len(encoded))
     with torch.inference_mode():
-        forward_signals(half, collate([encoded[order[-1]]], pad))  # warm-up: oneDNN builds its bf16 kernels
         start = time.perf_counter()
         for i in range(0, len(encoded), batch_size):
             idx = order[i:i + batch_size]
-            losses[idx] = to_numpy(forward_signals(half, collate([encoded[j] for j in idx], pad)).loss)
-        seconds = time.perf_counter() - start
-    del half
-    return seconds, losses
+            losses[idx] = to_numpy(forward_signals(model, collate([encoded[j] for j in idx], pad, device)).loss)
+        return time.perf_counter() - start, losses
 
 
 def run(quick: bool) -> BenchResult:
@@ -96,13 +91,7 @@ def run(quick: bool) -> BenchResult:
         start = time.perf_counter()
         single = [forward_signals(model, collate([e], pad, dev)).loss.item() for e in encoded]
         loop_s = time.perf_counter() - start
-        order = longest_first(encoded)
-        batched = np.zeros(n)
-        start = time.perf_counter()
-        for i in range(0, n, batch_size):
-            idx = order[i:i + batch_size]
-            batched[idx] = to_numpy(forward_signals(model, collate([encoded[j] for j in idx], pad, dev)).loss)
-        batched_s = time.perf_counter() - start
+        batched_s, batched = batched_losses(model, encoded, pad, batch_size, dev)
         loop_flops = sum(counted_flops(lambda e=e: forward_signals(model, collate([e], pad, dev))) for e in encoded)
     agree = float(np.max(np.abs(batched - np.array(single)) / np.abs(np.array(single))))
     result.add("response loss: samples/s, batched vs one per forward", n / loop_s, n / batched_s, "samples/s",
@@ -113,7 +102,11 @@ def run(quick: bool) -> BenchResult:
                "is peak / achieved)", None, higher_is_better=True)
     result.notes.append(f"loss: max relative difference batched vs single {agree:.2e}")
     if dev == "cpu" and compute_device().dtype_name == "float32" and cpu_has_bf16_matmul():
-        bf16_s, bf16_losses = batched_bfloat16_losses(model, encoded, pad, batch_size)
+        half = copy.deepcopy(model).to(torch.bfloat16)
+        with torch.inference_mode():  # warm-up: oneDNN builds its bf16 kernels on the first call
+            forward_signals(half, collate([encoded[0]], pad))
+        bf16_s, bf16_losses = batched_losses(half, encoded, pad, batch_size, dev)
+        del half
         bf16_error = float(np.max(np.abs(bf16_losses - batched) / np.abs(batched)))
         result.add("response loss batched: bfloat16 (CURATION_DTYPE=bfloat16) vs float32, this CPU's bf16 matmul",
                    n / batched_s, n / bf16_s, "samples/s", "(context: a precision choice, not batching)", None,

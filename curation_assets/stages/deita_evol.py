@@ -9,8 +9,9 @@ response (helpfulness, relevance, depth, creativity, detail) under the fixed ins
 The rows (text, score) are the labels the complexity and quality scorers are trained on.
 Multi-turn conversations contribute their first (instruction, response) pair.
 With `structured_output` the ranking is constrained to a JSON object of the M + 1 scores
-(small local judges rarely keep the free-text format). A ranking that does not parse is re-asked, then recorded as unparseable with NULL scores
-(DEITA's code would return 3.0; we never invent a score).
+(small local judges rarely keep the free-text format). A ranking that does not parse is
+re-asked, then recorded as unparseable with NULL scores (DEITA's code would return 3.0; we
+never invent a score).
 """
 
 from __future__ import annotations
