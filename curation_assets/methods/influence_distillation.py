@@ -19,12 +19,18 @@ Landmarks: exact gradients are computed for L landmark samples only; every sampl
 inner products with the target gradients are propagated from the landmarks by kernel ridge
 regression on cheap JVP embeddings (RBF kernel, σ = median pairwise distance of up to 1000
 points, ridge 1e-2 · mean kernel diagonal). Multiple targets share the budget round-robin.
+
+The released first-order code (`pick_first_order`) scores each pool sample against each
+target SAMPLE (unit-normalised directions, so the inner product is a cosine), with landmark
+directions a ⊙ g, a = `released_adam_coefficient`, and picks by round robin over the target
+samples in a freshly shuffled order each round (`round_robin` with an `rng`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -41,13 +47,17 @@ def pairwise_sq_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def median_bandwidth(x: np.ndarray, max_points: int = MEDIAN_SAMPLE, seed: int = 0) -> float:
-    """σ = median pairwise distance among up to `max_points` rows (a seeded sample)."""
+    """σ = median pairwise distance among up to `max_points` rows (a seeded sample).
+
+    For an even number of pairs the lower of the two middle distances, as `torch.median` in the
+    released `_median_heuristic`."""
     x = np.asarray(x)
     if x.shape[0] > max_points:
         x = x[np.random.default_rng(seed).choice(x.shape[0], max_points, replace=False)]
-    d = np.sqrt(pairwise_sq_distances(x, x))
-    upper = d[np.triu_indices(x.shape[0], k=1)]
-    sigma = float(np.median(upper)) if upper.size else 0.0
+    upper = pairwise_sq_distances(x, x)[np.triu_indices(x.shape[0], k=1)]
+    if not upper.size:
+        return 1.0
+    sigma = float(np.sqrt(np.partition(upper, (upper.size - 1) // 2)[(upper.size - 1) // 2]))
     return sigma if sigma > 0 else 1.0
 
 
@@ -200,11 +210,14 @@ def weights_for_budget(problem: WeightProblem, k: int, *, iters: int = 60) -> We
     return Weights(best_w, float(np.exp(best_log)), best_count)
 
 
-def round_robin(rankings: Sequence[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
+def round_robin(rankings: Sequence[np.ndarray], k: int, rng: np.random.Generator | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
     """Targets take turns picking their best not yet selected sample until k are chosen.
 
-    rankings[t]: sample indices in target t's order of preference. Returns (indices, the
-    target that picked each one).
+    rankings[t]: sample indices in target t's order of preference. Without `rng` the targets
+    take turns in index order; with it, every round runs in a new `rng.permutation` order (the
+    released `_perform_selection_rr`, "shuffle for fairness"). Returns (indices, the target that
+    picked each one).
     """
     chosen: list[int] = []
     picked_by: list[int] = []
@@ -213,7 +226,9 @@ def round_robin(rankings: Sequence[np.ndarray], k: int) -> tuple[np.ndarray, np.
     total = len({int(i) for ranking in rankings for i in ranking})
     k = min(k, total)
     while len(chosen) < k:
-        for target, ranking in enumerate(rankings):
+        order = range(len(rankings)) if rng is None else rng.permutation(len(rankings))
+        for target in order:
+            ranking = rankings[target]
             if len(chosen) >= k:
                 break
             while cursors[target] < len(ranking) and int(ranking[cursors[target]]) in taken:
@@ -222,8 +237,42 @@ def round_robin(rankings: Sequence[np.ndarray], k: int) -> tuple[np.ndarray, np.
                 index = int(ranking[cursors[target]])
                 taken.add(index)
                 chosen.append(index)
-                picked_by.append(target)
+                picked_by.append(int(target))
     return np.asarray(chosen, dtype=np.int64), np.asarray(picked_by, dtype=np.int64)
+
+
+def column_rankings(scores: np.ndarray, k: int) -> list[np.ndarray]:
+    """Each column's row indices by descending score (ties: lower index first, as `np.argmax`),
+    cut to the depth a round robin over the columns can reach while picking k.
+
+    Every entry a column's cursor passes is a taken sample, so it never passes more than k:
+    the first k entries suffice (plus every row tied with the last one kept).
+    """
+    scores = np.asarray(scores)
+    n = scores.shape[0]
+    depth = min(n, max(k, 1))
+    rankings = []
+    for column in scores.T:
+        if depth < n:
+            threshold = np.partition(column, n - depth)[n - depth]
+            rows = np.flatnonzero(column >= threshold)
+        else:
+            rows = np.arange(n)
+        rankings.append(rows[np.argsort(-column[rows], kind="stable")])
+    return rankings
+
+
+def released_adam_coefficient(exp_avg_sq: Any, step: int, betas: tuple[float, float] = (0.9, 0.999),
+                              eps: float = 1e-8) -> Any:
+    """a = (1−β1)/(1−β1^(t+1)) / (√(v/(1−β2^(t+1))) + ε): the coefficient of a new gradient g in
+    the next AdamW update, with v as stored (released `_read_optim`; landmark directions are
+    a ⊙ g, the momentum part is dropped).
+
+    v: the second moment (`exp_avg_sq`) after `step` optimizer steps; numpy arrays or tensors.
+    """
+    beta1, beta2 = betas
+    v_hat = exp_avg_sq / (1 - beta2 ** (step + 1))
+    return (1 - beta1) / (1 - beta1 ** (step + 1)) / (v_hat ** 0.5 + eps)
 
 
 def target_inner_products(train: np.ndarray, target: np.ndarray) -> np.ndarray:
