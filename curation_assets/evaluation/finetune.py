@@ -1,10 +1,11 @@
 """Fine-tune the causal LM on a training set and measure held-out losses, through the cache.
 
 Every training set gets fresh LoRA adapters and the same recipe (`FinetuneSettings`): the
-shared routine of models/lora.py, samples in sample_id order, shuffled by the seed. The
-loss of a held-out sample is its mean response-token cross-entropy (last assistant turn given
-everything before it, as the `lm_loss` stage computes it); a set's loss is the mean over its
-samples. The model is loaded only when something is not cached.
+shared routine of models/lora.py, samples in sample_id order, shuffled by the seed. Training
+labels and the held-out loss cover the assistant turns `turns` picks (all, or the last). The
+loss of a held-out sample is its mean cross-entropy over those tokens given everything before
+them (as the `lm_loss` stage computes it); a set's loss is the mean over its samples. The
+model is loaded only when something is not cached.
 """
 
 from __future__ import annotations
@@ -79,7 +80,8 @@ class FinetuneRunner:
 
     def encode(self, conversations: Sequence[Any]) -> list[EncodedSample]:
         self._load()
-        return [encode_conversation(self._tokenizer, m, self.settings.max_length, self.settings.model)
+        return [encode_conversation(self._tokenizer, m, self.settings.max_length, self.settings.model,
+                                    self.settings.turns)
                 for m in conversations]
 
     def _encoded_set(self, heldout: HeldoutSet) -> list[EncodedSample]:

@@ -40,9 +40,10 @@ def finetune_key(members: str, settings: FinetuneSettings) -> str:
 
 
 def base_model_key(settings: FinetuneSettings) -> str:
-    """The un-tuned model's entry: its losses depend on the model, template and max_length only."""
+    """The un-tuned model's entry: its losses depend on the model, template, max_length and turns only."""
     return "base-" + digest({"version": EVALUATION_VERSION, "model": settings.model,
-                             "max_length": settings.max_length, "chat_template": settings.chat_template})[:26]
+                             "max_length": settings.max_length, "chat_template": settings.chat_template,
+                             "turns": settings.turns})[:26]
 
 
 def set_hash(sample_ids: Sequence[str]) -> str:

@@ -78,7 +78,8 @@ def markdown(result: EvaluationResult, image: str | None = None) -> str:
         f"Held out: {len(result.target.sample_ids)} samples of the target `{spec.target.name}` "
         f"(its held-out part, never used for selection) and {len(result.general.sample_ids)} "
         f"`{spec.general.name}` conversations outside the pool. Loss = mean over samples of the mean "
-        f"response-token cross-entropy of the last assistant turn; lower is better. "
+        f"response-token cross-entropy of "
+        f"{'every assistant turn' if settings.turns == 'all' else 'the last assistant turn'}; lower is better. "
         f"Δ = loss − the mean of the {result.band.n} baselines ({', '.join(spec.baselines)}); in brackets Δ over "
         "their standard deviation (ddof 1). Seconds come from `stage_runs`: the selection asset's own run, and "
         "with every stage and selection it reads (shared stages count for each method).", "",

@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from curation_assets.models.causal_lm import PACKAGED_SMOLLM2
+from curation_assets.models.chat_format import Turns
 from curation_assets.models.lora import LoraSettings
 from curation_assets.sources.spec import SourceSpec
 from curation_assets.specs import Identifier, SpecModel
@@ -27,6 +28,8 @@ class FinetuneSettings(SpecModel):
         "name, a local folder or a .gguf file."))
     max_length: int = Field(512, gt=8, description="Tokens per sample in training and evaluation.")
     chat_template: str | None = Field(None, description="Jinja chat template for tokenizers that lack one.")
+    turns: Turns = Field("all", description=(
+        "Assistant turns trained on and scored in the held-out loss: all (Tulu-style SFT) or last."))
     lora: LoraSettings = Field(EVAL_LORA, description="LoRA and optimiser settings (default: the `lora:` "
                                                       "defaults with 2 epochs).")
     seed: int = Field(0, description="Adapter initialisation and batch order seed (the same for every selection).")

@@ -15,15 +15,18 @@ import torch
 
 
 def adam_precondition(grads: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor,
-                      betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> torch.Tensor:
-    """Γ = m' / (√v' + ε) with m' = β1·m + (1−β1)·g, v' = β2·v + (1−β2)·g², per sample.
+                      betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                      epsilon_inside_sqrt: bool = True) -> torch.Tensor:
+    """Γ = m' / √(v' + ε) (the released LESS code's `obtain_gradients_with_adam`), or the paper's
+    m' / (√v' + ε) with `epsilon_inside_sqrt=False`; m' = β1·m + (1−β1)·g, v' = β2·v + (1−β2)·g²,
+    per sample, without bias correction (as both).
 
     grads: (batch, *shape); exp_avg / exp_avg_sq: the optimizer state of the parameter (*shape).
     """
     beta1, beta2 = betas
     m = beta1 * exp_avg.unsqueeze(0) + (1 - beta1) * grads
     v = beta2 * exp_avg_sq.unsqueeze(0) + (1 - beta2) * grads.pow(2)
-    return m / (v.sqrt() + eps)
+    return m / (v + eps).sqrt() if epsilon_inside_sqrt else m / (v.sqrt() + eps)
 
 
 def normalise_rows(features: np.ndarray) -> np.ndarray:

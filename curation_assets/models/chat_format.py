@@ -1,17 +1,27 @@
-"""Turn a conversation into model inputs whose labels cover only the response.
+"""Turn a conversation into model inputs whose labels cover the assistant turns.
 
-Prompt = every turn before the last assistant turn, rendered with the tokenizer's chat
-template and its generation prompt; response = the last assistant turn. Prompt tokens
-get label -100, so losses and gradients measure the response given the prompt.
+`turns: all` (Tulu/open-instruct SFT, as LESS's released `encode_with_messages_format`): the
+whole conversation up to its last assistant turn, rendered with the tokenizer's chat template;
+every assistant turn's tokens (its text, end-of-turn token and what the template closes the
+turn with) are labels, everything else (system and user turns, each assistant header) is
+-100. Turn spans come from rendering incremental prefixes: a turn starts where the conversation
+before it plus the generation prompt ends, and stops where the conversation through it ends.
+
+`turns: last`: prompt = every turn before the last assistant turn with the generation prompt;
+only the last assistant turn is labelled.
+
+Losses and gradients then measure the labelled tokens given everything before them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 IGNORE_INDEX = -100
+
+Turns = Literal["all", "last"]
 
 
 class ChatTemplateError(ValueError):
@@ -37,20 +47,83 @@ def require_chat_template(tokenizer: Any, model_name: str) -> None:
 
 
 def encode_conversation(tokenizer: Any, messages: Sequence[dict[str, str]], max_length: int,
-                        model_name: str = "the model") -> EncodedSample:
-    """Tokenise prompt + last assistant turn; truncate the response's end, then the prompt's start."""
+                        model_name: str = "the model", turns: Turns = "all") -> EncodedSample:
+    """Tokenise the conversation with labels on its assistant turns (`turns`: all, or the last).
+
+    Truncation to `max_length`: `all` keeps the start and cuts the end (the released LESS/Tulu
+    encoding); when that would leave no assistant token, the first assistant turn is kept as
+    `last` keeps its turn. `last` cuts the response's end, then the prompt's start.
+    """
     require_chat_template(tokenizer, model_name)
-    last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=None)
-    if last is None:
+    assistant = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
+    if not assistant:
         raise ValueError("conversation has no assistant turn")
-    prompt = _ids(tokenizer.apply_chat_template(list(messages[:last]), add_generation_prompt=True, tokenize=True))
-    full = _ids(tokenizer.apply_chat_template(list(messages[:last + 1]), tokenize=True))
+    if turns == "last":
+        return _encode_last(tokenizer, messages, assistant[-1], max_length)
+    if turns != "all":
+        raise ValueError(f"turns must be 'all' or 'last', got {turns!r}")
+    return _encode_all(tokenizer, messages, assistant, max_length, model_name)
+
+
+def _encode_all(tokenizer: Any, messages: Sequence[dict[str, str]], assistant: list[int], max_length: int,
+                model_name: str) -> EncodedSample:
+    full = _render(tokenizer, messages[:assistant[-1] + 1])
+    spans: list[tuple[int, int]] = []
+    for k in assistant:
+        if spans and spans[-1][1] >= max_length:
+            break  # later turns fall past the cut
+        previous_end = spans[-1][1] if spans else 0
+        start = _render(tokenizer, messages[:k], generation_prompt=True)
+        stop = _render(tokenizer, messages[:k + 1])
+        if _is_prefix(start, full) and _is_prefix(stop, full) and previous_end <= len(start) <= len(stop):
+            spans.append((len(start), len(stop)))
+        else:  # the template renders earlier turns differently in each prefix: find the turn's text
+            after = len(start) if _is_prefix(start, full) and len(start) >= previous_end else previous_end
+            spans.append(_locate_turn(tokenizer, full, messages[k]["content"], after, k, model_name))
+    first_start, first_stop = spans[0]
+    if first_start >= max_length:  # nothing labelled would survive keep-the-start: keep the first turn
+        return _cut_prompt_then_response(full[:first_start], full[first_start:first_stop], max_length, True)
+    labels = [IGNORE_INDEX] * len(full)
+    for begin, end in spans:
+        labels[begin:end] = full[begin:end]
+    truncated = len(full) > max_length
+    return EncodedSample(full[:max_length], labels[:max_length], truncated)
+
+
+def _locate_turn(tokenizer: Any, full: list[int], content: str, after: int, index: int,
+                 model_name: str) -> tuple[int, int]:
+    """Span of an assistant turn's text (plus a following end-of-sequence token) in `full`."""
+    for text in dict.fromkeys((content, content.strip())):
+        needle = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+        if not needle:
+            continue
+        for begin in range(after, len(full) - len(needle) + 1):
+            if full[begin:begin + len(needle)] == needle:
+                end = begin + len(needle)
+                if end < len(full) and full[end] == tokenizer.eos_token_id:
+                    end += 1
+                return begin, end
+    raise ChatTemplateError(
+        f"the chat template of {model_name} renders the conversation's earlier turns differently in each "
+        f"prefix, and assistant turn {index} could not be found in the whole conversation's rendering: use "
+        "`turns: last`, or a `chat_template` that renders every turn the same way in every prefix")
+
+
+def _encode_last(tokenizer: Any, messages: Sequence[dict[str, str]], last: int, max_length: int) -> EncodedSample:
+    """Prompt + last assistant turn; truncate the response's end, then the prompt's start."""
+    prompt = _render(tokenizer, messages[:last], generation_prompt=True)
+    full = _render(tokenizer, messages[:last + 1])
     if full[:len(prompt)] != prompt:  # templates that re-render earlier turns differently
         response = tokenizer(messages[last]["content"], add_special_tokens=False)["input_ids"]
         full = prompt + response + ([tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else [])
-    response = full[len(prompt):]
-    truncated = len(full) > max_length
-    if truncated:
+    return _cut_prompt_then_response(prompt, full[len(prompt):], max_length, len(full) > max_length)
+
+
+def _cut_prompt_then_response(prompt: list[int], response: list[int], max_length: int,
+                              truncated: bool) -> EncodedSample:
+    """Fit prompt + response in `max_length`: the response keeps at least half the budget (its
+    start), the prompt keeps its end."""
+    if len(prompt) + len(response) > max_length:
         keep_response = min(len(response), max(max_length - len(prompt), max_length // 2))
         response = response[:keep_response]
         prompt = prompt[len(prompt) - (max_length - keep_response):] if max_length > keep_response else []
@@ -63,8 +136,16 @@ def prompt_ids(tokenizer: Any, messages: Sequence[dict[str, str]], max_length: i
     chat template and its generation prompt, cut from the start to `max_length` tokens."""
     require_chat_template(tokenizer, model_name)
     last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=len(messages))
-    ids = _ids(tokenizer.apply_chat_template(list(messages[:last]), add_generation_prompt=True, tokenize=True))
-    return ids[-max_length:]
+    return _render(tokenizer, messages[:last], generation_prompt=True)[-max_length:]
+
+
+def _render(tokenizer: Any, messages: Sequence[dict[str, str]], generation_prompt: bool = False) -> list[int]:
+    return _ids(tokenizer.apply_chat_template(list(messages), add_generation_prompt=generation_prompt,
+                                              tokenize=True))
+
+
+def _is_prefix(prefix: list[int], sequence: list[int]) -> bool:
+    return len(prefix) <= len(sequence) and sequence[:len(prefix)] == prefix
 
 
 def longest_first(encoded: Sequence[EncodedSample]) -> list[int]:

@@ -100,11 +100,13 @@ def lora_optimizer_moments(model: torch.nn.Module, optimizer_state: dict[str, An
 def per_sample_gradient_features(model: torch.nn.Module, batch: dict[str, torch.Tensor], projector: Any,
                                  moments: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
                                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                                 capture: LoraGradientCapture | None = None) -> torch.Tensor:
+                                 capture: LoraGradientCapture | None = None,
+                                 epsilon_inside_sqrt: bool = True) -> torch.Tensor:
     """(batch, projector.dim) projected per-sample LoRA gradients from one backward pass (LESS).
 
     With `moments` (a warm-up checkpoint's AdamW state) each layer's gradient is replaced by
-    its Adam update direction Γ = m'/(√v'+ε) before projection; without, plain gradients
+    its Adam update direction Γ = m'/√(v'+ε) (the released LESS code; m'/(√v'+ε) with
+    `epsilon_inside_sqrt=False`, the paper's formula) before projection; without, plain gradients
     (LESS uses those for the target validation samples). Layers are taken in module order.
     """
     from curation_assets.methods.less import adam_precondition
@@ -122,6 +124,6 @@ def per_sample_gradient_features(model: torch.nn.Module, batch: dict[str, torch.
         if moments is not None:
             exp_avg, exp_avg_sq = moments[name]
             grad = adam_precondition(grad, exp_avg.to(grad.device).float(), exp_avg_sq.to(grad.device).float(),
-                                     betas, eps)
+                                     betas, eps, epsilon_inside_sqrt)
         layers.append(grad)
     return projector.project_layers(layers)

@@ -8,6 +8,7 @@ Each epoch can be checkpointed (adapter + AdamW state), with SHA-256 hashes of b
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -30,12 +31,17 @@ class LoraSettings(BaseModel):
     target_modules: tuple[str, ...] = Field(("q_proj", "v_proj"), description="Module names that get adapters.")
     lr: float = Field(2e-4, gt=0, description="Peak learning rate (AdamW).")
     scheduler: str = Field("linear", description="transformers scheduler name: linear, cosine, constant, ...")
-    warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Share of steps spent warming up.")
+    warmup_ratio: float = Field(0.03, ge=0, lt=1, description=(
+        "Share of optimiser steps spent warming up (rounded up, as transformers' Trainer does)."))
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     epochs: int = Field(1, gt=0, description="Passes over the training samples.")
     max_steps: int | None = Field(None, gt=0, description="Stop after this many optimiser steps.")
     batch_size: int = Field(4, gt=0, description="Samples per micro-batch.")
-    grad_accumulation: int = Field(1, gt=0, description="Micro-batches per optimiser step.")
+    grad_accumulation: int = Field(1, gt=0, description=(
+        "Micro-batches per optimiser step: the effective batch is batch_size x grad_accumulation."))
+    max_grad_norm: float | None = Field(None, gt=0, description=(
+        "Clip the accumulated gradient's global L2 norm to this before each step (transformers' Trainer "
+        "default: 1.0); null: no clipping."))
 
 
 @dataclass
@@ -84,16 +90,23 @@ class LoraTrainer:
         self.order_rng = random.Random(seed)
         model.to(device)
         trainable = [p for p in model.parameters() if p.requires_grad]
+        self.trainable = trainable
         self.optimizer = torch.optim.AdamW(trainable, lr=settings.lr, weight_decay=settings.weight_decay)
         self.scheduler = get_scheduler(settings.scheduler, self.optimizer,
-                                       num_warmup_steps=int(settings.warmup_ratio * total_steps),
+                                       num_warmup_steps=warmup_steps(total_steps, settings),
                                        num_training_steps=total_steps)
         self.step = 0
         self.step_losses: list[float] = []
 
     def train_epoch(self, samples: Sequence[EncodedSample],
                     on_step: Callable[[int, float], None] | None = None) -> float:
-        """One shuffled pass (or until total_steps); returns the epoch's mean learning rate."""
+        """One shuffled pass (or until total_steps); returns the epoch's mean learning rate.
+
+        Every `grad_accumulation` micro-batches make one optimiser step, their mean loss its
+        gradient; the epoch's last, partial group makes a step too (⌈n / effective batch⌉ steps).
+        """
+        import torch
+
         self.model.train()
         order = list(range(len(samples)))
         self.order_rng.shuffle(order)
@@ -113,6 +126,8 @@ class LoraTrainer:
                 loss.backward()
                 step_loss += float(loss.detach())
             learning_rates.append(self.scheduler.get_last_lr()[0])
+            if self.settings.max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(self.trainable, self.settings.max_grad_norm)
             self.optimizer.step()
             self.scheduler.step()
             self.step += 1
@@ -124,7 +139,13 @@ class LoraTrainer:
 
 
 def steps_per_epoch(n_samples: int, settings: LoraSettings) -> int:
+    """Optimiser steps of one pass: ⌈n / (batch_size x grad_accumulation)⌉."""
     return max(1, -(-n_samples // (settings.batch_size * settings.grad_accumulation)))
+
+
+def warmup_steps(total_steps: int, settings: LoraSettings) -> int:
+    """Linear warm-up steps: ⌈warmup_ratio x total⌉ (transformers' TrainingArguments.get_warmup_steps)."""
+    return math.ceil(settings.warmup_ratio * total_steps)
 
 
 def lora_finetune(model: Any, samples: Sequence[EncodedSample], settings: LoraSettings, *, pad_token_id: int,

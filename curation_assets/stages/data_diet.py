@@ -76,7 +76,7 @@ def run_data_diet(spec: DataDietSpec, ctx: StageContext) -> StageOutput:
                              "score": spec.score, "window_sizes": []}
     model, tokenizer = fresh_causal_lm(spec.model, spec.chat_template)
     model = attach_lora(model, spec.lora, spec.seed)
-    encoded = [encode_conversation(tokenizer, m, spec.max_length, spec.model)
+    encoded = [encode_conversation(tokenizer, m, spec.max_length, spec.model, spec.turns)
                for m in pool.column("messages").to_pylist()]
     window_share = spec.size
     planned = sum(steps_per_epoch(len(encoded) if e == 0 else max(1, round(window_share * len(encoded))), spec.lora)

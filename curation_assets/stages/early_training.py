@@ -72,7 +72,8 @@ def score_early_training(spec: EarlyTrainingSpec, ctx: StageContext, table: str,
         draw = random.Random(seed).sample(range(len(train_pool)),
                                           min(len(train_pool), spec.train_steps * spec.lora.batch_size
                                               * spec.lora.grad_accumulation))
-        training = [encode_conversation(tokenizer, train_pool[i], spec.max_length, spec.model) for i in draw]
+        training = [encode_conversation(tokenizer, train_pool[i], spec.max_length, spec.model, spec.turns)
+                    for i in draw]
         settings = spec.lora.model_copy(update={"max_steps": spec.train_steps, "epochs": max(
             spec.lora.epochs, spec.train_steps)})
         lora_finetune(model, training, settings, pad_token_id=tokenizer.pad_token_id, seed=seed, device=device.name)
@@ -83,7 +84,7 @@ def score_early_training(spec: EarlyTrainingSpec, ctx: StageContext, table: str,
                                   desc=f"run {run + 1}/{spec.runs}: scoring {count} samples"):
             if run == 0:
                 sample_ids.extend(chunk.column("sample_id").to_pylist())
-            encoded = [encode_conversation(tokenizer, m, spec.max_length, spec.model)
+            encoded = [encode_conversation(tokenizer, m, spec.max_length, spec.model, spec.turns)
                        for m in chunk.column("messages").to_pylist()]
 
             def score(batch: list[int], offset: int = offset, encoded: list = encoded, model: Any = model) -> None:

@@ -37,6 +37,9 @@ class GradFeaturesSpec(StageSpec):
         "projection of the flattened gradient (exact reproduction; expensive for large adapters)."))
     dim: int = Field(8192, gt=0, description="Projected dimensions (published: 8192).")
     seed: int = Field(0, description="Projection seed (targets are projected with the same).")
+    epsilon_inside_sqrt: bool = Field(True, description=(
+        "Adam update direction m'/√(v'+ε) as the released LESS code computes it (true), or m'/(√v'+ε) as the "
+        "paper writes it (false)."))
     batch_size: int = Field(8, gt=0, description="Samples per backward pass (halved on out-of-memory).")
 
     def references(self) -> dict[str, str]:
@@ -83,16 +86,20 @@ class WarmupModel:
         return load_checkpoint(self.model, Path(record["path"]))
 
     def encode(self, conversations: list[list[dict[str, str]]]) -> list[Any]:
-        return [encode_conversation(self.tokenizer, c, self.spec.max_length, self.spec.model) for c in conversations]
+        """The warm-up's own encoding (max_length, `turns`): LESS takes gradients of what it trained on."""
+        spec = self.spec
+        return [encode_conversation(self.tokenizer, c, spec.max_length, spec.model, spec.turns) for c in conversations]
 
-    def features(self, encoded: list[Any], projector: Any, moments: Any, batch_size: int, stats: dict) -> list[Any]:
+    def features(self, encoded: list[Any], projector: Any, moments: Any, batch_size: int, stats: dict,
+                 epsilon_inside_sqrt: bool = True) -> list[Any]:
         """Projected features of `encoded` samples (preconditioned when `moments` is given)."""
         out: list[Any] = [None] * len(encoded)
 
         def run(batch: list[int]) -> None:
             tensors = {k: v.to(self.device.name) for k, v in collate([encoded[i] for i in batch],
                                                                      self.tokenizer.pad_token_id).items()}
-            projected = per_sample_gradient_features(self.model, tensors, projector, moments, capture=self.capture)
+            projected = per_sample_gradient_features(self.model, tensors, projector, moments, capture=self.capture,
+                                                     epsilon_inside_sqrt=epsilon_inside_sqrt)
             for row, i in enumerate(batch):
                 out[i] = projected[row].detach().cpu().numpy()
 
@@ -116,7 +123,8 @@ def run_grad_features(spec: GradFeaturesSpec, ctx: StageContext) -> StageOutput:
             tables = []
             for record in warm.checkpoints:
                 moments = warm.use(record["epoch"])
-                features = np.stack(warm.features(encoded, projector, moments, spec.batch_size, stats))
+                features = np.stack(warm.features(encoded, projector, moments, spec.batch_size, stats,
+                                                  spec.epsilon_inside_sqrt))
                 offsets = pa.array(np.arange(0, features.size + 1, features.shape[1], dtype=np.int32))
                 tables.append(pa.table({
                     "sample_id": ids, "checkpoint": [record["epoch"]] * len(ids),

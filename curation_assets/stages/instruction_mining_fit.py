@@ -244,7 +244,7 @@ def finetune_subsets(spec: InstructionMiningFitSpec, ctx: StageContext, pool_ids
                   if split == "validation"]
     device = compute_device()
     model, tokenizer = fresh_causal_lm(spec.model, spec.chat_template)
-    encode = lambda turns: encode_conversation(tokenizer, turns, spec.max_length, spec.model)  # noqa: E731
+    encode = lambda turns: encode_conversation(tokenizer, turns, spec.max_length, spec.model, spec.turns)  # noqa: E731
     encoded_validation = [encode(m) for m in validation]
     needed = sorted({int(i) for rows in draws for i in rows})
     conversations = _messages(ctx, [pool_ids[i] for i in needed])

@@ -54,7 +54,7 @@ def run_jvp_embeddings(spec: JvpEmbeddingsSpec, ctx: StageContext) -> StageOutpu
         started = time.perf_counter()
         chunks = iter_parquet_batches(pending, CHUNK_SAMPLES)
         for chunk in ctx.progress(chunks, total=-(-count // CHUNK_SAMPLES), desc=f"JVP embeddings of {count}"):
-            encoded = encode_batch(tokenizer, chunk.column("messages").to_pylist(), spec.max_length, spec.model)
+            encoded = encode_batch(tokenizer, chunk.column("messages").to_pylist(), spec)
             vectors = np.zeros((len(encoded), embedder.dim), dtype=np.float32)
 
             def embed(batch: list[int]) -> None:

@@ -12,7 +12,7 @@ from pydantic import Field
 
 from curation_assets.methods.lm_signals import forward_signals
 from curation_assets.models.causal_lm import PACKAGED_SMOLLM2, load_causal_lm
-from curation_assets.models.chat_format import EncodedSample, collate, encode_conversation, longest_first
+from curation_assets.models.chat_format import EncodedSample, Turns, collate, encode_conversation, longest_first
 from curation_assets.models.device import compute_device
 from curation_assets.stages.context import StageContext, StageOutput, iter_parquet_batches
 from curation_assets.stages.registry import StageKind, StageSpec, register_kind
@@ -34,13 +34,16 @@ class CausalLMSpec(StageSpec):
     max_length: int = Field(1024, gt=8, description="Tokens per sample (prompt + response); longer ones are cut.")
     chat_template: str | None = Field(None, description="Jinja chat template for tokenizers that lack one.")
     batch_size: int = Field(8, gt=0, description="Samples per forward pass (halved on out-of-memory).")
+    turns: Turns = Field("all", description=(
+        "Assistant turns that are labels (trained on / scored): all (Tulu-style SFT, the released LESS code) "
+        "or last (the last assistant turn given the conversation before it)."))
 
     def hashed_config(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude={"name", "description", "batch_size"})
 
 
 class LmLossSpec(CausalLMSpec):
-    """Mean cross-entropy of the last assistant turn given the conversation before it."""
+    """Mean cross-entropy of the labelled assistant turns (`turns`) given the conversation before them."""
 
     kind: Literal["lm_loss"]
 
@@ -52,9 +55,10 @@ def load_model_for(spec: CausalLMSpec) -> tuple[Any, Any]:
     return model, tokenizer
 
 
-def encode_batch(tokenizer: Any, conversations: Sequence[list[dict[str, str]]], max_length: int,
-                 model_name: str) -> list[EncodedSample]:
-    return [encode_conversation(tokenizer, turns, max_length, model_name) for turns in conversations]
+def encode_batch(tokenizer: Any, conversations: Sequence[list[dict[str, str]]], spec: CausalLMSpec
+                 ) -> list[EncodedSample]:
+    """Encode conversations with the spec's max_length and `turns`."""
+    return [encode_conversation(tokenizer, c, spec.max_length, spec.model, spec.turns) for c in conversations]
 
 
 def run_batches_with_oom_backoff(run_batch: Any, indices: list[int], batch_size: int, stats: dict) -> int:
@@ -93,7 +97,7 @@ def run_lm_loss(spec: LmLossSpec, ctx: StageContext) -> StageOutput:
         started = time.perf_counter()
         chunks = iter_parquet_batches(pending, CHUNK_SAMPLES)
         for chunk in ctx.progress(chunks, total=-(-count // CHUNK_SAMPLES), desc=f"scoring {count} samples"):
-            encoded = encode_batch(tokenizer, chunk.column("messages").to_pylist(), spec.max_length, spec.model)
+            encoded = encode_batch(tokenizer, chunk.column("messages").to_pylist(), spec)
             results: dict[int, Any] = {}
 
             def score(batch: list[int]) -> None:

@@ -1,7 +1,9 @@
 """Stage `lora_warmup` (LESS, Xia et al. 2024): LoRA warm-up on a seeded random fraction of
 the pool (published: 5%, 4 epochs, r 128, alpha 512, dropout 0.1 on q/k/v/o, lr 2e-5 linear,
-warm-up ratio 0.03), an adapter + AdamW state checkpoint per epoch (hashes and the epoch's
-mean learning rate in `lora_checkpoints`). Rows: every sample, with `in_training_set`.
+warm-up ratio 0.03, batch 1 x 32 accumulation steps = effective batch 32, gradient norm
+clipped at 1.0, 2048 tokens, every assistant turn labelled), an adapter + AdamW state
+checkpoint per epoch (hashes and the epoch's mean learning rate in `lora_checkpoints`).
+Rows: every sample, with `in_training_set`.
 
 Training happens once per config; later runs (new samples) only add rows.
 """
@@ -27,14 +29,20 @@ from curation_assets.store.sql_files import execute_sql_file, read_sql
 from curation_assets.store.writes import utc_now
 
 WARMUP_SCHEMA = pa.schema([("sample_id", pa.string()), ("in_training_set", pa.bool_())])
+# the released scripts (less/scripts/train/base_training_args.sh): per-device batch 1 with 32
+# accumulation steps, and transformers' Trainer defaults for what they leave unset (clip 1.0)
 LESS_LORA = LoraSettings(r=128, alpha=512, dropout=0.1, target_modules=("q_proj", "k_proj", "v_proj", "o_proj"),
-                         lr=2e-5, scheduler="linear", warmup_ratio=0.03, epochs=4)
+                         lr=2e-5, scheduler="linear", warmup_ratio=0.03, epochs=4, batch_size=1, grad_accumulation=32,
+                         max_grad_norm=1.0)
 
 
 class LoraWarmupSpec(CausalLMSpec):
     """LoRA warm-up whose per-epoch checkpoints give LESS its gradient features."""
 
     kind: Literal["lora_warmup"]
+    max_length: int = Field(2048, gt=8, description=(
+        "Tokens per conversation in the warm-up and in every gradient taken at its checkpoints (published: "
+        "2048); longer ones are cut (`turns: all` keeps the start)."))
     train_fraction: float = Field(0.05, gt=0, le=1, description="Share of the pool trained on (published: 5%).")
     lora: LoraSettings = Field(LESS_LORA, description="LoRA and optimiser settings (published LESS defaults).")
     seed: int = Field(0, description="Seed of the training draw, adapter initialisation and batch order.")
@@ -67,7 +75,8 @@ def run_lora_warmup(spec: LoraWarmupSpec, ctx: StageContext) -> StageOutput:
         model, tokenizer = fresh_causal_lm(spec.model, spec.chat_template)
         model = attach_lora(model, spec.lora, spec.seed)
         conversations = pool.column("messages").to_pylist()
-        training = [encode_conversation(tokenizer, conversations[i], spec.max_length, spec.model) for i in draw]
+        training = [encode_conversation(tokenizer, conversations[i], spec.max_length, spec.model, spec.turns)
+                    for i in draw]
         folder = ctx.artifacts_dir
         result = lora_finetune(model, training, spec.lora, pad_token_id=tokenizer.pad_token_id, seed=spec.seed,
                                device=device.name, checkpoint_dir=folder)

@@ -161,7 +161,7 @@ def necessity(spec: ModsSpec, ctx: StageContext, seed_ids: list[str], candidate_
     device = compute_device()
     model, tokenizer = fresh_causal_lm(spec.model, spec.chat_template)
     model = attach_lora(model, spec.lora, spec.seed)
-    training = [encode_conversation(tokenizer, row["messages"], spec.max_length, spec.model)
+    training = [encode_conversation(tokenizer, row["messages"], spec.max_length, spec.model, spec.turns)
                 for row in sample_texts(ctx, seed_ids)]
     tuned = lora_finetune(model, training, spec.lora, pad_token_id=tokenizer.pad_token_id, seed=spec.seed,
                           device=device.name, checkpoint_dir=ctx.artifacts_dir)

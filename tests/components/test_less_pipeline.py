@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from curation_assets.methods.less import adam_precondition
 from curation_assets.methods.projection import DenseRademacherProjector
 from curation_assets.models.chat_format import collate, encode_conversation
 from curation_assets.models.gradients import per_sample_response_losses
@@ -79,9 +78,10 @@ def test_less_selection_equals_a_direct_computation(tmp_path, tiny_lm):  # noqa:
         flat = []
         for index, p in enumerate(named):
             g = p.grad
-            if state is not None:
-                g = adam_precondition(g.unsqueeze(0), state["state"][index]["exp_avg"],
-                                      state["state"][index]["exp_avg_sq"])[0]
+            if state is not None:  # the released code's Adam direction: m' / sqrt(v' + eps), no bias correction
+                m = 0.9 * state["state"][index]["exp_avg"] + 0.1 * g
+                v = 0.999 * state["state"][index]["exp_avg_sq"] + 0.001 * g * g
+                g = m / torch.sqrt(v + 1e-8)
             flat.append(g.reshape(-1))
         vector = projector.project(torch.cat(flat).unsqueeze(0))[0].numpy()
         return vector / np.linalg.norm(vector)

@@ -8,7 +8,8 @@ from curation_assets.methods.less import adam_precondition, less_scores
 from curation_assets.methods.projection import DenseRademacherProjector, KroneckerProjector, rademacher
 
 
-def test_adam_preconditioning_matches_a_hand_computation_from_a_real_optimizer_state():
+@pytest.mark.parametrize("epsilon_inside_sqrt", [True, False])
+def test_adam_preconditioning_matches_a_hand_computation_from_a_real_optimizer_state(epsilon_inside_sqrt):
     torch.manual_seed(0)
     weight = torch.nn.Parameter(torch.randn(3, 4))
     optimizer = torch.optim.AdamW([weight], lr=1e-2, betas=(0.9, 0.999), eps=1e-8)
@@ -18,13 +19,19 @@ def test_adam_preconditioning_matches_a_hand_computation_from_a_real_optimizer_s
         optimizer.step()
     state = optimizer.state[weight]
     grads = torch.randn(5, 3, 4)
-    got = adam_precondition(grads, state["exp_avg"], state["exp_avg_sq"], (0.9, 0.999), 1e-8)
+    # a large ε (next to v' ≈ 1e-3..1e1) so the two placements differ well beyond float32 rounding
+    eps = 1e-2
+    got = adam_precondition(grads, state["exp_avg"], state["exp_avg_sq"], (0.9, 0.999), eps, epsilon_inside_sqrt)
     for i in range(5):
         for j in range(3):
             for k in range(4):
                 g, m, v = float(grads[i, j, k]), float(state["exp_avg"][j, k]), float(state["exp_avg_sq"][j, k])
                 m2, v2 = 0.9 * m + 0.1 * g, 0.999 * v + 0.001 * g * g
-                assert float(got[i, j, k]) == pytest.approx(m2 / (math.sqrt(v2) + 1e-8), rel=1e-5)
+                # released LESS code: m' / sqrt(v' + eps); the paper: m' / (sqrt(v') + eps)
+                want = m2 / math.sqrt(v2 + eps) if epsilon_inside_sqrt else m2 / (math.sqrt(v2) + eps)
+                other = m2 / (math.sqrt(v2) + eps) if epsilon_inside_sqrt else m2 / math.sqrt(v2 + eps)
+                assert float(got[i, j, k]) == pytest.approx(want, rel=1e-5)
+                assert float(got[i, j, k]) != pytest.approx(other, rel=1e-5)
 
 
 def test_rademacher_blocks_are_reproducible():
