@@ -5,14 +5,20 @@
   the cluster's size.
 - `deft_ucs`: DEFT-UCS (Das & Khetan 2023, unsupervised core-set selection for text
   editing, sampling after "Beyond neural scaling laws", Sorscher et al. 2022): K-Means
-  (7 clusters in the paper), per-cluster budget k·|c|/N, of which a fraction alpha are the
-  points closest to the centroid by cosine distance ("easy") and the rest the farthest
-  ("hard"); an optional base set D_base sampled stratified by cluster is forced in.
+  (7 clusters in the paper), then per cluster the points closest to the centroid by cosine
+  distance ("easy") and the farthest ("hard"); an optional base set D_base sampled
+  stratified by cluster is forced in. Two forms of the per-cluster counts:
+  - `per_cluster` (the paper's Algorithm 1): a fixed amount A per cluster, round(alpha·A)
+    easy and round(beta·A) hard, alpha and beta chosen independently; a cluster with fewer
+    points gives all it has (easy first), so the total is D_base + sum_c min(|c|, ...).
+  - `proportional` (ours): cluster budget k·|c|/N (largest remainder), round(alpha·b_c)
+    easy and the rest hard (beta = 1 - alpha), so the total is exactly k.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -28,6 +34,7 @@ class CoresetResult:
     budgets: np.ndarray  # per-cluster budget
     role: np.ndarray  # per selected row: "kcenter" | "easy" | "hard" | "base"
     distance: np.ndarray  # per selected row: distance used to pick it (nan for base)
+    amount: int | None = None  # DEFT-UCS per_cluster sampling: the per-cluster amount A used
 
 
 def kmeans_kcenter_coreset(x: np.ndarray, k: int, n_clusters: int, *, seed: int = 0) -> CoresetResult:
@@ -47,45 +54,82 @@ def kmeans_kcenter_coreset(x: np.ndarray, k: int, n_clusters: int, *, seed: int 
     return CoresetResult(indices, clusters.labels, clusters.centroids, budgets, np.full(indices.size, "kcenter"), distance)
 
 
-def deft_ucs(x: np.ndarray, k: int, *, n_clusters: int = 7, alpha: float = 0.5, base_size: int = 0,
+def deft_ucs(x: np.ndarray, k: int | None = None, *, n_clusters: int = 7, alpha: float = 0.5,
+             beta: float | None = None, per_cluster: int | None = None,
+             sampling: Literal["per_cluster", "proportional"] = "per_cluster", base_size: int = 0,
              seed: int = 0) -> CoresetResult:
-    """DEFT-UCS: per cluster, alpha·b_c closest to the centroid plus (1-alpha)·b_c farthest.
+    """DEFT-UCS easy/hard sampling around K-Means centroids (see the module docstring).
 
+    `per_cluster` sampling takes A = `per_cluster`, or, without it, an A whose full clusters fit
+    the budget: A = floor((k - base_size) / (K·(alpha + beta))), lowered while rounding alpha·A
+    and beta·A overshoots k. `beta` defaults
+    to 1 - alpha; `proportional` sampling needs k and has beta = 1 - alpha by definition.
     `base_size` rows are first drawn uniformly within each cluster in proportion to its size
-    (D_base) and count towards k; the rest of the budget is split over the remaining rows.
+    (D_base); easy and hard rows come from the rest. `budgets` holds each cluster's easy+hard count.
     """
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-    if not 0 <= base_size <= k:
+    beta = 1.0 - alpha if beta is None else beta
+    if not (0.0 <= alpha <= 1.0 and 0.0 <= beta <= 1.0):
+        raise ValueError(f"alpha and beta must be in [0, 1], got alpha={alpha}, beta={beta}")
+    if sampling == "proportional" and abs(alpha + beta - 1.0) > 1e-9:
+        raise ValueError(f"proportional sampling takes beta = 1 - alpha, got alpha={alpha}, beta={beta}")
+    if k is None and (sampling == "proportional" or per_cluster is None):
+        raise ValueError("give the budget k (or, for per_cluster sampling, `per_cluster`)")
+    if base_size < 0 or (k is not None and base_size > k):
         raise ValueError(f"base_size must be in [0, k={k}], got {base_size}")
     clusters = kmeans(x, n_clusters, seed=seed)
     labels = clusters.labels
+    n_found = clusters.centroids.shape[0]
     distance = cosine_distance_to_centroids(x, clusters.centroids, labels)
     rng = np.random.default_rng(seed)
     available = np.ones(x.shape[0], dtype=bool)
     picked: list[tuple[np.ndarray, str, np.ndarray]] = []
     if base_size:
-        sizes = np.bincount(labels, minlength=clusters.centroids.shape[0])
+        sizes = np.bincount(labels, minlength=n_found)
         for cluster, count in enumerate(proportional_budgets(sizes, base_size)):
             members = np.flatnonzero(labels == cluster)
             base = rng.choice(members, size=int(count), replace=False)
             available[base] = False
             picked.append((base, "base", np.full(base.size, np.nan)))
-    remaining_sizes = np.bincount(labels[available], minlength=clusters.centroids.shape[0])
-    budgets = proportional_budgets(remaining_sizes, k - base_size)
+    remaining_sizes = np.bincount(labels[available], minlength=n_found)
+    amount = 0
+    if sampling == "proportional":
+        assert k is not None
+        budgets = proportional_budgets(remaining_sizes, k - base_size)
+        n_easy = np.round(alpha * budgets).astype(np.int64)  # half to even, as Python's round
+        n_hard = budgets - n_easy
+    else:
+        amount = per_cluster if per_cluster is not None else _amount_for_budget(k, base_size, n_found, alpha, beta)
+        if amount < 1:
+            raise ValueError(f"per_cluster must be >= 1, got {amount}")
+        n_easy = np.minimum(round(alpha * amount), remaining_sizes)
+        n_hard = np.minimum(round(beta * amount), remaining_sizes - n_easy)
+        budgets = n_easy + n_hard
     for cluster in np.flatnonzero(budgets):
         members = np.flatnonzero((labels == cluster) & available)
         order = members[np.argsort(distance[members], kind="stable")]  # closest first
-        budget = int(budgets[cluster])
-        n_easy = int(round(alpha * budget))
-        easy = order[:n_easy]
-        hard = order[::-1][: budget - n_easy]
+        easy = order[:n_easy[cluster]]
+        hard = order[::-1][:n_hard[cluster]]  # disjoint from easy: n_easy + n_hard <= cluster size
         picked.append((easy, "easy", distance[easy]))
         picked.append((hard, "hard", distance[hard]))
     indices = np.concatenate([p[0] for p in picked]) if picked else np.empty(0, np.int64)
     roles = np.concatenate([np.full(p[0].size, p[1]) for p in picked]) if picked else np.empty(0, str)
     dists = np.concatenate([p[2] for p in picked]) if picked else np.empty(0)
-    return CoresetResult(indices.astype(np.int64), labels, clusters.centroids, budgets, roles, dists)
+    return CoresetResult(indices.astype(np.int64), labels, clusters.centroids, budgets, roles, dists,
+                         amount if sampling == "per_cluster" else None)
+
+
+def _amount_for_budget(k: int | None, base_size: int, n_clusters: int, alpha: float, beta: float) -> int:
+    """The paper's A for a total budget: floor((k - base) / (K·(alpha+beta))), lowered until
+    base + K·(round(alpha·A) + round(beta·A)) <= k."""
+    assert k is not None
+    share = alpha + beta
+    amount = int(np.floor((k - base_size) / (n_clusters * share))) if share > 0 else 0
+    while amount > 0 and base_size + n_clusters * (round(alpha * amount) + round(beta * amount)) > k:
+        amount -= 1  # rounding alpha·A and beta·A up can overshoot by one per cluster
+    if amount < 1:
+        raise ValueError(f"a budget of {k} (base {base_size}) leaves no per-cluster amount A >= 1 over "
+                         f"{n_clusters} clusters with alpha + beta = {share:g}: raise the budget or give `per_cluster`")
+    return amount
 
 
 def cosine_distance_to_centroids(x: np.ndarray, centroids: np.ndarray, labels: np.ndarray) -> np.ndarray:

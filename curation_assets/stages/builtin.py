@@ -17,6 +17,7 @@ from curation_assets.stages import (  # noqa: F401
     jvp_embeddings,
     less_selection,
     lift,
+    lm_embedding,
     lm_loss,
     lobass,
     lora_warmup,

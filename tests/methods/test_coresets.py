@@ -33,9 +33,9 @@ def test_kmeans_coreset_budgets_respect_cluster_proportions():
     assert np.all(np.abs(result.budgets - 35 * sizes / sizes.sum()) < 1)
 
 
-def test_deft_ucs_easy_and_hard_match_the_definition():
+def test_deft_ucs_proportional_easy_and_hard_match_the_definition():
     x = blobs()
-    result = deft_ucs(x, 40, n_clusters=3, alpha=0.5, seed=1)
+    result = deft_ucs(x, 40, n_clusters=3, alpha=0.5, sampling="proportional", seed=1)
     c = result.centroids[result.labels]
     dist = 1 - np.sum(x * c, axis=1) / (np.linalg.norm(x, axis=1) * np.linalg.norm(c, axis=1))
     for cluster in range(3):
@@ -50,9 +50,67 @@ def test_deft_ucs_easy_and_hard_match_the_definition():
     assert result.indices.size == 40
 
 
+def plain_deft_ucs_per_cluster(x, labels, centroids, available, amount, alpha, beta):
+    """DEFT-UCS's per-cluster sampling as a plain loop: for each cluster, sort its points by cosine
+    distance to the centroid; the round(alpha*A) closest are easy, the round(beta*A) farthest of the
+    rest are hard (all of it when the cluster is smaller)."""
+    easy, hard = {}, {}
+    for cluster in range(len(centroids)):
+        c = centroids[cluster]
+        points = [i for i in range(len(x)) if labels[i] == cluster and available[i]]
+        dist = {i: 1 - float(np.dot(x[i], c)) / (float(np.linalg.norm(x[i])) * float(np.linalg.norm(c)))
+                for i in points}
+        ranked = sorted(points, key=lambda i: (dist[i], i))
+        n_easy = min(round(alpha * amount), len(ranked))
+        n_hard = min(round(beta * amount), len(ranked) - n_easy)
+        easy[cluster] = set(ranked[:n_easy])
+        hard[cluster] = set(ranked[len(ranked) - n_hard:])
+    return easy, hard
+
+
+@pytest.mark.parametrize(("sizes", "amount", "alpha", "beta"), [
+    ((200, 100, 50), 40, 0.25, 0.5),  # alpha and beta independent: 10 easy + 20 hard per cluster
+    ((200, 100, 8), 12, 0.5, 0.5),  # the small cluster gives all its 8 points
+    ((200, 100, 50), 30, 0.0, 1.0),  # the paper's hard sampling
+])
+def test_deft_ucs_per_cluster_counts_equal_a(sizes, amount, alpha, beta):
+    x = blobs(sizes, seed=4)
+    result = deft_ucs(x, n_clusters=3, per_cluster=amount, alpha=alpha, beta=beta, seed=3)
+    easy, hard = plain_deft_ucs_per_cluster(x, result.labels, result.centroids, np.ones(len(x), bool), amount,
+                                            alpha, beta)
+    for cluster in range(3):
+        in_cluster = result.labels[result.indices] == cluster
+        chosen = result.indices[in_cluster]
+        roles = result.role[in_cluster]
+        assert set(chosen[roles == "easy"].tolist()) == easy[cluster]
+        assert set(chosen[roles == "hard"].tolist()) == hard[cluster]
+        size = int(np.sum(result.labels == cluster))
+        expected = min(size, round(alpha * amount) + round(beta * amount))
+        assert chosen.size == result.budgets[cluster] == expected  # A per cluster, or the whole small cluster
+    assert len(set(result.indices.tolist())) == result.indices.size and result.amount == amount
+
+
+def test_deft_ucs_budget_sets_a_whose_full_clusters_fit():
+    x = blobs(seed=4)
+    result = deft_ucs(x, 100, n_clusters=3, alpha=0.3, beta=0.4, base_size=10, seed=5)
+    a = result.amount
+    assert a == (100 - 10) // (3 * 0.7) == 42 and 10 + 3 * (round(0.3 * a) + round(0.4 * a)) <= 100
+    assert result.indices.size == 10 + 3 * (13 + 17)
+    base = result.indices[result.role == "base"]
+    available = np.ones(len(x), bool)
+    available[base] = False
+    easy, hard = plain_deft_ucs_per_cluster(x, result.labels, result.centroids, available, a, 0.3, 0.4)
+    assert set(result.indices[result.role == "easy"].tolist()) == set().union(*easy.values())
+    assert set(result.indices[result.role == "hard"].tolist()) == set().union(*hard.values())
+    with pytest.raises(ValueError, match="no per-cluster amount"):
+        deft_ucs(x, 2, n_clusters=3, seed=5)
+    with pytest.raises(ValueError, match="beta = 1 - alpha"):
+        deft_ucs(x, 40, n_clusters=3, alpha=0.5, beta=0.2, sampling="proportional")
+
+
 def test_deft_ucs_base_set_is_stratified_and_counts_towards_k():
     x = blobs()
-    result = deft_ucs(x, 40, n_clusters=3, base_size=14, seed=2)
+    result = deft_ucs(x, 40, n_clusters=3, base_size=14, sampling="proportional", seed=2)
     base = result.indices[result.role == "base"]
     assert base.size == 14 and result.indices.size == 40 and len(set(result.indices.tolist())) == 40
     sizes = np.bincount(result.labels, minlength=3)
