@@ -15,6 +15,7 @@ from typing import Any
 
 import duckdb
 import numpy as np
+import pyarrow.compute as pc
 
 from curation_assets.store.sql_files import fetch_row, read_sql
 
@@ -22,6 +23,7 @@ SELECTION_SCORE = "selection_score"  # the selection's own score, next to the `<
 DEFAULT_BINS = 30
 DEFAULT_EXAMPLES = 5
 DEFAULT_PREVIEW_CHARS = 280
+NEAR_DUPLICATE_COSINE = 0.95  # members above this cosine are one cluster (the near_duplicate filter's default)
 
 _IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]*$")
 _NUMERIC_TYPES = frozenset({"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT",
@@ -74,6 +76,17 @@ class Example:
     output: str
 
 
+@dataclass(frozen=True)
+class NearDuplicateCount:
+    """Near-duplicate clusters among the members: a greedy walk down the ranking keeps a member
+    unless its cosine similarity to a kept one exceeds `threshold`; clusters = members kept."""
+
+    stage: str  # the embedding stage whose vectors were compared
+    threshold: float
+    embedded: int  # members with a vector in that stage
+    clusters: int
+
+
 @dataclass
 class SelectionReport:
     """Everything a selection report shows."""
@@ -95,6 +108,9 @@ class SelectionReport:
     highest: list[Example] = field(default_factory=list)
     lowest: list[Example] = field(default_factory=list)
     preview_chars: int = DEFAULT_PREVIEW_CHARS
+    distinct_conversations: int = 0  # source conversations among the members (ShareGPT parts are one)
+    distinct_first_turns: int = 0  # distinct first user turns among the members
+    near_duplicates: NearDuplicateCount | None = None  # None: the pipeline has no embedding stage
 
     @property
     def score_sources(self) -> list[str]:
@@ -132,6 +148,8 @@ def gather_report(con: duckdb.DuckDBPyConnection, selection: str, *, bins: int =
         budget=int(budget) if isinstance(budget, (int, float)) else None,
         fraction=config.get("fraction"), candidates=rows_in, seconds=seconds, selected_at=selected_at,
         scored_members=int(scored), preview_chars=preview_chars)
+    report.distinct_conversations, report.distinct_first_turns = _distinct_counts(con, selection)
+    report.near_duplicates = near_duplicate_count(con, selection, config.get("embedding"))
     report.scores = _score_comparisons(con, params, bins, priority=report.score_sources)
     if report.size <= 2 * examples:  # small selections: every member once, best first
         report.highest = _examples(con, selection, report.size, preview_chars, highest_first=True)
@@ -139,6 +157,32 @@ def gather_report(con: duckdb.DuckDBPyConnection, selection: str, *, bins: int =
         report.highest = _examples(con, selection, examples, preview_chars, highest_first=True)
         report.lowest = _examples(con, selection, examples, preview_chars, highest_first=False)
     return report
+
+
+def _distinct_counts(con: duckdb.DuckDBPyConnection, selection: str) -> tuple[int, int]:
+    _, conversations, first_turns = fetch_row(con, read_sql("reads/selection_distinct.sql"), {"selection": selection})
+    return int(conversations), int(first_turns)
+
+
+def near_duplicate_count(con: duckdb.DuckDBPyConnection, selection: str, preferred: object = None, *,
+                         threshold: float = NEAR_DUPLICATE_COSINE) -> NearDuplicateCount | None:
+    """Near-duplicate clusters among `selection`'s members, from the embedding stage its config
+    names, else its pipeline's latest; None when the pipeline has none. Memory: members x dim."""
+    from curation_assets.methods.diversity_filter import similarity_filter  # faiss: only when counting
+
+    found = con.execute(read_sql("reads/report_embedding_stage.sql"), {
+        "selection": selection, "preferred": preferred if isinstance(preferred, str) else None}).fetchall()
+    if not found:
+        return None
+    stage, config_hash = found[0]
+    vectors = con.sql(read_sql("reads/report_member_embeddings.sql"), params={
+        "selection": selection, "stage": stage, "config_hash": config_hash}).to_arrow_table().column("embedding")
+    if len(vectors) == 0:
+        return NearDuplicateCount(stage=stage, threshold=threshold, embedded=0, clusters=0)
+    x = pc.list_flatten(vectors).to_numpy(zero_copy_only=False).astype(np.float32).reshape(len(vectors), -1)
+    x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    kept = similarity_filter(x, threshold).kept
+    return NearDuplicateCount(stage=stage, threshold=threshold, embedded=len(vectors), clusters=int(kept.size))
 
 
 def score_columns(con: duckdb.DuckDBPyConnection) -> list[str]:

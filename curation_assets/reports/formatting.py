@@ -79,6 +79,12 @@ def overview_rows(report: SelectionReport) -> list[tuple[str, str]]:
         if report.fraction is not None:
             budget += f" (fraction {format_number(report.fraction)} of the pool)"
         rows.append(("budget", budget))
+    rows.append(("distinct conversations", f"{report.distinct_conversations} of {report.size}"))
+    rows.append(("distinct first user turns", f"{report.distinct_first_turns} of {report.size}"))
+    near = report.near_duplicates
+    rows.append(("near-duplicate clusters", "not counted: the pipeline has no embedding stage" if near is None else
+                 f"{near.clusters} of {near.embedded} members embedded by `{near.stage}` "
+                 f"(cosine > {format_number(near.threshold)} is one cluster)"))
     if report.candidates is not None:
         rows.append(("candidates read by the run", str(report.candidates)))
     rows.append(("members with a score", f"{report.scored_members} of {report.size}"))

@@ -5,7 +5,8 @@ small validation part, used here, and a held-out part kept in `target_samples` f
 evaluation; a `subtask_field` splits it into subtasks. Target validation samples get plain
 (not preconditioned) projected gradients at every warm-up checkpoint, with the same
 projection as the training features. Score = Σ_ckpt η̄ · cos, mean over each subtask's
-validation samples, max over subtasks (of every target); the top budget is selected.
+validation samples, max over subtasks (of every target); the top budget is selected, by
+default at most one sample per source conversation and first user turn (`distinct`).
 Per-sample scores per target/subtask go to `less_scores`; the targets to `target_samples`.
 """
 
@@ -23,12 +24,12 @@ import pyarrow.parquet as pq
 from pydantic import Field
 
 from curation_assets.methods.less import less_scores
-from curation_assets.methods.ranking import top_k
 from curation_assets.models.warmup_checkpoints import make_projector
 from curation_assets.sources.ingest import stage_source
 from curation_assets.sources.spec import SourceSpec
 from curation_assets.stages.budget_spec import BudgetedSelectionSpec
 from curation_assets.stages.context import StageContext, StageOutput
+from curation_assets.stages.conversation_keys import DistinctSpec, choose_top
 from curation_assets.stages.grad_features import GradFeaturesSpec, WarmupModel
 from curation_assets.stages.registry import StageKind, register_kind
 from curation_assets.store.sql_files import execute_sql_file
@@ -50,7 +51,7 @@ class TargetSpec(SourceSpec):
     split_seed: int = Field(0, description="Seed of the validation / held-out split.")
 
 
-class LessSpec(BudgetedSelectionSpec):
+class LessSpec(BudgetedSelectionSpec, DistinctSpec):
     """Top samples by LESS influence on the targets (published budget: 5%)."""
 
     kind: Literal["less"]
@@ -123,7 +124,7 @@ def run_less(spec: LessSpec, ctx: StageContext) -> StageOutput:
     assert ids is not None
     scores, per_subtask = less_scores(train, val, lrs, labels)
     k = spec.budget_for(len(ids))
-    chosen = top_k(scores, min(k, len(ids)), descending=True)
+    chosen, distinct = choose_top(ctx.store, ids, scores, min(k, len(ids)), distinct=spec.distinct)
     members = ctx.write_members([ids[i] for i in chosen], scores[chosen].tolist())
     names = sorted(per_subtask)
     scores_file = ctx.staging_dir / f"{ctx.stage}.less_scores.parquet"
@@ -133,7 +134,8 @@ def run_less(spec: LessSpec, ctx: StageContext) -> StageOutput:
                    scores_file)
     target_file = ctx.staging_dir / f"{ctx.stage}.targets.parquet"
     pq.write_table(targets, target_file)
-    stats.update({"pool": len(ids), "budget": k, "selected": int(len(chosen)), "subtasks": names})
+    stats.update({"pool": len(ids), "budget": k, "selected": int(len(chosen)), "subtasks": names,
+                  **distinct})
     return StageOutput(members, rows_in=len(ids), stats=stats, metadata=dict(stats),
                        extra={"targets_file": str(target_file), "scores_file": str(scores_file)})
 
@@ -145,7 +147,7 @@ def write_targets(con: Any, stage: str, config_hash: str, output: StageOutput) -
 
 
 LESS = register_kind(StageKind(
-    kind="less", role="selection", spec=LessSpec, run=run_less, version="1",
+    kind="less", role="selection", spec=LessSpec, run=run_less, version="2",
     summary="LESS: top samples by checkpoint-weighted gradient cosine with target validation sets.",
     schema_file="schema/stages/less.sql", tags=("python", "torch", "numpy"), write_extra=write_targets,
 ))

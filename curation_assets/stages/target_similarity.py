@@ -4,15 +4,16 @@ Pool vectors come from an `embedding` stage; the target validation samples (targ
 split exactly as the `less` selection reads them) are embedded with that stage's model,
 template, normalisation and max_seq_length, so both sides live in one space. Score = mean
 cosine similarity to each target subtask's validation samples, max over subtasks; the top
-budget is kept (methods/target_similarity.py). Targets go to `target_samples`, so an
-evaluation can check that its held-out part was never used for selection.
+budget is kept (methods/target_similarity.py), by default at most one sample per source
+conversation and per first user turn (`distinct`, stages/conversation_keys.py). Targets go to
+`target_samples`, so an evaluation can check that its held-out part was never used for selection.
 """
 
 from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -20,11 +21,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import Field
 
-from curation_assets.methods.ranking import top_k
 from curation_assets.methods.target_similarity import mean_cosine_similarity
 from curation_assets.models.embeddings import SentenceEmbedder
 from curation_assets.stages.budget_spec import BudgetedSelectionSpec
 from curation_assets.stages.context import StageContext, StageOutput
+from curation_assets.stages.conversation_keys import DistinctSpec, choose_top
 from curation_assets.stages.diversity import EmbeddingInput
 from curation_assets.stages.embedding import EmbeddingSpec, render_texts
 from curation_assets.stages.less_selection import TargetSpec, read_target
@@ -32,8 +33,11 @@ from curation_assets.stages.registry import StageKind, register_kind
 from curation_assets.store.sql_files import execute_sql_file
 
 
-class TargetSimilaritySpec(EmbeddingInput, BudgetedSelectionSpec):
+class TargetSimilaritySpec(EmbeddingInput, BudgetedSelectionSpec, DistinctSpec):
     """Top samples by mean cosine similarity of their embedding to the target validation samples'."""
+
+    # the targets are embedded with the stage's sentence-transformers settings
+    EMBEDDING_KINDS: ClassVar[tuple[str, ...]] = ("embedding",)
 
     kind: Literal["target_similarity"]
     targets: list[TargetSpec] = Field(min_length=1, description=(
@@ -71,7 +75,7 @@ def run_target_similarity(spec: TargetSimilaritySpec, ctx: StageContext) -> Stag
     target_vectors = embed_targets(embedding, validation)
     scores, per_subtask = mean_cosine_similarity(np.asarray(x), target_vectors, labels)
     k = spec.budget_for(len(sample_ids))
-    chosen = top_k(scores, k, descending=True)
+    chosen, distinct = choose_top(ctx.store, sample_ids, scores, k, distinct=spec.distinct)
     members = ctx.write_members([sample_ids[i] for i in chosen], scores[chosen].tolist())
     best = np.argmax(np.stack([per_subtask[name] for name in sorted(per_subtask)], axis=1), axis=1)
     names = sorted(per_subtask)
@@ -85,7 +89,7 @@ def run_target_similarity(spec: TargetSimilaritySpec, ctx: StageContext) -> Stag
         "targets": [t.name for t in spec.targets], "validation_samples": validation.num_rows,
         "heldout_samples": targets.num_rows - validation.num_rows, "subtasks": names,
         "pool_mean_similarity": float(scores.mean()) if scores.size else None,
-        "selected_mean_similarity": float(scores[chosen].mean()) if chosen.size else None}
+        "selected_mean_similarity": float(scores[chosen].mean()) if chosen.size else None, **distinct}
     return StageOutput(members, rows_in=len(sample_ids), stats=stats, metadata=dict(stats), details_file=details,
                        extra={"targets_file": str(target_file)})
 
@@ -97,7 +101,7 @@ def write_targets(con: Any, stage: str, config_hash: str, output: StageOutput) -
 
 TARGET_SIMILARITY = register_kind(StageKind(
     kind="target_similarity", role="selection", spec=TargetSimilaritySpec, run=run_target_similarity,
-    version="1", summary="Top samples by mean embedding cosine similarity to target validation samples "
+    version="2", summary="Top samples by mean embedding cosine similarity to target validation samples "
                          "(LESS's representation baseline).",
     tags=("python", "numpy", "sentence_transformers"), write_extra=write_targets,
 ))

@@ -7,14 +7,15 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from curation_assets.methods.ranking import top_k
 from curation_assets.stages.budget_spec import BudgetedSelectionSpec, StageColumnInput
 from curation_assets.stages.context import StageContext, StageOutput
+from curation_assets.stages.conversation_keys import DistinctSpec, choose_top
 from curation_assets.stages.registry import StageKind, register_kind
 
 
-class TopScoreSpec(StageColumnInput, BudgetedSelectionSpec):
-    """Rank by `stage`.`column`; keep rows within [min_score, max_score], then the top budget."""
+class TopScoreSpec(StageColumnInput, BudgetedSelectionSpec, DistinctSpec):
+    """Rank by `stage`.`column`; keep rows within [min_score, max_score], then the top budget
+    (by default at most one sample per conversation and per first user turn: `distinct`)."""
 
     kind: Literal["top_score"]
     order: Literal["descending", "ascending"] = Field("descending", description="descending = highest first.")
@@ -38,16 +39,19 @@ def run_top_score(spec: TopScoreSpec, ctx: StageContext) -> StageOutput:
         keep &= scores <= spec.max_score
     eligible = np.flatnonzero(keep)
     k = spec.budget_for(rows.num_rows) if eligible.size else 0
-    order = top_k(scores[eligible], min(k, eligible.size), descending=spec.order == "descending")
-    chosen = eligible[order]
     sample_ids = rows.column("sample_id").to_pylist()
+    order, distinct = choose_top(ctx.store, [sample_ids[i] for i in eligible], scores[eligible],
+                                 min(k, eligible.size), distinct=spec.distinct,
+                                 descending=spec.order == "descending")
+    chosen = eligible[order]
     members = ctx.write_members([sample_ids[i] for i in chosen], scores[chosen].tolist())
-    stats = {"pool": rows.num_rows, "eligible": int(eligible.size), "budget": k, "selected": int(chosen.size)}
+    stats = {"pool": rows.num_rows, "eligible": int(eligible.size), "budget": k, "selected": int(chosen.size),
+             **distinct}
     return StageOutput(members, rows_in=rows.num_rows, stats=stats, metadata=dict(stats))
 
 
 TOP_SCORE = register_kind(StageKind(
-    kind="top_score", role="selection", spec=TopScoreSpec, run=run_top_score, version="1",
+    kind="top_score", role="selection", spec=TopScoreSpec, run=run_top_score, version="2",
     summary="Top samples by a stage's numeric column, with optional min/max bounds.",
     tags=("python", "numpy"),
 ))

@@ -29,6 +29,7 @@ def test_target_similarity_equals_brute_force(tmp_path, tiny_model):  # noqa: F8
         "stages": [{"name": "embed", "kind": "embedding", "model": str(tiny_model), "template": template,
                     "batch_size": 8}],
         "selections": [{"name": "closest", "kind": "target_similarity", "embedding": "embed", "budget": 6,
+                        "distinct": False,  # plain top-k: the brute force below ranks every sample
                         "targets": [{"name": "task", "path": "target.jsonl", "subtask_field": "cat",
                                      "validation_size": 5, "split_seed": 2}]}]}})
 
