@@ -58,7 +58,8 @@ def test_only_variant_keeps_what_the_kept_methods_read(tmp_path):
                               output_dir=str(tmp_path / "out"))
     assert variant == "only_deita_n200_e1_h100"
     attributes = derived["attributes"]
-    assert {s["name"] for s in attributes["stages"]} == {"embed", "deita_labels", "deita_scorers", "deita_score"}
+    assert {s["name"] for s in attributes["stages"]} == {"deita_embed", "deita_labels", "deita_scorers",
+                                                         "deita_score"}
     assert {s["name"] for s in attributes["selections"]} == {"random_s0", "random_s1", "random_s2",
                                                              "deita_label_pool", "deita"}
     assert attributes["evaluation"]["selections"] == ["deita"]
