@@ -32,8 +32,9 @@ starts from a random point); the paper's k-center over the necessary set is foll
 
 Memory: the LoRA fine-tune holds one micro-batch (`lora.batch_size`); generation and rewarding
 read, generate and score `CHUNK_SAMPLES` candidates at a time, `batch_size` prompts per
-`generate` call. Only the last assistant turn is generated; a conversation's question is its last
-user turn with the earlier turns as input, as `reward_scores` builds it.
+`generate` call. The seed fine-tune labels the assistant turns `turns` picks (all by default); only
+the last assistant turn is generated; a conversation's question is its last user turn with the
+earlier turns as input, as `reward_scores` builds it.
 """
 
 from __future__ import annotations
