@@ -20,6 +20,12 @@ from tests.components.test_lm_pipeline import tiny_lm, write_pool  # noqa: F401 
 from tests.pipeline_runs import materialize_document
 
 
+# the project's earlier variant, kept as options: LoRA gradients, LESS directions, raw inner
+# products, exact landmark rows, weights per subtask picked in turn
+PROJECT_VARIANT = {"params": "lora", "adam_direction": "less", "normalize": False, "exact_landmarks": True,
+                   "round_robin": "subtasks"}
+
+
 def pipeline(tiny_lm, **selection):
     return {"type": "curation_assets.CurationPipeline", "attributes": {
         "name": "infdist", "duckdb_path": "infdist.duckdb", "sources": [{"name": "pool", "path": "pool.jsonl"}],
@@ -40,7 +46,7 @@ def test_influence_distillation_equals_an_independent_computation(tmp_path, tiny
 
     write_pool(tmp_path / "pool.jsonl", 20)
     write_targets(tmp_path / "target.jsonl")
-    materialize_document(tmp_path, pipeline(tiny_lm))
+    materialize_document(tmp_path, pipeline(tiny_lm, **PROJECT_VARIANT))
 
     with DuckDBStore(tmp_path / "infdist.duckdb").reader(read_only=True) as con:
         path = con.execute("SELECT path FROM lora_checkpoints ORDER BY epoch DESC LIMIT 1").fetchall()[0][0]
@@ -89,7 +95,8 @@ def test_influence_distillation_equals_an_independent_computation(tmp_path, tiny
     target_grads = np.stack([gradient(m, False) for _, _, m in targets])
     exact = landmark_grads @ target_grads.T
     embeddings = np.array([r[2] for r in pool], dtype=np.float64)
-    sigma = np.median(pdist(embeddings[rows]))
+    distances = np.sort(pdist(embeddings[rows]))
+    sigma = distances[(len(distances) - 1) // 2]  # the lower median, as torch.median
     krr = KernelRidge(alpha=1e-2, kernel="rbf", gamma=1 / (2 * sigma ** 2)).fit(embeddings[rows], exact)
     inner = krr.predict(embeddings)
     inner[rows] = exact
@@ -113,10 +120,153 @@ def test_second_order_and_kcenter_landmarks_run_end_to_end(tmp_path, tiny_lm):  
     write_pool(tmp_path / "pool.jsonl", 20)
     write_targets(tmp_path / "target.jsonl")
     materialize_document(tmp_path, pipeline(tiny_lm, order="second", landmark_selection="kcenter",
-                                            optimizer="sgd", learning_rate=1.0, projection="hadamard"))
+                                            optimizer="sgd", learning_rate=1.0, projection="hadamard",
+                                            round_robin="subtasks"))
     with DuckDBStore(tmp_path / "infdist.duckdb").reader(read_only=True) as con:
         members = con.execute("SELECT count(*), min(score) FROM selections "
                               "WHERE selection = 'influential'").fetchall()[0]
         stats = con.execute("SELECT stats FROM stage_runs WHERE stage = 'influential'").fetchall()[0][0]
     assert members[0] == 5 and members[1] > 0
     assert '"order": "second"' in stats
+
+
+def released_selection(tiny_lm, folder: Path, selection: str, *, normalize: bool, k: int, seed: int = 0):
+    """The released `pick_first_order` written out as plain loops on what the pipeline stored:
+    per sample (batch 1) the transformers loss's gradient w.r.t. every down_proj weight of the
+    warmed model, landmarks times a = (1−β1)/(1−β1^(t+1))/(√(v/(1−β2^(t+1)))+ε), unit-normalised,
+    inner products, KRR per target sample (σ = √ of the lower median squared distance, damped by
+    1e-2 · mean diagonal, the damped output for every sample), shuffled round robin over the
+    target samples. The tiny model's 4,096 down_proj weights fit the Hadamard projection whole
+    (an orthonormal rotation), so raw gradients give the same inner products.
+
+    Returns the picked sample ids and, per pool sample, (response tokens, landmark direction
+    norm, its cosine and raw inner product with the first target sample)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    with DuckDBStore(folder / "infdist.duckdb").reader(read_only=True) as con:
+        pool = con.execute("SELECT s.sample_id, s.messages, j.embedding FROM samples AS s JOIN jvp_embeddings AS j "
+                           "USING (sample_id) WHERE s.active ORDER BY s.sample_id").fetchall()
+        targets = con.execute("SELECT messages FROM target_samples WHERE selection = $s AND split = 'validation' "
+                              "ORDER BY target, sample_id", {"s": selection}).fetchall()
+        landmarks = {r[0] for r in con.execute("SELECT DISTINCT sample_id FROM influence_scores "
+                                               "WHERE selection = $s AND landmark", {"s": selection}).fetchall()}
+    (saved,) = (folder / "infdist.artifacts" / selection).glob("*/weight-warmup-epoch-*.pt")
+    state = torch.load(saved)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_lm)
+    model = AutoModelForCausalLM.from_pretrained(tiny_lm).eval()
+    names = [f"model.layers.{i}.mlp.down_proj" for i in range(2)]
+    params = [model.get_submodule(name).weight for name in names]
+    with torch.no_grad():
+        for name, param in zip(names, params):
+            param.copy_(state["weights"][name])
+    (beta1, beta2), eps, t = state["betas"], state["eps"], state["step"]
+    coefficient = [(1 - beta1) / (1 - beta1 ** (t + 1)) / ((state["exp_avg_sq"][name] / (1 - beta2 ** (t + 1))).sqrt()
+                                                          + eps) for name in names]
+
+    def gradient(messages, landmark):
+        batch = collate([encode_conversation(tokenizer, messages, 64)], tokenizer.pad_token_id)
+        tokens = int((batch["labels"] != -100).sum())
+        if tokens == 0:  # the released calc_grad: no labels, zero gradient
+            return np.zeros(sum(p.numel() for p in params)), tokens
+        loss = model(input_ids=batch["input_ids"], labels=batch["labels"]).loss
+        grads = torch.autograd.grad(loss, params)
+        if landmark:
+            grads = [g * a for g, a in zip(grads, coefficient)]
+        return torch.cat([g.reshape(-1) for g in grads]).double().numpy(), tokens
+
+    def unit(vector):
+        norm = np.linalg.norm(vector)
+        return vector / norm if normalize and norm > 0 else vector
+
+    rows = [i for i, r in enumerate(pool) if r[0] in landmarks]
+    plain = {sid: gradient(messages, True) for sid, messages, _ in pool}
+    landmark_grads = np.stack([unit(plain[pool[i][0]][0]) for i in rows])
+    target_grads = np.stack([unit(gradient(m, False)[0]) for (m,) in targets])
+    p_landmarks = landmark_grads @ target_grads.T
+    embeddings = np.array([r[2] for r in pool], dtype=np.float64)
+    squared = [((embeddings[rows[i]] - embeddings[rows[j]]) ** 2).sum()
+               for i in range(len(rows)) for j in range(i + 1, len(rows))]
+    sigma = np.sqrt(sorted(squared)[(len(squared) - 1) // 2])
+
+    def rbf(a, b):
+        return np.exp(-((a[:, None] - b[None]) ** 2).sum(-1) / (2 * sigma ** 2))
+
+    scores = []
+    for target in range(len(targets)):  # the released loop: one KRR per target sample
+        kernel = rbf(embeddings[rows], embeddings[rows])
+        kernel += 1e-2 * np.mean(np.diag(kernel)) * np.eye(len(rows))
+        scores.append(rbf(embeddings, embeddings[rows]) @ np.linalg.solve(kernel, p_landmarks[:, target]))
+    rng = np.random.default_rng(seed)
+    picked: list[int] = []
+    while len(picked) < k:
+        for target in rng.permutation(len(scores)):
+            if len(picked) >= k:
+                break
+            best = int(np.argmax(scores[target]))
+            picked.append(best)
+            for column in scores:
+                column[best] = -1e8
+    first_target = gradient(targets[0][0], False)[0]
+    facts = {}
+    for sid, (direction, tokens) in plain.items():
+        norm = np.linalg.norm(direction)
+        raw = float(direction @ first_target)
+        facts[sid] = (tokens, norm, raw / (norm * np.linalg.norm(first_target)) if norm else 0.0, raw)
+    return [pool[i][0] for i in picked], facts
+
+
+def test_normalisation_changes_the_picks_and_both_equal_the_released_algorithm(tmp_path, tiny_lm):  # noqa: F811
+    """One target sample, budget 1: unit-normalised (released) directions pick a long sample with
+    the higher cosine; raw inner products pick a short one whose mean-token loss has a larger
+    gradient norm but a lower cosine. Both equal the released algorithm's plain loop."""
+    import json
+
+    write_pool(tmp_path / "pool.jsonl", 20)
+    words = ("the answer is one two three and that is it for this question you are what how why write explain "
+             "the code list four five yes no").split()
+    target = {"instruction": "explain the answer q1", "input": "", "output": " ".join(words)}
+    related = {"instruction": "explain the answer q0", "input": "", "output": " ".join(words[:8] + ["hello"] * 20)}
+    shorts = [{"instruction": f"explain the answer {w}", "input": "", "output": w}
+              for w in ("the", "answer", "one", "yes", "no", "is", "what", "code")]
+    with (tmp_path / "pool.jsonl").open("a") as pool:
+        pool.writelines(json.dumps(record) + "\n" for record in [related, *shorts])
+    (tmp_path / "target.jsonl").write_text(json.dumps(target) + "\n")
+    document = pipeline(tiny_lm, budget=1, landmarks=30)
+    released = document["attributes"]["selections"][0]
+    for key in ("fraction", "projection", "dim"):
+        released.pop(key)  # the defaults: Hadamard, 32,768 dims (all 4,096 down_proj weights here)
+    released["targets"] = [{"name": "task", "path": "target.jsonl", "validation_size": 1}]
+    document["attributes"]["selections"].append({**released, "name": "raw", "normalize": False})
+    materialize_document(tmp_path, document)
+
+    with DuckDBStore(tmp_path / "infdist.duckdb").reader(read_only=True) as con:
+        members = {name: [r[0] for r in con.execute("SELECT sample_id FROM selections WHERE selection = $s "
+                                                    "ORDER BY rank", {"s": name}).fetchall()]
+                   for name in ("influential", "raw")}
+    expected, facts = released_selection(tiny_lm, tmp_path, "influential", normalize=True, k=1)
+    expected_raw, _ = released_selection(tiny_lm, tmp_path, "raw", normalize=False, k=1)
+    assert members["influential"] == expected and members["raw"] == expected_raw
+    (unit_pick,), (raw_pick,) = expected, expected_raw
+    tokens, norm, cosine, _ = facts[unit_pick]
+    raw_tokens, raw_norm, raw_cosine, _ = facts[raw_pick]
+    assert raw_tokens < tokens and raw_norm > norm and raw_cosine < cosine
+
+
+def test_released_defaults_over_several_target_samples_equal_the_released_algorithm(tmp_path, tiny_lm):  # noqa: F811
+    """Six target samples in two subtasks, budget 5: the KRR per target sample and the shuffled
+    round robin over target samples (not the subtask means) decide the picks."""
+    write_pool(tmp_path / "pool.jsonl", 20)
+    write_targets(tmp_path / "target.jsonl")
+    document = pipeline(tiny_lm, budget=5)
+    released = document["attributes"]["selections"][0]
+    for key in ("fraction", "projection", "dim"):
+        released.pop(key)
+    materialize_document(tmp_path, document)
+    with DuckDBStore(tmp_path / "infdist.duckdb").reader(read_only=True) as con:
+        members = [r[0] for r in con.execute("SELECT sample_id FROM selections WHERE selection = 'influential' "
+                                             "ORDER BY rank").fetchall()]
+        roles = con.execute("SELECT count(DISTINCT role) FROM selection_details "
+                            "WHERE selection = 'influential'").fetchall()[0][0]
+    expected, _ = released_selection(tiny_lm, tmp_path, "influential", normalize=True, k=5)
+    assert members == expected
+    assert roles > 2  # picked by more target samples than there are subtasks
