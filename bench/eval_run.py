@@ -13,6 +13,9 @@ with the full one:
   --only A,B      evaluate only these selections (and the baselines); drop every stage and
                   selection neither they nor the baselines read
   --output-dir D  write eval.md / eval.png to D instead of bench/results (relative to the project)
+  --training-seeds S, --token-matched D, --no-full-pool
+                  fewer fine-tunes: S training seeds per set (shipped 2), D token-matched random
+                  subsets per method (shipped 1, 0 = none), no full-pool reference row
 
 The packaged SmolLM2 judge is served on 127.0.0.1:8765 for the run when an LLM stage remains.
 """
@@ -77,7 +80,8 @@ def requirements(attributes: dict[str, Any], names: set[str]) -> set[str]:
 
 def derive(document: dict[str, Any], *, pool: int | None = None, epochs: int | None = None,
            heldout: int | None = None, drop: set[str] = frozenset(), no_judge: bool = False,
-           only: set[str] = frozenset(), output_dir: str | None = None) -> tuple[dict[str, Any], str]:
+           only: set[str] = frozenset(), output_dir: str | None = None, training_seeds: int | None = None,
+           token_matched: int | None = None, full_pool: bool = True) -> tuple[dict[str, Any], str]:
     """A modified copy of the pipeline document and the variant's name (`full` when unchanged)."""
     document = yaml.safe_load(yaml.safe_dump(document))
     attributes = document["attributes"]
@@ -113,6 +117,15 @@ def derive(document: dict[str, Any], *, pool: int | None = None, epochs: int | N
         attributes["evaluation"]["target_heldout_size"] = heldout
         attributes["evaluation"]["general"]["size"] = heldout
         parts.append(f"h{heldout}")
+    if training_seeds is not None:
+        attributes["evaluation"]["training_seeds"] = training_seeds
+        parts.append(f"s{training_seeds}")
+    if token_matched is not None:
+        attributes["evaluation"]["token_matched_draws"] = token_matched
+        parts.append(f"t{token_matched}")
+    if not full_pool:
+        attributes["evaluation"]["full_pool"] = False
+        parts.append("nofull")
     if output_dir is not None:
         attributes["evaluation"]["output_dir"] = output_dir
     variant = "_".join(parts) or "full"
@@ -130,6 +143,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--without", default="", help="comma-separated stages/selections to drop")
     parser.add_argument("--only", default="", help="comma-separated evaluated selections to keep (with the baselines)")
     parser.add_argument("--output-dir", help="where eval.md / eval.png go (default bench/results)")
+    parser.add_argument("--training-seeds", type=int, help="fine-tunes per training set (default: the YAML's 2)")
+    parser.add_argument("--token-matched", type=int, help="token-matched random subsets per method (0: none)")
+    parser.add_argument("--no-full-pool", action="store_true", help="skip the full-pool reference fine-tune")
     parser.add_argument("--dry-run", action="store_true", help="write and check the YAML, run nothing")
     parser.add_argument("--log-level", default="WARNING", help="Dagster console log level (INFO shows progress)")
     args = parser.parse_args(argv)
@@ -140,7 +156,9 @@ def main(argv: list[str] | None = None) -> None:
     report_dir = (PROJECT / args.output_dir).resolve() if args.output_dir else PROJECT / "bench" / "results"
     derived, variant = derive(document, pool=args.pool, epochs=args.epochs, heldout=args.heldout, drop=drop,
                               no_judge=args.no_judge, only=only,
-                              output_dir=str(report_dir) if args.output_dir else None)
+                              output_dir=str(report_dir) if args.output_dir else None,
+                              training_seeds=args.training_seeds, token_matched=args.token_matched,
+                              full_pool=not args.no_full_pool)
     path = SHIPPED
     if variant != "full":
         path = PROJECT / ".curation" / f"eval_{variant}" / "defs.yaml"

@@ -1,6 +1,13 @@
 """Run an evaluation: every baseline and selection fine-tuned with one recipe, measured on the
 held-out target and general sets, compared with the baselines' band (issue #9).
 
+Statistics that can fail (issue #19): each training set is fine-tuned under `training_seeds`
+seeds and a held-out sample's loss is their mean; each row's Δ against the baselines' mean
+comes with a paired bootstrap 95% interval over held-out samples, and whether it beats every
+baseline; each method is also compared with random subsets of the pool holding as many
+response tokens as its selection (token-matched); the un-tuned model and a full-pool
+fine-tune are the two reference rows.
+
 Dagster-free, so the asset, the CLI and the tests share it: reads members and timings from
 the store, fine-tunes through the on-disk cache, writes `evaluation_results` in one short
 transaction and, with `output_dir`, eval.md and eval.png.
@@ -25,12 +32,19 @@ from curation_assets.evaluation.finetune import FinetuneRunner, Measured
 from curation_assets.evaluation.finetune_cache import FinetuneCache, finetune_key, members_hash
 from curation_assets.evaluation.heldout import HeldoutSet, check_no_leak, general_heldout, target_heldout
 from curation_assets.evaluation.spec import EvaluationSpec
+from curation_assets.methods.evaluation_stats import (
+    PairedDelta,
+    paired_bootstrap,
+    paired_differences,
+    token_matched_subset,
+)
 from curation_assets.stages.registry import StageSpec
 from curation_assets.store import DuckDBStore
 from curation_assets.store.sql_files import execute_sql_file, read_sql
 from curation_assets.store.writes import utc_now
 
 BASE_MODEL = "base_model"
+FULL_POOL = "full_pool"
 RESULT_SCHEMA = pa.schema([
     ("evaluation", pa.string()), ("selection", pa.string()), ("kind", pa.string()), ("role", pa.string()),
     ("k", pa.int32()), ("members_hash", pa.string()), ("finetune_key", pa.string()),
@@ -38,7 +52,14 @@ RESULT_SCHEMA = pa.schema([
     ("general_delta", pa.float64()), ("selection_seconds", pa.float64()), ("upstream_seconds", pa.float64()),
     ("finetune_seconds", pa.float64()), ("eval_seconds", pa.float64()), ("computed_now", pa.bool_()),
     ("training_steps", pa.int32()), ("final_training_loss", pa.float64()), ("config_hash", pa.string()),
-    ("evaluated_at", pa.timestamp("us")),
+    ("evaluated_at", pa.timestamp("us")), ("training_seeds", pa.int32()), ("response_tokens", pa.int64()),
+    ("target_ci_low", pa.float64()), ("target_ci_high", pa.float64()), ("general_ci_low", pa.float64()),
+    ("general_ci_high", pa.float64()), ("beats_all_random", pa.bool_()), ("token_matched_delta", pa.float64()),
+    ("token_matched_ci_low", pa.float64()), ("token_matched_ci_high", pa.float64()), ("matched_to", pa.string()),
+])
+LOSSES_SCHEMA = pa.schema([
+    ("evaluation", pa.string()), ("selection", pa.string()), ("training_seed", pa.int32()),
+    ("heldout_set", pa.string()), ("position", pa.int32()), ("loss", pa.float64()),
 ])
 
 SAMPLES_SCHEMA = pa.schema([
@@ -49,11 +70,11 @@ SAMPLES_SCHEMA = pa.schema([
 
 @dataclass
 class ResultRow:
-    selection: str
+    selection: str  # a selection, `base_model`, `full_pool` or `token_matched:<method>:<draw>`
     kind: str
-    role: str  # method | baseline | base_model
+    role: str  # method | baseline | base_model | full_pool | token_matched
     k: int
-    measured: Measured
+    measured: Measured  # the training seeds together: per-sample losses are their mean
     members_hash: str | None = None
     target_loss: float = float("nan")
     general_loss: float = float("nan")
@@ -61,6 +82,14 @@ class ResultRow:
     general_delta: float | None = None
     selection_seconds: float | None = None
     upstream_seconds: float | None = None
+    runs: list[tuple[int, Measured]] = field(default_factory=list)  # (training seed, its fine-tune)
+    response_tokens: int | None = None  # trained (label) tokens of the training set
+    target_ci: tuple[float, float] | None = None  # paired bootstrap interval of target_delta
+    general_ci: tuple[float, float] | None = None
+    beats_all_random: bool | None = None  # target loss below every baseline's (methods and references)
+    random_beaten: int | None = None  # baselines whose target loss is above this row's
+    token_matched: PairedDelta | None = None  # target loss - the token-matched random subsets' (methods)
+    matched_to: str | None = None  # token_matched rows: the method whose tokens they match
 
 
 @dataclass
@@ -140,6 +169,43 @@ def stage_seconds(store: DuckDBStore, pipeline: str, name: str, config_hash: str
     return float(rows[0][0]) if rows else 0.0
 
 
+def pool_samples(store: DuckDBStore) -> tuple[list[str], list[Any]]:
+    """Every active sample (sample_id order): ids and conversations."""
+    with store.reader() as con:
+        rows = con.execute(read_sql("reads/evaluation_pool.sql")).fetchall()
+    return [sid for sid, _ in rows], [messages for _, messages in rows]
+
+
+def finetuned_over_seeds(runner: FinetuneRunner, spec: EvaluationSpec, sample_ids: list[str], messages: list[Any],
+                         log: Any, label: str) -> tuple[str, Measured, list[tuple[int, Measured]]]:
+    """(members hash, the seeds' mean, each seed's fine-tune) of one training set: `training_seeds`
+    fine-tunes with seeds finetune.seed, +1, ..., each cached under its own key."""
+    training_set = members_hash(sample_ids)
+    base = spec.finetune
+    runs = []
+    for offset in range(spec.training_seeds):
+        settings = base.model_copy(update={"seed": base.seed + offset})
+        if log is not None:
+            log.info(f"evaluation: {label} ({len(sample_ids)} samples, training seed {settings.seed})")
+        runner.settings = settings  # the runner fine-tunes with runner.settings.seed
+        runs.append((settings.seed, runner.finetuned(finetune_key(training_set, settings), messages)))
+    runner.settings = base
+    return training_set, seed_mean(runs), runs
+
+
+def seed_mean(runs: list[tuple[int, Measured]]) -> Measured:
+    """One Measured for several training seeds: per-sample losses averaged, seconds summed."""
+    first = runs[0][1]
+    if len(runs) == 1:
+        return first
+    measured = [m for _, m in runs]
+    return Measured(first.key, {name: np.mean([m.losses[name] for m in measured], axis=0) for name in first.losses},
+                    finetune_seconds=sum(m.finetune_seconds for m in measured),
+                    eval_seconds=sum(m.eval_seconds for m in measured),
+                    computed_now=any(m.computed_now for m in measured), training_steps=first.training_steps,
+                    final_training_loss=_nanmean([m.final_training_loss for m in measured]))
+
+
 def run_evaluation(spec: EvaluationSpec, *, store: DuckDBStore, pipeline: str, specs: Mapping[str, StageSpec],
                    selection_names: set[str], stage_hashes: Mapping[str, str], cache_dir: Path,
                    log: Any = None) -> EvaluationResult:
@@ -150,37 +216,55 @@ def run_evaluation(spec: EvaluationSpec, *, store: DuckDBStore, pipeline: str, s
         general = general_heldout(spec.general, store, Path(staging))
     check_no_leak(store, target, sorted(selection_names))
     runner = FinetuneRunner(spec.finetune, FinetuneCache(cache_dir), [target, general], log)
-    rows = [ResultRow(BASE_MODEL, "none", "base_model", 0, runner.base_model())]
+    base = runner.base_model()
+    rows = [ResultRow(BASE_MODEL, "none", "base_model", 0, base, runs=[(-1, base)], response_tokens=0)]
+    pool_ids, pool_messages = pool_samples(store)
+    # response tokens the fine-tune trains on, per pool sample (the recipe's template, length and turns)
+    pool_tokens = np.array([e.n_response_tokens for e in runner.encode(pool_messages)], dtype=np.int64)
+    tokens_of = dict(zip(pool_ids, pool_tokens.tolist()))
     for role, names in (("baseline", spec.baselines), ("method", spec.selections)):
         for name in names:
             members = selection_members(store, name, stage_hashes[name])
-            training_set = members_hash(members)
-            key = finetune_key(training_set, spec.finetune)
-            if log is not None:
-                log.info(f"evaluation: {name} ({len(members)} samples)")
-            measured = runner.finetuned(key, member_messages(store, members))
-            row = ResultRow(name, specs[name].kind, role, len(members), measured, training_set)
+            missing = [sid for sid in members if sid not in tokens_of]
+            if missing:
+                raise ValueError(f"evaluation: selection {name!r} holds {len(missing)} inactive samples "
+                                 f"(e.g. {missing[0]}): materialise it again")
+            training_set, measured, runs = finetuned_over_seeds(runner, spec, members,
+                                                                member_messages(store, members), log, name)
+            row = ResultRow(name, specs[name].kind, role, len(members), measured, training_set, runs=runs,
+                            response_tokens=int(sum(tokens_of[sid] for sid in members)))
             row.selection_seconds = stage_seconds(store, pipeline, name, stage_hashes[name], "selection")
             row.upstream_seconds = row.selection_seconds + sum(
                 stage_seconds(store, pipeline, ref, stage_hashes[ref],
                               "selection" if ref in selection_names else "stage")
                 for ref in upstream_names(name, specs))
             rows.append(row)
+    if spec.full_pool:
+        training_set, measured, runs = finetuned_over_seeds(runner, spec, pool_ids, pool_messages, log, FULL_POOL)
+        rows.append(ResultRow(FULL_POOL, "all active samples", "full_pool", len(pool_ids), measured, training_set,
+                              runs=runs, response_tokens=int(pool_tokens.sum())))
+    by_id = dict(zip(pool_ids, pool_messages))
+    for method in [r for r in rows if r.role == "method"]:
+        for draw in range(spec.token_matched_draws):
+            chosen = token_matched_subset(pool_tokens, method.response_tokens or 0, spec.token_matched_seed + draw)
+            members = sorted(pool_ids[i] for i in chosen)
+            name = f"token_matched:{method.selection}:{draw}"
+            training_set, measured, runs = finetuned_over_seeds(runner, spec, members, [by_id[m] for m in members],
+                                                                log, name)
+            rows.append(ResultRow(name, "random (token-matched)", "token_matched", len(members), measured,
+                                  training_set, runs=runs, response_tokens=int(pool_tokens[chosen].sum()),
+                                  matched_to=method.selection))
     for row in rows:
         row.target_loss = row.measured.mean(target.name)
         row.general_loss = row.measured.mean(general.name)
     baselines = [r for r in rows if r.role == "baseline"]
     band = Band(*_mean_std([r.target_loss for r in baselines]), *_mean_std([r.general_loss for r in baselines]),
                 len(baselines))
-    for row in rows:
-        row.target_delta = row.target_loss - band.target_mean
-        row.general_delta = row.general_loss - band.general_mean
-    with store.reader() as con:
-        pool = con.execute("SELECT count(*) FROM samples WHERE active").fetchall()[0][0]
+    compare(rows, spec, target.name, general.name)
     timings = [(name, stage.kind, stage_seconds(store, pipeline, name, stage_hashes[name],
                                                 "selection" if name in selection_names else "stage"))
                for name, stage in specs.items()]
-    result = EvaluationResult(spec, rows, band, target, general, int(pool), time.perf_counter() - started,
+    result = EvaluationResult(spec, rows, band, target, general, len(pool_ids), time.perf_counter() - started,
                               dict(runner.stats), machine_description(), timings)
     write_results(store, result)
     if spec.output_dir:
@@ -188,6 +272,36 @@ def run_evaluation(spec: EvaluationSpec, *, store: DuckDBStore, pipeline: str, s
 
         write_report_files(result, Path(spec.output_dir))
     return result
+
+
+def compare(rows: list[ResultRow], spec: EvaluationSpec, target: str, general: str) -> None:
+    """Δ of every row against the baselines' per-sample mean loss, with a paired bootstrap interval;
+    for the methods and the references whether they beat every baseline, and for each method
+    its Δ against its token-matched random subsets (their per-sample mean)."""
+    baselines = [r for r in rows if r.role == "baseline"]
+    random_mean = {name: np.mean([r.measured.losses[name] for r in baselines], axis=0) for name in (target, general)}
+    settings = {"resamples": spec.bootstrap_resamples, "seed": spec.bootstrap_seed}
+    for row in rows:
+        on_target = paired_bootstrap(row.measured.losses[target], random_mean[target], **settings)
+        on_general = paired_bootstrap(row.measured.losses[general], random_mean[general], **settings)
+        row.target_delta, row.target_ci = on_target.delta, (on_target.low, on_target.high)
+        row.general_delta, row.general_ci = on_general.delta, (on_general.low, on_general.high)
+        if row.role in ("method", "base_model", "full_pool"):
+            row.random_beaten = sum(
+                bool(paired_differences(row.measured.losses[target], b.measured.losses[target]).mean() < 0)
+                for b in baselines)
+            row.beats_all_random = row.random_beaten == len(baselines)
+        if row.role == "method":
+            matched = [r for r in rows if r.role == "token_matched" and r.matched_to == row.selection]
+            if matched:
+                row.token_matched = paired_bootstrap(
+                    row.measured.losses[target], np.mean([r.measured.losses[target] for r in matched], axis=0),
+                    **settings)
+
+
+def _nanmean(values: list[float | None]) -> float | None:
+    finite = [v for v in values if v is not None and np.isfinite(v)]
+    return float(np.mean(finite)) if finite else None
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -205,18 +319,35 @@ def write_results(store: DuckDBStore, result: EvaluationResult) -> None:
         "upstream_seconds": r.upstream_seconds, "finetune_seconds": r.measured.finetune_seconds,
         "eval_seconds": r.measured.eval_seconds, "computed_now": r.measured.computed_now,
         "training_steps": r.measured.training_steps, "final_training_loss": r.measured.final_training_loss,
-        "config_hash": result.spec.config_hash(), "evaluated_at": now} for r in result.rows]
+        "config_hash": result.spec.config_hash(), "evaluated_at": now, "training_seeds": len(r.runs),
+        "response_tokens": r.response_tokens,
+        "target_ci_low": _finite(r.target_ci[0]) if r.target_ci else None,
+        "target_ci_high": _finite(r.target_ci[1]) if r.target_ci else None,
+        "general_ci_low": _finite(r.general_ci[0]) if r.general_ci else None,
+        "general_ci_high": _finite(r.general_ci[1]) if r.general_ci else None,
+        "beats_all_random": r.beats_all_random,
+        "token_matched_delta": _finite(r.token_matched.delta) if r.token_matched else None,
+        "token_matched_ci_low": _finite(r.token_matched.low) if r.token_matched else None,
+        "token_matched_ci_high": _finite(r.token_matched.high) if r.token_matched else None,
+        "matched_to": r.matched_to} for r in result.rows]
+    losses = [{"evaluation": result.spec.name, "selection": r.selection, "training_seed": seed,
+               "heldout_set": held.name, "position": i, "loss": _finite(v)}
+              for r in result.rows for seed, measured in r.runs for held in (result.target, result.general)
+              for i, v in enumerate(measured.losses[held.name].tolist())]
     heldout = [{"evaluation": result.spec.name, "heldout_set": held.name, "position": i, "sample_id": sid,
                 "messages": messages}
                for held in (result.target, result.general)
                for i, (sid, messages) in enumerate(zip(held.sample_ids, held.messages))]
     with tempfile.TemporaryDirectory(prefix="curation-evaluation-") as staging:
         path, samples_path = Path(staging) / "results.parquet", Path(staging) / "samples.parquet"
+        losses_path = Path(staging) / "losses.parquet"
         pq.write_table(pa.Table.from_pylist(records, schema=RESULT_SCHEMA), path)
         pq.write_table(pa.Table.from_pylist(heldout, schema=SAMPLES_SCHEMA), samples_path)
+        pq.write_table(pa.Table.from_pylist(losses, schema=LOSSES_SCHEMA), losses_path)
         with store.transaction() as con:
             execute_sql_file(con, "writes/evaluation_replace.sql", {
-                "evaluation": result.spec.name, "results_file": str(path), "samples_file": str(samples_path)})
+                "evaluation": result.spec.name, "results_file": str(path), "samples_file": str(samples_path),
+                "losses_file": str(losses_path)})
 
 
 def _finite(value: float | None) -> float | None:

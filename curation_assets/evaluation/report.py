@@ -1,5 +1,6 @@
-"""eval.md and eval.png of an evaluation: the results table and a bar chart of the losses
-relative to the baselines' band (matplotlib Agg, no pyplot)."""
+"""eval.md and eval.png of an evaluation: the results table (Δ against the random mean with a
+paired bootstrap 95% interval, whether every random seed is beaten, Δ against token-matched
+random subsets) and a bar chart of the Δs with their intervals (matplotlib Agg, no pyplot)."""
 
 from __future__ import annotations
 
@@ -12,22 +13,37 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from curation_assets.evaluation.harness import BASE_MODEL, EvaluationResult, ResultRow
+from curation_assets.evaluation.harness import BASE_MODEL, FULL_POOL, EvaluationResult, ResultRow
 
-COLUMNS = ("method", "kind", "k", "target loss", "Δ target vs random", "general loss", "Δ general vs random",
-           "selection s", "incl. upstream s")
-METHOD_COLOR, BASELINE_COLOR, BAND_COLOR = "#1c7ed6", "#868e96", "#ced4da"
+COLUMNS = ("method", "kind", "k", "response tokens", "target loss", "Δ target vs random [95% CI]",
+           "beats all random seeds?", "Δ target vs token-matched random [95% CI]", "general loss",
+           "Δ general vs random [95% CI]", "selection s", "incl. upstream s")
+TOKEN_COLUMNS = ("subset", "matches", "k", "response tokens", "target loss", "general loss")
+METHOD_COLOR, BASELINE_COLOR, BAND_COLOR, REFERENCE_COLOR = "#1c7ed6", "#868e96", "#ced4da", "#f59f00"
+MIN_RANDOM_SEEDS = 5
 
 
 def _loss(value: float) -> str:
     return "n/a" if not np.isfinite(value) else f"{value:.4f}"
 
 
-def _delta(delta: float | None, std: float) -> str:
+def _delta(delta: float | None, interval: tuple[float, float] | None) -> str:
+    """Δ with its bootstrap interval: +0.0123 [-0.0040, +0.0290]."""
     if delta is None or not np.isfinite(delta):
         return "n/a"
-    sigmas = f" ({delta / std:+.1f}σ)" if np.isfinite(std) and std > 0 else ""
-    return f"{delta:+.4f}{sigmas}"
+    if interval is None or not all(np.isfinite(interval)):
+        return f"{delta:+.4f}"
+    return f"{delta:+.4f} [{interval[0]:+.4f}, {interval[1]:+.4f}]"
+
+
+def _beats(row: ResultRow, n: int) -> str:
+    if row.beats_all_random is None:
+        return ""
+    return f"{'yes' if row.beats_all_random else 'no'} ({row.random_beaten}/{n})"
+
+
+def _tokens(value: int | None) -> str:
+    return "" if value is None else f"{value:,}"
 
 
 def _seconds(value: float | None) -> str:
@@ -35,32 +51,47 @@ def _seconds(value: float | None) -> str:
 
 
 def table_rows(result: EvaluationResult) -> list[dict[str, str]]:
-    """The report table: the un-tuned model, the baselines' band, each baseline, each method."""
+    """The report table: the two references (un-tuned model, full pool), the baselines' band, each
+    baseline, each method."""
     band = result.band
-    rows = []
-    for row in result.rows:
-        if row.role == "base_model":
-            rows.append(_row(row, band, "base model (no fine-tune)"))
+    n = band.n
+    labels = {BASE_MODEL: "base model (no fine-tune)", FULL_POOL: "full pool (every active sample)"}
+    rows = [_row(r, labels[r.selection], n) for r in result.rows if r.role in ("base_model", "full_pool")]
     baselines = [r for r in result.rows if r.role == "baseline"]
     ks = sorted({r.k for r in baselines})
-    rows.append({"method": f"**random band** ({band.n} seeds, mean ± std)", "kind": baselines[0].kind,
+    rows.append({"method": f"**random band** ({n} seeds, mean ± std)", "kind": baselines[0].kind,
                  "k": "/".join(map(str, ks)),
-                 "target loss": f"{_loss(band.target_mean)} ± {_loss(band.target_std)}", "Δ target vs random": "0",
+                 "response tokens": _tokens(int(np.mean([r.response_tokens or 0 for r in baselines]))),
+                 "target loss": f"{_loss(band.target_mean)} ± {_loss(band.target_std)}",
+                 "Δ target vs random [95% CI]": "0", "beats all random seeds?": "",
+                 "Δ target vs token-matched random [95% CI]": "",
                  "general loss": f"{_loss(band.general_mean)} ± {_loss(band.general_std)}",
-                 "Δ general vs random": "0",
+                 "Δ general vs random [95% CI]": "0",
                  "selection s": _seconds(float(np.mean([r.selection_seconds or 0.0 for r in baselines]))),
                  "incl. upstream s": _seconds(float(np.mean([r.upstream_seconds or 0.0 for r in baselines])))})
-    rows += [_row(r, band, r.selection) for r in baselines]
-    rows += [_row(r, band, f"**{r.selection}**") for r in result.rows if r.role == "method"]
+    rows += [_row(r, r.selection, n) for r in baselines]
+    rows += [_row(r, f"**{r.selection}**", n) for r in result.rows if r.role == "method"]
     return rows
 
 
-def _row(row: ResultRow, band, label: str) -> dict[str, str]:
+def _row(row: ResultRow, label: str, n: int) -> dict[str, str]:
+    matched = row.token_matched
     return {"method": label, "kind": "" if row.role == "base_model" else row.kind, "k": str(row.k),
-            "target loss": _loss(row.target_loss), "Δ target vs random": _delta(row.target_delta, band.target_std),
+            "response tokens": _tokens(row.response_tokens), "target loss": _loss(row.target_loss),
+            "Δ target vs random [95% CI]": _delta(row.target_delta, row.target_ci),
+            "beats all random seeds?": _beats(row, n),
+            "Δ target vs token-matched random [95% CI]": (
+                "" if matched is None else _delta(matched.delta, (matched.low, matched.high))),
             "general loss": _loss(row.general_loss),
-            "Δ general vs random": _delta(row.general_delta, band.general_std),
+            "Δ general vs random [95% CI]": _delta(row.general_delta, row.general_ci),
             "selection s": _seconds(row.selection_seconds), "incl. upstream s": _seconds(row.upstream_seconds)}
+
+
+def token_matched_rows(result: EvaluationResult) -> list[dict[str, str]]:
+    """The token-matched random subsets each method is compared with."""
+    return [{"subset": r.selection, "matches": r.matched_to or "", "k": str(r.k),
+             "response tokens": _tokens(r.response_tokens), "target loss": _loss(r.target_loss),
+             "general loss": _loss(r.general_loss)} for r in result.rows if r.role == "token_matched"]
 
 
 def markdown(result: EvaluationResult, image: str | None = None) -> str:
@@ -80,13 +111,27 @@ def markdown(result: EvaluationResult, image: str | None = None) -> str:
         f"`{spec.general.name}` conversations outside the pool. Loss = mean over samples of the mean "
         f"response-token cross-entropy of "
         f"{'every assistant turn' if settings.turns == 'all' else 'the last assistant turn'}; lower is better. "
-        f"Δ = loss − the mean of the {result.band.n} baselines ({', '.join(spec.baselines)}); in brackets Δ over "
-        "their standard deviation (ddof 1). Seconds come from `stage_runs`: the selection asset's own run, and "
+        f"Every training set is fine-tuned with {spec.training_seeds} training seed(s) "
+        f"({', '.join(str(settings.seed + i) for i in range(spec.training_seeds))}); a held-out sample's loss is "
+        f"their mean. Δ = mean over held-out samples of (loss − the mean loss of the {result.band.n} baselines "
+        f"{', '.join(spec.baselines)}), with a paired bootstrap 95% interval ({spec.bootstrap_resamples:,} "
+        "resamples of the held-out samples, percentile). \"Beats all random seeds\" = a target loss below every "
+        "baseline's (baselines beaten / baselines). Token-matched random: random subsets of the pool with as many "
+        f"response tokens as the method's selection ({spec.token_matched_draws} per method), so that more tokens "
+        "is not read as better tokens. Seconds come from `stage_runs`: the selection asset's own run, and "
         "with every stage and selection it reads (shared stages count for each method).", "",
-        "| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---" if c in ("method", "kind") else "---:"
-                                                        for c in COLUMNS) + "|",
     ]
+    if result.band.n < MIN_RANDOM_SEEDS:
+        lines += [f"**Only {result.band.n} random seeds** (use at least {MIN_RANDOM_SEEDS}): a selection no better "
+                  f"than random beats all of them by chance with probability 1/{result.band.n + 1}.", ""]
+    lines += ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---" if c in ("method", "kind") else "---:"
+                                                               for c in COLUMNS) + "|"]
     lines += ["| " + " | ".join(row[c] for c in COLUMNS) + " |" for row in table_rows(result)]
+    matched = token_matched_rows(result)
+    if matched:
+        lines += ["", "Token-matched random subsets:", "", "| " + " | ".join(TOKEN_COLUMNS) + " |",
+                  "|" + "|".join("---" if c in ("subset", "matches") else "---:" for c in TOKEN_COLUMNS) + "|"]
+        lines += ["| " + " | ".join(row[c] for c in TOKEN_COLUMNS) + " |" for row in matched]
     stats = result.stats
     lines += ["", f"Machine: {result.machine}. This evaluation took {result.seconds:,.0f} s: "
                   f"{stats.get('finetunes_run', 0)} fine-tunes run, {stats.get('finetunes_cached', 0)} cached; "
@@ -107,29 +152,34 @@ def markdown(result: EvaluationResult, image: str | None = None) -> str:
 
 
 def bar_chart_png(result: EvaluationResult) -> bytes:
-    """Two panels (target, general): each selection's loss minus the baselines' mean, band ± std shaded."""
-    rows = [r for r in result.rows if r.role != "base_model"]
+    """Two panels (target, general): each selection's loss minus the baselines' mean with its bootstrap
+    interval, band ± std shaded."""
+    rows = [r for r in result.rows if r.role in ("baseline", "method", "full_pool")]
     labels = [r.selection for r in rows]
-    colors = [BASELINE_COLOR if r.role == "baseline" else METHOD_COLOR for r in rows]
+    colors = [{"baseline": BASELINE_COLOR, "full_pool": REFERENCE_COLOR}.get(r.role, METHOD_COLOR) for r in rows]
     figure = Figure(figsize=(10, 0.35 * len(rows) + 1.6), dpi=100)
     FigureCanvasAgg(figure)
     axes = figure.subplots(1, 2, sharey=True)
     band = result.band
-    panels = [("held-out target", [r.target_delta for r in rows], band.target_std, band.target_mean),
-              ("general held-out", [r.general_delta for r in rows], band.general_std, band.general_mean)]
+    panels = [("held-out target", [(r.target_delta, r.target_ci) for r in rows], band.target_std, band.target_mean),
+              ("general held-out", [(r.general_delta, r.general_ci) for r in rows], band.general_std,
+               band.general_mean)]
     positions = np.arange(len(rows))[::-1]
     for ax, (title, deltas, std, mean) in zip(axes, panels):
-        values = np.array([np.nan if d is None else d for d in deltas], dtype=np.float64)
+        values = np.array([np.nan if d is None else d for d, _ in deltas], dtype=np.float64)
+        low = np.array([v - ci[0] if ci else 0.0 for v, (_, ci) in zip(values, deltas)], dtype=np.float64)
+        high = np.array([ci[1] - v if ci else 0.0 for v, (_, ci) in zip(values, deltas)], dtype=np.float64)
         if np.isfinite(std):
             ax.axvspan(-std, std, color=BAND_COLOR, alpha=0.6, label="random ± std")
-        ax.barh(positions, np.nan_to_num(values), color=colors)
+        ax.barh(positions, np.nan_to_num(values), color=colors,
+                xerr=np.nan_to_num(np.stack([low, high])), error_kw={"elinewidth": 0.8, "capsize": 2})
         ax.axvline(0, color="black", linewidth=0.8)
         ax.set_title(f"{title}: loss − random mean ({mean:.4f})", fontsize=9)
         ax.tick_params(labelsize=8)
         ax.set_xlabel("Δ loss (lower is better)", fontsize=8)
     axes[0].set_yticks(positions, labels)
     axes[0].legend(fontsize=7, loc="lower right", frameon=False)
-    figure.suptitle(f"{result.spec.name}: fine-tuned on each selection (k ≈ {rows[-1].k}), pool "
+    figure.suptitle(f"{result.spec.name}: fine-tuned on each selection (k ≈ {rows[0].k}), pool "
                     f"{result.pool_size:,}", fontsize=10)
     figure.tight_layout()
     buffer = io.BytesIO()
@@ -152,5 +202,5 @@ def write_report_files(result: EvaluationResult, folder: Path) -> tuple[Path, Pa
     return md_path, png_path
 
 
-__all__ = ["BASE_MODEL", "COLUMNS", "bar_chart_png", "markdown", "png_data_uri", "table_rows",
-           "write_report_files"]
+__all__ = ["BASE_MODEL", "COLUMNS", "TOKEN_COLUMNS", "bar_chart_png", "markdown", "png_data_uri", "table_rows",
+           "token_matched_rows", "write_report_files"]

@@ -52,8 +52,8 @@ class EvaluationSpec(SpecModel):
 
     name: Identifier = Field("evaluation", description="Asset name (`<pipeline>/<name>`) and results key.")
     selections: list[str] = Field(min_length=1, description="Selections to evaluate (the methods).")
-    baselines: list[str] = Field(min_length=1, description=(
-        "Selections forming the baseline band (random selections with different seeds): mean ± std."))
+    baselines: list[str] = Field(min_length=2, description=(
+        "Selections forming the baseline band (random selections with different seeds, 5 or more): mean ± std."))
     target: TargetSpec = Field(description=(
         "The target task; its held-out part (the records after `validation_size`, split with `split_seed` as "
         "target-aware selections split them) is evaluated. Use the same split as the selections' targets."))
@@ -63,6 +63,14 @@ class EvaluationSpec(SpecModel):
     finetune: FinetuneSettings = Field(default_factory=FinetuneSettings, description="The fine-tuning recipe.")
     output_dir: str | None = Field(None, description=(
         "Folder for eval.md and eval.png (relative to the YAML file); null: only the DuckDB table and metadata."))
+    training_seeds: int = Field(2, ge=1, description=(
+        "Fine-tunes per training set, with seeds finetune.seed, +1, ...; a sample's loss is their mean."))
+    token_matched_draws: int = Field(1, ge=0, description=(
+        "Random subsets per method holding as many response tokens as its selection (0: none)."))
+    token_matched_seed: int = Field(0, description="Seed of the first token-matched draw (draw i: seed + i).")
+    full_pool: bool = Field(True, description="Also fine-tune on every active sample (a reference row).")
+    bootstrap_resamples: int = Field(2000, ge=100, description="Resamples of the paired bootstrap intervals.")
+    bootstrap_seed: int = Field(0, description="Seed of the paired bootstrap.")
 
     @model_validator(mode="after")
     def _distinct(self) -> EvaluationSpec:

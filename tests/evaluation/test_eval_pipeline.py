@@ -17,7 +17,8 @@ def _asset_deps(component) -> dict[dg.AssetKey, set[dg.AssetKey]]:
 def test_shipped_eval_pipeline_loads_with_every_method():
     component = load_pipeline_file(SHIPPED)
     evaluation = component.spec.evaluation
-    assert evaluation.baselines == ["random_s0", "random_s1", "random_s2"]
+    assert evaluation.baselines == [f"random_s{s}" for s in range(5)]  # issue #19: at least 5 random seeds
+    assert (evaluation.training_seeds, evaluation.token_matched_draws, evaluation.full_pool) == (2, 1, True)
     assert {"target_similarity", "kcenter", "deft_ucs", "el2n_top", "lobass_top", "instruction_mining", "less",
             "influence_distillation", "alpagasus_top", "mods", "deita"} == set(evaluation.selections)
     selections = {s.name: s for s in component.spec.selections}
@@ -50,6 +51,10 @@ def test_reduced_judge_free_variant_validates(tmp_path):
     component = load_pipeline_file(path)
     assert component.spec.evaluation.finetune.lora.epochs == 1
     assert derive(document)[1] == "full"
+    cheap, name = derive(document, pool=200, training_seeds=1, token_matched=0, full_pool=False)
+    assert name == "n200_s1_t0_nofull"
+    assert {k: cheap["attributes"]["evaluation"][k] for k in ("training_seeds", "token_matched_draws", "full_pool")} \
+        == {"training_seeds": 1, "token_matched_draws": 0, "full_pool": False}
 
 
 def test_only_variant_keeps_what_the_kept_methods_read(tmp_path):
@@ -60,7 +65,7 @@ def test_only_variant_keeps_what_the_kept_methods_read(tmp_path):
     attributes = derived["attributes"]
     assert {s["name"] for s in attributes["stages"]} == {"deita_embed", "deita_labels", "deita_scorers",
                                                          "deita_score"}
-    assert {s["name"] for s in attributes["selections"]} == {"random_s0", "random_s1", "random_s2",
+    assert {s["name"] for s in attributes["selections"]} == {*(f"random_s{s}" for s in range(5)),
                                                              "deita_label_pool", "deita"}
     assert attributes["evaluation"]["selections"] == ["deita"]
     assert attributes["evaluation"]["output_dir"] == str(tmp_path / "out")

@@ -37,6 +37,8 @@ def document(tiny_lm, lr=LORA["lr"]):
             "target_heldout_size": 5,
             "general": {"name": "general", "path": "general.jsonl", "size": 5, "seed": 3},
             "finetune": {"model": str(tiny_lm), "max_length": 64, "lora": {**LORA, "lr": lr}, "batch_size": 3},
+            # one fine-tune per set, no extra rows: the seeds and statistics are test_evaluation_statistics.py's
+            "training_seeds": 1, "token_matched_draws": 0, "full_pool": False,
             "output_dir": "out"}}}
 
 
@@ -137,8 +139,9 @@ def test_report_table_and_files(evaluated):
     report = metadata["report"].value
     header = "| " + " | ".join(COLUMNS) + " |"
     assert header in report and "data:image/png;base64," in report
-    assert COLUMNS == ("method", "kind", "k", "target loss", "Δ target vs random", "general loss",
-                       "Δ general vs random", "selection s", "incl. upstream s")
+    assert COLUMNS == ("method", "kind", "k", "response tokens", "target loss", "Δ target vs random [95% CI]",
+                       "beats all random seeds?", "Δ target vs token-matched random [95% CI]", "general loss",
+                       "Δ general vs random [95% CI]", "selection s", "incl. upstream s")
     table = metadata["results"].value
     labels = [record.data["method"] for record in table.records]
     assert labels[:2] == ["base model (no fine-tune)", "**random band** (3 seeds, mean ± std)"]
