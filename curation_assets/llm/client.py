@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import openai
 
-from curation_assets.llm.cache import ChatAnswer, LLMCache
+from curation_assets.llm.cache import BackgroundFlush, ChatAnswer, LLMCache
 from curation_assets.llm.endpoint import LLMConfigError, LLMEndpointSpec
 
 _TRANSIENT_STATUS = {408, 409, 425, 429}
@@ -142,14 +142,16 @@ class LLMClient:
             semaphore = asyncio.Semaphore(self.endpoint.max_concurrency)
             http_client = openai.DefaultAsyncHttpxClient(
                 limits=httpx.Limits(max_connections=self.endpoint.max_concurrency))
+            # answers are written by a worker thread: a DuckDB write never stalls requests in flight
+            flusher = BackgroundFlush(self.cache, self.log) if self.cache is not None else None
             async with openai.AsyncOpenAI(base_url=self.endpoint.base_url, api_key=api_key, max_retries=0,
                                           timeout=self.endpoint.timeout_s, http_client=http_client) as client:
                 try:
                     outcomes = await asyncio.gather(*(
                         self._send(client, semaphore, requests[i], *keys[i]) for i in missing))
                 finally:
-                    if self.cache is not None:
-                        self.cache.flush()
+                    if flusher is not None:
+                        await flusher.close()
             for i, outcome in zip(missing, outcomes):
                 found[keys[i][0]] = outcome
         return [found[request_hash] for request_hash, _ in keys]
