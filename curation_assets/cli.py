@@ -35,9 +35,26 @@ def _store_for(db: Path | None, pipeline: Path | None) -> Any:
     return DuckDBStore(_load(pipeline or DEMO_PIPELINE).store.path, lock_timeout_s=30)
 
 
+_VERBOSE = False
+
+
+def _set_verbose(_ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+    global _VERBOSE
+    _VERBOSE = _VERBOSE or value
+    return value
+
+
+VERBOSE_OPTION = click.option("--verbose", "-v", is_flag=True, expose_value=False, callback=_set_verbose,
+                              help="On an error, print the full traceback too (also Dagster's).")
+
+
 @click.group()
+@VERBOSE_OPTION
 def main() -> None:
-    """Curate instruction-tuning data with declarative Dagster pipelines."""
+    """Curate instruction-tuning data with declarative Dagster pipelines.
+
+    Errors end with one line naming the cause; `--verbose` adds the full traceback.
+    """
 
 
 @main.command()
@@ -47,11 +64,14 @@ def main() -> None:
 @click.option("--serve-llm", is_flag=True, help=(
     "Serve the packaged SmolLM2 on 127.0.0.1:8765 (llama-cpp-python) for this run, for LLM stages using the "
     "default local endpoint; nothing is started when that port already answers."))
+@VERBOSE_OPTION
 def run(pipeline: Path, selection: str | None, log_level: str, serve_llm: bool) -> None:
-    """Materialise PIPELINE (a defs.yaml; default: the demo) in-process, then print a summary."""
-    import contextlib
+    """Materialise PIPELINE (a defs.yaml; default: the demo) in-process, then print a summary.
 
-    import dagster as dg
+    A failed step's cause is printed last, in one line; its traceback is in the Dagster run
+    log (the UI, with DAGSTER_HOME set) and, with --verbose, on the console.
+    """
+    import contextlib
 
     from curation_assets.components.standalone import pipeline_definitions
 
@@ -60,15 +80,38 @@ def run(pipeline: Path, selection: str | None, log_level: str, serve_llm: bool) 
     store = component.prepared_store()
     started = time.monotonic()
     with _instance() as instance, (_local_llm() if serve_llm else contextlib.nullcontext()):
-        result = dg.materialize(
-            [*(definitions.assets or []), *(definitions.asset_checks or [])], instance=instance, selection=selection,
-            raise_on_error=False,
-            run_config={"loggers": {"console": {"config": {"log_level": log_level.upper()}}}},
-        )
+        result = _materialize(definitions, instance, selection, log_level)
     _print_summary(store, result.run_id, time.monotonic() - started)
     if not result.success:
-        failures = [e.message for e in result.all_events if e.is_step_failure]
-        raise click.ClickException("run failed:\n" + "\n".join(f"  {m}" for m in failures))
+        from curation_assets.run_errors import step_failures
+
+        failures = step_failures(result, definitions)
+        if _VERBOSE:
+            for failure in failures:
+                click.echo(f"\n{failure.step}:\n{failure.traceback}", err=True)
+        else:
+            click.echo(f"Dagster run {result.run_id} failed; `curation run --verbose` or the run's log shows "
+                       f"the traceback.", err=True)
+        if len(failures) == 1:
+            raise click.ClickException(f"run failed at {failures[0].step}: {failures[0].cause}")
+        raise click.ClickException(f"run failed at {len(failures)} steps:\n"
+                                   + "\n".join(f"  {f.step}: {f.cause}" for f in failures))
+
+
+def _materialize(definitions: Any, instance: Any, selection: str | None, log_level: str) -> Any:
+    """dg.materialize, with a console logger that leaves tracebacks out unless --verbose."""
+    import dagster as dg
+
+    from curation_assets.run_errors import brief_console_logger
+
+    job_name = "__ephemeral_asset_job__"  # dg.materialize's name for the same job
+    defs = dg.Definitions(
+        jobs=[dg.define_asset_job(name=job_name, selection=selection)],
+        assets=[*(definitions.assets or []), *(definitions.asset_checks or [])],
+        loggers={"console": brief_console_logger(tracebacks=_VERBOSE)})
+    return defs.resolve_job_def(job_name).execute_in_process(
+        instance=instance, raise_on_error=False,
+        run_config={"loggers": {"console": {"config": {"log_level": log_level.upper()}}}})
 
 
 def _local_llm() -> Any:
@@ -143,6 +186,20 @@ def _print_summary(store: Any, run_id: str, seconds: float) -> None:
     click.echo("Open the UI: make ui   (then http://127.0.0.1:3000)")
 
 
+SANDBOX_SETTINGS = (
+    # no file, network or extension access; the DuckDB file itself stays open
+    "SET enable_external_access = false",
+    "SET python_enable_replacements = false",  # no scans of Python variables in the CLI's frames
+)
+LOCKED_SETTINGS = (
+    "SET autoinstall_known_extensions = false",
+    "SET autoload_known_extensions = false",
+    "SET allow_community_extensions = false",
+    "SET lock_configuration = true",  # last: no SET/RESET/PRAGMA can undo the above
+)
+REFUSED_STATEMENTS = {"ATTACH": "ATTACH", "DETACH": "DETACH", "LOAD": "INSTALL/LOAD of extensions"}
+
+
 @main.command()
 @click.argument("sql", required=False)
 @click.option("--file", "sql_file", type=click.File("r"), default=None,
@@ -151,8 +208,22 @@ def _print_summary(store: Any, run_id: str, seconds: float) -> None:
 @click.option("--pipeline", type=click.Path(path_type=Path), default=None, help="Pipeline YAML whose DuckDB to use.")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
 @click.option("--max-width", default=60, show_default=True, help="Truncate table cells to this many characters.")
-def query(sql: str | None, sql_file: Any, db: Path | None, pipeline: Path | None, fmt: str, max_width: int) -> None:
-    """Run SQL on a pipeline's DuckDB file through a read-only connection."""
+@click.option("--allow-files", is_flag=True, help=(
+    "Also let the SQL read and write files (read_csv, read_parquet, COPY ... TO, ...). "
+    "ATTACH, extensions and SET stay refused."))
+@VERBOSE_OPTION
+def query(sql: str | None, sql_file: Any, db: Path | None, pipeline: Path | None, fmt: str, max_width: int,
+          allow_files: bool) -> None:
+    """Run SQL on a pipeline's DuckDB file in a read-only sandbox.
+
+    \b
+    Allowed: SELECT (and WITH, DESCRIBE, SUMMARIZE, EXPLAIN, SHOW, CALL, PRAGMA that
+    only read) on the tables and views of the DuckDB file, and TEMP tables in memory.
+    Refused: writing the DuckDB file; reading or writing any other file (read_csv,
+    read_parquet, read_text, glob, COPY, EXPORT DATABASE); ATTACH/DETACH; INSTALL/LOAD
+    of extensions; SET/RESET of any setting (the configuration is locked).
+    --allow-files lifts only the file rule.
+    """
     import duckdb
 
     from curation_assets.store import StoreLockedError
@@ -164,15 +235,27 @@ def query(sql: str | None, sql_file: Any, db: Path | None, pipeline: Path | None
     store = _store_for(db, pipeline)
     try:
         with store.reader(read_only=True) as con:
+            for setting in ([] if allow_files else list(SANDBOX_SETTINGS)) + list(LOCKED_SETTINGS):
+                con.execute(setting)
+            for statement in con.extract_statements(sql):
+                refused = REFUSED_STATEMENTS.get(statement.type.name)
+                if refused:
+                    raise click.ClickException(f"`curation query` refuses {refused}: it reads only {store.path}")
             cursor = con.execute(sql)
             columns = [d[0] for d in cursor.description or []]
             rows = cursor.fetchall()
     except (FileNotFoundError, StoreLockedError) as err:
         raise click.ClickException(str(err)) from err
     except duckdb.Error as err:
-        text = str(err)
+        text = " ".join(str(err).split())
         if "read-only" in text:
             raise click.ClickException(f"`curation query` is read-only; the statement would write: {text}") from err
+        if isinstance(err, duckdb.PermissionException):
+            hint = "" if allow_files else "; pass --allow-files to let it read and write files"
+            first_line = str(err).strip().splitlines()[0]  # not the echo of the SQL with a caret under it
+            raise click.ClickException(f"`curation query` is a sandbox: {first_line}{hint}") from err
+        if "configuration has been locked" in text:
+            raise click.ClickException(f"`curation query` does not change settings: {text}") from err
         raise click.ClickException(text) from err
     if fmt == "json":
         click.echo(json.dumps([dict(zip(columns, row)) for row in rows], default=str, ensure_ascii=False, indent=1))
@@ -191,13 +274,30 @@ def query(sql: str | None, sql_file: Any, db: Path | None, pipeline: Path | None
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output file (or folder for hf).")
 @click.option("--db", type=click.Path(path_type=Path), default=None, help="DuckDB file (default: the demo's).")
 @click.option("--pipeline", type=click.Path(path_type=Path), default=None, help="Pipeline YAML whose DuckDB to use.")
-def export(name: str, fmt: str, out: Path, db: Path | None, pipeline: Path | None) -> None:
-    """Export selection NAME (or `samples`) in its original format (jsonl) or as parquet/hf."""
+@click.option("--force", is_flag=True, help=(
+    "Replace --out even when it is not an earlier export (which the manifest .OUT.curation-export.json "
+    "beside it marks). The DuckDB file, its WAL and artefact folder, sources and the pipeline folder "
+    "are refused even so."))
+@VERBOSE_OPTION
+def export(name: str, fmt: str, out: Path, db: Path | None, pipeline: Path | None, force: bool) -> None:
+    """Export selection NAME (or `samples`) in its original format (jsonl) or as parquet/hf.
+
+    The export is written beside --out under a temporary name and renamed into place; an
+    existing --out is replaced only when it is an earlier export (or an empty folder).
+    """
     from curation_assets.export import ExportError, export_selection
 
-    store = _store_for(db, pipeline)
+    from curation_assets.components.spec import pipeline_protected_paths
+    from curation_assets.store import DuckDBStore
+
+    protected: list[Any] = []
+    if db is None or pipeline is not None:
+        component = _load(pipeline or DEMO_PIPELINE)
+        protected = pipeline_protected_paths(component.spec, component.base_dir)
+    store = DuckDBStore(db if db is not None else component.store.path, lock_timeout_s=30)
     try:
-        count = export_selection(store, name, fmt, out, read_only=True)  # type: ignore[arg-type]
+        count = export_selection(store, name, fmt, out, read_only=True, overwrite=force,  # type: ignore[arg-type]
+                                 protected=protected)
     except (ExportError, FileNotFoundError) as err:
         raise click.ClickException(str(err)) from err
     click.echo(f"wrote {count} samples of {name!r} to {out} ({fmt})")

@@ -238,10 +238,14 @@ def test_export_hf_is_loadable(ran: dict, tmp_path: Path) -> None:
     assert dataset[0]["output"] == ran["records"][29]["output"]
 
 
-def test_export_overwrites_an_existing_file(ran: dict, tmp_path: Path) -> None:
+def test_export_overwrites_an_existing_file_only_with_force(ran: dict, tmp_path: Path) -> None:
+    """A file the export did not write stays unless --force (more cases: tests/test_export_safety.py)."""
     out = tmp_path / "longest.jsonl"
     out.write_text("stale\n" * 100)
-    assert invoke("export", "longest", "--db", ran["db"], "--out", out).exit_code == 0
+    refused = invoke("export", "longest", "--db", ran["db"], "--out", out)
+    assert refused.exit_code != 0 and "--force" in refused.output
+    assert out.read_text() == "stale\n" * 100
+    assert invoke("export", "longest", "--db", ran["db"], "--out", out, "--force").exit_code == 0
     assert len(out.read_text().splitlines()) == TOP_BUDGET
 
 

@@ -31,6 +31,7 @@ from curation_assets.components.spec import (
     ExportSpec,
     PipelineSpecBase,
     check_pipeline,
+    pipeline_protected_paths,
     pipeline_spec_model,
     with_base_dir,
 )
@@ -373,7 +374,9 @@ class CurationPipeline(dg.Component):
                   code_version=f"{export.format}:{export.selection}",
                   **self.get_asset_kwargs(export.asset_name, f"`{export.selection}` as {export.format} at {out}"))
         def export_asset(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-            count = export_selection(self.prepared_store(), export.selection, export.format, out)
+            count = export_selection(self.prepared_store(), export.selection, export.format, out,
+                                     overwrite=export.overwrite,
+                                     protected=pipeline_protected_paths(self.spec, self.base_dir))
             context.log.info(f"exported {count} samples of {export.selection!r} to {out}")
             return dg.MaterializeResult(metadata={"dagster/row_count": count, "path": dg.MetadataValue.path(str(out)),
                                                   "format": export.format})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -9,6 +10,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import Field, WrapValidator, create_model
 
 from curation_assets.evaluation.spec import EvaluationSpec
+from curation_assets.export import ProtectedPath, store_protected_paths, unsafe_target
 from curation_assets.sources.packaged import packaged_file
 from curation_assets.sources.spec import SourceSpec
 from curation_assets.specs import SpecModel
@@ -33,6 +35,9 @@ class ExportSpec(SpecModel):
         "jsonl: original records as read; parquet/hf: normalised columns plus the original record."))
     path: str = Field(description="Output file (jsonl/parquet) or folder (hf); relative to the YAML file.")
     name: str | None = Field(None, pattern=NAME_PATTERN, description="Asset name; default export_<selection>.")
+    overwrite: bool = Field(False, description=(
+        "Replace whatever is at `path` even when it is not an earlier export of this pipeline (which is "
+        "recognised by the manifest `.<name>.curation-export.json` beside it)."))
 
     @property
     def asset_name(self) -> str:
@@ -162,15 +167,46 @@ def check_pipeline(spec: Any, base_dir: Path) -> list[tuple[YamlPath, str]]:
                 if not location.exists():
                     problems.append((["sources", i, "package"], f"packaged file missing: {location}"))
 
+    protected = pipeline_protected_paths(spec, base_dir)
+    targets: dict[Path, int] = {}
     for i, export in enumerate(spec.exports):
         if export.selection != "samples" and export.selection not in selection_names:
             known = ", ".join(sorted(selection_names)) or "none"
             problems.append((["exports", i, "selection"],
                              f"no selection named {export.selection!r} (known: samples, {known})"))
+        target = _in_base_dir(export.path, base_dir)
+        unsafe = unsafe_target(target, protected)
+        if unsafe:
+            problems.append((["exports", i, "path"], unsafe))
+        elif target.resolve() in targets:
+            problems.append((["exports", i, "path"], f"exports.{targets[target.resolve()]} already writes {target}; "
+                                                     f"each export needs its own path"))
+        targets.setdefault(target.resolve(), i)
     if spec.evaluation is not None:
         for key, message in spec.evaluation.check(selection_names, set(stage_kinds), base_dir):
             problems.append((["evaluation", key], message))
     return problems
+
+
+def _in_base_dir(value: str, base_dir: Path) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else base_dir / path
+
+
+def pipeline_protected_paths(spec: Any, base_dir: Path) -> list[ProtectedPath]:
+    """What no export of the pipeline may replace: the DuckDB file, its WAL and artefact folder, every
+    local source, the pipeline folder itself (exports may go inside it) and the YAML files in it."""
+    protected = store_protected_paths(_in_base_dir(spec.duckdb_path, base_dir))
+    for source in spec.sources:
+        if source.path:
+            protected.append(ProtectedPath(_in_base_dir(source.path, base_dir), f"source {source.name!r}"))
+        elif source.package:
+            with contextlib.suppress(FileNotFoundError):
+                protected.append(ProtectedPath(packaged_file(source.package), f"source {source.name!r}"))
+    protected.append(ProtectedPath(base_dir, "the pipeline folder", inside_ok=True))
+    yaml_files = sorted([*base_dir.glob("*.yaml"), *base_dir.glob("*.yml")])
+    protected += [ProtectedPath(p, "a pipeline YAML file") for p in yaml_files]
+    return protected
 
 
 def with_base_dir(spec: Any, base_dir: Path) -> Any:
