@@ -99,8 +99,9 @@ def deft_ucs(x: np.ndarray, k: int | None = None, *, n_clusters: int = 7, alpha:
         n_hard = budgets - n_easy
     else:
         amount = per_cluster if per_cluster is not None else _amount_for_budget(k, base_size, n_found, alpha, beta)
-        if amount < 1:
-            raise ValueError(f"per_cluster must be >= 1, got {amount}")
+        if round(alpha * amount) + round(beta * amount) < 1:
+            raise ValueError(f"per-cluster amount A={amount} with alpha={alpha}, beta={beta} selects nothing "
+                             "(both round to 0): raise A (or the budget) or alpha/beta")
         n_easy = np.minimum(round(alpha * amount), remaining_sizes)
         n_hard = np.minimum(round(beta * amount), remaining_sizes - n_easy)
         budgets = n_easy + n_hard
@@ -126,7 +127,7 @@ def _amount_for_budget(k: int | None, base_size: int, n_clusters: int, alpha: fl
     amount = int(np.floor((k - base_size) / (n_clusters * share))) if share > 0 else 0
     while amount > 0 and base_size + n_clusters * (round(alpha * amount) + round(beta * amount)) > k:
         amount -= 1  # rounding alpha·A and beta·A up can overshoot by one per cluster
-    if amount < 1:
+    if round(alpha * amount) + round(beta * amount) < 1:
         raise ValueError(f"a budget of {k} (base {base_size}) leaves no per-cluster amount A >= 1 over "
                          f"{n_clusters} clusters with alpha + beta = {share:g}: raise the budget or give `per_cluster`")
     return amount

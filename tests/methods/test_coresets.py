@@ -104,6 +104,10 @@ def test_deft_ucs_budget_sets_a_whose_full_clusters_fit():
     assert set(result.indices[result.role == "hard"].tolist()) == set().union(*hard.values())
     with pytest.raises(ValueError, match="no per-cluster amount"):
         deft_ucs(x, 2, n_clusters=3, seed=5)
+    with pytest.raises(ValueError, match="no per-cluster amount"):  # A = 1: round(0.5) easy + hard = 0
+        deft_ucs(x, 5, n_clusters=3, seed=5)
+    with pytest.raises(ValueError, match="selects nothing"):
+        deft_ucs(x, n_clusters=3, per_cluster=1, seed=5)
     with pytest.raises(ValueError, match="beta = 1 - alpha"):
         deft_ucs(x, 40, n_clusters=3, alpha=0.5, beta=0.2, sampling="proportional")
 
