@@ -8,9 +8,10 @@
   (7 clusters in the paper), then per cluster the points closest to the centroid by cosine
   distance ("easy") and the farthest ("hard"); an optional base set D_base sampled
   stratified by cluster is forced in. Two forms of the per-cluster counts:
-  - `per_cluster` (the paper's Algorithm 1): a fixed amount A per cluster, round(alpha·A)
-    easy and round(beta·A) hard, alpha and beta chosen independently; a cluster with fewer
-    points gives all it has (easy first), so the total is D_base + sum_c min(|c|, ...).
+  - `per_cluster` (the paper's Algorithm 1): a fixed amount A per cluster, alpha·A easy and
+    beta·A hard, alpha and beta chosen independently (rounded: round(alpha·A) easy and
+    round((alpha + beta)·A) in all); a cluster with fewer points gives all it has (easy first),
+    so the total is D_base + sum_c min(|c|, round((alpha + beta)·A)).
   - `proportional` (ours): cluster budget k·|c|/N (largest remainder), round(alpha·b_c)
     easy and the rest hard (beta = 1 - alpha), so the total is exactly k.
 """
@@ -99,11 +100,12 @@ def deft_ucs(x: np.ndarray, k: int | None = None, *, n_clusters: int = 7, alpha:
         n_hard = budgets - n_easy
     else:
         amount = per_cluster if per_cluster is not None else _amount_for_budget(k, base_size, n_found, alpha, beta)
-        if round(alpha * amount) + round(beta * amount) < 1:
+        easy_count, hard_count = easy_hard_counts(amount, alpha, beta)
+        if easy_count + hard_count < 1:
             raise ValueError(f"per-cluster amount A={amount} with alpha={alpha}, beta={beta} selects nothing "
-                             "(both round to 0): raise A (or the budget) or alpha/beta")
-        n_easy = np.minimum(round(alpha * amount), remaining_sizes)
-        n_hard = np.minimum(round(beta * amount), remaining_sizes - n_easy)
+                             "(round((alpha + beta)·A) = 0): raise A (or the budget) or alpha/beta")
+        n_easy = np.minimum(easy_count, remaining_sizes)
+        n_hard = np.minimum(hard_count, remaining_sizes - n_easy)
         budgets = n_easy + n_hard
     for cluster in np.flatnonzero(budgets):
         members = np.flatnonzero((labels == cluster) & available)
@@ -119,15 +121,22 @@ def deft_ucs(x: np.ndarray, k: int | None = None, *, n_clusters: int = 7, alpha:
                          amount if sampling == "per_cluster" else None)
 
 
+def easy_hard_counts(amount: int, alpha: float, beta: float) -> tuple[int, int]:
+    """(easy, hard) rows of a full cluster: round(alpha·A) easy and round((alpha + beta)·A) in all,
+    so the rounding never loses a row (A = 13, alpha = beta = 0.5: 6 + 7, not 6 + 6)."""
+    easy = round(alpha * amount)
+    return easy, max(round((alpha + beta) * amount) - easy, 0)
+
+
 def _amount_for_budget(k: int | None, base_size: int, n_clusters: int, alpha: float, beta: float) -> int:
     """The paper's A for a total budget: floor((k - base) / (K·(alpha+beta))), lowered until
-    base + K·(round(alpha·A) + round(beta·A)) <= k."""
+    base + K·round((alpha + beta)·A) <= k."""
     assert k is not None
     share = alpha + beta
     amount = int(np.floor((k - base_size) / (n_clusters * share))) if share > 0 else 0
-    while amount > 0 and base_size + n_clusters * (round(alpha * amount) + round(beta * amount)) > k:
-        amount -= 1  # rounding alpha·A and beta·A up can overshoot by one per cluster
-    if round(alpha * amount) + round(beta * amount) < 1:
+    while amount > 0 and base_size + n_clusters * sum(easy_hard_counts(amount, alpha, beta)) > k:
+        amount -= 1  # rounding (alpha + beta)·A up can overshoot by one per cluster
+    if sum(easy_hard_counts(amount, alpha, beta)) < 1:
         raise ValueError(f"a budget of {k} (base {base_size}) leaves no per-cluster amount A >= 1 over "
                          f"{n_clusters} clusters with alpha + beta = {share:g}: raise the budget or give `per_cluster`")
     return amount

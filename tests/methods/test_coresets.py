@@ -52,8 +52,8 @@ def test_deft_ucs_proportional_easy_and_hard_match_the_definition():
 
 def plain_deft_ucs_per_cluster(x, labels, centroids, available, amount, alpha, beta):
     """DEFT-UCS's per-cluster sampling as a plain loop: for each cluster, sort its points by cosine
-    distance to the centroid; the round(alpha*A) closest are easy, the round(beta*A) farthest of the
-    rest are hard (all of it when the cluster is smaller)."""
+    distance to the centroid; the round(alpha*A) closest are easy, the farthest of the rest are hard,
+    round((alpha+beta)*A) in all (all of the cluster when it is smaller)."""
     easy, hard = {}, {}
     for cluster in range(len(centroids)):
         c = centroids[cluster]
@@ -62,7 +62,7 @@ def plain_deft_ucs_per_cluster(x, labels, centroids, available, amount, alpha, b
                 for i in points}
         ranked = sorted(points, key=lambda i: (dist[i], i))
         n_easy = min(round(alpha * amount), len(ranked))
-        n_hard = min(round(beta * amount), len(ranked) - n_easy)
+        n_hard = min(round((alpha + beta) * amount) - round(alpha * amount), len(ranked) - n_easy)
         easy[cluster] = set(ranked[:n_easy])
         hard[cluster] = set(ranked[len(ranked) - n_hard:])
     return easy, hard
@@ -85,7 +85,7 @@ def test_deft_ucs_per_cluster_counts_equal_a(sizes, amount, alpha, beta):
         assert set(chosen[roles == "easy"].tolist()) == easy[cluster]
         assert set(chosen[roles == "hard"].tolist()) == hard[cluster]
         size = int(np.sum(result.labels == cluster))
-        expected = min(size, round(alpha * amount) + round(beta * amount))
+        expected = min(size, round((alpha + beta) * amount))
         assert chosen.size == result.budgets[cluster] == expected  # A per cluster, or the whole small cluster
     assert len(set(result.indices.tolist())) == result.indices.size and result.amount == amount
 
@@ -94,8 +94,8 @@ def test_deft_ucs_budget_sets_a_whose_full_clusters_fit():
     x = blobs(seed=4)
     result = deft_ucs(x, 100, n_clusters=3, alpha=0.3, beta=0.4, base_size=10, seed=5)
     a = result.amount
-    assert a == (100 - 10) // (3 * 0.7) == 42 and 10 + 3 * (round(0.3 * a) + round(0.4 * a)) <= 100
-    assert result.indices.size == 10 + 3 * (13 + 17)
+    assert a == (100 - 10) // (3 * 0.7) == 42 and 10 + 3 * round(0.7 * a) <= 100
+    assert result.indices.size == 10 + 3 * 29 and (result.role == "easy").sum() == 3 * 13
     base = result.indices[result.role == "base"]
     available = np.ones(len(x), bool)
     available[base] = False
@@ -104,10 +104,10 @@ def test_deft_ucs_budget_sets_a_whose_full_clusters_fit():
     assert set(result.indices[result.role == "hard"].tolist()) == set().union(*hard.values())
     with pytest.raises(ValueError, match="no per-cluster amount"):
         deft_ucs(x, 2, n_clusters=3, seed=5)
-    with pytest.raises(ValueError, match="no per-cluster amount"):  # A = 1: round(0.5) easy + hard = 0
-        deft_ucs(x, 5, n_clusters=3, seed=5)
+    one = deft_ucs(x, 5, n_clusters=3, seed=5)  # A = 1 with alpha = beta = 0.5: 0 easy + 1 hard per cluster
+    assert one.amount == 1 and one.role.tolist() == ["hard"] * 3
     with pytest.raises(ValueError, match="selects nothing"):
-        deft_ucs(x, n_clusters=3, per_cluster=1, seed=5)
+        deft_ucs(x, n_clusters=3, per_cluster=1, alpha=0.2, beta=0.2, seed=5)
     with pytest.raises(ValueError, match="beta = 1 - alpha"):
         deft_ucs(x, 40, n_clusters=3, alpha=0.5, beta=0.2, sampling="proportional")
 
