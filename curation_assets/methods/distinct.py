@@ -93,3 +93,51 @@ def _shares_key(candidates: np.ndarray, picked: np.ndarray) -> np.ndarray:
 def distinct_counts(codes: np.ndarray) -> list[int]:
     """Number of distinct codes per key column."""
     return [int(np.unique(codes[:, j]).size) for j in range(codes.shape[1])]
+
+
+def distinct_round_robin(rankings: Sequence[np.ndarray], k: int, codes: np.ndarray,
+                         rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Influence Distillation's round robin (`influence_distillation.round_robin`: targets take
+    turns picking their best untaken sample, in a new `rng.permutation` order each round when
+    `rng` is given) where a sample sharing any key code with a chosen one counts as taken.
+    Returns (indices, the target that picked each). With all keys distinct it is the plain round
+    robin, draw for draw. Sequential by nature: one step per pick or skipped entry."""
+    taken_keys = [set() for _ in range(codes.shape[1])]
+    taken: set[int] = set()
+    cursors = [0] * len(rankings)
+    chosen: list[int] = []
+    picked_by: list[int] = []
+
+    def blocked(index: int) -> bool:
+        return index in taken or any(codes[index, j] in seen for j, seen in enumerate(taken_keys))
+
+    while len(chosen) < k:
+        progressed = False
+        order = range(len(rankings)) if rng is None else rng.permutation(len(rankings))
+        for target in order:
+            if len(chosen) >= k:
+                break
+            ranking = rankings[target]
+            while cursors[target] < len(ranking) and blocked(int(ranking[cursors[target]])):
+                cursors[target] += 1
+            if cursors[target] < len(ranking):
+                index = int(ranking[cursors[target]])
+                taken.add(index)
+                for j, seen in enumerate(taken_keys):
+                    seen.add(codes[index, j])
+                chosen.append(index)
+                picked_by.append(int(target))
+                progressed = True
+        if not progressed:  # every ranking ran out of samples with untaken keys
+            break
+    return np.asarray(chosen, dtype=np.int64), np.asarray(picked_by, dtype=np.int64)
+
+
+def shared_key_count(codes: np.ndarray) -> int:
+    """Samples sharing at least one key code with another sample: at most these can be skipped
+    by a distinct walk besides the picked ones (so a ranking k + this deep suffices)."""
+    shared = np.zeros(codes.shape[0], dtype=bool)
+    for column in codes.T:
+        _, inverse, counts = np.unique(column, return_inverse=True, return_counts=True)
+        shared |= counts[inverse.reshape(-1)] > 1
+    return int(shared.sum())

@@ -40,10 +40,12 @@ from curation_assets.methods.influence_distillation import (
     round_robin,
     weights_for_budget,
 )
+from curation_assets.methods.distinct import distinct_counts, distinct_round_robin, shared_key_count
 from curation_assets.methods.kcenter import k_center_greedy
 from curation_assets.models.warmup_checkpoints import ProjectionKind
 from curation_assets.stages.budget_spec import BudgetedSelectionSpec
 from curation_assets.stages.context import StageContext, StageOutput
+from curation_assets.stages.conversation_keys import DistinctSpec, conversation_codes
 from curation_assets.stages.less_selection import TargetSpec, read_target
 from curation_assets.stages.registry import StageKind, register_kind
 from curation_assets.store.sql_files import execute_sql_file, read_sql
@@ -52,7 +54,7 @@ SCORES_SCHEMA = pa.schema([("sample_id", pa.string()), ("subtask", pa.string()),
                            ("weight", pa.float64()), ("landmark", pa.bool_())])
 
 
-class InfluenceDistillationSpec(BudgetedSelectionSpec):
+class InfluenceDistillationSpec(BudgetedSelectionSpec, DistinctSpec):
     """Influence Distillation: landmark gradients + JVP-embedding KRR -> picks per target sample or subtask."""
 
     kind: Literal["influence_distillation"]
@@ -333,13 +335,20 @@ def run_influence_distillation(spec: InfluenceDistillationSpec, ctx: StageContex
         weights.append(solved.weights)
         influences.append(p)
         stats.setdefault("subtasks", {})[name] = {"lambda": solved.lam, "nonzero_weights": solved.nonzero}
+    # distinct (issue #19): the round robin also skips samples sharing a conversation or first
+    # user turn with a chosen one; its rankings then reach past the skipped ones
+    codes = conversation_codes(ctx.store, ids) if spec.distinct else None
+    depth = k if codes is None else min(n, k + shared_key_count(codes))
     if spec.round_robin == "subtasks":
-        chosen, picked_by = round_robin(subtask_rankings, k)
+        chosen, picked_by = (round_robin(subtask_rankings, k) if codes is None
+                             else distinct_round_robin(subtask_rankings, k, codes))
         scores = [float(weights[t][i]) for i, t in zip(chosen, picked_by)]
         roles = [f"picked by {names[t]}" for t in picked_by]
         values = [float(influences[t][i]) for i, t in zip(chosen, picked_by)]
     else:
-        chosen, picked_by = round_robin(column_rankings(inner, k), k, np.random.default_rng(spec.seed))
+        rankings, rng = column_rankings(inner, depth), np.random.default_rng(spec.seed)
+        chosen, picked_by = (round_robin(rankings, k, rng) if codes is None
+                             else distinct_round_robin(rankings, k, codes, rng))
         target_ids = validation.column("sample_id").to_pylist()
         scores = values = [float(inner[i, t]) for i, t in zip(chosen, picked_by)]
         roles = [f"picked by {subtask_of[t]} sample {target_ids[t]}" for t in picked_by]
@@ -355,6 +364,10 @@ def run_influence_distillation(spec: InfluenceDistillationSpec, ctx: StageContex
     target_file = ctx.staging_dir / f"{ctx.stage}.targets.parquet"
     pq.write_table(targets, target_file)
     stats["selected"] = int(chosen.size)
+    stats["distinct"] = spec.distinct
+    if codes is not None:
+        stats["distinct_conversations"], stats["distinct_first_turns"] = (
+            distinct_counts(codes[chosen]) if chosen.size else (0, 0))
     return StageOutput(members, rows_in=n, stats=stats, metadata=dict(stats), details_file=details,
                        extra={"targets_file": str(target_file), "scores_file": str(scores_file)})
 
@@ -367,7 +380,7 @@ def write_influence(con: Any, stage: str, config_hash: str, output: StageOutput)
 
 INFLUENCE_DISTILLATION = register_kind(StageKind(
     kind="influence_distillation", role="selection", spec=InfluenceDistillationSpec,
-    run=run_influence_distillation, version="2",
+    run=run_influence_distillation, version="3",
     summary="Influence Distillation: landmark gradients propagated by KRR on JVP embeddings, round-robin picks.",
     schema_file="schema/stages/influence_distillation.sql", tags=("python", "torch", "numpy"),
     write_extra=write_influence,
