@@ -40,6 +40,7 @@ from curation_assets.sources.fingerprint import file_fingerprint
 from curation_assets.sources.ingest import resolve_source_location
 from curation_assets.sources.spec import SourceSpec
 from curation_assets.stages.context import restricted_sql
+from curation_assets.stages.conversation_keys import selection_distinct_counts
 from curation_assets.stages.registry import StageKind, StageSpec, all_kinds, get_kind, pipeline_config_hashes
 from curation_assets.stages.runner import INGEST_VERSION, RunSummary, run_ingest, run_stage, source_config_hash
 from curation_assets.store import DuckDBStore
@@ -353,6 +354,7 @@ class CurationPipeline(dg.Component):
                                "score": [(self.get_asset_key(s), c) for s, c in stage.score_sources()]}
                     metadata = table_metadata(con, table=summary.table, row_count=summary.rows_out,
                                               lineage=lineage, duckdb_path=str(store.path))
+                    metadata.update(selection_distinct_counts(con, stage.name))  # near-copies show
             metadata.update(plain_metadata({
                 "config_hash": summary.config_hash, "rows_computed": summary.rows_out,
                 "seconds": round(summary.seconds, 3), **summary.metadata}))
