@@ -53,7 +53,8 @@ def projected_directions(model: torch.nn.Module, batch: dict[str, torch.Tensor],
         per_sample_response_losses(model, batch).sum().backward()
     model.zero_grad(set_to_none=True)
     grads = capture.per_sample_grads()
-    layers = [grads[name] if transform is None else transform(name, grads[name]) for name in capture.layers]
+    # pop: each layer's raw gradient is freed once its direction exists (memory: one copy of the batch's gradients)
+    layers = [grads.pop(name) if transform is None else transform(name, grads.pop(name)) for name in capture.layers]
     projected = projector.project_layers(layers)
     if normalize:
         norms = torch.sqrt(sum(g.pow(2).sum(dim=(1, 2)) for g in layers))

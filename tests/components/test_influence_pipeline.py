@@ -41,12 +41,13 @@ def pipeline(tiny_lm, **selection):
                                      "validation_size": 6, "split_seed": 1}], **selection}]}}
 
 
-def test_influence_distillation_equals_an_independent_computation(tmp_path, tiny_lm):  # noqa: F811
+@pytest.mark.parametrize("adam_direction", ["less", "released"])
+def test_influence_distillation_equals_an_independent_computation(tmp_path, tiny_lm, adam_direction):  # noqa: F811
     from sklearn.kernel_ridge import KernelRidge
 
     write_pool(tmp_path / "pool.jsonl", 20)
     write_targets(tmp_path / "target.jsonl")
-    materialize_document(tmp_path, pipeline(tiny_lm, **PROJECT_VARIANT))
+    materialize_document(tmp_path, pipeline(tiny_lm, **{**PROJECT_VARIANT, "adam_direction": adam_direction}))
 
     with DuckDBStore(tmp_path / "infdist.duckdb").reader(read_only=True) as con:
         path = con.execute("SELECT path FROM lora_checkpoints ORDER BY epoch DESC LIMIT 1").fetchall()[0][0]
@@ -84,9 +85,12 @@ def test_influence_distillation_equals_an_independent_computation(tmp_path, tiny
         flat = []
         for index, p in enumerate(named):
             g = p.grad
-            if precondition:
+            if precondition and adam_direction == "less":
                 g = adam_precondition(g.unsqueeze(0), state["state"][index]["exp_avg"],
                                       state["state"][index]["exp_avg_sq"])[0]
+            elif precondition:  # the released coefficient, from the checkpoint's v and step count
+                t, v = int(state["state"][index]["step"]), state["state"][index]["exp_avg_sq"]
+                g = g * (1 - 0.9) / (1 - 0.9 ** (t + 1)) / ((v / (1 - 0.999 ** (t + 1))).sqrt() + 1e-8)
             flat.append(g.reshape(-1))
         return projector.project(torch.cat(flat).unsqueeze(0))[0].double().numpy()
 
@@ -270,3 +274,29 @@ def test_released_defaults_over_several_target_samples_equal_the_released_algori
     expected, _ = released_selection(tiny_lm, tmp_path, "influential", normalize=True, k=5)
     assert members == expected
     assert roles > 2  # picked by more target samples than there are subtasks
+
+
+def test_every_released_or_project_option_changes_the_config_hash_and_second_order_needs_subtasks():
+    from pydantic import ValidationError
+
+    from curation_assets.stages.influence_distillation import INFLUENCE_DISTILLATION, InfluenceDistillationSpec
+
+    base = {"name": "infl", "kind": "influence_distillation", "jvp": "jvp", "warmup": "warmup", "budget": 5,
+            "targets": [{"name": "t", "path": "t.jsonl"}]}
+
+    def digest(**options):
+        spec = InfluenceDistillationSpec(**base, **options)
+        return INFLUENCE_DISTILLATION.config_hash(spec, {"warmup": "0" * 16})
+
+    defaults = digest()
+    assert digest(params=["down_proj"], normalize=True, round_robin="targets", adam_direction="released",
+                  exact_landmarks=False, dim=32768) == defaults
+    changed = [digest(params="lora"), digest(params=["down_proj", "o_proj"]), digest(normalize=False),
+               digest(round_robin="subtasks"), digest(adam_direction="less"), digest(exact_landmarks=True),
+               digest(dim=8192)]
+    assert len({defaults, *changed}) == 1 + len(changed)
+    assert digest(batch_size=1) == defaults
+    with pytest.raises(ValidationError, match="round_robin: subtasks"):
+        InfluenceDistillationSpec(**base, order="second")
+    with pytest.raises(ValidationError, match="params"):
+        InfluenceDistillationSpec(**base, params=[])
