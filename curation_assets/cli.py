@@ -17,10 +17,17 @@ DEMO_PIPELINE = Path(__file__).resolve().parent / "defs" / "demo" / "defs.yaml"
 def _load(pipeline: Path) -> Any:
     from curation_assets.components.standalone import PipelineFileError, load_pipeline_file
 
+    import yaml
+
     try:
         return load_pipeline_file(pipeline)
     except PipelineFileError as err:
         raise click.ClickException(str(err)) from err
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+        problem = " ".join(filter(None, (err.context, err.problem)))
+        raise click.ClickException(f"{pipeline}{where}: not valid YAML: {problem}") from err
     except Exception as err:  # validation errors carry the YAML line in their message
         if type(err).__name__ in ("ValidationError", "ResolutionException"):
             raise click.ClickException(f"invalid pipeline {pipeline}:\n{err}") from err
@@ -356,15 +363,24 @@ def entry_point() -> None:
 
     DuckDB 2.0's nanobind bindings print "leaked instance" noise at interpreter exit after
     a Dagster run that also loaded torch/transformers; everything is written and closed by
-    then, so the process ends with os._exit once output is flushed.
+    then, so the process ends with os._exit once output is flushed. An unforeseen exception
+    ends in one `Error:` line naming it; its traceback is printed only with --verbose.
     """
     import os
+    import traceback
 
     try:
         main(standalone_mode=True)
         code = 0
     except SystemExit as exit_:
         code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    except Exception as err:  # unforeseen: the traceback only on request, the cause last
+        if _VERBOSE or "--verbose" in sys.argv[1:] or "-v" in sys.argv[1:]:
+            traceback.print_exc()
+        else:
+            click.echo("(an unexpected error; --verbose shows its traceback)", err=True)
+        click.echo(f"Error: {type(err).__name__}: {' '.join(str(err).split())}", err=True)
+        code = 1
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

@@ -327,3 +327,75 @@ def test_query_reads_sql_from_a_file_starting_with_a_comment(ran: dict, tmp_path
     assert table_rows(result.output)["random_few"] == ["4"]
     neither = invoke("query", "--db", ran["db"])
     assert neither.exit_code != 0 and "--file" in neither.output
+
+
+# ---- errors: the cause last, in one line; tracebacks only with --verbose -------------------------
+
+BAD_CSV = {  # file content, what the last line must also name
+    "unterminated_quote": ('instruction,input,output\n"Say hi,,Hi.\nAdd 1 and 1.,,2\n', "EOF inside string"),
+    "empty_file": ("", "empty"),
+    "whitespace_only": ("  \n\n\t \n", ""),
+}
+
+
+def _bad_csv_pipeline(folder: Path, content: str) -> tuple[Path, Path]:
+    yaml_file = write_pipeline(folder, valid_pipeline_yaml(source_path="data/bad.csv"), records=3)
+    bad = folder / "data" / "bad.csv"
+    bad.write_text(content)
+    return yaml_file, bad
+
+
+@pytest.mark.parametrize("case", list(BAD_CSV))
+def test_run_failure_names_the_cause_last_without_traceback(tmp_path: Path, case: str) -> None:
+    content, needle = BAD_CSV[case]
+    yaml_file, bad = _bad_csv_pipeline(tmp_path / "pipe", content)
+    result = invoke("run", yaml_file)
+    assert result.exit_code != 0
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith("Error: run failed at tiny/alpaca: "), last
+    assert str(bad) in last and "source 'alpaca'" in last and needle in last, last
+    assert "Traceback" not in result.output and "Stack Trace" not in result.output
+    assert "--verbose" in result.output  # where the traceback is
+    assert len(result.output.splitlines()) < 30, result.output
+
+
+def test_run_failure_with_verbose_shows_the_traceback(tmp_path: Path) -> None:
+    yaml_file, bad = _bad_csv_pipeline(tmp_path / "pipe", BAD_CSV["unterminated_quote"][0])
+    for args in (["run", yaml_file, "--verbose"], ["--verbose", "run", yaml_file]):
+        result = invoke(*args)
+        assert result.exit_code != 0
+        assert "Stack Trace" in result.output and 'File "' in result.output
+        last = result.output.strip().splitlines()[-1]
+        assert last.startswith("Error: run failed at tiny/alpaca: ") and "EOF inside string" in last, last
+
+
+def test_invalid_yaml_syntax_is_one_line_with_its_position(tmp_path: Path) -> None:
+    yaml_file = tmp_path / "defs.yaml"
+    yaml_file.write_text("type: curation_assets.CurationPipeline\nattributes:\n  name: [unclosed\n")
+    for command in ("check", "run"):
+        result = invoke(command, yaml_file)
+        assert result.exit_code != 0
+        assert result.output.strip().splitlines() == [
+            f"Error: {yaml_file}:4:1: not valid YAML: while parsing a flow sequence expected ',' or ']', "
+            f"but got '<stream end>'"]
+
+
+def test_unforeseen_errors_end_in_one_line_unless_verbose(tmp_path: Path) -> None:
+    """The console script (a real process): an exception no command expects is named in the last line."""
+    import os
+    import subprocess
+
+    db = tmp_path / "not_a_db.duckdb"
+    db.write_text("this is not a DuckDB file\n")
+    curation = Path(sys.executable).parent / "curation"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    plain = subprocess.run([str(curation), "report", "x", "--db", str(db), "--out", str(tmp_path / "r.html")],
+                           capture_output=True, text=True, env=env, timeout=120)
+    assert plain.returncode == 1
+    lines = (plain.stdout + plain.stderr).strip().splitlines()
+    assert "Traceback" not in plain.stderr and len(lines) <= 3, plain.stderr
+    assert lines[-1].startswith("Error: ") and str(db) in lines[-1], lines
+    verbose = subprocess.run([str(curation), "--verbose", "report", "x", "--db", str(db)],
+                             capture_output=True, text=True, env=env, timeout=120)
+    assert verbose.returncode == 1 and "Traceback" in verbose.stderr
+    assert verbose.stderr.strip().splitlines()[-1] == lines[-1]
