@@ -16,9 +16,17 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from curation_assets.sources.fingerprint import content_hash
 from curation_assets.sources.normalise import RejectRecord, normalise_record
 from curation_assets.sources.packaged import PACKAGED, packaged_file
-from curation_assets.sources.records import RawRecord, SourceReadError, read_hub_dataset, read_records
+from curation_assets.sources.records import (
+    REJECTED_PREFIX_BYTES,
+    RawRecord,
+    SourceReadError,
+    read_hub_dataset,
+    read_records,
+    too_large_reason,
+)
 from curation_assets.sources.spec import SourceSpec
 
 BATCH_ROWS = 2_000
@@ -52,16 +60,38 @@ class IngestResult:
     samples_file: Path | None = None
     counts_file: Path | None = None
     rejected_file: Path | None = None
+    fingerprint: str | None = None  # content hash of the file, equal before and after reading it
+    max_deactivated_fraction: float = 1.0  # the source's shrink guard (see check_shrink)
+    accept_shrink: str | None = None
 
     @property
     def balanced(self) -> bool:
         return self.records_read == self.samples + self.duplicates + self.rejected
+
+    def check_shrink(self, active: int, deactivated: int) -> None:
+        """Refuse a merge that would deactivate more than `max_deactivated_fraction` of the source's
+        `active` samples (a truncated file, a file caught while rewritten), unless `accept_shrink`
+        names this exact content. Called by the merge before it writes anything."""
+        if active == 0 or deactivated / active <= self.max_deactivated_fraction:
+            return
+        if self.accept_shrink is not None and self.accept_shrink == self.fingerprint:
+            return
+        accept = (f"set `accept_shrink: {self.fingerprint}` on source {self.source!r} (accepts this exact file "
+                  "content only)" if self.fingerprint else
+                  f"raise `max_deactivated_fraction` of source {self.source!r}")
+        raise IngestError(
+            f"source {self.source!r}: ingesting {self.source_file} would deactivate {deactivated} of the source's "
+            f"{active} active samples ({deactivated / active:.0%} > max_deactivated_fraction "
+            f"{self.max_deactivated_fraction:.0%}); the file now yields {self.samples} samples from "
+            f"{self.records_read} records. Nothing was written. If the file is truncated or still being "
+            f"written, restore it or wait and run again; if the shrink is intended, {accept}.")
 
     def stats(self) -> dict[str, Any]:
         return {
             "source_file": self.source_file, "records_read": self.records_read,
             "samples": self.samples, "duplicates": self.duplicates, "rejected": self.rejected,
             "reject_reasons": self.reject_reasons,
+            **({"source_fingerprint": self.fingerprint} if self.fingerprint else {}),
         }
 
 
@@ -79,7 +109,8 @@ def iter_source_records(spec: SourceSpec, base_dir: Path) -> Iterator[RawRecord]
     if spec.hf_dataset:
         records = read_hub_dataset(spec.hf_dataset, spec.split)
     else:
-        records = read_records(Path(resolve_source_location(spec, base_dir)), split=spec.split)
+        records = read_records(Path(resolve_source_location(spec, base_dir)), split=spec.split,
+                               max_record_bytes=spec.max_record_bytes)
     for count, record in enumerate(records, start=1):
         yield record
         if spec.limit is not None and count >= spec.limit:
@@ -88,12 +119,16 @@ def iter_source_records(spec: SourceSpec, base_dir: Path) -> Iterator[RawRecord]
 
 def stage_source(spec: SourceSpec, base_dir: Path, staging_dir: Path,
                  progress: Callable[[int], None] | None = None) -> IngestResult:
-    """Read and normalise `spec`'s records into Parquet files under `staging_dir`."""
+    """Read and normalise `spec`'s records into Parquet files under `staging_dir`.
+
+    A local file is hashed before and after it is read: if the two differ (the file was being
+    written) the ingest fails and nothing is staged from a half-written file."""
     fmt = spec.effective_format
     mapping = spec.fields.to_mapping() if spec.fields else None
     if spec.package and spec.format == "auto" and spec.fields is None:
         fmt, mapping = PACKAGED[spec.package].format, PACKAGED[spec.package].mapping
-    result = IngestResult(spec.name, resolve_source_location(spec, base_dir))
+    result = IngestResult(spec.name, resolve_source_location(spec, base_dir),
+                          max_deactivated_fraction=spec.max_deactivated_fraction, accept_shrink=spec.accept_shrink)
     result.samples_file = staging_dir / f"{spec.name}.samples.parquet"
     result.counts_file = staging_dir / f"{spec.name}.counts.parquet"
     result.rejected_file = staging_dir / f"{spec.name}.rejected.parquet"
@@ -108,7 +143,10 @@ def stage_source(spec: SourceSpec, base_dir: Path, staging_dir: Path,
         rejects.add({"source_file": result.source_file, "record_no": record.record_no,
                      "location": record.location, "reason": reason, "raw_record": raw_text})
 
+    location = Path(result.source_file)
     try:
+        if not spec.hf_dataset and location.exists():
+            result.fingerprint = content_hash(location)
         for record in iter_source_records(spec, base_dir):
             result.records_read += 1
             if progress is not None:
@@ -117,9 +155,11 @@ def stage_source(spec: SourceSpec, base_dir: Path, staging_dir: Path,
                 reject(record, record.error, record.raw_text or "")
                 continue
             raw_json = json.dumps(record.value, ensure_ascii=False, default=str)
-            if len(raw_json.encode("utf-8")) > spec.max_record_bytes:
-                reject(record, f"record too large: {len(raw_json.encode('utf-8'))} bytes > "
-                               f"max_record_bytes {spec.max_record_bytes}", raw_json)
+            size = len(raw_json.encode("utf-8"))
+            if size > spec.max_record_bytes:
+                prefix = raw_json.encode("utf-8")[:REJECTED_PREFIX_BYTES]
+                reject(record, too_large_reason(size, spec.max_record_bytes, len(prefix)),
+                       prefix.decode("utf-8", errors="ignore"))
                 continue
             try:
                 sample = normalise_record(record.value, fmt, mapping)
@@ -143,6 +183,10 @@ def stage_source(spec: SourceSpec, base_dir: Path, staging_dir: Path,
     finally:
         samples.close()
         rejects.close()
+    if result.fingerprint is not None and content_hash(location) != result.fingerprint:
+        raise IngestError(
+            f"source {spec.name!r}: {result.source_file} changed while it was read (it is probably being "
+            "written); nothing was written. Run the ingest again once the file is complete.")
     result.samples = len(record_counts)
     pq.write_table(pa.table({"sample_id": list(record_counts), "n_records": list(record_counts.values())},
                             schema=STAGED_COUNT_SCHEMA), result.counts_file)

@@ -4,6 +4,10 @@ JSON and JSON Lines are read by our own streaming decoder rather than by `datase
 the `datasets` JSON loader rejects a whole file for one malformed line, cannot read
 a truncated JSON array (the ShareGPT package ships one) and needs one schema for all
 records. Parquet, CSV and `save_to_disk` folders go through Hugging Face `datasets`.
+
+With `max_record_bytes`, a JSON Lines line or JSON array element larger than that is
+skipped without being read whole into memory (hostile or broken input: one 2 GB line); it
+comes back as a rejected record holding its first `REJECTED_PREFIX_BYTES` and its length.
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ DATASETS_SUFFIXES = {".parquet": "parquet", ".csv": "csv", ".tsv": "csv"}
 _CHUNK_CHARS = 1 << 22  # 4 Mi characters read per step from a JSON array
 _STRUCTURAL = re.compile(r'["{}\[\],]')
 _SCALAR_TOKEN = re.compile(r"[^\s,\]]*")
-_STRING_BODY = re.compile(r'(?:[^"\\]|\\.)*"', re.DOTALL)
+_STRING_STOP = re.compile(r'["\\]')
+_SKIP_CHUNK = 1 << 20  # bytes read per step while skipping an oversized JSON Lines line
+REJECTED_PREFIX_BYTES = 4096  # what a too-large rejected record keeps of itself
 
 
 class SourceReadError(Exception):
@@ -38,8 +44,9 @@ class RawRecord:
     raw_text: str | None = None  # the undecoded text, kept for rejected records
 
 
-def read_records(path: Path, *, split: str = "train") -> Iterator[RawRecord]:
-    """Yield every record of a local file or `save_to_disk` folder."""
+def read_records(path: Path, *, split: str = "train", max_record_bytes: int | None = None) -> Iterator[RawRecord]:
+    """Yield every record of a local file or `save_to_disk` folder; JSON records larger than
+    `max_record_bytes` are rejected unread (bounded memory)."""
     if not path.exists():
         raise SourceReadError(f"source file not found: {path}")
     if path.is_dir():
@@ -49,7 +56,7 @@ def read_records(path: Path, *, split: str = "train") -> Iterator[RawRecord]:
     if path.stat().st_size == 0:
         raise SourceReadError(f"source file is empty: {path}")
     if suffix in JSON_SUFFIXES:
-        yield from _read_json_file(path)
+        yield from _read_json_file(path, max_record_bytes)
     elif suffix in DATASETS_SUFFIXES:
         yield from _read_with_datasets(DATASETS_SUFFIXES[suffix], path, suffix)
     else:
@@ -59,7 +66,12 @@ def read_records(path: Path, *, split: str = "train") -> Iterator[RawRecord]:
         )
 
 
-def _read_json_file(path: Path) -> Iterator[RawRecord]:
+def too_large_reason(size: int, max_record_bytes: int, kept: int) -> str:
+    return (f"record too large: {size} bytes > max_record_bytes {max_record_bytes} "
+            f"(the first {kept} bytes are kept)")
+
+
+def _read_json_file(path: Path, max_bytes: int | None) -> Iterator[RawRecord]:
     with path.open("rb") as handle:
         head = handle.read(4096).lstrip()
     if head.startswith(b"\xef\xbb\xbf"):
@@ -67,19 +79,25 @@ def _read_json_file(path: Path) -> Iterator[RawRecord]:
     if not head:
         raise SourceReadError(f"source file is empty: {path}")
     if head.startswith(b"["):
-        yield from _read_json_array(path)
+        yield from _read_json_array(path, max_bytes)
     else:
-        yield from _read_json_lines(path)
+        yield from _read_json_lines(path, max_bytes)
 
 
-def _read_json_lines(path: Path) -> Iterator[RawRecord]:
+def _read_json_lines(path: Path, max_bytes: int | None) -> Iterator[RawRecord]:
+    limit = -1 if max_bytes is None else max_bytes + 2  # room for "\r\n" after a record of max_bytes
     with path.open("rb") as handle:
-        for line_no, line in enumerate(handle, start=1):
+        line_no = 0
+        while line := handle.readline(limit):
+            line_no += 1
             if line_no == 1 and line.startswith(b"\xef\xbb\xbf"):
                 line = line[3:]
+            location = f"line {line_no}"
+            if max_bytes is not None and len(line.rstrip(b"\r\n")) > max_bytes:
+                yield _oversized_line(handle, line, line_no, location, max_bytes)
+                continue
             if not line.strip():
                 continue
-            location = f"line {line_no}"
             try:
                 text = line.decode("utf-8")
             except UnicodeDecodeError as err:
@@ -105,15 +123,33 @@ def _read_json_lines(path: Path) -> Iterator[RawRecord]:
             yield RawRecord(line_no, location, value=value)
 
 
-def _read_json_array(path: Path) -> Iterator[RawRecord]:
+def _oversized_line(handle: Any, head: bytes, line_no: int, location: str, max_bytes: int) -> RawRecord:
+    """Skip the rest of a line longer than `max_bytes`, a megabyte at a time, counting its bytes."""
+    size, tail = len(head), head[-2:]
+    while not tail.endswith(b"\n"):
+        chunk = handle.readline(_SKIP_CHUNK)
+        if not chunk:
+            break
+        size += len(chunk)
+        tail = (tail + chunk)[-2:]
+    size -= 2 if tail == b"\r\n" else 1 if tail.endswith(b"\n") else 0  # the line ending is not the record
+    prefix = head[:REJECTED_PREFIX_BYTES]
+    return RawRecord(line_no, location, error=too_large_reason(size, max_bytes, len(prefix)),
+                     raw_text=prefix.decode("utf-8", errors="backslashreplace"))
+
+
+def _read_json_array(path: Path, max_bytes: int | None = None) -> Iterator[RawRecord]:
     """Decode a top-level JSON array element by element, in bounded memory.
 
     A truncated file (no closing bracket, last element cut off) yields every complete
     element and one rejected record for the cut-off tail. A malformed element is
     rejected and decoding resumes after it (its end found by string-aware bracket depth;
-    an element with unbalanced brackets may take the following ones with it).
+    an element with unbalanced brackets may take the following ones with it). An element
+    longer than `max_bytes` is scanned to its end chunk by chunk, never held whole.
     """
     decoder = json.JSONDecoder()
+    # A character is at least one byte: an element of more characters is too large for sure.
+    max_chars = max_bytes if max_bytes is not None else None
     with path.open("r", encoding="utf-8", errors="surrogateescape") as handle:
         consumed = 0  # characters dropped from the front of `buffer` so far
         buffer = ""
@@ -146,11 +182,34 @@ def _read_json_array(path: Path) -> Iterator[RawRecord]:
                     return  # array never closed but nothing left: a clean truncation point
                 continue
             if buffer[pos] == "]":
-                yield from _trailing_data(buffer[pos + 1:] + handle.read(), element_no + 1)
+                yield from _trailing_data(buffer[pos + 1:], handle, element_no + 1)
                 return
             start = pos
             location = f"element {element_no + 1} (character {consumed + start})"
             error: str | None = None
+            if max_chars is not None and len(buffer) - start > max_chars and _element_end(buffer, start) is None:
+                # Longer than any acceptable record and not over yet: skip it without holding it.
+                assert max_bytes is not None
+                element_no += 1
+                scanner = _ElementScanner()
+                size, head = 0, ""
+                while (end := scanner.feed(buffer, start)) is None:
+                    head += buffer[start:start + REJECTED_PREFIX_BYTES - len(head)]
+                    size += _byte_length(buffer[start:])
+                    consumed += len(buffer)
+                    buffer, start = handle.read(_CHUNK_CHARS), 0
+                    if not buffer:
+                        yield RawRecord(element_no, location, raw_text=_bounded_prefix(head), error=(
+                            f"truncated: the file ends inside this record after {size} bytes "
+                            f"(> max_record_bytes {max_bytes})"))
+                        return
+                head += buffer[start:min(end, start + REJECTED_PREFIX_BYTES - len(head))]
+                size += _byte_length(buffer[start:end])
+                prefix = _bounded_prefix(head)
+                yield RawRecord(element_no, location, error=too_large_reason(size, max_bytes, _byte_length(prefix)),
+                                raw_text=prefix)
+                pos = end
+                continue
             if buffer[start] not in "{[\"":
                 token = _SCALAR_TOKEN.match(buffer, start)
                 if token.end() >= len(buffer) and not at_eof and fill():
@@ -175,6 +234,13 @@ def _read_json_array(path: Path) -> Iterator[RawRecord]:
                 continue
             element_no += 1
             pos = end
+            if max_bytes is not None and (end - start) * 4 > max_bytes:  # 4 bytes per character at most
+                size = _byte_length(buffer[start:end])
+                if size > max_bytes:
+                    prefix = _bounded_prefix(buffer[start:start + REJECTED_PREFIX_BYTES])
+                    yield RawRecord(element_no, location, error=too_large_reason(size, max_bytes, _byte_length(prefix)),
+                                    raw_text=prefix)
+                    continue
             invalid = _invalid_utf8(value)
             if invalid:
                 yield RawRecord(element_no, location, error=invalid, raw_text=_restore_bytes(buffer[start:end]))
@@ -182,39 +248,77 @@ def _read_json_array(path: Path) -> Iterator[RawRecord]:
                 yield RawRecord(element_no, location, value=value)
 
 
-def _trailing_data(rest: str, record_no: int) -> Iterator[RawRecord]:
-    if rest.strip():
-        yield RawRecord(record_no, "after the closing bracket", error="data after the end of the JSON array",
-                        raw_text=_restore_bytes(rest.strip()[:10_000]))
+def _trailing_data(rest: str, handle: Any, record_no: int) -> Iterator[RawRecord]:
+    """A rejected record for anything but whitespace after the closing bracket (first 10,000 characters)."""
+    while not rest.strip():
+        rest = handle.read(_CHUNK_CHARS)
+        if not rest:
+            return
+    rest = rest.lstrip()
+    if len(rest) < 10_000:
+        rest += handle.read(10_000 - len(rest))
+    yield RawRecord(record_no, "after the closing bracket", error="data after the end of the JSON array",
+                    raw_text=_restore_bytes(rest[:10_000].rstrip()))
+
+
+class _ElementScanner:
+    """Finds where an array element ends in text fed piece by piece: after its closing bracket,
+    or at the `,`/`]` that ends a scalar. Strings are skipped whole, escapes included, even when
+    a piece ends inside one."""
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.in_string = False
+        self.escaped = False  # the previous piece ended on a backslash inside a string
+
+    def feed(self, text: str, pos: int = 0) -> int | None:
+        """End of the element in `text` (scanning from `pos`), or None if it goes on after `text`."""
+        while pos < len(text):
+            if self.in_string:
+                if self.escaped:
+                    self.escaped, pos = False, pos + 1
+                    continue
+                stop = _STRING_STOP.search(text, pos)
+                if stop is None:
+                    return None
+                pos = stop.end()
+                if stop.group() == "\\":
+                    self.escaped = True
+                else:
+                    self.in_string = False
+                continue
+            match = _STRUCTURAL.search(text, pos)
+            if match is None:
+                return None
+            char = match.group()
+            pos = match.end()
+            if char == '"':
+                self.in_string = True
+            elif char in "{[":
+                self.depth += 1
+            elif char in "}]":
+                if self.depth == 0:
+                    return match.start()
+                self.depth -= 1
+                if self.depth == 0:
+                    return match.end()
+            elif self.depth == 0:  # a comma ending a scalar element
+                return match.start()
+        return None
 
 
 def _element_end(text: str, start: int) -> int | None:
-    """End of the array element starting at `start`: after its closing bracket, or at the
-    `,`/`]` that ends a scalar. None if the text ends first. Strings are skipped whole."""
-    depth = 0
-    pos = start
-    while True:
-        match = _STRUCTURAL.search(text, pos)
-        if match is None:
-            return None
-        char = match.group()
-        if char == '"':
-            body = _STRING_BODY.match(text, match.end())
-            if body is None:
-                return None
-            pos = body.end()
-            continue
-        if char in "{[":
-            depth += 1
-        elif char in "}]":
-            if depth == 0:
-                return match.start()
-            depth -= 1
-            if depth == 0:
-                return match.end()
-        elif depth == 0:  # a comma ending a scalar element
-            return match.start()
-        pos = match.end()
+    """End of the array element starting at `start`, or None if the text ends first."""
+    return _ElementScanner().feed(text, start)
+
+
+def _bounded_prefix(text: str) -> str:
+    """At most REJECTED_PREFIX_BYTES of `text` as UTF-8 (a character cut in two is dropped)."""
+    return _restore_bytes(text).encode("utf-8")[:REJECTED_PREFIX_BYTES].decode("utf-8", errors="ignore")
+
+
+def _byte_length(text: str) -> int:
+    return len(text.encode("utf-8", errors="surrogateescape"))
 
 
 def _restore_bytes(text: str) -> str:

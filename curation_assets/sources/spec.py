@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
 from curation_assets.sources.normalise import FieldMapping, FormatName
 from curation_assets.specs import Identifier, SpecModel
@@ -53,10 +53,29 @@ class SourceSpec(SpecModel):
     format: FormatName = Field("auto", description="alpaca | sharegpt | messages | custom | auto (per record).")
     fields: FieldMappingSpec | None = Field(None, description="Field mapping for `format: custom`.")
     limit: int | None = Field(None, gt=0, description="Read only the first N records.")
-    max_record_bytes: int = Field(16_000_000, gt=0, description="Reject records larger than this (JSON bytes).")
+    max_record_bytes: int = Field(16_000_000, gt=0, description=(
+        "Reject records larger than this (bytes of the line / element / JSON); a larger record is skipped "
+        "without being read whole, and `rejected_samples` keeps its first bytes and its length."))
     max_rejected_fraction: float = Field(0.5, ge=0, le=1, description=(
         "Fail the ingest, writing nothing, if more than this fraction of records is rejected."))
+    max_deactivated_fraction: float = Field(0.5, ge=0, le=1, description=(
+        "Fail the ingest, writing nothing, if it would deactivate more than this fraction of the source's "
+        "active samples (a file truncated or being rewritten); see `accept_shrink`."))
+    accept_shrink: str | None = Field(None, description=(
+        "Fingerprint of a source file whose shrink is intended (printed by the failing ingest): an ingest of "
+        "exactly that content may deactivate any number of samples; any other content is guarded again."))
     description: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _drop_default_guards(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Guard keys at their defaults are left out of dumps, so adding them left every existing
+        source's config hash (and its ingest asset's code version) unchanged."""
+        data = handler(self)
+        if isinstance(data, dict):
+            for key, default in _GUARD_DEFAULTS.items():
+                if key in data and data[key] == default:
+                    del data[key]
+        return data
 
     @model_validator(mode="after")
     def _one_location(self) -> SourceSpec:
@@ -70,5 +89,13 @@ class SourceSpec(SpecModel):
         return self
 
     @property
+    def is_file(self) -> bool:
+        """Whether the source is a local file or folder (fingerprinted; hub datasets are not)."""
+        return self.hf_dataset is None
+
+    @property
     def effective_format(self) -> FormatName:
         return "custom" if self.fields is not None else self.format
+
+
+_GUARD_DEFAULTS: dict[str, Any] = {"max_deactivated_fraction": 0.5, "accept_shrink": None}

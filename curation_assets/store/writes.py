@@ -5,13 +5,15 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
-from curation_assets.store.sql_files import execute_sql_file, fetch_row
+from curation_assets.redact import redact_config
+from curation_assets.store.sql_files import execute_sql_file, fetch_row, read_sql
 
 
 def utc_now() -> dt.datetime:
@@ -43,19 +45,31 @@ class StageRunRecord:
 
 
 def insert_stage_run(con: duckdb.DuckDBPyConnection, record: StageRunRecord) -> None:
+    """Store one run; URLs in its config and stats lose their user, password and query string."""
     execute_sql_file(con, "writes/stage_run_insert.sql", {
         "stage_run_id": record.stage_run_id, "pipeline": record.pipeline, "stage": record.stage,
-        "kind": record.kind, "config": json.dumps(record.config, sort_keys=True),
+        "kind": record.kind, "config": json.dumps(redact_config(record.config), sort_keys=True),
         "config_hash": record.config_hash, "code_version": record.code_version,
         "dagster_run_id": record.dagster_run_id, "rows_in": record.rows_in, "rows_out": record.rows_out,
-        "seconds": record.seconds, "device": record.device, "stats": json.dumps(record.stats, default=str),
+        "seconds": record.seconds, "device": record.device,
+        "stats": json.dumps(redact_config(json.loads(json.dumps(record.stats, default=str)))),
         "started_at": record.started_at, "finished_at": record.finished_at,
     })
 
 
+def ingest_deactivations(con: duckdb.DuckDBPyConnection, source: str, counts_file: Path) -> tuple[int, int]:
+    """(active samples of `source`, how many of them the staged ingest in `counts_file` would deactivate)."""
+    active, deactivated = fetch_row(con, read_sql("reads/ingest_deactivations.sql"),
+                                    {"source": source, "counts_file": str(counts_file)})
+    return int(active), int(deactivated or 0)
+
+
 def merge_ingest(con: duckdb.DuckDBPyConnection, source: str, samples_file: Path, counts_file: Path,
-                 rejected_file: Path) -> int:
-    """Merge a source's staged files; returns how many samples were new to the store."""
+                 rejected_file: Path, guard: Callable[[int, int], None] | None = None) -> int:
+    """Merge a source's staged files; returns how many samples were new to the store. `guard`
+    gets (active samples, how many the merge would deactivate) first and may raise to refuse it."""
+    if guard is not None:
+        guard(*ingest_deactivations(con, source, counts_file))
     before = fetch_row(con, "SELECT count(*) FROM samples")[0]
     execute_sql_file(con, "writes/ingest_merge.sql", {
         "source": source, "samples_file": str(samples_file), "counts_file": str(counts_file),

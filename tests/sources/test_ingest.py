@@ -165,8 +165,11 @@ def test_record_above_max_record_bytes_is_rejected(tmp_path: Path, store: DuckDB
         store, "SELECT location, reason, length(raw_record) FROM rejected_samples")
     assert location == "line 2"
     assert reason.startswith("record too large: ")
-    assert "> max_record_bytes 1000000" in reason
-    assert raw_length > 5_000_000  # the rejected record is kept whole for inspection
+    line_bytes = len(json.dumps(alpaca("big", output="x" * 5_000_000)).encode())
+    assert f"record too large: {line_bytes} bytes > max_record_bytes 1000000" in reason  # its true length
+    assert raw_length == 4096  # a bounded prefix is kept for inspection, not the record
+    (raw,) = query(store, "SELECT raw_record FROM rejected_samples")[0]
+    assert raw == json.dumps(alpaca("big", output="x" * 5_000_000))[:4096]
 
 
 # ---------------------------------------------------------------- failing sources
