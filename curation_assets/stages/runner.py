@@ -65,7 +65,7 @@ def run_ingest(spec: SourceSpec, *, pipeline: str, base_dir: Path, store: DuckDB
             result = stage_source(spec, base_dir, Path(staging), progress=progress)
         with store.transaction() as con:
             new_samples = merge_ingest(con, spec.name, result.samples_file, result.counts_file,
-                                       result.rejected_file)
+                                       result.rejected_file, guard=result.check_shrink)
             stats = {**result.stats(), "new_samples": new_samples}
             record = StageRunRecord(
                 pipeline=pipeline, stage=spec.name, kind="source", config=spec.model_dump(mode="json"),
