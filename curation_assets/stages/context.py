@@ -7,6 +7,8 @@ its rows as a Parquet file; the runner writes them in one transaction afterwards
 from __future__ import annotations
 
 import logging
+import os
+import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +24,7 @@ from curation_assets.store import DuckDBStore
 from curation_assets.store.sql_files import read_sql
 
 T = TypeVar("T")
+PART_TEMP_SUFFIX = ".tmp"
 
 MEMBERS_SCHEMA = pa.schema([("sample_id", pa.string()), ("rank", pa.int32()), ("score", pa.float64())])
 DETAILS_SCHEMA = pa.schema([("sample_id", pa.string()), ("role", pa.string()), ("cluster", pa.int32()),
@@ -55,6 +58,7 @@ class StageContext:
     originals_only: bool = False  # sample-generating stages work on original (not generated) samples
     stage_specs: Mapping[str, Any] = field(default_factory=dict)  # name -> spec of every stage/selection
     shard: tuple[int, int] | None = None  # (index, count): compute only this shard's samples
+    _checked_parts: list[Path] | None = field(default=None, init=False, repr=False)
 
     @property
     def artifacts_dir(self) -> Path:
@@ -82,7 +86,7 @@ class StageContext:
             sql = read_sql("reads/pending_in_shard.sql").format(pending=sql.rstrip().rstrip(";"))
             params = {**params, "shard_index": self.shard[0], "shard_count": self.shard[1]}
         path = self.staging_dir / f"{self.stage}.pending.parquet"
-        parts = sorted(self.partial_dir.glob("part-*.parquet"))
+        parts = self.usable_parts()
         with self.store.reader() as con:
             if parts:  # rows computed by an interrupted run of this config are not computed again
                 sql = read_sql("reads/pending_minus_partial.sql").format(pending=sql.rstrip().rstrip(";"))
@@ -159,13 +163,37 @@ class StageContext:
         samples they lack. Parts left by a run whose rows were committed are removed here."""
         self.partial_dir.mkdir(parents=True, exist_ok=True)
         with self.store.reader() as con:
-            for part in sorted(self.partial_dir.glob("part-*.parquet")):
+            for part in self.usable_parts():
                 committed = con.execute(read_sql("reads/partial_part_committed.sql").format(table=table),
                                         {"stage": self.stage, "config_hash": self.config_hash,
                                          "part": str(part)}).fetchall()[0][0]
                 if committed:
                     part.unlink()
         return ResumableRowsWriter(self.partial_dir, schema)
+
+    def usable_parts(self) -> list[Path]:
+        """The part files of an interrupted run of this config that read back whole. A zero-byte,
+        truncated or corrupt part (a crash between write and disk) is moved to `set_aside/` with a
+        warning and its samples are computed again; temporary files of killed writers are removed.
+        Runs of one stage, config and shard hold its lock (run_guard), so nobody writes here meanwhile."""
+        if self._checked_parts is not None:
+            return [p for p in self._checked_parts if p.exists()]
+        usable = []
+        if self.partial_dir.exists():
+            for leftover in self.partial_dir.glob(f"*{PART_TEMP_SUFFIX}"):
+                leftover.unlink(missing_ok=True)
+            for part in sorted(self.partial_dir.glob("part-*.parquet")):
+                problem = part_problem(part)
+                if problem is None:
+                    usable.append(part)
+                    continue
+                aside = self.artifacts_dir / "set_aside" / f"{self.partial_dir.name}-{part.name}"
+                aside.parent.mkdir(parents=True, exist_ok=True)
+                part.replace(aside)
+                self.log.warning(f"{self.stage}: part {part} is unreadable ({problem}); moved to {aside}, "
+                                 "its samples are computed again")
+        self._checked_parts = usable
+        return list(usable)
 
     def write_members(self, sample_ids: Sequence[str], scores: Sequence[float | None] | None = None) -> Path:
         """Stage a selection's members in rank order (rank 1 first)."""
@@ -223,7 +251,8 @@ class StagedRowsWriter:
 
 
 class ResumableRowsWriter:
-    """Each `write` becomes its own Parquet part (written under a temporary name, then renamed)."""
+    """Each `write` becomes its own Parquet part: written under a unique temporary name, fsynced,
+    then given its part name, so a part file that exists is complete even after a power cut."""
 
     def __init__(self, folder: Path, schema: pa.Schema) -> None:
         self.folder, self.schema = folder, schema
@@ -232,13 +261,16 @@ class ResumableRowsWriter:
     def write(self, table: pa.Table | pa.RecordBatch) -> None:
         if isinstance(table, pa.RecordBatch):
             table = pa.Table.from_batches([table])
-        index = len(list(self.folder.glob("part-*.parquet")))
-        while (self.folder / f"part-{index:06d}.parquet").exists():
-            index += 1
-        final = self.folder / f"part-{index:06d}.parquet"
-        temporary = final.with_suffix(".parquet.tmp")
-        pq.write_table(table.cast(self.schema), temporary)
-        temporary.replace(final)
+        temporary = self.folder / f".part.{os.getpid()}-{uuid.uuid4().hex[:12]}{PART_TEMP_SUFFIX}"
+        try:
+            with open(temporary, "wb") as handle:
+                pq.write_table(table.cast(self.schema), handle, write_page_checksum=True)
+                handle.flush()
+                os.fsync(handle.fileno())
+            _publish(temporary, self.folder, len(list(self.folder.glob("part-*.parquet"))))
+        finally:
+            temporary.unlink(missing_ok=True)
+        _fsync_folder(self.folder)  # the new name itself survives a power cut
         self.rows += table.num_rows
 
     def close(self) -> Path:
@@ -246,6 +278,52 @@ class ResumableRowsWriter:
         if not any(self.folder.glob("part-*.parquet")):
             pq.write_table(self.schema.empty_table(), self.folder / "part-000000.parquet")
         return self.folder / "part-*.parquet"
+
+
+def part_problem(path: Path) -> str | None:
+    """Why a part file cannot be used (None when it reads back whole, page checksums verified)."""
+    if path.stat().st_size == 0:
+        return "zero bytes"
+    try:
+        parquet = pq.ParquetFile(path, page_checksum_verification=True)
+        if "sample_id" not in parquet.schema_arrow.names:
+            return "no sample_id column"
+        for _ in parquet.iter_batches(batch_size=4096):  # decodes every page: catches corrupt data too
+            pass
+    except (OSError, pa.ArrowException) as err:
+        return f"{type(err).__name__}: {err}"
+    return None
+
+
+def _publish(temporary: Path, folder: Path, index: int) -> Path:
+    """Give a finished part the first free `part-NNNNNN.parquet` name; a hard link never replaces
+    a part another writer published under that name meanwhile."""
+    while True:
+        final = folder / f"part-{index:06d}.parquet"
+        try:
+            os.link(temporary, final)
+            return final
+        except FileExistsError:
+            index += 1
+        except OSError:  # a filesystem without hard links: rename (one writer per folder holds the lock)
+            if final.exists():
+                index += 1
+                continue
+            temporary.replace(final)
+            return final
+
+
+def _fsync_folder(folder: Path) -> None:
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:  # platforms without directory descriptors
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
 
 
 def restricted_sql(name: str, input_selection: str | None, params: dict[str, Any], *, originals_only: bool = False,

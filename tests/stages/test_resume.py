@@ -61,3 +61,75 @@ def test_interrupted_stage_resumes_from_its_parts(tmp_path, tiny_lm, monkeypatch
     for sid, vector in expected.items():
         np.testing.assert_allclose(got[sid], vector, rtol=1e-5, atol=1e-6)
     assert not list(partial.glob("*/partial"))  # parts removed once committed
+
+
+def test_zero_byte_and_corrupt_parts_are_set_aside_and_recomputed(tmp_path, tiny_lm, monkeypatch, capfd):  # noqa: F811
+    reference_dir, resumed_dir = tmp_path / "reference", tmp_path / "resumed"
+    for folder in (reference_dir, resumed_dir):
+        folder.mkdir()
+        write_pool(folder / "pool.jsonl", 20)  # 21 samples
+    materialize_document(reference_dir, document(tiny_lm))
+    expected, _ = rows(reference_dir)
+
+    monkeypatch.setattr(jvp_embeddings, "CHUNK_SAMPLES", 5)
+    original = JvpEmbedder.embed
+    calls = {"n": 0}
+
+    def dies_in_the_fourth_chunk(self, batch):
+        calls["n"] += 1
+        if calls["n"] == 7:  # chunks of 5 samples, batches of 4: calls 1-6 are chunks 1-3
+            raise RuntimeError("machine lost")
+        return original(self, batch)
+
+    monkeypatch.setattr(JvpEmbedder, "embed", dies_in_the_fourth_chunk)
+    with pytest.raises(Exception, match="machine lost"):
+        materialize_document(resumed_dir, document(tiny_lm))
+    (partial,) = (resumed_dir / "resume.artifacts" / "jvp").glob("*/partial")
+    first, second, third = sorted(partial.glob("part-*.parquet"))
+    first.write_bytes(b"")  # renamed before its data reached the disk
+    data = second.read_bytes()
+    second.write_bytes(data[: len(data) // 2])  # cut short: no footer
+    data = bytearray(third.read_bytes())
+    data[len(data) // 3] ^= 0xFF  # one flipped byte inside a data page: the page checksum catches it
+    third.write_bytes(bytes(data))
+
+    monkeypatch.setattr(JvpEmbedder, "embed", original)
+    capfd.readouterr()
+    materialize_document(resumed_dir, document(tiny_lm))
+    warnings = [line for line in capfd.readouterr().err.splitlines() if " - WARNING - " in line]
+    got, runs = rows(resumed_dir)
+    assert runs == [(21, 21)]  # every part was unusable: all 21 samples computed again
+    assert got.keys() == expected.keys()
+    for sid, vector in expected.items():
+        np.testing.assert_allclose(got[sid], vector, rtol=1e-5, atol=1e-6)
+    set_aside = sorted(p.name for p in partial.parent.glob("set_aside/*"))
+    assert set_aside == [f"partial-{p.name}" for p in (first, second, third)]
+    assert len([w for w in warnings if "is unreadable" in w and "moved to" in w]) == 3  # a warning, not a failure
+
+
+WRITE_PARTS = """
+import sys
+import pyarrow as pa
+from curation_assets.stages.context import ResumableRowsWriter
+folder, tag, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+writer = ResumableRowsWriter(__import__("pathlib").Path(folder), pa.schema([("sample_id", pa.string())]))
+for i in range(n):
+    writer.write(pa.table({"sample_id": [f"{tag}-{i}-{j}" for j in range(200)]}))
+"""
+
+
+def test_parts_of_two_writers_in_one_folder_never_overwrite_each_other(tmp_path):
+    import subprocess
+    import sys
+
+    import pyarrow.parquet as pq
+
+    folder = tmp_path / "partial"
+    folder.mkdir()
+    writers = [subprocess.Popen([sys.executable, "-c", WRITE_PARTS, str(folder), tag, "60"])
+               for tag in ("a", "b")]
+    assert [w.wait(timeout=300) for w in writers] == [0, 0]
+    parts = sorted(folder.glob("part-*.parquet"))
+    ids = [sid for part in parts for sid in pq.read_table(part).column("sample_id").to_pylist()]
+    assert len(parts) == 120 and len(ids) == len(set(ids)) == 120 * 200
+    assert sorted(p.name for p in folder.iterdir()) == [p.name for p in parts]  # no temporary file left
