@@ -45,9 +45,10 @@ def _store_for(db: Path | None, pipeline: Path | None) -> Any:
 _VERBOSE = False
 
 
-def _set_verbose(_ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+def _set_verbose(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+    """`curation --verbose CMD` or `curation CMD --verbose`; the group's flag is read first and resets it."""
     global _VERBOSE
-    _VERBOSE = _VERBOSE or value
+    _VERBOSE = value if ctx.parent is None else (_VERBOSE or value)
     return value
 
 

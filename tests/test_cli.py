@@ -399,3 +399,9 @@ def test_unforeseen_errors_end_in_one_line_unless_verbose(tmp_path: Path) -> Non
                              capture_output=True, text=True, env=env, timeout=120)
     assert verbose.returncode == 1 and "Traceback" in verbose.stderr
     assert verbose.stderr.strip().splitlines()[-1] == lines[-1]
+
+
+def test_verbose_does_not_outlive_its_invocation(tmp_path: Path) -> None:
+    yaml_file, _ = _bad_csv_pipeline(tmp_path / "pipe", "")
+    assert "Stack Trace" in invoke("--verbose", "run", yaml_file).output
+    assert "Stack Trace" not in invoke("run", yaml_file).output
