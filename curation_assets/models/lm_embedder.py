@@ -17,31 +17,34 @@ from typing import Any
 VICUNA_SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. "
                  "The assistant gives helpful, detailed, and polite answers to the user's questions.")
 VICUNA_ROLES = {"user": "USER", "assistant": "ASSISTANT"}
-VICUNA_SEPARATOR = {"user": " ", "assistant": "</s>"}
 
 
-def render_vicuna(messages: Sequence[dict[str, str]]) -> str:
+def render_vicuna(messages: Sequence[dict[str, str]], eos: str = "</s>") -> str:
     """The conversation in vicuna_v1.1 form: system prompt + ' ', then 'USER: u ' / 'ASSISTANT: a</s>'.
 
     The sample's own system turns are dropped (the template's fixed system prompt stands in, as in
     DEITA, whose ShareGPT input has none), and so is a leading assistant turn (DEITA skips a first
     turn not from the user). An empty turn renders as 'ROLE:' with no separator, as FastChat does.
+    `eos` closes each assistant turn: the template's '</s>' is Llama's and Mistral's EOS token (their
+    tokenizers read the literal as that token), so `conversation_ids` passes the model's own EOS.
     """
+    separator = {"user": " ", "assistant": eos}
     turns = [m for m in messages if m["role"] in VICUNA_ROLES]
     if turns and turns[0]["role"] != "user":
         turns = turns[1:]
     text = VICUNA_SYSTEM + " "
     for turn in turns:
         role = VICUNA_ROLES[turn["role"]]
-        text += f"{role}: {turn['content']}{VICUNA_SEPARATOR[turn['role']]}" if turn["content"] else f"{role}:"
+        text += f"{role}: {turn['content']}{separator[turn['role']]}" if turn["content"] else f"{role}:"
     return text
 
 
 def conversation_ids(tokenizer: Any, messages: Sequence[dict[str, str]], render: str) -> list[int]:
-    """Token ids of the whole conversation, uncut: `vicuna_v1.1` text through the tokenizer (with
-    its own special tokens, e.g. a BOS), or the tokenizer's chat template (`chat_template`)."""
+    """Token ids of the whole conversation, uncut: `vicuna_v1.1` text (assistant turns closed by the
+    tokenizer's EOS token) through the tokenizer with its own special tokens (e.g. a BOS), or the
+    tokenizer's chat template (`chat_template`)."""
     if render == "vicuna_v1.1":
-        return list(tokenizer(render_vicuna(messages))["input_ids"])
+        return list(tokenizer(render_vicuna(messages, tokenizer.eos_token or "</s>"))["input_ids"])
     if render == "chat_template":
         text = tokenizer.apply_chat_template(list(messages), tokenize=False)
         return list(tokenizer(text, add_special_tokens=False)["input_ids"])

@@ -20,15 +20,16 @@ def tiny_lm(tmp_path_factory):
     return build_tiny_causal_lm(tmp_path_factory.mktemp("lm"))
 
 
-def vicuna(messages) -> str:
-    """FastChat's vicuna_v1.1 prompt, written out: system + ' ', 'USER: u ', 'ASSISTANT: a</s>'."""
+def vicuna(messages, eos) -> str:
+    """FastChat's vicuna_v1.1 prompt, written out: system + ' ', 'USER: u ', 'ASSISTANT: a</s>', with the
+    model's EOS token for '</s>' (Llama's EOS, which DEITA's tokenizers read the literal as)."""
     text = SYSTEM + " "
     for m in messages:
         role = {"user": "USER", "assistant": "ASSISTANT"}[m["role"]]
         if not m["content"]:
             text += role + ":"
         else:
-            text += role + ": " + m["content"] + (" " if m["role"] == "user" else "</s>")
+            text += role + ": " + m["content"] + (" " if m["role"] == "user" else eos)
     return text
 
 
@@ -73,7 +74,8 @@ def test_lm_embedding_is_the_last_token_hidden_state_and_feeds_the_deita_filter(
 
     truncated = 0
     for sid, messages in samples.items():
-        ids = tokenizer(vicuna(messages))["input_ids"]
+        ids = tokenizer(vicuna(messages, "<|im_end|>"))["input_ids"]
+        assert ids[-1] == tokenizer.eos_token_id or not messages[-1]["content"]
         vector, n_tokens, was_cut = stored["lme"][sid]
         assert n_tokens == len(ids) and not was_cut
         np.testing.assert_allclose(vector, last_state(ids), rtol=1e-4, atol=1e-5)
