@@ -73,6 +73,9 @@ def _encode_all(tokenizer: Any, messages: Sequence[dict[str, str]], assistant: l
         if spans and spans[-1][1] >= max_length:
             break  # later turns fall past the cut
         previous_end = spans[-1][1] if spans else 0
+        if k == 0:  # an opening assistant turn has no prefix to render (templates refuse an empty one)
+            spans.append(_locate_turn(tokenizer, full, messages[0]["content"], 0, 0, model_name))
+            continue
         start = _render(tokenizer, messages[:k], generation_prompt=True)
         stop = _render(tokenizer, messages[:k + 1])
         if _is_prefix(start, full) and _is_prefix(stop, full) and previous_end <= len(start) <= len(stop):
@@ -111,6 +114,10 @@ def _locate_turn(tokenizer: Any, full: list[int], content: str, after: int, inde
 
 def _encode_last(tokenizer: Any, messages: Sequence[dict[str, str]], last: int, max_length: int) -> EncodedSample:
     """Prompt + last assistant turn; truncate the response's end, then the prompt's start."""
+    if last == 0:  # a lone assistant turn: no prompt to render, the turn's text is the response
+        response = list(tokenizer(messages[0]["content"], add_special_tokens=False)["input_ids"])
+        response += [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+        return _cut_prompt_then_response([], response, max_length, len(response) > max_length)
     prompt = _render(tokenizer, messages[:last], generation_prompt=True)
     full = _render(tokenizer, messages[:last + 1])
     if full[:len(prompt)] != prompt:  # templates that re-render earlier turns differently

@@ -76,7 +76,7 @@ class InfluenceDistillationSpec(BudgetedSelectionSpec, DistinctSpec):
         "(the released code called without an optimizer)."))
     adam_direction: Literal["released", "less"] = Field("released", description=(
         "released: a ⊙ g with a = (1−β1)/(1−β1^(t+1)) / (√(v/(1−β2^(t+1)))+ε), the coefficient of g in the "
-        "next AdamW update (released `_read_optim`); less: LESS's m'/(√v'+ε) with the momentum and g² folded in."))
+        "next AdamW update (released `_read_optim`); less: LESS's m'/√(v'+ε) (the released LESS code's ε placement) with the momentum and g² folded in."))
     normalize: bool = Field(True, description=(
         "Unit-normalise landmark directions and target gradients before the inner products (released), so a "
         "sample's gradient norm (largest for short responses: the loss is a mean over response tokens) does not "
@@ -169,11 +169,13 @@ class GradientSource:
     model_name: str
     device: str
     landmark_transform: Callable[[str, Any], Any] | None
+    turns: str = "all"
 
     def encode(self, conversations: Sequence[Any]) -> list[Any]:
         from curation_assets.models.chat_format import encode_conversation
 
-        return [encode_conversation(self.tokenizer, c, self.max_length, self.model_name) for c in conversations]
+        return [encode_conversation(self.tokenizer, c, self.max_length, self.model_name, turns=self.turns)
+                for c in conversations]
 
     def directions(self, conversations: Sequence[Any], landmark: bool, normalize: bool, batch_size: int,
                    stats: dict) -> np.ndarray:
@@ -226,7 +228,7 @@ def lora_gradient_source(spec: InfluenceDistillationSpec, ctx: StageContext, epo
                                 spec.projection, spec.dim, spec.seed)
     transform = adam_transform(adam, spec.adam_direction, warm.device.name) if spec.optimizer == "adam" else None
     return GradientSource(warm.model, warm.tokenizer, warm.capture, projector, warm.spec.max_length,
-                          warm.spec.model, warm.device.name, transform)
+                          warm.spec.model, warm.device.name, transform, warm.spec.turns)
 
 
 def weight_gradient_source(spec: InfluenceDistillationSpec, ctx: StageContext, epoch: int,
@@ -260,8 +262,8 @@ def weight_gradient_source(spec: InfluenceDistillationSpec, ctx: StageContext, e
         if not rows:
             raise ValueError(f"{spec.name}: warm-up {spec.warmup!r} has no training samples for its current config: "
                              "materialise it first")
-        samples = [encode_conversation(tokenizer, messages, warm_spec.max_length, warm_spec.model)
-                   for _, messages in rows]
+        samples = [encode_conversation(tokenizer, messages, warm_spec.max_length, warm_spec.model,
+                                       turns=warm_spec.turns) for _, messages in rows]
         adam, info = warm_up_weights(model, layers, samples, warm_spec.lora, epochs=epoch,
                                      pad_token_id=tokenizer.pad_token_id, seed=warm_spec.seed, device=device.name)
         stats["weight_warmup"] = {**info, "samples": len(samples), "path": str(path),
@@ -274,7 +276,7 @@ def weight_gradient_source(spec: InfluenceDistillationSpec, ctx: StageContext, e
     transform = adam_transform(adam, spec.adam_direction, device.name) if spec.optimizer == "adam" else None
     stats["gradient_layers"] = len(capture.layers)
     return GradientSource(model, tokenizer, capture, projector, warm_spec.max_length, warm_spec.model,
-                          device.name, transform)
+                          device.name, transform, warm_spec.turns)
 
 
 def run_influence_distillation(spec: InfluenceDistillationSpec, ctx: StageContext) -> StageOutput:

@@ -139,3 +139,17 @@ def test_all_turns_under_a_template_that_rerenders_earlier_turns(tmp_path):
     tokens = tokenizer.convert_ids_to_tokens(encoded.input_ids)
     labelled = [tokens[i] for i, label in enumerate(encoded.labels) if label != IGNORE_INDEX]
     assert labelled == ["yes", E, "one", "two", E, "the", "three", "four", "five", E]
+
+
+OPENS_WITH_ASSISTANT = [{"role": "assistant", "content": "hello"}, {"role": "user", "content": "q1 list"},
+                        {"role": "assistant", "content": "one two"}]
+
+
+def test_a_conversation_that_opens_with_the_assistant_labels_both_turns(tokenizer):
+    # ShareGPT parts often open with a `gpt` turn; the opening turn has no prefix to render
+    encoded = encode_conversation(tokenizer, OPENS_WITH_ASSISTANT, max_length=200, turns="all")
+    tokens = tokenizer.convert_ids_to_tokens(encoded.input_ids)
+    assert tokens == [S, "assistant", "hello", E, S, "user", "q1", "list", E, S, "assistant", "one", "two", E]
+    assert [i for i, label in enumerate(encoded.labels) if label != IGNORE_INDEX] == [2, 3, 11, 12, 13]
+    last = encode_conversation(tokenizer, OPENS_WITH_ASSISTANT[:1], max_length=200, turns="last")
+    assert tokenizer.convert_ids_to_tokens(last.input_ids) == ["hello", E] and last.n_response_tokens == 2
