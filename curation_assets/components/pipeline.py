@@ -36,6 +36,7 @@ from curation_assets.components.spec import (
     with_base_dir,
 )
 from curation_assets.export import export_selection
+from curation_assets.redact import redact_text
 from curation_assets.sources.fingerprint import file_fingerprint
 from curation_assets.sources.ingest import resolve_source_location
 from curation_assets.sources.spec import SourceSpec
@@ -420,5 +421,6 @@ def _located_problems(resolution: Any, problems: Sequence[tuple[list[str | int],
             parts.append(f"{'.'.join(map(str, full_path))}: {message}")
             continue
         located = tree.source_error(yaml_path=full_path, inline_error_message=message, value_error=True)
-        parts.append(f"{located.file_name}:{located.start_line_no} - {located.location}\n{located.snippet}\n{message}")
+        snippet = redact_text(located.snippet)  # YAML lines shown back: URLs lose credentials and queries
+        parts.append(f"{located.file_name}:{located.start_line_no} - {located.location}\n{snippet}\n{message}")
     return "\n\n".join(parts)

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import Field, WrapValidator, create_model
+from pydantic import Field, ValidationError, WrapValidator, create_model, model_validator
+from pydantic_core import PydanticCustomError
 
 from curation_assets.evaluation.spec import EvaluationSpec
+from curation_assets.llm.endpoint import LLMEndpointSpec
+from curation_assets.redact import looks_like_secret, redact_text
 from curation_assets.export import ProtectedPath, store_protected_paths, unsafe_target
 from curation_assets.sources.packaged import packaged_file
 from curation_assets.sources.spec import SourceSpec
@@ -58,6 +62,17 @@ class AutomationSpec(SpecModel):
 
 
 class PipelineSpecBase(SpecModel):
+    @model_validator(mode="wrap")
+    @classmethod
+    def _hide_secret_inputs(cls, data: Any, handler: Any) -> Any:
+        """Errors never repeat a value that may be secret (an API key pasted into `api_key_env`, a URL
+        with credentials, anything under `llm`). The inputs are replaced in the error itself: Dagster
+        re-creates errors with their inputs shown to add YAML lines, ignoring `hide_input_in_errors`."""
+        try:
+            return handler(data)
+        except ValidationError as err:
+            raise _without_secret_inputs(err) from None
+
     name: str = Field(pattern=NAME_PATTERN, description="Pipeline name: the Dagster group and asset key prefix.")
     duckdb_path: str = Field(description="DuckDB file holding every table; relative to the YAML file.")
     description: str | None = None
@@ -69,6 +84,38 @@ class PipelineSpecBase(SpecModel):
         "that requests a GPU and a GPU node selector; other steps stay on CPU nodes."))
     evaluation: EvaluationSpec | None = Field(None, description=(
         "Fine-tune the causal LM on selections and compare held-out losses with a random band (`make eval`)."))
+
+
+HIDDEN_INPUT = "[hidden]"
+_SECRET_KEY = re.compile(r"key|token|secret|passw|auth|credential|^llm$", re.IGNORECASE)
+
+
+def _holds_secret(value: Any) -> bool:
+    if isinstance(value, str):
+        return looks_like_secret(value) or redact_text(value) != value
+    if isinstance(value, dict):
+        return any(_holds_secret(k) or _holds_secret(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return any(_holds_secret(v) for v in value)
+    return False
+
+
+def _without_secret_inputs(err: ValidationError) -> ValidationError:
+    """`err` with HIDDEN_INPUT for every input that is, holds or sits under something secret-looking
+    (types, locations, messages and harmless inputs kept)."""
+    lines: list[Any] = []
+    for line in err.errors():
+        kind: Any = line["type"]
+        ctx = line.get("ctx")
+        secret = _holds_secret(line["input"]) or any(isinstance(p, str) and _SECRET_KEY.search(p) for p in line["loc"])
+        try:
+            ValidationError.from_exception_data("probe", [{"type": kind, "loc": (), "input": None,
+                                                           **({"ctx": ctx} if ctx else {})}])
+        except (KeyError, TypeError, ValueError):  # a custom error type: keep its message as it was
+            kind, ctx = PydanticCustomError(kind, line["msg"].replace("{", "{{").replace("}", "}}")), None
+        lines.append({"type": kind, "loc": line["loc"], "input": HIDDEN_INPUT if secret else line["input"],
+                      **({"ctx": ctx} if ctx else {})})
+    return ValidationError.from_exception_data(err.title, lines)
 
 
 def _discriminated(specs: list[type[StageSpec]]) -> Any:
@@ -143,6 +190,9 @@ def check_pipeline(spec: Any, base_dir: Path) -> list[tuple[YamlPath, str]]:
                 problems.append(([section, i, key], message))
             for key, message in stage.check_files(base_dir):
                 problems.append(([section, i, key], message))
+            endpoint = getattr(stage, "llm", None)  # LLM-judged stages: no API key over plain http
+            if isinstance(endpoint, LLMEndpointSpec) and (problem := endpoint.insecure_key_problem()):
+                problems.append(([section, i, "llm", "base_url"], f"stage {stage.name!r}: {problem}"))
             if stage.shards is not None and not (section == "stages" and get_kind(stage.kind).shardable):
                 shardable = ", ".join(sorted(k.kind for k in all_kinds().values() if k.shardable))
                 problems.append(([section, i, "shards"], f"{stage.kind} cannot be sharded "

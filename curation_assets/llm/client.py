@@ -25,6 +25,7 @@ import openai
 
 from curation_assets.llm.cache import BackgroundFlush, ChatAnswer, LLMCache
 from curation_assets.llm.endpoint import LLMConfigError, LLMEndpointSpec
+from curation_assets.redact import MASK, redact_text
 
 _TRANSIENT_STATUS = {408, 409, 425, 429}
 _CONFIG_STATUS = {401, 403, 404}
@@ -104,6 +105,7 @@ class LLMClient:
         self.stage = stage
         self.log = log
         self.stats = UsageStats()
+        self._key = ""  # the key in use, masked out of server messages
 
     def complete_all(self, requests: Sequence[ChatRequest]) -> list[ChatAnswer | RequestFailure]:
         """Answers in request order; identical requests are sent once."""
@@ -138,7 +140,8 @@ class LLMClient:
         self.stats.cache_hits += len(found)
         missing = [i for h, i in unique.items() if h not in found]
         if missing:
-            api_key = self.endpoint.api_key()
+            api_key = self.endpoint.api_key(self.stage)  # refuses plain http:// to another machine
+            self._key = api_key
             semaphore = asyncio.Semaphore(self.endpoint.max_concurrency)
             http_client = openai.DefaultAsyncHttpxClient(
                 limits=httpx.Limits(max_connections=self.endpoint.max_concurrency))
@@ -190,23 +193,23 @@ class LLMClient:
         except openai.APIStatusError as err:
             status = err.status_code
             if status in _CONFIG_STATUS:
-                raise LLMConfigError(f"{self.endpoint.base_url} answered HTTP {status} for model "
-                                     f"{self.endpoint.model!r}: {_short(err.message)}") from err
+                raise LLMConfigError(f"{self.endpoint.display_url} answered HTTP {status} for model "
+                                     f"{self.endpoint.model!r}: {self._safe(err.message)}") from None
             if status in _TRANSIENT_STATUS or status >= 500:
-                raise _Transient(f"HTTP {status}: {_short(err.message)}", _retry_after(err.response)) from err
-            raise _Permanent(f"HTTP {status}: {_short(err.message)}") from err
+                raise _Transient(f"HTTP {status}: {self._safe(err.message)}", _retry_after(err.response)) from err
+            raise _Permanent(f"HTTP {status}: {self._safe(err.message)}") from err
         except openai.APITimeoutError as err:
             raise _Transient(f"timeout: no answer within {self.endpoint.timeout_s:g} s") from err
         except openai.APIConnectionError as err:
-            raise _Transient(f"connection error: {_short(str(err.__cause__ or err))}") from err
+            raise _Transient(f"connection error: {self._safe(str(err.__cause__ or err))}") from err
         except (openai.APIResponseValidationError, json.JSONDecodeError, ValueError, TypeError) as err:
-            raise _Transient(f"malformed response: {_short(str(err))}") from err
+            raise _Transient(f"malformed response: {self._safe(str(err))}") from err
         latency = time.perf_counter() - started
         try:
             choice = response.choices[0]
             text = choice.message.content
         except (AttributeError, IndexError, TypeError) as err:
-            raise _Transient(f"malformed response: no choices[0].message ({_short(str(response))})") from err
+            raise _Transient(f"malformed response: no choices[0].message ({self._safe(str(response))})") from err
         if not isinstance(text, str):
             raise _Transient("malformed response: choices[0].message.content is not text")
         usage = getattr(response, "usage", None)
@@ -224,6 +227,14 @@ class LLMClient:
             self.log.warning(f"{self.stage}: request for sample {request.sample_id} failed after {attempts} "
                              f"attempt(s): {error}")
         return RequestFailure(error=error, attempts=attempts, permanent=permanent)
+
+    def _safe(self, text: str) -> str:
+        """A server's message made fit to store and log: shortened, URLs redacted, the key masked
+        (some servers echo the key they rejected)."""
+        text = redact_text(str(text))
+        if len(self._key) >= 8:
+            text = text.replace(self._key, MASK)
+        return _short(text)
 
     def _delay(self, attempts: int, retry_after: float | None) -> float:
         if retry_after is not None:

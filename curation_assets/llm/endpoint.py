@@ -2,27 +2,38 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from typing import Any
+from urllib.parse import urlsplit
 
-from pydantic import Field
+from pydantic import ConfigDict, Field, field_validator
 
+from curation_assets.redact import looks_like_secret, redact_url
 from curation_assets.specs import SpecModel
 
 DEFAULT_LOCAL_BASE_URL = "http://127.0.0.1:8765/v1"
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class LLMEndpointSpec(SpecModel):
     """An OpenAI-compatible server (OpenAI, vLLM, llama.cpp, ...). The API key is read from the
-    environment variable named by `api_key_env` at run time; it is never part of the config."""
+    environment variable named by `api_key_env` at run time; it is never part of the config.
+
+    Validation errors never repeat a value of this block (it may hold a pasted key or a URL with
+    credentials); `display_url` is the base URL with user, password and query string masked."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
     base_url: str = Field(DEFAULT_LOCAL_BASE_URL, description=(
         "Base URL of the OpenAI-compatible API (ends in /v1). Default: the packaged SmolLM2 served by "
         "`curation llm-server` on 127.0.0.1:8765."))
     model: str = Field("smollm2-135m-instruct", description="Model name sent with each request.")
-    api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description=(
-        "Name of the environment variable holding the API key (e.g. OPENAI_API_KEY); unset for local servers."))
+    # No `pattern` here: dg's JSON-schema check would print the offending value; the validator below does not.
+    api_key_env: str | None = Field(None, description=(
+        "Name of the environment variable holding the API key (e.g. OPENAI_API_KEY); unset for local servers. "
+        "The key is refused over plain http:// to a host other than this machine (loopback)."))
     max_concurrency: int = Field(4, ge=1, le=256, description="Requests in flight at once.")
     timeout_s: float = Field(120.0, gt=0, description="Per-request timeout in seconds.")
     max_retries: int = Field(5, ge=0, le=20, description=(
@@ -31,18 +42,73 @@ class LLMEndpointSpec(SpecModel):
     backoff_s: float = Field(1.0, gt=0, description="First retry delay; doubles per retry, up to `backoff_max_s`.")
     backoff_max_s: float = Field(30.0, gt=0, description="Longest delay between retries (Retry-After may ask more).")
 
-    def api_key(self) -> str:
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if looks_like_secret(value):
+            raise ValueError("api_key_env holds what looks like an API key, not the name of an environment "
+                             "variable: put the key in an environment variable (export OPENAI_API_KEY=...) and "
+                             "give that variable's name here; treat the pasted key as leaked and rotate it")
+        if not _ENV_NAME.match(value):
+            raise ValueError("api_key_env must be the name of an environment variable (letters, digits and "
+                             "underscores, not starting with a digit), e.g. OPENAI_API_KEY")
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if "{{" in value:  # a template ({{ env.LLM_URL }}), checked again once rendered
+            return value
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 - raises ValueError on a malformed port
+        except ValueError:
+            raise ValueError("base_url is not a valid URL") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"base_url must be an http:// or https:// URL with a host, got {redact_url(value)!r}")
+        return value
+
+    @property
+    def display_url(self) -> str:
+        """The base URL as shown and stored: user, password and query string masked."""
+        return redact_url(self.base_url)
+
+    def insecure_key_problem(self) -> str | None:
+        """Why the API key must not be sent to `base_url`: plain http:// to a host that is not loopback."""
+        if self.api_key_env is None or "{{" in self.base_url:
+            return None
+        parts = urlsplit(self.base_url)
+        if parts.scheme != "http" or is_loopback(parts.hostname or ""):
+            return None
+        return (f"refusing to send the API key from ${self.api_key_env} over plain http:// to "
+                f"{parts.hostname}, which is not this machine: use https:// (or a loopback address for a "
+                "local server)")
+
+    def api_key(self, stage: str = "") -> str:
         """The key from the environment; local servers without a key get a placeholder."""
         if self.api_key_env is None:
             return "no-key"
+        where = f"stage {stage!r}: " if stage else ""
+        problem = self.insecure_key_problem()
+        if problem is not None:
+            raise LLMConfigError(f"{where}{problem}")
         value = os.environ.get(self.api_key_env)
         if not value:
-            raise LLMConfigError(f"environment variable {self.api_key_env} (llm.api_key_env) is not set")
+            raise LLMConfigError(f"{where}environment variable {self.api_key_env} (llm.api_key_env) is not set")
         return value
 
     def pool_name(self) -> str:
-        """Dagster pool of this endpoint: stages sharing a server take turns."""
-        slug = re.sub(r"[^a-z0-9]+", "_", self.base_url.lower().split("://", 1)[-1]).strip("_")
+        """Dagster pool of this endpoint: stages sharing a server take turns (keyed by host, port and
+        path only: credentials and query strings never reach pool names)."""
+        parts = urlsplit(self.base_url)
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        where = f"{parts.hostname or ''}{f':{port}' if port else ''}{parts.path}"
+        slug = re.sub(r"[^a-z0-9]+", "_", where.lower()).strip("_")
         return f"llm_{slug}"[:100]
 
     def hashed_config(self) -> dict[str, Any]:
@@ -52,3 +118,14 @@ class LLMEndpointSpec(SpecModel):
 
 class LLMConfigError(RuntimeError):
     """The endpoint cannot be used at all (no key, unknown model, unauthorised): stop at once."""
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` names this machine's loopback interface (localhost, 127.0.0.0/8, ::1)."""
+    host = host.strip("[]").lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

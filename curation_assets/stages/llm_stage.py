@@ -141,7 +141,7 @@ def ask_and_parse(client: LLMClient, requests: Sequence[ChatRequest],
     if transient:
         stats = client.stats
         raise LLMRequestsFailed(
-            f"{len(transient)} request(s) to {client.endpoint.base_url} failed after {client.endpoint.max_retries} "
+            f"{len(transient)} request(s) to {client.endpoint.display_url} failed after {client.endpoint.max_retries} "
             f"retries (last: {transient[-1].error}); {stats.requests - stats.failed} answers are in llm_cache; "
             "run the stage again to retry the rest (cached answers are not requested again)")
     return [r for r in results if r is not None]

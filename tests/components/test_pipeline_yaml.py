@@ -110,7 +110,7 @@ UNION_ERROR_CASES = {
     "api_key_given_instead_of_variable_name": (
         _replace("      kind: text_stats\n", "      kind: text_stats\n    - name: judge\n      kind: alpagasus\n"
                  "      llm:\n        api_key_env: sk-abc123\n"), ("api_key_env", 1),
-        ["stages.1.llm.api_key_env", "String should match pattern"]),
+        ["stages.1.llm.api_key_env", "looks like an API key"]),
     "wrong_type_seed": (
         _replace("seed: 0", "seed: [1, 2]"), ("seed: [1, 2]", 1),
         ["selections.0.seed", "integer"]),
