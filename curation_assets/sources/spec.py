@@ -89,11 +89,6 @@ class SourceSpec(SpecModel):
         return self
 
     @property
-    def is_file(self) -> bool:
-        """Whether the source is a local file or folder (fingerprinted; hub datasets are not)."""
-        return self.hf_dataset is None
-
-    @property
     def effective_format(self) -> FormatName:
         return "custom" if self.fields is not None else self.format
 
