@@ -18,7 +18,8 @@ from bench.common import machine
 
 # imported when run, so a machine that lacks one benchmark's packages (a GPU box without
 # Dagster, say) can still run the others with --only
-BENCHMARKS = ["kcenter", "embedding", "lm", "judge", "less", "influence", "sharding"]
+BENCHMARKS = ["kcenter", "embedding", "lm", "judge", "less", "influence", "sharding", "faults"]
+MODULES = {"faults": "fault_bench"}  # names whose module is not NAME_bench
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -42,7 +43,7 @@ def main() -> None:
     for name in args.only or BENCHMARKS:
         print(f"running {name} ...", flush=True)
         begin = time.perf_counter()
-        text = importlib.import_module(f"bench.{name}_bench").run(args.quick).markdown()
+        text = importlib.import_module(f"bench.{MODULES.get(name, name + '_bench')}").run(args.quick).markdown()
         print(text, flush=True)
         (RESULTS / f"{name}{suffix}.md").write_text(f"{text}\n_{stamp}; took {time.perf_counter() - begin:.0f} s_\n")
     print(f"all benchmarks: {time.perf_counter() - started:.0f} s", flush=True)
