@@ -20,14 +20,15 @@ def test_shipped_eval_pipeline_loads_with_every_method():
     assert evaluation.baselines == [f"random_s{s}" for s in range(5)]  # issue #19: at least 5 random seeds
     assert (evaluation.training_seeds, evaluation.token_matched_draws, evaluation.full_pool) == (2, 1, True)
     assert {"target_similarity", "kcenter", "deft_ucs", "el2n_top", "lobass_top", "instruction_mining", "less",
-            "influence_distillation", "alpagasus_top", "mods", "deita"} == set(evaluation.selections)
+            "less_v0", "influence_distillation", "influence_distillation_v0", "alpagasus_top", "mods",
+            "deita"} == set(evaluation.selections)
     selections = {s.name: s for s in component.spec.selections}
     for name in [*evaluation.baselines, *evaluation.selections]:  # k = 5% of the pool
         assert getattr(selections[name], "fraction", None) == 0.05 or name == "mods"
     deps = _asset_deps(component)[dg.AssetKey(["eval", "evaluation"])]
     assert {dg.AssetKey(["eval", n]) for n in evaluation.evaluated()} <= deps
     # the held-out target part is the complement of what the target-aware methods select with
-    for name in ("target_similarity", "less", "influence_distillation"):
+    for name in ("target_similarity", "less", "less_v0", "influence_distillation", "influence_distillation_v0"):
         [target] = selections[name].targets
         assert (target.package, target.validation_size, target.split_seed) == (
             evaluation.target.package, evaluation.target.validation_size, evaluation.target.split_seed)
