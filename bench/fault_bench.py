@@ -523,7 +523,7 @@ class FaultTable:
             lines += ["", "| ingest of a JSONL with one huge line | peak RSS | goal | met |", "|---|---|---|---|",
                       f"| without the line (baseline) | {m['without_peak'] / 1e6:.0f} MB | - | - |",
                       f"| with one {m['line_bytes'] / 1e9:.1f} GB line | {m['with_peak'] / 1e6:.0f} MB "
-                      f"(+{growth / 1e6:.0f} MB) | growth bounded by max_record_bytes "
+                      f"({growth / 1e6:+.0f} MB) | growth bounded by max_record_bytes "
                       f"({m['max_record_bytes'] / 1e6:.0f} MB) x 3, not the line | "
                       f"{'yes' if growth <= 3 * m['max_record_bytes'] else 'no'} |"]
         lines += [""] + [f"- {n}" for n in self.notes] + [""]
@@ -558,13 +558,16 @@ def run(quick: bool) -> FaultTable:
             server.stop()
         progress("faults: one 1.5 GB line")
         table.memory = single_line_jsonl_peak_memory(root / "line")
+    from curation_assets.llm.cache import LLMCache
+
+    flush = LLMCache.__init__.__kwdefaults__
     lost = [o for o in table.outcomes if o.answers_lost > 0]
     table.notes += [
         f"reference run: {answered} requests answered; every recovery is compared with it table by table (rows "
         "without timestamps; vectors within 1e-4) and by the export's bytes",
         "requests paid twice = requests the server answered (killed run + recovery) - distinct requests cached; "
-        "an LLM-stage kill loses the answers of the last cache flush interval (LLMCache: 16 answers or 2 s) plus "
-        "the requests in flight, so that row cannot reach 0: "
+        f"an LLM-stage kill loses the answers of the last cache flush interval (LLMCache: {flush['flush_every']} "
+        f"answers or {flush['flush_after_s']:g} s) plus the requests in flight, so that row cannot reach 0: "
         + (", ".join(f"{o.fault}: {o.answers_lost} answered but not yet written when killed" for o in lost) or
            "no answers were lost"),
         "temporaries: staging folders (<db>.artifacts/.staging), part files, *.tmp, export temporaries, "

@@ -50,7 +50,7 @@ class ChatAnswer:
 class LLMCache:
     """Request hash -> answer, persisted in the pipeline's DuckDB file."""
 
-    def __init__(self, store: DuckDBStore, *, flush_every: int = 16, flush_after_s: float = 2.0) -> None:
+    def __init__(self, store: DuckDBStore, *, flush_every: int = 16, flush_after_s: float = 0.5) -> None:
         self.store = store
         self.flush_every = flush_every
         self.flush_after_s = flush_after_s
