@@ -204,8 +204,9 @@ def _ingest_done_meanwhile(store: DuckDBStore, spec: SourceSpec, source_hash: st
     stats = json.loads(row[0])
     if stats.get("source_stat") != current:
         return None
-    result = IngestResult(spec.name, stats["source_file"], stats["records_read"], stats["samples"],
-                          stats["duplicates"], stats["rejected"], dict(stats.get("reject_reasons") or {}))
+    result = IngestResult(source=spec.name, source_file=stats["source_file"], records_read=stats["records_read"],
+                          samples=stats["samples"], duplicates=stats["duplicates"], rejected=stats["rejected"],
+                          reject_reasons=dict(stats.get("reject_reasons") or {}))
     summary = RunSummary(spec.name, "source", "samples", source_hash, 0, 0, 0.0,
                          {**result.stats(), "skipped": "ingested by a concurrent run"})
     return summary, result

@@ -2,11 +2,15 @@
 another holds the stage's lock, a holder killed with SIGKILL never blocks the next run, and
 the staging folders a killed run left are removed by the next one."""
 
+import json
 import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
+
+import pytest
 
 from curation_assets.components.standalone import load_pipeline_file
 from curation_assets.stages.registry import get_kind
@@ -91,3 +95,121 @@ def test_staging_folders_of_a_killed_run_are_removed_by_the_next_run(tmp_path):
     finally:
         live.send_signal(signal.SIGKILL)
         live.wait()
+
+
+INGEST_HOLDING_THE_LOCK = """
+import sys
+from pathlib import Path
+from curation_assets.components.standalone import load_pipeline_file
+from curation_assets.stages import runner
+from curation_assets.stages.run_guard import exclusive_run, ingest_lock_path
+component = load_pipeline_file(Path(sys.argv[1]))
+store = component.prepared_store()
+(source,) = component.spec.sources
+with exclusive_run(ingest_lock_path(store.path, source.name), "the other run", None):
+    print("held", flush=True)
+    sys.stdin.readline()
+    # what run_ingest does once it holds the lock
+    runner._run_ingest(source, runner.source_config_hash(source),
+                       runner.resolve_source_location(source, component.base_dir), pipeline=component.spec.name,
+                       base_dir=component.base_dir, store=store, dagster_run_id=None, log=None)
+    print("ingested", flush=True)
+    sys.stdin.readline()
+"""
+
+
+class Messages:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def info(self, message: str) -> None:
+        self.lines.append(message)
+
+    warning = info
+
+
+@pytest.mark.parametrize("file_changed", [False, True], ids=["same_file", "file_changed_meanwhile"])
+def test_an_ingest_that_waited_reuses_the_other_runs_ingest_of_the_same_file(tmp_path, file_changed):
+    defs = write_pipeline(tmp_path, valid_pipeline_yaml(), records=30)
+    component = load_pipeline_file(defs)
+    store = component.prepared_store()
+    (source,) = component.spec.sources
+    other = subprocess.Popen([sys.executable, "-c", INGEST_HOLDING_THE_LOCK, str(defs)], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    assert other.stdout.readline().strip() == "held"
+    log, outcome = Messages(), []
+    waiting = threading.Thread(target=lambda: outcome.append(run_ingest(
+        source, pipeline=component.spec.name, base_dir=component.base_dir, store=store, log=log)))
+    waiting.start()
+    deadline = time.monotonic() + 60
+    while not any("waiting for it to finish" in m for m in log.lines) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    other.stdin.write("go\n")
+    other.stdin.flush()
+    assert other.stdout.readline().strip() == "ingested"
+    if file_changed:  # a record added after the other run read the file
+        with (tmp_path / "data" / "alpaca.jsonl").open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps({"instruction": "A new one.", "input": "", "output": "Yes."}) + "\n")
+    other.stdin.write("release\n")
+    other.stdin.flush()
+    assert other.wait(timeout=60) == 0
+    waiting.join(timeout=120)
+    summary, result = outcome[0]
+    with store.reader() as con:
+        ingests = con.execute("SELECT rows_in, rows_out FROM stage_runs WHERE stage = 'alpaca' "
+                              "ORDER BY finished_at").fetchall()
+        samples = con.execute("SELECT count(*) FROM samples").fetchall()[0][0]
+    assert result.balanced
+    if file_changed:  # read again: the other run's ingest is stale
+        assert "skipped" not in summary.stats and ingests == [(30, 30), (31, 1)] and samples == 31
+    else:
+        assert summary.stats["skipped"] == "ingested by a concurrent run"
+        assert (result.records_read, result.samples) == (30, 30) and ingests == [(30, 30)] and samples == 30
+
+
+SELECTION_HOLDING_THE_LOCK = """
+import sys
+from pathlib import Path
+from curation_assets.components.standalone import load_pipeline_file
+from curation_assets.stages import runner
+from curation_assets.stages.registry import get_kind
+from curation_assets.stages.run_guard import exclusive_run, stage_lock_path
+component = load_pipeline_file(Path(sys.argv[1]))
+store = component.prepared_store()
+(spec,) = [s for s in component.spec.selections if s.name == "longest"]
+hashes = component.stage_hashes
+with exclusive_run(stage_lock_path(store.path, spec.name, hashes[spec.name]), "the other run", None):
+    print("held", flush=True)
+    sys.stdin.readline()
+    # what run_stage does once it holds the lock
+    runner._run_stage(get_kind(spec.kind), spec, hashes[spec.name], pipeline=component.spec.name, store=store,
+                      stage_hashes=hashes, stage_tables=component.stage_tables, dagster_run_id=None, log=None,
+                      device="cpu", stage_specs=None, shard=None)
+"""
+
+
+def test_a_selection_that_waited_is_not_computed_again(tmp_path):
+    component, store = ingested(tmp_path)
+    defs = tmp_path / "defs.yaml"
+    assert run_lengths(component, store).rows_out == 30
+    (spec,) = [s for s in component.spec.selections if s.name == "longest"]
+    other = subprocess.Popen([sys.executable, "-c", SELECTION_HOLDING_THE_LOCK, str(defs)], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    assert other.stdout.readline().strip() == "held"
+    log, outcome = Messages(), []
+    waiting = threading.Thread(target=lambda: outcome.append(run_stage(
+        get_kind(spec.kind), spec, pipeline=component.spec.name, store=store, stage_hashes=component.stage_hashes,
+        stage_tables=component.stage_tables, log=log)))
+    waiting.start()
+    deadline = time.monotonic() + 60
+    while not any("waiting for it to finish" in m for m in log.lines) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    other.stdin.write("go\n")
+    other.stdin.flush()
+    assert other.wait(timeout=120) == 0
+    waiting.join(timeout=120)
+    assert outcome[0].stats == {"skipped": "committed by a concurrent run"}
+    with store.reader() as con:
+        runs = con.execute("SELECT count(*) FROM stage_runs WHERE stage = 'longest'").fetchall()[0][0]
+        members = con.execute("SELECT count(*) FROM selections WHERE selection = 'longest'").fetchall()[0][0]
+    assert (runs, members) == (1, 5)  # computed once, by the run that held the lock
