@@ -2,7 +2,8 @@
 
 `CurationPipeline` is imported on first use (PEP 562), so the model and method layers
 (curation_assets.models, curation_assets.methods) import without Dagster or DuckDB, e.g. on
-a GPU box that only has PyTorch (bench/gpu_run.py).
+a GPU box that only has PyTorch (`python -m bench.run --only less --only influence --only lm`;
+see docs/benchmarks.md).
 """
 
 from __future__ import annotations
