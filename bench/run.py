@@ -2,8 +2,7 @@
 
 --quick (smaller k and sizes) takes about 10 minutes on 2 CPU cores. The full mode runs the
 published sizes and is meant for a GPU: on 2 CPU cores its LESS benchmark alone takes about a
-day (the dense projection at r128 / 8,192 dims), the others about 1.5 hours together (README,
-"Benchmarks"). --only NAME (repeatable) runs some of them.
+day (the dense projection at r128 / 8,192 dims), the others about 1.5 hours together (docs/benchmarks.md). --only NAME (repeatable) runs some of them.
 """
 
 from __future__ import annotations

@@ -41,7 +41,7 @@ def pool_records() -> list[dict]:
 
 
 def keys_by_hand(record: dict) -> tuple[str, str]:
-    """(conversation, first user turn) as the README defines them, written out plainly."""
+    """(conversation, first user turn) as docs/methods/basics.md defines them, written out plainly."""
     conversation = re.sub(r"_[0-9]+$", "", str(record["id"])) if "id" in record else json.dumps(record)
     first_turn = " ".join(record["conversations"][0]["value"].split()).lower()
     return conversation, first_turn
