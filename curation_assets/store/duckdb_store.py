@@ -2,7 +2,7 @@
 
 DuckDB lets one process write a file at a time. Stages compute outside any connection
 and write in one short transaction, so a killed run leaves the previous state intact
-and a second process waits only for the write (see DESIGN.md, "The store").
+and a second process waits only for the write (docs/deployment.md: locks, parts, staging).
 """
 
 from __future__ import annotations
