@@ -90,12 +90,12 @@ class _DropTracebacks(logging.Filter):
 def brief_console_logger(*, tracebacks: bool) -> dg.LoggerDefinition:
     """Dagster's colored console logger, without the tracebacks unless `tracebacks`."""
 
-    @dg.logger(dg.colored_console_logger.config_schema,
-               description="The colored console logger; failures in one line unless --verbose.")
     def console(init_context: Any) -> logging.Logger:
         logger = dg.colored_console_logger.logger_fn(init_context)
         if not tracebacks:
             logger.addFilter(_DropTracebacks())
         return logger
 
-    return console
+    # what @dg.logger builds, written out: the decorator is typed as returning a definition or a decorator
+    return dg.LoggerDefinition(console, config_schema=dg.colored_console_logger.config_schema,
+                               description="The colored console logger; failures in one line unless --verbose.")

@@ -59,7 +59,7 @@ class LLMCache:
         self._last_flush = time.monotonic()
         self._buffer_lock = threading.Lock()  # add() runs on the event loop, flush() in a worker thread
         self._flush_lock = threading.Lock()  # one flush at a time, in buffer order
-        self.on_due: Callable[[], None] | None = None  # set by BackgroundFlush: wake the flusher
+        self.on_due: Callable[[], object] | None = None  # set by BackgroundFlush: wake the flusher
 
     def lookup(self, hashes: Sequence[str]) -> dict[str, ChatAnswer]:
         if not hashes:

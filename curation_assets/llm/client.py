@@ -20,7 +20,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 import openai
 
 from curation_assets.llm.cache import BackgroundFlush, ChatAnswer, LLMCache
@@ -143,8 +142,9 @@ class LLMClient:
             api_key = self.endpoint.api_key(self.stage)  # refuses plain http:// to another machine
             self._key = api_key
             semaphore = asyncio.Semaphore(self.endpoint.max_concurrency)
-            http_client = openai.DefaultAsyncHttpxClient(
-                limits=httpx.Limits(max_connections=self.endpoint.max_concurrency))
+            # the Limits class of openai's own HTTP package (httpx2 for openai>=3, httpx before), not a guess
+            limits = type(openai.DEFAULT_CONNECTION_LIMITS)(max_connections=self.endpoint.max_concurrency)
+            http_client = openai.DefaultAsyncHttpxClient(limits=limits)
             # answers are written by a worker thread: a DuckDB write never stalls requests in flight
             flusher = BackgroundFlush(self.cache, self.log) if self.cache is not None else None
             async with openai.AsyncOpenAI(base_url=self.endpoint.base_url, api_key=api_key, max_retries=0,

@@ -18,6 +18,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from curation_assets.llm.endpoint import LLMEndpointSpec
 
@@ -51,7 +52,7 @@ class LocalLLMServer:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
-    def endpoint(self, **overrides: object) -> LLMEndpointSpec:
+    def endpoint(self, **overrides: Any) -> LLMEndpointSpec:
         return LLMEndpointSpec(base_url=self.base_url, model=self.alias, **overrides)
 
     def start(self, timeout_s: float = 120.0) -> LocalLLMServer:

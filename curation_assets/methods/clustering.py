@@ -24,6 +24,7 @@ def kmeans(x: np.ndarray, n_clusters: int, *, seed: int = 0, n_iter: int = 20, s
                          max_points_per_centroid=max(256, x.shape[0] // max(n_clusters, 1) + 1), verbose=False)
     model.train(x)
     _, labels = model.index.search(x, 1)
+    assert model.centroids is not None  # set by train()
     return KMeansResult(model.centroids.copy(), labels[:, 0].astype(np.int64))
 
 

@@ -135,6 +135,7 @@ class WeightProblem:
     def objective(self, w: np.ndarray, lam: float) -> float:
         value = -float(self.p @ w) + 0.5 * lam * float(w @ w)
         if self.second_order:
+            assert self.a is not None
             aw = self.a.T @ w
             value += 0.5 * self.q_scale() * float(aw @ aw)
         return value
@@ -142,6 +143,7 @@ class WeightProblem:
     def gradient(self, w: np.ndarray, lam: float) -> np.ndarray:
         grad = -self.p + lam * w
         if self.second_order:
+            assert self.a is not None
             grad = grad + self.q_scale() * (self.a @ (self.a.T @ w))
         return grad
 
@@ -149,6 +151,7 @@ class WeightProblem:
         """A bound on the gradient's Lipschitz constant (step size 1/L)."""
         bound = lam
         if self.second_order:
+            assert self.a is not None
             bound += self.q_scale() * float(np.linalg.norm(self.a, 2) ** 2)
         return bound
 

@@ -182,7 +182,7 @@ class _LazyCoverage:
         open_rows = np.isfinite(self.stale)
         open_stale = self.stale[open_rows]
         if needed_floor is None:
-            needed_floor = (float(open_stale.max()) if open_stale.size else -np.inf) - 2 * self.tol
+            needed_floor = float((float(open_stale.max()) if open_stale.size else -np.inf) - 2 * self.tol)
         floor = min(_kth_largest(open_stale, _POOL_ROWS), needed_floor)
         members = open_rows & (self.stale >= floor)
         if limit and self.pending and np.count_nonzero(members) > _POOL_LIMIT * _POOL_ROWS:

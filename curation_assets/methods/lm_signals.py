@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -58,7 +59,8 @@ def response_token_signals(hidden: torch.Tensor, labels: torch.Tensor,
 
 def decoder_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]:
     """The transformer body and the LM head of a causal LM (a peft model keeps LoRA layers inside)."""
-    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    hf_model: Any = model  # a transformers PreTrainedModel or a peft wrapper; torch types attributes as Tensor | Module
+    causal_lm = hf_model.get_base_model() if hasattr(hf_model, "get_base_model") else hf_model
     return causal_lm.base_model, causal_lm.get_output_embeddings()
 
 

@@ -15,10 +15,12 @@ with array operations over (texts x window); rounds = the most segments in any t
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
+
+from curation_assets.arrow_compute import pc
 
 MTLD_THRESHOLD = 0.72
 NOT_WORD = r"[^\p{L}\p{N}']+"  # words are runs of letters, digits and apostrophes, compared lower-cased
@@ -26,7 +28,8 @@ NOT_WORD = r"[^\p{L}\p{N}']+"  # words are runs of letters, digits and apostroph
 
 def mtld_words(texts: Sequence[str | None] | pa.Array | pa.ChunkedArray) -> pa.ListArray:
     """Lower-cased word tokens of each text (punctuation dropped), as a list array."""
-    array = texts if isinstance(texts, (pa.Array, pa.ChunkedArray)) else pa.array(list(texts), pa.string())
+    # Any: pyarrow ships no types, so an isinstance test on its classes narrows nothing for pyright
+    array: Any = texts if isinstance(texts, (pa.Array, pa.ChunkedArray)) else pa.array(list(texts), pa.string())
     if isinstance(array, pa.ChunkedArray):
         array = array.combine_chunks()
     spaced = pc.replace_substring_regex(pc.utf8_lower(pc.fill_null(array, "")), NOT_WORD, " ")
@@ -40,11 +43,11 @@ def mtld_words(texts: Sequence[str | None] | pa.Array | pa.ChunkedArray) -> pa.L
 
 def mtld(words: pa.ListArray | Sequence[Sequence[str]], threshold: float = MTLD_THRESHOLD) -> np.ndarray:
     """MTLD per text (NaN where undefined) from word lists (e.g. `mtld_words(texts)`)."""
-    if not isinstance(words, (pa.ListArray, pa.LargeListArray)):
-        words = pa.array([list(w) for w in words], pa.list_(pa.string()))
-    flat = pc.list_flatten(words)
+    lists: Any = words if isinstance(words, (pa.ListArray, pa.LargeListArray)) else pa.array(
+        [list(w) for w in words], pa.list_(pa.string()))
+    flat = pc.list_flatten(lists)
     ids = pc.dictionary_encode(flat).indices.to_numpy(zero_copy_only=False).astype(np.int64)
-    offsets = words.offsets.to_numpy(zero_copy_only=False).astype(np.int64)
+    offsets = lists.offsets.to_numpy(zero_copy_only=False).astype(np.int64)
     starts, ends = offsets[:-1], offsets[1:]
     lengths = (ends - starts).astype(np.float64)
     text_of = np.repeat(np.arange(len(starts)), ends - starts)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
+
+from curation_assets.arrow_compute import pc
 
 WORD_PATTERN = r"\S+"
 

@@ -75,7 +75,8 @@ def convert_gguf(gguf: Path) -> Path:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        # Any: transformers' Auto* classes type their results too loosely to check attribute writes
+        model: Any = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         model.hf_quantizer = None  # save_pretrained refuses GGUF-loaded models otherwise
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
@@ -96,7 +97,7 @@ def load_causal_lm(name: str) -> tuple[Any, Any]:
     resolved = resolve_causal_lm(name)
     try:
         tokenizer = AutoTokenizer.from_pretrained(resolved)
-        model = AutoModelForCausalLM.from_pretrained(resolved, dtype=device.torch_dtype)
+        model: Any = AutoModelForCausalLM.from_pretrained(resolved, dtype=device.torch_dtype)
     except OSError as err:
         raise ModelLoadError(f"cannot load causal LM {name!r} (resolved to {resolved!r}): {err}") from err
     if tokenizer.pad_token_id is None:
@@ -117,5 +118,6 @@ def fresh_causal_lm(name: str, chat_template: str | None = None) -> tuple[Any, A
         tokenizer.pad_token = tokenizer.eos_token
     if chat_template:
         tokenizer.chat_template = chat_template
-    model = AutoModelForCausalLM.from_pretrained(resolved, dtype=device.torch_dtype).to(device.name)
+    model: Any = AutoModelForCausalLM.from_pretrained(resolved, dtype=device.torch_dtype)
+    model.to(device.name)
     return model, tokenizer

@@ -5,6 +5,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from functools import cache
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch  # imported lazily at run time: this module is read before torch is needed
 
 
 @dataclass(frozen=True)
@@ -14,7 +18,7 @@ class Device:
     threads: int
 
     @property
-    def torch_dtype(self):  # noqa: ANN201 - torch is imported lazily
+    def torch_dtype(self) -> torch.dtype:
         import torch
 
         return getattr(torch, self.dtype_name)

@@ -10,10 +10,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from curation_assets.models.device import compute_device
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
 
 PACKAGED_MINILM = "packaged:all-MiniLM-L6-v2"
 
@@ -41,17 +45,24 @@ class EncodedBatch:
 
 class SentenceEmbedder:
     def __init__(self, model_name: str, *, max_seq_length: int | None = None) -> None:
+        self.model_name = model_name
         self.model = _load(resolve_embedding_model(model_name), compute_device().name)
         if max_seq_length:
             self.model.max_seq_length = max_seq_length
 
     @property
     def dimension(self) -> int:
-        return int(self.model.get_embedding_dimension())
+        dimension = self.model.get_embedding_dimension()
+        if dimension is None:  # a module stack without a fixed output size
+            raise ValueError(f"embedding model {self.model_name!r} does not report its embedding dimension")
+        return int(dimension)
 
     @property
     def max_seq_length(self) -> int:
-        return int(self.model.max_seq_length)
+        length = self.model.max_seq_length
+        if length is None:
+            raise ValueError(f"embedding model {self.model_name!r} has no max_seq_length: pass max_seq_length")
+        return int(length)
 
     def encode(self, texts: Sequence[str], *, batch_size: int = 64, normalize: bool = True) -> EncodedBatch:
         # token counts before truncation, to report how many texts the model cuts off
@@ -63,7 +74,7 @@ class SentenceEmbedder:
 
 
 @lru_cache(maxsize=2)
-def _load(resolved: str, device: str):  # noqa: ANN202
+def _load(resolved: str, device: str) -> SentenceTransformer:
     from sentence_transformers import SentenceTransformer
 
     return SentenceTransformer(resolved, device=device)

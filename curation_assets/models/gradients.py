@@ -10,6 +10,8 @@ the per-layer "activation x output-gradient" form used by GraNd, LESS and LoGra.
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -53,7 +55,8 @@ class LoraGradientCapture:
 
     def per_sample_sq_norms(self) -> torch.Tensor:
         """(batch,) Σ over LoRA layers of ||dℓ_i/dW||²_F."""
-        return sum(g.pow(2).sum(dim=(1, 2)) for g in self.per_sample_grads().values())
+        # reduce, not sum(): the same left-to-right additions, but no int 0 start (a type error with no layers)
+        return functools.reduce(operator.add, [g.pow(2).sum(dim=(1, 2)) for g in self.per_sample_grads().values()])
 
 
 def per_sample_response_losses(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -9,6 +9,8 @@ The projection is linear, so dividing the projected vector by the unprojected no
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -57,6 +59,6 @@ def projected_directions(model: torch.nn.Module, batch: dict[str, torch.Tensor],
     layers = [grads.pop(name) if transform is None else transform(name, grads.pop(name)) for name in capture.layers]
     projected = projector.project_layers(layers)
     if normalize:
-        norms = torch.sqrt(sum(g.pow(2).sum(dim=(1, 2)) for g in layers))
+        norms = torch.sqrt(functools.reduce(operator.add, [g.pow(2).sum(dim=(1, 2)) for g in layers]))
         projected = projected / torch.where(norms > 0, norms, torch.ones_like(norms)).unsqueeze(1)
     return projected

@@ -25,7 +25,7 @@ class JvpEmbedder:
     """Truncates `model` (in place) to its first `num_blocks` blocks and embeds batches."""
 
     def __init__(self, model: Any, num_blocks: int, num_tangents: int, dim: int, seed: int) -> None:
-        decoder, _ = decoder_and_head(model)
+        decoder: Any = decoder_and_head(model)[0]  # a transformers decoder body: its config and blocks are read
         blocks = getattr(decoder, "layers", None)
         if not isinstance(blocks, torch.nn.ModuleList):
             raise ValueError(f"{type(model).__name__}: JVP embeddings need a decoder with a `layers` block list "
@@ -75,7 +75,7 @@ class JvpEmbedder:
 
         tangents = []
         for index in range(self.num_tangents):
-            _, tangent = jvp(last_token_output, (self.params,), (self.tangent(index),))
+            tangent = jvp(last_token_output, (self.params,), (self.tangent(index),))[1]  # (output, tangent)
             tangents.append(tangent.float())
         embedding = torch.cat(tangents, dim=1)
         return self.projector.project(embedding) if self.projector is not None else embedding

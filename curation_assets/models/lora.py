@@ -25,21 +25,21 @@ class LoraSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    r: int = Field(8, gt=0, description="LoRA rank.")
-    alpha: float = Field(16, gt=0, description="LoRA alpha (scaling = alpha / r).")
-    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA input.")
-    target_modules: tuple[str, ...] = Field(("q_proj", "v_proj"), description="Module names that get adapters.")
-    lr: float = Field(2e-4, gt=0, description="Peak learning rate (AdamW).")
-    scheduler: str = Field("linear", description="transformers scheduler name: linear, cosine, constant, ...")
-    warmup_ratio: float = Field(0.03, ge=0, lt=1, description=(
+    r: int = Field(default=8, gt=0, description="LoRA rank.")
+    alpha: float = Field(default=16, gt=0, description="LoRA alpha (scaling = alpha / r).")
+    dropout: float = Field(default=0.05, ge=0, lt=1, description="Dropout on the LoRA input.")
+    target_modules: tuple[str, ...] = Field(default=("q_proj", "v_proj"), description="Module names that get adapters.")
+    lr: float = Field(default=2e-4, gt=0, description="Peak learning rate (AdamW).")
+    scheduler: str = Field(default="linear", description="transformers scheduler name: linear, cosine, constant, ...")
+    warmup_ratio: float = Field(default=0.03, ge=0, lt=1, description=(
         "Share of optimiser steps spent warming up (rounded up, as transformers' Trainer does)."))
-    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
-    epochs: int = Field(1, gt=0, description="Passes over the training samples.")
-    max_steps: int | None = Field(None, gt=0, description="Stop after this many optimiser steps.")
-    batch_size: int = Field(4, gt=0, description="Samples per micro-batch.")
-    grad_accumulation: int = Field(1, gt=0, description=(
+    weight_decay: float = Field(default=0.0, ge=0, description="AdamW weight decay.")
+    epochs: int = Field(default=1, gt=0, description="Passes over the training samples.")
+    max_steps: int | None = Field(default=None, gt=0, description="Stop after this many optimiser steps.")
+    batch_size: int = Field(default=4, gt=0, description="Samples per micro-batch.")
+    grad_accumulation: int = Field(default=1, gt=0, description=(
         "Micro-batches per optimiser step: the effective batch is batch_size x grad_accumulation."))
-    max_grad_norm: float | None = Field(None, gt=0, description=(
+    max_grad_norm: float | None = Field(default=None, gt=0, description=(
         "Clip the accumulated gradient's global L2 norm to this before each step (transformers' Trainer "
         "default: 1.0); null: no clipping."))
 
@@ -71,7 +71,9 @@ def attach_lora(base_model: Any, settings: LoraSettings, seed: int) -> Any:
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(seed)
-    config = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
+    # peft annotates lora_alpha as int but only computes alpha / r; a fractional alpha is valid
+    config = LoraConfig(r=settings.r, lora_alpha=settings.alpha,  # pyright: ignore[reportArgumentType]
+                        lora_dropout=settings.dropout,
                         target_modules=list(settings.target_modules), bias="none", task_type="CAUSAL_LM")
     return get_peft_model(base_model, config)
 
@@ -125,7 +127,7 @@ class LoraTrainer:
                 loss = self.model(**batch).loss / len(group)
                 loss.backward()
                 step_loss += float(loss.detach())
-            learning_rates.append(self.scheduler.get_last_lr()[0])
+            learning_rates.append(float(self.scheduler.get_last_lr()[0]))
             if self.settings.max_grad_norm is not None:
                 torch.nn.utils.clip_grad_norm_(self.trainable, self.settings.max_grad_norm)
             self.optimizer.step()

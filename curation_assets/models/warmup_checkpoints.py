@@ -29,7 +29,7 @@ def load_checkpoint(model: Any, folder: Path) -> dict[str, tuple[torch.Tensor, t
 
 def make_projector(model: Any, kind: ProjectionKind, dim: int, seed: int) -> Any:
     layers = LoraGradientCapture(model).layers
-    shapes = [tuple(module.weight.shape) for module in layers.values()]
+    shapes = [(module.weight.shape[0], module.weight.shape[1]) for module in layers.values()]  # (out, in)
     if kind == "dense":
         return DenseRademacherProjector(sum(a * b for a, b in shapes), dim, seed)
     if kind == "hadamard":

@@ -15,8 +15,8 @@ from typing import Any
 
 import duckdb
 import numpy as np
-import pyarrow.compute as pc
 
+from curation_assets.arrow_compute import pc
 from curation_assets.store.sql_files import fetch_row, read_sql
 
 SELECTION_SCORE = "selection_score"  # the selection's own score, next to the `<stage>__<column>` scores

@@ -212,6 +212,7 @@ def _read_json_array(path: Path, max_bytes: int | None = None) -> Iterator[RawRe
                 continue
             if buffer[start] not in "{[\"":
                 token = _SCALAR_TOKEN.match(buffer, start)
+                assert token is not None  # the pattern also matches the empty string
                 if token.end() >= len(buffer) and not at_eof and fill():
                     continue  # a number or literal may go on in the next chunk
             try:
