@@ -10,9 +10,9 @@ from pathlib import Path
 from bench.common import BenchResult, timed
 from curation_assets.models.embeddings import PACKAGED_MINILM, SentenceEmbedder
 from curation_assets.sources.spec import SourceSpec
-from curation_assets.stages.embedding import EmbeddingSpec
-from curation_assets.stages.registry import get_kind
-from curation_assets.stages.runner import run_ingest, run_stage
+from curation_assets.stages.core.registry import get_kind
+from curation_assets.stages.core.runner import run_ingest, run_stage
+from curation_assets.stages.generic.embedding import EmbeddingSpec
 from curation_assets.store import DuckDBStore
 
 

@@ -42,7 +42,7 @@ def _specs(attributes: dict[str, Any]) -> dict[str, Any]:
 
 
 def llm_stage_names(attributes: dict[str, Any]) -> list[str]:
-    from curation_assets.stages.llm_stage import LLMStageSpec
+    from curation_assets.stages.core.llm_stage import LLMStageSpec
 
     return [name for name, spec in _specs(attributes).items() if isinstance(spec, LLMStageSpec)]
 

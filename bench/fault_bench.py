@@ -442,7 +442,7 @@ INGEST_PEAK = """
 import sys
 from pathlib import Path
 from curation_assets.components.standalone import load_pipeline_file
-from curation_assets.stages.runner import run_ingest
+from curation_assets.stages.core.runner import run_ingest
 component = load_pipeline_file(Path(sys.argv[1]))
 store = component.prepared_store()
 for source in component.spec.sources:

@@ -25,7 +25,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from curation_assets.stages.registry import StageKind, all_kinds
+from curation_assets.stages.core.registry import StageKind, all_kinds
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = Path("docs/reference")
@@ -207,7 +207,7 @@ def render_index(kinds: dict[str, StageKind]) -> str:
 
 def render_pipeline() -> str:
     from curation_assets.components.spec import PipelineSpecBase
-    from curation_assets.stages.registry import StageSpec
+    from curation_assets.stages.core.registry import StageSpec
 
     lines = [GENERATED_NOTE, "", "# Pipeline YAML reference", "",
              "The `attributes:` of a `curation_assets.CurationPipeline` component. Relative paths are relative "

@@ -5,7 +5,7 @@ import shutil
 from pathlib import Path
 
 from curation_assets import docs
-from curation_assets.stages.registry import all_kinds
+from curation_assets.stages.core.registry import all_kinds
 
 ROOT = Path(__file__).resolve().parents[1]
 

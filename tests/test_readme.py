@@ -5,7 +5,7 @@ import re
 from pathlib import Path
 
 from curation_assets.docs import METHOD_PAGES
-from curation_assets.stages.registry import all_kinds
+from curation_assets.stages.core.registry import all_kinds
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()

@@ -40,10 +40,10 @@ from curation_assets.redact import redact_text
 from curation_assets.sources.fingerprint import file_fingerprint
 from curation_assets.sources.ingest import resolve_source_location
 from curation_assets.sources.spec import SourceSpec
-from curation_assets.stages.context import restricted_sql
-from curation_assets.stages.conversation_keys import selection_distinct_counts
-from curation_assets.stages.registry import StageKind, StageSpec, all_kinds, get_kind, pipeline_config_hashes
-from curation_assets.stages.runner import INGEST_VERSION, RunSummary, run_ingest, run_stage, source_config_hash
+from curation_assets.stages.core.context import restricted_sql
+from curation_assets.stages.core.conversation_keys import selection_distinct_counts
+from curation_assets.stages.core.registry import StageKind, StageSpec, all_kinds, get_kind, pipeline_config_hashes
+from curation_assets.stages.core.runner import INGEST_VERSION, RunSummary, run_ingest, run_stage, source_config_hash
 from curation_assets.store import DuckDBStore
 from curation_assets.store.sql_files import fetch_row, read_sql
 from curation_assets.store.views import StageView, refresh_views

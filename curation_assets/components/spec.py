@@ -18,7 +18,7 @@ from curation_assets.export import ProtectedPath, store_protected_paths, unsafe_
 from curation_assets.sources.packaged import packaged_file
 from curation_assets.sources.spec import SourceSpec
 from curation_assets.specs import SpecModel
-from curation_assets.stages.registry import (
+from curation_assets.stages.core.registry import (
     NAME_PATTERN,
     RESERVED_NAMES,
     StageKind,

@@ -21,8 +21,8 @@ from curation_assets.evaluation.finetune_cache import FinetuneCache, base_model_
 from curation_assets.evaluation.heldout import HeldoutSet
 from curation_assets.evaluation.spec import FinetuneSettings
 from curation_assets.methods.lm_signals import forward_signals
-from curation_assets.models.chat_format import EncodedSample, collate, encode_conversation
-from curation_assets.stages.lm_loss import longest_first, run_batches_with_oom_backoff
+from curation_assets.models.chat_format import EncodedSample, collate, encode_conversation, longest_first
+from curation_assets.stages.core.causal_lm import run_batches_with_oom_backoff
 
 
 def response_losses(model: Any, encoded: Sequence[EncodedSample], pad_token_id: int, batch_size: int,

@@ -38,7 +38,7 @@ from curation_assets.methods.evaluation_stats import (
     paired_differences,
     token_matched_subset,
 )
-from curation_assets.stages.registry import StageSpec
+from curation_assets.stages.core.registry import StageSpec
 from curation_assets.store import DuckDBStore
 from curation_assets.store.sql_files import execute_sql_file, read_sql
 from curation_assets.store.writes import utc_now

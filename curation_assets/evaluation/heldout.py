@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 from curation_assets.evaluation.finetune_cache import set_hash
 from curation_assets.evaluation.spec import GeneralHeldoutSpec
 from curation_assets.sources.ingest import stage_source
-from curation_assets.stages.less_selection import TargetSpec, read_target
+from curation_assets.stages.core.targets import TargetSpec, read_target
 from curation_assets.store import DuckDBStore
 from curation_assets.store.sql_files import read_sql
 

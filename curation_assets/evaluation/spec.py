@@ -14,7 +14,7 @@ from curation_assets.models.chat_format import Turns
 from curation_assets.models.lora import LoraSettings
 from curation_assets.sources.spec import SourceSpec
 from curation_assets.specs import Identifier, SpecModel
-from curation_assets.stages.less_selection import TargetSpec
+from curation_assets.stages.core.targets import TargetSpec
 
 EVALUATION_VERSION = "1"  # bump when the fine-tune or the loss changes: it enters every cache key
 EVAL_LORA = LoraSettings(epochs=2)

@@ -279,7 +279,10 @@ def test_released_defaults_over_several_target_samples_equal_the_released_algori
 def test_every_released_or_project_option_changes_the_config_hash_and_second_order_needs_subtasks():
     from pydantic import ValidationError
 
-    from curation_assets.stages.influence_distillation import INFLUENCE_DISTILLATION, InfluenceDistillationSpec
+    from curation_assets.stages.influence.influence_distillation import (
+        INFLUENCE_DISTILLATION,
+        InfluenceDistillationSpec,
+    )
 
     base = {"name": "infl", "kind": "influence_distillation", "jvp": "jvp", "warmup": "warmup", "budget": 5,
             "targets": [{"name": "t", "path": "t.jsonl"}]}

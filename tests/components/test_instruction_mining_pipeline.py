@@ -15,7 +15,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from curation_assets.components.standalone import load_pipeline_file
 from curation_assets.models.chat_format import encode_conversation
 from curation_assets.models.lora import LoraSettings, attach_lora, lora_finetune
-from curation_assets.stages.less_selection import TargetSpec, read_target
+from curation_assets.stages.core.targets import TargetSpec, read_target
 from tests.components.test_diversity_pipeline import tiny_model  # noqa: F401  (fixture)
 from tests.components.test_less_pipeline import write_targets
 from tests.components.test_lm_pipeline import WORDS, tiny_lm  # noqa: F401  (fixture)

@@ -18,7 +18,7 @@ from dagster.components.resolved.errors import ResolutionException
 
 from curation_assets.components.standalone import PipelineFileError, load_pipeline_file
 from curation_assets.methods.sharding import shard_of
-from curation_assets.stages.registry import pipeline_config_hashes
+from curation_assets.stages.core.registry import pipeline_config_hashes
 from tests.components.test_diversity_pipeline import tiny_model, write_samples  # noqa: F401  (fixture)
 from tests.pipeline_runs import materialize_document
 

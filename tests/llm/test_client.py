@@ -5,7 +5,7 @@ import pytest
 from curation_assets.llm.cache import LLMCache
 from curation_assets.llm.client import ChatRequest, LLMClient, RequestFailure
 from curation_assets.llm.endpoint import LLMConfigError, LLMEndpointSpec
-from curation_assets.stages.llm_stage import LLMRequestsFailed, ask_and_parse
+from curation_assets.stages.core.llm_stage import LLMRequestsFailed, ask_and_parse
 from curation_assets.store import DuckDBStore
 from tests.llm_server import FaultProxy
 

@@ -1,6 +1,6 @@
 import numpy as np
 
-from curation_assets.stages.quantile_window import quantile_window
+from curation_assets.methods.quantile_window import quantile_window
 
 
 def test_window_matches_rank_definition():

@@ -12,7 +12,7 @@ import pytest
 from curation_assets.sources.ingest import IngestError, IngestResult, stage_source
 from curation_assets.sources.normalise import sample_id_for
 from curation_assets.sources.spec import FieldMappingSpec, SourceSpec
-from curation_assets.stages.runner import run_ingest
+from curation_assets.stages.core.runner import run_ingest
 from curation_assets.store import DuckDBStore
 
 TABLES = ("samples", "source_samples", "rejected_samples", "stage_runs")

@@ -15,7 +15,7 @@ import pytest
 from curation_assets.sources.fingerprint import SourceChangingError, content_hash, file_fingerprint
 from curation_assets.sources.ingest import IngestError, stage_source
 from curation_assets.sources.spec import SourceSpec
-from curation_assets.stages.runner import run_ingest, source_config_hash
+from curation_assets.stages.core.runner import run_ingest, source_config_hash
 from curation_assets.store import DuckDBStore
 
 TABLES = ("samples", "source_samples", "rejected_samples", "stage_runs")

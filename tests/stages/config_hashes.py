@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from curation_assets.components.standalone import load_pipeline_file
-from curation_assets.stages.registry import pipeline_config_hashes
+from curation_assets.stages.core.registry import pipeline_config_hashes
 
 DEFS = Path(__file__).resolve().parents[2] / "curation_assets" / "defs"
 FIXTURE = Path(__file__).with_name("config_hashes.json")

@@ -2,7 +2,7 @@
 
 import pytest
 
-from curation_assets.stages.lm_loss import run_batches_with_oom_backoff
+from curation_assets.stages.core.causal_lm import run_batches_with_oom_backoff
 
 
 def test_batch_is_halved_until_it_fits_and_every_sample_is_processed():

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from curation_assets.models.jvp import JvpEmbedder
-from curation_assets.stages import jvp_embeddings
+from curation_assets.stages.influence import jvp_embeddings
 from curation_assets.store import DuckDBStore
 from tests.components.test_lm_pipeline import tiny_lm, write_pool  # noqa: F401  (fixture)
 from tests.pipeline_runs import materialize_document
@@ -110,7 +110,7 @@ def test_zero_byte_and_corrupt_parts_are_set_aside_and_recomputed(tmp_path, tiny
 WRITE_PARTS = """
 import sys
 import pyarrow as pa
-from curation_assets.stages.context import ResumableRowsWriter
+from curation_assets.stages.core.context import ResumableRowsWriter
 folder, tag, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 writer = ResumableRowsWriter(__import__("pathlib").Path(folder), pa.schema([("sample_id", pa.string())]))
 for i in range(n):

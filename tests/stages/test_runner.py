@@ -5,9 +5,9 @@ import json
 import pytest
 
 from curation_assets.sources.spec import SourceSpec
-from curation_assets.stages import runner
-from curation_assets.stages.registry import get_kind
-from curation_assets.stages.text_stats import TextStatsSpec
+from curation_assets.stages.core import runner
+from curation_assets.stages.core.registry import get_kind
+from curation_assets.stages.generic.text_stats import TextStatsSpec
 from curation_assets.store import DuckDBStore
 
 

@@ -13,15 +13,15 @@ from pathlib import Path
 import pytest
 
 from curation_assets.components.standalone import load_pipeline_file
-from curation_assets.stages.registry import get_kind
-from curation_assets.stages.run_guard import artifacts_root, stage_lock_path
-from curation_assets.stages.runner import run_ingest, run_stage
+from curation_assets.stages.core.registry import get_kind
+from curation_assets.stages.core.run_guard import artifacts_root, stage_lock_path
+from curation_assets.stages.core.runner import run_ingest, run_stage
 from tests.pipeline_files import valid_pipeline_yaml, write_pipeline
 
 HOLD_LOCK = """
 import sys, time
 from pathlib import Path
-from curation_assets.stages.run_guard import exclusive_run
+from curation_assets.stages.core.run_guard import exclusive_run
 with exclusive_run(Path(sys.argv[1]), "another run", None):
     print("held", flush=True)
     time.sleep(600)
@@ -30,7 +30,7 @@ with exclusive_run(Path(sys.argv[1]), "another run", None):
 IN_STAGING = """
 import sys, time
 from pathlib import Path
-from curation_assets.stages.run_guard import staging_folder
+from curation_assets.stages.core.run_guard import staging_folder
 with staging_folder(Path(sys.argv[1]), "lengths") as folder:
     (folder / "lengths.pending.parquet").write_bytes(b"x" * 1000)
     print(folder, flush=True)
@@ -101,8 +101,8 @@ INGEST_HOLDING_THE_LOCK = """
 import sys
 from pathlib import Path
 from curation_assets.components.standalone import load_pipeline_file
-from curation_assets.stages import runner
-from curation_assets.stages.run_guard import exclusive_run, ingest_lock_path
+from curation_assets.stages.core import runner
+from curation_assets.stages.core.run_guard import exclusive_run, ingest_lock_path
 component = load_pipeline_file(Path(sys.argv[1]))
 store = component.prepared_store()
 (source,) = component.spec.sources
@@ -171,9 +171,9 @@ SELECTION_HOLDING_THE_LOCK = """
 import sys
 from pathlib import Path
 from curation_assets.components.standalone import load_pipeline_file
-from curation_assets.stages import runner
-from curation_assets.stages.registry import get_kind
-from curation_assets.stages.run_guard import exclusive_run, stage_lock_path
+from curation_assets.stages.core import runner
+from curation_assets.stages.core.registry import get_kind
+from curation_assets.stages.core.run_guard import exclusive_run, stage_lock_path
 component = load_pipeline_file(Path(sys.argv[1]))
 store = component.prepared_store()
 (spec,) = [s for s in component.spec.selections if s.name == "longest"]

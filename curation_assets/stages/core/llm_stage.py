@@ -1,0 +1,177 @@
+"""Keys and helpers shared by the LLM-judged stages (AlpaGasus, LIFT, DEITA evol).
+
+A stage builds one ChatRequest per item, the client answers them through the cache, and
+answers that do not parse are asked again (`parse_retries`, at `retry_temperature`: at
+temperature 0 the same request would give the same answer). Requests that still fail for
+transport reasons make the stage fail after every answer received is cached, so a re-run
+pays only for the rest; permanent 4xx failures and unparseable answers become rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Generic, Literal, TypeVar
+
+from pydantic import Field
+
+from curation_assets.llm.cache import ChatAnswer, LLMCache
+from curation_assets.llm.client import ChatRequest, LLMClient, RequestFailure
+from curation_assets.llm.endpoint import LLMEndpointSpec
+from curation_assets.llm.prompts import load_prompt
+from curation_assets.stages.core.context import StageContext
+from curation_assets.stages.core.registry import StageSpec
+
+T = TypeVar("T")
+
+
+class LLMStageSpec(StageSpec):
+    """Keys every LLM-judged stage has."""
+
+    PROMPTS: ClassVar[tuple[str, ...]] = ()
+
+    llm: LLMEndpointSpec = Field(default_factory=LLMEndpointSpec, description=(
+        "The OpenAI-compatible endpoint: base_url, model, api_key_env, max_concurrency, timeout_s, "
+        "max_retries, backoff_s, backoff_max_s."))
+    prompts: dict[str, str] = Field(default_factory=dict, description=(
+        "Prompt name -> text file replacing the packaged prompt (relative to the YAML file)."))
+    parse_retries: int = Field(2, ge=0, le=10, description="Re-asks of an answer that does not parse.")
+    retry_temperature: float = Field(0.7, ge=0, le=2, description="Temperature of those re-asks.")
+    field_chars: int = Field(6000, gt=100, description=(
+        "Instruction / response text beyond this many characters is cut (counted as truncated)."))
+    context_chars: int = Field(2000, ge=0, description="Earlier turns shown with a multi-turn turn (last N chars).")
+    chunk_size: int = Field(256, gt=0, description="Samples whose requests are in flight together.")
+    structured_output: Literal["none", "json_schema", "llama_cpp"] = Field("none", description=(
+        "Constrain judge answers to the recipe's JSON schema: json_schema (OpenAI / vLLM "
+        "`response_format`), llama_cpp (llama.cpp's json_object + schema); none = the published free-text "
+        "answer. Small local judges rarely follow the free-text format."))
+
+    def response_format(self, schema: dict[str, Any]) -> dict[str, Any]:
+        """Request parameters constraining the answer to `schema` (empty when structured_output is none)."""
+        if self.structured_output == "json_schema":
+            return {"response_format": {"type": "json_schema",
+                                        "json_schema": {"name": self.kind, "schema": schema, "strict": True}}}
+        if self.structured_output == "llama_cpp":
+            return {"response_format": {"type": "json_object", "schema": schema}}
+        return {}
+
+    def hashed_config(self) -> dict[str, Any]:
+        config = self.model_dump(mode="json", exclude={"name", "description", "llm", "prompts", "chunk_size"})
+        config["llm"] = self.llm.hashed_config()
+        config["prompts"] = {name: hashlib.sha256(self.prompt(name).encode()).hexdigest()[:16]
+                             for name in sorted(self.prompts)}
+        return config
+
+    def pool(self) -> str | None:
+        return self.llm.pool_name()
+
+    def check_files(self, base_dir: Path) -> list[tuple[str, str]]:
+        problems = []
+        for name, path in self.prompts.items():
+            if name not in self.PROMPTS:
+                problems.append(("prompts", f"{self.kind} has no prompt {name!r}; its prompts: "
+                                            f"{', '.join(self.PROMPTS)}"))
+            elif not _resolve(path, base_dir).is_file():
+                problems.append(("prompts", f"prompt file not found: {_resolve(path, base_dir)}"))
+        return problems
+
+    def with_base_dir(self, base_dir: Path) -> LLMStageSpec:
+        return self.model_copy(update={"prompts": {n: str(_resolve(p, base_dir)) for n, p in self.prompts.items()}})
+
+    def prompt(self, name: str) -> str:
+        return load_prompt(name, self.prompts)
+
+    def client(self, ctx: StageContext) -> LLMClient:
+        return LLMClient(self.llm, LLMCache(ctx.store), pipeline=ctx.pipeline, stage=ctx.stage, log=ctx.log)
+
+
+def _resolve(path: str, base_dir: Path) -> Path:
+    candidate = Path(path).expanduser()
+    return candidate if candidate.is_absolute() else base_dir / candidate
+
+
+class LLMRequestsFailed(RuntimeError):
+    """Some requests got no answer after every retry; the answers that did arrive are cached."""
+
+
+@dataclass
+class Judged(Generic[T]):
+    """Outcome of one item: a parsed value, or why there is none."""
+
+    value: T | None
+    answer: str | None  # the last answer text
+    error: str | None  # a permanent request failure (e.g. prompt longer than the context)
+    attempts: int
+
+
+def ask_and_parse(client: LLMClient, requests: Sequence[ChatRequest],
+                  parse: Callable[[str], T | None] | Sequence[Callable[[str], T | None]],
+                  parse_retries: int, retry_temperature: float) -> list[Judged[T]]:
+    """Answer every request, re-asking unparseable answers; raise LLMRequestsFailed on transport failures.
+
+    `parse` is one parser for every answer, or one per request."""
+    parsers = list(parse) if isinstance(parse, Sequence) else [parse] * len(requests)
+    results: list[Judged[T] | None] = [None] * len(requests)
+    todo = list(range(len(requests)))
+    transient: list[RequestFailure] = []
+    for attempt in range(parse_retries + 1):
+        if not todo:
+            break
+        batch = [requests[i] if attempt == 0 else ChatRequest(
+            requests[i].messages, {**requests[i].params, "temperature": retry_temperature}, attempt,
+            requests[i].sample_id) for i in todo]
+        outcomes = client.complete_all(batch)
+        retry = []
+        for i, outcome in zip(todo, outcomes):
+            if isinstance(outcome, RequestFailure):
+                if not outcome.permanent:
+                    transient.append(outcome)
+                results[i] = Judged(None, None, outcome.error, attempt + 1)
+                continue
+            assert isinstance(outcome, ChatAnswer)
+            value = parsers[i](outcome.text)
+            results[i] = Judged(value, outcome.text, None, attempt + 1)
+            if value is None:
+                retry.append(i)
+        if transient:
+            break
+        todo = retry
+    if transient:
+        stats = client.stats
+        raise LLMRequestsFailed(
+            f"{len(transient)} request(s) to {client.endpoint.display_url} failed after {client.endpoint.max_retries} "
+            f"retries (last: {transient[-1].error}); {stats.requests - stats.failed} answers are in llm_cache; "
+            "run the stage again to retry the rest (cached answers are not requested again)")
+    return [r for r in results if r is not None]
+
+
+def judge_turns_of_chunk(spec: LLMStageSpec, client: LLMClient, rows: list[dict[str, Any]],
+                         request: Callable[[str, Any], ChatRequest], parse: Callable[[str], T | None]
+                         ) -> list[tuple[list[Any], list[Judged[T]]]]:
+    """Per sample row: its judged turns (llm/conversation.py rule) and each turn's Judged answer."""
+    from curation_assets.llm.conversation import judged_turns
+
+    which = getattr(spec, "turns", "all")
+    turns = [judged_turns(r["messages"], r["instruction"], r["input"], r["output"], which=which,
+                          field_chars=spec.field_chars, context_chars=spec.context_chars) for r in rows]
+    requests = [request(r["sample_id"], t) for r, ts in zip(rows, turns) for t in ts]
+    judged = ask_and_parse(client, requests, parse, spec.parse_retries, spec.retry_temperature)
+    out, start = [], 0
+    for sample_turns in turns:
+        out.append((sample_turns, judged[start:start + len(sample_turns)]))
+        start += len(sample_turns)
+    return out
+
+
+def turn_columns(sample_turns: list[Any], judged: list[Judged[Any]]) -> dict[str, Any]:
+    """The columns every per-turn judge table has: status, answers, counts, truncated."""
+    parsed = sum(j.value is not None for j in judged)
+    status = ("request_rejected" if any(j.error for j in judged) else "ok" if parsed == len(judged)
+              else "partial" if parsed else "unparseable")
+    return {"status": status,
+            "answers": [j.answer if j.answer is not None else f"[request failed] {j.error}" for j in judged],
+            "n_turns_judged": len(judged),
+            "n_unparseable": sum(j.error is None and j.value is None for j in judged),
+            "truncated": any(t.truncated for t in sample_turns)}

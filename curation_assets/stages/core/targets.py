@@ -1,0 +1,50 @@
+"""Target tasks of target-aware selections (`less`, `influence_distillation`, `target_similarity`,
+`instruction_mining_fit`): records read like a source, split with a seed into a validation part
+(used for selection) and a held-out part (kept in `target_samples` for evaluation)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import Field
+
+from curation_assets.sources.ingest import stage_source
+from curation_assets.sources.spec import SourceSpec
+
+TARGET_SCHEMA = pa.schema([
+    ("target", pa.string()), ("sample_id", pa.string()), ("split", pa.string()), ("subtask", pa.string()),
+    ("instruction", pa.string()), ("output", pa.string()),
+    ("messages", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))),
+    ("input", pa.string()),
+])
+
+
+class TargetSpec(SourceSpec):
+    """A target task: records read like a source, split into validation and held-out parts."""
+
+    subtask_field: str | None = Field(None, description="Record field naming each sample's subtask.")
+    validation_size: int = Field(50, gt=0, description="Samples (per target) used for selection; the rest "
+                                                        "is held out for evaluation.")
+    split_seed: int = Field(0, description="Seed of the validation / held-out split.")
+
+
+
+def read_target(target: TargetSpec, staging: Path) -> pa.Table:
+    """The target's samples with split and subtask (validation first)."""
+    staging.mkdir(parents=True, exist_ok=True)
+    result = stage_source(target, Path("/"), staging)
+    samples = pq.read_table(result.samples_file)
+    order = np.random.default_rng(target.split_seed).permutation(samples.num_rows)
+    samples = samples.take(pa.array(order))
+    raw = [json.loads(r) if r else {} for r in samples.column("raw_record").to_pylist()]
+    subtasks = [str(r.get(target.subtask_field, "")) if target.subtask_field else "all" for r in raw]
+    splits = ["validation" if i < target.validation_size else "heldout" for i in range(samples.num_rows)]
+    return pa.table({"target": [target.name] * samples.num_rows, "sample_id": samples.column("sample_id"),
+                     "split": splits, "subtask": subtasks, "instruction": samples.column("instruction"),
+                     "output": samples.column("output"), "messages": samples.column("messages"),
+                     "input": samples.column("input")},
+                    schema=TARGET_SCHEMA)

@@ -1,0 +1,117 @@
+"""Selection `less` (LESS, Xia et al. 2024): target-aware selection from gradient features.
+
+Each target (a file or packaged dataset, read like a source) is split with a seed into a
+small validation part, used here, and a held-out part kept in `target_samples` for
+evaluation; a `subtask_field` splits it into subtasks. Target validation samples get plain
+(not preconditioned) projected gradients at every warm-up checkpoint, with the same
+projection as the training features. Score = Σ_ckpt η̄ · cos, mean over each subtask's
+validation samples, max over subtasks (of every target); the top budget is selected, by
+default at most one sample per source conversation and first user turn (`distinct`).
+Per-sample scores per target/subtask go to `less_scores`; the targets to `target_samples`.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from pydantic import Field
+
+from curation_assets.methods.less import less_scores
+from curation_assets.models.warmup_checkpoints import make_projector
+from curation_assets.stages.core.budget import BudgetedSelectionSpec
+from curation_assets.stages.core.context import StageContext, StageOutput
+from curation_assets.stages.core.conversation_keys import DistinctSpec, choose_top
+from curation_assets.stages.core.registry import StageKind, register_kind
+from curation_assets.stages.core.targets import TargetSpec, read_target
+from curation_assets.stages.core.warmup import WarmupModel
+from curation_assets.store.sql_files import execute_sql_file
+
+
+class LessSpec(BudgetedSelectionSpec, DistinctSpec):
+    """Top samples by LESS influence on the targets (published budget: 5%)."""
+
+    kind: Literal["less"]
+    features: str = Field(description="The `grad_features` stage.")
+    targets: list[TargetSpec] = Field(min_length=1, description="Target tasks (validation sets).")
+
+    def references(self) -> dict[str, str]:
+        return {**super().references(), "features": self.features}
+
+    def check_references(self, stage_kinds: Any, selection_names: set[str]) -> list[tuple[str, str]]:
+        problems = super().check_references(stage_kinds, selection_names)
+        kind = stage_kinds.get(self.features)
+        if (kind is None and self.features in selection_names) or (kind is not None and kind.kind != "grad_features"):
+            problems.append(("features", f"{self.features!r} is not a grad_features stage"))
+        return problems
+
+    def check_files(self, base_dir: Path) -> list[tuple[str, str]]:
+        paths = [base_dir / Path(t.path).expanduser() for t in self.targets if t.path]
+        return [("targets", f"target file not found: {path}") for path in paths if not path.exists()]
+
+    def with_base_dir(self, base_dir: Path) -> LessSpec:
+        targets = [t.model_copy(update={"path": str(base_dir / Path(t.path).expanduser())}) if t.path else t
+                   for t in self.targets]
+        return self.model_copy(update={"targets": targets})
+
+def run_less(spec: LessSpec, ctx: StageContext) -> StageOutput:
+    features_spec: Any = ctx.stage_specs.get(spec.features)  # a grad_features spec
+    if getattr(features_spec, "kind", None) != "grad_features":
+        raise ValueError(f"{spec.features!r} is not a grad_features stage of this pipeline")
+    with tempfile.TemporaryDirectory(dir=ctx.staging_dir) as staging:
+        targets = pa.concat_tables([read_target(t, Path(staging) / t.name) for t in spec.targets])
+    validation = targets.filter(pc.equal(targets.column("split"), "validation"))
+    labels = [f"{t}:{s}" for t, s in zip(validation.column("target").to_pylist(),
+                                         validation.column("subtask").to_pylist())]
+    warm = WarmupModel(ctx, features_spec.warmup)
+    projector = make_projector(warm.model, features_spec.projection, features_spec.dim, features_spec.seed)
+    encoded = warm.encode(validation.column("messages").to_pylist())
+    stats: dict[str, Any] = {"targets": [t.name for t in spec.targets], "validation_samples": validation.num_rows,
+                             "heldout_samples": targets.num_rows - validation.num_rows,
+                             "checkpoints": len(warm.checkpoints)}
+    train, val, lrs = [], [], []
+    ids: list[str] | None = None
+    for record in warm.checkpoints:
+        warm.use(record["epoch"])
+        val.append(np.stack(warm.features(encoded, projector, None, features_spec.batch_size, stats)))
+        checkpoint_ids, matrix = ctx.stage_matrix(spec.features, "features", checkpoint=record["epoch"])
+        if ids is not None and checkpoint_ids != ids:
+            raise ValueError(f"{spec.features}: checkpoints cover different samples; re-materialise it")
+        ids = checkpoint_ids
+        train.append(matrix)
+        lrs.append(record["mean_lr"])
+    assert ids is not None
+    scores, per_subtask = less_scores(train, val, lrs, labels)
+    k = spec.budget_for(len(ids))
+    chosen, distinct = choose_top(ctx.store, ids, scores, min(k, len(ids)), distinct=spec.distinct)
+    members = ctx.write_members([ids[i] for i in chosen], scores[chosen].tolist())
+    names = sorted(per_subtask)
+    scores_file = ctx.staging_dir / f"{ctx.stage}.less_scores.parquet"
+    pq.write_table(pa.table({"sample_id": [sid for sid in ids for _ in names],
+                             "subtask": [name for _ in ids for name in names],
+                             "score": np.stack([per_subtask[name] for name in names], axis=1).reshape(-1)}),
+                   scores_file)
+    target_file = ctx.staging_dir / f"{ctx.stage}.targets.parquet"
+    pq.write_table(targets, target_file)
+    stats.update({"pool": len(ids), "budget": k, "selected": int(len(chosen)), "subtasks": names,
+                  **distinct})
+    return StageOutput(members, rows_in=len(ids), stats=stats, metadata=dict(stats),
+                       extra={"targets_file": str(target_file), "scores_file": str(scores_file)})
+
+
+def write_targets(con: Any, stage: str, config_hash: str, output: StageOutput) -> None:
+    execute_sql_file(con, "writes/less_replace.sql", {
+        "selection": stage, "targets_file": output.extra["targets_file"],
+        "scores_file": output.extra["scores_file"]})
+
+
+LESS = register_kind(StageKind(
+    kind="less", role="selection", spec=LessSpec, run=run_less, version="2",
+    summary="LESS: top samples by checkpoint-weighted gradient cosine with target validation sets.",
+    schema_file="schema/stages/less.sql", tags=("python", "torch", "numpy"), write_extra=write_targets,
+))

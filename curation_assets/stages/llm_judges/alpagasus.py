@@ -1,0 +1,91 @@
+"""Stage `alpagasus` (AlpaGasus, Chen et al. 2024).
+
+An LLM rates the accuracy of each response to its instruction + input on 0-5, score on the
+first line (temperature 0, max_tokens 256). Multi-turn: every assistant turn is rated
+(see llm/conversation.py) and the sample's score is the mean over turns (min kept too).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import pyarrow as pa
+from pydantic import Field
+
+from curation_assets.llm.client import ChatRequest
+from curation_assets.llm.conversation import TurnChoice
+from curation_assets.llm.parsing import ALPAGASUS_SCHEMA as ALPAGASUS_ANSWER_SCHEMA
+from curation_assets.llm.parsing import parse_alpagasus_score
+from curation_assets.llm.prompts import render
+from curation_assets.stages.core.context import StageContext, StageOutput, iter_parquet_batches
+from curation_assets.stages.core.llm_stage import LLMStageSpec, judge_turns_of_chunk, turn_columns
+from curation_assets.stages.core.registry import StageKind, register_kind
+
+ALPAGASUS_SCHEMA = pa.schema([
+    ("sample_id", pa.string()), ("score", pa.float64()), ("min_score", pa.float64()),
+    ("turn_scores", pa.list_(pa.float64())), ("answers", pa.list_(pa.string())), ("status", pa.string()),
+    ("n_turns_judged", pa.int32()), ("n_unparseable", pa.int32()), ("truncated", pa.bool_()),
+])
+
+
+class AlpagasusSpec(LLMStageSpec):
+    """LLM-rated accuracy of each response, 0-5 (AlpaGasus)."""
+
+    PROMPTS: ClassVar[tuple[str, ...]] = ("alpagasus_system", "alpagasus_user")
+    kind: Literal["alpagasus"]
+    temperature: float = Field(0.0, ge=0, le=2, description="Sampling temperature (published: 0).")
+    max_tokens: int = Field(256, gt=0, description="Answer length limit (published: 256).")
+    turns: TurnChoice = Field("all", description="Which assistant turns of a conversation are rated.")
+
+
+def alpagasus_requests(spec: AlpagasusSpec, sample_id: str, turns: list[Any]) -> list[ChatRequest]:
+    system, user = spec.prompt("alpagasus_system"), spec.prompt("alpagasus_user")
+    params = {"temperature": spec.temperature, "max_tokens": spec.max_tokens,
+              **spec.response_format(ALPAGASUS_ANSWER_SCHEMA)}
+    return [ChatRequest(({"role": "system", "content": system},
+                         {"role": "user", "content": render(user, instruction=t.instruction, input=t.input,
+                                                            response=t.response)}), params, sample_id=sample_id)
+            for t in turns]
+
+
+def run_alpagasus(spec: AlpagasusSpec, ctx: StageContext) -> StageOutput:
+    pending, count = ctx.pending_samples("alpagasus", ["instruction", "input", "output", "messages"])
+    client = spec.client(ctx)
+    started = time.perf_counter()
+    status_counts: dict[str, int] = {}
+    with ctx.rows_writer(ALPAGASUS_SCHEMA) as writer:
+        chunks = iter_parquet_batches(pending, spec.chunk_size)
+        for chunk in ctx.progress(chunks, total=-(-count // spec.chunk_size), desc=f"judging {count} samples"):
+            rows = chunk.to_pylist()
+            judged = judge_turns_of_chunk(spec, client, rows,
+                                          lambda sid, turn: alpagasus_requests(spec, sid, [turn])[0],
+                                          parse_alpagasus_score)
+            out: dict[str, list[Any]] = {name: [] for name in ALPAGASUS_SCHEMA.names}
+            for row, (sample_turns, mine) in zip(rows, judged):
+                scores = [j.value for j in mine]
+                parsed = [v for v in scores if v is not None]
+                columns = {"sample_id": row["sample_id"], "score": float(np.mean(parsed)) if parsed else None,
+                           "min_score": min(parsed) if parsed else None, "turn_scores": scores,
+                           **turn_columns(sample_turns, mine)}
+                status_counts[columns["status"]] = status_counts.get(columns["status"], 0) + 1
+                for name in ALPAGASUS_SCHEMA.names:
+                    out[name].append(columns[name])
+            writer.write(pa.table(out, schema=ALPAGASUS_SCHEMA))
+    seconds = time.perf_counter() - started
+    stats = {"pending": count, "model": spec.llm.model, **{f"status_{k}": v for k, v in status_counts.items()},
+             **client.stats.as_dict(), "seconds_judging": round(seconds, 3)}
+    return StageOutput(writer.path, rows_in=count, stats=stats, metadata=stats)
+
+
+
+ALPAGASUS = register_kind(StageKind(
+    kind="alpagasus", role="stage", shardable=True, spec=AlpagasusSpec, run=run_alpagasus, version="1",
+    summary="AlpaGasus: an LLM rates each response's accuracy 0-5 (OpenAI-compatible endpoint, cached).",
+    table="alpagasus", schema_file="schema/stages/alpagasus.sql",
+    column_lineage={"score": ("instruction", "input", "output", "messages"), "min_score": ("messages",),
+                    "turn_scores": ("messages",), "answers": ("messages",), "status": ("messages",),
+                    "n_turns_judged": ("messages",), "n_unparseable": ("messages",), "truncated": ("messages",)},
+    tags=("python", "openai"),
+))

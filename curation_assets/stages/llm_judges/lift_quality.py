@@ -1,0 +1,85 @@
+"""Stage `lift_quality` (LIFT, Xu et al. 2023): an LLM grades each sample on a 100-point rubric
+(clarity 15, difficulty 25, explanation 25, accuracy 35) with few-shot examples; multi-turn
+conversations are rated per turn and averaged."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import pyarrow as pa
+from pydantic import Field
+
+from curation_assets.llm.client import ChatRequest
+from curation_assets.llm.conversation import TurnChoice
+from curation_assets.llm.parsing import LIFT_RUBRIC, LIFT_RUBRIC_SCHEMA, parse_lift_rubric
+from curation_assets.llm.prompts import render
+from curation_assets.stages.core.context import StageContext, StageOutput, iter_parquet_batches
+from curation_assets.stages.core.llm_stage import LLMStageSpec, judge_turns_of_chunk, turn_columns
+from curation_assets.stages.core.registry import StageKind, register_kind
+
+LIFT_QUALITY_SCHEMA = pa.schema([
+    ("sample_id", pa.string()), ("llm_score", pa.float64()),
+    *[(name, pa.float64()) for name in LIFT_RUBRIC],
+    ("response_chars", pa.int64()), ("answers", pa.list_(pa.string())), ("status", pa.string()),
+    ("n_turns_judged", pa.int32()), ("n_unparseable", pa.int32()), ("truncated", pa.bool_()),
+])
+
+
+class LiftQualitySpec(LLMStageSpec):
+    """The LIFT 100-point quality rubric, rated by an LLM with few-shot examples."""
+
+    PROMPTS: ClassVar[tuple[str, ...]] = ("lift_quality_system", "lift_quality_user")
+    kind: Literal["lift_quality"]
+    temperature: float = Field(0.0, ge=0, le=2, description="Sampling temperature.")
+    max_tokens: int = Field(96, gt=0, description="Answer length limit (five short lines).")
+    turns: TurnChoice = Field("all", description="Which assistant turns are rated (then averaged).")
+
+
+def run_lift_quality(spec: LiftQualitySpec, ctx: StageContext) -> StageOutput:
+    pending, count = ctx.pending_samples("lift_quality", ["instruction", "input", "output", "messages"])
+    client = spec.client(ctx)
+    system, user = spec.prompt("lift_quality_system"), spec.prompt("lift_quality_user")
+    params = {"temperature": spec.temperature, "max_tokens": spec.max_tokens, **spec.response_format(LIFT_RUBRIC_SCHEMA)}
+    statuses: dict[str, int] = {}
+    with ctx.rows_writer(LIFT_QUALITY_SCHEMA) as writer:
+        chunks = iter_parquet_batches(pending, spec.chunk_size)
+        for chunk in ctx.progress(chunks, total=-(-count // spec.chunk_size), desc=f"rating {count} samples"):
+            rows = chunk.to_pylist()
+
+            def request(sid: str, turn: Any) -> ChatRequest:
+                text = turn.instruction + (f"\n{turn.input}" if turn.input else "")
+                return ChatRequest(({"role": "system", "content": system}, {"role": "user", "content": render(
+                    user, instruction=text, response=turn.response)}), params, sample_id=sid)
+
+            judged = judge_turns_of_chunk(spec, client, rows, request, parse_lift_rubric)
+            out: dict[str, list[Any]] = {name: [] for name in LIFT_QUALITY_SCHEMA.names}
+            for row, (sample_turns, mine) in zip(rows, judged):
+                parsed = [j.value for j in mine if j.value is not None]
+                columns = {"sample_id": row["sample_id"],
+                           "llm_score": float(np.mean([p["total"] for p in parsed])) if parsed else None,
+                           **{name: float(np.mean([p[name] for p in parsed])) if parsed else None
+                              for name in LIFT_RUBRIC},
+                           "response_chars": sum(len(m["content"]) for m in row["messages"]
+                                                 if m["role"] == "assistant"),
+                           **turn_columns(sample_turns, mine)}
+                statuses[columns["status"]] = statuses.get(columns["status"], 0) + 1
+                for name in LIFT_QUALITY_SCHEMA.names:
+                    out[name].append(columns[name])
+            writer.write(pa.table(out, schema=LIFT_QUALITY_SCHEMA))
+    stats = {"pending": count, "model": spec.llm.model, **{f"status_{k}": v for k, v in statuses.items()},
+             **client.stats.as_dict()}
+    return StageOutput(writer.path, rows_in=count, stats=stats, metadata=stats)
+
+
+
+LIFT_QUALITY = register_kind(StageKind(
+    kind="lift_quality", role="stage", shardable=True, spec=LiftQualitySpec, run=run_lift_quality, version="1",
+    summary="LIFT quality: an LLM grades each sample on a 100-point rubric (clarity, difficulty, explanation, "
+            "accuracy).",
+    table="lift_quality", schema_file="schema/stages/lift_quality.sql",
+    column_lineage={**{c: ("instruction", "input", "output", "messages") for c in
+                       ("llm_score", *LIFT_RUBRIC, "answers", "status", "n_turns_judged", "n_unparseable",
+                        "truncated")}, "response_chars": ("messages",)},
+    tags=("python", "openai"),
+))
