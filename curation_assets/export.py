@@ -29,9 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal
 
-import pyarrow.parquet as pq
-
 from curation_assets.store import DuckDBStore
+from curation_assets.store.parquet import write_batches
 from curation_assets.store.sql_files import fetch_row, read_sql
 
 ExportFormat = Literal["jsonl", "parquet", "hf"]
@@ -129,7 +128,7 @@ def export_selection(store: DuckDBStore, selection: str, fmt: ExportFormat, out:
                 count = _write_jsonl(reader, staged)
             else:
                 staged = tmp / "export.parquet"
-                count = _write_parquet(reader, staged)
+                count = write_batches(reader, staged)
                 if fmt == "hf":
                     staged_parquet, staged = staged, tmp / "hf"
                     _write_hf(staged_parquet, staged)
@@ -256,15 +255,6 @@ def _write_jsonl(reader: Any, path: Path) -> int:
             for raw, conversation in zip(raws, messages):
                 handle.write(raw if raw is not None else json.dumps({"messages": conversation}, ensure_ascii=False))
                 handle.write("\n")
-            count += batch.num_rows
-    return count
-
-
-def _write_parquet(reader: Any, path: Path) -> int:
-    count = 0
-    with pq.ParquetWriter(path, reader.schema) as writer:
-        for batch in reader:
-            writer.write_batch(batch)
             count += batch.num_rows
     return count
 

@@ -9,6 +9,7 @@ from pydantic import Field, model_validator
 
 from curation_assets.methods.budget import resolve_budget
 from curation_assets.stages.core.registry import StageKind, StageSpec
+from curation_assets.stages.core.score_input import score_column_problems
 
 
 class BudgetedSelectionSpec(StageSpec):
@@ -39,12 +40,5 @@ class StageColumnInput(StageSpec):
 
     def check_references(self, stage_kinds: Mapping[str, StageKind], selection_names: set[str]
                          ) -> list[tuple[str, str]]:
-        problems = super().check_references(stage_kinds, selection_names)
-        kind = stage_kinds.get(self.stage)
-        if kind is None and self.stage in selection_names:
-            problems.append(("stage", f"{self.stage!r} must be a stage (selections have no score columns)"))
-        elif kind is not None and self.column not in kind.column_lineage:
-            columns = ", ".join(kind.column_lineage)
-            problems.append(("column", f"stage {self.stage!r} ({kind.kind}) has no column {self.column!r}; "
-                                       f"columns: {columns}"))
-        return problems
+        return [*super().check_references(stage_kinds, selection_names),
+                *score_column_problems(self.stage, self.column, stage_kinds, selection_names)]

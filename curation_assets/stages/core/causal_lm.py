@@ -4,7 +4,7 @@ model, encoding conversations, batches that halve on out-of-memory)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import Field
 
@@ -13,6 +13,7 @@ from curation_assets.models.chat_format import EncodedSample, Turns, encode_conv
 from curation_assets.stages.core.registry import StageSpec
 
 CHUNK_SAMPLES = 256  # samples tokenised and length-sorted together; bounds memory
+
 
 class CausalLMInput(StageSpec):
     """Keys shared by stages that run the small causal LM."""
@@ -27,8 +28,7 @@ class CausalLMInput(StageSpec):
         "Assistant turns that are labels (trained on / scored): all (Tulu-style SFT, the released LESS code) "
         "or last (the last assistant turn given the conversation before it)."))
 
-    def hashed_config(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude={"name", "description", "batch_size"})
+    UNHASHED: ClassVar[frozenset[str]] = frozenset({"batch_size"})  # does not change results
 
 
 def load_model_for(spec: CausalLMInput) -> tuple[Any, Any]:

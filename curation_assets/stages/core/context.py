@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from curation_assets.store import DuckDBStore
+from curation_assets.store.parquet import write_batches
 from curation_assets.store.sql_files import read_sql
 
 T = TypeVar("T")
@@ -92,7 +93,7 @@ class StageContext:
                 sql = read_sql("reads/pending_minus_partial.sql").format(pending=sql.rstrip().rstrip(";"))
                 params = {**params, "partial_files": [str(p) for p in parts]}
             reader = con.sql(sql, params=params).to_arrow_reader(10_000)
-            count = _write_batches(reader, path)
+            count = write_batches(reader, path)
         if parts:
             self.log.info(f"{self.stage}: resuming; {len(parts)} part files of an interrupted run are kept")
         return path, count
@@ -344,15 +345,6 @@ def _without_comments(sql: str) -> str:
 def iter_parquet_batches(path: Path, batch_size: int, columns: Sequence[str] | None = None
                          ) -> Iterator[pa.RecordBatch]:
     yield from pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=list(columns) if columns else None)
-
-
-def _write_batches(reader: pa.RecordBatchReader, path: Path) -> int:
-    count = 0
-    with pq.ParquetWriter(path, reader.schema) as writer:
-        for batch in reader:
-            writer.write_batch(batch)
-            count += batch.num_rows
-    return count
 
 
 def _column_list(columns: Sequence[str], alias: str) -> str:

@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from curation_assets.stages.core.registry import StageKind, StageSpec
+from curation_assets.stages.core.registry import StageKind, StageSpec, stage_reference_problems
 
 
 class EmbeddingInput(StageSpec):
@@ -22,11 +22,6 @@ class EmbeddingInput(StageSpec):
 
     def check_references(self, stage_kinds: Mapping[str, StageKind], selection_names: set[str]
                          ) -> list[tuple[str, str]]:
-        problems = super().check_references(stage_kinds, selection_names)
-        kind = stage_kinds.get(self.embedding)
-        if kind is not None and kind.kind not in self.EMBEDDING_KINDS:
-            problems.append(("embedding", f"{self.embedding!r} is a {kind.kind} stage, not an embedding stage "
-                                          f"({' or '.join(self.EMBEDDING_KINDS)})"))
-        if kind is None and self.embedding in selection_names:
-            problems.append(("embedding", f"{self.embedding!r} is a selection, not an embedding stage"))
-        return problems
+        return [*super().check_references(stage_kinds, selection_names),
+                *stage_reference_problems("embedding", self.embedding, self.EMBEDDING_KINDS, stage_kinds,
+                                          selection_names, what="embedding")]

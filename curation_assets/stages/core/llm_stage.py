@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Generic, Literal, TypeVar
 
+import pyarrow as pa
 from pydantic import Field
 
 from curation_assets.llm.cache import ChatAnswer, LLMCache
@@ -25,6 +26,10 @@ from curation_assets.stages.core.context import StageContext
 from curation_assets.stages.core.registry import StageSpec
 
 T = TypeVar("T")
+# the columns `turn_columns` fills, in table order: every per-turn judge table ends with them
+TURN_FIELDS = (("answers", pa.list_(pa.string())), ("status", pa.string()), ("n_turns_judged", pa.int32()),
+               ("n_unparseable", pa.int32()), ("truncated", pa.bool_()))
+TURN_COLUMNS = tuple(name for name, _ in TURN_FIELDS)
 
 
 class LLMStageSpec(StageSpec):
@@ -57,8 +62,11 @@ class LLMStageSpec(StageSpec):
             return {"response_format": {"type": "json_object", "schema": schema}}
         return {}
 
+    # chunk_size does not change results; llm and prompts enter as their own hashes (below)
+    UNHASHED: ClassVar[frozenset[str]] = frozenset({"chunk_size", "llm", "prompts"})
+
     def hashed_config(self) -> dict[str, Any]:
-        config = self.model_dump(mode="json", exclude={"name", "description", "llm", "prompts", "chunk_size"})
+        config = super().hashed_config()
         config["llm"] = self.llm.hashed_config()
         config["prompts"] = {name: hashlib.sha256(self.prompt(name).encode()).hexdigest()[:16]
                              for name in sorted(self.prompts)}
@@ -166,7 +174,7 @@ def judge_turns_of_chunk(spec: LLMStageSpec, client: LLMClient, rows: list[dict[
 
 
 def turn_columns(sample_turns: list[Any], judged: list[Judged[Any]]) -> dict[str, Any]:
-    """The columns every per-turn judge table has: status, answers, counts, truncated."""
+    """The `TURN_COLUMNS` of one sample: status, answers, counts, truncated."""
     parsed = sum(j.value is not None for j in judged)
     status = ("request_rejected" if any(j.error for j in judged) else "ok" if parsed == len(judged)
               else "partial" if parsed else "unparseable")

@@ -12,10 +12,10 @@ import hashlib
 import importlib
 import importlib.metadata
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -32,6 +32,9 @@ RESERVED_NAMES = frozenset({"samples", "source_samples", "rejected_samples", "st
 
 class StageSpec(SpecModel):
     """Keys every stage and selection has; each kind adds its own."""
+
+    # keys that do not change results (batch sizes, ...): left out of the config hash, like name and description
+    UNHASHED: ClassVar[frozenset[str]] = frozenset()
 
     name: str = Field(pattern=NAME_PATTERN, description="Stage name; the asset is `<pipeline>/<name>`.")
     kind: str
@@ -54,13 +57,11 @@ class StageSpec(SpecModel):
     def check_references(self, stage_kinds: Mapping[str, StageKind], selection_names: set[str]
                          ) -> list[tuple[str, str]]:
         """Checks of what the references point at: (YAML key, message) pairs. Kinds extend it."""
-        if self.input_selection and self.input_selection in stage_kinds:
-            return [("input_selection", f"{self.input_selection!r} is a stage, not a selection")]
-        return []
+        return selection_reference_problems("input_selection", self.input_selection, stage_kinds)
 
     def hashed_config(self) -> dict[str, Any]:
-        """The settings that change results: everything but name and description."""
-        return self.model_dump(mode="json", exclude={"name", "description"})
+        """The settings that change results: everything but name, description and `UNHASHED`."""
+        return self.model_dump(mode="json", exclude={"name", "description", *self.UNHASHED})
 
     def upstream_stages(self) -> list[str]:
         """Stages whose stored results this stage's rows are computed from (a LoRA warm-up's
@@ -78,6 +79,30 @@ class StageSpec(SpecModel):
     def with_base_dir(self, base_dir: Path) -> StageSpec:
         """This spec with relative file paths made absolute (called once the YAML is checked)."""
         return self
+
+
+def stage_reference_problems(key: str, name: str | None, kinds: Sequence[str],
+                             stage_kinds: Mapping[str, StageKind], selection_names: set[str],
+                             what: str | None = None) -> list[tuple[str, str]]:
+    """(key, message) when the stage `name` that YAML key `key` names is a selection or a stage of
+    none of `kinds` (`what` names them in the message); names that exist nowhere are reported by the
+    component, so they pass here."""
+    kind = stage_kinds.get(name) if name else None
+    if kind is None and name in selection_names:
+        actual = "a selection"
+    elif kind is not None and kind.kind not in kinds:
+        actual = f"a {kind.kind} stage"
+    else:
+        return []
+    what = what or " or ".join(kinds)
+    article = "an" if what[0] in "aeiou" else "a"
+    return [(key, f"{name!r} is not {article} {what} stage (it is {actual})")]
+
+
+def selection_reference_problems(key: str, name: str | None, stage_kinds: Mapping[str, StageKind]
+                                 ) -> list[tuple[str, str]]:
+    """(key, message) when the selection `name` that YAML key `key` names is a stage."""
+    return [(key, f"{name!r} is a stage, not a selection")] if name and name in stage_kinds else []
 
 
 @dataclass(frozen=True)

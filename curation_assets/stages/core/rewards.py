@@ -20,6 +20,7 @@ from curation_assets.stages.core.trained_scorers import (
 
 UNCLIPPED = 10**9
 
+
 def question_of(turn: JudgedTurn) -> str:
     """MoDS: the instruction, plus a newline and the input when there is one."""
     return turn.instruction if not turn.input else f"{turn.instruction}\n{turn.input}"
@@ -30,7 +31,6 @@ def reward_turns(row: dict[str, Any], which: TurnChoice, context_chars: int, fie
     turns = judged_turns(row["messages"], row["instruction"], row["input"] or "", row["output"] or "",
                          which=which, field_chars=field_chars, context_chars=context_chars)
     return [(question_of(t), t.response) for t in turns]
-
 
 
 class ModelRewards:

@@ -1,5 +1,5 @@
 """A score read from another stage's column (`{stage, column}` in YAML) and its alignment to
-a list of sample ids. `StageColumnInput` (budget_spec.py) is the same idea as top-level keys."""
+a list of sample ids. `StageColumnInput` (budget.py) is the same idea as top-level keys."""
 
 from __future__ import annotations
 
@@ -25,13 +25,20 @@ class ScoreColumn(SpecModel):
         return f"{self.stage}.{self.column}"
 
     def problems(self, stage_kinds: Mapping[str, StageKind], selection_names: set[str]) -> list[str]:
-        kind = stage_kinds.get(self.stage)
-        if kind is None and self.stage in selection_names:
-            return [f"{self.stage!r} must be a stage (selections have no score columns)"]
-        if kind is not None and self.column not in kind.column_lineage:
-            return [f"stage {self.stage!r} ({kind.kind}) has no column {self.column!r}; "
-                    f"columns: {', '.join(kind.column_lineage)}"]
-        return []
+        return [message for _, message in score_column_problems(self.stage, self.column, stage_kinds,
+                                                                selection_names)]
+
+
+def score_column_problems(stage: str, column: str, stage_kinds: Mapping[str, StageKind], selection_names: set[str]
+                          ) -> list[tuple[str, str]]:
+    """("stage" or "column", message) when `stage` is a selection or its table has no `column`."""
+    kind = stage_kinds.get(stage)
+    if kind is None and stage in selection_names:
+        return [("stage", f"{stage!r} must be a stage (selections have no score columns)")]
+    if kind is not None and column not in kind.column_lineage:
+        return [("column", f"stage {stage!r} ({kind.kind}) has no column {column!r}; "
+                           f"columns: {', '.join(kind.column_lineage)}")]
+    return []
 
 
 def aligned_scores(sample_ids: list[str], rows: pa.Table, column: str) -> np.ndarray:

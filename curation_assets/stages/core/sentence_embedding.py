@@ -5,6 +5,7 @@ that embed other texts the same way (`target_similarity`)."""
 from __future__ import annotations
 
 import string
+from typing import ClassVar
 
 import pyarrow as pa
 from pydantic import Field, field_validator
@@ -37,8 +38,7 @@ class SentenceEmbeddingInput(StageSpec):
             raise ValueError(f"template fields must be among {', '.join(TEMPLATE_FIELDS)}; got {sorted(names)}")
         return template
 
-    def hashed_config(self) -> dict:
-        return self.model_dump(mode="json", exclude={"name", "description", "batch_size"})
+    UNHASHED: ClassVar[frozenset[str]] = frozenset({"batch_size"})  # does not change results
 
 
 def render_texts(batch: pa.RecordBatch, template: str) -> list[str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Self
 
 import numpy as np
 import pyarrow as pa
@@ -14,6 +15,7 @@ from pydantic import Field
 
 from curation_assets.sources.ingest import stage_source
 from curation_assets.sources.spec import SourceSpec
+from curation_assets.stages.core.registry import StageSpec
 
 TARGET_SCHEMA = pa.schema([
     ("target", pa.string()), ("sample_id", pa.string()), ("split", pa.string()), ("subtask", pa.string()),
@@ -31,6 +33,22 @@ class TargetSpec(SourceSpec):
                                                         "is held out for evaluation.")
     split_seed: int = Field(0, description="Seed of the validation / held-out split.")
 
+
+class TargetsInput(StageSpec):
+    """The file checks of a spec's `targets` (each kind declares the field with its own description)."""
+
+    if TYPE_CHECKING:
+        targets: list[TargetSpec]
+
+    def check_files(self, base_dir: Path) -> list[tuple[str, str]]:
+        paths = [base_dir / Path(t.path).expanduser() for t in self.targets if t.path]
+        return [*super().check_files(base_dir),
+                *[("targets", f"target file not found: {path}") for path in paths if not path.exists()]]
+
+    def with_base_dir(self, base_dir: Path) -> Self:
+        targets = [t.model_copy(update={"path": str(base_dir / Path(t.path).expanduser())}) if t.path else t
+                   for t in self.targets]
+        return super().with_base_dir(base_dir).model_copy(update={"targets": targets})
 
 
 def read_target(target: TargetSpec, staging: Path) -> pa.Table:

@@ -26,8 +26,6 @@ def checkpoint_records(ctx: StageContext, stage: str, config_hash: str) -> list[
             for e, p, a, o, lr in rows]
 
 
-
-
 class WarmupModel:
     """The warm-up's base model with adapters, switchable between its checkpoints."""
 

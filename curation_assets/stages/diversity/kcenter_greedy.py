@@ -13,7 +13,7 @@ from curation_assets.methods.kcenter import k_center_greedy
 from curation_assets.stages.core.budget import BudgetedSelectionSpec
 from curation_assets.stages.core.context import StageContext, StageOutput
 from curation_assets.stages.core.embedding_input import EmbeddingInput
-from curation_assets.stages.core.registry import StageKind, register_kind
+from curation_assets.stages.core.registry import StageKind, register_kind, selection_reference_problems
 
 
 class KCenterSpec(EmbeddingInput, BudgetedSelectionSpec):
@@ -29,10 +29,8 @@ class KCenterSpec(EmbeddingInput, BudgetedSelectionSpec):
 
     def check_references(self, stage_kinds: Mapping[str, StageKind], selection_names: set[str]
                          ) -> list[tuple[str, str]]:
-        problems = super().check_references(stage_kinds, selection_names)
-        if self.seed_selection and self.seed_selection in stage_kinds:
-            problems.append(("seed_selection", f"{self.seed_selection!r} is a stage, not a selection"))
-        return problems
+        return [*super().check_references(stage_kinds, selection_names),
+                *selection_reference_problems("seed_selection", self.seed_selection, stage_kinds)]
 
 
 def run_kcenter(spec: KCenterSpec, ctx: StageContext) -> StageOutput:

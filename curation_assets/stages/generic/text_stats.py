@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import pyarrow as pa
 from pydantic import Field
@@ -24,8 +24,8 @@ class TextStatsSpec(StageSpec):
     kind: Literal["text_stats"]
     batch_size: int = Field(10_000, gt=0, description="Samples per batch.")
 
-    def hashed_config(self) -> dict:
-        return {}  # batch size does not change the numbers
+    # per-sample counts that no key changes: the config hash is that of an empty config
+    UNHASHED: ClassVar[frozenset[str]] = frozenset({"kind", "input_selection", "shards", "batch_size"})
 
 
 def run_text_stats(spec: TextStatsSpec, ctx: StageContext) -> StageOutput:

@@ -6,7 +6,7 @@ selection normalises them and scores them against target gradients.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -15,7 +15,7 @@ from pydantic import Field
 from curation_assets.models.warmup_checkpoints import ProjectionKind, make_projector
 from curation_assets.stages.core.causal_lm import CHUNK_SAMPLES
 from curation_assets.stages.core.context import StageContext, StageOutput, iter_parquet_batches
-from curation_assets.stages.core.registry import StageKind, StageSpec, register_kind
+from curation_assets.stages.core.registry import StageKind, StageSpec, register_kind, stage_reference_problems
 from curation_assets.stages.core.warmup import WarmupModel
 
 FEATURES_SCHEMA = pa.schema([("sample_id", pa.string()), ("checkpoint", pa.int32()),
@@ -43,16 +43,11 @@ class GradFeaturesSpec(StageSpec):
     def upstream_stages(self) -> list[str]:
         return [self.warmup]
 
-    def hashed_config(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude={"name", "description", "batch_size"})
+    UNHASHED: ClassVar[frozenset[str]] = frozenset({"batch_size"})  # does not change results
 
     def check_references(self, stage_kinds: Any, selection_names: set[str]) -> list[tuple[str, str]]:
-        problems = super().check_references(stage_kinds, selection_names)
-        kind = stage_kinds.get(self.warmup)
-        if (kind is None and self.warmup in selection_names) or (kind is not None and kind.kind != "lora_warmup"):
-            problems.append(("warmup", f"{self.warmup!r} is not a lora_warmup stage"))
-        return problems
-
+        return [*super().check_references(stage_kinds, selection_names),
+                *stage_reference_problems("warmup", self.warmup, ("lora_warmup",), stage_kinds, selection_names)]
 
 
 def run_grad_features(spec: GradFeaturesSpec, ctx: StageContext) -> StageOutput:

@@ -23,7 +23,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -46,15 +46,15 @@ from curation_assets.models.warmup_checkpoints import ProjectionKind
 from curation_assets.stages.core.budget import BudgetedSelectionSpec
 from curation_assets.stages.core.context import StageContext, StageOutput
 from curation_assets.stages.core.conversation_keys import DistinctSpec, conversation_codes
-from curation_assets.stages.core.registry import StageKind, register_kind
-from curation_assets.stages.core.targets import TargetSpec, read_target
+from curation_assets.stages.core.registry import StageKind, register_kind, stage_reference_problems
+from curation_assets.stages.core.targets import TargetsInput, TargetSpec, read_target
 from curation_assets.store.sql_files import execute_sql_file, read_sql
 
 SCORES_SCHEMA = pa.schema([("sample_id", pa.string()), ("subtask", pa.string()), ("influence", pa.float64()),
                            ("weight", pa.float64()), ("landmark", pa.bool_())])
 
 
-class InfluenceDistillationSpec(BudgetedSelectionSpec, DistinctSpec):
+class InfluenceDistillationSpec(BudgetedSelectionSpec, DistinctSpec, TargetsInput):
     """Influence Distillation: landmark gradients + JVP-embedding KRR -> picks per target sample or subtask."""
 
     kind: Literal["influence_distillation"]
@@ -117,25 +117,12 @@ class InfluenceDistillationSpec(BudgetedSelectionSpec, DistinctSpec):
     def upstream_stages(self) -> list[str]:
         return [self.warmup]
 
-    def hashed_config(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude={"name", "description", "batch_size"})
+    UNHASHED: ClassVar[frozenset[str]] = frozenset({"batch_size"})  # does not change results
 
     def check_references(self, stage_kinds: Any, selection_names: set[str]) -> list[tuple[str, str]]:
-        problems = super().check_references(stage_kinds, selection_names)
-        for key, name, wanted in (("jvp", self.jvp, "jvp_embeddings"), ("warmup", self.warmup, "lora_warmup")):
-            kind = stage_kinds.get(name)
-            if (kind is None and name in selection_names) or (kind is not None and kind.kind != wanted):
-                problems.append((key, f"{name!r} is not a {wanted} stage"))
-        return problems
-
-    def check_files(self, base_dir: Path) -> list[tuple[str, str]]:
-        paths = [base_dir / Path(t.path).expanduser() for t in self.targets if t.path]
-        return [("targets", f"target file not found: {path}") for path in paths if not path.exists()]
-
-    def with_base_dir(self, base_dir: Path) -> InfluenceDistillationSpec:
-        targets = [t.model_copy(update={"path": str(base_dir / Path(t.path).expanduser())}) if t.path else t
-                   for t in self.targets]
-        return self.model_copy(update={"targets": targets})
+        return (super().check_references(stage_kinds, selection_names)
+                + stage_reference_problems("jvp", self.jvp, ("jvp_embeddings",), stage_kinds, selection_names)
+                + stage_reference_problems("warmup", self.warmup, ("lora_warmup",), stage_kinds, selection_names))
 
 
 def choose_landmarks(embeddings: np.ndarray, count: int, how: str, seed: int) -> np.ndarray:

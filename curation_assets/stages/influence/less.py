@@ -6,6 +6,8 @@ evaluation; a `subtask_field` splits it into subtasks. Target validation samples
 (not preconditioned) projected gradients at every warm-up checkpoint, with the same
 projection as the training features. Score = Σ_ckpt η̄ · cos, mean over each subtask's
 validation samples, max over subtasks (of every target); the top budget is selected, by
+
+
 default at most one sample per source conversation and first user turn (`distinct`).
 Per-sample scores per target/subtask go to `less_scores`; the targets to `target_samples`.
 """
@@ -27,13 +29,13 @@ from curation_assets.models.warmup_checkpoints import make_projector
 from curation_assets.stages.core.budget import BudgetedSelectionSpec
 from curation_assets.stages.core.context import StageContext, StageOutput
 from curation_assets.stages.core.conversation_keys import DistinctSpec, choose_top
-from curation_assets.stages.core.registry import StageKind, register_kind
-from curation_assets.stages.core.targets import TargetSpec, read_target
+from curation_assets.stages.core.registry import StageKind, register_kind, stage_reference_problems
+from curation_assets.stages.core.targets import TargetsInput, TargetSpec, read_target
 from curation_assets.stages.core.warmup import WarmupModel
 from curation_assets.store.sql_files import execute_sql_file
 
 
-class LessSpec(BudgetedSelectionSpec, DistinctSpec):
+class LessSpec(BudgetedSelectionSpec, DistinctSpec, TargetsInput):
     """Top samples by LESS influence on the targets (published budget: 5%)."""
 
     kind: Literal["less"]
@@ -44,20 +46,9 @@ class LessSpec(BudgetedSelectionSpec, DistinctSpec):
         return {**super().references(), "features": self.features}
 
     def check_references(self, stage_kinds: Any, selection_names: set[str]) -> list[tuple[str, str]]:
-        problems = super().check_references(stage_kinds, selection_names)
-        kind = stage_kinds.get(self.features)
-        if (kind is None and self.features in selection_names) or (kind is not None and kind.kind != "grad_features"):
-            problems.append(("features", f"{self.features!r} is not a grad_features stage"))
-        return problems
+        return [*super().check_references(stage_kinds, selection_names),
+                *stage_reference_problems("features", self.features, ("grad_features",), stage_kinds, selection_names)]
 
-    def check_files(self, base_dir: Path) -> list[tuple[str, str]]:
-        paths = [base_dir / Path(t.path).expanduser() for t in self.targets if t.path]
-        return [("targets", f"target file not found: {path}") for path in paths if not path.exists()]
-
-    def with_base_dir(self, base_dir: Path) -> LessSpec:
-        targets = [t.model_copy(update={"path": str(base_dir / Path(t.path).expanduser())}) if t.path else t
-                   for t in self.targets]
-        return self.model_copy(update={"targets": targets})
 
 def run_less(spec: LessSpec, ctx: StageContext) -> StageOutput:
     features_spec: Any = ctx.stage_specs.get(spec.features)  # a grad_features spec

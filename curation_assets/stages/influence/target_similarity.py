@@ -29,11 +29,11 @@ from curation_assets.stages.core.conversation_keys import DistinctSpec, choose_t
 from curation_assets.stages.core.embedding_input import EmbeddingInput
 from curation_assets.stages.core.registry import StageKind, register_kind
 from curation_assets.stages.core.sentence_embedding import SentenceEmbeddingInput, render_texts
-from curation_assets.stages.core.targets import TargetSpec, read_target
+from curation_assets.stages.core.targets import TargetsInput, TargetSpec, read_target
 from curation_assets.store.sql_files import execute_sql_file
 
 
-class TargetSimilaritySpec(EmbeddingInput, BudgetedSelectionSpec, DistinctSpec):
+class TargetSimilaritySpec(EmbeddingInput, BudgetedSelectionSpec, DistinctSpec, TargetsInput):
     """Top samples by mean cosine similarity of their embedding to the target validation samples'."""
 
     # the targets are embedded with the stage's sentence-transformers settings
@@ -42,15 +42,6 @@ class TargetSimilaritySpec(EmbeddingInput, BudgetedSelectionSpec, DistinctSpec):
     kind: Literal["target_similarity"]
     targets: list[TargetSpec] = Field(min_length=1, description=(
         "Target tasks, read and split like the `less` selection's (validation part used here)."))
-
-    def check_files(self, base_dir: Path) -> list[tuple[str, str]]:
-        paths = [base_dir / Path(t.path).expanduser() for t in self.targets if t.path]
-        return [("targets", f"target file not found: {path}") for path in paths if not path.exists()]
-
-    def with_base_dir(self, base_dir: Path) -> TargetSimilaritySpec:
-        targets = [t.model_copy(update={"path": str(base_dir / Path(t.path).expanduser())}) if t.path else t
-                   for t in self.targets]
-        return self.model_copy(update={"targets": targets})
 
 
 def embed_targets(embedding: SentenceEmbeddingInput, validation: pa.Table) -> np.ndarray:

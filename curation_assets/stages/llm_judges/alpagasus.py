@@ -20,13 +20,18 @@ from curation_assets.llm.parsing import ALPAGASUS_SCHEMA as ALPAGASUS_ANSWER_SCH
 from curation_assets.llm.parsing import parse_alpagasus_score
 from curation_assets.llm.prompts import render
 from curation_assets.stages.core.context import StageContext, StageOutput, iter_parquet_batches
-from curation_assets.stages.core.llm_stage import LLMStageSpec, judge_turns_of_chunk, turn_columns
+from curation_assets.stages.core.llm_stage import (
+    TURN_COLUMNS,
+    TURN_FIELDS,
+    LLMStageSpec,
+    judge_turns_of_chunk,
+    turn_columns,
+)
 from curation_assets.stages.core.registry import StageKind, register_kind
 
 ALPAGASUS_SCHEMA = pa.schema([
     ("sample_id", pa.string()), ("score", pa.float64()), ("min_score", pa.float64()),
-    ("turn_scores", pa.list_(pa.float64())), ("answers", pa.list_(pa.string())), ("status", pa.string()),
-    ("n_turns_judged", pa.int32()), ("n_unparseable", pa.int32()), ("truncated", pa.bool_()),
+    ("turn_scores", pa.list_(pa.float64())), *TURN_FIELDS,
 ])
 
 
@@ -79,13 +84,11 @@ def run_alpagasus(spec: AlpagasusSpec, ctx: StageContext) -> StageOutput:
     return StageOutput(writer.path, rows_in=count, stats=stats, metadata=stats)
 
 
-
 ALPAGASUS = register_kind(StageKind(
     kind="alpagasus", role="stage", shardable=True, spec=AlpagasusSpec, run=run_alpagasus, version="1",
     summary="AlpaGasus: an LLM rates each response's accuracy 0-5 (OpenAI-compatible endpoint, cached).",
     table="alpagasus", schema_file="schema/stages/alpagasus.sql",
     column_lineage={"score": ("instruction", "input", "output", "messages"), "min_score": ("messages",),
-                    "turn_scores": ("messages",), "answers": ("messages",), "status": ("messages",),
-                    "n_turns_judged": ("messages",), "n_unparseable": ("messages",), "truncated": ("messages",)},
+                    "turn_scores": ("messages",), **dict.fromkeys(TURN_COLUMNS, ("messages",))},
     tags=("python", "openai"),
 ))

@@ -9,7 +9,7 @@ import numpy as np
 from pydantic import Field
 
 from curation_assets.stages.core.context import StageContext, StageOutput
-from curation_assets.stages.core.registry import StageKind, StageSpec, register_kind
+from curation_assets.stages.core.registry import StageKind, StageSpec, register_kind, stage_reference_problems
 
 
 class AlpagasusThresholdSpec(StageSpec):
@@ -26,13 +26,8 @@ class AlpagasusThresholdSpec(StageSpec):
         return [(self.stage, "score")]
 
     def check_references(self, stage_kinds: Any, selection_names: set[str]) -> list[tuple[str, str]]:
-        problems = super().check_references(stage_kinds, selection_names)
-        kind = stage_kinds.get(self.stage)
-        if kind is not None and kind.kind != "alpagasus":
-            problems.append(("stage", f"{self.stage!r} is a {kind.kind} stage, not alpagasus"))
-        elif kind is None and self.stage in selection_names:
-            problems.append(("stage", f"{self.stage!r} is a selection, not an alpagasus stage"))
-        return problems
+        return [*super().check_references(stage_kinds, selection_names),
+                *stage_reference_problems("stage", self.stage, ("alpagasus",), stage_kinds, selection_names)]
 
 
 def run_alpagasus_threshold(spec: AlpagasusThresholdSpec, ctx: StageContext) -> StageOutput:

@@ -127,7 +127,6 @@ def write_lift_samples(con: Any, stage: str, config_hash: str, output: StageOutp
     execute_sql_file(con, "writes/generated_samples_activity.sql")
 
 
-
 LIFT_EXPAND = register_kind(StageKind(
     kind="lift_expand", role="stage", one_row_per_sample=False, spec=LiftExpandSpec, run=run_lift_expand, version="1",
     summary="LIFT phase 1: an LLM rewrites/expands each original instruction for k rounds and answers it; "

@@ -15,14 +15,19 @@ from curation_assets.llm.conversation import TurnChoice
 from curation_assets.llm.parsing import LIFT_RUBRIC, LIFT_RUBRIC_SCHEMA, parse_lift_rubric
 from curation_assets.llm.prompts import render
 from curation_assets.stages.core.context import StageContext, StageOutput, iter_parquet_batches
-from curation_assets.stages.core.llm_stage import LLMStageSpec, judge_turns_of_chunk, turn_columns
+from curation_assets.stages.core.llm_stage import (
+    TURN_COLUMNS,
+    TURN_FIELDS,
+    LLMStageSpec,
+    judge_turns_of_chunk,
+    turn_columns,
+)
 from curation_assets.stages.core.registry import StageKind, register_kind
 
 LIFT_QUALITY_SCHEMA = pa.schema([
     ("sample_id", pa.string()), ("llm_score", pa.float64()),
     *[(name, pa.float64()) for name in LIFT_RUBRIC],
-    ("response_chars", pa.int64()), ("answers", pa.list_(pa.string())), ("status", pa.string()),
-    ("n_turns_judged", pa.int32()), ("n_unparseable", pa.int32()), ("truncated", pa.bool_()),
+    ("response_chars", pa.int64()), *TURN_FIELDS,
 ])
 
 
@@ -72,14 +77,12 @@ def run_lift_quality(spec: LiftQualitySpec, ctx: StageContext) -> StageOutput:
     return StageOutput(writer.path, rows_in=count, stats=stats, metadata=stats)
 
 
-
 LIFT_QUALITY = register_kind(StageKind(
     kind="lift_quality", role="stage", shardable=True, spec=LiftQualitySpec, run=run_lift_quality, version="1",
     summary="LIFT quality: an LLM grades each sample on a 100-point rubric (clarity, difficulty, explanation, "
             "accuracy).",
     table="lift_quality", schema_file="schema/stages/lift_quality.sql",
     column_lineage={**{c: ("instruction", "input", "output", "messages") for c in
-                       ("llm_score", *LIFT_RUBRIC, "answers", "status", "n_turns_judged", "n_unparseable",
-                        "truncated")}, "response_chars": ("messages",)},
+                       ("llm_score", *LIFT_RUBRIC, *TURN_COLUMNS)}, "response_chars": ("messages",)},
     tags=("python", "openai"),
 ))

@@ -11,7 +11,7 @@ from pydantic import Field
 from curation_assets.methods.ranking import top_k
 from curation_assets.stages.core.budget import BudgetedSelectionSpec
 from curation_assets.stages.core.context import StageContext, StageOutput
-from curation_assets.stages.core.registry import StageKind, register_kind
+from curation_assets.stages.core.registry import StageKind, register_kind, stage_reference_problems
 
 
 class LiftTopSpec(BudgetedSelectionSpec):
@@ -29,11 +29,8 @@ class LiftTopSpec(BudgetedSelectionSpec):
         return [(self.stage, "llm_score"), (self.stage, "response_chars")]
 
     def check_references(self, stage_kinds: Any, selection_names: set[str]) -> list[tuple[str, str]]:
-        problems = super().check_references(stage_kinds, selection_names)
-        kind = stage_kinds.get(self.stage)
-        if (kind is None and self.stage in selection_names) or (kind is not None and kind.kind != "lift_quality"):
-            problems.append(("stage", f"{self.stage!r} is not a lift_quality stage"))
-        return problems
+        return [*super().check_references(stage_kinds, selection_names),
+                *stage_reference_problems("stage", self.stage, ("lift_quality",), stage_kinds, selection_names)]
 
 
 def lift_final_scores(llm_score: np.ndarray, response_chars: np.ndarray, llm_weight: float = 0.9,
@@ -56,7 +53,6 @@ def run_lift_top(spec: LiftTopSpec, ctx: StageContext) -> StageOutput:
     members = ctx.write_members([ids[rated[i]] for i in order], final[order].tolist())
     stats = {"pool": rows.num_rows, "rated": int(rated.size), "budget": k, "selected": int(order.size)}
     return StageOutput(members, rows_in=rows.num_rows, stats=stats, metadata=dict(stats))
-
 
 
 LIFT_TOP = register_kind(StageKind(

@@ -26,6 +26,7 @@ LM_LOSS_SCHEMA = pa.schema([
     ("n_response_tokens", pa.int32()), ("n_tokens", pa.int32()), ("truncated", pa.bool_()),
 ])
 
+
 class LmLossSpec(CausalLMInput):
     """Mean cross-entropy of the labelled assistant turns (`turns`) given the conversation before them."""
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -47,7 +47,7 @@ from curation_assets.models.digit_scorer import (
 from curation_assets.models.embeddings import PACKAGED_MINILM, SentenceEmbedder
 from curation_assets.models.lora import LoraSettings, attach_lora, lora_finetune
 from curation_assets.stages.core.context import StageContext, StageOutput
-from curation_assets.stages.core.registry import StageKind, StageSpec, register_kind
+from curation_assets.stages.core.registry import StageKind, StageSpec, register_kind, stage_reference_problems
 from curation_assets.stages.core.trained_scorers import (
     TrainedScorer,
     as_records,
@@ -123,15 +123,11 @@ class DeitaScorerTrainSpec(StageSpec):
     def upstream_stages(self) -> list[str]:
         return [self.labels]
 
-    def hashed_config(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude={"name", "description", "batch_size"})
+    UNHASHED: ClassVar[frozenset[str]] = frozenset({"batch_size"})  # does not change results
 
     def check_references(self, stage_kinds: Any, selection_names: set[str]) -> list[tuple[str, str]]:
-        problems = super().check_references(stage_kinds, selection_names)
-        kind = stage_kinds.get(self.labels)
-        if (kind is None and self.labels in selection_names) or (kind is not None and kind.kind != "deita_evol"):
-            problems.append(("labels", f"{self.labels!r} is not a deita_evol stage"))
-        return problems
+        return [*super().check_references(stage_kinds, selection_names),
+                *stage_reference_problems("labels", self.labels, ("deita_evol",), stage_kinds, selection_names)]
 
 
 @dataclass

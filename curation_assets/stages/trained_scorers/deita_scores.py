@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any, Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -40,7 +40,7 @@ from curation_assets.models.digit_scorer import (
 from curation_assets.models.embedding_heads import EmbeddingHead
 from curation_assets.models.embeddings import SentenceEmbedder
 from curation_assets.stages.core.context import StageContext, StageOutput, iter_parquet_batches
-from curation_assets.stages.core.registry import StageKind, StageSpec, register_kind
+from curation_assets.stages.core.registry import StageKind, StageSpec, register_kind, stage_reference_problems
 from curation_assets.stages.core.trained_scorers import score_digit_prompts, stored_scorers
 
 CHUNK_SAMPLES = 256
@@ -94,17 +94,11 @@ class DeitaScoresSpec(StageSpec):
     def upstream_stages(self) -> list[str]:
         return [self.scorer] if self.scorer else []
 
-    def hashed_config(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude={"name", "description", "batch_size"})
+    UNHASHED: ClassVar[frozenset[str]] = frozenset({"batch_size"})  # does not change results
 
     def check_references(self, stage_kinds: Any, selection_names: set[str]) -> list[tuple[str, str]]:
-        problems = super().check_references(stage_kinds, selection_names)
-        if self.scorer is not None:
-            kind = stage_kinds.get(self.scorer)
-            if (kind is None and self.scorer in selection_names) or (
-                    kind is not None and kind.kind != "deita_scorer_train"):
-                problems.append(("scorer", f"{self.scorer!r} is not a deita_scorer_train stage"))
-        return problems
+        return [*super().check_references(stage_kinds, selection_names),
+                *stage_reference_problems("scorer", self.scorer, ("deita_scorer_train",), stage_kinds, selection_names)]
 
 
 class TurnScorer(Protocol):

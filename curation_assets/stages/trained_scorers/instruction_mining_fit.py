@@ -41,7 +41,7 @@ from curation_assets.models.lora import LoraSettings, attach_lora, lora_finetune
 from curation_assets.stages.core.causal_lm import CausalLMInput, run_batches_with_oom_backoff
 from curation_assets.stages.core.context import StageContext, StageOutput
 from curation_assets.stages.core.instruction_mining import SCALAR_INDICATORS
-from curation_assets.stages.core.registry import StageKind, register_kind
+from curation_assets.stages.core.registry import StageKind, register_kind, stage_reference_problems
 from curation_assets.stages.core.targets import TargetSpec, read_target
 from curation_assets.store.sql_files import execute_sql_file, read_sql
 from curation_assets.store.writes import utc_now
@@ -84,12 +84,9 @@ class InstructionMiningFitSpec(CausalLMInput):
         return [self.indicators]
 
     def check_references(self, stage_kinds: Any, selection_names: set[str]) -> list[tuple[str, str]]:
-        problems = super().check_references(stage_kinds, selection_names)
-        kind = stage_kinds.get(self.indicators)
-        if (kind is None and self.indicators in selection_names) or (
-                kind is not None and kind.kind != "instruction_mining_indicators"):
-            problems.append(("indicators", f"{self.indicators!r} is not an instruction_mining_indicators stage"))
-        return problems
+        return [*super().check_references(stage_kinds, selection_names),
+                *stage_reference_problems("indicators", self.indicators, ("instruction_mining_indicators",),
+                                         stage_kinds, selection_names)]
 
     def check_files(self, base_dir: Path) -> list[tuple[str, str]]:
         if self.target.path and not (base_dir / Path(self.target.path).expanduser()).exists():

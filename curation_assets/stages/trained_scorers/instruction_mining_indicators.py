@@ -17,7 +17,7 @@ counted in the run's stats; nothing is filled in here (the fit imputes, and says
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -31,7 +31,7 @@ from curation_assets.methods.text_stats import WORD_PATTERN
 from curation_assets.models.causal_lm import PACKAGED_SMOLLM2, resolve_causal_lm
 from curation_assets.stages.core.context import StageContext, StageOutput, iter_parquet_batches
 from curation_assets.stages.core.instruction_mining import INDICATORS_SCHEMA
-from curation_assets.stages.core.registry import StageKind, StageSpec, register_kind
+from curation_assets.stages.core.registry import StageKind, StageSpec, register_kind, stage_reference_problems
 from curation_assets.stages.core.score_input import ScoreColumn, aligned_scores
 
 
@@ -75,9 +75,13 @@ class InstructionMiningIndicatorsSpec(StageSpec):
     def upstream_stages(self) -> list[str]:
         return list(dict.fromkeys(stage for _, stage in self.score_inputs()))
 
+    UNHASHED: ClassVar[frozenset[str]] = frozenset({"batch_size"})  # does not change results
+
     def hashed_config(self) -> dict[str, Any]:
-        exclude = {"name", "description", "batch_size"} | ({"tokenizer"} if self.length_unit == "words" else set())
-        return self.model_dump(mode="json", exclude=exclude)
+        config = super().hashed_config()
+        if self.length_unit == "words":
+            config.pop("tokenizer")  # counting words uses no tokenizer
+        return config
 
     def indicator_names(self) -> list[str]:
         """Indicators this configuration fills (the fit's default terms)."""
@@ -88,13 +92,11 @@ class InstructionMiningIndicatorsSpec(StageSpec):
         return names + [s.label for s in self.extra_scores]
 
     def check_references(self, stage_kinds: Any, selection_names: set[str]) -> list[tuple[str, str]]:
-        problems = super().check_references(stage_kinds, selection_names)
-        for key, stage in self.score_inputs():
-            if stage in selection_names and stage not in stage_kinds:
-                problems.append((key, f"{stage!r} is a selection, not a stage"))
-        kind = stage_kinds.get(self.embedding) if self.embedding else None
-        if kind is not None and kind.kind != "embedding":
-            problems.append(("embedding", f"{self.embedding!r} is a {kind.kind} stage, not an embedding stage"))
+        problems = [*super().check_references(stage_kinds, selection_names),
+                    *stage_reference_problems("embedding", self.embedding, ("embedding",), stage_kinds,
+                                              selection_names)]
+        if self.perplexity in selection_names and self.perplexity not in stage_kinds:
+            problems.append(("perplexity", f"{self.perplexity!r} is a selection, not a stage"))
         kind = stage_kinds.get(self.perplexity) if self.perplexity else None
         if kind is not None and "perplexity" not in kind.column_lineage:
             problems.append(("perplexity", f"{self.perplexity!r} ({kind.kind}) has no perplexity column; "

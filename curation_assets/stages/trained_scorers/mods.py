@@ -56,7 +56,7 @@ from curation_assets.stages.core.budget import BudgetedSelectionSpec
 from curation_assets.stages.core.causal_lm import CausalLMInput, run_batches_with_oom_backoff
 from curation_assets.stages.core.context import StageContext, StageOutput
 from curation_assets.stages.core.embedding_input import EmbeddingInput
-from curation_assets.stages.core.registry import StageKind, register_kind
+from curation_assets.stages.core.registry import StageKind, register_kind, stage_reference_problems
 from curation_assets.stages.core.rewards import reward_turns, stored_reward_scorer
 from curation_assets.store.sql_files import execute_sql_file, read_sql
 
@@ -99,11 +99,8 @@ class ModsSpec(EmbeddingInput, CausalLMInput, BudgetedSelectionSpec):
         return [self.reward]  # its scorer (model or trained head) rewards the generations
 
     def check_references(self, stage_kinds: Any, selection_names: set[str]) -> list[tuple[str, str]]:
-        problems = super().check_references(stage_kinds, selection_names)
-        kind = stage_kinds.get(self.reward)
-        if (kind is None and self.reward in selection_names) or (kind is not None and kind.kind != "reward_scores"):
-            problems.append(("reward", f"{self.reward!r} is not a reward_scores stage"))
-        return problems
+        return [*super().check_references(stage_kinds, selection_names),
+                *stage_reference_problems("reward", self.reward, ("reward_scores",), stage_kinds, selection_names)]
 
     def seeds_for(self, budget: int) -> int:
         """Seeds asked for (before the cut to the high-quality set and to the budget)."""

@@ -19,7 +19,7 @@ turns. A non-finite output is a failure (NULL + reason), never a default value.
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -32,7 +32,7 @@ from curation_assets.models.device import compute_device
 from curation_assets.models.embedding_heads import EmbeddingHead
 from curation_assets.models.embeddings import PACKAGED_MINILM, SentenceEmbedder
 from curation_assets.stages.core.context import StageContext, StageOutput, iter_parquet_batches
-from curation_assets.stages.core.registry import StageKind, StageSpec, register_kind
+from curation_assets.stages.core.registry import StageKind, StageSpec, register_kind, stage_reference_problems
 from curation_assets.stages.core.rewards import HeadRewards, ModelRewards, reward_turns
 from curation_assets.stages.core.trained_scorers import (
     TrainedScorer,
@@ -96,16 +96,12 @@ class RewardScoresSpec(StageSpec):
     def upstream_stages(self) -> list[str]:
         return [self.judge] if self.judge else []
 
-    def hashed_config(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude={"name", "description", "batch_size"})
+    UNHASHED: ClassVar[frozenset[str]] = frozenset({"batch_size"})  # does not change results
 
     def check_references(self, stage_kinds: Any, selection_names: set[str]) -> list[tuple[str, str]]:
-        problems = super().check_references(stage_kinds, selection_names)
-        if self.judge is not None:
-            kind = stage_kinds.get(self.judge)
-            if (kind is None and self.judge in selection_names) or (kind is not None and kind.kind != "alpagasus"):
-                problems.append(("judge", f"{self.judge!r} is not an alpagasus stage"))
-        return problems
+        return [*super().check_references(stage_kinds, selection_names),
+                *stage_reference_problems("judge", self.judge, ("alpagasus",), stage_kinds, selection_names)]
+
 
 def train_judge_head(spec: RewardScoresSpec, ctx: StageContext, stats: dict[str, Any]) -> TrainedScorer:
     """Fit the reward head to the judge's per-turn scores, on the texts the judge was shown."""
@@ -142,6 +138,7 @@ def train_judge_head(spec: RewardScoresSpec, ctx: StageContext, stats: dict[str,
     ctx.log.info(f"{ctx.stage}: reward head on {scorer.n_train} judged turns, held-out Spearman "
                  f"{scorer.heldout_spearman} over {scorer.n_heldout}")
     return scorer
+
 
 def per_sample(sample_ids: list[str], counts: list[int], scores: np.ndarray, truncated: np.ndarray
                ) -> dict[str, list[Any]]:
