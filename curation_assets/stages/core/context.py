@@ -41,7 +41,7 @@ class StageOutput:
     stats: dict[str, Any] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)  # plain values: numbers, strings, markdown
     details_file: Path | None = None  # selections: DETAILS_SCHEMA rows for `selection_details`
-    generated_samples_file: Path | None = None  # sample-generating kinds: new samples (see lift.py)
+    generated_samples_file: Path | None = None  # sample-generating kinds: new samples (see llm_judges/lift_expand.py)
     extra: dict[str, Any] = field(default_factory=dict)  # anything a kind's `write_extra` stores
 
 

@@ -5,7 +5,7 @@ split exactly as the `less` selection reads them) are embedded with that stage's
 template, normalisation and max_seq_length, so both sides live in one space. Score = mean
 cosine similarity to each target subtask's validation samples, max over subtasks; the top
 budget is kept (methods/target_similarity.py), by default at most one sample per source
-conversation and per first user turn (`distinct`, stages/conversation_keys.py). Targets go to
+conversation and per first user turn (`distinct`, stages/core/conversation_keys.py). Targets go to
 `target_samples`, so an evaluation can check that its held-out part was never used for selection.
 """
 

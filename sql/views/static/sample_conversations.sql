@@ -1,5 +1,5 @@
 -- Which conversation each sample comes from, for counting (and refusing) near-copies in a
--- selection (stages/conversation_keys.py, reports). Two keys per sample:
+-- selection (stages/core/conversation_keys.py, reports). Two keys per sample:
 --   conversation_key: the source record's conversation id (`id`, else `conversation_id`), for
 --     ShareGPT records with a trailing `_<number>` removed, because ShareGPT splits a long
 --     conversation into parts `X_0`, `X_1`, ... that are one conversation (other formats keep
