@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -79,15 +81,13 @@ def run(pipeline: Path, selection: str | None, log_level: str, serve_llm: bool) 
     A failed step's cause is printed last, in one line; its traceback is in the Dagster run
     log (the UI, with DAGSTER_HOME set) and, with --verbose, on the console.
     """
-    import contextlib
-
     from curation_assets.components.standalone import pipeline_definitions
 
     component = _load(pipeline)
     definitions = pipeline_definitions(component)
     store = component.prepared_store()
     started = time.monotonic()
-    with _instance() as instance, (_local_llm() if serve_llm else contextlib.nullcontext()):
+    with _instance(store.path) as instance, (_local_llm() if serve_llm else contextlib.nullcontext()):
         result = _materialize(definitions, instance, selection, log_level)
     _print_summary(store, result.run_id, time.monotonic() - started)
     if not result.success:
@@ -123,8 +123,6 @@ def _materialize(definitions: Any, instance: Any, selection: str | None, log_lev
 
 
 def _local_llm() -> Any:
-    import contextlib
-
     from curation_assets.llm.local_server import DEFAULT_PORT, LocalLLMServer, LocalServerError, answers
 
     @contextlib.contextmanager
@@ -172,15 +170,25 @@ def llm_server(port: int, model_path: Path | None, alias: str, n_ctx: int) -> No
         server.stop()
 
 
-def _instance() -> Any:
+@contextlib.contextmanager
+def _instance(db_path: Path) -> Iterator[Any]:
+    """DAGSTER_HOME's instance, else an ephemeral one whose files live in a staging folder of the
+    pipeline (a run killed with SIGKILL leaves nothing in the system temp folder; the next run
+    removes it)."""
     import os
 
     import dagster as dg
 
+    from curation_assets.stages.core.run_guard import staging_folder
+
     if os.environ.get("DAGSTER_HOME"):
         Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
-        return dg.DagsterInstance.get()
-    return dg.DagsterInstance.ephemeral()
+        with dg.DagsterInstance.get() as instance:
+            yield instance
+        return
+    with staging_folder(Path(db_path), "dagster-instance") as folder, \
+            dg.DagsterInstance.ephemeral(tempdir=str(folder)) as instance:
+        yield instance
 
 
 def _print_summary(store: Any, run_id: str, seconds: float) -> None:
