@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -45,7 +45,7 @@ class TargetsInput(StageSpec):
         return [*super().check_files(base_dir),
                 *[("targets", f"target file not found: {path}") for path in paths if not path.exists()]]
 
-    def with_base_dir(self, base_dir: Path) -> Self:
+    def with_base_dir(self, base_dir: Path) -> StageSpec:
         targets = [t.model_copy(update={"path": str(base_dir / Path(t.path).expanduser())}) if t.path else t
                    for t in self.targets]
         return super().with_base_dir(base_dir).model_copy(update={"targets": targets})
