@@ -17,9 +17,9 @@ DEMO_PIPELINE = Path(__file__).resolve().parent / "defs" / "demo" / "defs.yaml"
 
 
 def _load(pipeline: Path) -> Any:
-    from curation_assets.components.standalone import PipelineFileError, load_pipeline_file
-
     import yaml
+
+    from curation_assets.components.standalone import PipelineFileError, load_pipeline_file
 
     try:
         return load_pipeline_file(pipeline)
@@ -301,9 +301,8 @@ def export(name: str, fmt: str, out: Path, db: Path | None, pipeline: Path | Non
     The export is written beside --out under a temporary name and renamed into place; an
     existing --out is replaced only when it is an earlier export (or an empty folder).
     """
-    from curation_assets.export import ExportError, export_selection
-
     from curation_assets.components.spec import pipeline_protected_paths
+    from curation_assets.export import ExportError, export_selection
     from curation_assets.store import DuckDBStore
 
     protected: list[Any] = []
@@ -383,7 +382,7 @@ def entry_point() -> None:
         code = 0
     except SystemExit as exit_:
         code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
-    except Exception as err:  # unforeseen: the traceback only on request, the cause last
+    except Exception as err:  # noqa: BLE001 - unforeseen: reported in one line (traceback on request), exit 1
         if _VERBOSE or "--verbose" in sys.argv[1:] or "-v" in sys.argv[1:]:
             traceback.print_exc()
         else:

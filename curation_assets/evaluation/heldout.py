@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from curation_assets.arrow_compute import pc
 from curation_assets.evaluation.finetune_cache import set_hash
 from curation_assets.evaluation.spec import GeneralHeldoutSpec
 from curation_assets.sources.ingest import stage_source

@@ -23,17 +23,17 @@ EVAL_LORA = LoraSettings(epochs=2)
 class FinetuneSettings(SpecModel):
     """The one recipe every selection is fine-tuned with (YAML block `finetune:`)."""
 
-    model: str = Field(PACKAGED_SMOLLM2, description=(
+    model: str = Field(default=PACKAGED_SMOLLM2, description=(
         "Causal LM fine-tuned on each selection: the packaged SmolLM2-135M-Instruct (default), a Hugging Face "
         "name, a local folder or a .gguf file."))
-    max_length: int = Field(512, gt=8, description="Tokens per sample in training and evaluation.")
-    chat_template: str | None = Field(None, description="Jinja chat template for tokenizers that lack one.")
-    turns: Turns = Field("all", description=(
+    max_length: int = Field(default=512, gt=8, description="Tokens per sample in training and evaluation.")
+    chat_template: str | None = Field(default=None, description="Jinja chat template for tokenizers that lack one.")
+    turns: Turns = Field(default="all", description=(
         "Assistant turns trained on and scored in the held-out loss: all (Tulu-style SFT) or last."))
-    lora: LoraSettings = Field(EVAL_LORA, description="LoRA and optimiser settings (default: the `lora:` "
+    lora: LoraSettings = Field(default=EVAL_LORA, description="LoRA and optimiser settings (default: the `lora:` "
                                                       "defaults with 2 epochs).")
-    seed: int = Field(0, description="Adapter initialisation and batch order seed (the same for every selection).")
-    batch_size: int = Field(8, gt=0, description="Samples per evaluation forward pass (does not change results).")
+    seed: int = Field(default=0, description="Adapter initialisation and batch order seed (the same for every selection).")
+    batch_size: int = Field(default=8, gt=0, description="Samples per evaluation forward pass (does not change results).")
 
     def hashed(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude={"batch_size"})
