@@ -55,7 +55,7 @@ def evaluation_metadata(result: Any, duckdb_path: str) -> dict[str, Any]:
         "random_band_target_loss": result.band.target_mean, "random_band_general_loss": result.band.general_mean,
         "target_heldout_samples": len(result.target.sample_ids),
         "general_heldout_samples": len(result.general.sample_ids),
-        "seconds": round(result.seconds, 3), **{k: v for k, v in result.stats.items()},
+        "seconds": round(result.seconds, 3), **result.stats,
     }
     if result.spec.output_dir:
         metadata["eval_md"] = dg.MetadataValue.path(f"{result.spec.output_dir}/eval.md")

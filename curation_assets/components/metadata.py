@@ -15,9 +15,9 @@ _TYPE_NAMES = {"VARCHAR": "string", "INTEGER": "int", "BIGINT": "int", "DOUBLE":
 def table_schema(con: duckdb.DuckDBPyConnection, table: str) -> dg.TableSchema:
     rows = con.execute(f"DESCRIBE {table}").fetchall()  # table names come from the kind registry
     return dg.TableSchema(columns=[
-        dg.TableColumn(name=row[0], type=_TYPE_NAMES.get(row[1], row[1].lower()),
-                       constraints=dg.TableColumnConstraints(nullable=row[2] == "YES"))
-        for row in rows
+        dg.TableColumn(name=name, type=_TYPE_NAMES.get(type_name) or type_name.lower(),
+                       constraints=dg.TableColumnConstraints(nullable=null == "YES"))
+        for name, type_name, null, *_ in rows
     ])
 
 

@@ -18,7 +18,7 @@ import inspect
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import dagster as dg
 from dagster.components.resolved.context import ResolutionContext
@@ -50,6 +50,15 @@ from curation_assets.store.views import StageView, refresh_views
 
 DUCKDB_POOL = "duckdb_writer"
 SAMPLE_COLUMNS = ("sample_id", "instruction", "input", "output", "messages", "n_turns")
+
+
+class AssetKwargs(TypedDict):
+    """Keyword arguments of every asset decorator (typed, so the checker sees which `dg.asset` overload applies)."""
+
+    group_name: str
+    pool: str | None
+    description: str | None
+    automation_condition: dg.AutomationCondition | None
 
 
 class CurationPipeline(dg.Component):
@@ -88,7 +97,7 @@ class CurationPipeline(dg.Component):
     def get_raw_asset_key(self, source: SourceSpec) -> dg.AssetKey:
         return dg.AssetKey([self.spec.name, "raw", source.name])
 
-    def get_asset_kwargs(self, name: str, description: str | None) -> dict[str, Any]:
+    def get_asset_kwargs(self, name: str, description: str | None) -> AssetKwargs:
         """Keyword arguments shared by every asset (group, pool, automation, ...)."""
         return {"group_name": self.spec.name, "pool": DUCKDB_POOL, "description": description,
                 "automation_condition": self.get_automation_condition()}
@@ -154,7 +163,8 @@ class CurationPipeline(dg.Component):
         return store
 
     # ---- definitions --------------------------------------------------------------------
-    def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
+    def build_defs(self, context: dg.ComponentLoadContext | None) -> dg.Definitions:
+        # the load context is not read: `curation run` builds the definitions without one (standalone.py)
         assets: list[Any] = []
         for source in self.spec.sources:
             assets.extend(self.build_source_assets(source))
@@ -310,11 +320,10 @@ class CurationPipeline(dg.Component):
             [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY) for n in inputs])
         compose.__name__ = prefix
         kwargs = self.get_asset_kwargs(stage.name, stage.description or kind.summary)
-        return dg.graph_asset(compose, key=key, ins={n: dg.AssetIn(key=k, dagster_type=dg.Nothing)
-                                                     for n, k in zip(inputs, deps)},
+        return dg.graph_asset(key=key, ins={n: dg.AssetIn(key=k, dagster_type=dg.Nothing) for n, k in zip(inputs, deps)},
                               group_name=kwargs["group_name"], description=kwargs["description"],
                               automation_condition=kwargs["automation_condition"],
-                              code_version=self.stage_hashes[stage.name], kinds=set(kind.tags) | {"duckdb"})
+                              code_version=self.stage_hashes[stage.name], kinds=set(kind.tags) | {"duckdb"})(compose)
 
     def build_coverage_check(self, stage: StageSpec, asset: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
         kind = get_kind(stage.kind)

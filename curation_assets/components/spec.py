@@ -6,15 +6,15 @@ import contextlib
 import re
 from functools import cache
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args
 
 from pydantic import Field, ValidationError, WrapValidator, create_model, model_validator
-from pydantic_core import PydanticCustomError
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from curation_assets.evaluation.spec import EvaluationSpec
+from curation_assets.export import ProtectedPath, store_protected_paths, unsafe_target
 from curation_assets.llm.endpoint import LLMEndpointSpec
 from curation_assets.redact import looks_like_secret, redact_text
-from curation_assets.export import ProtectedPath, store_protected_paths, unsafe_target
 from curation_assets.sources.packaged import packaged_file
 from curation_assets.sources.spec import SourceSpec
 from curation_assets.specs import SpecModel
@@ -51,14 +51,14 @@ class ExportSpec(SpecModel):
 class AutomationSpec(SpecModel):
     """When Dagster re-curates by itself (declarative automation; no click needed on a fresh instance)."""
 
-    condition: Literal["eager", "on_cron", "none"] = Field("eager", description=(
+    condition: Literal["eager", "on_cron", "none"] = Field(default="eager", description=(
         "eager: an asset runs as soon as what it reads changed; on_cron: at most once per `cron` tick after "
         "its inputs changed; none: only when launched."))
-    cron: str = Field("0 * * * *", description="Cron for `on_cron`.")
-    observe_sources_cron: str | None = Field("*/15 * * * *", description=(
+    cron: str = Field(default="0 * * * *", description="Cron for `on_cron`.")
+    observe_sources_cron: str | None = Field(default="*/15 * * * *", description=(
         "How often source files are fingerprinted (a changed file makes everything downstream stale); "
         "null to observe only by hand."))
-    schedule: str | None = Field(None, description="Cron of a schedule that re-runs the whole pipeline.")
+    schedule: str | None = Field(default=None, description="Cron of a schedule that re-runs the whole pipeline.")
 
 
 class PipelineSpecBase(SpecModel):
@@ -84,6 +84,9 @@ class PipelineSpecBase(SpecModel):
         "that requests a GPU and a GPU node selector; other steps stay on CPU nodes."))
     evaluation: EvaluationSpec | None = Field(None, description=(
         "Fine-tune the causal LM on selections and compare held-out losses with a random band (`make eval`)."))
+    if TYPE_CHECKING:  # fields of the model `pipeline_spec_model()` builds, one union member per registered kind
+        stages: list[StageSpec]
+        selections: list[StageSpec]
 
 
 HIDDEN_INPUT = "[hidden]"
@@ -108,11 +111,14 @@ def _without_secret_inputs(err: ValidationError) -> ValidationError:
         kind: Any = line["type"]
         ctx = line.get("ctx")
         secret = _holds_secret(line["input"]) or any(isinstance(p, str) and _SECRET_KEY.search(p) for p in line["loc"])
+        probe: InitErrorDetails = {"type": kind, "loc": (), "input": None}
+        if ctx:
+            probe["ctx"] = ctx
         try:
-            ValidationError.from_exception_data("probe", [{"type": kind, "loc": (), "input": None,
-                                                           **({"ctx": ctx} if ctx else {})}])
+            ValidationError.from_exception_data("probe", [probe])
         except (KeyError, TypeError, ValueError):  # a custom error type: keep its message as it was
-            kind, ctx = PydanticCustomError(kind, line["msg"].replace("{", "{{").replace("}", "}}")), None
+            message = line["msg"].replace("{", "{{").replace("}", "}}")  # a str from pydantic, not user code
+            kind, ctx = PydanticCustomError(kind, message), None  # pyright: ignore[reportArgumentType]
         lines.append({"type": kind, "loc": line["loc"], "input": HIDDEN_INPUT if secret else line["input"],
                       **({"ctx": ctx} if ctx else {})})
     return ValidationError.from_exception_data(err.title, lines)
@@ -127,7 +133,7 @@ def _discriminated(specs: list[type[StageSpec]]) -> Any:
     """
     if len(specs) == 1:
         return specs[0]
-    by_kind = {spec.model_fields["kind"].annotation.__args__[0]: spec for spec in specs}
+    by_kind = {get_args(spec.model_fields["kind"].annotation)[0]: spec for spec in specs}
     kind_only = create_model("StageKindName", kind=(Literal[tuple(by_kind)], ...))  # type: ignore[valid-type]
 
     def validate_by_kind(value: Any, handler: Any) -> Any:
@@ -142,18 +148,17 @@ def _discriminated(specs: list[type[StageSpec]]) -> Any:
 @cache
 def pipeline_spec_model() -> type[PipelineSpecBase]:
     """The pydantic model of a pipeline YAML's `attributes`, one union member per registered kind."""
-    stage_specs = [k.spec for k in kinds_for("stage")]
-    selection_specs = [k.spec for k in kinds_for("selection")]
-    return create_model(
-        "PipelineSpec",
-        __base__=PipelineSpecBase,
-        stages=(list[_discriminated(stage_specs)], Field(default_factory=list, description="Scoring stages.")),
-        selections=(list[_discriminated(selection_specs)],
-                    Field(default_factory=list, description="Selections over stage outputs.")),
-    )
+    stage_union: Any = _discriminated([k.spec for k in kinds_for("stage")])
+    selection_union: Any = _discriminated([k.spec for k in kinds_for("selection")])
+    # the unions exist only at run time, so the field types are values here, not type expressions
+    fields: dict[str, Any] = {
+        "stages": (list[stage_union], Field(default_factory=list, description="Scoring stages.")),
+        "selections": (list[selection_union], Field(default_factory=list, description="Selections over stage outputs.")),
+    }
+    return create_model("PipelineSpec", __base__=PipelineSpecBase, **fields)
 
 
-YamlPath = list[Union[str, int]]
+YamlPath = list[str | int]
 
 
 def check_pipeline(spec: Any, base_dir: Path) -> list[tuple[YamlPath, str]]:

@@ -51,4 +51,4 @@ def load_pipeline_file(path: Path) -> CurationPipeline:
 
 
 def pipeline_definitions(component: CurationPipeline) -> dg.Definitions:
-    return component.build_defs(None)  # build_defs does not use the load context
+    return component.build_defs(None)

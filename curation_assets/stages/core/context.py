@@ -16,10 +16,10 @@ from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
+from curation_assets.arrow_compute import pc
 from curation_assets.store import DuckDBStore
 from curation_assets.store.parquet import write_batches
 from curation_assets.store.sql_files import read_sql
@@ -118,7 +118,7 @@ class StageContext:
         """
         if stage_name not in self.stage_tables:
             raise KeyError(f"{stage_name!r} is not a stage of pipeline {self.pipeline!r}")
-        params = {"stage": stage_name, "config_hash": self.stage_hashes[stage_name]}
+        params: dict[str, Any] = {"stage": stage_name, "config_hash": self.stage_hashes[stage_name]}
         if checkpoint is not None:
             params["checkpoint"] = checkpoint
         sql, params = self._query("reads/stage_rows.sql" if checkpoint is None else

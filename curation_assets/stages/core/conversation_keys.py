@@ -15,9 +15,9 @@ from typing import Any
 import duckdb
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from pydantic import Field
 
+from curation_assets.arrow_compute import pc
 from curation_assets.methods.distinct import distinct_counts, distinct_walk, walk_order
 from curation_assets.stages.core.registry import StageSpec
 from curation_assets.store import DuckDBStore

@@ -74,7 +74,9 @@ def score_early_training(spec: EarlyTrainingSpec, ctx: StageContext, table: str,
             encoded = [encode_conversation(tokenizer, m, spec.max_length, spec.model, spec.turns)
                        for m in chunk.column("messages").to_pylist()]
 
-            def score(batch: list[int], offset: int = offset, encoded: list = encoded, model: Any = model) -> None:
+            # defaults bind this iteration's values (the closure runs within it, but says so)
+            def score(batch: list[int], offset: int = offset, encoded: list = encoded, model: Any = model,
+                      tokenizer: Any = tokenizer, capture: Any = capture, run: int = run) -> None:
                 tensors = collate([encoded[i] for i in batch], tokenizer.pad_token_id, device.name)
                 if capture is not None:
                     values = per_sample_grad_norms(model, tensors, capture)

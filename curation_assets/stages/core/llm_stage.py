@@ -159,9 +159,9 @@ def judge_turns_of_chunk(spec: LLMStageSpec, client: LLMClient, rows: list[dict[
                          request: Callable[[str, Any], ChatRequest], parse: Callable[[str], T | None]
                          ) -> list[tuple[list[Any], list[Judged[T]]]]:
     """Per sample row: its judged turns (llm/conversation.py rule) and each turn's Judged answer."""
-    from curation_assets.llm.conversation import judged_turns
+    from curation_assets.llm.conversation import TurnChoice, judged_turns
 
-    which = getattr(spec, "turns", "all")
+    which: TurnChoice = getattr(spec, "turns", "all")  # kinds without `turns` judge every turn
     turns = [judged_turns(r["messages"], r["instruction"], r["input"], r["output"], which=which,
                           field_chars=spec.field_chars, context_chars=spec.context_chars) for r in rows]
     requests = [request(r["sample_id"], t) for r, ts in zip(rows, turns) for t in ts]

@@ -90,6 +90,8 @@ def _run_ingest(spec: SourceSpec, source_hash: str, location: str, *, pipeline: 
                     log.info(f"{spec.name}: {bar.n} records read")
 
             result = stage_source(spec, base_dir, Path(staging), progress=progress)
+        # stage_source sets all three files (None only on an IngestResult not yet staged)
+        assert result.samples_file and result.counts_file and result.rejected_file
         with store.transaction() as con:
             new_samples = merge_ingest(con, spec.name, result.samples_file, result.counts_file,
                                        result.rejected_file, guard=result.check_shrink)

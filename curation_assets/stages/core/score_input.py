@@ -7,9 +7,9 @@ from collections.abc import Mapping
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from pydantic import Field
 
+from curation_assets.arrow_compute import pc
 from curation_assets.specs import SpecModel
 from curation_assets.stages.core.registry import StageKind
 

@@ -27,10 +27,10 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import Field, model_validator
 
+from curation_assets.arrow_compute import pc
 from curation_assets.methods.distinct import distinct_counts, distinct_round_robin, shared_key_count
 from curation_assets.methods.influence_distillation import (
     KernelRidge,
@@ -42,6 +42,7 @@ from curation_assets.methods.influence_distillation import (
     weights_for_budget,
 )
 from curation_assets.methods.kcenter import k_center_greedy
+from curation_assets.models.chat_format import Turns
 from curation_assets.models.warmup_checkpoints import ProjectionKind
 from curation_assets.stages.core.budget import BudgetedSelectionSpec
 from curation_assets.stages.core.context import StageContext, StageOutput
@@ -156,7 +157,7 @@ class GradientSource:
     model_name: str
     device: str
     landmark_transform: Callable[[str, Any], Any] | None
-    turns: str = "all"
+    turns: Turns = "all"
 
     def encode(self, conversations: Sequence[Any]) -> list[Any]:
         from curation_assets.models.chat_format import encode_conversation
@@ -211,7 +212,7 @@ def lora_gradient_source(spec: InfluenceDistillationSpec, ctx: StageContext, epo
     group = optimizer_state["param_groups"][0]
     step = int(next(iter(optimizer_state["state"].values()))["step"])
     adam = AdamState(moments, step, tuple(group["betas"]), float(group["eps"]))
-    projector = layer_projector([tuple(m.weight.shape) for m in warm.capture.layers.values()],
+    projector = layer_projector([(m.weight.shape[0], m.weight.shape[1]) for m in warm.capture.layers.values()],
                                 spec.projection, spec.dim, spec.seed)
     transform = adam_transform(adam, spec.adam_direction, warm.device.name) if spec.optimizer == "adam" else None
     return GradientSource(warm.model, warm.tokenizer, warm.capture, projector, warm.spec.max_length,
@@ -258,7 +259,7 @@ def weight_gradient_source(spec: InfluenceDistillationSpec, ctx: StageContext, e
     train_only(model, layers)  # the gradient hooks need these weights to require grad
     model.to(device.name).eval()
     capture = WeightGradientCapture(model, spec.params)
-    projector = layer_projector([tuple(m.weight.shape) for m in capture.layers.values()],
+    projector = layer_projector([(m.weight.shape[0], m.weight.shape[1]) for m in capture.layers.values()],
                                 spec.projection, spec.dim, spec.seed)
     transform = adam_transform(adam, spec.adam_direction, device.name) if spec.optimizer == "adam" else None
     stats["gradient_layers"] = len(capture.layers)

@@ -56,7 +56,7 @@ def run_jvp_embeddings(spec: JvpEmbeddingsSpec, ctx: StageContext) -> StageOutpu
             encoded = encode_batch(tokenizer, chunk.column("messages").to_pylist(), spec)
             vectors = np.zeros((len(encoded), embedder.dim), dtype=np.float32)
 
-            def embed(batch: list[int]) -> None:
+            def embed(batch: list[int], encoded: list = encoded, vectors: np.ndarray = vectors) -> None:
                 tensors = collate([encoded[i] for i in batch], tokenizer.pad_token_id)
                 out = embedder.embed({k: tensors[k].to(device.name) for k in ("input_ids", "attention_mask")})
                 vectors[batch] = out.cpu().numpy()

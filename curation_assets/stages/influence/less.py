@@ -20,10 +20,10 @@ from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import Field
 
+from curation_assets.arrow_compute import pc
 from curation_assets.methods.less import less_scores
 from curation_assets.models.warmup_checkpoints import make_projector
 from curation_assets.stages.core.budget import BudgetedSelectionSpec

@@ -14,10 +14,10 @@ import random
 from typing import Any, Literal
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import Field
 
+from curation_assets.arrow_compute import pc
 from curation_assets.models.causal_lm import fresh_causal_lm
 from curation_assets.models.chat_format import encode_conversation
 from curation_assets.models.device import compute_device

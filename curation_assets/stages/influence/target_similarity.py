@@ -17,10 +17,10 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import Field
 
+from curation_assets.arrow_compute import pc
 from curation_assets.methods.target_similarity import mean_cosine_similarity
 from curation_assets.models.embeddings import SentenceEmbedder
 from curation_assets.stages.core.budget import BudgetedSelectionSpec

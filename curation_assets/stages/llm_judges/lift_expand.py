@@ -76,7 +76,7 @@ def run_lift_expand(spec: LiftExpandSpec, ctx: StageContext) -> StageOutput:
             made: dict[str, list[Any]] = {name: [] for name in GENERATED_SCHEMA.names}
 
             def record(sid: str, round_no: int, status: str, child: str | None, instruction: str | None,
-                       detail: str | None) -> None:
+                       detail: str | None, out: dict[str, list[Any]] = out) -> None:
                 for name, value in zip(LIFT_EXPAND_SCHEMA.names, (sid, round_no, child, status, instruction, detail)):
                     out[name].append(value)
                 statuses[status] = statuses.get(status, 0) + 1

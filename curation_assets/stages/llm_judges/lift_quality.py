@@ -82,7 +82,6 @@ LIFT_QUALITY = register_kind(StageKind(
     summary="LIFT quality: an LLM grades each sample on a 100-point rubric (clarity, difficulty, explanation, "
             "accuracy).",
     table="lift_quality", schema_file="schema/stages/lift_quality.sql",
-    column_lineage={**{c: ("instruction", "input", "output", "messages") for c in
-                       ("llm_score", *LIFT_RUBRIC, *TURN_COLUMNS)}, "response_chars": ("messages",)},
+    column_lineage={**dict.fromkeys(("llm_score", *LIFT_RUBRIC, *TURN_COLUMNS), ("instruction", "input", "output", "messages")), "response_chars": ("messages",)},
     tags=("python", "openai"),
 ))

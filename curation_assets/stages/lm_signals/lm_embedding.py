@@ -103,6 +103,6 @@ LM_EMBEDDING = register_kind(StageKind(
     kind="lm_embedding", role="stage", shardable=True, spec=LmEmbeddingSpec, run=run_lm_embedding, version="1",
     summary="DEITA's embedding: a causal LM's last-token final hidden state over the whole conversation.",
     table="lm_embeddings", schema_file="schema/stages/lm_embedding.sql",
-    column_lineage={c: ("messages",) for c in ("embedding", "n_tokens", "truncated")},
+    column_lineage=dict.fromkeys(("embedding", "n_tokens", "truncated"), ("messages",)),
     tags=("python", "torch", "transformers"),
 ))

@@ -50,7 +50,7 @@ def run_lm_loss(spec: LmLossSpec, ctx: StageContext) -> StageOutput:
             encoded = encode_batch(tokenizer, chunk.column("messages").to_pylist(), spec)
             results: dict[int, Any] = {}
 
-            def score(batch: list[int]) -> None:
+            def score(batch: list[int], encoded: list = encoded, results: dict[int, Any] = results) -> None:
                 tensors = collate([encoded[i] for i in batch], tokenizer.pad_token_id, device.name)
                 with torch.inference_mode():
                     signals = forward_signals(model, tensors)
@@ -81,7 +81,6 @@ LM_LOSS = register_kind(StageKind(
     kind="lm_loss", role="stage", shardable=True, spec=LmLossSpec, run=run_lm_loss, version="1",
     summary="Response loss / perplexity / EL2N under a causal LM (packaged SmolLM2-135M by default).",
     table="lm_loss", schema_file="schema/stages/lm_loss.sql",
-    column_lineage={c: ("messages",) for c in ("loss", "perplexity", "el2n", "n_response_tokens", "n_tokens",
-                                               "truncated")},
+    column_lineage=dict.fromkeys(("loss", "perplexity", "el2n", "n_response_tokens", "n_tokens", "truncated"), ("messages",)),
     tags=("python", "torch", "transformers"),
 ))

@@ -16,6 +16,7 @@ never invent a score).
 
 from __future__ import annotations
 
+import functools
 from typing import Any, ClassVar, Literal
 
 import pyarrow as pa
@@ -115,7 +116,7 @@ def _evolve_dimension(spec: DeitaEvolSpec, client: Any, dimension: Dimension, se
     label = "Question" if dimension == "complexity" else "Response"
     requests = [_score_request(spec, dimension, sid, instruction_of[sid], [t for _, t in chains[sid]])
                 for sid in rankable]
-    parsers = [lambda text, n=len(chains[sid]): parse_ranked_scores(text, label, n) for sid in rankable]
+    parsers = [functools.partial(parse_ranked_scores, label=label, count=len(chains[sid])) for sid in rankable]
     scored = dict(zip(rankable, ask_and_parse(client, requests, parsers, spec.parse_retries,
                                               spec.retry_temperature)))
     for sid, _, _ in seeds:
@@ -160,8 +161,6 @@ DEITA_EVOL = register_kind(StageKind(
     summary="DEITA Evol-Complexity / Evol-Quality: LLM-evolved variants with 1..M+1 scores (scorer training "
             "labels).",
     table="deita_evol", schema_file="schema/stages/deita_evol.sql",
-    column_lineage={c: ("instruction", "input", "output") for c in
-                    ("dimension", "variant", "operation", "instruction", "response", "score", "status",
-                     "ranking_answer")},
+    column_lineage=dict.fromkeys(("dimension", "variant", "operation", "instruction", "response", "score", "status", "ranking_answer"), ("instruction", "input", "output")),
     tags=("python", "openai"),
 ))

@@ -11,9 +11,9 @@ from typing import Literal
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from pydantic import Field
 
+from curation_assets.arrow_compute import pc
 from curation_assets.methods.diversity_filter import deita_repr_filter
 from curation_assets.stages.core.budget import BudgetedSelectionSpec, StageColumnInput
 from curation_assets.stages.core.context import StageContext, StageOutput

@@ -104,6 +104,7 @@ class DeitaScoresSpec(StageSpec):
 class TurnScorer(Protocol):
     def __call__(self, rows: Sequence[tuple[str, ...]], stats: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
         """Scores of rows of texts (NaN = failed) and whether each row's text was cut."""
+        ...
 
 
 class HeadScorer:

@@ -28,10 +28,10 @@ from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import Field, model_validator
 
+from curation_assets.arrow_compute import pc
 from curation_assets.methods.instruction_mining import LinearRule, fit_linear_rule, random_subsets, subset_means
 from curation_assets.methods.lm_signals import forward_signals
 from curation_assets.models.causal_lm import fresh_causal_lm

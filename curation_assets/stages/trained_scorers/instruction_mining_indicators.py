@@ -21,10 +21,10 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import Field, model_validator
 
+from curation_assets.arrow_compute import pc
 from curation_assets.methods.instruction_mining import knn_mean_distance
 from curation_assets.methods.mtld import MTLD_THRESHOLD, mtld, mtld_words
 from curation_assets.methods.text_stats import WORD_PATTERN

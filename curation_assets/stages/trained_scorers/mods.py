@@ -180,7 +180,7 @@ def necessity(spec: ModsSpec, ctx: StageContext, seed_ids: list[str], candidate_
                    for r in rows]
         generated = [""] * len(rows)
 
-        def run(batch: list[int]) -> None:
+        def run(batch: list[int], prompts: list = prompts, generated: list[str] = generated) -> None:
             texts = generate_batch(model, tokenizer, [prompts[i] for i in batch],
                                    max_new_tokens=spec.max_new_tokens, device=device.name)
             for i, text in zip(batch, texts):

@@ -206,8 +206,6 @@ REWARD_SCORES = register_kind(StageKind(
     summary="Reward-model score of each (instruction + input, response) (MoDS quality): a Hugging Face reward "
             "model, or a head fitted to an AlpaGasus judge.",
     table="reward_scores", schema_file="schema/stages/reward_scores.sql",
-    column_lineage={c: ("instruction", "input", "output", "messages") for c in
-                    ("reward", "min_reward", "turn_rewards", "n_turns", "n_failed", "status", "failure",
-                     "truncated")},
+    column_lineage=dict.fromkeys(("reward", "min_reward", "turn_rewards", "n_turns", "n_failed", "status", "failure", "truncated"), ("instruction", "input", "output", "messages")),
     tags=("python", "torch", "transformers"), write_extra=write_trained_scorers,
 ))
