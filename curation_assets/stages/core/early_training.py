@@ -35,6 +35,12 @@ class EarlyTrainingSpec(CausalLMInput):
     seed: int = Field(0, description="Run r uses seed + r for adapters and training order.")
 
 
+def early_training_schema(signal: str) -> pa.Schema:
+    """Rows of the el2n / grand stages: the mean over runs, its standard deviation and the run count."""
+    return pa.schema([("sample_id", pa.string()), (signal, pa.float64()), (f"{signal}_std", pa.float64()),
+                      ("runs", pa.int32())])
+
+
 def score_early_training(spec: EarlyTrainingSpec, ctx: StageContext, table: str, signal: str) -> StageOutput:
     import torch
 
@@ -42,8 +48,7 @@ def score_early_training(spec: EarlyTrainingSpec, ctx: StageContext, table: str,
     device = compute_device()
     stats: dict[str, Any] = {"model": spec.model, "device": device.describe(), "pending": count, "runs": spec.runs,
                              "train_steps": spec.train_steps}
-    schema = pa.schema([("sample_id", pa.string()), (signal, pa.float64()), (f"{signal}_std", pa.float64()),
-                        ("runs", pa.int32())])
+    schema = early_training_schema(signal)
     writer = ctx.rows_writer(schema)
     if count == 0:
         writer.close()

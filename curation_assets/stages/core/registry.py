@@ -15,13 +15,15 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar
 
 from pydantic import Field
 
 from curation_assets.specs import SpecModel
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from curation_assets.stages.core.context import StageContext, StageOutput
 
 Role = Literal["stage", "selection"]
@@ -54,7 +56,7 @@ class StageSpec(SpecModel):
         """(upstream stage, column) pairs a selection's `score` is taken from (column lineage)."""
         return []
 
-    def check_references(self, stage_kinds: Mapping[str, StageKind], selection_names: set[str]
+    def check_references(self, stage_kinds: Mapping[str, StageKind[Any]], selection_names: set[str]
                          ) -> list[tuple[str, str]]:
         """Checks of what the references point at: (YAML key, message) pairs. Kinds extend it."""
         return selection_reference_problems("input_selection", self.input_selection, stage_kinds)
@@ -82,7 +84,7 @@ class StageSpec(SpecModel):
 
 
 def stage_reference_problems(key: str, name: str | None, kinds: Sequence[str],
-                             stage_kinds: Mapping[str, StageKind], selection_names: set[str],
+                             stage_kinds: Mapping[str, StageKind[Any]], selection_names: set[str],
                              what: str | None = None) -> list[tuple[str, str]]:
     """(key, message) when the stage `name` that YAML key `key` names is a selection or a stage of
     none of `kinds` (`what` names them in the message); names that exist nowhere are reported by the
@@ -99,24 +101,30 @@ def stage_reference_problems(key: str, name: str | None, kinds: Sequence[str],
     return [(key, f"{name!r} is not {article} {what} stage (it is {actual})")]
 
 
-def selection_reference_problems(key: str, name: str | None, stage_kinds: Mapping[str, StageKind]
+def selection_reference_problems(key: str, name: str | None, stage_kinds: Mapping[str, StageKind[Any]]
                                  ) -> list[tuple[str, str]]:
     """(key, message) when the selection `name` that YAML key `key` names is a stage."""
     return [(key, f"{name!r} is a stage, not a selection")] if name and name in stage_kinds else []
 
 
+SpecT = TypeVar("SpecT", bound=StageSpec)
+
+
 @dataclass(frozen=True)
-class StageKind:
-    """A registered stage or selection kind."""
+class StageKind(Generic[SpecT]):
+    """A registered stage or selection kind; generic over its spec, so `run` is checked against `spec`."""
 
     kind: str
     role: Role
-    spec: type[StageSpec]
-    run: Callable[[Any, StageContext], StageOutput]
+    spec: type[SpecT]
+    run: Callable[[SpecT, StageContext], StageOutput]
     version: str  # bump when the computation changes: it enters config_hash and code_version
     summary: str
     table: str | None = None  # the per-sample table a stage writes (selections write `selections`)
     schema_file: str | None = None  # DDL under sql/, applied idempotently
+    # stages: the pyarrow schema of the rows `run` stages (sample_id + the kind's columns); the table is
+    # stage + config_hash + these columns (tests/stages/test_schema_agreement.py checks both and the lineage)
+    rows_schema: pa.Schema | None = None
     # output column -> the `samples` columns it is computed from (Dagster column lineage)
     column_lineage: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     tags: tuple[str, ...] = ("python",)  # Dagster `kinds` shown in the UI
@@ -168,12 +176,12 @@ def config_hash(kind: str, version: str, config: Mapping[str, Any]) -> str:
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
 
 
-_REGISTRY: dict[str, StageKind] = {}
+_REGISTRY: dict[str, StageKind[Any]] = {}
 _ENTRY_POINT_GROUP = "curation_assets.stage_kinds"
 _loaded = False
 
 
-def register_kind(kind: StageKind) -> StageKind:
+def register_kind(kind: StageKind[SpecT]) -> StageKind[SpecT]:
     existing = _REGISTRY.get(kind.kind)
     if existing is not None and existing is not kind and existing.spec is not kind.spec:
         raise ValueError(f"stage kind {kind.kind!r} is already registered by {existing.spec.__module__}")
@@ -184,16 +192,16 @@ def register_kind(kind: StageKind) -> StageKind:
     return kind
 
 
-def all_kinds() -> dict[str, StageKind]:
+def all_kinds() -> dict[str, StageKind[Any]]:
     _load_kinds()
     return dict(_REGISTRY)
 
 
-def kinds_for(role: Role) -> list[StageKind]:
+def kinds_for(role: Role) -> list[StageKind[Any]]:
     return [k for k in all_kinds().values() if k.role == role]
 
 
-def get_kind(name: str) -> StageKind:
+def get_kind(name: str) -> StageKind[Any]:
     kinds = all_kinds()
     if name not in kinds:
         raise KeyError(f"unknown stage kind {name!r}; known: {', '.join(sorted(kinds))}")

@@ -61,7 +61,7 @@ def run_embedding(spec: EmbeddingSpec, ctx: StageContext) -> StageOutput:
 EMBEDDING = register_kind(StageKind(
     kind="embedding", role="stage", shardable=True, spec=EmbeddingSpec, run=run_embedding, version="1",
     summary="Sentence embeddings of each sample (sentence-transformers; packaged MiniLM by default).",
-    table="embeddings", schema_file="schema/stages/embedding.sql",
+    table="embeddings", schema_file="schema/stages/embedding.sql", rows_schema=embedding_schema(),
     column_lineage={"embedding": ("instruction", "input", "output", "messages"),
                     "n_tokens": ("instruction", "input", "output", "messages"),
                     "truncated": ("instruction", "input", "output", "messages")},

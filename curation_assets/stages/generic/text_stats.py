@@ -40,7 +40,7 @@ def run_text_stats(spec: TextStatsSpec, ctx: StageContext) -> StageOutput:
 TEXT_STATS = register_kind(StageKind(
     kind="text_stats", role="stage", shardable=True, spec=TextStatsSpec, run=run_text_stats, version="1",
     summary="Character and word counts of instruction, input, output and conversation.",
-    table="text_stats", schema_file="schema/stages/text_stats.sql",
+    table="text_stats", schema_file="schema/stages/text_stats.sql", rows_schema=TEXT_STATS_SCHEMA,
     column_lineage={
         "instruction_chars": ("instruction",), "input_chars": ("input",), "output_chars": ("output",),
         "instruction_words": ("instruction",), "output_words": ("output",),

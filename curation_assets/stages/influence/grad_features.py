@@ -80,7 +80,7 @@ def run_grad_features(spec: GradFeaturesSpec, ctx: StageContext) -> StageOutput:
 GRAD_FEATURES = register_kind(StageKind(
     kind="grad_features", role="stage", one_row_per_sample=False, shardable=True, spec=GradFeaturesSpec, run=run_grad_features, version="1",
     summary="LESS gradient features: Adam-preconditioned projected LoRA gradients per warm-up checkpoint.",
-    table="grad_features", schema_file="schema/stages/grad_features.sql",
+    table="grad_features", schema_file="schema/stages/grad_features.sql", rows_schema=FEATURES_SCHEMA,
     column_lineage={"checkpoint": ("messages",), "features": ("messages",), "n_response_tokens": ("messages",)},
     tags=("python", "torch", "peft"),
 ))

@@ -77,7 +77,7 @@ def run_jvp_embeddings(spec: JvpEmbeddingsSpec, ctx: StageContext) -> StageOutpu
 JVP_EMBEDDINGS = register_kind(StageKind(
     kind="jvp_embeddings", role="stage", shardable=True, spec=JvpEmbeddingsSpec, run=run_jvp_embeddings, version="1",
     summary="Influence Distillation JVP embeddings: first blocks' output tangents along random directions.",
-    table="jvp_embeddings", schema_file="schema/stages/jvp_embeddings.sql",
+    table="jvp_embeddings", schema_file="schema/stages/jvp_embeddings.sql", rows_schema=JVP_SCHEMA,
     column_lineage={"embedding": ("messages",), "n_tokens": ("messages",), "truncated": ("messages",)},
     tags=("python", "torch"),
 ))

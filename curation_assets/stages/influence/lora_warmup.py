@@ -109,7 +109,7 @@ def write_checkpoints(con: Any, stage: str, config_hash: str, output: StageOutpu
 LORA_WARMUP = register_kind(StageKind(
     kind="lora_warmup", role="stage", spec=LoraWarmupSpec, run=run_lora_warmup, version="1",
     summary="LESS warm-up: LoRA on a random 5% of the pool, a checkpoint (adapter + AdamW state) per epoch.",
-    table="lora_warmup", schema_file="schema/stages/lora_warmup.sql",
+    table="lora_warmup", schema_file="schema/stages/lora_warmup.sql", rows_schema=WARMUP_SCHEMA,
     column_lineage={"in_training_set": ("messages",)}, tags=("python", "torch", "peft"),
     write_extra=write_checkpoints,
 ))

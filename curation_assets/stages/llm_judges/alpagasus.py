@@ -87,7 +87,7 @@ def run_alpagasus(spec: AlpagasusSpec, ctx: StageContext) -> StageOutput:
 ALPAGASUS = register_kind(StageKind(
     kind="alpagasus", role="stage", shardable=True, spec=AlpagasusSpec, run=run_alpagasus, version="1",
     summary="AlpaGasus: an LLM rates each response's accuracy 0-5 (OpenAI-compatible endpoint, cached).",
-    table="alpagasus", schema_file="schema/stages/alpagasus.sql",
+    table="alpagasus", schema_file="schema/stages/alpagasus.sql", rows_schema=ALPAGASUS_SCHEMA,
     column_lineage={"score": ("instruction", "input", "output", "messages"), "min_score": ("messages",),
                     "turn_scores": ("messages",), **dict.fromkeys(TURN_COLUMNS, ("messages",))},
     tags=("python", "openai"),

@@ -131,7 +131,7 @@ LIFT_EXPAND = register_kind(StageKind(
     kind="lift_expand", role="stage", one_row_per_sample=False, spec=LiftExpandSpec, run=run_lift_expand, version="1",
     summary="LIFT phase 1: an LLM rewrites/expands each original instruction for k rounds and answers it; "
             "the results become new samples with parent_id lineage.",
-    table="lift_expand", schema_file="schema/stages/lift_expand.sql",
+    table="lift_expand", schema_file="schema/stages/lift_expand.sql", rows_schema=LIFT_EXPAND_SCHEMA,
     column_lineage={"round": ("instruction",), "child_id": ("instruction", "input"), "status": ("instruction",),
                     "instruction": ("instruction", "input"), "detail": ("instruction",)},
     tags=("python", "openai"), generates_samples=True, write_extra=write_lift_samples,

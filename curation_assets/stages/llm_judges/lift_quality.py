@@ -81,7 +81,7 @@ LIFT_QUALITY = register_kind(StageKind(
     kind="lift_quality", role="stage", shardable=True, spec=LiftQualitySpec, run=run_lift_quality, version="1",
     summary="LIFT quality: an LLM grades each sample on a 100-point rubric (clarity, difficulty, explanation, "
             "accuracy).",
-    table="lift_quality", schema_file="schema/stages/lift_quality.sql",
+    table="lift_quality", schema_file="schema/stages/lift_quality.sql", rows_schema=LIFT_QUALITY_SCHEMA,
     column_lineage={**dict.fromkeys(("llm_score", *LIFT_RUBRIC, *TURN_COLUMNS), ("instruction", "input", "output", "messages")), "response_chars": ("messages",)},
     tags=("python", "openai"),
 ))

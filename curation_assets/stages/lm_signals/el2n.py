@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Literal
 
 from curation_assets.stages.core.context import StageContext, StageOutput
-from curation_assets.stages.core.early_training import EarlyTrainingSpec, score_early_training
+from curation_assets.stages.core.early_training import EarlyTrainingSpec, early_training_schema, score_early_training
 from curation_assets.stages.core.registry import StageKind, register_kind
 
 
@@ -24,7 +24,7 @@ def run_el2n(spec: El2nSpec, ctx: StageContext) -> StageOutput:
 EL2N = register_kind(StageKind(
     kind="el2n", role="stage", spec=El2nSpec, run=run_el2n, version="1",
     summary="EL2N after a few LoRA steps, averaged over runs (Data Diet, Paul et al. 2021).",
-    table="el2n_scores", schema_file="schema/stages/early_training.sql",
+    table="el2n_scores", schema_file="schema/stages/early_training.sql", rows_schema=early_training_schema("el2n"),
     column_lineage={"el2n": ("messages",), "el2n_std": ("messages",), "runs": ()},
     tags=("python", "torch", "peft"),
 ))

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Literal
 
 from curation_assets.stages.core.context import StageContext, StageOutput
-from curation_assets.stages.core.early_training import EarlyTrainingSpec, score_early_training
+from curation_assets.stages.core.early_training import EarlyTrainingSpec, early_training_schema, score_early_training
 from curation_assets.stages.core.registry import StageKind, register_kind
 
 
@@ -24,7 +24,7 @@ def run_grand(spec: GrandSpec, ctx: StageContext) -> StageOutput:
 GRAND = register_kind(StageKind(
     kind="grand", role="stage", spec=GrandSpec, run=run_grand, version="1",
     summary="GraNd: per-sample LoRA gradient norm after a few steps, averaged over runs (Paul et al. 2021).",
-    table="grand_scores", schema_file="schema/stages/early_training.sql",
+    table="grand_scores", schema_file="schema/stages/early_training.sql", rows_schema=early_training_schema("grand"),
     column_lineage={"grand": ("messages",), "grand_std": ("messages",), "runs": ()},
     tags=("python", "torch", "peft"),
 ))

@@ -102,7 +102,7 @@ def run_lm_embedding(spec: LmEmbeddingSpec, ctx: StageContext) -> StageOutput:
 LM_EMBEDDING = register_kind(StageKind(
     kind="lm_embedding", role="stage", shardable=True, spec=LmEmbeddingSpec, run=run_lm_embedding, version="1",
     summary="DEITA's embedding: a causal LM's last-token final hidden state over the whole conversation.",
-    table="lm_embeddings", schema_file="schema/stages/lm_embedding.sql",
+    table="lm_embeddings", schema_file="schema/stages/lm_embedding.sql", rows_schema=LM_EMBEDDING_SCHEMA,
     column_lineage=dict.fromkeys(("embedding", "n_tokens", "truncated"), ("messages",)),
     tags=("python", "torch", "transformers"),
 ))

@@ -80,7 +80,7 @@ def run_lm_loss(spec: LmLossSpec, ctx: StageContext) -> StageOutput:
 LM_LOSS = register_kind(StageKind(
     kind="lm_loss", role="stage", shardable=True, spec=LmLossSpec, run=run_lm_loss, version="1",
     summary="Response loss / perplexity / EL2N under a causal LM (packaged SmolLM2-135M by default).",
-    table="lm_loss", schema_file="schema/stages/lm_loss.sql",
+    table="lm_loss", schema_file="schema/stages/lm_loss.sql", rows_schema=LM_LOSS_SCHEMA,
     column_lineage=dict.fromkeys(("loss", "perplexity", "el2n", "n_response_tokens", "n_tokens", "truncated"), ("messages",)),
     tags=("python", "torch", "transformers"),
 ))

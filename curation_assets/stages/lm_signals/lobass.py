@@ -213,7 +213,7 @@ def _or_none(value: float) -> float | None:
 LOBASS = register_kind(StageKind(
     kind="lobass", role="stage", spec=LobassSpec, run=run_lobass, version="1",
     summary="LoBaSS learnability: base-model loss minus fine-tuned loss (Zhou et al. 2023).",
-    table="lobass_scores", schema_file="schema/stages/lobass.sql",
+    table="lobass_scores", schema_file="schema/stages/lobass.sql", rows_schema=LOBASS_SCHEMA,
     column_lineage=dict.fromkeys(("loss_base", "loss_finetuned", "learnability", "learnability_normalised", "in_training_set"), ("messages",)),
     tags=("python", "torch", "peft"),
 ))

@@ -160,7 +160,7 @@ DEITA_EVOL = register_kind(StageKind(
     kind="deita_evol", role="stage", one_row_per_sample=False, spec=DeitaEvolSpec, run=run_deita_evol, version="1",
     summary="DEITA Evol-Complexity / Evol-Quality: LLM-evolved variants with 1..M+1 scores (scorer training "
             "labels).",
-    table="deita_evol", schema_file="schema/stages/deita_evol.sql",
+    table="deita_evol", schema_file="schema/stages/deita_evol.sql", rows_schema=DEITA_EVOL_SCHEMA,
     column_lineage=dict.fromkeys(("dimension", "variant", "operation", "instruction", "response", "score", "status", "ranking_answer"), ("instruction", "input", "output")),
     tags=("python", "openai"),
 ))

@@ -247,7 +247,7 @@ DEITA_SCORER_TRAIN = register_kind(StageKind(
     kind="deita_scorer_train", role="stage", spec=DeitaScorerTrainSpec, run=run_deita_scorer_train, version="1",
     summary="DEITA complexity + quality scorers trained on deita_evol labels (embedding head or LoRA causal LM), "
             "held-out Spearman reported.",
-    table="deita_scorer_train", schema_file="schema/stages/deita_scorer_train.sql",
+    table="deita_scorer_train", schema_file="schema/stages/deita_scorer_train.sql", rows_schema=TRAIN_SCHEMA,
     column_lineage={"split": ("instruction", "output"), "n_complexity_labels": ("instruction",),
                     "n_quality_labels": ("instruction", "output")},
     tags=("python", "torch"), write_extra=write_trained_scorers,

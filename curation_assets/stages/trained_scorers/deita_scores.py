@@ -247,7 +247,7 @@ DEITA_SCORES = register_kind(StageKind(
     kind="deita_scores", role="stage", spec=DeitaScoresSpec, run=run_deita_scores, version="1",
     summary="DEITA complexity, quality and complexity x quality (summed over turns) from trained or published "
             "scorers.",
-    table="deita_scores", schema_file="schema/stages/deita_scores.sql",
+    table="deita_scores", schema_file="schema/stages/deita_scores.sql", rows_schema=DEITA_SCORES_SCHEMA,
     column_lineage={"complexity": ("instruction", "input", "messages"),
                     "quality": ("instruction", "input", "output", "messages"),
                     "score": ("instruction", "input", "output", "messages"),

@@ -314,8 +314,9 @@ INSTRUCTION_MINING_FIT = register_kind(StageKind(
     kind="instruction_mining_fit", role="stage", spec=InstructionMiningFitSpec, run=run_instruction_mining_fit,
     version="1",
     summary="Instruction Mining: least-squares rule from subset-mean indicators to fine-tuned validation loss.",
-    table="instruction_mining_predictions", schema_file="schema/stages/instruction_mining.sql",
+    table="instruction_mining_predictions", schema_file="schema/stages/instruction_mining.sql", rows_schema=PREDICTIONS_SCHEMA,
     column_lineage={"predicted": ("instruction", "input", "output", "messages"),
-                    "predicted_loss": ("instruction", "input", "output", "messages")},
+                    "predicted_loss": ("instruction", "input", "output", "messages"),
+                    "imputed": ("instruction", "input", "output", "messages")},  # indicators filled with the mean
     tags=("python", "numpy", "torch", "peft"), write_extra=write_fit,
 ))

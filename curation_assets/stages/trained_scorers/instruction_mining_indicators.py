@@ -211,9 +211,11 @@ INSTRUCTION_MINING_INDICATORS = register_kind(StageKind(
     kind="instruction_mining_indicators", role="stage", spec=InstructionMiningIndicatorsSpec,
     run=run_instruction_mining_indicators, version="1",
     summary="Instruction Mining indicators per sample: lengths, reward, perplexity, MTLD, kNN-i (Cao et al. 2023).",
-    table="instruction_mining_indicators", schema_file="schema/stages/instruction_mining.sql",
+    table="instruction_mining_indicators", schema_file="schema/stages/instruction_mining.sql", rows_schema=INDICATORS_SCHEMA,
     column_lineage={"input_length": ("instruction", "input"), "output_length": ("output",),
                     "reward": ("messages",), "perplexity": ("messages",), "mtld": ("output",),
-                    "knn": ("instruction", "input", "output"), "knn_pool": ("instruction", "input", "output")},
+                    "knn": ("instruction", "input", "output"), "knn_pool": ("instruction", "input", "output"),
+                    # which indicators are NULL (from every sample column above); extra: other stages' rows
+                    "missing": ("instruction", "input", "output", "messages"), "extra": ()},
     tags=("python", "numpy", "faiss"),
 ))

@@ -205,7 +205,7 @@ REWARD_SCORES = register_kind(StageKind(
     kind="reward_scores", role="stage", spec=RewardScoresSpec, run=run_reward_scores, version="1",
     summary="Reward-model score of each (instruction + input, response) (MoDS quality): a Hugging Face reward "
             "model, or a head fitted to an AlpaGasus judge.",
-    table="reward_scores", schema_file="schema/stages/reward_scores.sql",
+    table="reward_scores", schema_file="schema/stages/reward_scores.sql", rows_schema=REWARD_SCHEMA,
     column_lineage=dict.fromkeys(("reward", "min_reward", "turn_rewards", "n_turns", "n_failed", "status", "failure", "truncated"), ("instruction", "input", "output", "messages")),
     tags=("python", "torch", "transformers"), write_extra=write_trained_scorers,
 ))
