@@ -54,8 +54,14 @@ def _set_verbose(ctx: click.Context, _param: click.Parameter, value: bool) -> bo
     return value
 
 
-VERBOSE_OPTION = click.option("--verbose", "-v", is_flag=True, expose_value=False, callback=_set_verbose,
-                              help="On an error, print the full traceback too (also Dagster's).")
+VERBOSE_OPTION = click.option(
+    "--verbose",
+    "-v",
+    is_flag=True,
+    expose_value=False,
+    callback=_set_verbose,
+    help="On an error, print the full traceback too (also Dagster's).",
+)
 
 
 @click.group()
@@ -71,9 +77,14 @@ def main() -> None:
 @click.argument("pipeline", type=click.Path(path_type=Path), default=DEMO_PIPELINE, required=False)
 @click.option("--select", "selection", default=None, help="Dagster asset selection, e.g. 'demo/lengths+'.")
 @click.option("--log-level", default="WARNING", show_default=True, help="Dagster console log level.")
-@click.option("--serve-llm", is_flag=True, help=(
-    "Serve the packaged SmolLM2 on 127.0.0.1:8765 (llama-cpp-python) for this run, for LLM stages using the "
-    "default local endpoint; nothing is started when that port already answers."))
+@click.option(
+    "--serve-llm",
+    is_flag=True,
+    help=(
+        "Serve the packaged SmolLM2 on 127.0.0.1:8765 (llama-cpp-python) for this run, for LLM stages using the "
+        "default local endpoint; nothing is started when that port already answers."
+    ),
+)
 @VERBOSE_OPTION
 def run(pipeline: Path, selection: str | None, log_level: str, serve_llm: bool) -> None:
     """Materialise PIPELINE (a defs.yaml; default: the demo) in-process, then print a summary.
@@ -87,7 +98,7 @@ def run(pipeline: Path, selection: str | None, log_level: str, serve_llm: bool) 
     definitions = pipeline_definitions(component)
     store = component.prepared_store()
     started = time.monotonic()
-    with _instance(store.path) as instance, (_local_llm() if serve_llm else contextlib.nullcontext()):
+    with _instance(store.path) as instance, _local_llm() if serve_llm else contextlib.nullcontext():
         result = _materialize(definitions, instance, selection, log_level)
     _print_summary(store, result.run_id, time.monotonic() - started)
     if not result.success:
@@ -98,12 +109,15 @@ def run(pipeline: Path, selection: str | None, log_level: str, serve_llm: bool) 
             for failure in failures:
                 click.echo(f"\n{failure.step}:\n{failure.traceback}", err=True)
         else:
-            click.echo(f"Dagster run {result.run_id} failed; `curation run --verbose` or the run's log shows "
-                       f"the traceback.", err=True)
+            click.echo(
+                f"Dagster run {result.run_id} failed; `curation run --verbose` or the run's log shows the traceback.",
+                err=True,
+            )
         if len(failures) == 1:
             raise click.ClickException(f"run failed at {failures[0].step}: {failures[0].cause}")
-        raise click.ClickException(f"run failed at {len(failures)} steps:\n"
-                                   + "\n".join(f"  {f.step}: {f.cause}" for f in failures))
+        raise click.ClickException(
+            f"run failed at {len(failures)} steps:\n" + "\n".join(f"  {f.step}: {f.cause}" for f in failures)
+        )
 
 
 def _materialize(definitions: Any, instance: Any, selection: str | None, log_level: str) -> Any:
@@ -116,10 +130,13 @@ def _materialize(definitions: Any, instance: Any, selection: str | None, log_lev
     defs = dg.Definitions(
         jobs=[dg.define_asset_job(name=job_name, selection=selection)],
         assets=[*(definitions.assets or []), *(definitions.asset_checks or [])],
-        loggers={"console": brief_console_logger(tracebacks=_VERBOSE)})
+        loggers={"console": brief_console_logger(tracebacks=_VERBOSE)},
+    )
     return defs.resolve_job_def(job_name).execute_in_process(
-        instance=instance, raise_on_error=False,
-        run_config={"loggers": {"console": {"config": {"log_level": log_level.upper()}}}})
+        instance=instance,
+        raise_on_error=False,
+        run_config={"loggers": {"console": {"config": {"log_level": log_level.upper()}}}},
+    )
 
 
 def _local_llm() -> Any:
@@ -147,8 +164,13 @@ def _local_llm() -> Any:
 
 @main.command("llm-server")
 @click.option("--port", default=8765, show_default=True, help="Port on 127.0.0.1.")
-@click.option("--model", "model_path", type=click.Path(path_type=Path, exists=True), default=None,
-              help="A .gguf file; default: the packaged SmolLM2-135M-Instruct.")
+@click.option(
+    "--model",
+    "model_path",
+    type=click.Path(path_type=Path, exists=True),
+    default=None,
+    help="A .gguf file; default: the packaged SmolLM2-135M-Instruct.",
+)
 @click.option("--alias", default="smollm2-135m-instruct", show_default=True, help="Model name clients send.")
 @click.option("--n-ctx", default=4096, show_default=True, help="Context length.")
 def llm_server(port: int, model_path: Path | None, alias: str, n_ctx: int) -> None:
@@ -186,8 +208,10 @@ def _instance(db_path: Path) -> Iterator[Any]:
         with dg.DagsterInstance.get() as instance:
             yield instance
         return
-    with staging_folder(Path(db_path), "dagster-instance") as folder, \
-            dg.DagsterInstance.ephemeral(tempdir=str(folder)) as instance:
+    with (
+        staging_folder(Path(db_path), "dagster-instance") as folder,
+        dg.DagsterInstance.ephemeral(tempdir=str(folder)) as instance,
+    ):
         yield instance
 
 
@@ -195,10 +219,12 @@ def _print_summary(store: Any, run_id: str, seconds: float) -> None:
     with store.reader() as con:
         rows = con.execute(
             "SELECT stage, kind, rows_in, rows_out, round(seconds, 2) FROM stage_runs "
-            "WHERE dagster_run_id = $run ORDER BY started_at", {"run": run_id}).fetchall()
+            "WHERE dagster_run_id = $run ORDER BY started_at",
+            {"run": run_id},
+        ).fetchall()
     click.echo(_format_table(["stage", "kind", "rows in", "rows out", "seconds"], rows))
     click.echo(f"\nDuckDB: {store.path}   (total {seconds:.1f} s, Dagster run {run_id})")
-    click.echo("Query it:  curation query \"SELECT * FROM stage_runs\"")
+    click.echo('Query it:  curation query "SELECT * FROM stage_runs"')
     click.echo("Open the UI: make ui   (then http://127.0.0.1:3000)")
 
 
@@ -218,18 +244,29 @@ REFUSED_STATEMENTS = {"ATTACH": "ATTACH", "DETACH": "DETACH", "LOAD": "INSTALL/L
 
 @main.command()
 @click.argument("sql", required=False)
-@click.option("--file", "sql_file", type=click.File("r"), default=None,
-              help="Read the SQL from a file (`-` for stdin), e.g. one of sql/queries/.")
+@click.option(
+    "--file",
+    "sql_file",
+    type=click.File("r"),
+    default=None,
+    help="Read the SQL from a file (`-` for stdin), e.g. one of sql/queries/.",
+)
 @click.option("--db", type=click.Path(path_type=Path), default=None, help="DuckDB file (default: the demo's).")
 @click.option("--pipeline", type=click.Path(path_type=Path), default=None, help="Pipeline YAML whose DuckDB to use.")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
 @click.option("--max-width", default=60, show_default=True, help="Truncate table cells to this many characters.")
-@click.option("--allow-files", is_flag=True, help=(
-    "Also let the SQL read and write files (read_csv, read_parquet, COPY ... TO, ...). "
-    "ATTACH, extensions and SET stay refused."))
+@click.option(
+    "--allow-files",
+    is_flag=True,
+    help=(
+        "Also let the SQL read and write files (read_csv, read_parquet, COPY ... TO, ...). "
+        "ATTACH, extensions and SET stay refused."
+    ),
+)
 @VERBOSE_OPTION
-def query(sql: str | None, sql_file: Any, db: Path | None, pipeline: Path | None, fmt: str, max_width: int,
-          allow_files: bool) -> None:
+def query(
+    sql: str | None, sql_file: Any, db: Path | None, pipeline: Path | None, fmt: str, max_width: int, allow_files: bool
+) -> None:
     """Run SQL on a pipeline's DuckDB file in a read-only sandbox.
 
     \b
@@ -290,10 +327,15 @@ def query(sql: str | None, sql_file: Any, db: Path | None, pipeline: Path | None
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output file (or folder for hf).")
 @click.option("--db", type=click.Path(path_type=Path), default=None, help="DuckDB file (default: the demo's).")
 @click.option("--pipeline", type=click.Path(path_type=Path), default=None, help="Pipeline YAML whose DuckDB to use.")
-@click.option("--force", is_flag=True, help=(
-    "Replace --out even when it is not an earlier export (which the manifest .OUT.curation-export.json "
-    "beside it marks). The DuckDB file, its WAL and artefact folder, sources and the pipeline folder "
-    "are refused even so."))
+@click.option(
+    "--force",
+    is_flag=True,
+    help=(
+        "Replace --out even when it is not an earlier export (which the manifest .OUT.curation-export.json "
+        "beside it marks). The DuckDB file, its WAL and artefact folder, sources and the pipeline folder "
+        "are refused even so."
+    ),
+)
 @VERBOSE_OPTION
 def export(name: str, fmt: str, out: Path, db: Path | None, pipeline: Path | None, force: bool) -> None:
     """Export selection NAME (or `samples`) in its original format (jsonl) or as parquet/hf.
@@ -311,8 +353,15 @@ def export(name: str, fmt: str, out: Path, db: Path | None, pipeline: Path | Non
         protected = pipeline_protected_paths(component.spec, component.base_dir)
     store = DuckDBStore(db if db is not None else component.store.path, lock_timeout_s=30)
     try:
-        count = export_selection(store, name, fmt, out, read_only=True, overwrite=force,  # type: ignore[arg-type]
-                                 protected=protected)
+        count = export_selection(
+            store,
+            name,
+            fmt,
+            out,
+            read_only=True,
+            overwrite=force,  # type: ignore[arg-type]
+            protected=protected,
+        )
     except (ExportError, FileNotFoundError) as err:
         raise click.ClickException(str(err)) from err
     click.echo(f"wrote {count} samples of {name!r} to {out} ({fmt})")
@@ -320,10 +369,20 @@ def export(name: str, fmt: str, out: Path, db: Path | None, pipeline: Path | Non
 
 @main.command()
 @click.argument("selection")
-@click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="Output file (default: SELECTION.html, or SELECTION.md with --format md).")
-@click.option("--format", "fmt", type=click.Choice(["html", "md"]), default="html", show_default=True,
-              help="html: a standalone page; md: the Markdown the selection asset attaches to its metadata.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Output file (default: SELECTION.html, or SELECTION.md with --format md).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["html", "md"]),
+    default="html",
+    show_default=True,
+    help="html: a standalone page; md: the Markdown the selection asset attaches to its metadata.",
+)
 @click.option("--db", type=click.Path(path_type=Path), default=None, help="DuckDB file (default: the demo's).")
 @click.option("--pipeline", type=click.Path(path_type=Path), default=None, help="Pipeline YAML whose DuckDB to use.")
 def report(selection: str, out: Path | None, fmt: str, db: Path | None, pipeline: Path | None) -> None:
@@ -335,8 +394,11 @@ def report(selection: str, out: Path | None, fmt: str, db: Path | None, pipeline
     out = out if out is not None else Path(f"{selection}.{fmt}")
     try:
         with store.reader(read_only=True) as con:
-            text = (selection_report_html(con, selection, source=f"DuckDB: {store.path}") if fmt == "html"
-                    else selection_report_markdown(con, selection))
+            text = (
+                selection_report_html(con, selection, source=f"DuckDB: {store.path}")
+                if fmt == "html"
+                else selection_report_markdown(con, selection)
+            )
     except (ReportError, FileNotFoundError, StoreLockedError) as err:
         raise click.ClickException(f"{store.path}: {err}" if isinstance(err, ReportError) else str(err)) from err
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -350,8 +412,10 @@ def check(pipeline: Path) -> None:
     """Validate PIPELINE without running it."""
     component = _load(pipeline)
     spec = component.spec
-    click.echo(f"ok: pipeline {spec.name!r}: {len(spec.sources)} sources, {len(spec.stages)} stages, "
-               f"{len(spec.selections)} selections, {len(spec.exports)} exports; DuckDB {component.store.path}")
+    click.echo(
+        f"ok: pipeline {spec.name!r}: {len(spec.sources)} sources, {len(spec.stages)} stages, "
+        f"{len(spec.selections)} selections, {len(spec.exports)} exports; DuckDB {component.store.path}"
+    )
 
 
 def _format_table(columns: list[str], rows: list[tuple], max_width: int = 60) -> str:

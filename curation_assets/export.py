@@ -60,11 +60,13 @@ class ProtectedPath:
 def store_protected_paths(db: Path) -> list[ProtectedPath]:
     """The DuckDB file and what DuckDB and the stages keep beside it."""
     db = Path(db)
-    return [ProtectedPath(db, "the DuckDB file"),
-            ProtectedPath(db.with_name(db.name + ".wal"), "the DuckDB write-ahead log"),
-            ProtectedPath(db.with_name(db.name + ".tmp"), "DuckDB's spill folder"),
-            # the stages' checkpoints and trained scorers (StageContext.artifacts_dir)
-            ProtectedPath(db.parent / f"{db.stem}.artifacts", "the DuckDB file's artefact folder")]
+    return [
+        ProtectedPath(db, "the DuckDB file"),
+        ProtectedPath(db.with_name(db.name + ".wal"), "the DuckDB write-ahead log"),
+        ProtectedPath(db.with_name(db.name + ".tmp"), "DuckDB's spill folder"),
+        # the stages' checkpoints and trained scorers (StageContext.artifacts_dir)
+        ProtectedPath(db.parent / f"{db.stem}.artifacts", "the DuckDB file's artefact folder"),
+    ]
 
 
 def _canonical(path: Path) -> Path:
@@ -84,14 +86,23 @@ def unsafe_target(out: Path, protected: Sequence[ProtectedPath]) -> str | None:
             relation = "holds"
         else:
             continue
-        return (f"export path {out} {relation} {item.what} ({kept}); an export there would replace it: "
-                f"choose a path outside it")
+        return (
+            f"export path {out} {relation} {item.what} ({kept}); an export there would replace it: "
+            f"choose a path outside it"
+        )
     return None
 
 
-def export_selection(store: DuckDBStore, selection: str, fmt: ExportFormat, out: Path, *,
-                     read_only: bool = False, overwrite: bool = False,
-                     protected: Sequence[ProtectedPath] = ()) -> int:
+def export_selection(
+    store: DuckDBStore,
+    selection: str,
+    fmt: ExportFormat,
+    out: Path,
+    *,
+    read_only: bool = False,
+    overwrite: bool = False,
+    protected: Sequence[ProtectedPath] = (),
+) -> int:
     """Write `selection` (or `samples`) to `out`; returns the number of samples written.
 
     Refuses a protected target always, and an existing target that is no earlier export
@@ -118,10 +129,13 @@ def export_selection(store: DuckDBStore, selection: str, fmt: ExportFormat, out:
             known = fetch_row(con, "SELECT count(*) FROM selections WHERE selection = $s", {"s": selection})
             if known[0] == 0:
                 names = [r[0] for r in con.execute("SELECT DISTINCT selection FROM selections ORDER BY 1").fetchall()]
-                raise ExportError(f"no selection named {selection!r} in {store.path} "
-                                  f"(known: samples{''.join(', ' + n for n in names)})")
-            reader = con.sql(read_sql("reads/export_selection.sql"),
-                             params={"selection": selection}).to_arrow_reader(BATCH_ROWS)
+                raise ExportError(
+                    f"no selection named {selection!r} in {store.path} "
+                    f"(known: samples{''.join(', ' + n for n in names)})"
+                )
+            reader = con.sql(read_sql("reads/export_selection.sql"), params={"selection": selection}).to_arrow_reader(
+                BATCH_ROWS
+            )
         with _temporary(out) as tmp:
             if fmt == "jsonl":
                 staged = tmp / "export.jsonl"
@@ -133,12 +147,14 @@ def export_selection(store: DuckDBStore, selection: str, fmt: ExportFormat, out:
                     staged_parquet, staged = staged, tmp / "hf"
                     _write_hf(staged_parquet, staged)
             _replace(staged, out, tmp)
-            _write_manifest(out, tmp, {"selection": selection, "format": fmt, "samples": count,
-                                       "database": str(store.path)})
+            _write_manifest(
+                out, tmp, {"selection": selection, "format": fmt, "samples": count, "database": str(store.path)}
+            )
     return count
 
 
 # ---- is the existing target an earlier export? ------------------------------------------------
+
 
 def manifest_path(out: Path) -> Path:
     return out.parent / f".{out.name}{MANIFEST_SUFFIX}"
@@ -159,8 +175,9 @@ def _entries(out: Path) -> dict[str, list[int]] | None:
             path = Path(folder) / name
             status = path.lstat()
             relative = str(path.relative_to(out))
-            entries[relative] = [-1, 0] if path.is_dir() and not path.is_symlink() else [status.st_size,
-                                                                                        status.st_mtime_ns]
+            entries[relative] = (
+                [-1, 0] if path.is_dir() and not path.is_symlink() else [status.st_size, status.st_mtime_ns]
+            )
     return entries
 
 
@@ -193,6 +210,7 @@ def _write_manifest(out: Path, tmp: Path, details: dict[str, Any]) -> None:
 
 
 # ---- temporaries --------------------------------------------------------------------------------
+
 
 @contextlib.contextmanager
 def _temporary(out: Path) -> Iterator[Path]:
@@ -245,6 +263,7 @@ def _in_use(tmp: Path) -> bool:
 
 
 # ---- writers --------------------------------------------------------------------------------------
+
 
 def _write_jsonl(reader: Any, path: Path) -> int:
     count = 0

@@ -18,7 +18,8 @@ _URL_IN_TEXT = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^\s'\"<>`]+")
 # GitLab, AWS, Google, Stripe-style) and an HTTP Authorization value.
 _KEY_PREFIX = re.compile(
     r"^(sk-|sk_|pk_|rk_|hf_|gsk_|xai-|ghp_|gho_|ghs_|ghu_|github_pat_|glpat-|AKIA|ASIA|AIza|ya29\.|"
-    r"Bearer\s|Basic\s)")
+    r"Bearer\s|Basic\s)"
+)
 
 
 def redact_url(url: str) -> str:
@@ -38,8 +39,7 @@ def redact_url(url: str) -> str:
         netloc = f"{netloc}:{port}"
     if parts.username is not None or parts.password is not None:
         netloc = f"{MASK}@{netloc}"
-    return urlunsplit((parts.scheme, netloc, parts.path, MASK if parts.query else "",
-                       MASK if parts.fragment else ""))
+    return urlunsplit((parts.scheme, netloc, parts.path, MASK if parts.query else "", MASK if parts.fragment else ""))
 
 
 def redact_text(text: str) -> str:

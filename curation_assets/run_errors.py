@@ -55,9 +55,12 @@ def failure_cause(error: Any) -> str:
 
 def step_failures(result: Any, definitions: dg.Definitions) -> list[StepFailure]:
     """The failed steps of an in-process run, named by their asset keys."""
-    by_step = {"__".join(key.path): key.to_user_string()
-               for asset in (definitions.assets or []) if isinstance(asset, dg.AssetsDefinition)
-               for key in asset.keys}
+    by_step = {
+        "__".join(key.path): key.to_user_string()
+        for asset in (definitions.assets or [])
+        if isinstance(asset, dg.AssetsDefinition)
+        for key in asset.keys
+    }
     failures = []
     for event in result.all_events:
         if not event.is_step_failure:
@@ -97,5 +100,8 @@ def brief_console_logger(*, tracebacks: bool) -> dg.LoggerDefinition:
         return logger
 
     # what @dg.logger builds, written out: the decorator is typed as returning a definition or a decorator
-    return dg.LoggerDefinition(console, config_schema=dg.colored_console_logger.config_schema,
-                               description="The colored console logger; failures in one line unless --verbose.")
+    return dg.LoggerDefinition(
+        console,
+        config_schema=dg.colored_console_logger.config_schema,
+        description="The colored console logger; failures in one line unless --verbose.",
+    )

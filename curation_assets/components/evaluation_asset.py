@@ -19,22 +19,36 @@ EVALUATION_POOL = "evaluation"  # long-running: it holds no DuckDB lock while fi
 
 def build_evaluation_asset(component: "CurationPipeline", evaluation: EvaluationSpec) -> dg.AssetsDefinition:
     key = component.get_asset_key(evaluation.name)
-    kwargs = component.get_asset_kwargs(evaluation.name, (
-        f"Fine-tunes {evaluation.finetune.model} on each of {', '.join(evaluation.selections)} and on the "
-        f"baselines {', '.join(evaluation.baselines)}; held-out target and general losses."))
+    kwargs = component.get_asset_kwargs(
+        evaluation.name,
+        (
+            f"Fine-tunes {evaluation.finetune.model} on each of {', '.join(evaluation.selections)} and on the "
+            f"baselines {', '.join(evaluation.baselines)}; held-out target and general losses."
+        ),
+    )
     kwargs["pool"] = EVALUATION_POOL
 
-    @dg.asset(key=key, deps=[component.get_asset_key(name) for name in evaluation.evaluated()],
-              kinds={"python", "torch", "peft", "duckdb"}, code_version=evaluation.config_hash(), **kwargs)
+    @dg.asset(
+        key=key,
+        deps=[component.get_asset_key(name) for name in evaluation.evaluated()],
+        kinds={"python", "torch", "peft", "duckdb"},
+        code_version=evaluation.config_hash(),
+        **kwargs,
+    )
     def evaluation_asset(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         store = component.prepared_store()
         spec = component.spec
         specs = {s.name: s for s in [*spec.stages, *spec.selections]}
         result = run_evaluation(
-            evaluation, store=store, pipeline=spec.name, specs=specs,
-            selection_names={s.name for s in spec.selections}, stage_hashes=component.stage_hashes,
+            evaluation,
+            store=store,
+            pipeline=spec.name,
+            specs=specs,
+            selection_names={s.name for s in spec.selections},
+            stage_hashes=component.stage_hashes,
             cache_dir=store.path.parent / f"{store.path.stem}.artifacts" / evaluation.name / "finetunes",
-            log=context.log)
+            log=context.log,
+        )
         return dg.MaterializeResult(metadata=evaluation_metadata(result, str(store.path)))
 
     return evaluation_asset
@@ -49,13 +63,17 @@ def evaluation_metadata(result: Any, duckdb_path: str) -> dict[str, Any]:
         "report": dg.MetadataValue.md(markdown(result, png_data_uri(png))),
         "results": dg.MetadataValue.table(
             records=[dg.TableRecord({c: row[c] for c in COLUMNS}) for row in rows],
-            schema=dg.TableSchema(columns=[dg.TableColumn(c, "string") for c in COLUMNS])),
-        "dagster/row_count": len(result.rows), "dagster/table_name": "evaluation_results",
+            schema=dg.TableSchema(columns=[dg.TableColumn(c, "string") for c in COLUMNS]),
+        ),
+        "dagster/row_count": len(result.rows),
+        "dagster/table_name": "evaluation_results",
         "duckdb_path": dg.MetadataValue.path(duckdb_path),
-        "random_band_target_loss": result.band.target_mean, "random_band_general_loss": result.band.general_mean,
+        "random_band_target_loss": result.band.target_mean,
+        "random_band_general_loss": result.band.general_mean,
         "target_heldout_samples": len(result.target.sample_ids),
         "general_heldout_samples": len(result.general.sample_ids),
-        "seconds": round(result.seconds, 3), **result.stats,
+        "seconds": round(result.seconds, 3),
+        **result.stats,
     }
     if result.spec.output_dir:
         metadata["eval_md"] = dg.MetadataValue.path(f"{result.spec.output_dir}/eval.md")

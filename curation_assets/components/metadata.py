@@ -8,38 +8,62 @@ from typing import Any
 import dagster as dg
 import duckdb
 
-_TYPE_NAMES = {"VARCHAR": "string", "INTEGER": "int", "BIGINT": "int", "DOUBLE": "float", "FLOAT": "float",
-               "BOOLEAN": "bool", "TIMESTAMP": "timestamp", "JSON": "json"}
+_TYPE_NAMES = {
+    "VARCHAR": "string",
+    "INTEGER": "int",
+    "BIGINT": "int",
+    "DOUBLE": "float",
+    "FLOAT": "float",
+    "BOOLEAN": "bool",
+    "TIMESTAMP": "timestamp",
+    "JSON": "json",
+}
 
 
 def table_schema(con: duckdb.DuckDBPyConnection, table: str) -> dg.TableSchema:
     rows = con.execute(f"DESCRIBE {table}").fetchall()  # table names come from the kind registry
-    return dg.TableSchema(columns=[
-        dg.TableColumn(name=name, type=_TYPE_NAMES.get(type_name) or type_name.lower(),
-                       constraints=dg.TableColumnConstraints(nullable=null == "YES"))
-        for name, type_name, null, *_ in rows
-    ])
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(
+                name=name,
+                type=_TYPE_NAMES.get(type_name) or type_name.lower(),
+                constraints=dg.TableColumnConstraints(nullable=null == "YES"),
+            )
+            for name, type_name, null, *_ in rows
+        ]
+    )
 
 
 def column_lineage(lineage: Mapping[str, Sequence[tuple[dg.AssetKey, str]]]) -> dg.TableColumnLineage:
-    return dg.TableColumnLineage(deps_by_column={
-        column: [dg.TableColumnDep(asset_key=key, column_name=name) for key, name in deps]
-        for column, deps in lineage.items() if deps
-    })
+    return dg.TableColumnLineage(
+        deps_by_column={
+            column: [dg.TableColumnDep(asset_key=key, column_name=name) for key, name in deps]
+            for column, deps in lineage.items()
+            if deps
+        }
+    )
 
 
 def lineage_markdown(lineage: Mapping[str, Sequence[tuple[dg.AssetKey, str]]]) -> str:
     """Column lineage as a Markdown table (column | from). The open-source Dagster UI shows
     `dagster/column_lineage` only in run logs (its asset-page view is a Dagster+ feature), so the
     asset page gets this readable copy under `column_lineage`."""
-    rows = [f"| `{column}` | {', '.join(f'{key.to_user_string()}.{name}' for key, name in deps)} |"
-            for column, deps in lineage.items() if deps]
+    rows = [
+        f"| `{column}` | {', '.join(f'{key.to_user_string()}.{name}' for key, name in deps)} |"
+        for column, deps in lineage.items()
+        if deps
+    ]
     return "\n".join(["| column | from |", "|---|---|", *rows])
 
 
-def table_metadata(con: duckdb.DuckDBPyConnection, *, table: str, row_count: int,
-                   lineage: Mapping[str, Sequence[tuple[dg.AssetKey, str]]], duckdb_path: str
-                   ) -> dict[str, Any]:
+def table_metadata(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    table: str,
+    row_count: int,
+    lineage: Mapping[str, Sequence[tuple[dg.AssetKey, str]]],
+    duckdb_path: str,
+) -> dict[str, Any]:
     metadata: dict[str, Any] = {
         "dagster/row_count": dg.MetadataValue.int(row_count),
         "dagster/table_name": dg.MetadataValue.text(table),

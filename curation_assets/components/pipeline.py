@@ -13,7 +13,6 @@ resolves a list as a whole, so mixed kinds in one list fail. Templates (`{{ env.
 references and files and reports problems with the YAML line.
 """
 
-
 import inspect
 import warnings
 from collections.abc import Sequence
@@ -99,8 +98,12 @@ class CurationPipeline(dg.Component):
 
     def get_asset_kwargs(self, name: str, description: str | None) -> AssetKwargs:
         """Keyword arguments shared by every asset (group, pool, automation, ...)."""
-        return {"group_name": self.spec.name, "pool": DUCKDB_POOL, "description": description,
-                "automation_condition": self.get_automation_condition()}
+        return {
+            "group_name": self.spec.name,
+            "pool": DUCKDB_POOL,
+            "description": description,
+            "automation_condition": self.get_automation_condition(),
+        }
 
     def get_automation_condition(self) -> dg.AutomationCondition | None:
         automation = self.spec.automation
@@ -114,11 +117,25 @@ class CurationPipeline(dg.Component):
         """Op tags of a stage's step(s): `gpu_op_tags` for kinds that run a model (tag `torch`)."""
         return dict(self.spec.gpu_op_tags) if self.spec.gpu_op_tags and "torch" in kind.tags else None
 
-    def execute_stage(self, context: dg.AssetExecutionContext | dg.OpExecutionContext, kind: StageKind,
-                      stage: StageSpec, shard: tuple[int, int] | None = None) -> RunSummary:
-        return run_stage(kind, stage, pipeline=self.spec.name, store=self.store, stage_hashes=self.stage_hashes,
-                         stage_tables=self.stage_tables, dagster_run_id=context.run_id, log=context.log,
-                         stage_specs={s.name: s for s in [*self.spec.stages, *self.spec.selections]}, shard=shard)
+    def execute_stage(
+        self,
+        context: dg.AssetExecutionContext | dg.OpExecutionContext,
+        kind: StageKind,
+        stage: StageSpec,
+        shard: tuple[int, int] | None = None,
+    ) -> RunSummary:
+        return run_stage(
+            kind,
+            stage,
+            pipeline=self.spec.name,
+            store=self.store,
+            stage_hashes=self.stage_hashes,
+            stage_tables=self.stage_tables,
+            dagster_run_id=context.run_id,
+            log=context.log,
+            stage_specs={s.name: s for s in [*self.spec.stages, *self.spec.selections]},
+            shard=shard,
+        )
 
     def selection_report(self, context: dg.AssetExecutionContext, stage: StageSpec, store: DuckDBStore) -> str | None:
         """The Markdown report attached to a selection's metadata (size, budget, score histograms,
@@ -156,8 +173,12 @@ class CurationPipeline(dg.Component):
         """The store with every table and this pipeline's views in place."""
         store = self.store
         store.ensure_schema(self.schema_files())
-        stages = [StageView(s.name, get_kind(s.kind).table or "", self.stage_hashes[s.name],
-                            get_kind(s.kind).one_row_per_sample) for s in self.spec.stages]
+        stages = [
+            StageView(
+                s.name, get_kind(s.kind).table or "", self.stage_hashes[s.name], get_kind(s.kind).one_row_per_sample
+            )
+            for s in self.spec.stages
+        ]
         with store.transaction() as con:
             refresh_views(con, stages, [s.name for s in self.spec.selections])
         return store
@@ -189,21 +210,36 @@ class CurationPipeline(dg.Component):
         sensors: list[Any] = []
         schedules: list[Any] = []
         if automation.condition != "none":
-            sensors.append(dg.AutomationConditionSensorDefinition(
-                f"{name}_automation", target=dg.AssetSelection.groups(name) - dg.AssetSelection.assets(*raw_keys),
-                default_status=dg.DefaultSensorStatus.RUNNING,
-                description=f"Re-curates `{name}` when its sources or configs change ({automation.condition})."))
+            sensors.append(
+                dg.AutomationConditionSensorDefinition(
+                    f"{name}_automation",
+                    target=dg.AssetSelection.groups(name) - dg.AssetSelection.assets(*raw_keys),
+                    default_status=dg.DefaultSensorStatus.RUNNING,
+                    description=f"Re-curates `{name}` when its sources or configs change ({automation.condition}).",
+                )
+            )
         if automation.observe_sources_cron:
             observe = dg.define_asset_job(f"{name}_observe_sources", selection=dg.AssetSelection.assets(*raw_keys))
-            schedules.append(dg.ScheduleDefinition(
-                name=f"{name}_observe_sources_schedule", job=observe, cron_schedule=automation.observe_sources_cron,
-                default_status=dg.DefaultScheduleStatus.RUNNING))
+            schedules.append(
+                dg.ScheduleDefinition(
+                    name=f"{name}_observe_sources_schedule",
+                    job=observe,
+                    cron_schedule=automation.observe_sources_cron,
+                    default_status=dg.DefaultScheduleStatus.RUNNING,
+                )
+            )
         if automation.schedule:
-            recurate = dg.define_asset_job(f"{name}_recurate",
-                                           selection=dg.AssetSelection.groups(name) - dg.AssetSelection.assets(*raw_keys))
-            schedules.append(dg.ScheduleDefinition(name=f"{name}_recurate_schedule", job=recurate,
-                                                   cron_schedule=automation.schedule,
-                                                   default_status=dg.DefaultScheduleStatus.RUNNING))
+            recurate = dg.define_asset_job(
+                f"{name}_recurate", selection=dg.AssetSelection.groups(name) - dg.AssetSelection.assets(*raw_keys)
+            )
+            schedules.append(
+                dg.ScheduleDefinition(
+                    name=f"{name}_recurate_schedule",
+                    job=recurate,
+                    cron_schedule=automation.schedule,
+                    default_status=dg.DefaultScheduleStatus.RUNNING,
+                )
+            )
         return {"sensors": sensors, "schedules": schedules}
 
     def source_asset_keys(self) -> list[dg.AssetKey]:
@@ -221,38 +257,79 @@ class CurationPipeline(dg.Component):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", dg.BetaWarning)
             observed = dg.observable_source_asset(
-                key=raw_key, group_name=self.spec.name, metadata={"location": location},
-                description=f"Raw records of source `{source.name}`: {location}")(observe_source)
+                key=raw_key,
+                group_name=self.spec.name,
+                metadata={"location": location},
+                description=f"Raw records of source `{source.name}`: {location}",
+            )(observe_source)
 
         key = self.get_asset_key(source.name)
-        checks = [dg.AssetCheckSpec("counts_balance", asset=key, blocking=True,
-                                    description="records read = samples + duplicates + rejected"),
-                  dg.AssetCheckSpec("sample_ids_unique", asset=key, blocking=True,
-                                    description="sample_id is unique and non-null in `samples`")]
+        checks = [
+            dg.AssetCheckSpec(
+                "counts_balance", asset=key, blocking=True, description="records read = samples + duplicates + rejected"
+            ),
+            dg.AssetCheckSpec(
+                "sample_ids_unique",
+                asset=key,
+                blocking=True,
+                description="sample_id is unique and non-null in `samples`",
+            ),
+        ]
 
-        @dg.asset(key=key, deps=[raw_key], kinds={"duckdb", "python"},
-                  code_version=f"{INGEST_VERSION}-{source_config_hash(source)}", check_specs=checks,
-                  **self.get_asset_kwargs(source.name, source.description or
-                                          f"Normalise `{source.name}` into `samples`; rejects go to `rejected_samples`."))
+        @dg.asset(
+            key=key,
+            deps=[raw_key],
+            kinds={"duckdb", "python"},
+            code_version=f"{INGEST_VERSION}-{source_config_hash(source)}",
+            check_specs=checks,
+            **self.get_asset_kwargs(
+                source.name,
+                source.description or f"Normalise `{source.name}` into `samples`; rejects go to `rejected_samples`.",
+            ),
+        )
         def ingest(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
             store = self.prepared_store()
-            summary, result = run_ingest(source, pipeline=self.spec.name, base_dir=self.base_dir, store=store,
-                                         dagster_run_id=context.run_id, log=context.log)
+            summary, result = run_ingest(
+                source,
+                pipeline=self.spec.name,
+                base_dir=self.base_dir,
+                store=store,
+                dagster_run_id=context.run_id,
+                log=context.log,
+            )
             with store.reader() as con:
-                active = fetch_row(con, "SELECT count(*) FROM source_samples WHERE source = $s AND active",
-                                   {"s": source.name})[0]
+                active = fetch_row(
+                    con, "SELECT count(*) FROM source_samples WHERE source = $s AND active", {"s": source.name}
+                )[0]
                 unique = fetch_row(con, read_sql("checks/sample_ids_unique.sql"))
-                metadata = table_metadata(con, table="samples", row_count=active,
-                                          lineage=_source_lineage(source, raw_key),
-                                          duckdb_path=str(store.path))
+                metadata = table_metadata(
+                    con,
+                    table="samples",
+                    row_count=active,
+                    lineage=_source_lineage(source, raw_key),
+                    duckdb_path=str(store.path),
+                )
             metadata.update(plain_metadata({**summary.stats, "seconds": round(summary.seconds, 3)}))
-            return dg.MaterializeResult(metadata=metadata, check_results=[
-                dg.AssetCheckResult(check_name="counts_balance", passed=result.balanced, metadata={
-                    "records_read": result.records_read, "samples": result.samples,
-                    "duplicates": result.duplicates, "rejected": result.rejected}),
-                dg.AssetCheckResult(check_name="sample_ids_unique", passed=bool(unique[0]),
-                                    metadata={"rows": unique[1], "distinct_non_null": unique[2]}),
-            ])
+            return dg.MaterializeResult(
+                metadata=metadata,
+                check_results=[
+                    dg.AssetCheckResult(
+                        check_name="counts_balance",
+                        passed=result.balanced,
+                        metadata={
+                            "records_read": result.records_read,
+                            "samples": result.samples,
+                            "duplicates": result.duplicates,
+                            "rejected": result.rejected,
+                        },
+                    ),
+                    dg.AssetCheckResult(
+                        check_name="sample_ids_unique",
+                        passed=bool(unique[0]),
+                        metadata={"rows": unique[1], "distinct_non_null": unique[2]},
+                    ),
+                ],
+            )
 
         return [observed, ingest]
 
@@ -262,20 +339,28 @@ class CurationPipeline(dg.Component):
             deps += [self.get_asset_key(s.name) for s in self.spec.stages if get_kind(s.kind).generates_samples]
         return list(dict.fromkeys(deps))
 
-    def stage_table_metadata(self, store: DuckDBStore, stage: StageSpec, kind: StageKind,
-                             config_hash: str) -> tuple[dict[str, Any], int]:
+    def stage_table_metadata(
+        self, store: DuckDBStore, stage: StageSpec, kind: StageKind, config_hash: str
+    ) -> tuple[dict[str, Any], int]:
         """(table metadata of a stage's asset, active samples still lacking a row for `config_hash`)."""
         with store.reader() as con:
             params = {"stage": stage.name, "config_hash": config_hash}
             missing_sql, missing_params = restricted_sql(
-                "checks/stage_missing_rows.sql", stage.input_selection, params,
-                originals_only=kind.generates_samples, table=kind.table or "")
+                "checks/stage_missing_rows.sql",
+                stage.input_selection,
+                params,
+                originals_only=kind.generates_samples,
+                table=kind.table or "",
+            )
             missing = fetch_row(con, missing_sql, missing_params)[0]
             rows = fetch_row(con, read_sql("checks/stage_row_count.sql").format(table=kind.table), params)[0]
-            lineage = {column: [(k, c) for k in self.source_asset_keys() for c in sources]
-                       for column, sources in kind.column_lineage.items()}
-            metadata = table_metadata(con, table=kind.table or "", row_count=rows, lineage=lineage,
-                                      duckdb_path=str(store.path))
+            lineage = {
+                column: [(k, c) for k in self.source_asset_keys() for c in sources]
+                for column, sources in kind.column_lineage.items()
+            }
+            metadata = table_metadata(
+                con, table=kind.table or "", row_count=rows, lineage=lineage, duckdb_path=str(store.path)
+            )
         return metadata, missing
 
     def build_sharded_stage_asset(self, stage: StageSpec) -> dg.AssetsDefinition:
@@ -291,15 +376,23 @@ class CurationPipeline(dg.Component):
         pool = stage.pool()  # LLM endpoints keep their pool; other shards run in parallel
 
         def shard_op(index: int) -> dg.OpDefinition:
-            @dg.op(name=f"{prefix}__shard_{index}_of_{count}", ins={n: dg.In(dg.Nothing) for n in inputs},
-                   out=dg.Out(dg.Nothing), pool=pool, tags={"curation/stage": stage.name,
-                                                             "curation/shard": f"{index}/{count}",
-                                                             **(self.get_op_tags(kind) or {})})
+            @dg.op(
+                name=f"{prefix}__shard_{index}_of_{count}",
+                ins={n: dg.In(dg.Nothing) for n in inputs},
+                out=dg.Out(dg.Nothing),
+                pool=pool,
+                tags={
+                    "curation/stage": stage.name,
+                    "curation/shard": f"{index}/{count}",
+                    **(self.get_op_tags(kind) or {}),
+                },
+            )
             def run_shard(context: dg.OpExecutionContext) -> None:
                 self.prepared_store()
                 summary = self.execute_stage(context, kind, stage, shard=(index, count))
-                context.log.info(f"{stage.name} shard {index}/{count}: {summary.rows_out} rows "
-                                 f"in {summary.seconds:.1f} s")
+                context.log.info(
+                    f"{stage.name} shard {index}/{count}: {summary.rows_out} rows in {summary.seconds:.1f} s"
+                )
 
             return run_shard
 
@@ -309,27 +402,38 @@ class CurationPipeline(dg.Component):
         def commit(context: dg.OpExecutionContext) -> None:
             store = self.prepared_store()
             metadata, missing = self.stage_table_metadata(store, stage, kind, self.stage_hashes[stage.name])
-            metadata.update(plain_metadata({"config_hash": self.stage_hashes[stage.name], "shards": count,
-                                            "missing_rows": missing}))
+            metadata.update(
+                plain_metadata({"config_hash": self.stage_hashes[stage.name], "shards": count, "missing_rows": missing})
+            )
             context.add_output_metadata(metadata)
 
         def compose(**upstream: Any) -> Any:
             return commit(**{f"shard_{i}": op(**upstream) for i, op in enumerate(shard_ops)})
 
         compose.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-            [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY) for n in inputs])
+            [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY) for n in inputs]
+        )
         compose.__name__ = prefix
         kwargs = self.get_asset_kwargs(stage.name, stage.description or kind.summary)
-        return dg.graph_asset(key=key, ins={n: dg.AssetIn(key=k, dagster_type=dg.Nothing) for n, k in zip(inputs, deps)},
-                              group_name=kwargs["group_name"], description=kwargs["description"],
-                              automation_condition=kwargs["automation_condition"],
-                              code_version=self.stage_hashes[stage.name], kinds=set(kind.tags) | {"duckdb"})(compose)
+        return dg.graph_asset(
+            key=key,
+            ins={n: dg.AssetIn(key=k, dagster_type=dg.Nothing) for n, k in zip(inputs, deps)},
+            group_name=kwargs["group_name"],
+            description=kwargs["description"],
+            automation_condition=kwargs["automation_condition"],
+            code_version=self.stage_hashes[stage.name],
+            kinds=set(kind.tags) | {"duckdb"},
+        )(compose)
 
     def build_coverage_check(self, stage: StageSpec, asset: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
         kind = get_kind(stage.kind)
 
-        @dg.asset_check(asset=asset, name="covers_active_samples", blocking=True,
-                        description="every active sample has a row for the current config (all shards)")
+        @dg.asset_check(
+            asset=asset,
+            name="covers_active_samples",
+            blocking=True,
+            description="every active sample has a row for the current config (all shards)",
+        )
         def covers_active_samples() -> dg.AssetCheckResult:
             _, missing = self.stage_table_metadata(self.store, stage, kind, self.stage_hashes[stage.name])
             return dg.AssetCheckResult(passed=missing == 0, metadata={"violations": missing})
@@ -341,16 +445,32 @@ class CurationPipeline(dg.Component):
         key = self.get_asset_key(stage.name)
         deps = self.stage_deps(stage, kind)
         check_name = "covers_active_samples" if kind.role == "stage" else "members_are_active"
-        checks = [dg.AssetCheckSpec(check_name, asset=key, blocking=True, description=(
-            "every active sample has a row for the current config" if kind.role == "stage"
-            else "every selected sample is an active sample"))]
+        checks = [
+            dg.AssetCheckSpec(
+                check_name,
+                asset=key,
+                blocking=True,
+                description=(
+                    "every active sample has a row for the current config"
+                    if kind.role == "stage"
+                    else "every selected sample is an active sample"
+                ),
+            )
+        ]
 
         asset_kwargs = self.get_asset_kwargs(stage.name, stage.description or kind.summary)
         if stage.pool():
             asset_kwargs["pool"] = stage.pool()
 
-        @dg.asset(key=key, deps=deps, kinds=set(kind.tags) | {"duckdb"}, code_version=self.stage_hashes[stage.name],
-                  check_specs=checks, op_tags=self.get_op_tags(kind), **asset_kwargs)
+        @dg.asset(
+            key=key,
+            deps=deps,
+            kinds=set(kind.tags) | {"duckdb"},
+            code_version=self.stage_hashes[stage.name],
+            check_specs=checks,
+            op_tags=self.get_op_tags(kind),
+            **asset_kwargs,
+        )
         def stage_asset(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
             store = self.prepared_store()
             summary = self.execute_stage(context, kind, stage)
@@ -358,40 +478,68 @@ class CurationPipeline(dg.Component):
                 metadata, missing = self.stage_table_metadata(store, stage, kind, summary.config_hash)
             else:
                 with store.reader() as con:
-                    missing = fetch_row(con, read_sql("checks/selection_inactive_members.sql"),
-                                        {"selection": stage.name})[0]
-                    lineage = {"sample_id": [(k, "sample_id") for k in self.source_asset_keys()],
-                               "score": [(self.get_asset_key(s), c) for s, c in stage.score_sources()]}
-                    metadata = table_metadata(con, table=summary.table, row_count=summary.rows_out,
-                                              lineage=lineage, duckdb_path=str(store.path))
+                    missing = fetch_row(
+                        con, read_sql("checks/selection_inactive_members.sql"), {"selection": stage.name}
+                    )[0]
+                    lineage = {
+                        "sample_id": [(k, "sample_id") for k in self.source_asset_keys()],
+                        "score": [(self.get_asset_key(s), c) for s, c in stage.score_sources()],
+                    }
+                    metadata = table_metadata(
+                        con,
+                        table=summary.table,
+                        row_count=summary.rows_out,
+                        lineage=lineage,
+                        duckdb_path=str(store.path),
+                    )
                     metadata.update(selection_distinct_counts(con, stage.name))  # near-copies show
-            metadata.update(plain_metadata({
-                "config_hash": summary.config_hash, "rows_computed": summary.rows_out,
-                "seconds": round(summary.seconds, 3), **summary.metadata}))
+            metadata.update(
+                plain_metadata(
+                    {
+                        "config_hash": summary.config_hash,
+                        "rows_computed": summary.rows_out,
+                        "seconds": round(summary.seconds, 3),
+                        **summary.metadata,
+                    }
+                )
+            )
             if kind.role == "selection":
                 report = self.selection_report(context, stage, store)
                 if report is not None:
                     metadata["report"] = dg.MetadataValue.md(report)
-            return dg.MaterializeResult(metadata=metadata, check_results=[
-                dg.AssetCheckResult(check_name=check_name, passed=missing == 0, metadata={"violations": missing})])
+            return dg.MaterializeResult(
+                metadata=metadata,
+                check_results=[
+                    dg.AssetCheckResult(check_name=check_name, passed=missing == 0, metadata={"violations": missing})
+                ],
+            )
 
         return stage_asset
 
     def build_export_asset(self, export: ExportSpec) -> dg.AssetsDefinition:
-        upstream = (self.source_asset_keys() if export.selection == "samples"
-                    else [self.get_asset_key(export.selection)])
+        upstream = self.source_asset_keys() if export.selection == "samples" else [self.get_asset_key(export.selection)]
         out = self.resolve_path(export.path)
 
-        @dg.asset(key=self.get_asset_key(export.asset_name), deps=upstream, kinds={"duckdb", export.format},
-                  code_version=f"{export.format}:{export.selection}",
-                  **self.get_asset_kwargs(export.asset_name, f"`{export.selection}` as {export.format} at {out}"))
+        @dg.asset(
+            key=self.get_asset_key(export.asset_name),
+            deps=upstream,
+            kinds={"duckdb", export.format},
+            code_version=f"{export.format}:{export.selection}",
+            **self.get_asset_kwargs(export.asset_name, f"`{export.selection}` as {export.format} at {out}"),
+        )
         def export_asset(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-            count = export_selection(self.prepared_store(), export.selection, export.format, out,
-                                     overwrite=export.overwrite,
-                                     protected=pipeline_protected_paths(self.spec, self.base_dir))
+            count = export_selection(
+                self.prepared_store(),
+                export.selection,
+                export.format,
+                out,
+                overwrite=export.overwrite,
+                protected=pipeline_protected_paths(self.spec, self.base_dir),
+            )
             context.log.info(f"exported {count} samples of {export.selection!r} to {out}")
-            return dg.MaterializeResult(metadata={"dagster/row_count": count, "path": dg.MetadataValue.path(str(out)),
-                                                  "format": export.format})
+            return dg.MaterializeResult(
+                metadata={"dagster/row_count": count, "path": dg.MetadataValue.path(str(out)), "format": export.format}
+            )
 
         return export_asset
 
@@ -409,15 +557,25 @@ def _source_lineage(source: SourceSpec, raw_key: dg.AssetKey) -> dict[str, list[
         return lineage
     fmt = source.format if source.format != "auto" else ("sharegpt" if source.package == "sharegpt" else "auto")
     if source.package == "gsm8k":
-        return {"instruction": [(raw_key, "question")], "output": [(raw_key, "answer")],
-                "messages": [(raw_key, "question"), (raw_key, "answer")]}
-    turn_fields = {"sharegpt": ["conversations"], "messages": ["messages"],
-                   "alpaca": ["instruction", "input", "output"],
-                   "auto": ["instruction", "input", "output", "conversations", "messages"]}[fmt]
+        return {
+            "instruction": [(raw_key, "question")],
+            "output": [(raw_key, "answer")],
+            "messages": [(raw_key, "question"), (raw_key, "answer")],
+        }
+    turn_fields = {
+        "sharegpt": ["conversations"],
+        "messages": ["messages"],
+        "alpaca": ["instruction", "input", "output"],
+        "auto": ["instruction", "input", "output", "conversations", "messages"],
+    }[fmt]
     deps = [(raw_key, name) for name in turn_fields]
     if fmt == "alpaca":
-        return {"instruction": [(raw_key, "instruction")], "input": [(raw_key, "input")],
-                "output": [(raw_key, "output")], "messages": deps}
+        return {
+            "instruction": [(raw_key, "instruction")],
+            "input": [(raw_key, "input")],
+            "output": [(raw_key, "output")],
+            "messages": deps,
+        }
     return {"instruction": deps, "input": deps, "output": deps, "messages": deps, "n_turns": deps}
 
 

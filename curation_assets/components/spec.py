@@ -35,13 +35,19 @@ class ExportSpec(SpecModel):
     """Write a selection (or all active samples) to a file whenever it changes."""
 
     selection: str = Field(description="Selection name, or `samples` for every active sample.")
-    format: ExportFormat = Field("jsonl", description=(
-        "jsonl: original records as read; parquet/hf: normalised columns plus the original record."))
+    format: ExportFormat = Field(
+        "jsonl",
+        description=("jsonl: original records as read; parquet/hf: normalised columns plus the original record."),
+    )
     path: str = Field(description="Output file (jsonl/parquet) or folder (hf); relative to the YAML file.")
     name: str | None = Field(None, pattern=NAME_PATTERN, description="Asset name; default export_<selection>.")
-    overwrite: bool = Field(False, description=(
-        "Replace whatever is at `path` even when it is not an earlier export of this pipeline (which is "
-        "recognised by the manifest `.<name>.curation-export.json` beside it)."))
+    overwrite: bool = Field(
+        False,
+        description=(
+            "Replace whatever is at `path` even when it is not an earlier export of this pipeline (which is "
+            "recognised by the manifest `.<name>.curation-export.json` beside it)."
+        ),
+    )
 
     @property
     def asset_name(self) -> str:
@@ -51,13 +57,21 @@ class ExportSpec(SpecModel):
 class AutomationSpec(SpecModel):
     """When Dagster re-curates by itself (declarative automation; no click needed on a fresh instance)."""
 
-    condition: Literal["eager", "on_cron", "none"] = Field(default="eager", description=(
-        "eager: an asset runs as soon as what it reads changed; on_cron: at most once per `cron` tick after "
-        "its inputs changed; none: only when launched."))
+    condition: Literal["eager", "on_cron", "none"] = Field(
+        default="eager",
+        description=(
+            "eager: an asset runs as soon as what it reads changed; on_cron: at most once per `cron` tick after "
+            "its inputs changed; none: only when launched."
+        ),
+    )
     cron: str = Field(default="0 * * * *", description="Cron for `on_cron`.")
-    observe_sources_cron: str | None = Field(default="*/15 * * * *", description=(
-        "How often source files are fingerprinted (a changed file makes everything downstream stale); "
-        "null to observe only by hand."))
+    observe_sources_cron: str | None = Field(
+        default="*/15 * * * *",
+        description=(
+            "How often source files are fingerprinted (a changed file makes everything downstream stale); "
+            "null to observe only by hand."
+        ),
+    )
     schedule: str | None = Field(default=None, description="Cron of a schedule that re-runs the whole pipeline.")
 
 
@@ -79,11 +93,19 @@ class PipelineSpecBase(SpecModel):
     sources: list[SourceSpec] = Field(min_length=1, description="Raw datasets ingested into `samples`.")
     exports: list[ExportSpec] = Field(default_factory=list, description="Files written from selections.")
     automation: AutomationSpec = Field(default_factory=AutomationSpec, description="Re-curation on data change.")
-    gpu_op_tags: dict[str, Any] | None = Field(None, description=(
-        "Op tags given to the steps of model-running stages (kinds tagged `torch`), e.g. a `dagster-k8s/config` "
-        "that requests a GPU and a GPU node selector; other steps stay on CPU nodes."))
-    evaluation: EvaluationSpec | None = Field(None, description=(
-        "Fine-tune the causal LM on selections and compare held-out losses with a random band (`make eval`)."))
+    gpu_op_tags: dict[str, Any] | None = Field(
+        None,
+        description=(
+            "Op tags given to the steps of model-running stages (kinds tagged `torch`), e.g. a `dagster-k8s/config` "
+            "that requests a GPU and a GPU node selector; other steps stay on CPU nodes."
+        ),
+    )
+    evaluation: EvaluationSpec | None = Field(
+        None,
+        description=(
+            "Fine-tune the causal LM on selections and compare held-out losses with a random band (`make eval`)."
+        ),
+    )
     if TYPE_CHECKING:  # fields of the model `pipeline_spec_model()` builds, one union member per registered kind
         stages: list[StageSpec]
         selections: list[StageSpec]
@@ -119,8 +141,14 @@ def _without_secret_inputs(err: ValidationError) -> ValidationError:
         except (KeyError, TypeError, ValueError):  # a custom error type: keep its message as it was
             message = line["msg"].replace("{", "{{").replace("}", "}}")  # a str from pydantic, not user code
             kind, ctx = PydanticCustomError(kind, message), None  # pyright: ignore[reportArgumentType]
-        lines.append({"type": kind, "loc": line["loc"], "input": HIDDEN_INPUT if secret else line["input"],
-                      **({"ctx": ctx} if ctx else {})})
+        lines.append(
+            {
+                "type": kind,
+                "loc": line["loc"],
+                "input": HIDDEN_INPUT if secret else line["input"],
+                **({"ctx": ctx} if ctx else {}),
+            }
+        )
     return ValidationError.from_exception_data(err.title, lines)
 
 
@@ -153,7 +181,10 @@ def pipeline_spec_model() -> type[PipelineSpecBase]:
     # the unions exist only at run time, so the field types are values here, not type expressions
     fields: dict[str, Any] = {
         "stages": (list[stage_union], Field(default_factory=list, description="Scoring stages.")),
-        "selections": (list[selection_union], Field(default_factory=list, description="Selections over stage outputs.")),
+        "selections": (
+            list[selection_union],
+            Field(default_factory=list, description="Selections over stage outputs."),
+        ),
     }
     return create_model("PipelineSpec", __base__=PipelineSpecBase, **fields)
 
@@ -200,12 +231,18 @@ def check_pipeline(spec: Any, base_dir: Path) -> list[tuple[YamlPath, str]]:
                 problems.append(([section, i, "llm", "base_url"], f"stage {stage.name!r}: {problem}"))
             if stage.shards is not None and not (section == "stages" and get_kind(stage.kind).shardable):
                 shardable = ", ".join(sorted(k.kind for k in all_kinds().values() if k.shardable))
-                problems.append(([section, i, "shards"], f"{stage.kind} cannot be sharded "
-                                                         f"(shardable kinds: {shardable})"))
+                problems.append(
+                    ([section, i, "shards"], f"{stage.kind} cannot be sharded (shardable kinds: {shardable})")
+                )
             if section == "stages" and get_kind(stage.kind).generates_samples:
                 for key in stage.references():
-                    problems.append(([section, i, key], f"{stage.kind} adds samples that every other stage reads, "
-                                                        f"so it cannot read another stage or selection itself"))
+                    problems.append(
+                        (
+                            [section, i, key],
+                            f"{stage.kind} adds samples that every other stage reads, "
+                            f"so it cannot read another stage or selection itself",
+                        )
+                    )
 
     for i, source in enumerate(spec.sources):
         if source.path:
@@ -227,15 +264,20 @@ def check_pipeline(spec: Any, base_dir: Path) -> list[tuple[YamlPath, str]]:
     for i, export in enumerate(spec.exports):
         if export.selection != "samples" and export.selection not in selection_names:
             known = ", ".join(sorted(selection_names)) or "none"
-            problems.append((["exports", i, "selection"],
-                             f"no selection named {export.selection!r} (known: samples, {known})"))
+            problems.append(
+                (["exports", i, "selection"], f"no selection named {export.selection!r} (known: samples, {known})")
+            )
         target = _in_base_dir(export.path, base_dir)
         unsafe = unsafe_target(target, protected)
         if unsafe:
             problems.append((["exports", i, "path"], unsafe))
         elif target.resolve() in targets:
-            problems.append((["exports", i, "path"], f"exports.{targets[target.resolve()]} already writes {target}; "
-                                                     f"each export needs its own path"))
+            problems.append(
+                (
+                    ["exports", i, "path"],
+                    f"exports.{targets[target.resolve()]} already writes {target}; each export needs its own path",
+                )
+            )
         targets.setdefault(target.resolve(), i)
     if spec.evaluation is not None:
         for key, message in spec.evaluation.check(selection_names, set(stage_kinds), base_dir):
@@ -266,7 +308,10 @@ def pipeline_protected_paths(spec: Any, base_dir: Path) -> list[ProtectedPath]:
 
 def with_base_dir(spec: Any, base_dir: Path) -> Any:
     """The pipeline with every stage's relative file paths (prompt files, ...) made absolute."""
-    return spec.model_copy(update={
-        "stages": [s.with_base_dir(base_dir) for s in spec.stages],
-        "selections": [s.with_base_dir(base_dir) for s in spec.selections],
-        "evaluation": spec.evaluation.with_base_dir(base_dir) if spec.evaluation is not None else None})
+    return spec.model_copy(
+        update={
+            "stages": [s.with_base_dir(base_dir) for s in spec.stages],
+            "selections": [s.with_base_dir(base_dir) for s in spec.selections],
+            "evaluation": spec.evaluation.with_base_dir(base_dir) if spec.evaluation is not None else None,
+        }
+    )

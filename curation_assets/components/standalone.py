@@ -17,8 +17,11 @@ from dagster_shared.yaml_utils import parse_yaml_with_source_position
 from curation_assets.components.pipeline import CurationPipeline
 from curation_assets.components.spec import pipeline_spec_model
 
-COMPONENT_TYPES = {"curation_assets.CurationPipeline", "curation_assets.components.CurationPipeline",
-                   "curation_assets.components.pipeline.CurationPipeline"}
+COMPONENT_TYPES = {
+    "curation_assets.CurationPipeline",
+    "curation_assets.components.CurationPipeline",
+    "curation_assets.components.pipeline.CurationPipeline",
+}
 
 
 class PipelineFileError(ValueError):

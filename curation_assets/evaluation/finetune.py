@@ -25,8 +25,14 @@ from curation_assets.models.chat_format import EncodedSample, collate, encode_co
 from curation_assets.stages.core.causal_lm import run_batches_with_oom_backoff
 
 
-def response_losses(model: Any, encoded: Sequence[EncodedSample], pad_token_id: int, batch_size: int,
-                    device: str, stats: dict | None = None) -> np.ndarray:
+def response_losses(
+    model: Any,
+    encoded: Sequence[EncodedSample],
+    pad_token_id: int,
+    batch_size: int,
+    device: str,
+    stats: dict | None = None,
+) -> np.ndarray:
     """Per-sample mean response-token cross-entropy (NaN for a sample without response tokens)."""
     import torch
 
@@ -65,8 +71,14 @@ class FinetuneRunner:
     cache: FinetuneCache
     sets: Sequence[HeldoutSet]
     log: Any = None
-    stats: dict[str, Any] = field(default_factory=lambda: {"finetunes_run": 0, "finetunes_cached": 0,
-                                                          "loss_sets_measured": 0, "loss_sets_cached": 0})
+    stats: dict[str, Any] = field(
+        default_factory=lambda: {
+            "finetunes_run": 0,
+            "finetunes_cached": 0,
+            "loss_sets_measured": 0,
+            "loss_sets_cached": 0,
+        }
+    )
     _model: Any = None
     _tokenizer: Any = None
     _encoded: dict[str, list[EncodedSample]] = field(default_factory=dict)
@@ -80,9 +92,10 @@ class FinetuneRunner:
 
     def encode(self, conversations: Sequence[Any]) -> list[EncodedSample]:
         self._load()
-        return [encode_conversation(self._tokenizer, m, self.settings.max_length, self.settings.model,
-                                    self.settings.turns)
-                for m in conversations]
+        return [
+            encode_conversation(self._tokenizer, m, self.settings.max_length, self.settings.model, self.settings.turns)
+            for m in conversations
+        ]
 
     def _encoded_set(self, heldout: HeldoutSet) -> list[EncodedSample]:
         if heldout.name not in self._encoded:
@@ -94,8 +107,14 @@ class FinetuneRunner:
 
         for heldout in missing:
             started = time.perf_counter()
-            losses = response_losses(model, self._encoded_set(heldout), self._tokenizer.pad_token_id,
-                                     self.settings.batch_size, compute_device().name, self.stats)
+            losses = response_losses(
+                model,
+                self._encoded_set(heldout),
+                self._tokenizer.pad_token_id,
+                self.settings.batch_size,
+                compute_device().name,
+                self.stats,
+            )
             seconds = time.perf_counter() - started
             self.cache.save_losses(key, heldout.hash, losses, seconds)
             result.losses[heldout.name] = losses
@@ -148,18 +167,29 @@ class FinetuneRunner:
         else:
             peft_model = attach_lora(self._model, self.settings.lora, self.settings.seed)
             started = time.perf_counter()
-            trained = lora_finetune(peft_model, self.encode(training), self.settings.lora,
-                                    pad_token_id=self._tokenizer.pad_token_id, seed=self.settings.seed,
-                                    device=compute_device().name)
-            meta = {"training_samples": len(training), "training_steps": len(trained.step_losses),
-                    "final_training_loss": trained.step_losses[-1] if trained.step_losses else None,
-                    "step_losses": trained.step_losses, "seconds": time.perf_counter() - started,
-                    "device": compute_device().describe()}
+            trained = lora_finetune(
+                peft_model,
+                self.encode(training),
+                self.settings.lora,
+                pad_token_id=self._tokenizer.pad_token_id,
+                seed=self.settings.seed,
+                device=compute_device().name,
+            )
+            meta = {
+                "training_samples": len(training),
+                "training_steps": len(trained.step_losses),
+                "final_training_loss": trained.step_losses[-1] if trained.step_losses else None,
+                "step_losses": trained.step_losses,
+                "seconds": time.perf_counter() - started,
+                "device": compute_device().describe(),
+            }
             self.cache.save_adapter(key, peft_model, meta)
             self.stats["finetunes_run"] += 1
             result.computed_now = True
-            self._info(f"{key[:12]}: fine-tuned on {len(training)} samples, {meta['training_steps']} steps "
-                       f"({meta['seconds']:.0f} s)")
+            self._info(
+                f"{key[:12]}: fine-tuned on {len(training)} samples, {meta['training_steps']} steps "
+                f"({meta['seconds']:.0f} s)"
+            )
         started = time.perf_counter()
         self._measure(key, peft_model, missing, result)
         result.eval_seconds += time.perf_counter() - started

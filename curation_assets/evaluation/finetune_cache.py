@@ -41,9 +41,18 @@ def finetune_key(members: str, settings: FinetuneSettings) -> str:
 
 def base_model_key(settings: FinetuneSettings) -> str:
     """The un-tuned model's entry: its losses depend on the model, template, max_length and turns only."""
-    return "base-" + digest({"version": EVALUATION_VERSION, "model": settings.model,
-                             "max_length": settings.max_length, "chat_template": settings.chat_template,
-                             "turns": settings.turns})[:26]
+    return (
+        "base-"
+        + digest(
+            {
+                "version": EVALUATION_VERSION,
+                "model": settings.model,
+                "max_length": settings.max_length,
+                "chat_template": settings.chat_template,
+                "turns": settings.turns,
+            }
+        )[:26]
+    )
 
 
 def set_hash(sample_ids: Sequence[str]) -> str:
@@ -87,8 +96,10 @@ class FinetuneCache:
 
     def save_losses(self, key: str, eval_set: str, losses: np.ndarray, seconds: float) -> None:
         self.folder(key).mkdir(parents=True, exist_ok=True)
-        _write_json(self.folder(key) / f"losses-{eval_set}.json",
-                    {"losses": [None if np.isnan(v) else float(v) for v in losses], "seconds": seconds})
+        _write_json(
+            self.folder(key) / f"losses-{eval_set}.json",
+            {"losses": [None if np.isnan(v) else float(v) for v in losses], "seconds": seconds},
+        )
 
     def loss_seconds(self, key: str, eval_set: str) -> float:
         path = self.folder(key) / f"losses-{eval_set}.json"

@@ -45,27 +45,61 @@ from curation_assets.store.writes import utc_now
 
 BASE_MODEL = "base_model"
 FULL_POOL = "full_pool"
-RESULT_SCHEMA = pa.schema([
-    ("evaluation", pa.string()), ("selection", pa.string()), ("kind", pa.string()), ("role", pa.string()),
-    ("k", pa.int32()), ("members_hash", pa.string()), ("finetune_key", pa.string()),
-    ("target_loss", pa.float64()), ("general_loss", pa.float64()), ("target_delta", pa.float64()),
-    ("general_delta", pa.float64()), ("selection_seconds", pa.float64()), ("upstream_seconds", pa.float64()),
-    ("finetune_seconds", pa.float64()), ("eval_seconds", pa.float64()), ("computed_now", pa.bool_()),
-    ("training_steps", pa.int32()), ("final_training_loss", pa.float64()), ("config_hash", pa.string()),
-    ("evaluated_at", pa.timestamp("us")), ("training_seeds", pa.int32()), ("response_tokens", pa.int64()),
-    ("target_ci_low", pa.float64()), ("target_ci_high", pa.float64()), ("general_ci_low", pa.float64()),
-    ("general_ci_high", pa.float64()), ("beats_all_random", pa.bool_()), ("token_matched_delta", pa.float64()),
-    ("token_matched_ci_low", pa.float64()), ("token_matched_ci_high", pa.float64()), ("matched_to", pa.string()),
-])
-LOSSES_SCHEMA = pa.schema([
-    ("evaluation", pa.string()), ("selection", pa.string()), ("training_seed", pa.int32()),
-    ("heldout_set", pa.string()), ("position", pa.int32()), ("loss", pa.float64()),
-])
+RESULT_SCHEMA = pa.schema(
+    [
+        ("evaluation", pa.string()),
+        ("selection", pa.string()),
+        ("kind", pa.string()),
+        ("role", pa.string()),
+        ("k", pa.int32()),
+        ("members_hash", pa.string()),
+        ("finetune_key", pa.string()),
+        ("target_loss", pa.float64()),
+        ("general_loss", pa.float64()),
+        ("target_delta", pa.float64()),
+        ("general_delta", pa.float64()),
+        ("selection_seconds", pa.float64()),
+        ("upstream_seconds", pa.float64()),
+        ("finetune_seconds", pa.float64()),
+        ("eval_seconds", pa.float64()),
+        ("computed_now", pa.bool_()),
+        ("training_steps", pa.int32()),
+        ("final_training_loss", pa.float64()),
+        ("config_hash", pa.string()),
+        ("evaluated_at", pa.timestamp("us")),
+        ("training_seeds", pa.int32()),
+        ("response_tokens", pa.int64()),
+        ("target_ci_low", pa.float64()),
+        ("target_ci_high", pa.float64()),
+        ("general_ci_low", pa.float64()),
+        ("general_ci_high", pa.float64()),
+        ("beats_all_random", pa.bool_()),
+        ("token_matched_delta", pa.float64()),
+        ("token_matched_ci_low", pa.float64()),
+        ("token_matched_ci_high", pa.float64()),
+        ("matched_to", pa.string()),
+    ]
+)
+LOSSES_SCHEMA = pa.schema(
+    [
+        ("evaluation", pa.string()),
+        ("selection", pa.string()),
+        ("training_seed", pa.int32()),
+        ("heldout_set", pa.string()),
+        ("position", pa.int32()),
+        ("loss", pa.float64()),
+    ]
+)
 
-SAMPLES_SCHEMA = pa.schema([
-    ("evaluation", pa.string()), ("heldout_set", pa.string()), ("position", pa.int32()), ("sample_id", pa.string()),
-    ("messages", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))),
-])
+SAMPLES_SCHEMA = pa.schema(
+    [
+        ("evaluation", pa.string()),
+        ("heldout_set", pa.string()),
+        ("position", pa.int32()),
+        ("sample_id", pa.string()),
+        ("messages", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))),
+    ]
+)
 
 
 @dataclass
@@ -133,8 +167,10 @@ def selection_members(store: DuckDBStore, selection: str, current_hash: str) -> 
         raise ValueError(f"evaluation: selection {selection!r} has no members: materialise it first")
     stale = {config for _, config in rows if config != current_hash}
     if stale:
-        raise ValueError(f"evaluation: selection {selection!r} was selected under config {sorted(stale)}, not its "
-                         f"current config {current_hash}: materialise it again")
+        raise ValueError(
+            f"evaluation: selection {selection!r} was selected under config {sorted(stale)}, not its "
+            f"current config {current_hash}: materialise it again"
+        )
     return [sid for sid, _ in rows]
 
 
@@ -161,11 +197,16 @@ def stage_seconds(store: DuckDBStore, pipeline: str, name: str, config_hash: str
     """A stage: every run of its current config (incremental); a selection: its latest run."""
     with store.reader() as con:
         if role == "stage":
-            return float(con.execute(read_sql("reads/evaluation_stage_seconds.sql"),
-                                     {"pipeline": pipeline, "stage": name, "config_hash": config_hash}
-                                     ).fetchall()[0][0])
-        rows = con.execute(read_sql("reads/evaluation_selection_seconds.sql"),
-                           {"pipeline": pipeline, "stage": name, "config_hash": config_hash}).fetchall()
+            return float(
+                con.execute(
+                    read_sql("reads/evaluation_stage_seconds.sql"),
+                    {"pipeline": pipeline, "stage": name, "config_hash": config_hash},
+                ).fetchall()[0][0]
+            )
+        rows = con.execute(
+            read_sql("reads/evaluation_selection_seconds.sql"),
+            {"pipeline": pipeline, "stage": name, "config_hash": config_hash},
+        ).fetchall()
     return float(rows[0][0]) if rows else 0.0
 
 
@@ -176,8 +217,9 @@ def pool_samples(store: DuckDBStore) -> tuple[list[str], list[Any]]:
     return [sid for sid, _ in rows], [messages for _, messages in rows]
 
 
-def finetuned_over_seeds(runner: FinetuneRunner, spec: EvaluationSpec, sample_ids: list[str], messages: list[Any],
-                         log: Any, label: str) -> tuple[str, Measured, list[tuple[int, Measured]]]:
+def finetuned_over_seeds(
+    runner: FinetuneRunner, spec: EvaluationSpec, sample_ids: list[str], messages: list[Any], log: Any, label: str
+) -> tuple[str, Measured, list[tuple[int, Measured]]]:
     """(members hash, the seeds' mean, each seed's fine-tune) of one training set: `training_seeds`
     fine-tunes with seeds finetune.seed, +1, ..., each cached under its own key."""
     training_set = members_hash(sample_ids)
@@ -199,16 +241,28 @@ def seed_mean(runs: list[tuple[int, Measured]]) -> Measured:
     if len(runs) == 1:
         return first
     measured = [m for _, m in runs]
-    return Measured(first.key, {name: np.mean([m.losses[name] for m in measured], axis=0) for name in first.losses},
-                    finetune_seconds=sum(m.finetune_seconds for m in measured),
-                    eval_seconds=sum(m.eval_seconds for m in measured),
-                    computed_now=any(m.computed_now for m in measured), training_steps=first.training_steps,
-                    final_training_loss=_nanmean([m.final_training_loss for m in measured]))
+    return Measured(
+        first.key,
+        {name: np.mean([m.losses[name] for m in measured], axis=0) for name in first.losses},
+        finetune_seconds=sum(m.finetune_seconds for m in measured),
+        eval_seconds=sum(m.eval_seconds for m in measured),
+        computed_now=any(m.computed_now for m in measured),
+        training_steps=first.training_steps,
+        final_training_loss=_nanmean([m.final_training_loss for m in measured]),
+    )
 
 
-def run_evaluation(spec: EvaluationSpec, *, store: DuckDBStore, pipeline: str, specs: Mapping[str, StageSpec],
-                   selection_names: set[str], stage_hashes: Mapping[str, str], cache_dir: Path,
-                   log: Any = None) -> EvaluationResult:
+def run_evaluation(
+    spec: EvaluationSpec,
+    *,
+    store: DuckDBStore,
+    pipeline: str,
+    specs: Mapping[str, StageSpec],
+    selection_names: set[str],
+    stage_hashes: Mapping[str, str],
+    cache_dir: Path,
+    log: Any = None,
+) -> EvaluationResult:
     """Fine-tune and measure every listed selection (cached), write `evaluation_results` and the files."""
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="curation-evaluation-") as staging:
@@ -227,45 +281,97 @@ def run_evaluation(spec: EvaluationSpec, *, store: DuckDBStore, pipeline: str, s
             members = selection_members(store, name, stage_hashes[name])
             missing = [sid for sid in members if sid not in tokens_of]
             if missing:
-                raise ValueError(f"evaluation: selection {name!r} holds {len(missing)} inactive samples "
-                                 f"(e.g. {missing[0]}): materialise it again")
-            training_set, measured, runs = finetuned_over_seeds(runner, spec, members,
-                                                                member_messages(store, members), log, name)
-            row = ResultRow(name, specs[name].kind, role, len(members), measured, training_set, runs=runs,
-                            response_tokens=int(sum(tokens_of[sid] for sid in members)))
+                raise ValueError(
+                    f"evaluation: selection {name!r} holds {len(missing)} inactive samples "
+                    f"(e.g. {missing[0]}): materialise it again"
+                )
+            training_set, measured, runs = finetuned_over_seeds(
+                runner, spec, members, member_messages(store, members), log, name
+            )
+            row = ResultRow(
+                name,
+                specs[name].kind,
+                role,
+                len(members),
+                measured,
+                training_set,
+                runs=runs,
+                response_tokens=int(sum(tokens_of[sid] for sid in members)),
+            )
             row.selection_seconds = stage_seconds(store, pipeline, name, stage_hashes[name], "selection")
             row.upstream_seconds = row.selection_seconds + sum(
-                stage_seconds(store, pipeline, ref, stage_hashes[ref],
-                              "selection" if ref in selection_names else "stage")
-                for ref in upstream_names(name, specs))
+                stage_seconds(
+                    store, pipeline, ref, stage_hashes[ref], "selection" if ref in selection_names else "stage"
+                )
+                for ref in upstream_names(name, specs)
+            )
             rows.append(row)
     if spec.full_pool:
         training_set, measured, runs = finetuned_over_seeds(runner, spec, pool_ids, pool_messages, log, FULL_POOL)
-        rows.append(ResultRow(FULL_POOL, "all active samples", "full_pool", len(pool_ids), measured, training_set,
-                              runs=runs, response_tokens=int(pool_tokens.sum())))
+        rows.append(
+            ResultRow(
+                FULL_POOL,
+                "all active samples",
+                "full_pool",
+                len(pool_ids),
+                measured,
+                training_set,
+                runs=runs,
+                response_tokens=int(pool_tokens.sum()),
+            )
+        )
     by_id = dict(zip(pool_ids, pool_messages))
     for method in [r for r in rows if r.role == "method"]:
         for draw in range(spec.token_matched_draws):
             chosen = token_matched_subset(pool_tokens, method.response_tokens or 0, spec.token_matched_seed + draw)
             members = sorted(pool_ids[i] for i in chosen)
             name = f"token_matched:{method.selection}:{draw}"
-            training_set, measured, runs = finetuned_over_seeds(runner, spec, members, [by_id[m] for m in members],
-                                                                log, name)
-            rows.append(ResultRow(name, "random (token-matched)", "token_matched", len(members), measured,
-                                  training_set, runs=runs, response_tokens=int(pool_tokens[chosen].sum()),
-                                  matched_to=method.selection))
+            training_set, measured, runs = finetuned_over_seeds(
+                runner, spec, members, [by_id[m] for m in members], log, name
+            )
+            rows.append(
+                ResultRow(
+                    name,
+                    "random (token-matched)",
+                    "token_matched",
+                    len(members),
+                    measured,
+                    training_set,
+                    runs=runs,
+                    response_tokens=int(pool_tokens[chosen].sum()),
+                    matched_to=method.selection,
+                )
+            )
     for row in rows:
         row.target_loss = row.measured.mean(target.name)
         row.general_loss = row.measured.mean(general.name)
     baselines = [r for r in rows if r.role == "baseline"]
-    band = Band(*_mean_std([r.target_loss for r in baselines]), *_mean_std([r.general_loss for r in baselines]),
-                len(baselines))
+    band = Band(
+        *_mean_std([r.target_loss for r in baselines]), *_mean_std([r.general_loss for r in baselines]), len(baselines)
+    )
     compare(rows, spec, target.name, general.name)
-    timings = [(name, stage.kind, stage_seconds(store, pipeline, name, stage_hashes[name],
-                                                "selection" if name in selection_names else "stage"))
-               for name, stage in specs.items()]
-    result = EvaluationResult(spec, rows, band, target, general, len(pool_ids), time.perf_counter() - started,
-                              dict(runner.stats), machine_description(), timings)
+    timings = [
+        (
+            name,
+            stage.kind,
+            stage_seconds(
+                store, pipeline, name, stage_hashes[name], "selection" if name in selection_names else "stage"
+            ),
+        )
+        for name, stage in specs.items()
+    ]
+    result = EvaluationResult(
+        spec,
+        rows,
+        band,
+        target,
+        general,
+        len(pool_ids),
+        time.perf_counter() - started,
+        dict(runner.stats),
+        machine_description(),
+        timings,
+    )
     write_results(store, result)
     if spec.output_dir:
         from curation_assets.evaluation.report import write_report_files
@@ -289,14 +395,17 @@ def compare(rows: list[ResultRow], spec: EvaluationSpec, target: str, general: s
         if row.role in ("method", "base_model", "full_pool"):
             row.random_beaten = sum(
                 bool(paired_differences(row.measured.losses[target], b.measured.losses[target]).mean() < 0)
-                for b in baselines)
+                for b in baselines
+            )
             row.beats_all_random = row.random_beaten == len(baselines)
         if row.role == "method":
             matched = [r for r in rows if r.role == "token_matched" and r.matched_to == row.selection]
             if matched:
                 row.token_matched = paired_bootstrap(
-                    row.measured.losses[target], np.mean([r.measured.losses[target] for r in matched], axis=0),
-                    **settings)
+                    row.measured.losses[target],
+                    np.mean([r.measured.losses[target] for r in matched], axis=0),
+                    **settings,
+                )
 
 
 def _nanmean(values: list[float | None]) -> float | None:
@@ -311,33 +420,67 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 def write_results(store: DuckDBStore, result: EvaluationResult) -> None:
     now = utc_now()
-    records = [{
-        "evaluation": result.spec.name, "selection": r.selection, "kind": r.kind, "role": r.role, "k": r.k,
-        "members_hash": r.members_hash, "finetune_key": r.measured.key, "target_loss": _finite(r.target_loss),
-        "general_loss": _finite(r.general_loss), "target_delta": _finite(r.target_delta),
-        "general_delta": _finite(r.general_delta), "selection_seconds": r.selection_seconds,
-        "upstream_seconds": r.upstream_seconds, "finetune_seconds": r.measured.finetune_seconds,
-        "eval_seconds": r.measured.eval_seconds, "computed_now": r.measured.computed_now,
-        "training_steps": r.measured.training_steps, "final_training_loss": r.measured.final_training_loss,
-        "config_hash": result.spec.config_hash(), "evaluated_at": now, "training_seeds": len(r.runs),
-        "response_tokens": r.response_tokens,
-        "target_ci_low": _finite(r.target_ci[0]) if r.target_ci else None,
-        "target_ci_high": _finite(r.target_ci[1]) if r.target_ci else None,
-        "general_ci_low": _finite(r.general_ci[0]) if r.general_ci else None,
-        "general_ci_high": _finite(r.general_ci[1]) if r.general_ci else None,
-        "beats_all_random": r.beats_all_random,
-        "token_matched_delta": _finite(r.token_matched.delta) if r.token_matched else None,
-        "token_matched_ci_low": _finite(r.token_matched.low) if r.token_matched else None,
-        "token_matched_ci_high": _finite(r.token_matched.high) if r.token_matched else None,
-        "matched_to": r.matched_to} for r in result.rows]
-    losses = [{"evaluation": result.spec.name, "selection": r.selection, "training_seed": seed,
-               "heldout_set": held.name, "position": i, "loss": _finite(v)}
-              for r in result.rows for seed, measured in r.runs for held in (result.target, result.general)
-              for i, v in enumerate(measured.losses[held.name].tolist())]
-    heldout = [{"evaluation": result.spec.name, "heldout_set": held.name, "position": i, "sample_id": sid,
-                "messages": messages}
-               for held in (result.target, result.general)
-               for i, (sid, messages) in enumerate(zip(held.sample_ids, held.messages))]
+    records = [
+        {
+            "evaluation": result.spec.name,
+            "selection": r.selection,
+            "kind": r.kind,
+            "role": r.role,
+            "k": r.k,
+            "members_hash": r.members_hash,
+            "finetune_key": r.measured.key,
+            "target_loss": _finite(r.target_loss),
+            "general_loss": _finite(r.general_loss),
+            "target_delta": _finite(r.target_delta),
+            "general_delta": _finite(r.general_delta),
+            "selection_seconds": r.selection_seconds,
+            "upstream_seconds": r.upstream_seconds,
+            "finetune_seconds": r.measured.finetune_seconds,
+            "eval_seconds": r.measured.eval_seconds,
+            "computed_now": r.measured.computed_now,
+            "training_steps": r.measured.training_steps,
+            "final_training_loss": r.measured.final_training_loss,
+            "config_hash": result.spec.config_hash(),
+            "evaluated_at": now,
+            "training_seeds": len(r.runs),
+            "response_tokens": r.response_tokens,
+            "target_ci_low": _finite(r.target_ci[0]) if r.target_ci else None,
+            "target_ci_high": _finite(r.target_ci[1]) if r.target_ci else None,
+            "general_ci_low": _finite(r.general_ci[0]) if r.general_ci else None,
+            "general_ci_high": _finite(r.general_ci[1]) if r.general_ci else None,
+            "beats_all_random": r.beats_all_random,
+            "token_matched_delta": _finite(r.token_matched.delta) if r.token_matched else None,
+            "token_matched_ci_low": _finite(r.token_matched.low) if r.token_matched else None,
+            "token_matched_ci_high": _finite(r.token_matched.high) if r.token_matched else None,
+            "matched_to": r.matched_to,
+        }
+        for r in result.rows
+    ]
+    losses = [
+        {
+            "evaluation": result.spec.name,
+            "selection": r.selection,
+            "training_seed": seed,
+            "heldout_set": held.name,
+            "position": i,
+            "loss": _finite(v),
+        }
+        for r in result.rows
+        for seed, measured in r.runs
+        for held in (result.target, result.general)
+        for i, v in enumerate(measured.losses[held.name].tolist())
+    ]
+    heldout = [
+        {
+            "evaluation": result.spec.name,
+            "heldout_set": held.name,
+            "position": i,
+            "sample_id": sid,
+            "messages": messages,
+        }
+        for held in (result.target, result.general)
+        for i, (sid, messages) in enumerate(zip(held.sample_ids, held.messages))
+    ]
     with tempfile.TemporaryDirectory(prefix="curation-evaluation-") as staging:
         path, samples_path = Path(staging) / "results.parquet", Path(staging) / "samples.parquet"
         losses_path = Path(staging) / "losses.parquet"
@@ -345,9 +488,16 @@ def write_results(store: DuckDBStore, result: EvaluationResult) -> None:
         pq.write_table(pa.Table.from_pylist(heldout, schema=SAMPLES_SCHEMA), samples_path)
         pq.write_table(pa.Table.from_pylist(losses, schema=LOSSES_SCHEMA), losses_path)
         with store.transaction() as con:
-            execute_sql_file(con, "writes/evaluation_replace.sql", {
-                "evaluation": result.spec.name, "results_file": str(path), "samples_file": str(samples_path),
-                "losses_file": str(losses_path)})
+            execute_sql_file(
+                con,
+                "writes/evaluation_replace.sql",
+                {
+                    "evaluation": result.spec.name,
+                    "results_file": str(path),
+                    "samples_file": str(samples_path),
+                    "losses_file": str(losses_path),
+                },
+            )
 
 
 def _finite(value: float | None) -> float | None:

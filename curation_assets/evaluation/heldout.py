@@ -39,12 +39,15 @@ def target_heldout(target: TargetSpec, size: int | None, staging: Path) -> Heldo
     table = read_target(target, staging / f"target-{target.name}")
     heldout = table.filter(pc.equal(table.column("split"), "heldout"))
     if heldout.num_rows == 0:
-        raise ValueError(f"evaluation target {target.name!r} has no held-out samples: its "
-                         f"{table.num_rows} records all fall in validation_size={target.validation_size}")
+        raise ValueError(
+            f"evaluation target {target.name!r} has no held-out samples: its "
+            f"{table.num_rows} records all fall in validation_size={target.validation_size}"
+        )
     if size is not None:
         heldout = heldout.slice(0, size)
-    return HeldoutSet(f"target:{target.name}", heldout.column("sample_id").to_pylist(),
-                      heldout.column("messages").to_pylist())
+    return HeldoutSet(
+        f"target:{target.name}", heldout.column("sample_id").to_pylist(), heldout.column("messages").to_pylist()
+    )
 
 
 def general_heldout(spec: GeneralHeldoutSpec, store: DuckDBStore, staging: Path) -> HeldoutSet:
@@ -58,8 +61,10 @@ def general_heldout(spec: GeneralHeldoutSpec, store: DuckDBStore, staging: Path)
     ids = samples.column("sample_id").to_pylist()
     outside = sorted(i for i, sid in enumerate(ids) if sid not in known)
     if len(outside) < spec.size:
-        raise ValueError(f"evaluation `general` ({spec.name}): only {len(outside)} of its {len(ids)} samples lie "
-                         f"outside the pool, {spec.size} needed; raise its `limit` (records read) or lower `size`")
+        raise ValueError(
+            f"evaluation `general` ({spec.name}): only {len(outside)} of its {len(ids)} samples lie "
+            f"outside the pool, {spec.size} needed; raise its `limit` (records read) or lower `size`"
+        )
     chosen = sorted(np.random.default_rng(spec.seed).choice(outside, size=spec.size, replace=False).tolist())
     messages = samples.column("messages").to_pylist()
     return HeldoutSet(f"general:{spec.name}", [ids[i] for i in chosen], [messages[i] for i in chosen])
@@ -68,10 +73,13 @@ def general_heldout(spec: GeneralHeldoutSpec, store: DuckDBStore, staging: Path)
 def check_no_leak(store: DuckDBStore, heldout: HeldoutSet, selections: list[str]) -> None:
     """Fail when one of `selections` chose its samples with target samples this evaluation holds out."""
     with store.reader() as con:
-        leaks = con.execute(read_sql("reads/evaluation_target_leaks.sql"),
-                            {"sample_ids": heldout.sample_ids, "selections": selections}).fetchall()
+        leaks = con.execute(
+            read_sql("reads/evaluation_target_leaks.sql"), {"sample_ids": heldout.sample_ids, "selections": selections}
+        ).fetchall()
     if leaks:
         listed = ", ".join(f"{selection} ({target}: {n} samples)" for selection, target, n in leaks)
-        raise LeakError(f"the evaluation's held-out target samples were used for selection by {listed}: give "
-                        "`evaluation.target` the same `validation_size` and `split_seed` as those selections' "
-                        "targets")
+        raise LeakError(
+            f"the evaluation's held-out target samples were used for selection by {listed}: give "
+            "`evaluation.target` the same `validation_size` and `split_seed` as those selections' "
+            "targets"
+        )

@@ -15,9 +15,20 @@ from matplotlib.figure import Figure
 
 from curation_assets.evaluation.harness import BASE_MODEL, FULL_POOL, EvaluationResult, ResultRow
 
-COLUMNS = ("method", "kind", "k", "response tokens", "target loss", "Δ target vs random [95% CI]",
-           "beats all random seeds?", "Δ target vs token-matched random [95% CI]", "general loss",
-           "Δ general vs random [95% CI]", "selection s", "incl. upstream s")
+COLUMNS = (
+    "method",
+    "kind",
+    "k",
+    "response tokens",
+    "target loss",
+    "Δ target vs random [95% CI]",
+    "beats all random seeds?",
+    "Δ target vs token-matched random [95% CI]",
+    "general loss",
+    "Δ general vs random [95% CI]",
+    "selection s",
+    "incl. upstream s",
+)
 TOKEN_COLUMNS = ("subset", "matches", "k", "response tokens", "target loss", "general loss")
 METHOD_COLOR, BASELINE_COLOR, BAND_COLOR, REFERENCE_COLOR = "#1c7ed6", "#868e96", "#ced4da", "#f59f00"
 MIN_RANDOM_SEEDS = 5
@@ -59,16 +70,22 @@ def table_rows(result: EvaluationResult) -> list[dict[str, str]]:
     rows = [_row(r, labels[r.selection], n) for r in result.rows if r.role in ("base_model", "full_pool")]
     baselines = [r for r in result.rows if r.role == "baseline"]
     ks = sorted({r.k for r in baselines})
-    rows.append({"method": f"**random band** ({n} seeds, mean ± std)", "kind": baselines[0].kind,
-                 "k": "/".join(map(str, ks)),
-                 "response tokens": _tokens(int(np.mean([r.response_tokens or 0 for r in baselines]))),
-                 "target loss": f"{_loss(band.target_mean)} ± {_loss(band.target_std)}",
-                 "Δ target vs random [95% CI]": "0", "beats all random seeds?": "",
-                 "Δ target vs token-matched random [95% CI]": "",
-                 "general loss": f"{_loss(band.general_mean)} ± {_loss(band.general_std)}",
-                 "Δ general vs random [95% CI]": "0",
-                 "selection s": _seconds(float(np.mean([r.selection_seconds or 0.0 for r in baselines]))),
-                 "incl. upstream s": _seconds(float(np.mean([r.upstream_seconds or 0.0 for r in baselines])))})
+    rows.append(
+        {
+            "method": f"**random band** ({n} seeds, mean ± std)",
+            "kind": baselines[0].kind,
+            "k": "/".join(map(str, ks)),
+            "response tokens": _tokens(int(np.mean([r.response_tokens or 0 for r in baselines]))),
+            "target loss": f"{_loss(band.target_mean)} ± {_loss(band.target_std)}",
+            "Δ target vs random [95% CI]": "0",
+            "beats all random seeds?": "",
+            "Δ target vs token-matched random [95% CI]": "",
+            "general loss": f"{_loss(band.general_mean)} ± {_loss(band.general_std)}",
+            "Δ general vs random [95% CI]": "0",
+            "selection s": _seconds(float(np.mean([r.selection_seconds or 0.0 for r in baselines]))),
+            "incl. upstream s": _seconds(float(np.mean([r.upstream_seconds or 0.0 for r in baselines]))),
+        }
+    )
     rows += [_row(r, r.selection, n) for r in baselines]
     rows += [_row(r, f"**{r.selection}**", n) for r in result.rows if r.role == "method"]
     return rows
@@ -76,22 +93,38 @@ def table_rows(result: EvaluationResult) -> list[dict[str, str]]:
 
 def _row(row: ResultRow, label: str, n: int) -> dict[str, str]:
     matched = row.token_matched
-    return {"method": label, "kind": "" if row.role == "base_model" else row.kind, "k": str(row.k),
-            "response tokens": _tokens(row.response_tokens), "target loss": _loss(row.target_loss),
-            "Δ target vs random [95% CI]": _delta(row.target_delta, row.target_ci),
-            "beats all random seeds?": _beats(row, n),
-            "Δ target vs token-matched random [95% CI]": (
-                "" if matched is None else _delta(matched.delta, (matched.low, matched.high))),
-            "general loss": _loss(row.general_loss),
-            "Δ general vs random [95% CI]": _delta(row.general_delta, row.general_ci),
-            "selection s": _seconds(row.selection_seconds), "incl. upstream s": _seconds(row.upstream_seconds)}
+    return {
+        "method": label,
+        "kind": "" if row.role == "base_model" else row.kind,
+        "k": str(row.k),
+        "response tokens": _tokens(row.response_tokens),
+        "target loss": _loss(row.target_loss),
+        "Δ target vs random [95% CI]": _delta(row.target_delta, row.target_ci),
+        "beats all random seeds?": _beats(row, n),
+        "Δ target vs token-matched random [95% CI]": (
+            "" if matched is None else _delta(matched.delta, (matched.low, matched.high))
+        ),
+        "general loss": _loss(row.general_loss),
+        "Δ general vs random [95% CI]": _delta(row.general_delta, row.general_ci),
+        "selection s": _seconds(row.selection_seconds),
+        "incl. upstream s": _seconds(row.upstream_seconds),
+    }
 
 
 def token_matched_rows(result: EvaluationResult) -> list[dict[str, str]]:
     """The token-matched random subsets each method is compared with."""
-    return [{"subset": r.selection, "matches": r.matched_to or "", "k": str(r.k),
-             "response tokens": _tokens(r.response_tokens), "target loss": _loss(r.target_loss),
-             "general loss": _loss(r.general_loss)} for r in result.rows if r.role == "token_matched"]
+    return [
+        {
+            "subset": r.selection,
+            "matches": r.matched_to or "",
+            "k": str(r.k),
+            "response tokens": _tokens(r.response_tokens),
+            "target loss": _loss(r.target_loss),
+            "general loss": _loss(r.general_loss),
+        }
+        for r in result.rows
+        if r.role == "token_matched"
+    ]
 
 
 def markdown(result: EvaluationResult, image: str | None = None) -> str:
@@ -99,7 +132,8 @@ def markdown(result: EvaluationResult, image: str | None = None) -> str:
     spec, settings = result.spec, result.spec.finetune
     lora = settings.lora
     lines = [
-        f"# Does the curated subset help? (`{spec.name}`)", "",
+        f"# Does the curated subset help? (`{spec.name}`)",
+        "",
         f"Pool: {result.pool_size:,} active samples. Each selection below fine-tunes `{settings.model}` with the "
         f"same recipe: LoRA r {lora.r}, alpha {lora.alpha:g}, dropout {lora.dropout:g} on "
         f"{', '.join(lora.target_modules)}; AdamW lr {lora.lr:g} ({lora.scheduler}, warm-up {lora.warmup_ratio:g}), "
@@ -115,36 +149,59 @@ def markdown(result: EvaluationResult, image: str | None = None) -> str:
         f"({', '.join(str(settings.seed + i) for i in range(spec.training_seeds))}); a held-out sample's loss is "
         f"their mean. Δ = mean over held-out samples of (loss − the mean loss of the {result.band.n} baselines "
         f"{', '.join(spec.baselines)}), with a paired bootstrap 95% interval ({spec.bootstrap_resamples:,} "
-        "resamples of the held-out samples, percentile). \"Beats all random seeds\" = a target loss below every "
+        'resamples of the held-out samples, percentile). "Beats all random seeds" = a target loss below every '
         "baseline's (baselines beaten / baselines). Token-matched random: random subsets of the pool with as many "
         f"response tokens as the method's selection ({spec.token_matched_draws} per method), so that more tokens "
         "is not read as better tokens. Seconds come from `stage_runs`: the selection asset's own run, and "
-        "with every stage and selection it reads (shared stages count for each method).", "",
+        "with every stage and selection it reads (shared stages count for each method).",
+        "",
     ]
     if result.band.n < MIN_RANDOM_SEEDS:
-        lines += [f"**Only {result.band.n} random seeds** (use at least {MIN_RANDOM_SEEDS}): a selection no better "
-                  f"than random beats all of them by chance with probability 1/{result.band.n + 1}.", ""]
-    lines += ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---" if c in ("method", "kind") else "---:"
-                                                               for c in COLUMNS) + "|"]
+        lines += [
+            f"**Only {result.band.n} random seeds** (use at least {MIN_RANDOM_SEEDS}): a selection no better "
+            f"than random beats all of them by chance with probability 1/{result.band.n + 1}.",
+            "",
+        ]
+    lines += [
+        "| " + " | ".join(COLUMNS) + " |",
+        "|" + "|".join("---" if c in ("method", "kind") else "---:" for c in COLUMNS) + "|",
+    ]
     lines += ["| " + " | ".join(row[c] for c in COLUMNS) + " |" for row in table_rows(result)]
     matched = token_matched_rows(result)
     if matched:
-        lines += ["", "Token-matched random subsets:", "", "| " + " | ".join(TOKEN_COLUMNS) + " |",
-                  "|" + "|".join("---" if c in ("subset", "matches") else "---:" for c in TOKEN_COLUMNS) + "|"]
+        lines += [
+            "",
+            "Token-matched random subsets:",
+            "",
+            "| " + " | ".join(TOKEN_COLUMNS) + " |",
+            "|" + "|".join("---" if c in ("subset", "matches") else "---:" for c in TOKEN_COLUMNS) + "|",
+        ]
         lines += ["| " + " | ".join(row[c] for c in TOKEN_COLUMNS) + " |" for row in matched]
     stats = result.stats
-    lines += ["", f"Machine: {result.machine}. This evaluation took {result.seconds:,.0f} s: "
-                  f"{stats.get('finetunes_run', 0)} fine-tunes run, {stats.get('finetunes_cached', 0)} cached; "
-                  f"{stats.get('loss_sets_measured', 0)} loss measurements run, "
-                  f"{stats.get('loss_sets_cached', 0)} cached."]
+    lines += [
+        "",
+        f"Machine: {result.machine}. This evaluation took {result.seconds:,.0f} s: "
+        f"{stats.get('finetunes_run', 0)} fine-tunes run, {stats.get('finetunes_cached', 0)} cached; "
+        f"{stats.get('loss_sets_measured', 0)} loss measurements run, "
+        f"{stats.get('loss_sets_cached', 0)} cached.",
+    ]
     timings = [(r.selection, r.measured.finetune_seconds, r.measured.eval_seconds) for r in result.rows]
-    lines += ["", "Per model: " + "; ".join(f"{name} fine-tune {ft:,.0f} s + losses {ev:,.0f} s"
-                                            for name, ft, ev in timings) + "."]
+    lines += [
+        "",
+        "Per model: "
+        + "; ".join(f"{name} fine-tune {ft:,.0f} s + losses {ev:,.0f} s" for name, ft, ev in timings)
+        + ".",
+    ]
     if result.stage_timings:
         total = sum(seconds for _, _, seconds in result.stage_timings)
-        lines += ["", f"Stages and selections of the pipeline at their current configs (`stage_runs`; a stage "
-                      f"sums the runs that computed its rows): {total:,.0f} s in all.", "",
-                  "| stage or selection | kind | seconds |", "|---|---|---:|"]
+        lines += [
+            "",
+            f"Stages and selections of the pipeline at their current configs (`stage_runs`; a stage "
+            f"sums the runs that computed its rows): {total:,.0f} s in all.",
+            "",
+            "| stage or selection | kind | seconds |",
+            "|---|---|---:|",
+        ]
         lines += [f"| {name} | {kind} | {seconds:,.1f} |" for name, kind, seconds in result.stage_timings]
     if image:
         lines += ["", f"![losses relative to the random band]({image})"]
@@ -161,9 +218,10 @@ def bar_chart_png(result: EvaluationResult) -> bytes:
     FigureCanvasAgg(figure)
     axes = figure.subplots(1, 2, sharey=True)
     band = result.band
-    panels = [("held-out target", [(r.target_delta, r.target_ci) for r in rows], band.target_std, band.target_mean),
-              ("general held-out", [(r.general_delta, r.general_ci) for r in rows], band.general_std,
-               band.general_mean)]
+    panels = [
+        ("held-out target", [(r.target_delta, r.target_ci) for r in rows], band.target_std, band.target_mean),
+        ("general held-out", [(r.general_delta, r.general_ci) for r in rows], band.general_std, band.general_mean),
+    ]
     positions = np.arange(len(rows))[::-1]
     for ax, (title, deltas, std, mean) in zip(axes, panels):
         values = np.array([np.nan if d is None else d for d, _ in deltas], dtype=np.float64)
@@ -171,16 +229,22 @@ def bar_chart_png(result: EvaluationResult) -> bytes:
         high = np.array([ci[1] - v if ci else 0.0 for v, (_, ci) in zip(values, deltas)], dtype=np.float64)
         if np.isfinite(std):
             ax.axvspan(-std, std, color=BAND_COLOR, alpha=0.6, label="random ± std")
-        ax.barh(positions, np.nan_to_num(values), color=colors,
-                xerr=np.nan_to_num(np.stack([low, high])), error_kw={"elinewidth": 0.8, "capsize": 2})
+        ax.barh(
+            positions,
+            np.nan_to_num(values),
+            color=colors,
+            xerr=np.nan_to_num(np.stack([low, high])),
+            error_kw={"elinewidth": 0.8, "capsize": 2},
+        )
         ax.axvline(0, color="black", linewidth=0.8)
         ax.set_title(f"{title}: loss − random mean ({mean:.4f})", fontsize=9)
         ax.tick_params(labelsize=8)
         ax.set_xlabel("Δ loss (lower is better)", fontsize=8)
     axes[0].set_yticks(positions, labels)
     axes[0].legend(fontsize=7, loc="lower right", frameon=False)
-    figure.suptitle(f"{result.spec.name}: fine-tuned on each selection (k ≈ {rows[0].k}), pool "
-                    f"{result.pool_size:,}", fontsize=10)
+    figure.suptitle(
+        f"{result.spec.name}: fine-tuned on each selection (k ≈ {rows[0].k}), pool {result.pool_size:,}", fontsize=10
+    )
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
@@ -202,5 +266,14 @@ def write_report_files(result: EvaluationResult, folder: Path) -> tuple[Path, Pa
     return md_path, png_path
 
 
-__all__ = ["BASE_MODEL", "COLUMNS", "TOKEN_COLUMNS", "bar_chart_png", "markdown", "png_data_uri", "table_rows",
-           "token_matched_rows", "write_report_files"]
+__all__ = [
+    "BASE_MODEL",
+    "COLUMNS",
+    "TOKEN_COLUMNS",
+    "bar_chart_png",
+    "markdown",
+    "png_data_uri",
+    "table_rows",
+    "token_matched_rows",
+    "write_report_files",
+]

@@ -24,15 +24,30 @@ from curation_assets.store import DuckDBStore
 from curation_assets.store.sql_files import execute_sql_file, read_sql
 from curation_assets.store.writes import utc_now
 
-_ANSWER_SCHEMA = pa.schema([
-    ("request_hash", pa.string()), ("model", pa.string()), ("request", pa.string()), ("response", pa.string()),
-    ("finish_reason", pa.string()), ("prompt_tokens", pa.int32()), ("completion_tokens", pa.int32()),
-    ("latency_s", pa.float64()), ("created_at", pa.timestamp("us")),
-])
-_FAILURE_SCHEMA = pa.schema([
-    ("pipeline", pa.string()), ("stage", pa.string()), ("request_hash", pa.string()), ("sample_id", pa.string()),
-    ("error", pa.string()), ("attempts", pa.int32()), ("failed_at", pa.timestamp("us")),
-])
+_ANSWER_SCHEMA = pa.schema(
+    [
+        ("request_hash", pa.string()),
+        ("model", pa.string()),
+        ("request", pa.string()),
+        ("response", pa.string()),
+        ("finish_reason", pa.string()),
+        ("prompt_tokens", pa.int32()),
+        ("completion_tokens", pa.int32()),
+        ("latency_s", pa.float64()),
+        ("created_at", pa.timestamp("us")),
+    ]
+)
+_FAILURE_SCHEMA = pa.schema(
+    [
+        ("pipeline", pa.string()),
+        ("stage", pa.string()),
+        ("request_hash", pa.string()),
+        ("sample_id", pa.string()),
+        ("error", pa.string()),
+        ("attempts", pa.int32()),
+        ("failed_at", pa.timestamp("us")),
+    ]
+)
 
 
 @dataclass(frozen=True)
@@ -71,19 +86,36 @@ class LLMCache:
     def add(self, request_hash: str, model: str, request_json: str, answer: ChatAnswer) -> None:
         """Buffer an answer; written by the next flush (a BackgroundFlush, or `flush()` when called)."""
         with self._buffer_lock:
-            self._answers.append({
-                "request_hash": request_hash, "model": model, "request": request_json, "response": answer.text,
-                "finish_reason": answer.finish_reason, "prompt_tokens": answer.prompt_tokens,
-                "completion_tokens": answer.completion_tokens, "latency_s": answer.latency_s,
-                "created_at": utc_now()})
+            self._answers.append(
+                {
+                    "request_hash": request_hash,
+                    "model": model,
+                    "request": request_json,
+                    "response": answer.text,
+                    "finish_reason": answer.finish_reason,
+                    "prompt_tokens": answer.prompt_tokens,
+                    "completion_tokens": answer.completion_tokens,
+                    "latency_s": answer.latency_s,
+                    "created_at": utc_now(),
+                }
+            )
         self._notify()
 
-    def add_failure(self, pipeline: str, stage: str, request_hash: str, sample_id: str | None, error: str,
-                    attempts: int) -> None:
+    def add_failure(
+        self, pipeline: str, stage: str, request_hash: str, sample_id: str | None, error: str, attempts: int
+    ) -> None:
         with self._buffer_lock:
-            self._failures.append({"pipeline": pipeline, "stage": stage, "request_hash": request_hash,
-                                   "sample_id": sample_id, "error": error[:2000], "attempts": attempts,
-                                   "failed_at": utc_now()})
+            self._failures.append(
+                {
+                    "pipeline": pipeline,
+                    "stage": stage,
+                    "request_hash": request_hash,
+                    "sample_id": sample_id,
+                    "error": error[:2000],
+                    "attempts": attempts,
+                    "failed_at": utc_now(),
+                }
+            )
         self._notify()
 
     @property
@@ -107,8 +139,10 @@ class LLMCache:
             if not answers_rows and not failures_rows:
                 return
             try:
-                self._write(pa.Table.from_pylist(answers_rows, schema=_ANSWER_SCHEMA),
-                            pa.Table.from_pylist(failures_rows, schema=_FAILURE_SCHEMA))
+                self._write(
+                    pa.Table.from_pylist(answers_rows, schema=_ANSWER_SCHEMA),
+                    pa.Table.from_pylist(failures_rows, schema=_FAILURE_SCHEMA),
+                )
             except BaseException:
                 with self._buffer_lock:  # keep them for the next flush, in arrival order
                     self._answers[:0] = answers_rows
@@ -153,8 +187,10 @@ class BackgroundFlush:
                 await asyncio.to_thread(self.cache.flush)
             except Exception as err:  # noqa: BLE001 - kept buffered; close() retries and raises
                 if self.log is not None:
-                    self.log.warning(f"llm_cache: could not write {self.cache.pending} answers yet "
-                                     f"({type(err).__name__}: {err}); retrying")
+                    self.log.warning(
+                        f"llm_cache: could not write {self.cache.pending} answers yet "
+                        f"({type(err).__name__}: {err}); retrying"
+                    )
 
     async def close(self) -> None:
         """Stop the flusher and write what is left (in a worker thread)."""

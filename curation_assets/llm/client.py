@@ -46,8 +46,9 @@ class ChatRequest:
 
     def cache_key(self, model: str) -> tuple[str, str]:
         """(request hash, canonical request JSON)."""
-        body = json.dumps({**self.payload(model), "attempt": self.attempt}, sort_keys=True, ensure_ascii=False,
-                          separators=(",", ":"))
+        body = json.dumps(
+            {**self.payload(model), "attempt": self.attempt}, sort_keys=True, ensure_ascii=False, separators=(",", ":")
+        )
         return hashlib.sha256(body.encode("utf-8")).hexdigest(), body
 
 
@@ -76,11 +77,18 @@ class UsageStats:
     errors: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"llm_requests": self.requests, "llm_cache_hits": self.cache_hits, "llm_http_requests": self.sent,
-                "llm_retries": self.retries, "llm_failed": self.failed,
-                "llm_permanent_failures": self.permanent_failures, "llm_prompt_tokens": self.prompt_tokens,
-                "llm_completion_tokens": self.completion_tokens,
-                "llm_request_seconds": round(self.request_seconds, 3), "llm_errors": dict(self.errors)}
+        return {
+            "llm_requests": self.requests,
+            "llm_cache_hits": self.cache_hits,
+            "llm_http_requests": self.sent,
+            "llm_retries": self.retries,
+            "llm_failed": self.failed,
+            "llm_permanent_failures": self.permanent_failures,
+            "llm_prompt_tokens": self.prompt_tokens,
+            "llm_completion_tokens": self.completion_tokens,
+            "llm_request_seconds": round(self.request_seconds, 3),
+            "llm_errors": dict(self.errors),
+        }
 
 
 class _Transient(Exception):
@@ -96,8 +104,15 @@ class _Permanent(Exception):
 class LLMClient:
     """Sends chat requests to one endpoint, through the cache."""
 
-    def __init__(self, endpoint: LLMEndpointSpec, cache: LLMCache | None = None, *, pipeline: str = "",
-                 stage: str = "", log: Any = None) -> None:
+    def __init__(
+        self,
+        endpoint: LLMEndpointSpec,
+        cache: LLMCache | None = None,
+        *,
+        pipeline: str = "",
+        stage: str = "",
+        log: Any = None,
+    ) -> None:
         self.endpoint = endpoint
         self.cache = cache
         self.pipeline = pipeline
@@ -147,11 +162,17 @@ class LLMClient:
             http_client = openai.DefaultAsyncHttpxClient(limits=limits)
             # answers are written by a worker thread: a DuckDB write never stalls requests in flight
             flusher = BackgroundFlush(self.cache, self.log) if self.cache is not None else None
-            async with openai.AsyncOpenAI(base_url=self.endpoint.base_url, api_key=api_key, max_retries=0,
-                                          timeout=self.endpoint.timeout_s, http_client=http_client) as client:
+            async with openai.AsyncOpenAI(
+                base_url=self.endpoint.base_url,
+                api_key=api_key,
+                max_retries=0,
+                timeout=self.endpoint.timeout_s,
+                http_client=http_client,
+            ) as client:
                 try:
-                    outcomes = await asyncio.gather(*(
-                        self._send(client, semaphore, requests[i], *keys[i]) for i in missing))
+                    outcomes = await asyncio.gather(
+                        *(self._send(client, semaphore, requests[i], *keys[i]) for i in missing)
+                    )
                 finally:
                     if flusher is not None:
                         await flusher.close()
@@ -159,8 +180,14 @@ class LLMClient:
                 found[keys[i][0]] = outcome
         return [found[request_hash] for request_hash, _ in keys]
 
-    async def _send(self, client: openai.AsyncOpenAI, semaphore: asyncio.Semaphore, request: ChatRequest,
-                    request_hash: str, request_json: str) -> ChatAnswer | RequestFailure:
+    async def _send(
+        self,
+        client: openai.AsyncOpenAI,
+        semaphore: asyncio.Semaphore,
+        request: ChatRequest,
+        request_hash: str,
+        request_json: str,
+    ) -> ChatAnswer | RequestFailure:
         attempts = 0
         while True:
             attempts += 1
@@ -193,8 +220,10 @@ class LLMClient:
         except openai.APIStatusError as err:
             status = err.status_code
             if status in _CONFIG_STATUS:
-                raise LLMConfigError(f"{self.endpoint.display_url} answered HTTP {status} for model "
-                                     f"{self.endpoint.model!r}: {self._safe(err.message)}") from None
+                raise LLMConfigError(
+                    f"{self.endpoint.display_url} answered HTTP {status} for model "
+                    f"{self.endpoint.model!r}: {self._safe(err.message)}"
+                ) from None
             if status in _TRANSIENT_STATUS or status >= 500:
                 raise _Transient(f"HTTP {status}: {self._safe(err.message)}", _retry_after(err.response)) from err
             raise _Permanent(f"HTTP {status}: {self._safe(err.message)}") from err
@@ -213,19 +242,25 @@ class LLMClient:
         if not isinstance(text, str):
             raise _Transient("malformed response: choices[0].message.content is not text")
         usage = getattr(response, "usage", None)
-        return ChatAnswer(text=text, finish_reason=getattr(choice, "finish_reason", None),
-                          prompt_tokens=getattr(usage, "prompt_tokens", None),
-                          completion_tokens=getattr(usage, "completion_tokens", None), latency_s=latency)
+        return ChatAnswer(
+            text=text,
+            finish_reason=getattr(choice, "finish_reason", None),
+            prompt_tokens=getattr(usage, "prompt_tokens", None),
+            completion_tokens=getattr(usage, "completion_tokens", None),
+            latency_s=latency,
+        )
 
-    def _failed(self, request: ChatRequest, request_hash: str, error: str, attempts: int, *,
-                permanent: bool) -> RequestFailure:
+    def _failed(
+        self, request: ChatRequest, request_hash: str, error: str, attempts: int, *, permanent: bool
+    ) -> RequestFailure:
         self.stats.failed += 1
         self.stats.permanent_failures += permanent
         if self.cache is not None:
             self.cache.add_failure(self.pipeline, self.stage, request_hash, request.sample_id, error, attempts)
         if self.log is not None:
-            self.log.warning(f"{self.stage}: request for sample {request.sample_id} failed after {attempts} "
-                             f"attempt(s): {error}")
+            self.log.warning(
+                f"{self.stage}: request for sample {request.sample_id} failed after {attempts} attempt(s): {error}"
+            )
         return RequestFailure(error=error, attempts=attempts, permanent=permanent)
 
     def _safe(self, text: str) -> str:

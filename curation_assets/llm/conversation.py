@@ -38,9 +38,16 @@ def clip_tail(text: str, limit: int) -> tuple[str, bool]:
     return "[... earlier turns cut]\n" + text[-limit:], True
 
 
-def judged_turns(messages: Sequence[Mapping[str, str]], instruction: str, input_text: str, output: str, *,
-                 which: TurnChoice = "all", field_chars: int = 6000, context_chars: int = 2000
-                 ) -> list[JudgedTurn]:
+def judged_turns(
+    messages: Sequence[Mapping[str, str]],
+    instruction: str,
+    input_text: str,
+    output: str,
+    *,
+    which: TurnChoice = "all",
+    field_chars: int = 6000,
+    context_chars: int = 2000,
+) -> list[JudgedTurn]:
     turns: list[tuple[str, str, str]] = []
     replies = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
     if len(replies) <= 1:

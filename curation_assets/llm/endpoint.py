@@ -26,21 +26,39 @@ class LLMEndpointSpec(SpecModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
-    base_url: str = Field(default=DEFAULT_LOCAL_BASE_URL, description=(
-        "Base URL of the OpenAI-compatible API (ends in /v1). Default: the packaged SmolLM2 served by "
-        "`curation llm-server` on 127.0.0.1:8765."))
+    base_url: str = Field(
+        default=DEFAULT_LOCAL_BASE_URL,
+        description=(
+            "Base URL of the OpenAI-compatible API (ends in /v1). Default: the packaged SmolLM2 served by "
+            "`curation llm-server` on 127.0.0.1:8765."
+        ),
+    )
     model: str = Field(default="smollm2-135m-instruct", description="Model name sent with each request.")
     # No `pattern` here: dg's JSON-schema check would print the offending value; the validator below does not.
-    api_key_env: str | None = Field(default=None, description=(
-        "Name of the environment variable holding the API key (e.g. OPENAI_API_KEY); unset for local servers. "
-        "The key is refused over plain http:// to a host other than this machine (loopback)."))
+    api_key_env: str | None = Field(
+        default=None,
+        description=(
+            "Name of the environment variable holding the API key (e.g. OPENAI_API_KEY); unset for local servers. "
+            "The key is refused over plain http:// to a host other than this machine (loopback)."
+        ),
+    )
     max_concurrency: int = Field(default=4, ge=1, le=256, description="Requests in flight at once.")
     timeout_s: float = Field(default=120.0, gt=0, description="Per-request timeout in seconds.")
-    max_retries: int = Field(default=5, ge=0, le=20, description=(
-        "Retries of a request after 429/5xx/timeouts/connection errors/malformed responses "
-        "(exponential backoff with jitter; Retry-After honoured)."))
-    backoff_s: float = Field(default=1.0, gt=0, description="First retry delay; doubles per retry, up to `backoff_max_s`.")
-    backoff_max_s: float = Field(default=30.0, gt=0, description="Longest delay between retries (Retry-After may ask more).")
+    max_retries: int = Field(
+        default=5,
+        ge=0,
+        le=20,
+        description=(
+            "Retries of a request after 429/5xx/timeouts/connection errors/malformed responses "
+            "(exponential backoff with jitter; Retry-After honoured)."
+        ),
+    )
+    backoff_s: float = Field(
+        default=1.0, gt=0, description="First retry delay; doubles per retry, up to `backoff_max_s`."
+    )
+    backoff_max_s: float = Field(
+        default=30.0, gt=0, description="Longest delay between retries (Retry-After may ask more)."
+    )
 
     @field_validator("api_key_env")
     @classmethod
@@ -48,12 +66,16 @@ class LLMEndpointSpec(SpecModel):
         if value is None:
             return None
         if looks_like_secret(value):
-            raise ValueError("api_key_env holds what looks like an API key, not the name of an environment "
-                             "variable: put the key in an environment variable (export OPENAI_API_KEY=...) and "
-                             "give that variable's name here; treat the pasted key as leaked and rotate it")
+            raise ValueError(
+                "api_key_env holds what looks like an API key, not the name of an environment "
+                "variable: put the key in an environment variable (export OPENAI_API_KEY=...) and "
+                "give that variable's name here; treat the pasted key as leaked and rotate it"
+            )
         if not _ENV_NAME.match(value):
-            raise ValueError("api_key_env must be the name of an environment variable (letters, digits and "
-                             "underscores, not starting with a digit), e.g. OPENAI_API_KEY")
+            raise ValueError(
+                "api_key_env must be the name of an environment variable (letters, digits and "
+                "underscores, not starting with a digit), e.g. OPENAI_API_KEY"
+            )
         return value
 
     @field_validator("base_url")
@@ -82,9 +104,11 @@ class LLMEndpointSpec(SpecModel):
         parts = urlsplit(self.base_url)
         if parts.scheme != "http" or is_loopback(parts.hostname or ""):
             return None
-        return (f"refusing to send the API key from ${self.api_key_env} over plain http:// to "
-                f"{parts.hostname}, which is not this machine: use https:// (or a loopback address for a "
-                "local server)")
+        return (
+            f"refusing to send the API key from ${self.api_key_env} over plain http:// to "
+            f"{parts.hostname}, which is not this machine: use https:// (or a loopback address for a "
+            "local server)"
+        )
 
     def api_key(self, stage: str = "") -> str:
         """The key from the environment; local servers without a key get a placeholder."""

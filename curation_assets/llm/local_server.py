@@ -59,20 +59,36 @@ class LocalLLMServer:
         if importlib.util.find_spec("llama_cpp") is None:
             raise LocalServerError(
                 "llama-cpp-python is not installed: `pip install 'curation_assets[judge]'` (or `make setup`) "
-                "builds it (compiles llama.cpp, ~6 minutes)")
+                "builds it (compiles llama.cpp, ~6 minutes)"
+            )
         model = self.model_path or _packaged_gguf()
         if answers(self.base_url):
             raise LocalServerError(f"port {self.port} is already serving an API; stop it or pick another port")
-        command = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
-                   "--port", str(self.port), "--n_ctx", str(self.n_ctx), "--n_threads", str(self.n_threads),
-                   "--model_alias", self.alias]
+        command = [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(model),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--n_ctx",
+            str(self.n_ctx),
+            "--n_threads",
+            str(self.n_threads),
+            "--model_alias",
+            self.alias,
+        ]
         output = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
         self._process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
-                raise LocalServerError(f"llama_cpp.server exited with code {self._process.returncode} "
-                                       f"(command: {' '.join(command)})")
+                raise LocalServerError(
+                    f"llama_cpp.server exited with code {self._process.returncode} (command: {' '.join(command)})"
+                )
             if answers(self.base_url):
                 return self
             time.sleep(0.25)

@@ -109,21 +109,30 @@ def clean_generation(answer: str, markers: tuple[str, ...] = ()) -> str | None:
     text = answer.strip()
     for marker in markers:
         if text.lower().startswith(marker.lower()):
-            text = text[len(marker):].lstrip(" :\n")
+            text = text[len(marker) :].lstrip(" :\n")
     text = text.strip().strip('"').strip()
     return text or None
 
 
 ALPAGASUS_SCHEMA: dict[str, Any] = {
-    "type": "object", "properties": {"score": {"type": "number", "minimum": 0, "maximum": 5}}, "required": ["score"]}
+    "type": "object",
+    "properties": {"score": {"type": "number", "minimum": 0, "maximum": 5}},
+    "required": ["score"],
+}
 LIFT_RUBRIC_SCHEMA: dict[str, Any] = {
-    "type": "object", "required": list(LIFT_RUBRIC),
-    "properties": {name: {"type": "integer", "minimum": 0, "maximum": int(m)} for name, m in LIFT_RUBRIC.items()}}
+    "type": "object",
+    "required": list(LIFT_RUBRIC),
+    "properties": {name: {"type": "integer", "minimum": 0, "maximum": int(m)} for name, m in LIFT_RUBRIC.items()},
+}
 
 
 def ranked_scores_schema(label: str, count: int) -> dict[str, Any]:
     """JSON schema of a DEITA ranking answer: {"<label> 1": s1, ..., "<label> count": s_count}, each an
     integer 1..count (an enum, which every schema-to-grammar converter supports)."""
     keys = [f"{label} {k}" for k in range(1, count + 1)]
-    return {"type": "object", "required": keys, "additionalProperties": False,
-            "properties": {key: {"type": "integer", "enum": list(range(1, count + 1))} for key in keys}}
+    return {
+        "type": "object",
+        "required": keys,
+        "additionalProperties": False,
+        "properties": {key: {"type": "integer", "enum": list(range(1, count + 1))} for key in keys},
+    }

@@ -42,5 +42,4 @@ def placeholders(template: str) -> set[str]:
 
 def render(template: str, **values: object) -> str:
     """Fill `{name}` placeholders in one pass; unknown names stay as they are."""
-    return re.sub(r"\{([a-z_]+)\}", lambda m: str(values[m.group(1)]) if m.group(1) in values else m.group(0),
-                  template)
+    return re.sub(r"\{([a-z_]+)\}", lambda m: str(values[m.group(1)]) if m.group(1) in values else m.group(0), template)

@@ -13,15 +13,21 @@ class KMeansResult:
     labels: np.ndarray  # (n,) int64 cluster of each row
 
 
-def kmeans(x: np.ndarray, n_clusters: int, *, seed: int = 0, n_iter: int = 20, spherical: bool = False
-           ) -> KMeansResult:
+def kmeans(x: np.ndarray, n_clusters: int, *, seed: int = 0, n_iter: int = 20, spherical: bool = False) -> KMeansResult:
     """faiss K-Means (k-means++ is not used by faiss: random init from `seed`); labels by nearest centroid."""
     import faiss
 
     x = np.ascontiguousarray(x, dtype=np.float32)
     n_clusters = min(n_clusters, x.shape[0])
-    model = faiss.Kmeans(x.shape[1], n_clusters, niter=n_iter, seed=seed, spherical=spherical,
-                         max_points_per_centroid=max(256, x.shape[0] // max(n_clusters, 1) + 1), verbose=False)
+    model = faiss.Kmeans(
+        x.shape[1],
+        n_clusters,
+        niter=n_iter,
+        seed=seed,
+        spherical=spherical,
+        max_points_per_centroid=max(256, x.shape[0] // max(n_clusters, 1) + 1),
+        verbose=False,
+    )
     model.train(x)
     _, labels = model.index.search(x, 1)
     assert model.centroids is not None  # set by train()

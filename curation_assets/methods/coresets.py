@@ -52,13 +52,23 @@ def kmeans_kcenter_coreset(x: np.ndarray, k: int, n_clusters: int, *, seed: int 
         radii.append(result.radii)
     indices = np.concatenate(chosen) if chosen else np.empty(0, np.int64)
     distance = np.concatenate(radii) if radii else np.empty(0)
-    return CoresetResult(indices, clusters.labels, clusters.centroids, budgets, np.full(indices.size, "kcenter"), distance)
+    return CoresetResult(
+        indices, clusters.labels, clusters.centroids, budgets, np.full(indices.size, "kcenter"), distance
+    )
 
 
-def deft_ucs(x: np.ndarray, k: int | None = None, *, n_clusters: int = 7, alpha: float = 0.5,
-             beta: float | None = None, per_cluster: int | None = None,
-             sampling: Literal["per_cluster", "proportional"] = "per_cluster", base_size: int = 0,
-             seed: int = 0) -> CoresetResult:
+def deft_ucs(
+    x: np.ndarray,
+    k: int | None = None,
+    *,
+    n_clusters: int = 7,
+    alpha: float = 0.5,
+    beta: float | None = None,
+    per_cluster: int | None = None,
+    sampling: Literal["per_cluster", "proportional"] = "per_cluster",
+    base_size: int = 0,
+    seed: int = 0,
+) -> CoresetResult:
     """DEFT-UCS easy/hard sampling around K-Means centroids (see the module docstring).
 
     `per_cluster` sampling takes A = `per_cluster`, or, without it, an A whose full clusters fit
@@ -102,23 +112,32 @@ def deft_ucs(x: np.ndarray, k: int | None = None, *, n_clusters: int = 7, alpha:
         amount = per_cluster if per_cluster is not None else _amount_for_budget(k, base_size, n_found, alpha, beta)
         easy_count, hard_count = easy_hard_counts(amount, alpha, beta)
         if easy_count + hard_count < 1:
-            raise ValueError(f"per-cluster amount A={amount} with alpha={alpha}, beta={beta} selects nothing "
-                             "(round((alpha + beta)·A) = 0): raise A (or the budget) or alpha/beta")
+            raise ValueError(
+                f"per-cluster amount A={amount} with alpha={alpha}, beta={beta} selects nothing "
+                "(round((alpha + beta)·A) = 0): raise A (or the budget) or alpha/beta"
+            )
         n_easy = np.minimum(easy_count, remaining_sizes)
         n_hard = np.minimum(hard_count, remaining_sizes - n_easy)
         budgets = n_easy + n_hard
     for cluster in np.flatnonzero(budgets):
         members = np.flatnonzero((labels == cluster) & available)
         order = members[np.argsort(distance[members], kind="stable")]  # closest first
-        easy = order[:n_easy[cluster]]
-        hard = order[::-1][:n_hard[cluster]]  # disjoint from easy: n_easy + n_hard <= cluster size
+        easy = order[: n_easy[cluster]]
+        hard = order[::-1][: n_hard[cluster]]  # disjoint from easy: n_easy + n_hard <= cluster size
         picked.append((easy, "easy", distance[easy]))
         picked.append((hard, "hard", distance[hard]))
     indices = np.concatenate([p[0] for p in picked]) if picked else np.empty(0, np.int64)
     roles = np.concatenate([np.full(p[0].size, p[1]) for p in picked]) if picked else np.empty(0, str)
     dists = np.concatenate([p[2] for p in picked]) if picked else np.empty(0)
-    return CoresetResult(indices.astype(np.int64), labels, clusters.centroids, budgets, roles, dists,
-                         amount if sampling == "per_cluster" else None)
+    return CoresetResult(
+        indices.astype(np.int64),
+        labels,
+        clusters.centroids,
+        budgets,
+        roles,
+        dists,
+        amount if sampling == "per_cluster" else None,
+    )
 
 
 def easy_hard_counts(amount: int, alpha: float, beta: float) -> tuple[int, int]:
@@ -137,8 +156,10 @@ def _amount_for_budget(k: int | None, base_size: int, n_clusters: int, alpha: fl
     while amount > 0 and base_size + n_clusters * sum(easy_hard_counts(amount, alpha, beta)) > k:
         amount -= 1  # rounding (alpha + beta)·A up can overshoot by one per cluster
     if sum(easy_hard_counts(amount, alpha, beta)) < 1:
-        raise ValueError(f"a budget of {k} (base {base_size}) leaves no per-cluster amount A >= 1 over "
-                         f"{n_clusters} clusters with alpha + beta = {share:g}: raise the budget or give `per_cluster`")
+        raise ValueError(
+            f"a budget of {k} (base {base_size}) leaves no per-cluster amount A >= 1 over "
+            f"{n_clusters} clusters with alpha + beta = {share:g}: raise the budget or give `per_cluster`"
+        )
     return amount
 
 

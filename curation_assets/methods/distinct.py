@@ -72,8 +72,9 @@ def distinct_walk(order: np.ndarray, codes: np.ndarray, k: int) -> np.ndarray:
     return order[positions[:k]]
 
 
-def distinct_top_k(scores: np.ndarray, keys: Sequence[Sequence[object] | np.ndarray], k: int, *,
-                   descending: bool = True) -> np.ndarray:
+def distinct_top_k(
+    scores: np.ndarray, keys: Sequence[Sequence[object] | np.ndarray], k: int, *, descending: bool = True
+) -> np.ndarray:
     """Indices of the k best scores such that no two share a value in any key column, best
     first (greedy by score: a sample is skipped when one of its keys is already taken)."""
     scores = np.asarray(scores, dtype=np.float64)
@@ -95,8 +96,9 @@ def distinct_counts(codes: np.ndarray) -> list[int]:
     return [int(np.unique(codes[:, j]).size) for j in range(codes.shape[1])]
 
 
-def distinct_round_robin(rankings: Sequence[np.ndarray], k: int, codes: np.ndarray,
-                         rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
+def distinct_round_robin(
+    rankings: Sequence[np.ndarray], k: int, codes: np.ndarray, rng: np.random.Generator | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Influence Distillation's round robin (`influence_distillation.round_robin`: targets take
     turns picking their best untaken sample, in a new `rng.permutation` order each round when
     `rng` is given) where a sample sharing any key code with a chosen one counts as taken.

@@ -43,8 +43,14 @@ class FilterResult:
     walked: int = 0  # walk positions decided before the budget stopped the walk
 
 
-def similarity_filter(x_unit: np.ndarray, threshold: float, *, order: np.ndarray | None = None,
-                      budget: int | None = None, block: int = _BLOCK) -> FilterResult:
+def similarity_filter(
+    x_unit: np.ndarray,
+    threshold: float,
+    *,
+    order: np.ndarray | None = None,
+    budget: int | None = None,
+    block: int = _BLOCK,
+) -> FilterResult:
     """x_unit: L2-normalised rows. Rows after the budget is reached are neither kept nor marked."""
     import faiss
 
@@ -60,7 +66,7 @@ def similarity_filter(x_unit: np.ndarray, threshold: float, *, order: np.ndarray
     for start in range(0, order.size, block):
         if len(kept) >= limit:
             break
-        rows = order[start:start + block]
+        rows = order[start : start + block]
         vectors = x[rows]
         best_sim = np.full(rows.size, -np.inf)
         best_row = np.full(rows.size, -1, dtype=np.int64)
@@ -79,10 +85,10 @@ def similarity_filter(x_unit: np.ndarray, threshold: float, *, order: np.ndarray
                 continue
             kept.append(int(rows[j]))
             block_kept.append(j)
-            later = gram[j, j + 1:]  # this kept row may now be the nearest kept row of later candidates
-            closer = later > best_sim[j + 1:]
-            best_sim[j + 1:][closer] = later[closer]
-            best_row[j + 1:][closer] = rows[j]
+            later = gram[j, j + 1 :]  # this kept row may now be the nearest kept row of later candidates
+            closer = later > best_sim[j + 1 :]
+            best_sim[j + 1 :][closer] = later[closer]
+            best_row[j + 1 :][closer] = rows[j]
         if block_kept:
             kept_index.add(vectors[block_kept])
     return FilterResult(np.asarray(kept, dtype=np.int64), duplicate_of, similarity, walked)
@@ -102,13 +108,13 @@ def score_order(scores: np.ndarray, *, descending: bool = True) -> np.ndarray:
     return valid[np.argsort(key, kind="stable")]
 
 
-def deita_repr_filter(x: np.ndarray, scores: np.ndarray, budget: int, *, tau: float = 0.9,
-                      descending: bool = True) -> FilterResult:
+def deita_repr_filter(
+    x: np.ndarray, scores: np.ndarray, budget: int, *, tau: float = 0.9, descending: bool = True
+) -> FilterResult:
     """DEITA representation filter (Liu et al. 2024, "What Makes Good Data for Alignment?").
 
     Walk rows by descending score (NaN scores are skipped; ties keep row order) and keep a
     row only if its cosine similarity to its nearest already-kept row is <= tau (published
     0.9); stop once `budget` rows are kept (fewer if the walk ends first).
     """
-    return similarity_filter(normalise_rows(x), tau, order=score_order(scores, descending=descending),
-                             budget=budget)
+    return similarity_filter(normalise_rows(x), tau, order=score_order(scores, descending=descending), budget=budget)

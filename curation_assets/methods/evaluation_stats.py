@@ -36,8 +36,9 @@ def paired_differences(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a - b)[np.isfinite(a) & np.isfinite(b)]
 
 
-def paired_bootstrap(a: np.ndarray, b: np.ndarray, *, resamples: int = 2_000, seed: int = 0,
-                     level: float = 0.95) -> PairedDelta:
+def paired_bootstrap(
+    a: np.ndarray, b: np.ndarray, *, resamples: int = 2_000, seed: int = 0, level: float = 0.95
+) -> PairedDelta:
     """Mean of a - b over samples finite in both, with a paired percentile bootstrap interval.
     Resample r draws its n indices as `default_rng(seed).integers(0, n, size=n)` would in turn."""
     if resamples < 1:
@@ -50,7 +51,7 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, *, resamples: int = 2_000, se
     rows = max(1, _CHUNK_CELLS // d.size)
     for start in range(0, resamples, rows):
         count = min(rows, resamples - start)
-        means[start:start + count] = d[rng.integers(0, d.size, size=(count, d.size))].mean(axis=1)
+        means[start : start + count] = d[rng.integers(0, d.size, size=(count, d.size))].mean(axis=1)
     tail = (1.0 - level) / 2.0 * 100.0
     low, high = np.percentile(means, [tail, 100.0 - tail])
     return PairedDelta(float(d.mean()), float(low), float(high), int(d.size))

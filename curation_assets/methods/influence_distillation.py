@@ -75,8 +75,15 @@ class KernelRidge:
     ridge: float
 
     @classmethod
-    def fit(cls, landmarks: np.ndarray, values: np.ndarray, *, sigma: float | None = None,
-            ridge_scale: float = RIDGE_SCALE, seed: int = 0) -> KernelRidge:
+    def fit(
+        cls,
+        landmarks: np.ndarray,
+        values: np.ndarray,
+        *,
+        sigma: float | None = None,
+        ridge_scale: float = RIDGE_SCALE,
+        seed: int = 0,
+    ) -> KernelRidge:
         landmarks = np.asarray(landmarks, dtype=np.float64)
         values = np.asarray(values, dtype=np.float64)
         if values.ndim == 1:
@@ -213,8 +220,9 @@ def weights_for_budget(problem: WeightProblem, k: int, *, iters: int = 60) -> We
     return Weights(best_w, float(np.exp(best_log)), best_count)
 
 
-def round_robin(rankings: Sequence[np.ndarray], k: int, rng: np.random.Generator | None = None
-                ) -> tuple[np.ndarray, np.ndarray]:
+def round_robin(
+    rankings: Sequence[np.ndarray], k: int, rng: np.random.Generator | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Targets take turns picking their best not yet selected sample until k are chosen.
 
     rankings[t]: sample indices in target t's order of preference. Without `rng` the targets
@@ -265,8 +273,9 @@ def column_rankings(scores: np.ndarray, k: int) -> list[np.ndarray]:
     return rankings
 
 
-def released_adam_coefficient(exp_avg_sq: Any, step: int, betas: tuple[float, float] = (0.9, 0.999),
-                              eps: float = 1e-8) -> Any:
+def released_adam_coefficient(
+    exp_avg_sq: Any, step: int, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8
+) -> Any:
     """a = (1−β1)/(1−β1^(t+1)) / (√(v/(1−β2^(t+1))) + ε): the coefficient of a new gradient g in
     the next AdamW update, with v as stored (released `_read_optim`; landmark directions are
     a ⊙ g, the momentum part is dropped).
@@ -275,7 +284,7 @@ def released_adam_coefficient(exp_avg_sq: Any, step: int, betas: tuple[float, fl
     """
     beta1, beta2 = betas
     v_hat = exp_avg_sq / (1 - beta2 ** (step + 1))
-    return (1 - beta1) / (1 - beta1 ** (step + 1)) / (v_hat ** 0.5 + eps)
+    return (1 - beta1) / (1 - beta1 ** (step + 1)) / (v_hat**0.5 + eps)
 
 
 def target_inner_products(train: np.ndarray, target: np.ndarray) -> np.ndarray:

@@ -30,12 +30,12 @@ def knn_mean_distance(pool: np.ndarray, queries: np.ndarray, k: int = 6, block: 
     queries = np.asarray(queries, dtype=np.int64)
     out = np.empty(queries.size)
     for start in range(0, queries.size, block):
-        rows = queries[start:start + block]
+        rows = queries[start : start + block]
         squared, labels = index.search(x[rows], k + 1)
         other = labels != rows[:, None]
         other[other.all(axis=1), -1] = False  # itself not returned (ties at distance 0): drop the farthest
         distances = np.sqrt(np.maximum(squared, 0.0))[other].reshape(rows.size, k)
-        out[start:start + block] = distances.mean(axis=1)
+        out[start : start + block] = distances.mean(axis=1)
     return out
 
 
@@ -93,8 +93,10 @@ def fit_linear_rule(x: np.ndarray, y: np.ndarray, names: Sequence[str]) -> Linea
     if np.isnan(x).any() or np.isnan(y).any():
         raise ValueError("the least-squares fit got missing values")
     if n < p + 1:
-        raise ValueError(f"{n} observations cannot determine {p} coefficients and an intercept; "
-                         f"use at least {p + 1} subsets (more, to measure the fit)")
+        raise ValueError(
+            f"{n} observations cannot determine {p} coefficients and an intercept; "
+            f"use at least {p + 1} subsets (more, to measure the fit)"
+        )
     means, stds = x.mean(axis=0), x.std(axis=0)
     constant = [name for name, s in zip(names, stds) if s == 0]
     if constant:
@@ -118,6 +120,19 @@ def fit_linear_rule(x: np.ndarray, y: np.ndarray, names: Sequence[str]) -> Linea
     else:
         std_errors = t_values = p_values = np.full(p, np.nan)
     coefficients = beta[1:] / stds
-    return LinearRule(tuple(names), float(beta[0] - coefficients @ means), coefficients, float(beta[0]),
-                      beta[1:], means, stds, std_errors / stds, t_values, p_values, r_squared, adjusted,
-                      float(np.sqrt(ss_res / n)), n)
+    return LinearRule(
+        tuple(names),
+        float(beta[0] - coefficients @ means),
+        coefficients,
+        float(beta[0]),
+        beta[1:],
+        means,
+        stds,
+        std_errors / stds,
+        t_values,
+        p_values,
+        r_squared,
+        adjusted,
+        float(np.sqrt(ss_res / n)),
+        n,
+    )

@@ -46,8 +46,9 @@ class KCenterResult:
     coverage_radius: float  # max distance of any point to its nearest centre after the last pick
 
 
-def k_center_greedy(x: np.ndarray, k: int, *, seed_idx: Sequence[int] = (),
-                    rng: np.random.Generator | None = None) -> KCenterResult:
+def k_center_greedy(
+    x: np.ndarray, k: int, *, seed_idx: Sequence[int] = (), rng: np.random.Generator | None = None
+) -> KCenterResult:
     """Choose k centres greedily; seeds count towards k and are returned first.
 
     Ties (equal distances) go to the lowest index, as numpy argmax does. While it runs, the
@@ -125,8 +126,7 @@ class _LazyCoverage:
         self.pending.append(centre)
         self.stale[centre] = -np.inf
         if self.pool_idx.size:
-            d = _nearest_sq(self.pool_rows, self.sq_norms[self.pool_idx], self._rows([centre]),
-                            self.sq_norms[[centre]])
+            d = _nearest_sq(self.pool_rows, self.sq_norms[self.pool_idx], self._rows([centre]), self.sq_norms[[centre]])
             np.minimum(self.pool_value, d, out=self.pool_value)
             known = np.flatnonzero(self.pool_exact > -np.inf)  # nan compares False
             if known.size:
@@ -165,10 +165,11 @@ class _LazyCoverage:
         threads = self.pass_threads if len(self.pending) >= _THREADED_PASS else 1  # else memory-bound
         with _blas().limit(limits=threads, user_api="blas"):
             for start in range(0, self.x.shape[0], _BLOCK_ROWS):
-                block = np.asarray(self.x[start:start + _BLOCK_ROWS], dtype=np.float32)
+                block = np.asarray(self.x[start : start + _BLOCK_ROWS], dtype=np.float32)
                 rows = slice(start, start + block.shape[0])
-                np.minimum(self.stale[rows], _nearest_sq(block, self.sq_norms[rows], centres, centre_sq),
-                           out=self.stale[rows])
+                np.minimum(
+                    self.stale[rows], _nearest_sq(block, self.sq_norms[rows], centres, centre_sq), out=self.stale[rows]
+                )
         self.pending = []
         self._reform_pool(None, limit=False)
 
@@ -213,21 +214,24 @@ class _LazyCoverage:
         out = np.empty(candidates.size)
         step = max(1, 4_000_000 // centre_idx.size)
         for start in range(0, candidates.size, step):
-            part = candidates[start:start + step]
-            approx = (self.sq_norms[part][:, None] + self.sq_norms[centre_idx][None, :]
-                      - 2.0 * (self._rows(part) @ centres.T))
+            part = candidates[start : start + step]
+            approx = (
+                self.sq_norms[part][:, None] + self.sq_norms[centre_idx][None, :] - 2.0 * (self._rows(part) @ centres.T)
+            )
             rows, cols = np.nonzero(approx <= approx.min(axis=1, keepdims=True) + 2 * self.tol)
-            diff = (np.asarray(self.x[part[rows]], dtype=np.float64)
-                    - np.asarray(self.x[centre_idx[cols]], dtype=np.float64))
+            diff = np.asarray(self.x[part[rows]], dtype=np.float64) - np.asarray(
+                self.x[centre_idx[cols]], dtype=np.float64
+            )
             best = np.full(part.size, np.inf)
             np.minimum.at(best, rows, np.einsum("ij,ij->i", diff, diff))
-            out[start:start + part.size] = best
+            out[start : start + part.size] = best
         return out
 
     def _exact_pair_sq(self, positions: np.ndarray, centre: int) -> np.ndarray:
         """Float64 squared distance of the pool rows at `positions` to one centre."""
-        diff = (np.asarray(self.x[self.pool_idx[positions]], dtype=np.float64)
-                - np.asarray(self.x[centre], dtype=np.float64))
+        diff = np.asarray(self.x[self.pool_idx[positions]], dtype=np.float64) - np.asarray(
+            self.x[centre], dtype=np.float64
+        )
         return np.einsum("ij,ij->i", diff, diff)
 
     def _pending_vectors(self) -> tuple[np.ndarray, np.ndarray]:
@@ -260,10 +264,10 @@ def _nearest_sq(rows: np.ndarray, rows_sq: np.ndarray, centres: np.ndarray, cent
     centres_t = np.ascontiguousarray(centres.T)
     centres_sq32 = centres_sq.astype(np.float32)
     for start in range(0, rows.shape[0], _CHUNK_ROWS):
-        products = rows[start:start + _CHUNK_ROWS] @ centres_t
+        products = rows[start : start + _CHUNK_ROWS] @ centres_t
         products *= -2.0
         products += centres_sq32
-        out[start:start + products.shape[0]] = products.min(axis=1)
+        out[start : start + products.shape[0]] = products.min(axis=1)
     out += rows_sq
     np.maximum(out, 0.0, out=out)
     return out
@@ -272,6 +276,6 @@ def _nearest_sq(rows: np.ndarray, rows_sq: np.ndarray, centres: np.ndarray, cent
 def _row_sq_norms(x: np.ndarray) -> np.ndarray:
     out = np.empty(x.shape[0], dtype=np.float64)
     for start in range(0, x.shape[0], _BLOCK_ROWS):
-        block = np.asarray(x[start:start + _BLOCK_ROWS], dtype=np.float32)
-        out[start:start + block.shape[0]] = np.einsum("ij,ij->i", block, block)
+        block = np.asarray(x[start : start + _BLOCK_ROWS], dtype=np.float32)
+        out[start : start + block.shape[0]] = np.einsum("ij,ij->i", block, block)
     return out

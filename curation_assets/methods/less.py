@@ -14,9 +14,14 @@ import numpy as np
 import torch
 
 
-def adam_precondition(grads: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor,
-                      betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                      epsilon_inside_sqrt: bool = True) -> torch.Tensor:
+def adam_precondition(
+    grads: torch.Tensor,
+    exp_avg: torch.Tensor,
+    exp_avg_sq: torch.Tensor,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    epsilon_inside_sqrt: bool = True,
+) -> torch.Tensor:
     """Γ = m' / √(v' + ε) (the released LESS code's `obtain_gradients_with_adam`), or the paper's
     m' / (√v' + ε) with `epsilon_inside_sqrt=False`; m' = β1·m + (1−β1)·g, v' = β2·v + (1−β2)·g²,
     per sample, without bias correction (as both).
@@ -42,9 +47,13 @@ def checkpoint_weights(mean_lrs: Sequence[float]) -> np.ndarray:
     return weights / weights.sum()
 
 
-def less_scores(train_features: Sequence[np.ndarray], val_features: Sequence[np.ndarray],
-                mean_lrs: Sequence[float], val_subtasks: Sequence[str] | None = None,
-                block_rows: int = 8192) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def less_scores(
+    train_features: Sequence[np.ndarray],
+    val_features: Sequence[np.ndarray],
+    mean_lrs: Sequence[float],
+    val_subtasks: Sequence[str] | None = None,
+    block_rows: int = 8192,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """(score per training sample, {subtask: mean weighted cosine per training sample}).
 
     train_features[c]: (n, d) preconditioned features at checkpoint c; val_features[c]: (m, d).

@@ -19,8 +19,9 @@ class VarianceSelection:
     n_components: int
 
 
-def lift_variance_selection(x: np.ndarray, *, variance_kept: float = 0.95, percentile: float = 80.0,
-                            seed: int = 0) -> VarianceSelection:
+def lift_variance_selection(
+    x: np.ndarray, *, variance_kept: float = 0.95, percentile: float = 80.0, seed: int = 0
+) -> VarianceSelection:
     from sklearn.decomposition import PCA
     from sklearn.preprocessing import StandardScaler
 

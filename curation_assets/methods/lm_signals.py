@@ -27,9 +27,12 @@ class TokenSignals:
     n_tokens: torch.Tensor  # (batch,) response tokens scored
 
 
-def response_token_signals(hidden: torch.Tensor, labels: torch.Tensor,
-                           lm_head: Callable[[torch.Tensor], torch.Tensor],
-                           chunk_tokens: int = 2048) -> TokenSignals:
+def response_token_signals(
+    hidden: torch.Tensor,
+    labels: torch.Tensor,
+    lm_head: Callable[[torch.Tensor], torch.Tensor],
+    chunk_tokens: int = 2048,
+) -> TokenSignals:
     """hidden (batch, seq, d) final hidden states; labels (batch, seq) with -100 where not scored."""
     targets = labels[:, 1:]
     mask = targets != IGNORE_INDEX
@@ -40,21 +43,24 @@ def response_token_signals(hidden: torch.Tensor, labels: torch.Tensor,
     nll_sum = torch.zeros(batch, dtype=torch.float64, device=hidden.device)
     el2n_sum = torch.zeros(batch, dtype=torch.float64, device=hidden.device)
     for start in range(0, wanted.shape[0], chunk_tokens):
-        logits = lm_head(states[start:start + chunk_tokens]).float()
-        y = wanted[start:start + chunk_tokens]
+        logits = lm_head(states[start : start + chunk_tokens]).float()
+        y = wanted[start : start + chunk_tokens]
         log_z = torch.logsumexp(logits, dim=-1)
         logit_y = logits.gather(-1, y.unsqueeze(-1)).squeeze(-1)
         probs = torch.softmax(logits, dim=-1)
         p_y = (logit_y - log_z).exp()
         el2n = torch.sqrt(((probs * probs).sum(-1) - 2 * p_y + 1).clamp(min=0))  # ||p - e_y||
-        r = rows[start:start + chunk_tokens]
+        r = rows[start : start + chunk_tokens]
         nll_sum.index_add_(0, r, (log_z - logit_y).double())
         el2n_sum.index_add_(0, r, el2n.double())
     counts = mask.sum(-1)
     denominator = counts.clamp(min=1).double()
     empty = counts == 0
-    return TokenSignals((nll_sum / denominator).masked_fill(empty, float("nan")),
-                        (el2n_sum / denominator).masked_fill(empty, float("nan")), counts)
+    return TokenSignals(
+        (nll_sum / denominator).masked_fill(empty, float("nan")),
+        (el2n_sum / denominator).masked_fill(empty, float("nan")),
+        counts,
+    )
 
 
 def decoder_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]:
@@ -64,8 +70,7 @@ def decoder_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.
     return causal_lm.base_model, causal_lm.get_output_embeddings()
 
 
-def forward_signals(model: torch.nn.Module, batch: dict[str, torch.Tensor], chunk_tokens: int = 2048
-                    ) -> TokenSignals:
+def forward_signals(model: torch.nn.Module, batch: dict[str, torch.Tensor], chunk_tokens: int = 2048) -> TokenSignals:
     """Run the decoder once and score response tokens (no full-vocabulary logits for the prompt)."""
     decoder, head = decoder_and_head(model)
     hidden = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state

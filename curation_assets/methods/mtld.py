@@ -43,8 +43,11 @@ def mtld_words(texts: Sequence[str | None] | pa.Array | pa.ChunkedArray) -> pa.L
 
 def mtld(words: pa.ListArray | Sequence[Sequence[str]], threshold: float = MTLD_THRESHOLD) -> np.ndarray:
     """MTLD per text (NaN where undefined) from word lists (e.g. `mtld_words(texts)`)."""
-    lists: Any = words if isinstance(words, (pa.ListArray, pa.LargeListArray)) else pa.array(
-        [list(w) for w in words], pa.list_(pa.string()))
+    lists: Any = (
+        words
+        if isinstance(words, (pa.ListArray, pa.LargeListArray))
+        else pa.array([list(w) for w in words], pa.list_(pa.string()))
+    )
     flat = pc.list_flatten(lists)
     ids = pc.dictionary_encode(flat).indices.to_numpy(zero_copy_only=False).astype(np.int64)
     offsets = lists.offsets.to_numpy(zero_copy_only=False).astype(np.int64)
@@ -70,8 +73,14 @@ def _previous_occurrence(ids: np.ndarray, text_of: np.ndarray) -> np.ndarray:
     return previous
 
 
-def _factors(ids: np.ndarray, text_of: np.ndarray, starts: np.ndarray, ends: np.ndarray,
-             threshold: float, max_cells: int = 1 << 22) -> np.ndarray:
+def _factors(
+    ids: np.ndarray,
+    text_of: np.ndarray,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    threshold: float,
+    max_cells: int = 1 << 22,
+) -> np.ndarray:
     """Full + partial factor count of each text, one direction."""
     previous = _previous_occurrence(ids, text_of)
     factors = np.zeros(starts.size)
@@ -87,8 +96,16 @@ def _factors(ids: np.ndarray, text_of: np.ndarray, starts: np.ndarray, ends: np.
     return factors
 
 
-def _advance(part: np.ndarray, width: int, previous: np.ndarray, cursor: np.ndarray, ends: np.ndarray,
-             factors: np.ndarray, window: np.ndarray, threshold: float) -> None:
+def _advance(
+    part: np.ndarray,
+    width: int,
+    previous: np.ndarray,
+    cursor: np.ndarray,
+    ends: np.ndarray,
+    factors: np.ndarray,
+    window: np.ndarray,
+    threshold: float,
+) -> None:
     """One segment step for the texts `part`, looking `width` tokens ahead (updates arrays in place)."""
     rest = ends[part] - cursor[part]
     width = int(min(width, rest.max()))

@@ -23,8 +23,15 @@ def _generator(seed: int, *key: object) -> torch.Generator:
     return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
 
 
-def rademacher(rows: int, cols: int, seed: int, *key: object, scale: float = 1.0,
-               device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def rademacher(
+    rows: int,
+    cols: int,
+    seed: int,
+    *key: object,
+    scale: float = 1.0,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
     """A seeded ±scale matrix; the same (seed, key) always gives the same matrix."""
     bits = torch.randint(0, 2, (rows, cols), generator=_generator(seed, *key), dtype=torch.int8)
     return (bits.to(device=device, dtype=dtype) * 2 - 1) * scale
@@ -44,8 +51,9 @@ class DenseRademacherProjector:
     the matrix then depends on the device, so features from different devices don't mix.
     """
 
-    def __init__(self, n_params: int, dim: int, seed: int = 0, block_rows: int = 8192,
-                 device_rng: bool = False) -> None:
+    def __init__(
+        self, n_params: int, dim: int, seed: int = 0, block_rows: int = 8192, device_rng: bool = False
+    ) -> None:
         self.n_params, self.dim, self.seed, self.block_rows = n_params, dim, seed, block_rows
         self.device_rng = device_rng
 
@@ -55,12 +63,19 @@ class DenseRademacherProjector:
             raise ValueError(f"expected {self.n_params} columns, got {vectors.shape[1]}")
         out = torch.zeros(vectors.shape[0], self.dim, dtype=torch.float32, device=vectors.device)
         for index, start in enumerate(range(0, self.n_params, self.block_rows)):
-            block = vectors[:, start:start + self.block_rows].float()
+            block = vectors[:, start : start + self.block_rows].float()
             if self.device_rng and vectors.device.type != "cpu":
                 phi = _device_rademacher(block.shape[1], self.dim, self.seed, index, vectors.device)
             else:
-                phi = rademacher(block.shape[1], self.dim, self.seed, "dense", index, scale=1 / math.sqrt(self.dim),
-                                 device=vectors.device)
+                phi = rademacher(
+                    block.shape[1],
+                    self.dim,
+                    self.seed,
+                    "dense",
+                    index,
+                    scale=1 / math.sqrt(self.dim),
+                    device=vectors.device,
+                )
             out += block @ phi
         return out
 
@@ -87,8 +102,9 @@ class KroneckerProjector:
     def _matrix(self, layer: int, side: str, rows: int, cols: int, device: torch.device) -> torch.Tensor:
         key = (layer, side)
         if key not in self._matrices or self._matrices[key].device != device:
-            self._matrices[key] = rademacher(rows, cols, self.seed, "kron", layer, side,
-                                             scale=1 / math.sqrt(cols), device=device)
+            self._matrices[key] = rademacher(
+                rows, cols, self.seed, "kron", layer, side, scale=1 / math.sqrt(cols), device=device
+            )
         return self._matrices[key]
 
     def project_layers(self, layer_grads: Sequence[torch.Tensor]) -> torch.Tensor:

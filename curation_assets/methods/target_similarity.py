@@ -23,8 +23,9 @@ def unit_rows(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), eps)
 
 
-def mean_cosine_similarity(pool: np.ndarray, targets: np.ndarray, labels: Sequence[str]
-                           ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def mean_cosine_similarity(
+    pool: np.ndarray, targets: np.ndarray, labels: Sequence[str]
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """(score per pool sample = max over subtasks, {subtask: mean cosine to its target samples}).
 
     pool (n, d) and targets (m, d) need not be normalised; `labels` names each target row's subtask.

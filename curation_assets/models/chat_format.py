@@ -43,11 +43,17 @@ def require_chat_template(tokenizer: Any, model_name: str) -> None:
     if not getattr(tokenizer, "chat_template", None):
         raise ChatTemplateError(
             f"the tokenizer of {model_name} has no chat template: use an instruct/chat model, or set the "
-            "stage's `chat_template` to a Jinja template (e.g. the one in the model card)")
+            "stage's `chat_template` to a Jinja template (e.g. the one in the model card)"
+        )
 
 
-def encode_conversation(tokenizer: Any, messages: Sequence[dict[str, str]], max_length: int,
-                        model_name: str = "the model", turns: Turns = "all") -> EncodedSample:
+def encode_conversation(
+    tokenizer: Any,
+    messages: Sequence[dict[str, str]],
+    max_length: int,
+    model_name: str = "the model",
+    turns: Turns = "all",
+) -> EncodedSample:
     """Tokenise the conversation with labels on its assistant turns (`turns`: all, or the last).
 
     Truncation to `max_length`: `all` keeps the start and cuts the end (the released LESS/Tulu
@@ -65,9 +71,10 @@ def encode_conversation(tokenizer: Any, messages: Sequence[dict[str, str]], max_
     return _encode_all(tokenizer, messages, assistant, max_length, model_name)
 
 
-def _encode_all(tokenizer: Any, messages: Sequence[dict[str, str]], assistant: list[int], max_length: int,
-                model_name: str) -> EncodedSample:
-    full = _render(tokenizer, messages[:assistant[-1] + 1])
+def _encode_all(
+    tokenizer: Any, messages: Sequence[dict[str, str]], assistant: list[int], max_length: int, model_name: str
+) -> EncodedSample:
+    full = _render(tokenizer, messages[: assistant[-1] + 1])
     spans: list[tuple[int, int]] = []
     for k in assistant:
         if spans and spans[-1][1] >= max_length:
@@ -77,7 +84,7 @@ def _encode_all(tokenizer: Any, messages: Sequence[dict[str, str]], assistant: l
             spans.append(_locate_turn(tokenizer, full, messages[0]["content"], 0, 0, model_name))
             continue
         start = _render(tokenizer, messages[:k], generation_prompt=True)
-        stop = _render(tokenizer, messages[:k + 1])
+        stop = _render(tokenizer, messages[: k + 1])
         if _is_prefix(start, full) and _is_prefix(stop, full) and previous_end <= len(start) <= len(stop):
             spans.append((len(start), len(stop)))
         else:  # the template renders earlier turns differently in each prefix: find the turn's text
@@ -93,15 +100,16 @@ def _encode_all(tokenizer: Any, messages: Sequence[dict[str, str]], assistant: l
     return EncodedSample(full[:max_length], labels[:max_length], truncated)
 
 
-def _locate_turn(tokenizer: Any, full: list[int], content: str, after: int, index: int,
-                 model_name: str) -> tuple[int, int]:
+def _locate_turn(
+    tokenizer: Any, full: list[int], content: str, after: int, index: int, model_name: str
+) -> tuple[int, int]:
     """Span of an assistant turn's text (plus a following end-of-sequence token) in `full`."""
     for text in dict.fromkeys((content, content.strip())):
         needle = list(tokenizer(text, add_special_tokens=False)["input_ids"])
         if not needle:
             continue
         for begin in range(after, len(full) - len(needle) + 1):
-            if full[begin:begin + len(needle)] == needle:
+            if full[begin : begin + len(needle)] == needle:
                 end = begin + len(needle)
                 if end < len(full) and full[end] == tokenizer.eos_token_id:
                     end += 1
@@ -109,7 +117,8 @@ def _locate_turn(tokenizer: Any, full: list[int], content: str, after: int, inde
     raise ChatTemplateError(
         f"the chat template of {model_name} renders the conversation's earlier turns differently in each "
         f"prefix, and assistant turn {index} could not be found in the whole conversation's rendering: use "
-        "`turns: last`, or a `chat_template` that renders every turn the same way in every prefix")
+        "`turns: last`, or a `chat_template` that renders every turn the same way in every prefix"
+    )
 
 
 def _encode_last(tokenizer: Any, messages: Sequence[dict[str, str]], last: int, max_length: int) -> EncodedSample:
@@ -119,26 +128,28 @@ def _encode_last(tokenizer: Any, messages: Sequence[dict[str, str]], last: int, 
         response += [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
         return _cut_prompt_then_response([], response, max_length, len(response) > max_length)
     prompt = _render(tokenizer, messages[:last], generation_prompt=True)
-    full = _render(tokenizer, messages[:last + 1])
-    if full[:len(prompt)] != prompt:  # templates that re-render earlier turns differently
+    full = _render(tokenizer, messages[: last + 1])
+    if full[: len(prompt)] != prompt:  # templates that re-render earlier turns differently
         response = tokenizer(messages[last]["content"], add_special_tokens=False)["input_ids"]
         full = prompt + response + ([tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else [])
-    return _cut_prompt_then_response(prompt, full[len(prompt):], max_length, len(full) > max_length)
+    return _cut_prompt_then_response(prompt, full[len(prompt) :], max_length, len(full) > max_length)
 
 
-def _cut_prompt_then_response(prompt: list[int], response: list[int], max_length: int,
-                              truncated: bool) -> EncodedSample:
+def _cut_prompt_then_response(
+    prompt: list[int], response: list[int], max_length: int, truncated: bool
+) -> EncodedSample:
     """Fit prompt + response in `max_length`: the response keeps at least half the budget (its
     start), the prompt keeps its end."""
     if len(prompt) + len(response) > max_length:
         keep_response = min(len(response), max(max_length - len(prompt), max_length // 2))
         response = response[:keep_response]
-        prompt = prompt[len(prompt) - (max_length - keep_response):] if max_length > keep_response else []
+        prompt = prompt[len(prompt) - (max_length - keep_response) :] if max_length > keep_response else []
     return EncodedSample(prompt + response, [IGNORE_INDEX] * len(prompt) + response, truncated)
 
 
-def prompt_ids(tokenizer: Any, messages: Sequence[dict[str, str]], max_length: int,
-               model_name: str = "the model") -> list[int]:
+def prompt_ids(
+    tokenizer: Any, messages: Sequence[dict[str, str]], max_length: int, model_name: str = "the model"
+) -> list[int]:
     """The generation prompt for the last assistant turn: every turn before it, rendered with the
     chat template and its generation prompt, cut from the start to `max_length` tokens."""
     require_chat_template(tokenizer, model_name)
@@ -147,12 +158,11 @@ def prompt_ids(tokenizer: Any, messages: Sequence[dict[str, str]], max_length: i
 
 
 def _render(tokenizer: Any, messages: Sequence[dict[str, str]], generation_prompt: bool = False) -> list[int]:
-    return _ids(tokenizer.apply_chat_template(list(messages), add_generation_prompt=generation_prompt,
-                                              tokenize=True))
+    return _ids(tokenizer.apply_chat_template(list(messages), add_generation_prompt=generation_prompt, tokenize=True))
 
 
 def _is_prefix(prefix: list[int], sequence: list[int]) -> bool:
-    return len(prefix) <= len(sequence) and sequence[:len(prefix)] == prefix
+    return len(prefix) <= len(sequence) and sequence[: len(prefix)] == prefix
 
 
 def longest_first(encoded: Sequence[EncodedSample]) -> list[int]:

@@ -24,10 +24,14 @@ from curation_assets.methods.lm_signals import decoder_and_head
 from curation_assets.models.chat_format import IGNORE_INDEX, EncodedSample
 from curation_assets.models.scorer_artifacts import hash_files
 
-COMPLEXITY_TEMPLATE = ("You are a helpful assistant. Please identify the complexity score of the following user "
-                       "query. \n##Query: {instruction}  \n##Complexity: ")
-QUALITY_TEMPLATE = ("You are a helpful assistant. Please identify the quality score of the Response corresponding "
-                    "to the Question. \n #Question#:\n{instruction}\n#Response#:\n{output} \n##Quality: ")
+COMPLEXITY_TEMPLATE = (
+    "You are a helpful assistant. Please identify the complexity score of the following user "
+    "query. \n##Query: {instruction}  \n##Complexity: "
+)
+QUALITY_TEMPLATE = (
+    "You are a helpful assistant. Please identify the quality score of the Response corresponding "
+    "to the Question. \n #Question#:\n{instruction}\n#Response#:\n{output} \n##Quality: "
+)
 TEMPLATE_FIELDS = {"complexity": ("instruction",), "quality": ("instruction", "output")}
 _PLACEHOLDER = re.compile(r"\{(instruction|output)\}")
 
@@ -55,8 +59,10 @@ def digit_token_ids(tokenizer: Any, model_name: str = "the scorer") -> list[int]
             pieces = tokenizer(str(digit), add_special_tokens=False)["input_ids"]
             token_id = pieces[0] if len(pieces) == 1 else None
         if token_id is None or (unknown is not None and token_id == unknown):
-            raise DigitTokenError(f"the tokenizer of {model_name} has no single token for the digit '{digit}'; "
-                                  "a DEITA scorer answers with one of the tokens '1'..'6'")
+            raise DigitTokenError(
+                f"the tokenizer of {model_name} has no single token for the digit '{digit}'; "
+                "a DEITA scorer answers with one of the tokens '1'..'6'"
+            )
         ids.append(int(token_id))
     if len(set(ids)) != len(ids):
         raise DigitTokenError(f"the tokenizer of {model_name} maps several digits to one token: {ids}")
@@ -79,12 +85,15 @@ def encode_prompt(tokenizer: Any, template: str, max_length: int, **fields: str)
     texts = pieces[0::2]
     names = pieces[1::2]
     encoded_texts = [list(tokenizer(texts[0], add_special_tokens=True)["input_ids"])] + [
-        list(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts[1:]]
+        list(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts[1:]
+    ]
     encoded_fields = [list(tokenizer(fields[n], add_special_tokens=False)["input_ids"]) for n in names]
     budget = max_length - sum(len(t) for t in encoded_texts)
     if budget < 1:
-        raise ValueError(f"max_length {max_length} leaves no room for the sample text: the template alone "
-                         f"takes {max_length - budget} tokens")
+        raise ValueError(
+            f"max_length {max_length} leaves no room for the sample text: the template alone "
+            f"takes {max_length - budget} tokens"
+        )
     if len(encoded_fields) == 1:
         keep = [budget]
     else:  # instruction, response: the response keeps at least half the budget
@@ -102,13 +111,14 @@ def right_padded(prompts: Sequence[Sequence[int]], pad_token_id: int) -> dict[st
     input_ids = torch.full((len(prompts), width), pad_token_id, dtype=torch.long)
     attention = torch.zeros((len(prompts), width), dtype=torch.long)
     for row, ids in enumerate(prompts):
-        input_ids[row, :len(ids)] = torch.tensor(list(ids), dtype=torch.long)
-        attention[row, :len(ids)] = 1
+        input_ids[row, : len(ids)] = torch.tensor(list(ids), dtype=torch.long)
+        attention[row, : len(ids)] = 1
     return {"input_ids": input_ids, "attention_mask": attention}
 
 
-def digit_logits(model: Any, prompts: Sequence[Sequence[int]], digit_ids: Sequence[int], pad_token_id: int,
-                 device: str = "cpu") -> torch.Tensor:
+def digit_logits(
+    model: Any, prompts: Sequence[Sequence[int]], digit_ids: Sequence[int], pad_token_id: int, device: str = "cpu"
+) -> torch.Tensor:
     """(n, 6) float32 logits of the digit tokens at the position after each prompt: one forward
     over the right-padded batch, the LM head only on each prompt's last position."""
     batch = {k: v.to(device) for k, v in right_padded(prompts, pad_token_id).items()}
@@ -119,8 +129,9 @@ def digit_logits(model: Any, prompts: Sequence[Sequence[int]], digit_ids: Sequen
     return head(states)[:, list(digit_ids)].float()
 
 
-def digit_scores(model: Any, prompts: Sequence[Sequence[int]], digit_ids: Sequence[int], pad_token_id: int,
-                 device: str = "cpu") -> torch.Tensor:
+def digit_scores(
+    model: Any, prompts: Sequence[Sequence[int]], digit_ids: Sequence[int], pad_token_id: int, device: str = "cpu"
+) -> torch.Tensor:
     """Expected 1-6 score per prompt (float64; NaN where the logits are not finite)."""
     logits = digit_logits(model, prompts, digit_ids, pad_token_id, device)
     scores = digit_expectation(logits)
@@ -129,8 +140,9 @@ def digit_scores(model: Any, prompts: Sequence[Sequence[int]], digit_ids: Sequen
 
 def training_sample(prompt: ScorerPrompt, digit_id: int) -> EncodedSample:
     """Prompt followed by the target digit; only the digit is a label."""
-    return EncodedSample(prompt.input_ids + [digit_id], [IGNORE_INDEX] * len(prompt.input_ids) + [digit_id],
-                         prompt.truncated)
+    return EncodedSample(
+        prompt.input_ids + [digit_id], [IGNORE_INDEX] * len(prompt.input_ids) + [digit_id], prompt.truncated
+    )
 
 
 def save_adapter(model: Any, folder: Path, meta: dict[str, Any]) -> dict[str, str]:

@@ -21,8 +21,9 @@ from curation_assets.models.embeddings import SentenceEmbedder
 from curation_assets.models.scorer_artifacts import hash_files
 
 
-def text_features(embedder: SentenceEmbedder, rows: Sequence[Sequence[str]], batch_size: int = 64
-                  ) -> tuple[np.ndarray, np.ndarray]:
+def text_features(
+    embedder: SentenceEmbedder, rows: Sequence[Sequence[str]], batch_size: int = 64
+) -> tuple[np.ndarray, np.ndarray]:
     """(n, k·d) features of n rows of k texts each, and whether a row's text was cut at the
     encoder's maximum length; every distinct text is encoded once."""
     if not rows:
@@ -45,8 +46,9 @@ class EmbeddingHead:
     n_texts: int  # 1: one text; 2: (instruction, response)
     ridge: RidgeHead
 
-    def predict(self, embedder: SentenceEmbedder, rows: Sequence[Sequence[str]], batch_size: int = 64
-                ) -> tuple[np.ndarray, np.ndarray]:
+    def predict(
+        self, embedder: SentenceEmbedder, rows: Sequence[Sequence[str]], batch_size: int = 64
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Predicted scores of `rows` (NaN where not finite) and their truncation flags."""
         if not rows:
             return np.zeros(0), np.zeros(0, dtype=bool)
@@ -60,15 +62,28 @@ class EmbeddingHead:
         """head.npz (weights, bias) + head.json (settings); returns file name -> SHA-256."""
         folder.mkdir(parents=True, exist_ok=True)
         np.savez(folder / "head.npz", weights=self.ridge.weights, bias=np.array(self.ridge.bias))
-        (folder / "head.json").write_text(json.dumps({
-            "embedding_model": self.embedding_model, "n_texts": self.n_texts, "alpha": self.ridge.alpha,
-            "loo_mse": self.ridge.loo_mse}, indent=2, sort_keys=True))
+        (folder / "head.json").write_text(
+            json.dumps(
+                {
+                    "embedding_model": self.embedding_model,
+                    "n_texts": self.n_texts,
+                    "alpha": self.ridge.alpha,
+                    "loo_mse": self.ridge.loo_mse,
+                },
+                indent=2,
+                sort_keys=True,
+            )
+        )
         return hash_files(folder)
 
     @classmethod
     def load(cls, folder: Path) -> EmbeddingHead:
         meta = json.loads((folder / "head.json").read_text())
         with np.load(folder / "head.npz", allow_pickle=False) as arrays:
-            ridge = RidgeHead(arrays["weights"].astype(np.float64), float(arrays["bias"]), float(meta["alpha"]),
-                              float(meta["loo_mse"]))
+            ridge = RidgeHead(
+                arrays["weights"].astype(np.float64),
+                float(arrays["bias"]),
+                float(meta["alpha"]),
+                float(meta["loo_mse"]),
+            )
         return cls(meta["embedding_model"], int(meta["n_texts"]), ridge)

@@ -68,8 +68,13 @@ class SentenceEmbedder:
         # token counts before truncation, to report how many texts the model cuts off
         encoded = self.model.tokenizer(list(texts), add_special_tokens=True, truncation=False, verbose=False)
         lengths = np.fromiter((len(ids) for ids in encoded["input_ids"]), dtype=np.int64, count=len(texts))
-        vectors = self.model.encode(list(texts), batch_size=batch_size, normalize_embeddings=normalize,
-                                    convert_to_numpy=True, show_progress_bar=False)
+        vectors = self.model.encode(
+            list(texts),
+            batch_size=batch_size,
+            normalize_embeddings=normalize,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
         return EncodedBatch(vectors.astype(np.float32, copy=False), lengths, lengths > self.max_seq_length)
 
 

@@ -25,8 +25,11 @@ class LoraGradientCapture:
     """Hooks on every LoRA A/B linear layer of a peft model."""
 
     def __init__(self, model: torch.nn.Module) -> None:
-        self.layers = {name: module for name, module in model.named_modules()
-                       if isinstance(module, torch.nn.Linear) and (".lora_A." in name or ".lora_B." in name)}
+        self.layers = {
+            name: module
+            for name, module in model.named_modules()
+            if isinstance(module, torch.nn.Linear) and (".lora_A." in name or ".lora_B." in name)
+        }
         if not self.layers:
             raise ValueError("no LoRA layers found: wrap the model with peft first")
         self.inputs: dict[str, torch.Tensor] = {}
@@ -46,12 +49,15 @@ class LoraGradientCapture:
             self.inputs[name] = inputs[0].detach()
             if output.requires_grad:
                 output.register_hook(lambda grad: self.output_grads.__setitem__(name, grad.detach()))
+
         return hook
 
     def per_sample_grads(self) -> dict[str, torch.Tensor]:
         """Layer name -> (batch, out, in) gradient of each sample's own loss w.r.t. the weight."""
-        return {name: torch.einsum("bto,bti->boi", self.output_grads[name].float(), self.inputs[name].float())
-                for name in self.layers}
+        return {
+            name: torch.einsum("bto,bti->boi", self.output_grads[name].float(), self.inputs[name].float())
+            for name in self.layers
+        }
 
     def per_sample_sq_norms(self) -> torch.Tensor:
         """(batch,) Σ over LoRA layers of ||dℓ_i/dW||²_F."""
@@ -75,8 +81,9 @@ def per_sample_response_losses(model: torch.nn.Module, batch: dict[str, torch.Te
     return sums / mask.sum(-1).clamp(min=1)
 
 
-def per_sample_grad_norms(model: torch.nn.Module, batch: dict[str, torch.Tensor],
-                          capture: LoraGradientCapture | None = None) -> torch.Tensor:
+def per_sample_grad_norms(
+    model: torch.nn.Module, batch: dict[str, torch.Tensor], capture: LoraGradientCapture | None = None
+) -> torch.Tensor:
     """GraNd's ||∇θ ℓ_i|| over the LoRA parameters for every sample of a batch, one backward pass."""
     capture = capture or LoraGradientCapture(model)
     model.zero_grad(set_to_none=True)
@@ -87,8 +94,9 @@ def per_sample_grad_norms(model: torch.nn.Module, batch: dict[str, torch.Tensor]
     return capture.per_sample_sq_norms().sqrt()
 
 
-def lora_optimizer_moments(model: torch.nn.Module, optimizer_state: dict[str, Any]
-                           ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+def lora_optimizer_moments(
+    model: torch.nn.Module, optimizer_state: dict[str, Any]
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """LoRA layer name -> (exp_avg, exp_avg_sq) of its weight, from an AdamW `state_dict()` whose
     parameters are the model's trainable parameters in `model.parameters()` order (LoraTrainer)."""
     names = [name for name, p in model.named_parameters() if p.requires_grad]
@@ -100,11 +108,16 @@ def lora_optimizer_moments(model: torch.nn.Module, optimizer_state: dict[str, An
     return moments
 
 
-def per_sample_gradient_features(model: torch.nn.Module, batch: dict[str, torch.Tensor], projector: Any,
-                                 moments: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
-                                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                                 capture: LoraGradientCapture | None = None,
-                                 epsilon_inside_sqrt: bool = True) -> torch.Tensor:
+def per_sample_gradient_features(
+    model: torch.nn.Module,
+    batch: dict[str, torch.Tensor],
+    projector: Any,
+    moments: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    capture: LoraGradientCapture | None = None,
+    epsilon_inside_sqrt: bool = True,
+) -> torch.Tensor:
     """(batch, projector.dim) projected per-sample LoRA gradients from one backward pass (LESS).
 
     With `moments` (a warm-up checkpoint's AdamW state) each layer's gradient is replaced by
@@ -126,7 +139,13 @@ def per_sample_gradient_features(model: torch.nn.Module, batch: dict[str, torch.
         grad = grads[name]
         if moments is not None:
             exp_avg, exp_avg_sq = moments[name]
-            grad = adam_precondition(grad, exp_avg.to(grad.device).float(), exp_avg_sq.to(grad.device).float(),
-                                     betas, eps, epsilon_inside_sqrt)
+            grad = adam_precondition(
+                grad,
+                exp_avg.to(grad.device).float(),
+                exp_avg_sq.to(grad.device).float(),
+                betas,
+                eps,
+                epsilon_inside_sqrt,
+            )
         layers.append(grad)
     return projector.project_layers(layers)

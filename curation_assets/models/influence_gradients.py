@@ -43,9 +43,14 @@ def layer_projector(shapes: Sequence[tuple[int, int]], kind: str, dim: int, seed
     return KroneckerProjector(shapes, dim, seed)
 
 
-def projected_directions(model: torch.nn.Module, batch: dict[str, torch.Tensor], capture: LoraGradientCapture,
-                         projector: Any, transform: LayerTransform | None = None,
-                         normalize: bool = False) -> torch.Tensor:
+def projected_directions(
+    model: torch.nn.Module,
+    batch: dict[str, torch.Tensor],
+    capture: LoraGradientCapture,
+    projector: Any,
+    transform: LayerTransform | None = None,
+    normalize: bool = False,
+) -> torch.Tensor:
     """(batch, projector.dim): each sample's gradient of its mean response-token loss w.r.t. the
     captured layers' weights, mapped per layer by `transform` (an Adam direction), divided by its
     norm over all layers when `normalize`, projected. A sample without response tokens has no

@@ -28,8 +28,10 @@ class JvpEmbedder:
         decoder: Any = decoder_and_head(model)[0]  # a transformers decoder body: its config and blocks are read
         blocks = getattr(decoder, "layers", None)
         if not isinstance(blocks, torch.nn.ModuleList):
-            raise ValueError(f"{type(model).__name__}: JVP embeddings need a decoder with a `layers` block list "
-                             "(Llama, Qwen, Mistral, SmolLM, ...)")
+            raise ValueError(
+                f"{type(model).__name__}: JVP embeddings need a decoder with a `layers` block list "
+                "(Llama, Qwen, Mistral, SmolLM, ...)"
+            )
         if num_blocks > len(blocks):
             raise ValueError(f"num_blocks {num_blocks} exceeds the model's {len(blocks)} transformer blocks")
         decoder.layers = blocks[:num_blocks]
@@ -55,9 +57,12 @@ class JvpEmbedder:
         return self._tangents[index]
 
     def _draw(self, index: int) -> dict[str, torch.Tensor]:
-        return {name: torch.randn(p.shape, generator=_generator(self.seed, "jvp", index, name),
-                                  dtype=torch.float32).to(device=p.device, dtype=p.dtype)
-                for name, p in self.params.items()}
+        return {
+            name: torch.randn(p.shape, generator=_generator(self.seed, "jvp", index, name), dtype=torch.float32).to(
+                device=p.device, dtype=p.dtype
+            )
+            for name, p in self.params.items()
+        }
 
     @torch.no_grad()
     def embed(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -69,8 +74,9 @@ class JvpEmbedder:
         rows = torch.arange(input_ids.shape[0], device=input_ids.device)
 
         def last_token_output(params: dict[str, torch.Tensor]) -> torch.Tensor:
-            hidden = functional_call(self.decoder, params, (), {"input_ids": input_ids,
-                                                               "attention_mask": attention_mask}).last_hidden_state
+            hidden = functional_call(
+                self.decoder, params, (), {"input_ids": input_ids, "attention_mask": attention_mask}
+            ).last_hidden_state
             return hidden[rows, last]
 
         tangents = []

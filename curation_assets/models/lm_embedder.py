@@ -14,8 +14,10 @@ from collections.abc import Sequence
 from typing import Any
 
 # FastChat's vicuna_v1.1 conversation template, as DEITA's embedder renders with it
-VICUNA_SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. "
-                 "The assistant gives helpful, detailed, and polite answers to the user's questions.")
+VICUNA_SYSTEM = (
+    "A chat between a curious user and an artificial intelligence assistant. "
+    "The assistant gives helpful, detailed, and polite answers to the user's questions."
+)
 VICUNA_ROLES = {"user": "USER", "assistant": "ASSISTANT"}
 
 

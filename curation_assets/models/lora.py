@@ -31,17 +31,29 @@ class LoraSettings(BaseModel):
     target_modules: tuple[str, ...] = Field(default=("q_proj", "v_proj"), description="Module names that get adapters.")
     lr: float = Field(default=2e-4, gt=0, description="Peak learning rate (AdamW).")
     scheduler: str = Field(default="linear", description="transformers scheduler name: linear, cosine, constant, ...")
-    warmup_ratio: float = Field(default=0.03, ge=0, lt=1, description=(
-        "Share of optimiser steps spent warming up (rounded up, as transformers' Trainer does)."))
+    warmup_ratio: float = Field(
+        default=0.03,
+        ge=0,
+        lt=1,
+        description=("Share of optimiser steps spent warming up (rounded up, as transformers' Trainer does)."),
+    )
     weight_decay: float = Field(default=0.0, ge=0, description="AdamW weight decay.")
     epochs: int = Field(default=1, gt=0, description="Passes over the training samples.")
     max_steps: int | None = Field(default=None, gt=0, description="Stop after this many optimiser steps.")
     batch_size: int = Field(default=4, gt=0, description="Samples per micro-batch.")
-    grad_accumulation: int = Field(default=1, gt=0, description=(
-        "Micro-batches per optimiser step: the effective batch is batch_size x grad_accumulation."))
-    max_grad_norm: float | None = Field(default=None, gt=0, description=(
-        "Clip the accumulated gradient's global L2 norm to this before each step (transformers' Trainer "
-        "default: 1.0); null: no clipping."))
+    grad_accumulation: int = Field(
+        default=1,
+        gt=0,
+        description=("Micro-batches per optimiser step: the effective batch is batch_size x grad_accumulation."),
+    )
+    max_grad_norm: float | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "Clip the accumulated gradient's global L2 norm to this before each step (transformers' Trainer "
+            "default: 1.0); null: no clipping."
+        ),
+    )
 
 
 @dataclass
@@ -53,8 +65,13 @@ class Checkpoint:
     mean_lr: float  # mean learning rate over the epoch's steps (LESS weights checkpoints by it)
 
     def as_record(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "path": str(self.folder), "adapter_sha256": self.adapter_sha256,
-                "optimizer_sha256": self.optimizer_sha256, "mean_lr": self.mean_lr}
+        return {
+            "epoch": self.epoch,
+            "path": str(self.folder),
+            "adapter_sha256": self.adapter_sha256,
+            "optimizer_sha256": self.optimizer_sha256,
+            "mean_lr": self.mean_lr,
+        }
 
 
 @dataclass
@@ -72,9 +89,14 @@ def attach_lora(base_model: Any, settings: LoraSettings, seed: int) -> Any:
 
     torch.manual_seed(seed)
     # peft annotates lora_alpha as int but only computes alpha / r; a fractional alpha is valid
-    config = LoraConfig(r=settings.r, lora_alpha=settings.alpha,  # pyright: ignore[reportArgumentType]
-                        lora_dropout=settings.dropout,
-                        target_modules=list(settings.target_modules), bias="none", task_type="CAUSAL_LM")
+    config = LoraConfig(
+        r=settings.r,
+        lora_alpha=settings.alpha,  # pyright: ignore[reportArgumentType]
+        lora_dropout=settings.dropout,
+        target_modules=list(settings.target_modules),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
     return get_peft_model(base_model, config)
 
 
@@ -82,8 +104,9 @@ class LoraTrainer:
     """AdamW + scheduler over the LoRA parameters, kept across epochs (and across changing
     training subsets, as dynamic data diets need)."""
 
-    def __init__(self, model: Any, settings: LoraSettings, *, total_steps: int, pad_token_id: int, seed: int,
-                 device: str = "cpu") -> None:
+    def __init__(
+        self, model: Any, settings: LoraSettings, *, total_steps: int, pad_token_id: int, seed: int, device: str = "cpu"
+    ) -> None:
         import torch
         from transformers import get_scheduler
 
@@ -94,14 +117,18 @@ class LoraTrainer:
         trainable = [p for p in model.parameters() if p.requires_grad]
         self.trainable = trainable
         self.optimizer = torch.optim.AdamW(trainable, lr=settings.lr, weight_decay=settings.weight_decay)
-        self.scheduler = get_scheduler(settings.scheduler, self.optimizer,
-                                       num_warmup_steps=warmup_steps(total_steps, settings),
-                                       num_training_steps=total_steps)
+        self.scheduler = get_scheduler(
+            settings.scheduler,
+            self.optimizer,
+            num_warmup_steps=warmup_steps(total_steps, settings),
+            num_training_steps=total_steps,
+        )
         self.step = 0
         self.step_losses: list[float] = []
 
-    def train_epoch(self, samples: Sequence[EncodedSample],
-                    on_step: Callable[[int, float], None] | None = None) -> float:
+    def train_epoch(
+        self, samples: Sequence[EncodedSample], on_step: Callable[[int, float], None] | None = None
+    ) -> float:
         """One shuffled pass (or until total_steps); returns the epoch's mean learning rate.
 
         Every `grad_accumulation` micro-batches make one optimiser step, their mean loss its
@@ -113,17 +140,18 @@ class LoraTrainer:
         order = list(range(len(samples)))
         self.order_rng.shuffle(order)
         size, accumulation = self.settings.batch_size, self.settings.grad_accumulation
-        micro = [order[i:i + size] for i in range(0, len(order), size)]
+        micro = [order[i : i + size] for i in range(0, len(order), size)]
         learning_rates: list[float] = []
         for start in range(0, len(micro), accumulation):
             if self.step >= self.total_steps:
                 break
-            group = micro[start:start + accumulation]
+            group = micro[start : start + accumulation]
             self.optimizer.zero_grad(set_to_none=True)
             step_loss = 0.0
             for indices in group:
-                batch = {k: v.to(self.device) for k, v in collate([samples[i] for i in indices],
-                                                                  self.pad_token_id).items()}
+                batch = {
+                    k: v.to(self.device) for k, v in collate([samples[i] for i in indices], self.pad_token_id).items()
+                }
                 loss = self.model(**batch).loss / len(group)
                 loss.backward()
                 step_loss += float(loss.detach())
@@ -150,22 +178,37 @@ def warmup_steps(total_steps: int, settings: LoraSettings) -> int:
     return math.ceil(settings.warmup_ratio * total_steps)
 
 
-def lora_finetune(model: Any, samples: Sequence[EncodedSample], settings: LoraSettings, *, pad_token_id: int,
-                  seed: int, device: str = "cpu", checkpoint_dir: Path | None = None,
-                  on_step: Callable[[int, float], None] | None = None) -> FineTuneResult:
+def lora_finetune(
+    model: Any,
+    samples: Sequence[EncodedSample],
+    settings: LoraSettings,
+    *,
+    pad_token_id: int,
+    seed: int,
+    device: str = "cpu",
+    checkpoint_dir: Path | None = None,
+    on_step: Callable[[int, float], None] | None = None,
+) -> FineTuneResult:
     """Train the LoRA parameters of `model` (already wrapped by `attach_lora`) on `samples`.
 
     Loss = mean over response tokens of each micro-batch (transformers' causal LM loss).
     """
     planned = steps_per_epoch(len(samples), settings) * settings.epochs
-    trainer = LoraTrainer(model, settings, total_steps=min(settings.max_steps or planned, planned),
-                          pad_token_id=pad_token_id, seed=seed, device=device)
+    trainer = LoraTrainer(
+        model,
+        settings,
+        total_steps=min(settings.max_steps or planned, planned),
+        pad_token_id=pad_token_id,
+        seed=seed,
+        device=device,
+    )
     result = FineTuneResult(model=model, optimizer=trainer.optimizer)
     for epoch in range(settings.epochs):
         mean_lr = trainer.train_epoch(samples, on_step)
         if checkpoint_dir is not None:
-            result.checkpoints.append(save_checkpoint(model, trainer.optimizer, checkpoint_dir / f"epoch-{epoch + 1}",
-                                                      epoch + 1, mean_lr))
+            result.checkpoints.append(
+                save_checkpoint(model, trainer.optimizer, checkpoint_dir / f"epoch-{epoch + 1}", epoch + 1, mean_lr)
+            )
         if trainer.step >= trainer.total_steps:
             break
     result.step_losses = trainer.step_losses

@@ -62,12 +62,26 @@ def pair_lengths(tokenizer: Any, questions: Sequence[str], answers: Sequence[str
     return [len(ids) for ids in encoded["input_ids"]]
 
 
-def reward_scores(model: Any, tokenizer: Any, questions: Sequence[str], answers: Sequence[str], *,
-                  max_length: int, label_index: int = 0, device: str = "cpu") -> RewardBatch:
+def reward_scores(
+    model: Any,
+    tokenizer: Any,
+    questions: Sequence[str],
+    answers: Sequence[str],
+    *,
+    max_length: int,
+    label_index: int = 0,
+    device: str = "cpu",
+) -> RewardBatch:
     """One forward over the padded batch; score = logits[:, label_index]."""
     lengths = pair_lengths(tokenizer, questions, answers)
-    batch = tokenizer(list(questions), list(answers), padding=True, truncation="longest_first",
-                      max_length=max_length, return_tensors="pt")
+    batch = tokenizer(
+        list(questions),
+        list(answers),
+        padding=True,
+        truncation="longest_first",
+        max_length=max_length,
+        return_tensors="pt",
+    )
     batch = {k: v.to(device) for k, v in batch.items()}
     logits = model(**batch).logits
     if label_index >= logits.shape[-1]:

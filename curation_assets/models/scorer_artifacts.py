@@ -25,5 +25,7 @@ def verify_files(folder: Path, expected: Mapping[str, str], owner: str) -> None:
         if not path.is_file():
             raise ScorerArtifactError(f"{owner}: scorer file missing: {path} (re-materialise the training stage)")
         if file_sha256(path) != digest:
-            raise ScorerArtifactError(f"{owner}: scorer file changed since training: {path} (its SHA-256 differs "
-                                      "from the recorded one; re-materialise the training stage)")
+            raise ScorerArtifactError(
+                f"{owner}: scorer file changed since training: {path} (its SHA-256 differs "
+                "from the recorded one; re-materialise the training stage)"
+            )

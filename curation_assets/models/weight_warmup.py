@@ -37,11 +37,16 @@ class AdamState:
 def linear_layers(model: torch.nn.Module, names: Sequence[str]) -> dict[str, torch.nn.Linear]:
     """The model's own Linear layers whose name contains one of `names` (the released
     `proj_subset` substring match), in module order; LoRA adapter layers are never included."""
-    layers = {name: module for name, module in model.named_modules()
-              if isinstance(module, torch.nn.Linear) and ".lora_" not in name and any(s in name for s in names)}
+    layers = {
+        name: module
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear) and ".lora_" not in name and any(s in name for s in names)
+    }
     if not layers:
-        raise ValueError(f"no linear layer of the model has a name containing any of {list(names)}: "
-                         "set `params` to module names of this model (e.g. down_proj, o_proj) or to `lora`")
+        raise ValueError(
+            f"no linear layer of the model has a name containing any of {list(names)}: "
+            "set `params` to module names of this model (e.g. down_proj, o_proj) or to `lora`"
+        )
     return layers
 
 
@@ -53,35 +58,57 @@ def train_only(model: torch.nn.Module, layers: dict[str, torch.nn.Linear]) -> No
         module.weight.requires_grad_(True)
 
 
-def warm_up_weights(model: torch.nn.Module, layers: dict[str, torch.nn.Linear], samples: Sequence[EncodedSample],
-                    settings: LoraSettings, *, epochs: int, pad_token_id: int, seed: int,
-                    device: str = "cpu") -> tuple[AdamState, dict[str, Any]]:
+def warm_up_weights(
+    model: torch.nn.Module,
+    layers: dict[str, torch.nn.Linear],
+    samples: Sequence[EncodedSample],
+    settings: LoraSettings,
+    *,
+    epochs: int,
+    pad_token_id: int,
+    seed: int,
+    device: str = "cpu",
+) -> tuple[AdamState, dict[str, Any]]:
     """AdamW on the weights of `layers` for `epochs` passes of the warm-up schedule (its learning
     rate plan spans all `settings.epochs`, as the LoRA warm-up's does); returns the moments."""
     train_only(model, layers)
     planned = steps_per_epoch(len(samples), settings) * settings.epochs
-    trainer = LoraTrainer(model, settings, total_steps=min(settings.max_steps or planned, planned),
-                          pad_token_id=pad_token_id, seed=seed, device=device)
+    trainer = LoraTrainer(
+        model,
+        settings,
+        total_steps=min(settings.max_steps or planned, planned),
+        pad_token_id=pad_token_id,
+        seed=seed,
+        device=device,
+    )
     for _ in range(epochs):
         trainer.train_epoch(samples)
         if trainer.step >= trainer.total_steps:
             break
     group = trainer.optimizer.param_groups[0]
     state = trainer.optimizer.state
-    moments = {name: (state[m.weight]["exp_avg"].detach().clone(), state[m.weight]["exp_avg_sq"].detach().clone())
-               for name, m in layers.items()}
+    moments = {
+        name: (state[m.weight]["exp_avg"].detach().clone(), state[m.weight]["exp_avg_sq"].detach().clone())
+        for name, m in layers.items()
+    }
     adam = AdamState(moments, trainer.step, tuple(group["betas"]), float(group["eps"]))
-    return adam, {"warmup_steps": trainer.step,
-                  "warmup_final_loss": trainer.step_losses[-1] if trainer.step_losses else None}
+    return adam, {
+        "warmup_steps": trainer.step,
+        "warmup_final_loss": trainer.step_losses[-1] if trainer.step_losses else None,
+    }
 
 
 def save_weight_warmup(path: Path, layers: dict[str, torch.nn.Linear], adam: AdamState) -> str:
     """Write weights + moments atomically; returns the file's SHA-256."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"weights": {name: m.weight.detach().cpu() for name, m in layers.items()},
-               "exp_avg": {name: v[0].cpu() for name, v in adam.moments.items()},
-               "exp_avg_sq": {name: v[1].cpu() for name, v in adam.moments.items()},
-               "step": adam.step, "betas": list(adam.betas), "eps": adam.eps}
+    payload = {
+        "weights": {name: m.weight.detach().cpu() for name, m in layers.items()},
+        "exp_avg": {name: v[0].cpu() for name, v in adam.moments.items()},
+        "exp_avg_sq": {name: v[1].cpu() for name, v in adam.moments.items()},
+        "step": adam.step,
+        "betas": list(adam.betas),
+        "eps": adam.eps,
+    }
     partial = path.with_suffix(".partial")
     torch.save(payload, partial)
     os.replace(partial, path)
@@ -92,8 +119,10 @@ def load_weight_warmup(path: Path, layers: dict[str, torch.nn.Linear]) -> AdamSt
     """Put the saved weights into `layers`; return the saved moments."""
     payload = torch.load(path, map_location="cpu")
     if set(payload["weights"]) != set(layers):
-        raise ValueError(f"{path} holds layers {sorted(payload['weights'])[:3]}..., not the ones selected now: "
-                         "delete it to warm up again")
+        raise ValueError(
+            f"{path} holds layers {sorted(payload['weights'])[:3]}..., not the ones selected now: "
+            "delete it to warm up again"
+        )
     with torch.no_grad():
         for name, module in layers.items():
             module.weight.copy_(payload["weights"][name].to(module.weight.device, module.weight.dtype))

@@ -17,8 +17,14 @@ from curation_assets.reports.plots import PANELS_PER_FIGURE, histogram_pngs, plo
 MARKDOWN_MAX_PANELS = PANELS_PER_FIGURE  # one small figure keeps Dagster metadata small
 HTML_MAX_PANELS = 36
 
-__all__ = ["ReportError", "SelectionReport", "gather_report", "known_selections", "selection_report_html",
-           "selection_report_markdown"]
+__all__ = [
+    "ReportError",
+    "SelectionReport",
+    "gather_report",
+    "known_selections",
+    "selection_report_html",
+    "selection_report_markdown",
+]
 
 
 def selection_report_markdown(con: duckdb.DuckDBPyConnection, selection: str) -> str:

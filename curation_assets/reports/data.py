@@ -26,8 +26,22 @@ DEFAULT_PREVIEW_CHARS = 280
 NEAR_DUPLICATE_COSINE = 0.95  # members above this cosine are one cluster (the near_duplicate filter's default)
 
 _IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]*$")
-_NUMERIC_TYPES = frozenset({"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT",
-                            "UINTEGER", "UBIGINT", "UHUGEINT", "FLOAT", "DOUBLE"})
+_NUMERIC_TYPES = frozenset(
+    {
+        "TINYINT",
+        "SMALLINT",
+        "INTEGER",
+        "BIGINT",
+        "HUGEINT",
+        "UTINYINT",
+        "USMALLINT",
+        "UINTEGER",
+        "UBIGINT",
+        "UHUGEINT",
+        "FLOAT",
+        "DOUBLE",
+    }
+)
 
 
 class ReportError(LookupError):
@@ -126,28 +140,44 @@ def known_selections(con: duckdb.DuckDBPyConnection) -> list[str]:
     return [name for (name,) in con.execute(read_sql("reads/report_known_selections.sql")).fetchall()]
 
 
-def gather_report(con: duckdb.DuckDBPyConnection, selection: str, *, bins: int = DEFAULT_BINS,
-                  examples: int = DEFAULT_EXAMPLES, preview_chars: int = DEFAULT_PREVIEW_CHARS) -> SelectionReport:
+def gather_report(
+    con: duckdb.DuckDBPyConnection,
+    selection: str,
+    *,
+    bins: int = DEFAULT_BINS,
+    examples: int = DEFAULT_EXAMPLES,
+    preview_chars: int = DEFAULT_PREVIEW_CHARS,
+) -> SelectionReport:
     """Read the numbers of `selection`'s report from an open connection (read-only is enough)."""
     known = known_selections(con)
     if selection not in known:
-        raise ReportError(f"no selection named {selection!r} "
-                          f"(known: {', '.join(known) if known else 'none; run the pipeline first'})")
+        raise ReportError(
+            f"no selection named {selection!r} (known: {', '.join(known) if known else 'none; run the pipeline first'})"
+        )
     run = con.execute(read_sql("reads/report_selection_run.sql"), {"selection": selection}).fetchall()
     kind, config_json, run_hash, rows_in, seconds, stats_json = run[0] if run else (None, "{}", None, None, None, "{}")
     config = json.loads(config_json or "{}")
     stats = json.loads(stats_json or "{}")
     input_selection = config.get("input_selection")
     params = {"selection": selection, "input_selection": input_selection}
-    size, pool_size, stored_hash, selected_at, scored = fetch_row(
-        con, read_sql("reads/report_membership.sql"), params)
+    size, pool_size, stored_hash, selected_at, scored = fetch_row(con, read_sql("reads/report_membership.sql"), params)
     budget = stats.get("budget", config.get("budget"))
     report = SelectionReport(
-        selection=selection, kind=kind, config=config, config_hash=stored_hash or run_hash, size=int(size),
-        pool_size=int(pool_size), input_selection=input_selection,
+        selection=selection,
+        kind=kind,
+        config=config,
+        config_hash=stored_hash or run_hash,
+        size=int(size),
+        pool_size=int(pool_size),
+        input_selection=input_selection,
         budget=int(budget) if isinstance(budget, (int, float)) else None,
-        fraction=config.get("fraction"), candidates=rows_in, seconds=seconds, selected_at=selected_at,
-        scored_members=int(scored), preview_chars=preview_chars)
+        fraction=config.get("fraction"),
+        candidates=rows_in,
+        seconds=seconds,
+        selected_at=selected_at,
+        scored_members=int(scored),
+        preview_chars=preview_chars,
+    )
     report.distinct_conversations, report.distinct_first_turns = _distinct_counts(con, selection)
     report.near_duplicates = near_duplicate_count(con, selection, config.get("embedding"))
     report.scores = _score_comparisons(con, params, bins, priority=report.score_sources)
@@ -164,19 +194,32 @@ def _distinct_counts(con: duckdb.DuckDBPyConnection, selection: str) -> tuple[in
     return int(conversations), int(first_turns)
 
 
-def near_duplicate_count(con: duckdb.DuckDBPyConnection, selection: str, preferred: object = None, *,
-                         threshold: float = NEAR_DUPLICATE_COSINE) -> NearDuplicateCount | None:
+def near_duplicate_count(
+    con: duckdb.DuckDBPyConnection,
+    selection: str,
+    preferred: object = None,
+    *,
+    threshold: float = NEAR_DUPLICATE_COSINE,
+) -> NearDuplicateCount | None:
     """Near-duplicate clusters among `selection`'s members, from the embedding stage its config
     names, else its pipeline's latest; None when the pipeline has none. Memory: members x dim."""
     from curation_assets.methods.diversity_filter import similarity_filter  # faiss: only when counting
 
-    found = con.execute(read_sql("reads/report_embedding_stage.sql"), {
-        "selection": selection, "preferred": preferred if isinstance(preferred, str) else None}).fetchall()
+    found = con.execute(
+        read_sql("reads/report_embedding_stage.sql"),
+        {"selection": selection, "preferred": preferred if isinstance(preferred, str) else None},
+    ).fetchall()
     if not found:
         return None
     stage, config_hash = found[0]
-    vectors = con.sql(read_sql("reads/report_member_embeddings.sql"), params={
-        "selection": selection, "stage": stage, "config_hash": config_hash}).to_arrow_table().column("embedding")
+    vectors = (
+        con.sql(
+            read_sql("reads/report_member_embeddings.sql"),
+            params={"selection": selection, "stage": stage, "config_hash": config_hash},
+        )
+        .to_arrow_table()
+        .column("embedding")
+    )
     if len(vectors) == 0:
         return NearDuplicateCount(stage=stage, threshold=threshold, embedded=0, clusters=0)
     x = pc.list_flatten(vectors).to_numpy(zero_copy_only=False).astype(np.float32).reshape(len(vectors), -1)
@@ -191,21 +234,28 @@ def score_columns(con: duckdb.DuckDBPyConnection) -> list[str]:
         described = con.execute("DESCRIBE sample_scores").fetchall()
     except duckdb.CatalogException as err:
         raise ReportError("this DuckDB file has no `sample_scores` view: run the pipeline first") from err
-    return [name for name, type_name, *_ in described
-            if "__" in name and _IDENTIFIER.match(name) and (type_name in _NUMERIC_TYPES
-                                                              or type_name.startswith("DECIMAL"))]
+    return [
+        name
+        for name, type_name, *_ in described
+        if "__" in name and _IDENTIFIER.match(name) and (type_name in _NUMERIC_TYPES or type_name.startswith("DECIMAL"))
+    ]
 
 
-def _score_comparisons(con: duckdb.DuckDBPyConnection, params: dict[str, Any], bins: int,
-                       priority: list[str]) -> list[ScoreComparison]:
+def _score_comparisons(
+    con: duckdb.DuckDBPyConnection, params: dict[str, Any], bins: int, priority: list[str]
+) -> list[ScoreComparison]:
     columns = score_columns(con)
-    fragment = _template("reads/report_score_values.sql",
-                         columns="".join(f', CAST(v."{c}" AS DOUBLE) AS "{c}"' for c in columns))
-    stats = {row[0]: row[1:] for row in con.execute(
-        _template("reads/report_score_stats.sql", score_values=fragment), params).fetchall()}
+    fragment = _template(
+        "reads/report_score_values.sql", columns="".join(f', CAST(v."{c}" AS DOUBLE) AS "{c}"' for c in columns)
+    )
+    stats = {
+        row[0]: row[1:]
+        for row in con.execute(_template("reads/report_score_stats.sql", score_values=fragment), params).fetchall()
+    }
     histograms: dict[str, list[tuple]] = {}
-    for row in con.execute(_template("reads/report_score_histograms.sql", score_values=fragment),
-                           {**params, "bins": bins}).fetchall():
+    for row in con.execute(
+        _template("reads/report_score_histograms.sql", score_values=fragment), {**params, "bins": bins}
+    ).fetchall():
         histograms.setdefault(row[0], []).append(row[1:])
     order = [SELECTION_SCORE, *[c for c in priority if c in columns], *[c for c in columns if c not in priority]]
     comparisons = []
@@ -214,10 +264,20 @@ def _score_comparisons(con: duckdb.DuckDBPyConnection, params: dict[str, Any], b
             continue
         pool_n, pool_mean, pool_median, selected_n, selected_mean, selected_median, _lo, _hi = stats[column]
         edges, pool_counts, selected_counts = _histogram(histograms[column])
-        comparisons.append(ScoreComparison(
-            column=column, pool_n=int(pool_n), pool_mean=pool_mean, pool_median=pool_median,
-            selected_n=int(selected_n), selected_mean=selected_mean, selected_median=selected_median,
-            edges=edges, pool_counts=pool_counts, selected_counts=selected_counts))
+        comparisons.append(
+            ScoreComparison(
+                column=column,
+                pool_n=int(pool_n),
+                pool_mean=pool_mean,
+                pool_median=pool_median,
+                selected_n=int(selected_n),
+                selected_mean=selected_mean,
+                selected_median=selected_median,
+                edges=edges,
+                pool_counts=pool_counts,
+                selected_counts=selected_counts,
+            )
+        )
     return comparisons
 
 
@@ -239,10 +299,21 @@ def _histogram(rows: list[tuple]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return edges, pool_counts, selected_counts
 
 
-def _examples(con: duckdb.DuckDBPyConnection, selection: str, limit: int, chars: int, *,
-              highest_first: bool) -> list[Example]:
-    rows = con.execute(read_sql("reads/report_examples.sql"), {
-        "selection": selection, "limit": limit, "chars": chars, "highest_first": highest_first}).fetchall()
-    return [Example(rank=int(rank), score=score, sample_id=sample_id, instruction=instruction or "",
-                    input=input_ or "", output=output or "")
-            for rank, score, sample_id, instruction, input_, output in rows]
+def _examples(
+    con: duckdb.DuckDBPyConnection, selection: str, limit: int, chars: int, *, highest_first: bool
+) -> list[Example]:
+    rows = con.execute(
+        read_sql("reads/report_examples.sql"),
+        {"selection": selection, "limit": limit, "chars": chars, "highest_first": highest_first},
+    ).fetchall()
+    return [
+        Example(
+            rank=int(rank),
+            score=score,
+            sample_id=sample_id,
+            instruction=instruction or "",
+            input=input_ or "",
+            output=output or "",
+        )
+        for rank, score, sample_id, instruction, input_, output in rows
+    ]

@@ -62,18 +62,19 @@ def config_items(config: dict[str, Any]) -> list[tuple[str, str]]:
     return items
 
 
-
 def overview_rows(report: SelectionReport) -> list[tuple[str, str]]:
     """(label, plain text) rows of a report's overview table; renderers escape them."""
     if report.input_selection:
         pool = f"{report.pool_size} active members of {report.input_selection}"
     else:
         pool = f"{report.pool_size} active samples"
-    rows = [("kind", report.kind or "unknown (no run recorded)"),
-            ("config hash", report.config_hash or NO_VALUE),
-            ("size", str(report.size)),
-            ("pool", pool),
-            ("share of pool", format_share(report.size, report.pool_size))]
+    rows = [
+        ("kind", report.kind or "unknown (no run recorded)"),
+        ("config hash", report.config_hash or NO_VALUE),
+        ("size", str(report.size)),
+        ("pool", pool),
+        ("share of pool", format_share(report.size, report.pool_size)),
+    ]
     if report.budget is not None or report.fraction is not None:
         budget = format_number(report.budget)
         if report.fraction is not None:
@@ -82,9 +83,15 @@ def overview_rows(report: SelectionReport) -> list[tuple[str, str]]:
     rows.append(("distinct conversations", f"{report.distinct_conversations} of {report.size}"))
     rows.append(("distinct first user turns", f"{report.distinct_first_turns} of {report.size}"))
     near = report.near_duplicates
-    rows.append(("near-duplicate clusters", "not counted: the pipeline has no embedding stage" if near is None else
-                 f"{near.clusters} of {near.embedded} members embedded by `{near.stage}` "
-                 f"(cosine > {format_number(near.threshold)} is one cluster)"))
+    rows.append(
+        (
+            "near-duplicate clusters",
+            "not counted: the pipeline has no embedding stage"
+            if near is None
+            else f"{near.clusters} of {near.embedded} members embedded by `{near.stage}` "
+            f"(cosine > {format_number(near.threshold)} is one cluster)",
+        )
+    )
     if report.candidates is not None:
         rows.append(("candidates read by the run", str(report.candidates)))
     rows.append(("members with a score", f"{report.scored_members} of {report.size}"))
@@ -98,8 +105,7 @@ def overview_rows(report: SelectionReport) -> list[tuple[str, str]]:
     return rows
 
 
-COMPARISON_HEADER = ("score", "pool n", "selected n", "pool mean", "selected mean", "pool median",
-                     "selected median")
+COMPARISON_HEADER = ("score", "pool n", "selected n", "pool mean", "selected mean", "pool median", "selected median")
 
 
 def comparison_rows(report: SelectionReport) -> list[tuple[str, ...]]:
@@ -107,9 +113,17 @@ def comparison_rows(report: SelectionReport) -> list[tuple[str, ...]]:
     rows = []
     for score in report.scores:
         own = score.is_selection_score  # exists only for members: no pool figures
-        rows.append((score.label, NO_VALUE if own else str(score.pool_n), str(score.selected_n),
-                     NO_VALUE if own else format_number(score.pool_mean), format_number(score.selected_mean),
-                     NO_VALUE if own else format_number(score.pool_median), format_number(score.selected_median)))
+        rows.append(
+            (
+                score.label,
+                NO_VALUE if own else str(score.pool_n),
+                str(score.selected_n),
+                NO_VALUE if own else format_number(score.pool_mean),
+                format_number(score.selected_mean),
+                NO_VALUE if own else format_number(score.pool_median),
+                format_number(score.selected_median),
+            )
+        )
     return rows
 
 
@@ -121,7 +135,11 @@ def example_sections(report: SelectionReport) -> list[tuple[str, list[Example]]]
         order = "highest score first" if scored else "by rank"
         return [(f"All {len(report.highest)} selected, {order}", report.highest)]
     if scored:
-        return [(f"Highest-scoring {len(report.highest)} selected", report.highest),
-                (f"Lowest-scoring {len(report.lowest)} selected", report.lowest)]
-    return [(f"First {len(report.highest)} selected by rank", report.highest),
-            (f"Last {len(report.lowest)} selected by rank", report.lowest)]
+        return [
+            (f"Highest-scoring {len(report.highest)} selected", report.highest),
+            (f"Lowest-scoring {len(report.lowest)} selected", report.lowest),
+        ]
+    return [
+        (f"First {len(report.highest)} selected by rank", report.highest),
+        (f"Last {len(report.lowest)} selected by rank", report.lowest),
+    ]

@@ -34,21 +34,35 @@ code { background: #f6f8fa; padding: 0 0.2rem; }
 def render_html(report: SelectionReport, images: Sequence[bytes], *, source: str = "") -> str:
     """The report as an HTML document; `source` (e.g. the DuckDB path) is shown under the title."""
     title = f"Selection {report.selection}"
-    parts = [f"<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>{escape(title)}</title>",
-             f"<style>{_STYLE}</style>\n</head>\n<body>",
-             f"<h1>Selection <code>{escape(report.selection)}</code></h1>"]
+    parts = [
+        f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{escape(title)}</title>',
+        f"<style>{_STYLE}</style>\n</head>\n<body>",
+        f"<h1>Selection <code>{escape(report.selection)}</code></h1>",
+    ]
     if source:
-        parts.append(f"<p class=\"muted\">{escape(source)}</p>")
-    parts.append("<table>" + "".join(f"<tr><th>{escape(label)}</th><td>{escape(value)}</td></tr>"
-                                     for label, value in overview_rows(report)) + "</table>")
+        parts.append(f'<p class="muted">{escape(source)}</p>')
+    parts.append(
+        "<table>"
+        + "".join(
+            f"<tr><th>{escape(label)}</th><td>{escape(value)}</td></tr>" for label, value in overview_rows(report)
+        )
+        + "</table>"
+    )
     parts.append("<h2>Scores: pool vs selected</h2>")
     if report.scores:
-        parts += [f"<img alt=\"score histograms {n}\" src=\"data:image/png;base64,{base64.b64encode(png).decode()}\">"
-                  for n, png in enumerate(images, start=1)]
+        parts += [
+            f'<img alt="score histograms {n}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+            for n, png in enumerate(images, start=1)
+        ]
         header = "".join(f"<th>{escape(h)}</th>" for h in COMPARISON_HEADER)
-        body = "".join("<tr><td><code>" + escape(row[0]) + "</code></td>"
-                       + "".join(f"<td class=\"num\">{escape(cell)}</td>" for cell in row[1:]) + "</tr>"
-                       for row in comparison_rows(report))
+        body = "".join(
+            "<tr><td><code>"
+            + escape(row[0])
+            + "</code></td>"
+            + "".join(f'<td class="num">{escape(cell)}</td>' for cell in row[1:])
+            + "</tr>"
+            for row in comparison_rows(report)
+        )
         parts.append(f"<table><tr>{header}</tr>{body}</table>")
     else:
         parts.append("<p>No numeric score for this selection's pool.</p>")
@@ -63,9 +77,17 @@ def _examples(title: str, examples: Sequence[Example], preview_chars: int) -> li
     if not examples:
         return [*parts, "<p>No members.</p>"]
     for example in examples:
-        texts = "".join(f"<div class=\"text\"><em>{label}:</em> {escape(clip(text, preview_chars))}</div>"
-                        for label, text in (("instruction", example.instruction), ("input", example.input),
-                                            ("response", example.output)) if text)
-        parts.append(f"<div class=\"example\"><strong>rank {example.rank}</strong>, score "
-                     f"{escape(format_number(example.score))}, <code>{escape(example.sample_id)}</code>{texts}</div>")
+        texts = "".join(
+            f'<div class="text"><em>{label}:</em> {escape(clip(text, preview_chars))}</div>'
+            for label, text in (
+                ("instruction", example.instruction),
+                ("input", example.input),
+                ("response", example.output),
+            )
+            if text
+        )
+        parts.append(
+            f'<div class="example"><strong>rank {example.rank}</strong>, score '
+            f"{escape(format_number(example.score))}, <code>{escape(example.sample_id)}</code>{texts}</div>"
+        )
     return parts

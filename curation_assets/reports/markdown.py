@@ -33,8 +33,10 @@ def render_markdown(report: SelectionReport, images: Sequence[bytes], *, plotted
             lines += [f"![score histograms {number}](data:image/png;base64,{base64.b64encode(image).decode()})", ""]
         hidden = sum(1 for s in report.scores if s.plottable) - plotted
         if hidden > 0:
-            lines += [f"{hidden} more scores are in the table only (`curation report {report.selection}` "
-                      "plots them all).", ""]
+            lines += [
+                f"{hidden} more scores are in the table only (`curation report {report.selection}` plots them all).",
+                "",
+            ]
         lines += ["| " + " | ".join(COMPARISON_HEADER) + " |", "|" + "---|" + "---:|" * (len(COMPARISON_HEADER) - 1)]
         lines += ["| " + " | ".join([f"`{row[0]}`", *row[1:]]) + " |" for row in comparison_rows(report)]
     else:
@@ -50,8 +52,11 @@ def _examples(title: str, examples: Sequence[Example], preview_chars: int) -> li
         return [*lines, "No members."]
     for example in examples:
         lines.append(f"- **rank {example.rank}**, score {format_number(example.score)}, `{example.sample_id}`")
-        for label, text in (("instruction", example.instruction), ("input", example.input),
-                            ("response", example.output)):
+        for label, text in (
+            ("instruction", example.instruction),
+            ("input", example.input),
+            ("response", example.output),
+        ):
             if text:
                 lines.append(f"    - *{label}:* {escape_markdown(clip(text, preview_chars))}")
     return lines

@@ -43,7 +43,8 @@ def file_fingerprint(path: Path, *, settle_s: float = 1.0, attempts: int = 3) ->
         previous, signature = current, current_signature
     raise SourceChangingError(
         f"{path} changed between reads {settle_s:g} s apart ({attempts + 1} reads): it is probably being "
-        "written; it is fingerprinted again at the next observation")
+        "written; it is fingerprinted again at the next observation"
+    )
 
 
 def _stat_signature(path: Path) -> tuple[tuple[str, int, int], ...]:

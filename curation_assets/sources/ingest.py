@@ -31,17 +31,29 @@ from curation_assets.sources.spec import SourceSpec
 
 BATCH_ROWS = 2_000
 
-STAGED_SAMPLE_SCHEMA = pa.schema([
-    ("sample_id", pa.string()), ("format", pa.string()), ("instruction", pa.string()),
-    ("input", pa.string()), ("output", pa.string()),
-    ("messages", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))),
-    ("n_turns", pa.int32()), ("raw_record", pa.string()), ("first_record_no", pa.int64()),
-])
+STAGED_SAMPLE_SCHEMA = pa.schema(
+    [
+        ("sample_id", pa.string()),
+        ("format", pa.string()),
+        ("instruction", pa.string()),
+        ("input", pa.string()),
+        ("output", pa.string()),
+        ("messages", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))),
+        ("n_turns", pa.int32()),
+        ("raw_record", pa.string()),
+        ("first_record_no", pa.int64()),
+    ]
+)
 STAGED_COUNT_SCHEMA = pa.schema([("sample_id", pa.string()), ("n_records", pa.int32())])
-STAGED_REJECT_SCHEMA = pa.schema([
-    ("source_file", pa.string()), ("record_no", pa.int64()), ("location", pa.string()),
-    ("reason", pa.string()), ("raw_record", pa.string()),
-])
+STAGED_REJECT_SCHEMA = pa.schema(
+    [
+        ("source_file", pa.string()),
+        ("record_no", pa.int64()),
+        ("location", pa.string()),
+        ("reason", pa.string()),
+        ("raw_record", pa.string()),
+    ]
+)
 
 
 class IngestError(RuntimeError):
@@ -76,20 +88,26 @@ class IngestResult:
             return
         if self.accept_shrink is not None and self.accept_shrink == self.fingerprint:
             return
-        accept = (f"set `accept_shrink: {self.fingerprint}` on source {self.source!r} (accepts this exact file "
-                  "content only)" if self.fingerprint else
-                  f"raise `max_deactivated_fraction` of source {self.source!r}")
+        accept = (
+            f"set `accept_shrink: {self.fingerprint}` on source {self.source!r} (accepts this exact file content only)"
+            if self.fingerprint
+            else f"raise `max_deactivated_fraction` of source {self.source!r}"
+        )
         raise IngestError(
             f"source {self.source!r}: ingesting {self.source_file} would deactivate {deactivated} of the source's "
             f"{active} active samples ({deactivated / active:.0%} > max_deactivated_fraction "
             f"{self.max_deactivated_fraction:.0%}); the file now yields {self.samples} samples from "
             f"{self.records_read} records. Nothing was written. If the file is truncated or still being "
-            f"written, restore it or wait and run again; if the shrink is intended, {accept}.")
+            f"written, restore it or wait and run again; if the shrink is intended, {accept}."
+        )
 
     def stats(self) -> dict[str, Any]:
         return {
-            "source_file": self.source_file, "records_read": self.records_read,
-            "samples": self.samples, "duplicates": self.duplicates, "rejected": self.rejected,
+            "source_file": self.source_file,
+            "records_read": self.records_read,
+            "samples": self.samples,
+            "duplicates": self.duplicates,
+            "rejected": self.rejected,
             "reject_reasons": self.reject_reasons,
             **({"source_fingerprint": self.fingerprint} if self.fingerprint else {}),
         }
@@ -109,16 +127,18 @@ def iter_source_records(spec: SourceSpec, base_dir: Path) -> Iterator[RawRecord]
     if spec.hf_dataset:
         records = read_hub_dataset(spec.hf_dataset, spec.split)
     else:
-        records = read_records(Path(resolve_source_location(spec, base_dir)), split=spec.split,
-                               max_record_bytes=spec.max_record_bytes)
+        records = read_records(
+            Path(resolve_source_location(spec, base_dir)), split=spec.split, max_record_bytes=spec.max_record_bytes
+        )
     for count, record in enumerate(records, start=1):
         yield record
         if spec.limit is not None and count >= spec.limit:
             return
 
 
-def stage_source(spec: SourceSpec, base_dir: Path, staging_dir: Path,
-                 progress: Callable[[int], None] | None = None) -> IngestResult:
+def stage_source(
+    spec: SourceSpec, base_dir: Path, staging_dir: Path, progress: Callable[[int], None] | None = None
+) -> IngestResult:
     """Read and normalise `spec`'s records into Parquet files under `staging_dir`.
 
     A local file is hashed before and after it is read: if the two differ (the file was being
@@ -127,8 +147,12 @@ def stage_source(spec: SourceSpec, base_dir: Path, staging_dir: Path,
     mapping = spec.fields.to_mapping() if spec.fields else None
     if spec.package and spec.format == "auto" and spec.fields is None:
         fmt, mapping = PACKAGED[spec.package].format, PACKAGED[spec.package].mapping
-    result = IngestResult(spec.name, resolve_source_location(spec, base_dir),
-                          max_deactivated_fraction=spec.max_deactivated_fraction, accept_shrink=spec.accept_shrink)
+    result = IngestResult(
+        spec.name,
+        resolve_source_location(spec, base_dir),
+        max_deactivated_fraction=spec.max_deactivated_fraction,
+        accept_shrink=spec.accept_shrink,
+    )
     result.samples_file = staging_dir / f"{spec.name}.samples.parquet"
     result.counts_file = staging_dir / f"{spec.name}.counts.parquet"
     result.rejected_file = staging_dir / f"{spec.name}.rejected.parquet"
@@ -140,8 +164,15 @@ def stage_source(spec: SourceSpec, base_dir: Path, staging_dir: Path,
         result.rejected += 1
         key = reason.split(":")[0]
         result.reject_reasons[key] = result.reject_reasons.get(key, 0) + 1
-        rejects.add({"source_file": result.source_file, "record_no": record.record_no,
-                     "location": record.location, "reason": reason, "raw_record": raw_text})
+        rejects.add(
+            {
+                "source_file": result.source_file,
+                "record_no": record.record_no,
+                "location": record.location,
+                "reason": reason,
+                "raw_record": raw_text,
+            }
+        )
 
     location = Path(result.source_file)
     try:
@@ -158,8 +189,11 @@ def stage_source(spec: SourceSpec, base_dir: Path, staging_dir: Path,
             size = len(raw_json.encode("utf-8"))
             if size > spec.max_record_bytes:
                 prefix = raw_json.encode("utf-8")[:REJECTED_PREFIX_BYTES]
-                reject(record, too_large_reason(size, spec.max_record_bytes, len(prefix)),
-                       prefix.decode("utf-8", errors="ignore"))
+                reject(
+                    record,
+                    too_large_reason(size, spec.max_record_bytes, len(prefix)),
+                    prefix.decode("utf-8", errors="ignore"),
+                )
                 continue
             try:
                 sample = normalise_record(record.value, fmt, mapping)
@@ -172,12 +206,19 @@ def stage_source(spec: SourceSpec, base_dir: Path, staging_dir: Path,
                 result.duplicates += 1
                 continue
             record_counts[sample.sample_id] = 1
-            samples.add({
-                "sample_id": sample.sample_id, "format": sample.format, "instruction": sample.instruction,
-                "input": sample.input, "output": sample.output,
-                "messages": sample.messages, "n_turns": sample.n_turns,
-                "raw_record": raw_json, "first_record_no": record.record_no,
-            })
+            samples.add(
+                {
+                    "sample_id": sample.sample_id,
+                    "format": sample.format,
+                    "instruction": sample.instruction,
+                    "input": sample.input,
+                    "output": sample.output,
+                    "messages": sample.messages,
+                    "n_turns": sample.n_turns,
+                    "raw_record": raw_json,
+                    "first_record_no": record.record_no,
+                }
+            )
     except SourceReadError as err:
         raise IngestError(f"source {spec.name!r}: {err}") from err
     finally:
@@ -186,10 +227,15 @@ def stage_source(spec: SourceSpec, base_dir: Path, staging_dir: Path,
     if result.fingerprint is not None and content_hash(location) != result.fingerprint:
         raise IngestError(
             f"source {spec.name!r}: {result.source_file} changed while it was read (it is probably being "
-            "written); nothing was written. Run the ingest again once the file is complete.")
+            "written); nothing was written. Run the ingest again once the file is complete."
+        )
     result.samples = len(record_counts)
-    pq.write_table(pa.table({"sample_id": list(record_counts), "n_records": list(record_counts.values())},
-                            schema=STAGED_COUNT_SCHEMA), result.counts_file)
+    pq.write_table(
+        pa.table(
+            {"sample_id": list(record_counts), "n_records": list(record_counts.values())}, schema=STAGED_COUNT_SCHEMA
+        ),
+        result.counts_file,
+    )
     _check_rejections(spec, result)
     return result
 

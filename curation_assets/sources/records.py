@@ -67,8 +67,7 @@ def read_records(path: Path, *, split: str = "train", max_record_bytes: int | No
 
 
 def too_large_reason(size: int, max_record_bytes: int, kept: int) -> str:
-    return (f"record too large: {size} bytes > max_record_bytes {max_record_bytes} "
-            f"(the first {kept} bytes are kept)")
+    return f"record too large: {size} bytes > max_record_bytes {max_record_bytes} (the first {kept} bytes are kept)"
 
 
 def _read_json_file(path: Path, max_bytes: int | None) -> Iterator[RawRecord]:
@@ -102,19 +101,26 @@ def _read_json_lines(path: Path, max_bytes: int | None) -> Iterator[RawRecord]:
                 text = line.decode("utf-8")
             except UnicodeDecodeError as err:
                 yield RawRecord(
-                    line_no, location, error=f"invalid UTF-8 at byte {err.start} of the line",
+                    line_no,
+                    location,
+                    error=f"invalid UTF-8 at byte {err.start} of the line",
                     raw_text=line.decode("utf-8", errors="backslashreplace").rstrip("\n"),
                 )
                 continue
             try:
                 value = json.loads(text)
             except json.JSONDecodeError as err:
-                yield RawRecord(line_no, location, error=f"malformed JSON: {err.msg} at column {err.colno}",
-                                raw_text=text.rstrip("\n"))
+                yield RawRecord(
+                    line_no,
+                    location,
+                    error=f"malformed JSON: {err.msg} at column {err.colno}",
+                    raw_text=text.rstrip("\n"),
+                )
                 continue
             except RecursionError:
-                yield RawRecord(line_no, location, error="malformed JSON: nested too deeply",
-                                raw_text=text.rstrip("\n"))
+                yield RawRecord(
+                    line_no, location, error="malformed JSON: nested too deeply", raw_text=text.rstrip("\n")
+                )
                 continue
             invalid = _invalid_utf8(value)  # e.g. a lone surrogate escape such as "\ud83d"
             if invalid:
@@ -134,8 +140,12 @@ def _oversized_line(handle: Any, head: bytes, line_no: int, location: str, max_b
         tail = (tail + chunk)[-2:]
     size -= 2 if tail == b"\r\n" else 1 if tail.endswith(b"\n") else 0  # the line ending is not the record
     prefix = head[:REJECTED_PREFIX_BYTES]
-    return RawRecord(line_no, location, error=too_large_reason(size, max_bytes, len(prefix)),
-                     raw_text=prefix.decode("utf-8", errors="backslashreplace"))
+    return RawRecord(
+        line_no,
+        location,
+        error=too_large_reason(size, max_bytes, len(prefix)),
+        raw_text=prefix.decode("utf-8", errors="backslashreplace"),
+    )
 
 
 def _read_json_array(path: Path, max_bytes: int | None = None) -> Iterator[RawRecord]:
@@ -182,7 +192,7 @@ def _read_json_array(path: Path, max_bytes: int | None = None) -> Iterator[RawRe
                     return  # array never closed but nothing left: a clean truncation point
                 continue
             if buffer[pos] == "]":
-                yield from _trailing_data(buffer[pos + 1:], handle, element_no + 1)
+                yield from _trailing_data(buffer[pos + 1 :], handle, element_no + 1)
                 return
             start = pos
             location = f"element {element_no + 1} (character {consumed + start})"
@@ -194,23 +204,30 @@ def _read_json_array(path: Path, max_bytes: int | None = None) -> Iterator[RawRe
                 scanner = _ElementScanner()
                 size, head = 0, ""
                 while (end := scanner.feed(buffer, start)) is None:
-                    head += buffer[start:start + REJECTED_PREFIX_BYTES - len(head)]
+                    head += buffer[start : start + REJECTED_PREFIX_BYTES - len(head)]
                     size += _byte_length(buffer[start:])
                     consumed += len(buffer)
                     buffer, start = handle.read(_CHUNK_CHARS), 0
                     if not buffer:
-                        yield RawRecord(element_no, location, raw_text=_bounded_prefix(head), error=(
-                            f"truncated: the file ends inside this record after {size} bytes "
-                            f"(> max_record_bytes {max_bytes})"))
+                        yield RawRecord(
+                            element_no,
+                            location,
+                            raw_text=_bounded_prefix(head),
+                            error=(
+                                f"truncated: the file ends inside this record after {size} bytes "
+                                f"(> max_record_bytes {max_bytes})"
+                            ),
+                        )
                         return
-                head += buffer[start:min(end, start + REJECTED_PREFIX_BYTES - len(head))]
+                head += buffer[start : min(end, start + REJECTED_PREFIX_BYTES - len(head))]
                 size += _byte_length(buffer[start:end])
                 prefix = _bounded_prefix(head)
-                yield RawRecord(element_no, location, error=too_large_reason(size, max_bytes, _byte_length(prefix)),
-                                raw_text=prefix)
+                yield RawRecord(
+                    element_no, location, error=too_large_reason(size, max_bytes, _byte_length(prefix)), raw_text=prefix
+                )
                 pos = end
                 continue
-            if buffer[start] not in "{[\"":
+            if buffer[start] not in '{["':
                 token = _SCALAR_TOKEN.match(buffer, start)
                 assert token is not None  # the pattern also matches the empty string
                 if token.end() >= len(buffer) and not at_eof and fill():
@@ -227,8 +244,12 @@ def _read_json_array(path: Path, max_bytes: int | None = None) -> Iterator[RawRe
                     continue  # the element continues in the next chunk
                 element_no += 1
                 if close is None:
-                    yield RawRecord(element_no, location, error="truncated: the file ends inside this record",
-                                    raw_text=_restore_bytes(buffer[start:]))
+                    yield RawRecord(
+                        element_no,
+                        location,
+                        error="truncated: the file ends inside this record",
+                        raw_text=_restore_bytes(buffer[start:]),
+                    )
                     return
                 yield RawRecord(element_no, location, error=error, raw_text=_restore_bytes(buffer[start:close]))
                 pos = close
@@ -238,9 +259,13 @@ def _read_json_array(path: Path, max_bytes: int | None = None) -> Iterator[RawRe
             if max_bytes is not None and (end - start) * 4 > max_bytes:  # 4 bytes per character at most
                 size = _byte_length(buffer[start:end])
                 if size > max_bytes:
-                    prefix = _bounded_prefix(buffer[start:start + REJECTED_PREFIX_BYTES])
-                    yield RawRecord(element_no, location, error=too_large_reason(size, max_bytes, _byte_length(prefix)),
-                                    raw_text=prefix)
+                    prefix = _bounded_prefix(buffer[start : start + REJECTED_PREFIX_BYTES])
+                    yield RawRecord(
+                        element_no,
+                        location,
+                        error=too_large_reason(size, max_bytes, _byte_length(prefix)),
+                        raw_text=prefix,
+                    )
                     continue
             invalid = _invalid_utf8(value)
             if invalid:
@@ -258,8 +283,12 @@ def _trailing_data(rest: str, handle: Any, record_no: int) -> Iterator[RawRecord
     rest = rest.lstrip()
     if len(rest) < 10_000:
         rest += handle.read(10_000 - len(rest))
-    yield RawRecord(record_no, "after the closing bracket", error="data after the end of the JSON array",
-                    raw_text=_restore_bytes(rest[:10_000].rstrip()))
+    yield RawRecord(
+        record_no,
+        "after the closing bracket",
+        error="data after the end of the JSON array",
+        raw_text=_restore_bytes(rest[:10_000].rstrip()),
+    )
 
 
 class _ElementScanner:

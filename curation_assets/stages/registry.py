@@ -18,6 +18,18 @@ from curation_assets.stages.core.registry import (
     stage_reference_problems,
 )
 
-__all__ = ["NAME_PATTERN", "RESERVED_NAMES", "Role", "StageKind", "StageSpec", "all_kinds", "config_hash", "get_kind",
-           "kinds_for", "pipeline_config_hashes", "register_kind", "selection_reference_problems",
-           "stage_reference_problems"]
+__all__ = [
+    "NAME_PATTERN",
+    "RESERVED_NAMES",
+    "Role",
+    "StageKind",
+    "StageSpec",
+    "all_kinds",
+    "config_hash",
+    "get_kind",
+    "kinds_for",
+    "pipeline_config_hashes",
+    "register_kind",
+    "selection_reference_problems",
+    "stage_reference_problems",
+]

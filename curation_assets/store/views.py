@@ -34,18 +34,28 @@ def refresh_views(con: duckdb.DuckDBPyConnection, stages: Sequence[StageView], s
     for stage in stages:
         if not (_SAFE.match(stage.name) and _SAFE.match(stage.table) and _HEX.match(stage.config_hash)):
             raise ValueError(f"unsafe identifier for a view: {stage}")
-        con.execute(read_sql("views/stage_current.sql").format(view=stage.name, table=stage.table, stage=stage.name,
-                                                                config_hash=stage.config_hash))
+        con.execute(
+            read_sql("views/stage_current.sql").format(
+                view=stage.name, table=stage.table, stage=stage.name, config_hash=stage.config_hash
+            )
+        )
         if not stage.one_row_per_sample:
             continue
-        scalars = [name for name, type_name, *_ in con.execute(f'DESCRIBE "{stage.name}"').fetchall()
-                   if name != "sample_id" and not type_name.endswith("]")]
+        scalars = [
+            name
+            for name, type_name, *_ in con.execute(f'DESCRIBE "{stage.name}"').fetchall()
+            if name != "sample_id" and not type_name.endswith("]")
+        ]
         joins.append(f'LEFT JOIN "{stage.name}" AS "v_{stage.name}" USING (sample_id)')
         columns += [f'"v_{stage.name}"."{column}" AS "{stage.name}__{column}"' for column in scalars]
     for selection in selections:
         if not _SAFE.match(selection):
             raise ValueError(f"unsafe identifier for a view: {selection!r}")
-        columns.append(f"s.sample_id IN (SELECT sample_id FROM selections WHERE selection = '{selection}') "
-                       f'AS "in_{selection}"')
-    con.execute(read_sql("views/sample_scores.sql").format(
-        columns="".join(f",\n       {c}" for c in columns), joins="\n".join(joins)))
+        columns.append(
+            f"s.sample_id IN (SELECT sample_id FROM selections WHERE selection = '{selection}') AS \"in_{selection}\""
+        )
+    con.execute(
+        read_sql("views/sample_scores.sql").format(
+            columns="".join(f",\n       {c}" for c in columns), joins="\n".join(joins)
+        )
+    )

@@ -46,41 +46,66 @@ class StageRunRecord:
 
 def insert_stage_run(con: duckdb.DuckDBPyConnection, record: StageRunRecord) -> None:
     """Store one run; URLs in its config and stats lose their user, password and query string."""
-    execute_sql_file(con, "writes/stage_run_insert.sql", {
-        "stage_run_id": record.stage_run_id, "pipeline": record.pipeline, "stage": record.stage,
-        "kind": record.kind, "config": json.dumps(redact_config(record.config), sort_keys=True),
-        "config_hash": record.config_hash, "code_version": record.code_version,
-        "dagster_run_id": record.dagster_run_id, "rows_in": record.rows_in, "rows_out": record.rows_out,
-        "seconds": record.seconds, "device": record.device,
-        "stats": json.dumps(redact_config(json.loads(json.dumps(record.stats, default=str)))),
-        "started_at": record.started_at, "finished_at": record.finished_at,
-    })
+    execute_sql_file(
+        con,
+        "writes/stage_run_insert.sql",
+        {
+            "stage_run_id": record.stage_run_id,
+            "pipeline": record.pipeline,
+            "stage": record.stage,
+            "kind": record.kind,
+            "config": json.dumps(redact_config(record.config), sort_keys=True),
+            "config_hash": record.config_hash,
+            "code_version": record.code_version,
+            "dagster_run_id": record.dagster_run_id,
+            "rows_in": record.rows_in,
+            "rows_out": record.rows_out,
+            "seconds": record.seconds,
+            "device": record.device,
+            "stats": json.dumps(redact_config(json.loads(json.dumps(record.stats, default=str)))),
+            "started_at": record.started_at,
+            "finished_at": record.finished_at,
+        },
+    )
 
 
 def ingest_deactivations(con: duckdb.DuckDBPyConnection, source: str, counts_file: Path) -> tuple[int, int]:
     """(active samples of `source`, how many of them the staged ingest in `counts_file` would deactivate)."""
-    active, deactivated = fetch_row(con, read_sql("reads/ingest_deactivations.sql"),
-                                    {"source": source, "counts_file": str(counts_file)})
+    active, deactivated = fetch_row(
+        con, read_sql("reads/ingest_deactivations.sql"), {"source": source, "counts_file": str(counts_file)}
+    )
     return int(active), int(deactivated or 0)
 
 
-def merge_ingest(con: duckdb.DuckDBPyConnection, source: str, samples_file: Path, counts_file: Path,
-                 rejected_file: Path, guard: Callable[[int, int], None] | None = None) -> int:
+def merge_ingest(
+    con: duckdb.DuckDBPyConnection,
+    source: str,
+    samples_file: Path,
+    counts_file: Path,
+    rejected_file: Path,
+    guard: Callable[[int, int], None] | None = None,
+) -> int:
     """Merge a source's staged files; returns how many samples were new to the store. `guard`
     gets (active samples, how many the merge would deactivate) first and may raise to refuse it."""
     if guard is not None:
         guard(*ingest_deactivations(con, source, counts_file))
     before = fetch_row(con, "SELECT count(*) FROM samples")[0]
-    execute_sql_file(con, "writes/ingest_merge.sql", {
-        "source": source, "samples_file": str(samples_file), "counts_file": str(counts_file),
-        "rejected_file": str(rejected_file), "now": utc_now(),
-    })
+    execute_sql_file(
+        con,
+        "writes/ingest_merge.sql",
+        {
+            "source": source,
+            "samples_file": str(samples_file),
+            "counts_file": str(counts_file),
+            "rejected_file": str(rejected_file),
+            "now": utc_now(),
+        },
+    )
     execute_sql_file(con, "writes/generated_samples_activity.sql")
     return fetch_row(con, "SELECT count(*) FROM samples")[0] - before
 
 
-def insert_stage_rows(con: duckdb.DuckDBPyConnection, table: str, stage: str, config_hash: str,
-                      rows_file: Path) -> int:
+def insert_stage_rows(con: duckdb.DuckDBPyConnection, table: str, stage: str, config_hash: str, rows_file: Path) -> int:
     """Append a stage's staged rows (sample_id + the kind's columns) to its table."""
     column_list = ", ".join(pq_columns(con, rows_file))
     con.execute(
@@ -91,11 +116,17 @@ def insert_stage_rows(con: duckdb.DuckDBPyConnection, table: str, stage: str, co
     return fetch_row(con, "SELECT count(*) FROM read_parquet($f)", {"f": str(rows_file)})[0]
 
 
-def replace_selection(con: duckdb.DuckDBPyConnection, selection: str, config_hash: str,
-                      members_file: Path) -> int:
-    execute_sql_file(con, "writes/selection_replace.sql", {
-        "selection": selection, "config_hash": config_hash, "members_file": str(members_file), "now": utc_now(),
-    })
+def replace_selection(con: duckdb.DuckDBPyConnection, selection: str, config_hash: str, members_file: Path) -> int:
+    execute_sql_file(
+        con,
+        "writes/selection_replace.sql",
+        {
+            "selection": selection,
+            "config_hash": config_hash,
+            "members_file": str(members_file),
+            "now": utc_now(),
+        },
+    )
     return fetch_row(con, "SELECT count(*) FROM selections WHERE selection = $s", {"s": selection})[0]
 
 
@@ -103,8 +134,9 @@ def replace_selection_details(con: duckdb.DuckDBPyConnection, selection: str, de
     if details_file is None:
         con.execute("DELETE FROM selection_details WHERE selection = $s", {"s": selection})
         return
-    execute_sql_file(con, "writes/selection_details_replace.sql",
-                     {"selection": selection, "details_file": str(details_file)})
+    execute_sql_file(
+        con, "writes/selection_details_replace.sql", {"selection": selection, "details_file": str(details_file)}
+    )
 
 
 def pq_columns(con: duckdb.DuckDBPyConnection, rows_file: Path) -> list[str]:

@@ -38,7 +38,10 @@ class StageColumnInput(StageSpec):
     def score_sources(self) -> list[tuple[str, str]]:
         return [(self.stage, self.column)]
 
-    def check_references(self, stage_kinds: Mapping[str, StageKind], selection_names: set[str]
-                         ) -> list[tuple[str, str]]:
-        return [*super().check_references(stage_kinds, selection_names),
-                *score_column_problems(self.stage, self.column, stage_kinds, selection_names)]
+    def check_references(
+        self, stage_kinds: Mapping[str, StageKind], selection_names: set[str]
+    ) -> list[tuple[str, str]]:
+        return [
+            *super().check_references(stage_kinds, selection_names),
+            *score_column_problems(self.stage, self.column, stage_kinds, selection_names),
+        ]

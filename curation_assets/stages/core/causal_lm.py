@@ -18,15 +18,23 @@ CHUNK_SAMPLES = 256  # samples tokenised and length-sorted together; bounds memo
 class CausalLMInput(StageSpec):
     """Keys shared by stages that run the small causal LM."""
 
-    model: str = Field(PACKAGED_SMOLLM2, description=(
-        "Causal LM: the packaged SmolLM2-135M-Instruct (default, offline), a Hugging Face name, a local folder "
-        "or a .gguf file."))
+    model: str = Field(
+        PACKAGED_SMOLLM2,
+        description=(
+            "Causal LM: the packaged SmolLM2-135M-Instruct (default, offline), a Hugging Face name, a local folder "
+            "or a .gguf file."
+        ),
+    )
     max_length: int = Field(1024, gt=8, description="Tokens per sample (prompt + response); longer ones are cut.")
     chat_template: str | None = Field(None, description="Jinja chat template for tokenizers that lack one.")
     batch_size: int = Field(8, gt=0, description="Samples per forward pass (halved on out-of-memory).")
-    turns: Turns = Field("all", description=(
-        "Assistant turns that are labels (trained on / scored): all (Tulu-style SFT, the released LESS code) "
-        "or last (the last assistant turn given the conversation before it)."))
+    turns: Turns = Field(
+        "all",
+        description=(
+            "Assistant turns that are labels (trained on / scored): all (Tulu-style SFT, the released LESS code) "
+            "or last (the last assistant turn given the conversation before it)."
+        ),
+    )
 
     UNHASHED: ClassVar[frozenset[str]] = frozenset({"batch_size"})  # does not change results
 
@@ -38,8 +46,9 @@ def load_model_for(spec: CausalLMInput) -> tuple[Any, Any]:
     return model, tokenizer
 
 
-def encode_batch(tokenizer: Any, conversations: Sequence[list[dict[str, str]]], spec: CausalLMInput
-                 ) -> list[EncodedSample]:
+def encode_batch(
+    tokenizer: Any, conversations: Sequence[list[dict[str, str]]], spec: CausalLMInput
+) -> list[EncodedSample]:
     """Encode conversations with the spec's max_length and `turns`."""
     return [encode_conversation(tokenizer, c, spec.max_length, spec.model, spec.turns) for c in conversations]
 
@@ -50,7 +59,7 @@ def run_batches_with_oom_backoff(run_batch: Any, indices: list[int], batch_size:
 
     start = 0
     while start < len(indices):
-        batch = indices[start:start + batch_size]
+        batch = indices[start : start + batch_size]
         try:
             run_batch(batch)
         except (torch.cuda.OutOfMemoryError, MemoryError, RuntimeError) as err:

@@ -28,8 +28,15 @@ T = TypeVar("T")
 PART_TEMP_SUFFIX = ".tmp"
 
 MEMBERS_SCHEMA = pa.schema([("sample_id", pa.string()), ("rank", pa.int32()), ("score", pa.float64())])
-DETAILS_SCHEMA = pa.schema([("sample_id", pa.string()), ("role", pa.string()), ("cluster", pa.int32()),
-                            ("related_id", pa.string()), ("value", pa.float64())])
+DETAILS_SCHEMA = pa.schema(
+    [
+        ("sample_id", pa.string()),
+        ("role", pa.string()),
+        ("cluster", pa.int32()),
+        ("related_id", pa.string()),
+        ("value", pa.float64()),
+    ]
+)
 
 
 @dataclass
@@ -81,8 +88,12 @@ class StageContext:
     # ---- reading inputs -------------------------------------------------------------------
     def pending_samples(self, table: str, columns: Sequence[str]) -> tuple[Path, int]:
         """Stage to Parquet the active samples lacking a row in `table` for this stage's config."""
-        sql, params = self._query("reads/pending_samples.sql", {"stage": self.stage, "config_hash": self.config_hash},
-                                  table=table, columns=_column_list(columns, "s"))
+        sql, params = self._query(
+            "reads/pending_samples.sql",
+            {"stage": self.stage, "config_hash": self.config_hash},
+            table=table,
+            columns=_column_list(columns, "s"),
+        )
         if self.shard is not None:
             sql = read_sql("reads/pending_in_shard.sql").format(pending=sql.rstrip().rstrip(";"))
             params = {**params, "shard_index": self.shard[0], "shard_count": self.shard[1]}
@@ -102,14 +113,16 @@ class StageContext:
         """An upstream stage's rows at its current config, for active samples, sorted by sample_id."""
         if stage_name not in self.stage_tables:
             raise KeyError(f"{stage_name!r} is not a stage of pipeline {self.pipeline!r}")
-        sql, params = self._query("reads/stage_rows.sql",
-                                  {"stage": stage_name, "config_hash": self.stage_hashes[stage_name]},
-                                  table=self.stage_tables[stage_name], columns=_column_list(columns, "t"))
+        sql, params = self._query(
+            "reads/stage_rows.sql",
+            {"stage": stage_name, "config_hash": self.stage_hashes[stage_name]},
+            table=self.stage_tables[stage_name],
+            columns=_column_list(columns, "t"),
+        )
         with self.store.reader() as con:
             return con.sql(sql, params=params).to_arrow_table()
 
-    def stage_matrix(self, stage_name: str, column: str, checkpoint: int | None = None
-                     ) -> tuple[list[str], np.ndarray]:
+    def stage_matrix(self, stage_name: str, column: str, checkpoint: int | None = None) -> tuple[list[str], np.ndarray]:
         """An upstream stage's vector column for active samples as (sample_ids, float32 matrix);
         `checkpoint` picks one checkpoint's rows of a per-checkpoint stage (grad_features).
 
@@ -121,9 +134,12 @@ class StageContext:
         params: dict[str, Any] = {"stage": stage_name, "config_hash": self.stage_hashes[stage_name]}
         if checkpoint is not None:
             params["checkpoint"] = checkpoint
-        sql, params = self._query("reads/stage_rows.sql" if checkpoint is None else
-                                  "reads/stage_rows_at_checkpoint.sql", params,
-                                  table=self.stage_tables[stage_name], columns=_column_list([column], "t"))
+        sql, params = self._query(
+            "reads/stage_rows.sql" if checkpoint is None else "reads/stage_rows_at_checkpoint.sql",
+            params,
+            table=self.stage_tables[stage_name],
+            columns=_column_list([column], "t"),
+        )
         count_sql = f"SELECT count(*) FROM ({sql.rstrip().rstrip(';')})"
         sample_ids: list[str] = []
         with self.store.reader() as con:
@@ -137,10 +153,14 @@ class StageContext:
                 values = pc.list_flatten(vectors).to_numpy(zero_copy_only=False).astype(np.float32)
                 if matrix is None:
                     suffix = "" if checkpoint is None else f".{checkpoint}"
-                    matrix = np.lib.format.open_memmap(self.staging_dir / f"{stage_name}.{column}{suffix}.npy",
-                                                       mode="w+", dtype=np.float32, shape=(n, width))
+                    matrix = np.lib.format.open_memmap(
+                        self.staging_dir / f"{stage_name}.{column}{suffix}.npy",
+                        mode="w+",
+                        dtype=np.float32,
+                        shape=(n, width),
+                    )
                 start = len(sample_ids)
-                matrix[start:start + batch.num_rows] = values.reshape(batch.num_rows, width)
+                matrix[start : start + batch.num_rows] = values.reshape(batch.num_rows, width)
                 sample_ids.extend(batch.column("sample_id").to_pylist())
         assert matrix is not None
         return sample_ids, matrix
@@ -165,9 +185,10 @@ class StageContext:
         self.partial_dir.mkdir(parents=True, exist_ok=True)
         with self.store.reader() as con:
             for part in self.usable_parts():
-                committed = con.execute(read_sql("reads/partial_part_committed.sql").format(table=table),
-                                        {"stage": self.stage, "config_hash": self.config_hash,
-                                         "part": str(part)}).fetchall()[0][0]
+                committed = con.execute(
+                    read_sql("reads/partial_part_committed.sql").format(table=table),
+                    {"stage": self.stage, "config_hash": self.config_hash, "part": str(part)},
+                ).fetchall()[0][0]
                 if committed:
                     part.unlink()
         return ResumableRowsWriter(self.partial_dir, schema)
@@ -191,27 +212,38 @@ class StageContext:
                 aside = self.artifacts_dir / "set_aside" / f"{self.partial_dir.name}-{part.name}"
                 aside.parent.mkdir(parents=True, exist_ok=True)
                 part.replace(aside)
-                self.log.warning(f"{self.stage}: part {part} is unreadable ({problem}); moved to {aside}, "
-                                 "its samples are computed again")
+                self.log.warning(
+                    f"{self.stage}: part {part} is unreadable ({problem}); moved to {aside}, "
+                    "its samples are computed again"
+                )
         self._checked_parts = usable
         return list(usable)
 
     def write_members(self, sample_ids: Sequence[str], scores: Sequence[float | None] | None = None) -> Path:
         """Stage a selection's members in rank order (rank 1 first)."""
         path = self.staging_dir / f"{self.stage}.members.parquet"
-        table = pa.table({
-            "sample_id": pa.array(list(sample_ids), pa.string()),
-            "rank": pa.array(range(1, len(sample_ids) + 1), pa.int32()),
-            "score": pa.array(list(scores) if scores is not None else [None] * len(sample_ids), pa.float64()),
-        })
+        table = pa.table(
+            {
+                "sample_id": pa.array(list(sample_ids), pa.string()),
+                "rank": pa.array(range(1, len(sample_ids) + 1), pa.int32()),
+                "score": pa.array(list(scores) if scores is not None else [None] * len(sample_ids), pa.float64()),
+            }
+        )
         pq.write_table(table, path)
         return path
 
     def write_details(self, rows: dict[str, Sequence[Any]]) -> Path:
         """Stage `selection_details` rows: columns sample_id, role, cluster, related_id, value."""
         path = self.staging_dir / f"{self.stage}.details.parquet"
-        pq.write_table(pa.table({name: pa.array(list(rows.get(name, [None] * len(rows["sample_id"]))), type=f.type)
-                                 for name, f in zip(DETAILS_SCHEMA.names, DETAILS_SCHEMA)}), path)
+        pq.write_table(
+            pa.table(
+                {
+                    name: pa.array(list(rows.get(name, [None] * len(rows["sample_id"]))), type=f.type)
+                    for name, f in zip(DETAILS_SCHEMA.names, DETAILS_SCHEMA)
+                }
+            ),
+            path,
+        )
         return path
 
     # ---- feedback -------------------------------------------------------------------------
@@ -327,8 +359,9 @@ def _fsync_folder(folder: Path) -> None:
         os.close(descriptor)
 
 
-def restricted_sql(name: str, input_selection: str | None, params: dict[str, Any], *, originals_only: bool = False,
-                   **parts: str) -> tuple[str, dict[str, Any]]:
+def restricted_sql(
+    name: str, input_selection: str | None, params: dict[str, Any], *, originals_only: bool = False, **parts: str
+) -> tuple[str, dict[str, Any]]:
     """Fill an SQL template's {placeholders}; {restrict} limits it to an input selection's members
     (and, for sample-generating stages, to original samples)."""
     restrict = _without_comments(read_sql("reads/restrict_to_selection.sql")) if input_selection else ""
@@ -342,8 +375,7 @@ def _without_comments(sql: str) -> str:
     return "\n" + "\n".join(line for line in sql.splitlines() if not line.lstrip().startswith("--"))
 
 
-def iter_parquet_batches(path: Path, batch_size: int, columns: Sequence[str] | None = None
-                         ) -> Iterator[pa.RecordBatch]:
+def iter_parquet_batches(path: Path, batch_size: int, columns: Sequence[str] | None = None) -> Iterator[pa.RecordBatch]:
     yield from pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=list(columns) if columns else None)
 
 

@@ -27,16 +27,21 @@ from curation_assets.store.sql_files import fetch_row, read_sql
 class DistinctSpec(StageSpec):
     """The `distinct` key of ranking selections."""
 
-    distinct: bool = Field(True, description=(
-        "Take at most one sample per source conversation (ShareGPT parts `X_0`, `X_1`, ... are one) "
-        "and per first user turn, walking down the ranking; false = plain top-k, which can fill "
-        "the budget with one long conversation's parts."))
+    distinct: bool = Field(
+        True,
+        description=(
+            "Take at most one sample per source conversation (ShareGPT parts `X_0`, `X_1`, ... are one) "
+            "and per first user turn, walking down the ranking; false = plain top-k, which can fill "
+            "the budget with one long conversation's parts."
+        ),
+    )
 
 
 def conversation_codes(store: DuckDBStore, sample_ids: Sequence[str]) -> np.ndarray:
     """(n, 2) uint64 keys of `sample_ids` in their order: conversation, first user turn."""
-    wanted = pa.table({"position": pa.array(range(len(sample_ids)), pa.int64()),
-                       "sample_id": pa.array(list(sample_ids), pa.string())})
+    wanted = pa.table(
+        {"position": pa.array(range(len(sample_ids)), pa.int64()), "sample_id": pa.array(list(sample_ids), pa.string())}
+    )
     with store.reader() as con:
         con.register("wanted_samples", wanted)
         try:
@@ -46,13 +51,22 @@ def conversation_codes(store: DuckDBStore, sample_ids: Sequence[str]) -> np.ndar
     conversation = rows.column("conversation").to_numpy(zero_copy_only=False)
     first_turn = rows.column("first_turn").to_numpy(zero_copy_only=False)
     if rows.num_rows != len(sample_ids) or pc.any(rows.column("missing")).as_py():
-        raise ValueError("some ranked samples are not in `samples` (was the pool re-ingested mid-run?); "
-                         "materialise the selection again")
+        raise ValueError(
+            "some ranked samples are not in `samples` (was the pool re-ingested mid-run?); "
+            "materialise the selection again"
+        )
     return np.stack([conversation, first_turn], axis=1).astype(np.uint64)
 
 
-def choose_top(store: DuckDBStore, sample_ids: Sequence[str], scores: np.ndarray, k: int, *,
-               distinct: bool, descending: bool = True) -> tuple[np.ndarray, dict[str, Any]]:
+def choose_top(
+    store: DuckDBStore,
+    sample_ids: Sequence[str],
+    scores: np.ndarray,
+    k: int,
+    *,
+    distinct: bool,
+    descending: bool = True,
+) -> tuple[np.ndarray, dict[str, Any]]:
     """Indices of the k best samples by `scores` (NaN last), best first; with `distinct`, a
     sample sharing a conversation or a first user turn with a better one is skipped. Also the
     stats: distinct conversations and first turns among the chosen, near-copies skipped."""
@@ -66,12 +80,15 @@ def choose_top(store: DuckDBStore, sample_ids: Sequence[str], scores: np.ndarray
     position[order] = np.arange(order.size)
     walked = int(position[chosen].max()) + 1 if chosen.size else 0
     conversations, first_turns = distinct_counts(codes[chosen]) if chosen.size else (0, 0)
-    return chosen, {"distinct": distinct, "near_copies_skipped": walked - int(chosen.size),
-                    "distinct_conversations": conversations, "distinct_first_turns": first_turns}
+    return chosen, {
+        "distinct": distinct,
+        "near_copies_skipped": walked - int(chosen.size),
+        "distinct_conversations": conversations,
+        "distinct_first_turns": first_turns,
+    }
 
 
 def selection_distinct_counts(con: duckdb.DuckDBPyConnection, selection: str) -> dict[str, int]:
     """Distinct conversations and first user turns among a stored selection's members."""
-    _, conversations, first_turns = fetch_row(con, read_sql("reads/selection_distinct.sql"),
-                                              {"selection": selection})
+    _, conversations, first_turns = fetch_row(con, read_sql("reads/selection_distinct.sql"), {"selection": selection})
     return {"distinct_conversations": int(conversations), "distinct_first_turns": int(first_turns)}

@@ -37,8 +37,9 @@ class EarlyTrainingSpec(CausalLMInput):
 
 def early_training_schema(signal: str) -> pa.Schema:
     """Rows of the el2n / grand stages: the mean over runs, its standard deviation and the run count."""
-    return pa.schema([("sample_id", pa.string()), (signal, pa.float64()), (f"{signal}_std", pa.float64()),
-                      ("runs", pa.int32())])
+    return pa.schema(
+        [("sample_id", pa.string()), (signal, pa.float64()), (f"{signal}_std", pa.float64()), ("runs", pa.int32())]
+    )
 
 
 def score_early_training(spec: EarlyTrainingSpec, ctx: StageContext, table: str, signal: str) -> StageOutput:
@@ -46,8 +47,13 @@ def score_early_training(spec: EarlyTrainingSpec, ctx: StageContext, table: str,
 
     pending, count = ctx.pending_samples(table, ["messages"])
     device = compute_device()
-    stats: dict[str, Any] = {"model": spec.model, "device": device.describe(), "pending": count, "runs": spec.runs,
-                             "train_steps": spec.train_steps}
+    stats: dict[str, Any] = {
+        "model": spec.model,
+        "device": device.describe(),
+        "pending": count,
+        "runs": spec.runs,
+        "train_steps": spec.train_steps,
+    }
     schema = early_training_schema(signal)
     writer = ctx.rows_writer(schema)
     if count == 0:
@@ -61,27 +67,42 @@ def score_early_training(spec: EarlyTrainingSpec, ctx: StageContext, table: str,
         seed = spec.seed + run
         model, tokenizer = fresh_causal_lm(spec.model, spec.chat_template)
         model = attach_lora(model, spec.lora, seed)
-        draw = random.Random(seed).sample(range(len(train_pool)),
-                                          min(len(train_pool), spec.train_steps * spec.lora.batch_size
-                                              * spec.lora.grad_accumulation))
-        training = [encode_conversation(tokenizer, train_pool[i], spec.max_length, spec.model, spec.turns)
-                    for i in draw]
-        settings = spec.lora.model_copy(update={"max_steps": spec.train_steps, "epochs": max(
-            spec.lora.epochs, spec.train_steps)})
+        draw = random.Random(seed).sample(
+            range(len(train_pool)),
+            min(len(train_pool), spec.train_steps * spec.lora.batch_size * spec.lora.grad_accumulation),
+        )
+        training = [
+            encode_conversation(tokenizer, train_pool[i], spec.max_length, spec.model, spec.turns) for i in draw
+        ]
+        settings = spec.lora.model_copy(
+            update={"max_steps": spec.train_steps, "epochs": max(spec.lora.epochs, spec.train_steps)}
+        )
         lora_finetune(model, training, settings, pad_token_id=tokenizer.pad_token_id, seed=seed, device=device.name)
         model.eval()
         capture = LoraGradientCapture(model) if signal == "grand" else None
         offset = 0
-        for chunk in ctx.progress(iter_parquet_batches(pending, CHUNK_SAMPLES), total=-(-count // CHUNK_SAMPLES),
-                                  desc=f"run {run + 1}/{spec.runs}: scoring {count} samples"):
+        for chunk in ctx.progress(
+            iter_parquet_batches(pending, CHUNK_SAMPLES),
+            total=-(-count // CHUNK_SAMPLES),
+            desc=f"run {run + 1}/{spec.runs}: scoring {count} samples",
+        ):
             if run == 0:
                 sample_ids.extend(chunk.column("sample_id").to_pylist())
-            encoded = [encode_conversation(tokenizer, m, spec.max_length, spec.model, spec.turns)
-                       for m in chunk.column("messages").to_pylist()]
+            encoded = [
+                encode_conversation(tokenizer, m, spec.max_length, spec.model, spec.turns)
+                for m in chunk.column("messages").to_pylist()
+            ]
 
             # defaults bind this iteration's values (the closure runs within it, but says so)
-            def score(batch: list[int], offset: int = offset, encoded: list = encoded, model: Any = model,
-                      tokenizer: Any = tokenizer, capture: Any = capture, run: int = run) -> None:
+            def score(
+                batch: list[int],
+                offset: int = offset,
+                encoded: list = encoded,
+                model: Any = model,
+                tokenizer: Any = tokenizer,
+                capture: Any = capture,
+                run: int = run,
+            ) -> None:
                 tensors = collate([encoded[i] for i in batch], tokenizer.pad_token_id, device.name)
                 if capture is not None:
                     values = per_sample_grad_norms(model, tensors, capture)
@@ -95,10 +116,17 @@ def score_early_training(spec: EarlyTrainingSpec, ctx: StageContext, table: str,
         del model
     means = np.nanmean(per_run, axis=0)
     stds = np.nanstd(per_run, axis=0)
-    writer.write(pa.table({"sample_id": sample_ids,
-                           signal: [None if np.isnan(v) else float(v) for v in means],
-                           f"{signal}_std": [None if np.isnan(v) else float(v) for v in stds],
-                           "runs": [spec.runs] * len(sample_ids)}, schema=schema))
+    writer.write(
+        pa.table(
+            {
+                "sample_id": sample_ids,
+                signal: [None if np.isnan(v) else float(v) for v in means],
+                f"{signal}_std": [None if np.isnan(v) else float(v) for v in stds],
+                "runs": [spec.runs] * len(sample_ids),
+            },
+            schema=schema,
+        )
+    )
     writer.close()
     seconds = time.perf_counter() - started
     stats["samples_per_second_per_run"] = round(count * spec.runs / seconds, 2) if seconds else None

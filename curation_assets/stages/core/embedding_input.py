@@ -20,8 +20,12 @@ class EmbeddingInput(StageSpec):
     def references(self) -> dict[str, str]:
         return {**super().references(), "embedding": self.embedding}
 
-    def check_references(self, stage_kinds: Mapping[str, StageKind], selection_names: set[str]
-                         ) -> list[tuple[str, str]]:
-        return [*super().check_references(stage_kinds, selection_names),
-                *stage_reference_problems("embedding", self.embedding, self.EMBEDDING_KINDS, stage_kinds,
-                                          selection_names, what="embedding")]
+    def check_references(
+        self, stage_kinds: Mapping[str, StageKind], selection_names: set[str]
+    ) -> list[tuple[str, str]]:
+        return [
+            *super().check_references(stage_kinds, selection_names),
+            *stage_reference_problems(
+                "embedding", self.embedding, self.EMBEDDING_KINDS, stage_kinds, selection_names, what="embedding"
+            ),
+        ]

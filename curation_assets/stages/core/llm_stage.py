@@ -27,8 +27,13 @@ from curation_assets.stages.core.registry import StageSpec
 
 T = TypeVar("T")
 # the columns `turn_columns` fills, in table order: every per-turn judge table ends with them
-TURN_FIELDS = (("answers", pa.list_(pa.string())), ("status", pa.string()), ("n_turns_judged", pa.int32()),
-               ("n_unparseable", pa.int32()), ("truncated", pa.bool_()))
+TURN_FIELDS = (
+    ("answers", pa.list_(pa.string())),
+    ("status", pa.string()),
+    ("n_turns_judged", pa.int32()),
+    ("n_unparseable", pa.int32()),
+    ("truncated", pa.bool_()),
+)
 TURN_COLUMNS = tuple(name for name, _ in TURN_FIELDS)
 
 
@@ -37,27 +42,44 @@ class LLMStageSpec(StageSpec):
 
     PROMPTS: ClassVar[tuple[str, ...]] = ()
 
-    llm: LLMEndpointSpec = Field(default_factory=LLMEndpointSpec, description=(
-        "The OpenAI-compatible endpoint: base_url, model, api_key_env, max_concurrency, timeout_s, "
-        "max_retries, backoff_s, backoff_max_s."))
-    prompts: dict[str, str] = Field(default_factory=dict, description=(
-        "Prompt name -> text file replacing the packaged prompt (relative to the YAML file)."))
+    llm: LLMEndpointSpec = Field(
+        default_factory=LLMEndpointSpec,
+        description=(
+            "The OpenAI-compatible endpoint: base_url, model, api_key_env, max_concurrency, timeout_s, "
+            "max_retries, backoff_s, backoff_max_s."
+        ),
+    )
+    prompts: dict[str, str] = Field(
+        default_factory=dict,
+        description=("Prompt name -> text file replacing the packaged prompt (relative to the YAML file)."),
+    )
     parse_retries: int = Field(2, ge=0, le=10, description="Re-asks of an answer that does not parse.")
     retry_temperature: float = Field(0.7, ge=0, le=2, description="Temperature of those re-asks.")
-    field_chars: int = Field(6000, gt=100, description=(
-        "Instruction / response text beyond this many characters is cut (counted as truncated)."))
+    field_chars: int = Field(
+        6000,
+        gt=100,
+        description=("Instruction / response text beyond this many characters is cut (counted as truncated)."),
+    )
     context_chars: int = Field(2000, ge=0, description="Earlier turns shown with a multi-turn turn (last N chars).")
     chunk_size: int = Field(256, gt=0, description="Samples whose requests are in flight together.")
-    structured_output: Literal["none", "json_schema", "llama_cpp"] = Field("none", description=(
-        "Constrain judge answers to the recipe's JSON schema: json_schema (OpenAI / vLLM "
-        "`response_format`), llama_cpp (llama.cpp's json_object + schema); none = the published free-text "
-        "answer. Small local judges rarely follow the free-text format."))
+    structured_output: Literal["none", "json_schema", "llama_cpp"] = Field(
+        "none",
+        description=(
+            "Constrain judge answers to the recipe's JSON schema: json_schema (OpenAI / vLLM "
+            "`response_format`), llama_cpp (llama.cpp's json_object + schema); none = the published free-text "
+            "answer. Small local judges rarely follow the free-text format."
+        ),
+    )
 
     def response_format(self, schema: dict[str, Any]) -> dict[str, Any]:
         """Request parameters constraining the answer to `schema` (empty when structured_output is none)."""
         if self.structured_output == "json_schema":
-            return {"response_format": {"type": "json_schema",
-                                        "json_schema": {"name": self.kind, "schema": schema, "strict": True}}}
+            return {
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {"name": self.kind, "schema": schema, "strict": True},
+                }
+            }
         if self.structured_output == "llama_cpp":
             return {"response_format": {"type": "json_object", "schema": schema}}
         return {}
@@ -68,8 +90,9 @@ class LLMStageSpec(StageSpec):
     def hashed_config(self) -> dict[str, Any]:
         config = super().hashed_config()
         config["llm"] = self.llm.hashed_config()
-        config["prompts"] = {name: hashlib.sha256(self.prompt(name).encode()).hexdigest()[:16]
-                             for name in sorted(self.prompts)}
+        config["prompts"] = {
+            name: hashlib.sha256(self.prompt(name).encode()).hexdigest()[:16] for name in sorted(self.prompts)
+        }
         return config
 
     def pool(self) -> str | None:
@@ -79,8 +102,9 @@ class LLMStageSpec(StageSpec):
         problems = []
         for name, path in self.prompts.items():
             if name not in self.PROMPTS:
-                problems.append(("prompts", f"{self.kind} has no prompt {name!r}; its prompts: "
-                                            f"{', '.join(self.PROMPTS)}"))
+                problems.append(
+                    ("prompts", f"{self.kind} has no prompt {name!r}; its prompts: {', '.join(self.PROMPTS)}")
+                )
             elif not _resolve(path, base_dir).is_file():
                 problems.append(("prompts", f"prompt file not found: {_resolve(path, base_dir)}"))
         return problems
@@ -114,9 +138,13 @@ class Judged(Generic[T]):
     attempts: int
 
 
-def ask_and_parse(client: LLMClient, requests: Sequence[ChatRequest],
-                  parse: Callable[[str], T | None] | Sequence[Callable[[str], T | None]],
-                  parse_retries: int, retry_temperature: float) -> list[Judged[T]]:
+def ask_and_parse(
+    client: LLMClient,
+    requests: Sequence[ChatRequest],
+    parse: Callable[[str], T | None] | Sequence[Callable[[str], T | None]],
+    parse_retries: int,
+    retry_temperature: float,
+) -> list[Judged[T]]:
     """Answer every request, re-asking unparseable answers; raise LLMRequestsFailed on transport failures.
 
     `parse` is one parser for every answer, or one per request."""
@@ -127,9 +155,17 @@ def ask_and_parse(client: LLMClient, requests: Sequence[ChatRequest],
     for attempt in range(parse_retries + 1):
         if not todo:
             break
-        batch = [requests[i] if attempt == 0 else ChatRequest(
-            requests[i].messages, {**requests[i].params, "temperature": retry_temperature}, attempt,
-            requests[i].sample_id) for i in todo]
+        batch = [
+            requests[i]
+            if attempt == 0
+            else ChatRequest(
+                requests[i].messages,
+                {**requests[i].params, "temperature": retry_temperature},
+                attempt,
+                requests[i].sample_id,
+            )
+            for i in todo
+        ]
         outcomes = client.complete_all(batch)
         retry = []
         for i, outcome in zip(todo, outcomes):
@@ -151,24 +187,39 @@ def ask_and_parse(client: LLMClient, requests: Sequence[ChatRequest],
         raise LLMRequestsFailed(
             f"{len(transient)} request(s) to {client.endpoint.display_url} failed after {client.endpoint.max_retries} "
             f"retries (last: {transient[-1].error}); {stats.requests - stats.failed} answers are in llm_cache; "
-            "run the stage again to retry the rest (cached answers are not requested again)")
+            "run the stage again to retry the rest (cached answers are not requested again)"
+        )
     return [r for r in results if r is not None]
 
 
-def judge_turns_of_chunk(spec: LLMStageSpec, client: LLMClient, rows: list[dict[str, Any]],
-                         request: Callable[[str, Any], ChatRequest], parse: Callable[[str], T | None]
-                         ) -> list[tuple[list[Any], list[Judged[T]]]]:
+def judge_turns_of_chunk(
+    spec: LLMStageSpec,
+    client: LLMClient,
+    rows: list[dict[str, Any]],
+    request: Callable[[str, Any], ChatRequest],
+    parse: Callable[[str], T | None],
+) -> list[tuple[list[Any], list[Judged[T]]]]:
     """Per sample row: its judged turns (llm/conversation.py rule) and each turn's Judged answer."""
     from curation_assets.llm.conversation import TurnChoice, judged_turns
 
     which: TurnChoice = getattr(spec, "turns", "all")  # kinds without `turns` judge every turn
-    turns = [judged_turns(r["messages"], r["instruction"], r["input"], r["output"], which=which,
-                          field_chars=spec.field_chars, context_chars=spec.context_chars) for r in rows]
+    turns = [
+        judged_turns(
+            r["messages"],
+            r["instruction"],
+            r["input"],
+            r["output"],
+            which=which,
+            field_chars=spec.field_chars,
+            context_chars=spec.context_chars,
+        )
+        for r in rows
+    ]
     requests = [request(r["sample_id"], t) for r, ts in zip(rows, turns) for t in ts]
     judged = ask_and_parse(client, requests, parse, spec.parse_retries, spec.retry_temperature)
     out, start = [], 0
     for sample_turns in turns:
-        out.append((sample_turns, judged[start:start + len(sample_turns)]))
+        out.append((sample_turns, judged[start : start + len(sample_turns)]))
         start += len(sample_turns)
     return out
 
@@ -176,10 +227,19 @@ def judge_turns_of_chunk(spec: LLMStageSpec, client: LLMClient, rows: list[dict[
 def turn_columns(sample_turns: list[Any], judged: list[Judged[Any]]) -> dict[str, Any]:
     """The `TURN_COLUMNS` of one sample: status, answers, counts, truncated."""
     parsed = sum(j.value is not None for j in judged)
-    status = ("request_rejected" if any(j.error for j in judged) else "ok" if parsed == len(judged)
-              else "partial" if parsed else "unparseable")
-    return {"status": status,
-            "answers": [j.answer if j.answer is not None else f"[request failed] {j.error}" for j in judged],
-            "n_turns_judged": len(judged),
-            "n_unparseable": sum(j.error is None and j.value is None for j in judged),
-            "truncated": any(t.truncated for t in sample_turns)}
+    status = (
+        "request_rejected"
+        if any(j.error for j in judged)
+        else "ok"
+        if parsed == len(judged)
+        else "partial"
+        if parsed
+        else "unparseable"
+    )
+    return {
+        "status": status,
+        "answers": [j.answer if j.answer is not None else f"[request failed] {j.error}" for j in judged],
+        "n_turns_judged": len(judged),
+        "n_unparseable": sum(j.error is None and j.value is None for j in judged),
+        "truncated": any(t.truncated for t in sample_turns),
+    }

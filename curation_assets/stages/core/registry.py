@@ -28,8 +28,9 @@ if TYPE_CHECKING:
 
 Role = Literal["stage", "selection"]
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
-RESERVED_NAMES = frozenset({"samples", "source_samples", "rejected_samples", "stage_runs", "selections",
-                            "selection_details"})
+RESERVED_NAMES = frozenset(
+    {"samples", "source_samples", "rejected_samples", "stage_runs", "selections", "selection_details"}
+)
 
 
 class StageSpec(SpecModel):
@@ -41,12 +42,22 @@ class StageSpec(SpecModel):
     name: str = Field(pattern=NAME_PATTERN, description="Stage name; the asset is `<pipeline>/<name>`.")
     kind: str
     description: str | None = Field(None, description="Shown in the Dagster UI.")
-    input_selection: str | None = Field(None, description=(
-        "Work only on the members of this selection (e.g. score the near-duplicate-free set, "
-        "or judge a cheap filter's survivors with an expensive model)."))
-    shards: int | None = Field(None, ge=1, le=1024, description=(
-        "Split the stage into this many Dagster steps, each computing the samples whose "
-        "md5(sample_id) falls in its shard and writing its own rows; results do not depend on it."))
+    input_selection: str | None = Field(
+        None,
+        description=(
+            "Work only on the members of this selection (e.g. score the near-duplicate-free set, "
+            "or judge a cheap filter's survivors with an expensive model)."
+        ),
+    )
+    shards: int | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        description=(
+            "Split the stage into this many Dagster steps, each computing the samples whose "
+            "md5(sample_id) falls in its shard and writing its own rows; results do not depend on it."
+        ),
+    )
 
     def references(self) -> dict[str, str]:
         """YAML key -> name of another stage or selection this one reads (becomes an asset dep)."""
@@ -56,8 +67,9 @@ class StageSpec(SpecModel):
         """(upstream stage, column) pairs a selection's `score` is taken from (column lineage)."""
         return []
 
-    def check_references(self, stage_kinds: Mapping[str, StageKind[Any]], selection_names: set[str]
-                         ) -> list[tuple[str, str]]:
+    def check_references(
+        self, stage_kinds: Mapping[str, StageKind[Any]], selection_names: set[str]
+    ) -> list[tuple[str, str]]:
         """Checks of what the references point at: (YAML key, message) pairs. Kinds extend it."""
         return selection_reference_problems("input_selection", self.input_selection, stage_kinds)
 
@@ -83,9 +95,14 @@ class StageSpec(SpecModel):
         return self
 
 
-def stage_reference_problems(key: str, name: str | None, kinds: Sequence[str],
-                             stage_kinds: Mapping[str, StageKind[Any]], selection_names: set[str],
-                             what: str | None = None) -> list[tuple[str, str]]:
+def stage_reference_problems(
+    key: str,
+    name: str | None,
+    kinds: Sequence[str],
+    stage_kinds: Mapping[str, StageKind[Any]],
+    selection_names: set[str],
+    what: str | None = None,
+) -> list[tuple[str, str]]:
     """(key, message) when the stage `name` that YAML key `key` names is a selection or a stage of
     none of `kinds` (`what` names them in the message); names that exist nowhere are reported by the
     component, so they pass here."""
@@ -101,8 +118,9 @@ def stage_reference_problems(key: str, name: str | None, kinds: Sequence[str],
     return [(key, f"{name!r} is not {article} {what} stage (it is {actual})")]
 
 
-def selection_reference_problems(key: str, name: str | None, stage_kinds: Mapping[str, StageKind[Any]]
-                                 ) -> list[tuple[str, str]]:
+def selection_reference_problems(
+    key: str, name: str | None, stage_kinds: Mapping[str, StageKind[Any]]
+) -> list[tuple[str, str]]:
     """(key, message) when the selection `name` that YAML key `key` names is a stage."""
     return [(key, f"{name!r} is a stage, not a selection")] if name and name in stage_kinds else []
 
@@ -171,8 +189,9 @@ def pipeline_config_hashes(specs: list[StageSpec]) -> dict[str, str]:
 
 def config_hash(kind: str, version: str, config: Mapping[str, Any]) -> str:
     """16 hex digits of SHA-256 over kind, kind version and canonical JSON config."""
-    payload = json.dumps({"kind": kind, "version": version, "config": config}, sort_keys=True,
-                         separators=(",", ":"), default=str)
+    payload = json.dumps(
+        {"kind": kind, "version": version, "config": config}, sort_keys=True, separators=(",", ":"), default=str
+    )
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
 
 

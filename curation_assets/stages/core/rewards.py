@@ -26,10 +26,18 @@ def question_of(turn: JudgedTurn) -> str:
     return turn.instruction if not turn.input else f"{turn.instruction}\n{turn.input}"
 
 
-def reward_turns(row: dict[str, Any], which: TurnChoice, context_chars: int, field_chars: int = UNCLIPPED
-                 ) -> list[tuple[str, str]]:
-    turns = judged_turns(row["messages"], row["instruction"], row["input"] or "", row["output"] or "",
-                         which=which, field_chars=field_chars, context_chars=context_chars)
+def reward_turns(
+    row: dict[str, Any], which: TurnChoice, context_chars: int, field_chars: int = UNCLIPPED
+) -> list[tuple[str, str]]:
+    turns = judged_turns(
+        row["messages"],
+        row["instruction"],
+        row["input"] or "",
+        row["output"] or "",
+        which=which,
+        field_chars=field_chars,
+        context_chars=context_chars,
+    )
     return [(question_of(t), t.response) for t in turns]
 
 
@@ -51,9 +59,15 @@ class ModelRewards:
 
         def run(batch: list[int]) -> None:
             with torch.inference_mode():
-                result = reward_scores(self.model, self.tokenizer, [pairs[i][0] for i in batch],
-                                       [pairs[i][1] for i in batch], max_length=self.spec.max_length,
-                                       label_index=self.spec.label_index, device=compute_device().name)
+                result = reward_scores(
+                    self.model,
+                    self.tokenizer,
+                    [pairs[i][0] for i in batch],
+                    [pairs[i][1] for i in batch],
+                    max_length=self.spec.max_length,
+                    label_index=self.spec.label_index,
+                    device=compute_device().name,
+                )
             scores[batch] = result.scores.numpy()
             truncated[batch] = result.truncated
 
@@ -81,6 +95,7 @@ def stored_reward_scorer(ctx: StageContext, stage: str) -> Any:
         return ModelRewards(spec, stage)
     head = stored_scorers(ctx, stage, ctx.stage_hashes[stage]).get("reward")
     if head is None:
-        raise ValueError(f"{ctx.stage}: the reward stage {stage!r} has no trained head at its current config; "
-                         "materialise it first")
+        raise ValueError(
+            f"{ctx.stage}: the reward stage {stage!r} has no trained head at its current config; materialise it first"
+        )
     return HeadRewards(EmbeddingHead.load(head.folder(stage)), spec.batch_size)

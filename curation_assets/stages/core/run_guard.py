@@ -50,8 +50,9 @@ def ingest_lock_path(db_path: Path, source: str) -> Path:
 
 
 @contextlib.contextmanager
-def exclusive_run(lock_path: Path, what: str, committed_runs: Callable[[], Any] | None,
-                  log: Any = None) -> Iterator[bool]:
+def exclusive_run(
+    lock_path: Path, what: str, committed_runs: Callable[[], Any] | None, log: Any = None
+) -> Iterator[bool]:
     """Hold `lock_path` for the block. Yields True when another run held it and committed while
     this one waited (`committed_runs()` changed), i.e. there is nothing left to compute; always
     False without `committed_runs`.
@@ -75,8 +76,10 @@ def exclusive_run(lock_path: Path, what: str, committed_runs: Callable[[], Any] 
             except Timeout:
                 log.info(f"{what}: still waiting for {lock_path} ({time.monotonic() - waited:.0f} s)")
         done_meanwhile = committed_runs is not None and committed_runs() != before
-        log.info(f"{what}: got the lock after {time.monotonic() - waited:.1f} s"
-                 + ("; the other run committed it, nothing to compute" if done_meanwhile else ""))
+        log.info(
+            f"{what}: got the lock after {time.monotonic() - waited:.1f} s"
+            + ("; the other run committed it, nothing to compute" if done_meanwhile else "")
+        )
     try:
         yield done_meanwhile
     finally:

@@ -62,28 +62,57 @@ def source_config_hash(spec: SourceSpec) -> str:
     return config_hash("source", INGEST_VERSION, spec.model_dump(mode="json", exclude={"name", "description"}))
 
 
-def run_ingest(spec: SourceSpec, *, pipeline: str, base_dir: Path, store: DuckDBStore,
-               dagster_run_id: str | None = None, log: Any = None) -> tuple[RunSummary, IngestResult]:
+def run_ingest(
+    spec: SourceSpec,
+    *,
+    pipeline: str,
+    base_dir: Path,
+    store: DuckDBStore,
+    dagster_run_id: str | None = None,
+    log: Any = None,
+) -> tuple[RunSummary, IngestResult]:
     """Read, normalise and merge a source; a run that waited while another ingested the same
     unchanged file reuses that ingest instead of reading the file again."""
     source_hash = source_config_hash(spec)
     location = resolve_source_location(spec, base_dir)
-    with exclusive_run(ingest_lock_path(store.path, spec.name), f"ingest of {spec.name}",
-                       lambda: _committed_runs(store, spec.name, source_hash, None), log) as done_meanwhile:
+    with exclusive_run(
+        ingest_lock_path(store.path, spec.name),
+        f"ingest of {spec.name}",
+        lambda: _committed_runs(store, spec.name, source_hash, None),
+        log,
+    ) as done_meanwhile:
         if done_meanwhile:
             skipped = _ingest_done_meanwhile(store, spec, source_hash, location)
             if skipped is not None:
                 return skipped
-        return _run_ingest(spec, source_hash, location, pipeline=pipeline, base_dir=base_dir, store=store,
-                           dagster_run_id=dagster_run_id, log=log)
+        return _run_ingest(
+            spec,
+            source_hash,
+            location,
+            pipeline=pipeline,
+            base_dir=base_dir,
+            store=store,
+            dagster_run_id=dagster_run_id,
+            log=log,
+        )
 
 
-def _run_ingest(spec: SourceSpec, source_hash: str, location: str, *, pipeline: str, base_dir: Path,
-                store: DuckDBStore, dagster_run_id: str | None, log: Any) -> tuple[RunSummary, IngestResult]:
+def _run_ingest(
+    spec: SourceSpec,
+    source_hash: str,
+    location: str,
+    *,
+    pipeline: str,
+    base_dir: Path,
+    store: DuckDBStore,
+    dagster_run_id: str | None,
+    log: Any,
+) -> tuple[RunSummary, IngestResult]:
     started = utc_now()
     source_stat = _file_stat(location)
     with staging_folder(store.path, f"ingest-{spec.name}") as staging:
         with tqdm(desc=f"{spec.name}: records", unit="rec", leave=False) as bar:
+
             def progress(count: int) -> None:
                 bar.update(count)
                 if log is not None and bar.n % LOG_EVERY_RECORDS == 0:
@@ -93,29 +122,50 @@ def _run_ingest(spec: SourceSpec, source_hash: str, location: str, *, pipeline: 
         # stage_source sets all three files (None only on an IngestResult not yet staged)
         assert result.samples_file and result.counts_file and result.rejected_file
         with store.transaction() as con:
-            new_samples = merge_ingest(con, spec.name, result.samples_file, result.counts_file,
-                                       result.rejected_file, guard=result.check_shrink)
+            new_samples = merge_ingest(
+                con, spec.name, result.samples_file, result.counts_file, result.rejected_file, guard=result.check_shrink
+            )
             stats = {**result.stats(), "new_samples": new_samples, "source_stat": source_stat}
             record = StageRunRecord(
-                pipeline=pipeline, stage=spec.name, kind="source", config=spec.model_dump(mode="json"),
-                config_hash=source_hash, code_version=INGEST_VERSION,
-                dagster_run_id=dagster_run_id, rows_in=result.records_read, rows_out=new_samples,
-                started_at=started, finished_at=utc_now(), stats=stats,
+                pipeline=pipeline,
+                stage=spec.name,
+                kind="source",
+                config=spec.model_dump(mode="json"),
+                config_hash=source_hash,
+                code_version=INGEST_VERSION,
+                dagster_run_id=dagster_run_id,
+                rows_in=result.records_read,
+                rows_out=new_samples,
+                started_at=started,
+                finished_at=utc_now(),
+                stats=stats,
             )
             insert_stage_run(con, record)
     if log is not None:
-        log.info(f"{spec.name}: read {result.records_read} records -> {result.samples} samples "
-                 f"({new_samples} new), {result.duplicates} duplicates, {result.rejected} rejected")
-    summary = RunSummary(spec.name, "source", "samples", record.config_hash, result.records_read, new_samples,
-                         record.seconds, stats)
+        log.info(
+            f"{spec.name}: read {result.records_read} records -> {result.samples} samples "
+            f"({new_samples} new), {result.duplicates} duplicates, {result.rejected} rejected"
+        )
+    summary = RunSummary(
+        spec.name, "source", "samples", record.config_hash, result.records_read, new_samples, record.seconds, stats
+    )
     return summary, result
 
 
-def run_stage(kind: StageKind, spec: StageSpec, *, pipeline: str, store: DuckDBStore,
-              stage_hashes: Mapping[str, str], stage_tables: Mapping[str, str],
-              dagster_run_id: str | None = None, log: Any = None, device: str = "cpu",
-              stage_specs: Mapping[str, StageSpec] | None = None,
-              shard: tuple[int, int] | None = None) -> RunSummary:
+def run_stage(
+    kind: StageKind,
+    spec: StageSpec,
+    *,
+    pipeline: str,
+    store: DuckDBStore,
+    stage_hashes: Mapping[str, str],
+    stage_tables: Mapping[str, str],
+    dagster_run_id: str | None = None,
+    log: Any = None,
+    device: str = "cpu",
+    stage_specs: Mapping[str, StageSpec] | None = None,
+    shard: tuple[int, int] | None = None,
+) -> RunSummary:
     """Run a stage (appends rows for pending samples) or a selection (replaces its members);
     `shard` (index, count) limits a stage to one shard of the samples. A run that waited for
     another run of the same stage, config and shard computes only what that run did not commit:
@@ -125,27 +175,67 @@ def run_stage(kind: StageKind, spec: StageSpec, *, pipeline: str, store: DuckDBS
     # A stage needs no check: its pending samples exclude the rows the other run committed. A
     # selection is recomputed whole, so it is skipped when a run of it committed while this one waited.
     committed = None if kind.role == "stage" else (lambda: _committed_runs(store, spec.name, current_hash, None))
-    with exclusive_run(stage_lock_path(store.path, spec.name, current_hash, shard), what, committed,
-                       log) as done_meanwhile:
+    with exclusive_run(
+        stage_lock_path(store.path, spec.name, current_hash, shard), what, committed, log
+    ) as done_meanwhile:
         if done_meanwhile:
-            return RunSummary(spec.name, kind.kind, "selections", current_hash, 0, 0, 0.0,
-                              {"skipped": "committed by a concurrent run"})
-        return _run_stage(kind, spec, current_hash, pipeline=pipeline, store=store, stage_hashes=stage_hashes,
-                          stage_tables=stage_tables, dagster_run_id=dagster_run_id, log=log, device=device,
-                          stage_specs=stage_specs, shard=shard)
+            return RunSummary(
+                spec.name,
+                kind.kind,
+                "selections",
+                current_hash,
+                0,
+                0,
+                0.0,
+                {"skipped": "committed by a concurrent run"},
+            )
+        return _run_stage(
+            kind,
+            spec,
+            current_hash,
+            pipeline=pipeline,
+            store=store,
+            stage_hashes=stage_hashes,
+            stage_tables=stage_tables,
+            dagster_run_id=dagster_run_id,
+            log=log,
+            device=device,
+            stage_specs=stage_specs,
+            shard=shard,
+        )
 
 
-def _run_stage(kind: StageKind, spec: StageSpec, current_hash: str, *, pipeline: str, store: DuckDBStore,
-               stage_hashes: Mapping[str, str], stage_tables: Mapping[str, str], dagster_run_id: str | None,
-               log: Any, device: str, stage_specs: Mapping[str, StageSpec] | None,
-               shard: tuple[int, int] | None) -> RunSummary:
+def _run_stage(
+    kind: StageKind,
+    spec: StageSpec,
+    current_hash: str,
+    *,
+    pipeline: str,
+    store: DuckDBStore,
+    stage_hashes: Mapping[str, str],
+    stage_tables: Mapping[str, str],
+    dagster_run_id: str | None,
+    log: Any,
+    device: str,
+    stage_specs: Mapping[str, StageSpec] | None,
+    shard: tuple[int, int] | None,
+) -> RunSummary:
     started = utc_now()
     with staging_folder(store.path, spec.name) as staging:
-        ctx = StageContext(store=store, pipeline=pipeline, stage=spec.name, config_hash=current_hash,
-                           staging_dir=staging, stage_hashes=stage_hashes, stage_tables=stage_tables,
-                           input_selection=spec.input_selection, originals_only=kind.generates_samples,
-                           stage_specs=dict(stage_specs or {}), shard=shard,
-                           **({"log": log} if log is not None else {}))
+        ctx = StageContext(
+            store=store,
+            pipeline=pipeline,
+            stage=spec.name,
+            config_hash=current_hash,
+            staging_dir=staging,
+            stage_hashes=stage_hashes,
+            stage_tables=stage_tables,
+            input_selection=spec.input_selection,
+            originals_only=kind.generates_samples,
+            stage_specs=dict(stage_specs or {}),
+            shard=shard,
+            **({"log": log} if log is not None else {}),
+        )
         output = kind.run(spec, ctx)
         if shard is not None:
             output.stats["shard"] = f"{shard[0]}/{shard[1]}"
@@ -159,17 +249,35 @@ def _run_stage(kind: StageKind, spec: StageSpec, current_hash: str, *, pipeline:
             if kind.write_extra is not None:
                 kind.write_extra(con, spec.name, current_hash, output)
             record = StageRunRecord(
-                pipeline=pipeline, stage=spec.name, kind=kind.kind, config=spec.model_dump(mode="json"),
-                config_hash=current_hash, code_version=kind.version, dagster_run_id=dagster_run_id,
-                rows_in=output.rows_in, rows_out=rows_out, started_at=started, finished_at=utc_now(),
-                device=device, stats=output.stats,
+                pipeline=pipeline,
+                stage=spec.name,
+                kind=kind.kind,
+                config=spec.model_dump(mode="json"),
+                config_hash=current_hash,
+                code_version=kind.version,
+                dagster_run_id=dagster_run_id,
+                rows_in=output.rows_in,
+                rows_out=rows_out,
+                started_at=started,
+                finished_at=utc_now(),
+                device=device,
+                stats=output.stats,
             )
             insert_stage_run(con, record)
         if ctx.partial_dir.exists():  # committed: an interrupted run's parts are not needed any more
             shutil.rmtree(ctx.partial_dir)
     table = kind.table if kind.role == "stage" else "selections"
-    return RunSummary(spec.name, kind.kind, table or "", current_hash, output.rows_in, rows_out,
-                      record.seconds, output.stats, output.metadata)
+    return RunSummary(
+        spec.name,
+        kind.kind,
+        table or "",
+        current_hash,
+        output.rows_in,
+        rows_out,
+        record.seconds,
+        output.stats,
+        output.metadata,
+    )
 
 
 def _committed_runs(store: DuckDBStore, stage: str, config_hash: str, shard: str | None) -> int:
@@ -178,8 +286,11 @@ def _committed_runs(store: DuckDBStore, stage: str, config_hash: str, shard: str
     if not store.path.exists():
         return 0
     with store.reader() as con:
-        return fetch_row(con, read_sql("reads/committed_runs.sql"),
-                         {"stage": stage, "config_hash": config_hash, "shard": shard or ""})[0]
+        return fetch_row(
+            con,
+            read_sql("reads/committed_runs.sql"),
+            {"stage": stage, "config_hash": config_hash, "shard": shard or ""},
+        )[0]
 
 
 def _file_stat(location: str) -> str | None:
@@ -191,24 +302,40 @@ def _file_stat(location: str) -> str | None:
     return f"{stat.st_size}:{stat.st_mtime_ns}"
 
 
-def _ingest_done_meanwhile(store: DuckDBStore, spec: SourceSpec, source_hash: str,
-                           location: str) -> tuple[RunSummary, IngestResult] | None:
+def _ingest_done_meanwhile(
+    store: DuckDBStore, spec: SourceSpec, source_hash: str, location: str
+) -> tuple[RunSummary, IngestResult] | None:
     """The ingest another run committed while this one waited, when it read the file as it is now
     (same size and mtime); None otherwise (a folder, a hub dataset, or a file changed since)."""
     current = _file_stat(location)
     if current is None:
         return None
     with store.reader() as con:
-        row = con.execute(read_sql("reads/latest_ingest_run.sql"),
-                          {"stage": spec.name, "config_hash": source_hash}).fetchone()
+        row = con.execute(
+            read_sql("reads/latest_ingest_run.sql"), {"stage": spec.name, "config_hash": source_hash}
+        ).fetchone()
     if row is None:
         return None
     stats = json.loads(row[0])
     if stats.get("source_stat") != current:
         return None
-    result = IngestResult(source=spec.name, source_file=stats["source_file"], records_read=stats["records_read"],
-                          samples=stats["samples"], duplicates=stats["duplicates"], rejected=stats["rejected"],
-                          reject_reasons=dict(stats.get("reject_reasons") or {}))
-    summary = RunSummary(spec.name, "source", "samples", source_hash, 0, 0, 0.0,
-                         {**result.stats(), "skipped": "ingested by a concurrent run"})
+    result = IngestResult(
+        source=spec.name,
+        source_file=stats["source_file"],
+        records_read=stats["records_read"],
+        samples=stats["samples"],
+        duplicates=stats["duplicates"],
+        rejected=stats["rejected"],
+        reject_reasons=dict(stats.get("reject_reasons") or {}),
+    )
+    summary = RunSummary(
+        spec.name,
+        "source",
+        "samples",
+        source_hash,
+        0,
+        0,
+        0.0,
+        {**result.stats(), "skipped": "ingested by a concurrent run"},
+    )
     return summary, result

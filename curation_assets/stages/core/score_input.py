@@ -25,19 +25,23 @@ class ScoreColumn(SpecModel):
         return f"{self.stage}.{self.column}"
 
     def problems(self, stage_kinds: Mapping[str, StageKind], selection_names: set[str]) -> list[str]:
-        return [message for _, message in score_column_problems(self.stage, self.column, stage_kinds,
-                                                                selection_names)]
+        return [message for _, message in score_column_problems(self.stage, self.column, stage_kinds, selection_names)]
 
 
-def score_column_problems(stage: str, column: str, stage_kinds: Mapping[str, StageKind], selection_names: set[str]
-                          ) -> list[tuple[str, str]]:
+def score_column_problems(
+    stage: str, column: str, stage_kinds: Mapping[str, StageKind], selection_names: set[str]
+) -> list[tuple[str, str]]:
     """("stage" or "column", message) when `stage` is a selection or its table has no `column`."""
     kind = stage_kinds.get(stage)
     if kind is None and stage in selection_names:
         return [("stage", f"{stage!r} must be a stage (selections have no score columns)")]
     if kind is not None and column not in kind.column_lineage:
-        return [("column", f"stage {stage!r} ({kind.kind}) has no column {column!r}; "
-                           f"columns: {', '.join(kind.column_lineage)}")]
+        return [
+            (
+                "column",
+                f"stage {stage!r} ({kind.kind}) has no column {column!r}; columns: {', '.join(kind.column_lineage)}",
+            )
+        ]
     return []
 
 

@@ -19,12 +19,20 @@ TEMPLATE_FIELDS = ("instruction", "input", "output", "conversation", "system")
 class SentenceEmbeddingInput(StageSpec):
     """Embed the text made from `template` with a sentence-transformers model."""
 
-    model: str = Field(PACKAGED_MINILM, description=(
-        "sentence-transformers model: the packaged all-MiniLM-L6-v2 (default, offline), a Hugging Face name "
-        "or a local folder."))
-    template: str = Field("{instruction}\n{input}", description=(
-        "Text to embed, a Python format string over {instruction}, {input}, {output}, {system} and "
-        "{conversation} (every turn as 'role: content')."))
+    model: str = Field(
+        PACKAGED_MINILM,
+        description=(
+            "sentence-transformers model: the packaged all-MiniLM-L6-v2 (default, offline), a Hugging Face name "
+            "or a local folder."
+        ),
+    )
+    template: str = Field(
+        "{instruction}\n{input}",
+        description=(
+            "Text to embed, a Python format string over {instruction}, {input}, {output}, {system} and "
+            "{conversation} (every turn as 'role: content')."
+        ),
+    )
     normalize: bool = Field(True, description="L2-normalise the vectors.")
     max_seq_length: int | None = Field(None, gt=0, description="Override the model's maximum tokens.")
     batch_size: int = Field(64, gt=0, description="Texts per forward pass (does not change results).")

@@ -17,20 +17,27 @@ from curation_assets.sources.ingest import stage_source
 from curation_assets.sources.spec import SourceSpec
 from curation_assets.stages.core.registry import StageSpec
 
-TARGET_SCHEMA = pa.schema([
-    ("target", pa.string()), ("sample_id", pa.string()), ("split", pa.string()), ("subtask", pa.string()),
-    ("instruction", pa.string()), ("output", pa.string()),
-    ("messages", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))),
-    ("input", pa.string()),
-])
+TARGET_SCHEMA = pa.schema(
+    [
+        ("target", pa.string()),
+        ("sample_id", pa.string()),
+        ("split", pa.string()),
+        ("subtask", pa.string()),
+        ("instruction", pa.string()),
+        ("output", pa.string()),
+        ("messages", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))),
+        ("input", pa.string()),
+    ]
+)
 
 
 class TargetSpec(SourceSpec):
     """A target task: records read like a source, split into validation and held-out parts."""
 
     subtask_field: str | None = Field(None, description="Record field naming each sample's subtask.")
-    validation_size: int = Field(50, gt=0, description="Samples (per target) used for selection; the rest "
-                                                        "is held out for evaluation.")
+    validation_size: int = Field(
+        50, gt=0, description="Samples (per target) used for selection; the rest is held out for evaluation."
+    )
     split_seed: int = Field(0, description="Seed of the validation / held-out split.")
 
 
@@ -42,12 +49,16 @@ class TargetsInput(StageSpec):
 
     def check_files(self, base_dir: Path) -> list[tuple[str, str]]:
         paths = [base_dir / Path(t.path).expanduser() for t in self.targets if t.path]
-        return [*super().check_files(base_dir),
-                *[("targets", f"target file not found: {path}") for path in paths if not path.exists()]]
+        return [
+            *super().check_files(base_dir),
+            *[("targets", f"target file not found: {path}") for path in paths if not path.exists()],
+        ]
 
     def with_base_dir(self, base_dir: Path) -> StageSpec:
-        targets = [t.model_copy(update={"path": str(base_dir / Path(t.path).expanduser())}) if t.path else t
-                   for t in self.targets]
+        targets = [
+            t.model_copy(update={"path": str(base_dir / Path(t.path).expanduser())}) if t.path else t
+            for t in self.targets
+        ]
         return super().with_base_dir(base_dir).model_copy(update={"targets": targets})
 
 
@@ -61,8 +72,16 @@ def read_target(target: TargetSpec, staging: Path) -> pa.Table:
     raw = [json.loads(r) if r else {} for r in samples.column("raw_record").to_pylist()]
     subtasks = [str(r.get(target.subtask_field, "")) if target.subtask_field else "all" for r in raw]
     splits = ["validation" if i < target.validation_size else "heldout" for i in range(samples.num_rows)]
-    return pa.table({"target": [target.name] * samples.num_rows, "sample_id": samples.column("sample_id"),
-                     "split": splits, "subtask": subtasks, "instruction": samples.column("instruction"),
-                     "output": samples.column("output"), "messages": samples.column("messages"),
-                     "input": samples.column("input")},
-                    schema=TARGET_SCHEMA)
+    return pa.table(
+        {
+            "target": [target.name] * samples.num_rows,
+            "sample_id": samples.column("sample_id"),
+            "split": splits,
+            "subtask": subtasks,
+            "instruction": samples.column("instruction"),
+            "output": samples.column("output"),
+            "messages": samples.column("messages"),
+            "input": samples.column("input"),
+        },
+        schema=TARGET_SCHEMA,
+    )

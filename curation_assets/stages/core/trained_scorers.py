@@ -41,10 +41,13 @@ class TrainedScorer:
         return folder
 
     def summary(self) -> dict[str, Any]:
-        return {f"{self.scorer}_n_train": self.n_train, f"{self.scorer}_n_heldout": self.n_heldout,
-                f"{self.scorer}_heldout_spearman": self.heldout_spearman,
-                f"{self.scorer}_heldout_mae": self.heldout_mae,
-                **{f"{self.scorer}_{k}": v for k, v in self.details.items() if isinstance(v, (int, float, str))}}
+        return {
+            f"{self.scorer}_n_train": self.n_train,
+            f"{self.scorer}_n_heldout": self.n_heldout,
+            f"{self.scorer}_heldout_spearman": self.heldout_spearman,
+            f"{self.scorer}_heldout_mae": self.heldout_mae,
+            **{f"{self.scorer}_{k}": v for k, v in self.details.items() if isinstance(v, (int, float, str))},
+        }
 
 
 @dataclass(frozen=True)
@@ -59,13 +62,26 @@ def heldout_fit(predicted: np.ndarray, labels: np.ndarray, heldout: np.ndarray) 
     """Spearman and mean absolute error of the finite predictions on the held-out rows."""
     scored = heldout & np.isfinite(predicted)
     p, y = predicted[scored], labels[scored]
-    return HeldoutFit(int((~heldout).sum()), int(heldout.sum()), spearman(p, y) if len(y) else None,
-                      float(np.mean(np.abs(p - y))) if len(y) else None)
+    return HeldoutFit(
+        int((~heldout).sum()),
+        int(heldout.sum()),
+        spearman(p, y) if len(y) else None,
+        float(np.mean(np.abs(p - y))) if len(y) else None,
+    )
 
 
-def train_embedding_head(scorer: str, rows: Sequence[Sequence[str]], labels: np.ndarray, heldout: np.ndarray, *,
-                         embedder: SentenceEmbedder, embedding_model: str, alphas: Sequence[float],
-                         batch_size: int, folder: Path) -> TrainedScorer:
+def train_embedding_head(
+    scorer: str,
+    rows: Sequence[Sequence[str]],
+    labels: np.ndarray,
+    heldout: np.ndarray,
+    *,
+    embedder: SentenceEmbedder,
+    embedding_model: str,
+    alphas: Sequence[float],
+    batch_size: int,
+    folder: Path,
+) -> TrainedScorer:
     """Ridge head on the embeddings of `rows` (1 or 2 texts each), fitted on the rows not held
     out, evaluated on the held-out ones, saved under `folder`."""
     features, _ = text_features(embedder, rows, batch_size)
@@ -73,18 +89,26 @@ def train_embedding_head(scorer: str, rows: Sequence[Sequence[str]], labels: np.
     head = EmbeddingHead(embedding_model, len(rows[0]), ridge)
     fit = heldout_fit(ridge.predict(features), labels, heldout)
     files = head.save(folder)
-    return TrainedScorer(scorer, "embedding_head", str(folder), files, fit.n_train, fit.n_heldout, fit.spearman,
-                         fit.mae, {"alpha": ridge.alpha, "loo_mse": ridge.loo_mse,
-                                   "features": int(features.shape[1])})
+    return TrainedScorer(
+        scorer,
+        "embedding_head",
+        str(folder),
+        files,
+        fit.n_train,
+        fit.n_heldout,
+        fit.spearman,
+        fit.mae,
+        {"alpha": ridge.alpha, "loo_mse": ridge.loo_mse, "features": int(features.shape[1])},
+    )
 
 
 def stored_scorers(ctx: StageContext, stage: str, config_hash: str) -> dict[str, TrainedScorer]:
     """Scorer name -> record, for a training stage at a config (empty before it trained)."""
     with ctx.store.reader() as con:
-        rows = con.execute(read_sql("reads/trained_scorers.sql"), {"stage": stage, "config_hash": config_hash}
-                           ).fetchall()
-    return {r[0]: TrainedScorer(r[0], r[1], r[2], _json(r[3]), r[4], r[5], r[6], r[7], _json(r[8]) or {})
-            for r in rows}
+        rows = con.execute(
+            read_sql("reads/trained_scorers.sql"), {"stage": stage, "config_hash": config_hash}
+        ).fetchall()
+    return {r[0]: TrainedScorer(r[0], r[1], r[2], _json(r[3]), r[4], r[5], r[6], r[7], _json(r[8]) or {}) for r in rows}
 
 
 def _json(value: Any) -> Any:
@@ -94,20 +118,40 @@ def _json(value: Any) -> Any:
 def write_trained_scorers(con: Any, stage: str, config_hash: str, output: StageOutput) -> None:
     """`write_extra` of the training stages: record the scorers trained by this run."""
     for record in output.extra.get("trained_scorers", []):
-        execute_sql_file(con, "writes/trained_scorer_insert.sql", {
-            "stage": stage, "config_hash": config_hash, "scorer": record["scorer"], "backend": record["backend"],
-            "path": record["path"], "files": json.dumps(record["files"], sort_keys=True),
-            "n_train": record["n_train"], "n_heldout": record["n_heldout"],
-            "heldout_spearman": record["heldout_spearman"], "heldout_mae": record["heldout_mae"],
-            "details": json.dumps(record["details"], sort_keys=True, default=str), "now": utc_now()})
+        execute_sql_file(
+            con,
+            "writes/trained_scorer_insert.sql",
+            {
+                "stage": stage,
+                "config_hash": config_hash,
+                "scorer": record["scorer"],
+                "backend": record["backend"],
+                "path": record["path"],
+                "files": json.dumps(record["files"], sort_keys=True),
+                "n_train": record["n_train"],
+                "n_heldout": record["n_heldout"],
+                "heldout_spearman": record["heldout_spearman"],
+                "heldout_mae": record["heldout_mae"],
+                "details": json.dumps(record["details"], sort_keys=True, default=str),
+                "now": utc_now(),
+            },
+        )
 
 
 def as_records(scorers: Sequence[TrainedScorer]) -> list[dict[str, Any]]:
     return [asdict(s) for s in scorers]
 
 
-def score_digit_prompts(model: Any, prompts: Sequence[Any], digit_ids: Sequence[int], pad_token_id: int, *,
-                        batch_size: int, device: str, stats: dict[str, Any]) -> np.ndarray:
+def score_digit_prompts(
+    model: Any,
+    prompts: Sequence[Any],
+    digit_ids: Sequence[int],
+    pad_token_id: int,
+    *,
+    batch_size: int,
+    device: str,
+    stats: dict[str, Any],
+) -> np.ndarray:
     """DEITA digit-expectation scores of encoded prompts (ScorerPrompt), longest first in batches
     (one forward each, halved on out-of-memory); NaN where the logits were not finite."""
     import torch

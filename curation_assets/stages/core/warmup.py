@@ -20,10 +20,12 @@ from curation_assets.store.sql_files import read_sql
 def checkpoint_records(ctx: StageContext, stage: str, config_hash: str) -> list[dict[str, Any]]:
     """The stored checkpoints of a warm-up stage at a config, by epoch."""
     with ctx.store.reader() as con:
-        rows = con.execute(read_sql("reads/lora_checkpoints.sql"), {"stage": stage, "config_hash": config_hash}
-                           ).fetchall()
-    return [{"epoch": e, "path": p, "adapter_sha256": a, "optimizer_sha256": o, "mean_lr": lr}
-            for e, p, a, o, lr in rows]
+        rows = con.execute(
+            read_sql("reads/lora_checkpoints.sql"), {"stage": stage, "config_hash": config_hash}
+        ).fetchall()
+    return [
+        {"epoch": e, "path": p, "adapter_sha256": a, "optimizer_sha256": o, "mean_lr": lr} for e, p, a, o, lr in rows
+    ]
 
 
 class WarmupModel:
@@ -36,8 +38,9 @@ class WarmupModel:
         self.spec = spec
         self.checkpoints = checkpoint_records(ctx, warmup_stage, ctx.stage_hashes[warmup_stage])
         if not self.checkpoints:
-            raise ValueError(f"warm-up stage {warmup_stage!r} has no checkpoints for its current config: "
-                             "materialise it first")
+            raise ValueError(
+                f"warm-up stage {warmup_stage!r} has no checkpoints for its current config: materialise it first"
+            )
         self.device = compute_device()
         model, self.tokenizer = fresh_causal_lm(spec.model, spec.chat_template)
         self.model = attach_lora(model, spec.lora, spec.seed).to(self.device.name)
@@ -57,16 +60,26 @@ class WarmupModel:
         spec = self.spec
         return [encode_conversation(self.tokenizer, c, spec.max_length, spec.model, spec.turns) for c in conversations]
 
-    def features(self, encoded: list[Any], projector: Any, moments: Any, batch_size: int, stats: dict,
-                 epsilon_inside_sqrt: bool = True) -> list[Any]:
+    def features(
+        self,
+        encoded: list[Any],
+        projector: Any,
+        moments: Any,
+        batch_size: int,
+        stats: dict,
+        epsilon_inside_sqrt: bool = True,
+    ) -> list[Any]:
         """Projected features of `encoded` samples (preconditioned when `moments` is given)."""
         out: list[Any] = [None] * len(encoded)
 
         def run(batch: list[int]) -> None:
-            tensors = {k: v.to(self.device.name) for k, v in collate([encoded[i] for i in batch],
-                                                                     self.tokenizer.pad_token_id).items()}
-            projected = per_sample_gradient_features(self.model, tensors, projector, moments, capture=self.capture,
-                                                     epsilon_inside_sqrt=epsilon_inside_sqrt)
+            tensors = {
+                k: v.to(self.device.name)
+                for k, v in collate([encoded[i] for i in batch], self.tokenizer.pad_token_id).items()
+            }
+            projected = per_sample_gradient_features(
+                self.model, tensors, projector, moments, capture=self.capture, epsilon_inside_sqrt=epsilon_inside_sqrt
+            )
             for row, i in enumerate(batch):
                 out[i] = projected[row].detach().cpu().numpy()
 

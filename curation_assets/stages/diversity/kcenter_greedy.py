@@ -20,17 +20,21 @@ class KCenterSpec(EmbeddingInput, BudgetedSelectionSpec):
     """k-center greedy (Sener & Savarese 2018) on Euclidean distance between embeddings."""
 
     kind: Literal["kcenter_greedy"]
-    seed_selection: str | None = Field(None, description=(
-        "A selection whose members start as centres (they count towards the budget)."))
+    seed_selection: str | None = Field(
+        None, description=("A selection whose members start as centres (they count towards the budget).")
+    )
 
     def references(self) -> dict[str, str]:
         refs = super().references()
         return {**refs, "seed_selection": self.seed_selection} if self.seed_selection else refs
 
-    def check_references(self, stage_kinds: Mapping[str, StageKind], selection_names: set[str]
-                         ) -> list[tuple[str, str]]:
-        return [*super().check_references(stage_kinds, selection_names),
-                *selection_reference_problems("seed_selection", self.seed_selection, stage_kinds)]
+    def check_references(
+        self, stage_kinds: Mapping[str, StageKind], selection_names: set[str]
+    ) -> list[tuple[str, str]]:
+        return [
+            *super().check_references(stage_kinds, selection_names),
+            *selection_reference_problems("seed_selection", self.seed_selection, stage_kinds),
+        ]
 
 
 def run_kcenter(spec: KCenterSpec, ctx: StageContext) -> StageOutput:
@@ -45,15 +49,30 @@ def run_kcenter(spec: KCenterSpec, ctx: StageContext) -> StageOutput:
     chosen = [sample_ids[i] for i in result.indices]
     radii = np.where(np.isinf(result.radii), np.nan, result.radii)
     stats = {"pool": len(sample_ids), "budget": k, "seeds": len(seeds), "coverage_radius": result.coverage_radius}
-    details = ctx.write_details({"sample_id": chosen,
-                                 "role": ["seed" if i < len(seeds) else "kcenter" for i in range(len(chosen))],
-                                 "value": radii.tolist()})
-    return StageOutput(ctx.write_members(chosen, radii.tolist()), rows_in=len(sample_ids), stats=stats,
-                       metadata=stats, details_file=details)
+    details = ctx.write_details(
+        {
+            "sample_id": chosen,
+            "role": ["seed" if i < len(seeds) else "kcenter" for i in range(len(chosen))],
+            "value": radii.tolist(),
+        }
+    )
+    return StageOutput(
+        ctx.write_members(chosen, radii.tolist()),
+        rows_in=len(sample_ids),
+        stats=stats,
+        metadata=stats,
+        details_file=details,
+    )
 
 
-KCENTER_GREEDY = register_kind(StageKind(
-    kind="kcenter_greedy", role="selection", spec=KCenterSpec, run=run_kcenter, version="1",
-    summary="k-center greedy coreset on embeddings (Sener & Savarese 2018).",
-    tags=("python", "numpy", "faiss"),
-))
+KCENTER_GREEDY = register_kind(
+    StageKind(
+        kind="kcenter_greedy",
+        role="selection",
+        spec=KCenterSpec,
+        run=run_kcenter,
+        version="1",
+        summary="k-center greedy coreset on embeddings (Sener & Savarese 2018).",
+        tags=("python", "numpy", "faiss"),
+    )
+)

@@ -29,17 +29,40 @@ def run_kmeans_coreset(spec: KMeansCoresetSpec, ctx: StageContext) -> StageOutpu
     chosen = [sample_ids[i] for i in result.indices]
     scores = np.where(np.isinf(result.distance), np.nan, result.distance)
     cluster_sizes = np.bincount(result.labels, minlength=result.budgets.size)
-    stats = {"pool": len(sample_ids), "budget": k, "clusters": int(result.budgets.size),
-             "per_cluster": {str(c): {"size": int(cluster_sizes[c]), "selected": int(result.budgets[c])}
-                             for c in range(result.budgets.size)}}
-    details = ctx.write_details({"sample_id": chosen, "role": result.role.tolist(),
-                                 "cluster": result.labels[result.indices].tolist(), "value": scores.tolist()})
-    return StageOutput(ctx.write_members(chosen, scores.tolist()), rows_in=len(sample_ids), stats=stats,
-                       metadata=stats, details_file=details)
+    stats = {
+        "pool": len(sample_ids),
+        "budget": k,
+        "clusters": int(result.budgets.size),
+        "per_cluster": {
+            str(c): {"size": int(cluster_sizes[c]), "selected": int(result.budgets[c])}
+            for c in range(result.budgets.size)
+        },
+    }
+    details = ctx.write_details(
+        {
+            "sample_id": chosen,
+            "role": result.role.tolist(),
+            "cluster": result.labels[result.indices].tolist(),
+            "value": scores.tolist(),
+        }
+    )
+    return StageOutput(
+        ctx.write_members(chosen, scores.tolist()),
+        rows_in=len(sample_ids),
+        stats=stats,
+        metadata=stats,
+        details_file=details,
+    )
 
 
-KMEANS_CORESET = register_kind(StageKind(
-    kind="kmeans_coreset", role="selection", spec=KMeansCoresetSpec, run=run_kmeans_coreset, version="1",
-    summary="K-Means + per-cluster k-center coreset ('Maybe only 0.5% data is needed').",
-    tags=("python", "numpy", "faiss"),
-))
+KMEANS_CORESET = register_kind(
+    StageKind(
+        kind="kmeans_coreset",
+        role="selection",
+        spec=KMeansCoresetSpec,
+        run=run_kmeans_coreset,
+        version="1",
+        summary="K-Means + per-cluster k-center coreset ('Maybe only 0.5% data is needed').",
+        tags=("python", "numpy", "faiss"),
+    )
+)

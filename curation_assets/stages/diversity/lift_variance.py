@@ -23,17 +23,32 @@ class LiftVarianceSpec(EmbeddingInput):
 
 def run_lift_variance(spec: LiftVarianceSpec, ctx: StageContext) -> StageOutput:
     sample_ids, x = ctx.stage_matrix(spec.embedding, "embedding")
-    result = lift_variance_selection(np.asarray(x), variance_kept=spec.variance_kept,
-                                     percentile=spec.percentile, seed=spec.seed)
+    result = lift_variance_selection(
+        np.asarray(x), variance_kept=spec.variance_kept, percentile=spec.percentile, seed=spec.seed
+    )
     chosen = [sample_ids[i] for i in result.indices]
-    stats = {"pool": len(sample_ids), "selected": len(chosen), "pca_components": result.n_components,
-             "variance_threshold": result.threshold}
-    return StageOutput(ctx.write_members(chosen, result.row_variance[result.indices].tolist()),
-                       rows_in=len(sample_ids), stats=stats, metadata=stats)
+    stats = {
+        "pool": len(sample_ids),
+        "selected": len(chosen),
+        "pca_components": result.n_components,
+        "variance_threshold": result.threshold,
+    }
+    return StageOutput(
+        ctx.write_members(chosen, result.row_variance[result.indices].tolist()),
+        rows_in=len(sample_ids),
+        stats=stats,
+        metadata=stats,
+    )
 
 
-LIFT_VARIANCE = register_kind(StageKind(
-    kind="lift_variance", role="selection", spec=LiftVarianceSpec, run=run_lift_variance, version="1",
-    summary="LIFT phase-2 PCA row-variance filter.",
-    tags=("python", "numpy", "faiss"),
-))
+LIFT_VARIANCE = register_kind(
+    StageKind(
+        kind="lift_variance",
+        role="selection",
+        spec=LiftVarianceSpec,
+        run=run_lift_variance,
+        version="1",
+        summary="LIFT phase-2 PCA row-variance filter.",
+        tags=("python", "numpy", "faiss"),
+    )
+)

@@ -27,18 +27,37 @@ def run_near_dedup(spec: NearDedupSpec, ctx: StageContext) -> StageOutput:
     unit = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
     result = similarity_filter(unit, spec.threshold)
     dropped = np.flatnonzero(result.duplicate_of >= 0)
-    stats = {"pool": len(sample_ids), "kept": int(result.kept.size), "dropped": int(dropped.size),
-             "threshold": spec.threshold}
-    details = ctx.write_details({
-        "sample_id": [sample_ids[i] for i in dropped], "role": ["duplicate"] * dropped.size,
-        "related_id": [sample_ids[result.duplicate_of[i]] for i in dropped],
-        "value": result.similarity[dropped].tolist()})
-    return StageOutput(ctx.write_members([sample_ids[i] for i in result.kept]), rows_in=len(sample_ids),
-                       stats=stats, metadata=stats, details_file=details)
+    stats = {
+        "pool": len(sample_ids),
+        "kept": int(result.kept.size),
+        "dropped": int(dropped.size),
+        "threshold": spec.threshold,
+    }
+    details = ctx.write_details(
+        {
+            "sample_id": [sample_ids[i] for i in dropped],
+            "role": ["duplicate"] * dropped.size,
+            "related_id": [sample_ids[result.duplicate_of[i]] for i in dropped],
+            "value": result.similarity[dropped].tolist(),
+        }
+    )
+    return StageOutput(
+        ctx.write_members([sample_ids[i] for i in result.kept]),
+        rows_in=len(sample_ids),
+        stats=stats,
+        metadata=stats,
+        details_file=details,
+    )
 
 
-NEAR_DEDUP = register_kind(StageKind(
-    kind="near_dedup", role="selection", spec=NearDedupSpec, run=run_near_dedup, version="1",
-    summary="Near-duplicate removal by cosine similarity (faiss).",
-    tags=("python", "numpy", "faiss"),
-))
+NEAR_DEDUP = register_kind(
+    StageKind(
+        kind="near_dedup",
+        role="selection",
+        spec=NearDedupSpec,
+        run=run_near_dedup,
+        version="1",
+        summary="Near-duplicate removal by cosine similarity (faiss).",
+        tags=("python", "numpy", "faiss"),
+    )
+)

@@ -24,8 +24,14 @@ class EmbeddingSpec(SentenceEmbeddingInput):
 
 
 def embedding_schema() -> pa.Schema:
-    return pa.schema([("sample_id", pa.string()), ("embedding", pa.list_(pa.float32())),
-                      ("n_tokens", pa.int32()), ("truncated", pa.bool_())])
+    return pa.schema(
+        [
+            ("sample_id", pa.string()),
+            ("embedding", pa.list_(pa.float32())),
+            ("n_tokens", pa.int32()),
+            ("truncated", pa.bool_()),
+        ]
+    )
 
 
 def run_embedding(spec: EmbeddingSpec, ctx: StageContext) -> StageOutput:
@@ -41,29 +47,52 @@ def run_embedding(spec: EmbeddingSpec, ctx: StageContext) -> StageOutput:
     with ctx.rows_writer(embedding_schema()) as writer:
         batches = iter_parquet_batches(pending, STORE_BATCH)
         for batch in ctx.progress(batches, total=-(-count // STORE_BATCH), desc=f"embedding {count} samples"):
-            encoded = embedder.encode(render_texts(batch, spec.template), batch_size=spec.batch_size,
-                                      normalize=spec.normalize)
+            encoded = embedder.encode(
+                render_texts(batch, spec.template), batch_size=spec.batch_size, normalize=spec.normalize
+            )
             truncated += int(encoded.truncated.sum())
             flat = pa.array(encoded.vectors.reshape(-1), type=pa.float32())
             offsets = pa.array(np.arange(0, encoded.vectors.size + 1, encoded.vectors.shape[1], dtype=np.int32))
-            writer.write(pa.table({
-                "sample_id": batch.column("sample_id"),
-                "embedding": pa.ListArray.from_arrays(offsets, flat),
-                "n_tokens": pa.array(encoded.n_tokens, pa.int32()),
-                "truncated": pa.array(encoded.truncated),
-            }, schema=embedding_schema()))
+            writer.write(
+                pa.table(
+                    {
+                        "sample_id": batch.column("sample_id"),
+                        "embedding": pa.ListArray.from_arrays(offsets, flat),
+                        "n_tokens": pa.array(encoded.n_tokens, pa.int32()),
+                        "truncated": pa.array(encoded.truncated),
+                    },
+                    schema=embedding_schema(),
+                )
+            )
     seconds = time.perf_counter() - started
-    stats.update({"dimension": embedder.dimension, "max_seq_length": embedder.max_seq_length,
-                  "truncated": truncated, "samples_per_second": round(count / seconds, 2) if seconds else None})
+    stats.update(
+        {
+            "dimension": embedder.dimension,
+            "max_seq_length": embedder.max_seq_length,
+            "truncated": truncated,
+            "samples_per_second": round(count / seconds, 2) if seconds else None,
+        }
+    )
     return StageOutput(writer.path, rows_in=count, stats=stats, metadata=stats)
 
 
-EMBEDDING = register_kind(StageKind(
-    kind="embedding", role="stage", shardable=True, spec=EmbeddingSpec, run=run_embedding, version="1",
-    summary="Sentence embeddings of each sample (sentence-transformers; packaged MiniLM by default).",
-    table="embeddings", schema_file="schema/stages/embedding.sql", rows_schema=embedding_schema(),
-    column_lineage={"embedding": ("instruction", "input", "output", "messages"),
-                    "n_tokens": ("instruction", "input", "output", "messages"),
-                    "truncated": ("instruction", "input", "output", "messages")},
-    tags=("python", "torch", "sentence_transformers"),
-))
+EMBEDDING = register_kind(
+    StageKind(
+        kind="embedding",
+        role="stage",
+        shardable=True,
+        spec=EmbeddingSpec,
+        run=run_embedding,
+        version="1",
+        summary="Sentence embeddings of each sample (sentence-transformers; packaged MiniLM by default).",
+        table="embeddings",
+        schema_file="schema/stages/embedding.sql",
+        rows_schema=embedding_schema(),
+        column_lineage={
+            "embedding": ("instruction", "input", "output", "messages"),
+            "n_tokens": ("instruction", "input", "output", "messages"),
+            "truncated": ("instruction", "input", "output", "messages"),
+        },
+        tags=("python", "torch", "sentence_transformers"),
+    )
+)

@@ -36,12 +36,22 @@ def run_quantile_window(spec: QuantileWindowSpec, ctx: StageContext) -> StageOut
     chosen = quantile_window(scores, spec.size, spec.offset)
     ids = rows.column("sample_id").to_pylist()
     stats = {"pool": rows.num_rows, "selected": int(chosen.size), "size": spec.size, "offset": spec.offset}
-    return StageOutput(ctx.write_members([ids[i] for i in chosen], scores[chosen].tolist()), rows_in=rows.num_rows,
-                       stats=stats, metadata=stats)
+    return StageOutput(
+        ctx.write_members([ids[i] for i in chosen], scores[chosen].tolist()),
+        rows_in=rows.num_rows,
+        stats=stats,
+        metadata=stats,
+    )
 
 
-QUANTILE_WINDOW = register_kind(StageKind(
-    kind="quantile_window", role="selection", spec=QuantileWindowSpec, run=run_quantile_window, version="1",
-    summary="Samples between two quantiles of a stage's score (NLU data diets window).",
-    tags=("python", "numpy"),
-))
+QUANTILE_WINDOW = register_kind(
+    StageKind(
+        kind="quantile_window",
+        role="selection",
+        spec=QuantileWindowSpec,
+        run=run_quantile_window,
+        version="1",
+        summary="Samples between two quantiles of a stage's score (NLU data diets window).",
+        tags=("python", "numpy"),
+    )
+)

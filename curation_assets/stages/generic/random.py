@@ -24,12 +24,22 @@ def run_random(spec: RandomSelectionSpec, ctx: StageContext) -> StageOutput:
     k = spec.budget_for(len(sample_ids))
     chosen = random_subset(len(sample_ids), k, spec.seed)
     members = ctx.write_members([sample_ids[i] for i in chosen])
-    return StageOutput(members, rows_in=len(sample_ids), stats={"pool": len(sample_ids), "budget": k},
-                       metadata={"pool": len(sample_ids), "budget": k})
+    return StageOutput(
+        members,
+        rows_in=len(sample_ids),
+        stats={"pool": len(sample_ids), "budget": k},
+        metadata={"pool": len(sample_ids), "budget": k},
+    )
 
 
-RANDOM = register_kind(StageKind(
-    kind="random", role="selection", spec=RandomSelectionSpec, run=run_random, version="1",
-    summary="Seeded uniform random sample of the active samples.",
-    tags=("python", "numpy"),
-))
+RANDOM = register_kind(
+    StageKind(
+        kind="random",
+        role="selection",
+        spec=RandomSelectionSpec,
+        run=run_random,
+        version="1",
+        summary="Seeded uniform random sample of the active samples.",
+        tags=("python", "numpy"),
+    )
+)

@@ -11,11 +11,18 @@ from curation_assets.methods.text_stats import text_length_stats
 from curation_assets.stages.core.context import StageContext, StageOutput, iter_parquet_batches
 from curation_assets.stages.core.registry import StageKind, StageSpec, register_kind
 
-TEXT_STATS_SCHEMA = pa.schema([
-    ("sample_id", pa.string()), ("instruction_chars", pa.int32()), ("input_chars", pa.int32()),
-    ("output_chars", pa.int32()), ("instruction_words", pa.int32()), ("output_words", pa.int32()),
-    ("conversation_chars", pa.int64()), ("n_turns", pa.int32()),
-])
+TEXT_STATS_SCHEMA = pa.schema(
+    [
+        ("sample_id", pa.string()),
+        ("instruction_chars", pa.int32()),
+        ("input_chars", pa.int32()),
+        ("output_chars", pa.int32()),
+        ("instruction_words", pa.int32()),
+        ("output_words", pa.int32()),
+        ("conversation_chars", pa.int64()),
+        ("n_turns", pa.int32()),
+    ]
+)
 
 
 class TextStatsSpec(StageSpec):
@@ -37,14 +44,27 @@ def run_text_stats(spec: TextStatsSpec, ctx: StageContext) -> StageOutput:
     return StageOutput(writer.path, rows_in=count)
 
 
-TEXT_STATS = register_kind(StageKind(
-    kind="text_stats", role="stage", shardable=True, spec=TextStatsSpec, run=run_text_stats, version="1",
-    summary="Character and word counts of instruction, input, output and conversation.",
-    table="text_stats", schema_file="schema/stages/text_stats.sql", rows_schema=TEXT_STATS_SCHEMA,
-    column_lineage={
-        "instruction_chars": ("instruction",), "input_chars": ("input",), "output_chars": ("output",),
-        "instruction_words": ("instruction",), "output_words": ("output",),
-        "conversation_chars": ("messages",), "n_turns": ("n_turns",),
-    },
-    tags=("python", "pyarrow"),
-))
+TEXT_STATS = register_kind(
+    StageKind(
+        kind="text_stats",
+        role="stage",
+        shardable=True,
+        spec=TextStatsSpec,
+        run=run_text_stats,
+        version="1",
+        summary="Character and word counts of instruction, input, output and conversation.",
+        table="text_stats",
+        schema_file="schema/stages/text_stats.sql",
+        rows_schema=TEXT_STATS_SCHEMA,
+        column_lineage={
+            "instruction_chars": ("instruction",),
+            "input_chars": ("input",),
+            "output_chars": ("output",),
+            "instruction_words": ("instruction",),
+            "output_words": ("output",),
+            "conversation_chars": ("messages",),
+            "n_turns": ("n_turns",),
+        },
+        tags=("python", "pyarrow"),
+    )
+)

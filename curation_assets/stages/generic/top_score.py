@@ -40,18 +40,34 @@ def run_top_score(spec: TopScoreSpec, ctx: StageContext) -> StageOutput:
     eligible = np.flatnonzero(keep)
     k = spec.budget_for(rows.num_rows) if eligible.size else 0
     sample_ids = rows.column("sample_id").to_pylist()
-    order, distinct = choose_top(ctx.store, [sample_ids[i] for i in eligible], scores[eligible],
-                                 min(k, eligible.size), distinct=spec.distinct,
-                                 descending=spec.order == "descending")
+    order, distinct = choose_top(
+        ctx.store,
+        [sample_ids[i] for i in eligible],
+        scores[eligible],
+        min(k, eligible.size),
+        distinct=spec.distinct,
+        descending=spec.order == "descending",
+    )
     chosen = eligible[order]
     members = ctx.write_members([sample_ids[i] for i in chosen], scores[chosen].tolist())
-    stats = {"pool": rows.num_rows, "eligible": int(eligible.size), "budget": k, "selected": int(chosen.size),
-             **distinct}
+    stats = {
+        "pool": rows.num_rows,
+        "eligible": int(eligible.size),
+        "budget": k,
+        "selected": int(chosen.size),
+        **distinct,
+    }
     return StageOutput(members, rows_in=rows.num_rows, stats=stats, metadata=dict(stats))
 
 
-TOP_SCORE = register_kind(StageKind(
-    kind="top_score", role="selection", spec=TopScoreSpec, run=run_top_score, version="2",
-    summary="Top samples by a stage's numeric column, with optional min/max bounds.",
-    tags=("python", "numpy"),
-))
+TOP_SCORE = register_kind(
+    StageKind(
+        kind="top_score",
+        role="selection",
+        spec=TopScoreSpec,
+        run=run_top_score,
+        version="2",
+        summary="Top samples by a stage's numeric column, with optional min/max bounds.",
+        tags=("python", "numpy"),
+    )
+)

@@ -18,8 +18,14 @@ from curation_assets.stages.core.context import StageContext, StageOutput, iter_
 from curation_assets.stages.core.registry import StageKind, StageSpec, register_kind, stage_reference_problems
 from curation_assets.stages.core.warmup import WarmupModel
 
-FEATURES_SCHEMA = pa.schema([("sample_id", pa.string()), ("checkpoint", pa.int32()),
-                             ("features", pa.list_(pa.float32())), ("n_response_tokens", pa.int32())])
+FEATURES_SCHEMA = pa.schema(
+    [
+        ("sample_id", pa.string()),
+        ("checkpoint", pa.int32()),
+        ("features", pa.list_(pa.float32())),
+        ("n_response_tokens", pa.int32()),
+    ]
+)
 
 
 class GradFeaturesSpec(StageSpec):
@@ -27,14 +33,22 @@ class GradFeaturesSpec(StageSpec):
 
     kind: Literal["grad_features"]
     warmup: str = Field(description="The `lora_warmup` stage whose checkpoints are used.")
-    projection: ProjectionKind = Field("kronecker", description=(
-        "kronecker: LoGra-style per-layer Lᵀ G R sketch, cheap on CPU; dense: LESS's seeded Rademacher "
-        "projection of the flattened gradient (exact reproduction; expensive for large adapters)."))
+    projection: ProjectionKind = Field(
+        "kronecker",
+        description=(
+            "kronecker: LoGra-style per-layer Lᵀ G R sketch, cheap on CPU; dense: LESS's seeded Rademacher "
+            "projection of the flattened gradient (exact reproduction; expensive for large adapters)."
+        ),
+    )
     dim: int = Field(8192, gt=0, description="Projected dimensions (published: 8192).")
     seed: int = Field(0, description="Projection seed (targets are projected with the same).")
-    epsilon_inside_sqrt: bool = Field(True, description=(
-        "Adam update direction m'/√(v'+ε) as the released LESS code computes it (true), or m'/(√v'+ε) as the "
-        "paper writes it (false)."))
+    epsilon_inside_sqrt: bool = Field(
+        True,
+        description=(
+            "Adam update direction m'/√(v'+ε) as the released LESS code computes it (true), or m'/(√v'+ε) as the "
+            "paper writes it (false)."
+        ),
+    )
     batch_size: int = Field(8, gt=0, description="Samples per backward pass (halved on out-of-memory).")
 
     def references(self) -> dict[str, str]:
@@ -46,8 +60,10 @@ class GradFeaturesSpec(StageSpec):
     UNHASHED: ClassVar[frozenset[str]] = frozenset({"batch_size"})  # does not change results
 
     def check_references(self, stage_kinds: Any, selection_names: set[str]) -> list[tuple[str, str]]:
-        return [*super().check_references(stage_kinds, selection_names),
-                *stage_reference_problems("warmup", self.warmup, ("lora_warmup",), stage_kinds, selection_names)]
+        return [
+            *super().check_references(stage_kinds, selection_names),
+            *stage_reference_problems("warmup", self.warmup, ("lora_warmup",), stage_kinds, selection_names),
+        ]
 
 
 def run_grad_features(spec: GradFeaturesSpec, ctx: StageContext) -> StageOutput:
@@ -66,21 +82,39 @@ def run_grad_features(spec: GradFeaturesSpec, ctx: StageContext) -> StageOutput:
             tables = []
             for record in warm.checkpoints:
                 moments = warm.use(record["epoch"])
-                features = np.stack(warm.features(encoded, projector, moments, spec.batch_size, stats,
-                                                  spec.epsilon_inside_sqrt))
+                features = np.stack(
+                    warm.features(encoded, projector, moments, spec.batch_size, stats, spec.epsilon_inside_sqrt)
+                )
                 offsets = pa.array(np.arange(0, features.size + 1, features.shape[1], dtype=np.int32))
-                tables.append(pa.table({
-                    "sample_id": ids, "checkpoint": [record["epoch"]] * len(ids),
-                    "features": pa.ListArray.from_arrays(offsets, pa.array(features.reshape(-1), pa.float32())),
-                    "n_response_tokens": [e.n_response_tokens for e in encoded]}, schema=FEATURES_SCHEMA))
+                tables.append(
+                    pa.table(
+                        {
+                            "sample_id": ids,
+                            "checkpoint": [record["epoch"]] * len(ids),
+                            "features": pa.ListArray.from_arrays(offsets, pa.array(features.reshape(-1), pa.float32())),
+                            "n_response_tokens": [e.n_response_tokens for e in encoded],
+                        },
+                        schema=FEATURES_SCHEMA,
+                    )
+                )
             writer.write(pa.concat_tables(tables))
     return StageOutput(writer.close(), rows_in=count, stats=stats, metadata=stats)
 
 
-GRAD_FEATURES = register_kind(StageKind(
-    kind="grad_features", role="stage", one_row_per_sample=False, shardable=True, spec=GradFeaturesSpec, run=run_grad_features, version="1",
-    summary="LESS gradient features: Adam-preconditioned projected LoRA gradients per warm-up checkpoint.",
-    table="grad_features", schema_file="schema/stages/grad_features.sql", rows_schema=FEATURES_SCHEMA,
-    column_lineage={"checkpoint": ("messages",), "features": ("messages",), "n_response_tokens": ("messages",)},
-    tags=("python", "torch", "peft"),
-))
+GRAD_FEATURES = register_kind(
+    StageKind(
+        kind="grad_features",
+        role="stage",
+        one_row_per_sample=False,
+        shardable=True,
+        spec=GradFeaturesSpec,
+        run=run_grad_features,
+        version="1",
+        summary="LESS gradient features: Adam-preconditioned projected LoRA gradients per warm-up checkpoint.",
+        table="grad_features",
+        schema_file="schema/stages/grad_features.sql",
+        rows_schema=FEATURES_SCHEMA,
+        column_lineage={"checkpoint": ("messages",), "features": ("messages",), "n_response_tokens": ("messages",)},
+        tags=("python", "torch", "peft"),
+    )
+)

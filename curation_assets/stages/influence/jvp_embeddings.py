@@ -23,8 +23,14 @@ from curation_assets.stages.core.causal_lm import (
 from curation_assets.stages.core.context import StageContext, StageOutput, iter_parquet_batches
 from curation_assets.stages.core.registry import StageKind, register_kind
 
-JVP_SCHEMA = pa.schema([("sample_id", pa.string()), ("embedding", pa.list_(pa.float32())),
-                        ("n_tokens", pa.int32()), ("truncated", pa.bool_())])
+JVP_SCHEMA = pa.schema(
+    [
+        ("sample_id", pa.string()),
+        ("embedding", pa.list_(pa.float32())),
+        ("n_tokens", pa.int32()),
+        ("truncated", pa.bool_()),
+    ]
+)
 
 
 class JvpEmbeddingsSpec(CausalLMInput):
@@ -33,9 +39,14 @@ class JvpEmbeddingsSpec(CausalLMInput):
     kind: Literal["jvp_embeddings"]
     num_blocks: int = Field(4, gt=0, description="Transformer blocks the JVP runs through (published: 4).")
     num_tangents: int = Field(2, gt=0, description="Random Gaussian tangent directions (published: 2).")
-    dim: int = Field(4096, gt=0, description=(
-        "Embedding dimensions: the concatenated tangents (num_tangents x hidden size) are projected to `dim` "
-        "with a seeded Rademacher matrix when longer, kept as they are otherwise (published: 4096)."))
+    dim: int = Field(
+        4096,
+        gt=0,
+        description=(
+            "Embedding dimensions: the concatenated tangents (num_tangents x hidden size) are projected to `dim` "
+            "with a seeded Rademacher matrix when longer, kept as they are otherwise (published: 4096)."
+        ),
+    )
     seed: int = Field(0, description="Seed of the tangent directions and the projection.")
 
 
@@ -64,20 +75,35 @@ def run_jvp_embeddings(spec: JvpEmbeddingsSpec, ctx: StageContext) -> StageOutpu
             run_batches_with_oom_backoff(embed, longest_first(encoded), spec.batch_size, stats)
             stats["truncated"] += sum(e.truncated for e in encoded)
             offsets = pa.array(np.arange(0, vectors.size + 1, vectors.shape[1], dtype=np.int32))
-            writer.write(pa.table({
-                "sample_id": chunk.column("sample_id"),
-                "embedding": pa.ListArray.from_arrays(offsets, pa.array(vectors.reshape(-1), pa.float32())),
-                "n_tokens": pa.array([len(e.input_ids) for e in encoded], pa.int32()),
-                "truncated": pa.array([e.truncated for e in encoded])}, schema=JVP_SCHEMA))
+            writer.write(
+                pa.table(
+                    {
+                        "sample_id": chunk.column("sample_id"),
+                        "embedding": pa.ListArray.from_arrays(offsets, pa.array(vectors.reshape(-1), pa.float32())),
+                        "n_tokens": pa.array([len(e.input_ids) for e in encoded], pa.int32()),
+                        "truncated": pa.array([e.truncated for e in encoded]),
+                    },
+                    schema=JVP_SCHEMA,
+                )
+            )
         seconds = time.perf_counter() - started
         stats["samples_per_second"] = round(count / seconds, 2) if seconds else None
     return StageOutput(writer.close(), rows_in=count, stats=stats, metadata=stats)
 
 
-JVP_EMBEDDINGS = register_kind(StageKind(
-    kind="jvp_embeddings", role="stage", shardable=True, spec=JvpEmbeddingsSpec, run=run_jvp_embeddings, version="1",
-    summary="Influence Distillation JVP embeddings: first blocks' output tangents along random directions.",
-    table="jvp_embeddings", schema_file="schema/stages/jvp_embeddings.sql", rows_schema=JVP_SCHEMA,
-    column_lineage={"embedding": ("messages",), "n_tokens": ("messages",), "truncated": ("messages",)},
-    tags=("python", "torch"),
-))
+JVP_EMBEDDINGS = register_kind(
+    StageKind(
+        kind="jvp_embeddings",
+        role="stage",
+        shardable=True,
+        spec=JvpEmbeddingsSpec,
+        run=run_jvp_embeddings,
+        version="1",
+        summary="Influence Distillation JVP embeddings: first blocks' output tangents along random directions.",
+        table="jvp_embeddings",
+        schema_file="schema/stages/jvp_embeddings.sql",
+        rows_schema=JVP_SCHEMA,
+        column_lineage={"embedding": ("messages",), "n_tokens": ("messages",), "truncated": ("messages",)},
+        tags=("python", "torch"),
+    )
+)

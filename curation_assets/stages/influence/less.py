@@ -46,8 +46,10 @@ class LessSpec(BudgetedSelectionSpec, DistinctSpec, TargetsInput):
         return {**super().references(), "features": self.features}
 
     def check_references(self, stage_kinds: Any, selection_names: set[str]) -> list[tuple[str, str]]:
-        return [*super().check_references(stage_kinds, selection_names),
-                *stage_reference_problems("features", self.features, ("grad_features",), stage_kinds, selection_names)]
+        return [
+            *super().check_references(stage_kinds, selection_names),
+            *stage_reference_problems("features", self.features, ("grad_features",), stage_kinds, selection_names),
+        ]
 
 
 def run_less(spec: LessSpec, ctx: StageContext) -> StageOutput:
@@ -57,14 +59,18 @@ def run_less(spec: LessSpec, ctx: StageContext) -> StageOutput:
     with tempfile.TemporaryDirectory(dir=ctx.staging_dir) as staging:
         targets = pa.concat_tables([read_target(t, Path(staging) / t.name) for t in spec.targets])
     validation = targets.filter(pc.equal(targets.column("split"), "validation"))
-    labels = [f"{t}:{s}" for t, s in zip(validation.column("target").to_pylist(),
-                                         validation.column("subtask").to_pylist())]
+    labels = [
+        f"{t}:{s}" for t, s in zip(validation.column("target").to_pylist(), validation.column("subtask").to_pylist())
+    ]
     warm = WarmupModel(ctx, features_spec.warmup)
     projector = make_projector(warm.model, features_spec.projection, features_spec.dim, features_spec.seed)
     encoded = warm.encode(validation.column("messages").to_pylist())
-    stats: dict[str, Any] = {"targets": [t.name for t in spec.targets], "validation_samples": validation.num_rows,
-                             "heldout_samples": targets.num_rows - validation.num_rows,
-                             "checkpoints": len(warm.checkpoints)}
+    stats: dict[str, Any] = {
+        "targets": [t.name for t in spec.targets],
+        "validation_samples": validation.num_rows,
+        "heldout_samples": targets.num_rows - validation.num_rows,
+        "checkpoints": len(warm.checkpoints),
+    }
     train, val, lrs = [], [], []
     ids: list[str] | None = None
     for record in warm.checkpoints:
@@ -83,26 +89,46 @@ def run_less(spec: LessSpec, ctx: StageContext) -> StageOutput:
     members = ctx.write_members([ids[i] for i in chosen], scores[chosen].tolist())
     names = sorted(per_subtask)
     scores_file = ctx.staging_dir / f"{ctx.stage}.less_scores.parquet"
-    pq.write_table(pa.table({"sample_id": [sid for sid in ids for _ in names],
-                             "subtask": [name for _ in ids for name in names],
-                             "score": np.stack([per_subtask[name] for name in names], axis=1).reshape(-1)}),
-                   scores_file)
+    pq.write_table(
+        pa.table(
+            {
+                "sample_id": [sid for sid in ids for _ in names],
+                "subtask": [name for _ in ids for name in names],
+                "score": np.stack([per_subtask[name] for name in names], axis=1).reshape(-1),
+            }
+        ),
+        scores_file,
+    )
     target_file = ctx.staging_dir / f"{ctx.stage}.targets.parquet"
     pq.write_table(targets, target_file)
-    stats.update({"pool": len(ids), "budget": k, "selected": int(len(chosen)), "subtasks": names,
-                  **distinct})
-    return StageOutput(members, rows_in=len(ids), stats=stats, metadata=dict(stats),
-                       extra={"targets_file": str(target_file), "scores_file": str(scores_file)})
+    stats.update({"pool": len(ids), "budget": k, "selected": int(len(chosen)), "subtasks": names, **distinct})
+    return StageOutput(
+        members,
+        rows_in=len(ids),
+        stats=stats,
+        metadata=dict(stats),
+        extra={"targets_file": str(target_file), "scores_file": str(scores_file)},
+    )
 
 
 def write_targets(con: Any, stage: str, config_hash: str, output: StageOutput) -> None:
-    execute_sql_file(con, "writes/less_replace.sql", {
-        "selection": stage, "targets_file": output.extra["targets_file"],
-        "scores_file": output.extra["scores_file"]})
+    execute_sql_file(
+        con,
+        "writes/less_replace.sql",
+        {"selection": stage, "targets_file": output.extra["targets_file"], "scores_file": output.extra["scores_file"]},
+    )
 
 
-LESS = register_kind(StageKind(
-    kind="less", role="selection", spec=LessSpec, run=run_less, version="2",
-    summary="LESS: top samples by checkpoint-weighted gradient cosine with target validation sets.",
-    schema_file="schema/stages/less.sql", tags=("python", "torch", "numpy"), write_extra=write_targets,
-))
+LESS = register_kind(
+    StageKind(
+        kind="less",
+        role="selection",
+        spec=LessSpec,
+        run=run_less,
+        version="2",
+        summary="LESS: top samples by checkpoint-weighted gradient cosine with target validation sets.",
+        schema_file="schema/stages/less.sql",
+        tags=("python", "torch", "numpy"),
+        write_extra=write_targets,
+    )
+)

@@ -32,18 +32,33 @@ from curation_assets.store.writes import utc_now
 WARMUP_SCHEMA = pa.schema([("sample_id", pa.string()), ("in_training_set", pa.bool_())])
 # the released scripts (less/scripts/train/base_training_args.sh): per-device batch 1 with 32
 # accumulation steps, and transformers' Trainer defaults for what they leave unset (clip 1.0)
-LESS_LORA = LoraSettings(r=128, alpha=512, dropout=0.1, target_modules=("q_proj", "k_proj", "v_proj", "o_proj"),
-                         lr=2e-5, scheduler="linear", warmup_ratio=0.03, epochs=4, batch_size=1, grad_accumulation=32,
-                         max_grad_norm=1.0)
+LESS_LORA = LoraSettings(
+    r=128,
+    alpha=512,
+    dropout=0.1,
+    target_modules=("q_proj", "k_proj", "v_proj", "o_proj"),
+    lr=2e-5,
+    scheduler="linear",
+    warmup_ratio=0.03,
+    epochs=4,
+    batch_size=1,
+    grad_accumulation=32,
+    max_grad_norm=1.0,
+)
 
 
 class LoraWarmupSpec(CausalLMInput):
     """LoRA warm-up whose per-epoch checkpoints give LESS its gradient features."""
 
     kind: Literal["lora_warmup"]
-    max_length: int = Field(2048, gt=8, description=(
-        "Tokens per conversation in the warm-up and in every gradient taken at its checkpoints (published: "
-        "2048); longer ones are cut (`turns: all` keeps the start)."))
+    max_length: int = Field(
+        2048,
+        gt=8,
+        description=(
+            "Tokens per conversation in the warm-up and in every gradient taken at its checkpoints (published: "
+            "2048); longer ones are cut (`turns: all` keeps the start)."
+        ),
+    )
     train_fraction: float = Field(0.05, gt=0, le=1, description="Share of the pool trained on (published: 5%).")
     lora: LoraSettings = Field(LESS_LORA, description="LoRA and optimiser settings (published LESS defaults).")
     seed: int = Field(0, description="Seed of the training draw, adapter initialisation and batch order.")
@@ -61,55 +76,100 @@ def run_lora_warmup(spec: LoraWarmupSpec, ctx: StageContext) -> StageOutput:
         pool = ctx.active_samples(["messages"])
         if pool.num_rows == 0:
             raise ValueError(f"{ctx.stage}: no active samples to warm up on")
-        draw = sorted(random.Random(spec.seed).sample(range(pool.num_rows),
-                                                      max(1, round(spec.train_fraction * pool.num_rows))))
+        draw = sorted(
+            random.Random(spec.seed).sample(range(pool.num_rows), max(1, round(spec.train_fraction * pool.num_rows)))
+        )
         device = compute_device()
         model, tokenizer = fresh_causal_lm(spec.model, spec.chat_template)
         model = attach_lora(model, spec.lora, spec.seed)
         conversations = pool.column("messages").to_pylist()
-        training = [encode_conversation(tokenizer, conversations[i], spec.max_length, spec.model, spec.turns)
-                    for i in draw]
+        training = [
+            encode_conversation(tokenizer, conversations[i], spec.max_length, spec.model, spec.turns) for i in draw
+        ]
         folder = ctx.artifacts_dir
-        result = lora_finetune(model, training, spec.lora, pad_token_id=tokenizer.pad_token_id, seed=spec.seed,
-                               device=device.name, checkpoint_dir=folder)
+        result = lora_finetune(
+            model,
+            training,
+            spec.lora,
+            pad_token_id=tokenizer.pad_token_id,
+            seed=spec.seed,
+            device=device.name,
+            checkpoint_dir=folder,
+        )
         training_ids = {pool.column("sample_id")[i].as_py() for i in draw}
         checkpoints = [c.as_record() for c in result.checkpoints]
-        stats.update({"trained": True, "device": device.describe(), "training_samples": len(training),
-                      "training_steps": len(result.step_losses),
-                      "final_training_loss": result.step_losses[-1] if result.step_losses else None,
-                      "checkpoints": checkpoints})
+        stats.update(
+            {
+                "trained": True,
+                "device": device.describe(),
+                "training_samples": len(training),
+                "training_steps": len(result.step_losses),
+                "final_training_loss": result.step_losses[-1] if result.step_losses else None,
+                "checkpoints": checkpoints,
+            }
+        )
     ids = pq.read_table(pending, columns=["sample_id"]) if count else None
     writer = ctx.rows_writer(WARMUP_SCHEMA)
     if ids is not None:
         column = ids.column("sample_id")
-        writer.write(pa.table({"sample_id": column,
-                               "in_training_set": pc.is_in(column, pa.array(sorted(training_ids)))},
-                              schema=WARMUP_SCHEMA))
+        writer.write(
+            pa.table(
+                {"sample_id": column, "in_training_set": pc.is_in(column, pa.array(sorted(training_ids)))},
+                schema=WARMUP_SCHEMA,
+            )
+        )
     writer.close()
-    return StageOutput(writer.path, rows_in=count, stats=stats, metadata={k: v for k, v in stats.items()
-                                                                         if k != "checkpoints"},
-                       extra={"checkpoints": checkpoints})
+    return StageOutput(
+        writer.path,
+        rows_in=count,
+        stats=stats,
+        metadata={k: v for k, v in stats.items() if k != "checkpoints"},
+        extra={"checkpoints": checkpoints},
+    )
 
 
 def _training_ids(ctx: StageContext) -> list[str]:
     with ctx.store.reader() as con:
-        return [r[0] for r in con.execute(
-            "SELECT sample_id FROM lora_warmup WHERE stage = $s AND config_hash = $h AND in_training_set",
-            {"s": ctx.stage, "h": ctx.config_hash}).fetchall()]
+        return [
+            r[0]
+            for r in con.execute(
+                "SELECT sample_id FROM lora_warmup WHERE stage = $s AND config_hash = $h AND in_training_set",
+                {"s": ctx.stage, "h": ctx.config_hash},
+            ).fetchall()
+        ]
 
 
 def write_checkpoints(con: Any, stage: str, config_hash: str, output: StageOutput) -> None:
     for record in output.extra.get("checkpoints", []):
-        execute_sql_file(con, "writes/lora_checkpoint_insert.sql", {
-            "stage": stage, "config_hash": config_hash, "epoch": record["epoch"], "path": record["path"],
-            "adapter_sha256": record["adapter_sha256"], "optimizer_sha256": record["optimizer_sha256"],
-            "mean_lr": record["mean_lr"], "now": utc_now()})
+        execute_sql_file(
+            con,
+            "writes/lora_checkpoint_insert.sql",
+            {
+                "stage": stage,
+                "config_hash": config_hash,
+                "epoch": record["epoch"],
+                "path": record["path"],
+                "adapter_sha256": record["adapter_sha256"],
+                "optimizer_sha256": record["optimizer_sha256"],
+                "mean_lr": record["mean_lr"],
+                "now": utc_now(),
+            },
+        )
 
 
-LORA_WARMUP = register_kind(StageKind(
-    kind="lora_warmup", role="stage", spec=LoraWarmupSpec, run=run_lora_warmup, version="1",
-    summary="LESS warm-up: LoRA on a random 5% of the pool, a checkpoint (adapter + AdamW state) per epoch.",
-    table="lora_warmup", schema_file="schema/stages/lora_warmup.sql", rows_schema=WARMUP_SCHEMA,
-    column_lineage={"in_training_set": ("messages",)}, tags=("python", "torch", "peft"),
-    write_extra=write_checkpoints,
-))
+LORA_WARMUP = register_kind(
+    StageKind(
+        kind="lora_warmup",
+        role="stage",
+        spec=LoraWarmupSpec,
+        run=run_lora_warmup,
+        version="1",
+        summary="LESS warm-up: LoRA on a random 5% of the pool, a checkpoint (adapter + AdamW state) per epoch.",
+        table="lora_warmup",
+        schema_file="schema/stages/lora_warmup.sql",
+        rows_schema=WARMUP_SCHEMA,
+        column_lineage={"in_training_set": ("messages",)},
+        tags=("python", "torch", "peft"),
+        write_extra=write_checkpoints,
+    )
+)

@@ -40,8 +40,10 @@ class TargetSimilaritySpec(EmbeddingInput, BudgetedSelectionSpec, DistinctSpec, 
     EMBEDDING_KINDS: ClassVar[tuple[str, ...]] = ("embedding",)
 
     kind: Literal["target_similarity"]
-    targets: list[TargetSpec] = Field(min_length=1, description=(
-        "Target tasks, read and split like the `less` selection's (validation part used here)."))
+    targets: list[TargetSpec] = Field(
+        min_length=1,
+        description=("Target tasks, read and split like the `less` selection's (validation part used here)."),
+    )
 
 
 def embed_targets(embedding: SentenceEmbeddingInput, validation: pa.Table) -> np.ndarray:
@@ -49,8 +51,9 @@ def embed_targets(embedding: SentenceEmbeddingInput, validation: pa.Table) -> np
     columns = validation.select(["instruction", "input", "output", "messages"]).combine_chunks()
     batch = columns.to_batches()[0] if columns.num_rows else pa.RecordBatch.from_pylist([], schema=columns.schema)
     embedder = SentenceEmbedder(embedding.model, max_seq_length=embedding.max_seq_length)
-    return embedder.encode(render_texts(batch, embedding.template), batch_size=embedding.batch_size,
-                           normalize=embedding.normalize).vectors
+    return embedder.encode(
+        render_texts(batch, embedding.template), batch_size=embedding.batch_size, normalize=embedding.normalize
+    ).vectors
 
 
 def run_target_similarity(spec: TargetSimilaritySpec, ctx: StageContext) -> StageOutput:
@@ -61,8 +64,9 @@ def run_target_similarity(spec: TargetSimilaritySpec, ctx: StageContext) -> Stag
     with tempfile.TemporaryDirectory(dir=ctx.staging_dir) as staging:
         targets = pa.concat_tables([read_target(t, Path(staging) / t.name) for t in spec.targets])
     validation = targets.filter(pc.equal(targets.column("split"), "validation"))
-    labels = [f"{t}:{s}" for t, s in zip(validation.column("target").to_pylist(),
-                                         validation.column("subtask").to_pylist())]
+    labels = [
+        f"{t}:{s}" for t, s in zip(validation.column("target").to_pylist(), validation.column("subtask").to_pylist())
+    ]
     target_vectors = embed_targets(embedding, validation)
     scores, per_subtask = mean_cosine_similarity(np.asarray(x), target_vectors, labels)
     k = spec.budget_for(len(sample_ids))
@@ -70,29 +74,53 @@ def run_target_similarity(spec: TargetSimilaritySpec, ctx: StageContext) -> Stag
     members = ctx.write_members([sample_ids[i] for i in chosen], scores[chosen].tolist())
     best = np.argmax(np.stack([per_subtask[name] for name in sorted(per_subtask)], axis=1), axis=1)
     names = sorted(per_subtask)
-    details = ctx.write_details({"sample_id": [sample_ids[i] for i in chosen],
-                                 "role": [f"closest to {names[best[i]]}" for i in chosen],
-                                 "value": scores[chosen].tolist()})
+    details = ctx.write_details(
+        {
+            "sample_id": [sample_ids[i] for i in chosen],
+            "role": [f"closest to {names[best[i]]}" for i in chosen],
+            "value": scores[chosen].tolist(),
+        }
+    )
     target_file = ctx.staging_dir / f"{ctx.stage}.targets.parquet"
     pq.write_table(targets, target_file)
     stats: dict[str, Any] = {
-        "pool": len(sample_ids), "budget": k, "selected": int(chosen.size),
-        "targets": [t.name for t in spec.targets], "validation_samples": validation.num_rows,
-        "heldout_samples": targets.num_rows - validation.num_rows, "subtasks": names,
+        "pool": len(sample_ids),
+        "budget": k,
+        "selected": int(chosen.size),
+        "targets": [t.name for t in spec.targets],
+        "validation_samples": validation.num_rows,
+        "heldout_samples": targets.num_rows - validation.num_rows,
+        "subtasks": names,
         "pool_mean_similarity": float(scores.mean()) if scores.size else None,
-        "selected_mean_similarity": float(scores[chosen].mean()) if chosen.size else None, **distinct}
-    return StageOutput(members, rows_in=len(sample_ids), stats=stats, metadata=dict(stats), details_file=details,
-                       extra={"targets_file": str(target_file)})
+        "selected_mean_similarity": float(scores[chosen].mean()) if chosen.size else None,
+        **distinct,
+    }
+    return StageOutput(
+        members,
+        rows_in=len(sample_ids),
+        stats=stats,
+        metadata=dict(stats),
+        details_file=details,
+        extra={"targets_file": str(target_file)},
+    )
 
 
 def write_targets(con: Any, stage: str, config_hash: str, output: StageOutput) -> None:
-    execute_sql_file(con, "writes/target_samples_replace.sql",
-                     {"selection": stage, "targets_file": output.extra["targets_file"]})
+    execute_sql_file(
+        con, "writes/target_samples_replace.sql", {"selection": stage, "targets_file": output.extra["targets_file"]}
+    )
 
 
-TARGET_SIMILARITY = register_kind(StageKind(
-    kind="target_similarity", role="selection", spec=TargetSimilaritySpec, run=run_target_similarity,
-    version="2", summary="Top samples by mean embedding cosine similarity to target validation samples "
-                         "(LESS's representation baseline).",
-    tags=("python", "numpy", "sentence_transformers"), write_extra=write_targets,
-))
+TARGET_SIMILARITY = register_kind(
+    StageKind(
+        kind="target_similarity",
+        role="selection",
+        spec=TargetSimilaritySpec,
+        run=run_target_similarity,
+        version="2",
+        summary="Top samples by mean embedding cosine similarity to target validation samples "
+        "(LESS's representation baseline).",
+        tags=("python", "numpy", "sentence_transformers"),
+        write_extra=write_targets,
+    )
+)

@@ -29,10 +29,15 @@ from curation_assets.stages.core.llm_stage import (
 )
 from curation_assets.stages.core.registry import StageKind, register_kind
 
-ALPAGASUS_SCHEMA = pa.schema([
-    ("sample_id", pa.string()), ("score", pa.float64()), ("min_score", pa.float64()),
-    ("turn_scores", pa.list_(pa.float64())), *TURN_FIELDS,
-])
+ALPAGASUS_SCHEMA = pa.schema(
+    [
+        ("sample_id", pa.string()),
+        ("score", pa.float64()),
+        ("min_score", pa.float64()),
+        ("turn_scores", pa.list_(pa.float64())),
+        *TURN_FIELDS,
+    ]
+)
 
 
 class AlpagasusSpec(LLMStageSpec):
@@ -47,12 +52,25 @@ class AlpagasusSpec(LLMStageSpec):
 
 def alpagasus_requests(spec: AlpagasusSpec, sample_id: str, turns: list[Any]) -> list[ChatRequest]:
     system, user = spec.prompt("alpagasus_system"), spec.prompt("alpagasus_user")
-    params = {"temperature": spec.temperature, "max_tokens": spec.max_tokens,
-              **spec.response_format(ALPAGASUS_ANSWER_SCHEMA)}
-    return [ChatRequest(({"role": "system", "content": system},
-                         {"role": "user", "content": render(user, instruction=t.instruction, input=t.input,
-                                                            response=t.response)}), params, sample_id=sample_id)
-            for t in turns]
+    params = {
+        "temperature": spec.temperature,
+        "max_tokens": spec.max_tokens,
+        **spec.response_format(ALPAGASUS_ANSWER_SCHEMA),
+    }
+    return [
+        ChatRequest(
+            (
+                {"role": "system", "content": system},
+                {
+                    "role": "user",
+                    "content": render(user, instruction=t.instruction, input=t.input, response=t.response),
+                },
+            ),
+            params,
+            sample_id=sample_id,
+        )
+        for t in turns
+    ]
 
 
 def run_alpagasus(spec: AlpagasusSpec, ctx: StageContext) -> StageOutput:
@@ -64,31 +82,53 @@ def run_alpagasus(spec: AlpagasusSpec, ctx: StageContext) -> StageOutput:
         chunks = iter_parquet_batches(pending, spec.chunk_size)
         for chunk in ctx.progress(chunks, total=-(-count // spec.chunk_size), desc=f"judging {count} samples"):
             rows = chunk.to_pylist()
-            judged = judge_turns_of_chunk(spec, client, rows,
-                                          lambda sid, turn: alpagasus_requests(spec, sid, [turn])[0],
-                                          parse_alpagasus_score)
+            judged = judge_turns_of_chunk(
+                spec, client, rows, lambda sid, turn: alpagasus_requests(spec, sid, [turn])[0], parse_alpagasus_score
+            )
             out: dict[str, list[Any]] = {name: [] for name in ALPAGASUS_SCHEMA.names}
             for row, (sample_turns, mine) in zip(rows, judged):
                 scores = [j.value for j in mine]
                 parsed = [v for v in scores if v is not None]
-                columns = {"sample_id": row["sample_id"], "score": float(np.mean(parsed)) if parsed else None,
-                           "min_score": min(parsed) if parsed else None, "turn_scores": scores,
-                           **turn_columns(sample_turns, mine)}
+                columns = {
+                    "sample_id": row["sample_id"],
+                    "score": float(np.mean(parsed)) if parsed else None,
+                    "min_score": min(parsed) if parsed else None,
+                    "turn_scores": scores,
+                    **turn_columns(sample_turns, mine),
+                }
                 status_counts[columns["status"]] = status_counts.get(columns["status"], 0) + 1
                 for name in ALPAGASUS_SCHEMA.names:
                     out[name].append(columns[name])
             writer.write(pa.table(out, schema=ALPAGASUS_SCHEMA))
     seconds = time.perf_counter() - started
-    stats = {"pending": count, "model": spec.llm.model, **{f"status_{k}": v for k, v in status_counts.items()},
-             **client.stats.as_dict(), "seconds_judging": round(seconds, 3)}
+    stats = {
+        "pending": count,
+        "model": spec.llm.model,
+        **{f"status_{k}": v for k, v in status_counts.items()},
+        **client.stats.as_dict(),
+        "seconds_judging": round(seconds, 3),
+    }
     return StageOutput(writer.path, rows_in=count, stats=stats, metadata=stats)
 
 
-ALPAGASUS = register_kind(StageKind(
-    kind="alpagasus", role="stage", shardable=True, spec=AlpagasusSpec, run=run_alpagasus, version="1",
-    summary="AlpaGasus: an LLM rates each response's accuracy 0-5 (OpenAI-compatible endpoint, cached).",
-    table="alpagasus", schema_file="schema/stages/alpagasus.sql", rows_schema=ALPAGASUS_SCHEMA,
-    column_lineage={"score": ("instruction", "input", "output", "messages"), "min_score": ("messages",),
-                    "turn_scores": ("messages",), **dict.fromkeys(TURN_COLUMNS, ("messages",))},
-    tags=("python", "openai"),
-))
+ALPAGASUS = register_kind(
+    StageKind(
+        kind="alpagasus",
+        role="stage",
+        shardable=True,
+        spec=AlpagasusSpec,
+        run=run_alpagasus,
+        version="1",
+        summary="AlpaGasus: an LLM rates each response's accuracy 0-5 (OpenAI-compatible endpoint, cached).",
+        table="alpagasus",
+        schema_file="schema/stages/alpagasus.sql",
+        rows_schema=ALPAGASUS_SCHEMA,
+        column_lineage={
+            "score": ("instruction", "input", "output", "messages"),
+            "min_score": ("messages",),
+            "turn_scores": ("messages",),
+            **dict.fromkeys(TURN_COLUMNS, ("messages",)),
+        },
+        tags=("python", "openai"),
+    )
+)

@@ -26,8 +26,10 @@ class AlpagasusThresholdSpec(StageSpec):
         return [(self.stage, "score")]
 
     def check_references(self, stage_kinds: Any, selection_names: set[str]) -> list[tuple[str, str]]:
-        return [*super().check_references(stage_kinds, selection_names),
-                *stage_reference_problems("stage", self.stage, ("alpagasus",), stage_kinds, selection_names)]
+        return [
+            *super().check_references(stage_kinds, selection_names),
+            *stage_reference_problems("stage", self.stage, ("alpagasus",), stage_kinds, selection_names),
+        ]
 
 
 def run_alpagasus_threshold(spec: AlpagasusThresholdSpec, ctx: StageContext) -> StageOutput:
@@ -37,12 +39,23 @@ def run_alpagasus_threshold(spec: AlpagasusThresholdSpec, ctx: StageContext) -> 
     order = keep[np.lexsort((keep, -scores[keep]))]  # best first, ties by sample_id order
     ids = rows.column("sample_id").to_pylist()
     members = ctx.write_members([ids[i] for i in order], scores[order].tolist())
-    stats = {"pool": rows.num_rows, "scored": int((~np.isnan(scores)).sum()), "selected": int(order.size),
-             "threshold": spec.threshold}
+    stats = {
+        "pool": rows.num_rows,
+        "scored": int((~np.isnan(scores)).sum()),
+        "selected": int(order.size),
+        "threshold": spec.threshold,
+    }
     return StageOutput(members, rows_in=rows.num_rows, stats=stats, metadata=dict(stats))
 
 
-ALPAGASUS_THRESHOLD = register_kind(StageKind(
-    kind="alpagasus_threshold", role="selection", spec=AlpagasusThresholdSpec, run=run_alpagasus_threshold,
-    version="1", summary="Samples with AlpaGasus score >= threshold (4.5), best first.", tags=("python",),
-))
+ALPAGASUS_THRESHOLD = register_kind(
+    StageKind(
+        kind="alpagasus_threshold",
+        role="selection",
+        spec=AlpagasusThresholdSpec,
+        run=run_alpagasus_threshold,
+        version="1",
+        summary="Samples with AlpaGasus score >= threshold (4.5), best first.",
+        tags=("python",),
+    )
+)

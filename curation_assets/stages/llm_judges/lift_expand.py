@@ -25,14 +25,26 @@ from curation_assets.store.sql_files import execute_sql_file
 from curation_assets.store.writes import utc_now
 
 MESSAGES_TYPE = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
-LIFT_EXPAND_SCHEMA = pa.schema([
-    ("sample_id", pa.string()), ("round", pa.int32()), ("child_id", pa.string()), ("status", pa.string()),
-    ("instruction", pa.string()), ("detail", pa.string()),
-])
-GENERATED_SCHEMA = pa.schema([
-    ("sample_id", pa.string()), ("parent_id", pa.string()), ("instruction", pa.string()), ("output", pa.string()),
-    ("messages", MESSAGES_TYPE), ("raw_record", pa.string()),
-])
+LIFT_EXPAND_SCHEMA = pa.schema(
+    [
+        ("sample_id", pa.string()),
+        ("round", pa.int32()),
+        ("child_id", pa.string()),
+        ("status", pa.string()),
+        ("instruction", pa.string()),
+        ("detail", pa.string()),
+    ]
+)
+GENERATED_SCHEMA = pa.schema(
+    [
+        ("sample_id", pa.string()),
+        ("parent_id", pa.string()),
+        ("instruction", pa.string()),
+        ("output", pa.string()),
+        ("messages", MESSAGES_TYPE),
+        ("raw_record", pa.string()),
+    ]
+)
 REWRITE_MARKERS = ("#Rewritten Instruction#", "Rewritten Instruction", "#Instruction#", "Instruction")
 
 
@@ -51,9 +63,17 @@ class LiftExpandSpec(LLMStageSpec):
 def _expand_requests(spec: LiftExpandSpec, items: list[tuple[str, str]]) -> list[ChatRequest]:
     system, user = spec.prompt("lift_expand_system"), spec.prompt("lift_expand_user")
     params = {"temperature": spec.temperature, "max_tokens": spec.max_tokens}
-    return [ChatRequest(({"role": "system", "content": system},
-                         {"role": "user", "content": render(user, instruction=clip(text, spec.field_chars)[0])}),
-                        params, sample_id=sid) for sid, text in items]
+    return [
+        ChatRequest(
+            (
+                {"role": "system", "content": system},
+                {"role": "user", "content": render(user, instruction=clip(text, spec.field_chars)[0])},
+            ),
+            params,
+            sample_id=sid,
+        )
+        for sid, text in items
+    ]
 
 
 def _answer_requests(spec: LiftExpandSpec, items: list[tuple[str, str]]) -> list[ChatRequest]:
@@ -69,70 +89,137 @@ def run_lift_expand(spec: LiftExpandSpec, ctx: StageContext) -> StageOutput:
     with ctx.rows_writer(LIFT_EXPAND_SCHEMA) as rows, pq.ParquetWriter(generated_path, GENERATED_SCHEMA) as new:
         chunks = iter_parquet_batches(pending, spec.chunk_size)
         for chunk in ctx.progress(chunks, total=-(-count // spec.chunk_size), desc=f"expanding {count} samples"):
-            current = {r["sample_id"]: r["instruction"] + (f"\n\n{r['input']}" if r["input"] else "")
-                       for r in chunk.to_pylist()}
+            current = {
+                r["sample_id"]: r["instruction"] + (f"\n\n{r['input']}" if r["input"] else "")
+                for r in chunk.to_pylist()
+            }
             parent = {sid: sid for sid in current}
             out: dict[str, list[Any]] = {name: [] for name in LIFT_EXPAND_SCHEMA.names}
             made: dict[str, list[Any]] = {name: [] for name in GENERATED_SCHEMA.names}
 
-            def record(sid: str, round_no: int, status: str, child: str | None, instruction: str | None,
-                       detail: str | None, out: dict[str, list[Any]] = out) -> None:
+            def record(
+                sid: str,
+                round_no: int,
+                status: str,
+                child: str | None,
+                instruction: str | None,
+                detail: str | None,
+                out: dict[str, list[Any]] = out,
+            ) -> None:
                 for name, value in zip(LIFT_EXPAND_SCHEMA.names, (sid, round_no, child, status, instruction, detail)):
                     out[name].append(value)
                 statuses[status] = statuses.get(status, 0) + 1
 
             for round_no in range(1, spec.rounds + 1):
                 alive = list(current)
-                rewrites = ask_and_parse(client, _expand_requests(spec, [(s, current[s]) for s in alive]),
-                                         lambda text: clean_generation(text, REWRITE_MARKERS),
-                                         spec.parse_retries, spec.retry_temperature)
+                rewrites = ask_and_parse(
+                    client,
+                    _expand_requests(spec, [(s, current[s]) for s in alive]),
+                    lambda text: clean_generation(text, REWRITE_MARKERS),
+                    spec.parse_retries,
+                    spec.retry_temperature,
+                )
                 rewritten = {}
                 for sid, judged in zip(alive, rewrites):
                     if judged.value is None:
-                        record(sid, round_no, "request_rejected" if judged.error else "empty_rewrite", None, None,
-                               judged.error or judged.answer)
+                        record(
+                            sid,
+                            round_no,
+                            "request_rejected" if judged.error else "empty_rewrite",
+                            None,
+                            None,
+                            judged.error or judged.answer,
+                        )
                     else:
                         rewritten[sid] = judged.value
-                answers = ask_and_parse(client, _answer_requests(spec, list(rewritten.items())),
-                                        lambda text: clean_generation(text), spec.parse_retries,
-                                        spec.retry_temperature)
+                answers = ask_and_parse(
+                    client,
+                    _answer_requests(spec, list(rewritten.items())),
+                    lambda text: clean_generation(text),
+                    spec.parse_retries,
+                    spec.retry_temperature,
+                )
                 current = {}
                 for (sid, instruction), judged in zip(rewritten.items(), answers):
                     if judged.value is None:
-                        record(sid, round_no, "request_rejected" if judged.error else "empty_answer", None,
-                               instruction, judged.error or judged.answer)
+                        record(
+                            sid,
+                            round_no,
+                            "request_rejected" if judged.error else "empty_answer",
+                            None,
+                            instruction,
+                            judged.error or judged.answer,
+                        )
                         continue
-                    messages = [{"role": "user", "content": instruction},
-                                {"role": "assistant", "content": judged.value}]
+                    messages = [
+                        {"role": "user", "content": instruction},
+                        {"role": "assistant", "content": judged.value},
+                    ]
                     child = sample_id_for(messages)
-                    lineage = {"generated_by": ctx.stage, "kind": "lift_expand", "round": round_no,
-                               "parent_id": parent[sid], "original_id": sid, "model": spec.llm.model}
-                    for name, value in zip(GENERATED_SCHEMA.names, (child, parent[sid], instruction, judged.value,
-                                                                    messages, json.dumps(lineage))):
+                    lineage = {
+                        "generated_by": ctx.stage,
+                        "kind": "lift_expand",
+                        "round": round_no,
+                        "parent_id": parent[sid],
+                        "original_id": sid,
+                        "model": spec.llm.model,
+                    }
+                    for name, value in zip(
+                        GENERATED_SCHEMA.names,
+                        (child, parent[sid], instruction, judged.value, messages, json.dumps(lineage)),
+                    ):
                         made[name].append(value)
                     record(sid, round_no, "ok", child, instruction, None)
                     parent[sid], current[sid] = child, instruction
             rows.write(pa.table(out, schema=LIFT_EXPAND_SCHEMA))
             new.write_table(pa.table(made, schema=GENERATED_SCHEMA))
-    stats = {"pending": count, "rounds": spec.rounds, "generated": statuses.get("ok", 0),
-             **{f"status_{k}": v for k, v in statuses.items()}, **client.stats.as_dict()}
+    stats = {
+        "pending": count,
+        "rounds": spec.rounds,
+        "generated": statuses.get("ok", 0),
+        **{f"status_{k}": v for k, v in statuses.items()},
+        **client.stats.as_dict(),
+    }
     return StageOutput(rows.path, rows_in=count, stats=stats, metadata=stats, generated_samples_file=generated_path)
 
 
 def write_lift_samples(con: Any, stage: str, config_hash: str, output: StageOutput) -> None:
     assert output.generated_samples_file is not None
-    execute_sql_file(con, "writes/lift_expand_merge.sql", {
-        "stage": stage, "config_hash": config_hash, "now": utc_now(),
-        "samples_file": str(output.generated_samples_file)})
+    execute_sql_file(
+        con,
+        "writes/lift_expand_merge.sql",
+        {
+            "stage": stage,
+            "config_hash": config_hash,
+            "now": utc_now(),
+            "samples_file": str(output.generated_samples_file),
+        },
+    )
     execute_sql_file(con, "writes/generated_samples_activity.sql")
 
 
-LIFT_EXPAND = register_kind(StageKind(
-    kind="lift_expand", role="stage", one_row_per_sample=False, spec=LiftExpandSpec, run=run_lift_expand, version="1",
-    summary="LIFT phase 1: an LLM rewrites/expands each original instruction for k rounds and answers it; "
-            "the results become new samples with parent_id lineage.",
-    table="lift_expand", schema_file="schema/stages/lift_expand.sql", rows_schema=LIFT_EXPAND_SCHEMA,
-    column_lineage={"round": ("instruction",), "child_id": ("instruction", "input"), "status": ("instruction",),
-                    "instruction": ("instruction", "input"), "detail": ("instruction",)},
-    tags=("python", "openai"), generates_samples=True, write_extra=write_lift_samples,
-))
+LIFT_EXPAND = register_kind(
+    StageKind(
+        kind="lift_expand",
+        role="stage",
+        one_row_per_sample=False,
+        spec=LiftExpandSpec,
+        run=run_lift_expand,
+        version="1",
+        summary="LIFT phase 1: an LLM rewrites/expands each original instruction for k rounds and answers it; "
+        "the results become new samples with parent_id lineage.",
+        table="lift_expand",
+        schema_file="schema/stages/lift_expand.sql",
+        rows_schema=LIFT_EXPAND_SCHEMA,
+        column_lineage={
+            "round": ("instruction",),
+            "child_id": ("instruction", "input"),
+            "status": ("instruction",),
+            "instruction": ("instruction", "input"),
+            "detail": ("instruction",),
+        },
+        tags=("python", "openai"),
+        generates_samples=True,
+        write_extra=write_lift_samples,
+    )
+)

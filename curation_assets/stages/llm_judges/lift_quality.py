@@ -24,11 +24,15 @@ from curation_assets.stages.core.llm_stage import (
 )
 from curation_assets.stages.core.registry import StageKind, register_kind
 
-LIFT_QUALITY_SCHEMA = pa.schema([
-    ("sample_id", pa.string()), ("llm_score", pa.float64()),
-    *[(name, pa.float64()) for name in LIFT_RUBRIC],
-    ("response_chars", pa.int64()), *TURN_FIELDS,
-])
+LIFT_QUALITY_SCHEMA = pa.schema(
+    [
+        ("sample_id", pa.string()),
+        ("llm_score", pa.float64()),
+        *[(name, pa.float64()) for name in LIFT_RUBRIC],
+        ("response_chars", pa.int64()),
+        *TURN_FIELDS,
+    ]
+)
 
 
 class LiftQualitySpec(LLMStageSpec):
@@ -45,7 +49,11 @@ def run_lift_quality(spec: LiftQualitySpec, ctx: StageContext) -> StageOutput:
     pending, count = ctx.pending_samples("lift_quality", ["instruction", "input", "output", "messages"])
     client = spec.client(ctx)
     system, user = spec.prompt("lift_quality_system"), spec.prompt("lift_quality_user")
-    params = {"temperature": spec.temperature, "max_tokens": spec.max_tokens, **spec.response_format(LIFT_RUBRIC_SCHEMA)}
+    params = {
+        "temperature": spec.temperature,
+        "max_tokens": spec.max_tokens,
+        **spec.response_format(LIFT_RUBRIC_SCHEMA),
+    }
     statuses: dict[str, int] = {}
     with ctx.rows_writer(LIFT_QUALITY_SCHEMA) as writer:
         chunks = iter_parquet_batches(pending, spec.chunk_size)
@@ -54,34 +62,56 @@ def run_lift_quality(spec: LiftQualitySpec, ctx: StageContext) -> StageOutput:
 
             def request(sid: str, turn: Any) -> ChatRequest:
                 text = turn.instruction + (f"\n{turn.input}" if turn.input else "")
-                return ChatRequest(({"role": "system", "content": system}, {"role": "user", "content": render(
-                    user, instruction=text, response=turn.response)}), params, sample_id=sid)
+                return ChatRequest(
+                    (
+                        {"role": "system", "content": system},
+                        {"role": "user", "content": render(user, instruction=text, response=turn.response)},
+                    ),
+                    params,
+                    sample_id=sid,
+                )
 
             judged = judge_turns_of_chunk(spec, client, rows, request, parse_lift_rubric)
             out: dict[str, list[Any]] = {name: [] for name in LIFT_QUALITY_SCHEMA.names}
             for row, (sample_turns, mine) in zip(rows, judged):
                 parsed = [j.value for j in mine if j.value is not None]
-                columns = {"sample_id": row["sample_id"],
-                           "llm_score": float(np.mean([p["total"] for p in parsed])) if parsed else None,
-                           **{name: float(np.mean([p[name] for p in parsed])) if parsed else None
-                              for name in LIFT_RUBRIC},
-                           "response_chars": sum(len(m["content"]) for m in row["messages"]
-                                                 if m["role"] == "assistant"),
-                           **turn_columns(sample_turns, mine)}
+                columns = {
+                    "sample_id": row["sample_id"],
+                    "llm_score": float(np.mean([p["total"] for p in parsed])) if parsed else None,
+                    **{name: float(np.mean([p[name] for p in parsed])) if parsed else None for name in LIFT_RUBRIC},
+                    "response_chars": sum(len(m["content"]) for m in row["messages"] if m["role"] == "assistant"),
+                    **turn_columns(sample_turns, mine),
+                }
                 statuses[columns["status"]] = statuses.get(columns["status"], 0) + 1
                 for name in LIFT_QUALITY_SCHEMA.names:
                     out[name].append(columns[name])
             writer.write(pa.table(out, schema=LIFT_QUALITY_SCHEMA))
-    stats = {"pending": count, "model": spec.llm.model, **{f"status_{k}": v for k, v in statuses.items()},
-             **client.stats.as_dict()}
+    stats = {
+        "pending": count,
+        "model": spec.llm.model,
+        **{f"status_{k}": v for k, v in statuses.items()},
+        **client.stats.as_dict(),
+    }
     return StageOutput(writer.path, rows_in=count, stats=stats, metadata=stats)
 
 
-LIFT_QUALITY = register_kind(StageKind(
-    kind="lift_quality", role="stage", shardable=True, spec=LiftQualitySpec, run=run_lift_quality, version="1",
-    summary="LIFT quality: an LLM grades each sample on a 100-point rubric (clarity, difficulty, explanation, "
-            "accuracy).",
-    table="lift_quality", schema_file="schema/stages/lift_quality.sql", rows_schema=LIFT_QUALITY_SCHEMA,
-    column_lineage={**dict.fromkeys(("llm_score", *LIFT_RUBRIC, *TURN_COLUMNS), ("instruction", "input", "output", "messages")), "response_chars": ("messages",)},
-    tags=("python", "openai"),
-))
+LIFT_QUALITY = register_kind(
+    StageKind(
+        kind="lift_quality",
+        role="stage",
+        shardable=True,
+        spec=LiftQualitySpec,
+        run=run_lift_quality,
+        version="1",
+        summary="LIFT quality: an LLM grades each sample on a 100-point rubric (clarity, difficulty, explanation, "
+        "accuracy).",
+        table="lift_quality",
+        schema_file="schema/stages/lift_quality.sql",
+        rows_schema=LIFT_QUALITY_SCHEMA,
+        column_lineage={
+            **dict.fromkeys(("llm_score", *LIFT_RUBRIC, *TURN_COLUMNS), ("instruction", "input", "output", "messages")),
+            "response_chars": ("messages",),
+        },
+        tags=("python", "openai"),
+    )
+)

@@ -29,12 +29,15 @@ class LiftTopSpec(BudgetedSelectionSpec):
         return [(self.stage, "llm_score"), (self.stage, "response_chars")]
 
     def check_references(self, stage_kinds: Any, selection_names: set[str]) -> list[tuple[str, str]]:
-        return [*super().check_references(stage_kinds, selection_names),
-                *stage_reference_problems("stage", self.stage, ("lift_quality",), stage_kinds, selection_names)]
+        return [
+            *super().check_references(stage_kinds, selection_names),
+            *stage_reference_problems("stage", self.stage, ("lift_quality",), stage_kinds, selection_names),
+        ]
 
 
-def lift_final_scores(llm_score: np.ndarray, response_chars: np.ndarray, llm_weight: float = 0.9,
-                      percentile: float = 98.0) -> np.ndarray:
+def lift_final_scores(
+    llm_score: np.ndarray, response_chars: np.ndarray, llm_weight: float = 0.9, percentile: float = 98.0
+) -> np.ndarray:
     """final = w * llm + (1 - w) * min(len / p98(len), 1) * 100; NaN where the rubric is missing."""
     reference = float(np.percentile(response_chars, percentile)) if response_chars.size else 0.0
     length_score = np.minimum(response_chars / reference, 1.0) * 100 if reference > 0 else np.zeros_like(llm_score)
@@ -55,7 +58,14 @@ def run_lift_top(spec: LiftTopSpec, ctx: StageContext) -> StageOutput:
     return StageOutput(members, rows_in=rows.num_rows, stats=stats, metadata=dict(stats))
 
 
-LIFT_TOP = register_kind(StageKind(
-    kind="lift_top", role="selection", spec=LiftTopSpec, run=run_lift_top, version="1",
-    summary="LIFT: top N by 0.9 * rubric score + 0.1 * length score.", tags=("python", "numpy"),
-))
+LIFT_TOP = register_kind(
+    StageKind(
+        kind="lift_top",
+        role="selection",
+        spec=LiftTopSpec,
+        run=run_lift_top,
+        version="1",
+        summary="LIFT: top N by 0.9 * rubric score + 0.1 * length score.",
+        tags=("python", "numpy"),
+    )
+)

@@ -48,8 +48,9 @@ class DataDietSpec(CausalLMInput):
         return self
 
 
-def score_pool(model: Any, encoded: list[EncodedSample], score: str, pad_token_id: int, batch_size: int,
-               device: str, stats: dict) -> np.ndarray:
+def score_pool(
+    model: Any, encoded: list[EncodedSample], score: str, pad_token_id: int, batch_size: int, device: str, stats: dict
+) -> np.ndarray:
     import torch
 
     values = np.full(len(encoded), np.nan)
@@ -72,23 +73,34 @@ def score_pool(model: Any, encoded: list[EncodedSample], score: str, pad_token_i
 def run_data_diet(spec: DataDietSpec, ctx: StageContext) -> StageOutput:
     pool = ctx.active_samples(["messages"])
     device = compute_device()
-    stats: dict[str, Any] = {"model": spec.model, "device": device.describe(), "pool": pool.num_rows,
-                             "score": spec.score, "window_sizes": []}
+    stats: dict[str, Any] = {
+        "model": spec.model,
+        "device": device.describe(),
+        "pool": pool.num_rows,
+        "score": spec.score,
+        "window_sizes": [],
+    }
     model, tokenizer = fresh_causal_lm(spec.model, spec.chat_template)
     model = attach_lora(model, spec.lora, spec.seed)
-    encoded = [encode_conversation(tokenizer, m, spec.max_length, spec.model, spec.turns)
-               for m in pool.column("messages").to_pylist()]
+    encoded = [
+        encode_conversation(tokenizer, m, spec.max_length, spec.model, spec.turns)
+        for m in pool.column("messages").to_pylist()
+    ]
     window_share = spec.size
-    planned = sum(steps_per_epoch(len(encoded) if e == 0 else max(1, round(window_share * len(encoded))), spec.lora)
-                  for e in range(spec.epochs))
-    trainer = LoraTrainer(model, spec.lora, total_steps=planned, pad_token_id=tokenizer.pad_token_id, seed=spec.seed,
-                          device=device.name)
+    planned = sum(
+        steps_per_epoch(len(encoded) if e == 0 else max(1, round(window_share * len(encoded))), spec.lora)
+        for e in range(spec.epochs)
+    )
+    trainer = LoraTrainer(
+        model, spec.lora, total_steps=planned, pad_token_id=tokenizer.pad_token_id, seed=spec.seed, device=device.name
+    )
     ema: np.ndarray | None = None
     window = np.arange(len(encoded))
     for epoch in ctx.progress(range(spec.epochs), total=spec.epochs, desc="diet epochs"):
         if epoch % spec.prune_frequency == 0 and epoch > 0:
-            current = score_pool(model, encoded, spec.score, tokenizer.pad_token_id, spec.batch_size, device.name,
-                                 stats)
+            current = score_pool(
+                model, encoded, spec.score, tokenizer.pad_token_id, spec.batch_size, device.name, stats
+            )
             ema = current if ema is None else spec.ema_alpha * ema + (1 - spec.ema_alpha) * current
             window = quantile_window(ema, spec.size, spec.offset)
             stats["window_sizes"].append(int(window.size))
@@ -98,16 +110,31 @@ def run_data_diet(spec: DataDietSpec, ctx: StageContext) -> StageOutput:
     window = quantile_window(ema, spec.size, spec.offset)
     ids = pool.column("sample_id").to_pylist()
     inside = set(window.tolist())
-    details = ctx.write_details({"sample_id": ids,
-                                 "role": ["in_window" if i in inside else "outside" for i in range(len(ids))],
-                                 "value": [None if np.isnan(v) else float(v) for v in ema]})
+    details = ctx.write_details(
+        {
+            "sample_id": ids,
+            "role": ["in_window" if i in inside else "outside" for i in range(len(ids))],
+            "value": [None if np.isnan(v) else float(v) for v in ema],
+        }
+    )
     stats.update({"selected": int(window.size), "training_steps": trainer.step})
-    return StageOutput(ctx.write_members([ids[i] for i in window], ema[window].tolist()), rows_in=len(ids),
-                       stats=stats, metadata=stats, details_file=details)
+    return StageOutput(
+        ctx.write_members([ids[i] for i in window], ema[window].tolist()),
+        rows_in=len(ids),
+        stats=stats,
+        metadata=stats,
+        details_file=details,
+    )
 
 
-DATA_DIET = register_kind(StageKind(
-    kind="data_diet_dynamic", role="selection", spec=DataDietSpec, run=run_data_diet, version="1",
-    summary="Dynamic data diet: EMA of EL2N/GraNd/loss re-scored during LoRA fine-tuning, quantile window.",
-    tags=("python", "torch", "peft"),
-))
+DATA_DIET = register_kind(
+    StageKind(
+        kind="data_diet_dynamic",
+        role="selection",
+        spec=DataDietSpec,
+        run=run_data_diet,
+        version="1",
+        summary="Dynamic data diet: EMA of EL2N/GraNd/loss re-scored during LoRA fine-tuning, quantile window.",
+        tags=("python", "torch", "peft"),
+    )
+)

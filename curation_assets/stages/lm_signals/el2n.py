@@ -21,10 +21,18 @@ def run_el2n(spec: El2nSpec, ctx: StageContext) -> StageOutput:
     return score_early_training(spec, ctx, "el2n_scores", "el2n")
 
 
-EL2N = register_kind(StageKind(
-    kind="el2n", role="stage", spec=El2nSpec, run=run_el2n, version="1",
-    summary="EL2N after a few LoRA steps, averaged over runs (Data Diet, Paul et al. 2021).",
-    table="el2n_scores", schema_file="schema/stages/early_training.sql", rows_schema=early_training_schema("el2n"),
-    column_lineage={"el2n": ("messages",), "el2n_std": ("messages",), "runs": ()},
-    tags=("python", "torch", "peft"),
-))
+EL2N = register_kind(
+    StageKind(
+        kind="el2n",
+        role="stage",
+        spec=El2nSpec,
+        run=run_el2n,
+        version="1",
+        summary="EL2N after a few LoRA steps, averaged over runs (Data Diet, Paul et al. 2021).",
+        table="el2n_scores",
+        schema_file="schema/stages/early_training.sql",
+        rows_schema=early_training_schema("el2n"),
+        column_lineage={"el2n": ("messages",), "el2n_std": ("messages",), "runs": ()},
+        tags=("python", "torch", "peft"),
+    )
+)

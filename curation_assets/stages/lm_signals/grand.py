@@ -21,10 +21,18 @@ def run_grand(spec: GrandSpec, ctx: StageContext) -> StageOutput:
     return score_early_training(spec, ctx, "grand_scores", "grand")
 
 
-GRAND = register_kind(StageKind(
-    kind="grand", role="stage", spec=GrandSpec, run=run_grand, version="1",
-    summary="GraNd: per-sample LoRA gradient norm after a few steps, averaged over runs (Paul et al. 2021).",
-    table="grand_scores", schema_file="schema/stages/early_training.sql", rows_schema=early_training_schema("grand"),
-    column_lineage={"grand": ("messages",), "grand_std": ("messages",), "runs": ()},
-    tags=("python", "torch", "peft"),
-))
+GRAND = register_kind(
+    StageKind(
+        kind="grand",
+        role="stage",
+        spec=GrandSpec,
+        run=run_grand,
+        version="1",
+        summary="GraNd: per-sample LoRA gradient norm after a few steps, averaged over runs (Paul et al. 2021).",
+        table="grand_scores",
+        schema_file="schema/stages/early_training.sql",
+        rows_schema=early_training_schema("grand"),
+        column_lineage={"grand": ("messages",), "grand_std": ("messages",), "runs": ()},
+        tags=("python", "torch", "peft"),
+    )
+)

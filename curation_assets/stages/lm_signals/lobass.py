@@ -48,22 +48,38 @@ from curation_assets.stages.core.causal_lm import CHUNK_SAMPLES, CausalLMInput, 
 from curation_assets.stages.core.context import StageContext, StageOutput, iter_parquet_batches
 from curation_assets.stages.core.registry import StageKind, register_kind
 
-LOBASS_SCHEMA = pa.schema([
-    ("sample_id", pa.string()), ("loss_base", pa.float64()), ("loss_finetuned", pa.float64()),
-    ("learnability", pa.float64()), ("learnability_normalised", pa.float64()), ("in_training_set", pa.bool_()),
-])
+LOBASS_SCHEMA = pa.schema(
+    [
+        ("sample_id", pa.string()),
+        ("loss_base", pa.float64()),
+        ("loss_finetuned", pa.float64()),
+        ("learnability", pa.float64()),
+        ("learnability_normalised", pa.float64()),
+        ("in_training_set", pa.bool_()),
+    ]
+)
 
 
 class LobassSpec(CausalLMInput):
     """Loss drop from the base model to a LoRA model fine-tuned on (a sample of) the data."""
 
     kind: Literal["lobass"]
-    train_fraction: float = Field(1.0, gt=0, le=1, description=(
-        "Share of the active samples (of each half with cross_fit) a reference model trains on "
-        "(paper: the whole set)."))
-    holdout: Literal["none", "cross_fit", "exclude"] = Field("none", description=(
-        "How samples a reference model trained on are scored: none (the paper), cross_fit (two halves, each "
-        "scored by the model trained on the other) or exclude (NULL learnability for the training draw)."))
+    train_fraction: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description=(
+            "Share of the active samples (of each half with cross_fit) a reference model trains on "
+            "(paper: the whole set)."
+        ),
+    )
+    holdout: Literal["none", "cross_fit", "exclude"] = Field(
+        "none",
+        description=(
+            "How samples a reference model trained on are scored: none (the paper), cross_fit (two halves, each "
+            "scored by the model trained on the other) or exclude (NULL learnability for the training draw)."
+        ),
+    )
     lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA and optimiser settings.")
     seed: int = Field(0, description="Seed of the training draw(s), the halves and adapter initialisation.")
 
@@ -97,10 +113,13 @@ def reference_models(spec: LobassSpec, sample_ids: Sequence[str]) -> list[Refere
     for half in (0, 1):
         rows = [i for i, h in enumerate(halves) if h == half]
         if not rows:
-            raise ValueError(f"{spec.name}: holdout cross_fit needs samples in both halves; half {half} of the "
-                             f"{len(sample_ids)} active samples is empty (use holdout none or exclude)")
-        references.append(Reference(f"half-{half}", _draw(rows, spec.train_fraction, spec.seed + half),
-                                    spec.seed + half, 1 - half))
+            raise ValueError(
+                f"{spec.name}: holdout cross_fit needs samples in both halves; half {half} of the "
+                f"{len(sample_ids)} active samples is empty (use holdout none or exclude)"
+            )
+        references.append(
+            Reference(f"half-{half}", _draw(rows, spec.train_fraction, spec.seed + half), spec.seed + half, 1 - half)
+        )
     return references
 
 
@@ -111,9 +130,16 @@ def _draw(rows: Sequence[int], fraction: float, seed: int) -> list[int]:
 def run_lobass(spec: LobassSpec, ctx: StageContext) -> StageOutput:
     pending, count = ctx.pending_samples("lobass_scores", ["messages"])
     device = compute_device()
-    stats: dict[str, Any] = {"model": spec.model, "device": device.describe(), "pending": count,
-                             "holdout": spec.holdout, "train_fraction": spec.train_fraction,
-                             "scored_by_model_that_saw_them": 0, "excluded_from_ranking": 0, "references": []}
+    stats: dict[str, Any] = {
+        "model": spec.model,
+        "device": device.describe(),
+        "pending": count,
+        "holdout": spec.holdout,
+        "train_fraction": spec.train_fraction,
+        "scored_by_model_that_saw_them": 0,
+        "excluded_from_ranking": 0,
+        "references": [],
+    }
     writer = ctx.rows_writer(LOBASS_SCHEMA)
     if count:
         pool = ctx.active_samples(["messages"])
@@ -126,21 +152,43 @@ def run_lobass(spec: LobassSpec, ctx: StageContext) -> StageOutput:
             seen = {ids[i] for i in reference.draw}
             model, tokenizer = fresh_causal_lm(spec.model, spec.chat_template)
             model = attach_lora(model, spec.lora, reference.seed)
-            training = [encode_conversation(tokenizer, conversations[i], spec.max_length, spec.model, spec.turns)
-                        for i in reference.draw]
-            result = lora_finetune(model, training, spec.lora, pad_token_id=tokenizer.pad_token_id,
-                                   seed=reference.seed, device=device.name, checkpoint_dir=folder)
+            training = [
+                encode_conversation(tokenizer, conversations[i], spec.max_length, spec.model, spec.turns)
+                for i in reference.draw
+            ]
+            result = lora_finetune(
+                model,
+                training,
+                spec.lora,
+                pad_token_id=tokenizer.pad_token_id,
+                seed=reference.seed,
+                device=device.name,
+                checkpoint_dir=folder,
+            )
             ids_file = _write_training_ids(folder, sorted(seen))
             record: dict[str, Any] = {
-                "name": reference.name, "training_samples": len(training), "training_steps": len(result.step_losses),
+                "name": reference.name,
+                "training_samples": len(training),
+                "training_steps": len(result.step_losses),
                 "final_training_loss": result.step_losses[-1] if result.step_losses else None,
-                "training_ids_file": str(ids_file), "scored": 0,
-                "checkpoints": [checkpoint.as_record() for checkpoint in result.checkpoints]}
-            for chunk in ctx.progress(iter_parquet_batches(pending, CHUNK_SAMPLES), total=-(-count // CHUNK_SAMPLES),
-                                      desc=f"{reference.name}: scoring pending samples twice"):
+                "training_ids_file": str(ids_file),
+                "scored": 0,
+                "checkpoints": [checkpoint.as_record() for checkpoint in result.checkpoints],
+            }
+            for chunk in ctx.progress(
+                iter_parquet_batches(pending, CHUNK_SAMPLES),
+                total=-(-count // CHUNK_SAMPLES),
+                desc=f"{reference.name}: scoring pending samples twice",
+            ):
                 if reference.scores_half is not None:
-                    chunk = chunk.filter(pa.array([cross_fit_half(sid, spec.seed) == reference.scores_half
-                                                   for sid in chunk.column("sample_id").to_pylist()]))
+                    chunk = chunk.filter(
+                        pa.array(
+                            [
+                                cross_fit_half(sid, spec.seed) == reference.scores_half
+                                for sid in chunk.column("sample_id").to_pylist()
+                            ]
+                        )
+                    )
                 if chunk.num_rows == 0:
                     continue
                 base, tuned = _score_twice(model, tokenizer, chunk.column("messages").to_pylist(), spec, stats)
@@ -149,16 +197,23 @@ def run_lobass(spec: LobassSpec, ctx: StageContext) -> StageOutput:
                 record["scored"] += len(chunk_ids)
                 stats["excluded_from_ranking"] += ranked.count(False)
                 stats["scored_by_model_that_saw_them"] += sum(
-                    1 for sid, r in zip(chunk_ids, ranked) if r and sid in seen)
-                writer.write(pa.table({
-                    "sample_id": chunk_ids,
-                    "loss_base": [_or_none(b) for b in base],
-                    "loss_finetuned": [_or_none(t) for t in tuned],
-                    "learnability": [_or_none(b - t) if r else None for b, t, r in zip(base, tuned, ranked)],
-                    "learnability_normalised": [_or_none((b - t) / b) if r and b > 0 else None
-                                                for b, t, r in zip(base, tuned, ranked)],
-                    "in_training_set": [sid in in_a_draw for sid in chunk_ids],
-                }, schema=LOBASS_SCHEMA))
+                    1 for sid, r in zip(chunk_ids, ranked) if r and sid in seen
+                )
+                writer.write(
+                    pa.table(
+                        {
+                            "sample_id": chunk_ids,
+                            "loss_base": [_or_none(b) for b in base],
+                            "loss_finetuned": [_or_none(t) for t in tuned],
+                            "learnability": [_or_none(b - t) if r else None for b, t, r in zip(base, tuned, ranked)],
+                            "learnability_normalised": [
+                                _or_none((b - t) / b) if r and b > 0 else None for b, t, r in zip(base, tuned, ranked)
+                            ],
+                            "in_training_set": [sid in in_a_draw for sid in chunk_ids],
+                        },
+                        schema=LOBASS_SCHEMA,
+                    )
+                )
             stats["references"].append(record)
             del model, result
             _free_memory()
@@ -168,8 +223,9 @@ def run_lobass(spec: LobassSpec, ctx: StageContext) -> StageOutput:
     return StageOutput(writer.path, rows_in=count, stats=stats, metadata=stats)
 
 
-def _score_twice(model: Any, tokenizer: Any, conversations: list[Any], spec: LobassSpec, stats: dict
-                 ) -> tuple[list[float], list[float]]:
+def _score_twice(
+    model: Any, tokenizer: Any, conversations: list[Any], spec: LobassSpec, stats: dict
+) -> tuple[list[float], list[float]]:
     """(loss with adapters disabled, loss with them) for each conversation, batched."""
     import torch
 
@@ -210,10 +266,20 @@ def _or_none(value: float) -> float | None:
     return None if math.isnan(value) else value
 
 
-LOBASS = register_kind(StageKind(
-    kind="lobass", role="stage", spec=LobassSpec, run=run_lobass, version="1",
-    summary="LoBaSS learnability: base-model loss minus fine-tuned loss (Zhou et al. 2023).",
-    table="lobass_scores", schema_file="schema/stages/lobass.sql", rows_schema=LOBASS_SCHEMA,
-    column_lineage=dict.fromkeys(("loss_base", "loss_finetuned", "learnability", "learnability_normalised", "in_training_set"), ("messages",)),
-    tags=("python", "torch", "peft"),
-))
+LOBASS = register_kind(
+    StageKind(
+        kind="lobass",
+        role="stage",
+        spec=LobassSpec,
+        run=run_lobass,
+        version="1",
+        summary="LoBaSS learnability: base-model loss minus fine-tuned loss (Zhou et al. 2023).",
+        table="lobass_scores",
+        schema_file="schema/stages/lobass.sql",
+        rows_schema=LOBASS_SCHEMA,
+        column_lineage=dict.fromkeys(
+            ("loss_base", "loss_finetuned", "learnability", "learnability_normalised", "in_training_set"), ("messages",)
+        ),
+        tags=("python", "torch", "peft"),
+    )
+)

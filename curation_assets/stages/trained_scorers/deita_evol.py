@@ -34,8 +34,11 @@ COMPLEXITY_METHODS = (
     ("add_constraints", "Add one more constraint or requirement to it."),
     ("deepen", "If it asks about a certain issue, increase the depth and breadth of the inquiry."),
     ("concretise", "Replace general concepts with more specific concepts."),
-    ("increase_reasoning", "If it can be solved with a few simple thinking steps, rewrite it to explicitly "
-                           "request multiple-step reasoning."),
+    (
+        "increase_reasoning",
+        "If it can be solved with a few simple thinking steps, rewrite it to explicitly "
+        "request multiple-step reasoning.",
+    ),
 )
 QUALITY_METHODS = (
     ("helpfulness", "Make it more helpful to the user, e.g. by adding useful information the question implies."),
@@ -45,21 +48,36 @@ QUALITY_METHODS = (
     ("details", "Add more concrete details and examples."),
 )
 Dimension = Literal["complexity", "quality"]
-DEITA_EVOL_SCHEMA = pa.schema([
-    ("sample_id", pa.string()), ("dimension", pa.string()), ("variant", pa.int32()), ("operation", pa.string()),
-    ("instruction", pa.string()), ("response", pa.string()), ("score", pa.float64()), ("status", pa.string()),
-    ("ranking_answer", pa.string()),
-])
+DEITA_EVOL_SCHEMA = pa.schema(
+    [
+        ("sample_id", pa.string()),
+        ("dimension", pa.string()),
+        ("variant", pa.int32()),
+        ("operation", pa.string()),
+        ("instruction", pa.string()),
+        ("response", pa.string()),
+        ("score", pa.float64()),
+        ("status", pa.string()),
+        ("ranking_answer", pa.string()),
+    ]
+)
 
 
 class DeitaEvolSpec(LLMStageSpec):
     """Evolve each sample into harder instructions / better responses and have the LLM score them."""
 
-    PROMPTS: ClassVar[tuple[str, ...]] = ("deita_complexity_evolve", "deita_complexity_score",
-                                          "deita_quality_evolve", "deita_quality_score")
+    PROMPTS: ClassVar[tuple[str, ...]] = (
+        "deita_complexity_evolve",
+        "deita_complexity_score",
+        "deita_quality_evolve",
+        "deita_quality_score",
+    )
     kind: Literal["deita_evol"]
-    dimensions: list[Dimension] = Field(["complexity", "quality"], min_length=1, description=(
-        "Which labels to make: complexity (evolved instructions) and/or quality (evolved responses)."))
+    dimensions: list[Dimension] = Field(
+        ["complexity", "quality"],
+        min_length=1,
+        description=("Which labels to make: complexity (evolved instructions) and/or quality (evolved responses)."),
+    )
     iterations: int = Field(5, ge=1, le=8, description="Evolution steps M; M + 1 variants are scored (paper: 5).")
     temperature: float = Field(0.7, ge=0, le=2, description="Temperature of the evolution steps.")
     max_tokens: int = Field(512, gt=0, description="Length limit of an evolved instruction or response.")
@@ -67,8 +85,9 @@ class DeitaEvolSpec(LLMStageSpec):
     score_max_tokens: int = Field(128, gt=0, description="Length limit of the ranking answer.")
 
 
-def _evolve_requests(spec: DeitaEvolSpec, dimension: Dimension, items: list[tuple[str, str, str]], step: int
-                     ) -> tuple[list[ChatRequest], str]:
+def _evolve_requests(
+    spec: DeitaEvolSpec, dimension: Dimension, items: list[tuple[str, str, str]], step: int
+) -> tuple[list[ChatRequest], str]:
     """items: (sample_id, instruction, text being evolved). Returns requests and the operation name."""
     methods = COMPLEXITY_METHODS if dimension == "complexity" else QUALITY_METHODS
     operation, method = methods[(step - 1) % len(methods)]
@@ -76,28 +95,46 @@ def _evolve_requests(spec: DeitaEvolSpec, dimension: Dimension, items: list[tupl
     params = {"temperature": spec.temperature, "max_tokens": spec.max_tokens}
     requests = []
     for sid, instruction, text in items:
-        content = (render(template, method=method, instruction=text) if dimension == "complexity"
-                   else render(template, method=method, instruction=instruction, response=text))
+        content = (
+            render(template, method=method, instruction=text)
+            if dimension == "complexity"
+            else render(template, method=method, instruction=instruction, response=text)
+        )
         requests.append(ChatRequest(({"role": "user", "content": content},), params, sample_id=sid))
     return requests, operation
 
 
-def _score_request(spec: DeitaEvolSpec, dimension: Dimension, sid: str, instruction: str, variants: list[str]
-                   ) -> ChatRequest:
+def _score_request(
+    spec: DeitaEvolSpec, dimension: Dimension, sid: str, instruction: str, variants: list[str]
+) -> ChatRequest:
     label = "Question" if dimension == "complexity" else "Response"
     items = "\n\n".join(f"[{label} {k}]\n{clip(text, spec.field_chars)[0]}" for k, text in enumerate(variants, 1))
-    content = render(spec.prompt(f"deita_{dimension}_score"), count=len(variants), items=items,
-                     instruction=clip(instruction, spec.field_chars)[0])
-    params = {"temperature": spec.score_temperature, "max_tokens": spec.score_max_tokens,
-              **spec.response_format(ranked_scores_schema(label, len(variants)))}
+    content = render(
+        spec.prompt(f"deita_{dimension}_score"),
+        count=len(variants),
+        items=items,
+        instruction=clip(instruction, spec.field_chars)[0],
+    )
+    params = {
+        "temperature": spec.score_temperature,
+        "max_tokens": spec.score_max_tokens,
+        **spec.response_format(ranked_scores_schema(label, len(variants))),
+    }
     return ChatRequest(({"role": "user", "content": content},), params, sample_id=sid)
 
 
-def _evolve_dimension(spec: DeitaEvolSpec, client: Any, dimension: Dimension, seeds: list[tuple[str, str, str]],
-                      out: dict[str, list[Any]], statuses: dict[str, int]) -> None:
+def _evolve_dimension(
+    spec: DeitaEvolSpec,
+    client: Any,
+    dimension: Dimension,
+    seeds: list[tuple[str, str, str]],
+    out: dict[str, list[Any]],
+    statuses: dict[str, int],
+) -> None:
     """seeds: (sample_id, instruction, response). Appends M + 1 rows per seed to `out`."""
     chains: dict[str, list[tuple[str, str]]] = {  # sample -> [(operation, text)], variant 0 = the seed
-        sid: [("seed", instruction if dimension == "complexity" else response)] for sid, instruction, response in seeds}
+        sid: [("seed", instruction if dimension == "complexity" else response)] for sid, instruction, response in seeds
+    }
     instruction_of = {sid: instruction for sid, instruction, _ in seeds}
     response_of = {sid: response for sid, _, response in seeds}
     broken: set[str] = set()
@@ -114,17 +151,25 @@ def _evolve_dimension(spec: DeitaEvolSpec, client: Any, dimension: Dimension, se
                 chains[sid].append((operation, result.value))
     rankable = [sid for sid, _, _ in seeds if len(chains[sid]) >= 2]
     label = "Question" if dimension == "complexity" else "Response"
-    requests = [_score_request(spec, dimension, sid, instruction_of[sid], [t for _, t in chains[sid]])
-                for sid in rankable]
+    requests = [
+        _score_request(spec, dimension, sid, instruction_of[sid], [t for _, t in chains[sid]]) for sid in rankable
+    ]
     parsers = [functools.partial(parse_ranked_scores, label=label, count=len(chains[sid])) for sid in rankable]
-    scored = dict(zip(rankable, ask_and_parse(client, requests, parsers, spec.parse_retries,
-                                              spec.retry_temperature)))
+    scored = dict(zip(rankable, ask_and_parse(client, requests, parsers, spec.parse_retries, spec.retry_temperature)))
     for sid, _, _ in seeds:
         chain = chains[sid]
         scores = scored[sid].value if sid in scored else None
-        status = ("ok" if scores is not None and sid not in broken else "chain_broken" if scores is not None
-                  else "too_few_variants" if sid not in scored
-                  else "request_rejected" if scored[sid].error else "unparseable")
+        status = (
+            "ok"
+            if scores is not None and sid not in broken
+            else "chain_broken"
+            if scores is not None
+            else "too_few_variants"
+            if sid not in scored
+            else "request_rejected"
+            if scored[sid].error
+            else "unparseable"
+        )
         statuses[f"{dimension}_{status}"] = statuses.get(f"{dimension}_{status}", 0) + 1
         for variant, (operation, text) in enumerate(chain):
             out["sample_id"].append(sid)
@@ -132,8 +177,13 @@ def _evolve_dimension(spec: DeitaEvolSpec, client: Any, dimension: Dimension, se
             out["variant"].append(variant)
             out["operation"].append(operation)
             out["instruction"].append(text if dimension == "complexity" else instruction_of[sid])
-            out["response"].append(response_of[sid] if dimension == "complexity" and variant == 0
-                                   else None if dimension == "complexity" else text)
+            out["response"].append(
+                response_of[sid]
+                if dimension == "complexity" and variant == 0
+                else None
+                if dimension == "complexity"
+                else text
+            )
             out["score"].append(scores[variant] if scores is not None else None)
             out["status"].append(status)
             out["ranking_answer"].append(scored[sid].answer if sid in scored else None)
@@ -146,8 +196,10 @@ def run_deita_evol(spec: DeitaEvolSpec, ctx: StageContext) -> StageOutput:
     with ctx.rows_writer(DEITA_EVOL_SCHEMA) as writer:
         chunks = iter_parquet_batches(pending, spec.chunk_size)
         for chunk in ctx.progress(chunks, total=-(-count // spec.chunk_size), desc=f"evolving {count} samples"):
-            seeds = [(r["sample_id"], r["instruction"] + (f"\n\n{r['input']}" if r["input"] else ""), r["output"])
-                     for r in chunk.to_pylist()]
+            seeds = [
+                (r["sample_id"], r["instruction"] + (f"\n\n{r['input']}" if r["input"] else ""), r["output"])
+                for r in chunk.to_pylist()
+            ]
             out: dict[str, list[Any]] = {name: [] for name in DEITA_EVOL_SCHEMA.names}
             for dimension in spec.dimensions:
                 _evolve_dimension(spec, client, dimension, seeds, out, statuses)
@@ -156,11 +208,23 @@ def run_deita_evol(spec: DeitaEvolSpec, ctx: StageContext) -> StageOutput:
     return StageOutput(writer.path, rows_in=count, stats=stats, metadata=stats)
 
 
-DEITA_EVOL = register_kind(StageKind(
-    kind="deita_evol", role="stage", one_row_per_sample=False, spec=DeitaEvolSpec, run=run_deita_evol, version="1",
-    summary="DEITA Evol-Complexity / Evol-Quality: LLM-evolved variants with 1..M+1 scores (scorer training "
-            "labels).",
-    table="deita_evol", schema_file="schema/stages/deita_evol.sql", rows_schema=DEITA_EVOL_SCHEMA,
-    column_lineage=dict.fromkeys(("dimension", "variant", "operation", "instruction", "response", "score", "status", "ranking_answer"), ("instruction", "input", "output")),
-    tags=("python", "openai"),
-))
+DEITA_EVOL = register_kind(
+    StageKind(
+        kind="deita_evol",
+        role="stage",
+        one_row_per_sample=False,
+        spec=DeitaEvolSpec,
+        run=run_deita_evol,
+        version="1",
+        summary="DEITA Evol-Complexity / Evol-Quality: LLM-evolved variants with 1..M+1 scores (scorer training "
+        "labels).",
+        table="deita_evol",
+        schema_file="schema/stages/deita_evol.sql",
+        rows_schema=DEITA_EVOL_SCHEMA,
+        column_lineage=dict.fromkeys(
+            ("dimension", "variant", "operation", "instruction", "response", "score", "status", "ranking_answer"),
+            ("instruction", "input", "output"),
+        ),
+        tags=("python", "openai"),
+    )
+)

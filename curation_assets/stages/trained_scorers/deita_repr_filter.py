@@ -26,10 +26,16 @@ class DeitaReprFilterSpec(EmbeddingInput, StageColumnInput, BudgetedSelectionSpe
     """Score-first walk keeping samples whose nearest kept neighbour has cosine similarity <= tau."""
 
     kind: Literal["deita_repr_filter"]
-    tau: float = Field(0.9, ge=-1, le=1, description=(
-        "Keep a sample only if its cosine similarity to every kept sample is <= tau (published: 0.9)."))
-    order: Literal["descending", "ascending"] = Field("descending", description=(
-        "descending walks the highest score first (DEITA); ascending the lowest (e.g. a predicted loss)."))
+    tau: float = Field(
+        0.9,
+        ge=-1,
+        le=1,
+        description=("Keep a sample only if its cosine similarity to every kept sample is <= tau (published: 0.9)."),
+    )
+    order: Literal["descending", "ascending"] = Field(
+        "descending",
+        description=("descending walks the highest score first (DEITA); ascending the lowest (e.g. a predicted loss)."),
+    )
 
 
 def run_deita_repr_filter(spec: DeitaReprFilterSpec, ctx: StageContext) -> StageOutput:
@@ -41,21 +47,39 @@ def run_deita_repr_filter(spec: DeitaReprFilterSpec, ctx: StageContext) -> Stage
     result = deita_repr_filter(np.asarray(x), scores, k, tau=spec.tau, descending=spec.order == "descending")
     kept = result.kept.tolist()
     dropped = np.flatnonzero(result.duplicate_of >= 0)
-    stats = {"pool": len(sample_ids), "scored": scored, "unscored": len(sample_ids) - scored,
-             "scores_without_embedding": rows.num_rows - int(pc.sum(pc.is_in(
-                 rows.column("sample_id"), pa.array(sample_ids, pa.string()))).as_py() or 0),
-             "budget": k, "walked": result.walked, "selected": len(kept), "dropped_too_similar": int(dropped.size),
-             "budget_reached": len(kept) >= k, "tau": spec.tau}
-    details = ctx.write_details({
-        "sample_id": [sample_ids[i] for i in dropped], "role": ["too_similar"] * dropped.size,
-        "related_id": [sample_ids[result.duplicate_of[i]] for i in dropped],
-        "value": result.similarity[dropped].tolist()})
+    stats = {
+        "pool": len(sample_ids),
+        "scored": scored,
+        "unscored": len(sample_ids) - scored,
+        "scores_without_embedding": rows.num_rows
+        - int(pc.sum(pc.is_in(rows.column("sample_id"), pa.array(sample_ids, pa.string()))).as_py() or 0),
+        "budget": k,
+        "walked": result.walked,
+        "selected": len(kept),
+        "dropped_too_similar": int(dropped.size),
+        "budget_reached": len(kept) >= k,
+        "tau": spec.tau,
+    }
+    details = ctx.write_details(
+        {
+            "sample_id": [sample_ids[i] for i in dropped],
+            "role": ["too_similar"] * dropped.size,
+            "related_id": [sample_ids[result.duplicate_of[i]] for i in dropped],
+            "value": result.similarity[dropped].tolist(),
+        }
+    )
     members = ctx.write_members([sample_ids[i] for i in kept], scores[kept].tolist())
     return StageOutput(members, rows_in=len(sample_ids), stats=stats, metadata=dict(stats), details_file=details)
 
 
-DEITA_REPR_FILTER = register_kind(StageKind(
-    kind="deita_repr_filter", role="selection", spec=DeitaReprFilterSpec, run=run_deita_repr_filter, version="1",
-    summary="DEITA repr filter: best score first, skip samples within cosine tau of a kept one (Liu et al. 2024).",
-    tags=("python", "numpy", "faiss"),
-))
+DEITA_REPR_FILTER = register_kind(
+    StageKind(
+        kind="deita_repr_filter",
+        role="selection",
+        spec=DeitaReprFilterSpec,
+        run=run_deita_repr_filter,
+        version="1",
+        summary="DEITA repr filter: best score first, skip samples within cosine tau of a kept one (Liu et al. 2024).",
+        tags=("python", "numpy", "faiss"),
+    )
+)

@@ -65,8 +65,14 @@ BACKEND_KEYS: dict[str, tuple[str, ...]] = {
     "causal_lm": ("model", "max_length", "lora", "complexity_template", "quality_template"),
 }
 DEITA_LORA = LoraSettings(epochs=3)
-TRAIN_SCHEMA = pa.schema([("sample_id", pa.string()), ("split", pa.string()),
-                          ("n_complexity_labels", pa.int32()), ("n_quality_labels", pa.int32())])
+TRAIN_SCHEMA = pa.schema(
+    [
+        ("sample_id", pa.string()),
+        ("split", pa.string()),
+        ("n_complexity_labels", pa.int32()),
+        ("n_quality_labels", pa.int32()),
+    ]
+)
 LABEL_COLUMNS = ["dimension", "variant", "instruction", "response", "score"]
 
 
@@ -75,25 +81,48 @@ class DeitaScorerTrainSpec(StageSpec):
 
     kind: Literal["deita_scorer_train"]
     labels: str = Field(description="The `deita_evol` stage whose scored variants are the training labels.")
-    backend: Backend = Field("embedding_head", description=(
-        "embedding_head: ridge head on sentence embeddings (fast, CPU); causal_lm: LoRA fine-tuning of the "
-        "causal LM on the DEITA scorer prompt, scored by the digit-token expectation (published format)."))
-    heldout_fraction: float = Field(0.2, ge=0, lt=1, description=(
-        "Share of the labelled samples (all their variants) held out to measure Spearman correlation."))
+    backend: Backend = Field(
+        "embedding_head",
+        description=(
+            "embedding_head: ridge head on sentence embeddings (fast, CPU); causal_lm: LoRA fine-tuning of the "
+            "causal LM on the DEITA scorer prompt, scored by the digit-token expectation (published format)."
+        ),
+    )
+    heldout_fraction: float = Field(
+        0.2,
+        ge=0,
+        lt=1,
+        description=("Share of the labelled samples (all their variants) held out to measure Spearman correlation."),
+    )
     seed: int = Field(0, description="Seed of the held-out split, adapter initialisation and batch order.")
-    embedding_model: str = Field(PACKAGED_MINILM, description=(
-        "embedding_head: sentence-transformers model (packaged MiniLM by default, offline)."))
-    alphas: list[float] = Field(list(DEFAULT_ALPHAS), min_length=1, description=(
-        "embedding_head: ridge penalties tried; the one with the lowest leave-one-out error is used."))
-    model: str = Field(PACKAGED_SMOLLM2, description=(
-        "causal_lm: the causal LM fine-tuned into a scorer (packaged SmolLM2-135M by default, a Hugging Face "
-        "name, folder or .gguf file)."))
+    embedding_model: str = Field(
+        PACKAGED_MINILM,
+        description=("embedding_head: sentence-transformers model (packaged MiniLM by default, offline)."),
+    )
+    alphas: list[float] = Field(
+        list(DEFAULT_ALPHAS),
+        min_length=1,
+        description=("embedding_head: ridge penalties tried; the one with the lowest leave-one-out error is used."),
+    )
+    model: str = Field(
+        PACKAGED_SMOLLM2,
+        description=(
+            "causal_lm: the causal LM fine-tuned into a scorer (packaged SmolLM2-135M by default, a Hugging Face "
+            "name, folder or .gguf file)."
+        ),
+    )
     max_length: int = Field(512, gt=16, description="causal_lm: tokens per scorer prompt (DEITA trained with 512).")
     lora: LoraSettings = Field(DEITA_LORA, description="causal_lm: LoRA and optimiser settings.")
-    complexity_template: str = Field(COMPLEXITY_TEMPLATE, description=(
-        "causal_lm: the complexity prompt, with {instruction} (published DEITA scorer prompt by default)."))
-    quality_template: str = Field(QUALITY_TEMPLATE, description=(
-        "causal_lm: the quality prompt, with {instruction} then {output} (published by default)."))
+    complexity_template: str = Field(
+        COMPLEXITY_TEMPLATE,
+        description=(
+            "causal_lm: the complexity prompt, with {instruction} (published DEITA scorer prompt by default)."
+        ),
+    )
+    quality_template: str = Field(
+        QUALITY_TEMPLATE,
+        description=("causal_lm: the quality prompt, with {instruction} then {output} (published by default)."),
+    )
     batch_size: int = Field(16, gt=0, description="Texts per forward pass when encoding or scoring.")
 
     @field_validator("alphas")
@@ -108,8 +137,10 @@ class DeitaScorerTrainSpec(StageSpec):
         for backend, keys in BACKEND_KEYS.items():
             misplaced = [k for k in keys if k in self.model_fields_set and backend != self.backend]
             if misplaced:
-                raise ValueError(f"{', '.join(f'`{k}`' for k in misplaced)} only apply to backend {backend!r} "
-                                 f"(this stage uses {self.backend!r})")
+                raise ValueError(
+                    f"{', '.join(f'`{k}`' for k in misplaced)} only apply to backend {backend!r} "
+                    f"(this stage uses {self.backend!r})"
+                )
         check_template(self.complexity_template, "complexity")
         check_template(self.quality_template, "quality")
         return self
@@ -126,8 +157,10 @@ class DeitaScorerTrainSpec(StageSpec):
     UNHASHED: ClassVar[frozenset[str]] = frozenset({"batch_size"})  # does not change results
 
     def check_references(self, stage_kinds: Any, selection_names: set[str]) -> list[tuple[str, str]]:
-        return [*super().check_references(stage_kinds, selection_names),
-                *stage_reference_problems("labels", self.labels, ("deita_evol",), stage_kinds, selection_names)]
+        return [
+            *super().check_references(stage_kinds, selection_names),
+            *stage_reference_problems("labels", self.labels, ("deita_evol",), stage_kinds, selection_names),
+        ]
 
 
 @dataclass
@@ -152,37 +185,76 @@ def evol_labels(table: pa.Table) -> dict[str, LabelSet]:
         rows.append((r["instruction"],) if r["dimension"] == "complexity" else (r["instruction"], r["response"] or ""))
         labels.append(rescale_ranked_score(r["score"], n))
         samples.append(r["sample_id"])
-    return {d: LabelSet(rows, np.array(labels, dtype=np.float64), samples) for d, (rows, labels, samples)
-            in collected.items()}
+    return {
+        d: LabelSet(rows, np.array(labels, dtype=np.float64), samples)
+        for d, (rows, labels, samples) in collected.items()
+    }
 
 
-def train_digit_scorer(spec: DeitaScorerTrainSpec, dimension: str, labels: LabelSet, heldout: np.ndarray,
-                       folder: Any, stats: dict[str, Any]) -> TrainedScorer:
+def train_digit_scorer(
+    spec: DeitaScorerTrainSpec,
+    dimension: str,
+    labels: LabelSet,
+    heldout: np.ndarray,
+    folder: Any,
+    stats: dict[str, Any],
+) -> TrainedScorer:
     """LoRA-tune the causal LM to answer each training prompt with its label's digit."""
     device = compute_device()
     model, tokenizer = fresh_causal_lm(spec.model)
     digit_ids = digit_token_ids(tokenizer, spec.model)
     template = spec.template(dimension)
-    prompts = [encode_prompt(tokenizer, template, spec.max_length, **dict(zip(TEMPLATE_FIELDS[dimension], row)))
-               for row in labels.rows]
-    training = [training_sample(prompts[i], digit_ids[digit_target(labels.labels[i]) - 1])
-                for i in np.flatnonzero(~heldout)]
+    prompts = [
+        encode_prompt(tokenizer, template, spec.max_length, **dict(zip(TEMPLATE_FIELDS[dimension], row)))
+        for row in labels.rows
+    ]
+    training = [
+        training_sample(prompts[i], digit_ids[digit_target(labels.labels[i]) - 1]) for i in np.flatnonzero(~heldout)
+    ]
     model = attach_lora(model, spec.lora, spec.seed)
-    result = lora_finetune(model, training, spec.lora, pad_token_id=tokenizer.pad_token_id, seed=spec.seed,
-                           device=device.name)
+    result = lora_finetune(
+        model, training, spec.lora, pad_token_id=tokenizer.pad_token_id, seed=spec.seed, device=device.name
+    )
     model.eval()
     held = np.flatnonzero(heldout)
     predicted = np.full(len(prompts), np.nan)
-    predicted[held] = score_digit_prompts(model, [prompts[i] for i in held], digit_ids, tokenizer.pad_token_id,
-                                          batch_size=spec.batch_size, device=device.name, stats=stats)
+    predicted[held] = score_digit_prompts(
+        model,
+        [prompts[i] for i in held],
+        digit_ids,
+        tokenizer.pad_token_id,
+        batch_size=spec.batch_size,
+        device=device.name,
+        stats=stats,
+    )
     fit = heldout_fit(predicted, labels.labels, heldout)
-    files = save_adapter(model, folder, {"base_model": spec.model, "dimension": dimension, "template": template,
-                                         "max_length": spec.max_length, "digit_token_ids": digit_ids})
-    return TrainedScorer(dimension, "causal_lm", str(folder), files, fit.n_train, fit.n_heldout, fit.spearman,
-                         fit.mae, {"training_steps": len(result.step_losses),
-                                   "final_training_loss": result.step_losses[-1] if result.step_losses else None,
-                                   "truncated_prompts": sum(p.truncated for p in prompts),
-                                   "device": device.describe()})
+    files = save_adapter(
+        model,
+        folder,
+        {
+            "base_model": spec.model,
+            "dimension": dimension,
+            "template": template,
+            "max_length": spec.max_length,
+            "digit_token_ids": digit_ids,
+        },
+    )
+    return TrainedScorer(
+        dimension,
+        "causal_lm",
+        str(folder),
+        files,
+        fit.n_train,
+        fit.n_heldout,
+        fit.spearman,
+        fit.mae,
+        {
+            "training_steps": len(result.step_losses),
+            "final_training_loss": result.step_losses[-1] if result.step_losses else None,
+            "truncated_prompts": sum(p.truncated for p in prompts),
+            "device": device.describe(),
+        },
+    )
 
 
 def run_deita_scorer_train(spec: DeitaScorerTrainSpec, ctx: StageContext) -> StageOutput:
@@ -200,13 +272,15 @@ def run_deita_scorer_train(spec: DeitaScorerTrainSpec, ctx: StageContext) -> Sta
         label_sets = evol_labels(label_table)
         for dimension, labels in label_sets.items():
             if len(labels.labels) < 3:
-                chains = Counter(r["status"] for r in label_table.to_pylist()
-                                 if r["dimension"] == dimension and r["variant"] == 0)
+                chains = Counter(
+                    r["status"] for r in label_table.to_pylist() if r["dimension"] == dimension and r["variant"] == 0
+                )
                 raise ValueError(
                     f"{ctx.stage}: the deita_evol stage {spec.labels!r} has {len(labels.labels)} scored {dimension} "
                     f"labels; training needs at least 3. Its {dimension} chains by status: {dict(chains) or 'none'} "
                     "(unparseable rankings need a stronger judge `llm`; no chains need `dimensions` to include "
-                    f"{dimension!r} and more samples)")
+                    f"{dimension!r} and more samples)"
+                )
         labelled = sorted({s for labels in label_sets.values() for s in labels.samples})
         held = heldout_groups(labelled, spec.heldout_fraction, spec.seed)
         embedder = SentenceEmbedder(spec.embedding_model) if spec.backend == "embedding_head" else None
@@ -216,39 +290,73 @@ def run_deita_scorer_train(spec: DeitaScorerTrainSpec, ctx: StageContext) -> Sta
                 raise ValueError(f"{ctx.stage}: every {dimension} label is held out; lower `heldout_fraction`")
             folder = ctx.artifacts_dir / dimension
             if embedder is not None:
-                scorer = train_embedding_head(dimension, labels.rows, labels.labels, heldout, embedder=embedder,
-                                              embedding_model=spec.embedding_model, alphas=spec.alphas,
-                                              batch_size=spec.batch_size, folder=folder)
+                scorer = train_embedding_head(
+                    dimension,
+                    labels.rows,
+                    labels.labels,
+                    heldout,
+                    embedder=embedder,
+                    embedding_model=spec.embedding_model,
+                    alphas=spec.alphas,
+                    batch_size=spec.batch_size,
+                    folder=folder,
+                )
             else:
                 scorer = train_digit_scorer(spec, dimension, labels, heldout, folder, stats)
             trained.append(scorer)
             stats.update(scorer.summary())
-            ctx.log.info(f"{ctx.stage}: {dimension} scorer on {scorer.n_train} labels, held-out Spearman "
-                         f"{scorer.heldout_spearman} over {scorer.n_heldout}")
+            ctx.log.info(
+                f"{ctx.stage}: {dimension} scorer on {scorer.n_train} labels, held-out Spearman "
+                f"{scorer.heldout_spearman} over {scorer.n_heldout}"
+            )
         counts = {d: Counter(labels.samples) for d, labels in label_sets.items()}
         for sample in labelled:
-            split_of[sample] = ("heldout" if sample in held else "train", counts["complexity"][sample],
-                                counts["quality"][sample])
+            split_of[sample] = (
+                "heldout" if sample in held else "train",
+                counts["complexity"][sample],
+                counts["quality"][sample],
+            )
         stats.update({"trained": True, "labelled_samples": len(labelled), "heldout_samples": len(held)})
     writer = ctx.rows_writer(TRAIN_SCHEMA)
     if count:
         ids = pq.read_table(pending, columns=["sample_id"]).column("sample_id").to_pylist()
         default = ("unlabelled", 0, 0) if not existing else ("added_later", 0, 0)
         splits = [split_of.get(sid, default) for sid in ids]
-        writer.write(pa.table({"sample_id": ids, "split": [s[0] for s in splits],
-                               "n_complexity_labels": [s[1] for s in splits],
-                               "n_quality_labels": [s[2] for s in splits]}, schema=TRAIN_SCHEMA))
+        writer.write(
+            pa.table(
+                {
+                    "sample_id": ids,
+                    "split": [s[0] for s in splits],
+                    "n_complexity_labels": [s[1] for s in splits],
+                    "n_quality_labels": [s[2] for s in splits],
+                },
+                schema=TRAIN_SCHEMA,
+            )
+        )
     writer.close()
-    return StageOutput(writer.path, rows_in=count, stats=stats, metadata=dict(stats),
-                       extra={"trained_scorers": as_records(trained)})
+    return StageOutput(
+        writer.path, rows_in=count, stats=stats, metadata=dict(stats), extra={"trained_scorers": as_records(trained)}
+    )
 
 
-DEITA_SCORER_TRAIN = register_kind(StageKind(
-    kind="deita_scorer_train", role="stage", spec=DeitaScorerTrainSpec, run=run_deita_scorer_train, version="1",
-    summary="DEITA complexity + quality scorers trained on deita_evol labels (embedding head or LoRA causal LM), "
-            "held-out Spearman reported.",
-    table="deita_scorer_train", schema_file="schema/stages/deita_scorer_train.sql", rows_schema=TRAIN_SCHEMA,
-    column_lineage={"split": ("instruction", "output"), "n_complexity_labels": ("instruction",),
-                    "n_quality_labels": ("instruction", "output")},
-    tags=("python", "torch"), write_extra=write_trained_scorers,
-))
+DEITA_SCORER_TRAIN = register_kind(
+    StageKind(
+        kind="deita_scorer_train",
+        role="stage",
+        spec=DeitaScorerTrainSpec,
+        run=run_deita_scorer_train,
+        version="1",
+        summary="DEITA complexity + quality scorers trained on deita_evol labels (embedding head or LoRA causal LM), "
+        "held-out Spearman reported.",
+        table="deita_scorer_train",
+        schema_file="schema/stages/deita_scorer_train.sql",
+        rows_schema=TRAIN_SCHEMA,
+        column_lineage={
+            "split": ("instruction", "output"),
+            "n_complexity_labels": ("instruction",),
+            "n_quality_labels": ("instruction", "output"),
+        },
+        tags=("python", "torch"),
+        write_extra=write_trained_scorers,
+    )
+)

@@ -45,12 +45,21 @@ from curation_assets.stages.core.trained_scorers import score_digit_prompts, sto
 
 CHUNK_SAMPLES = 256
 UNCLIPPED = 10**9
-DEITA_SCORES_SCHEMA = pa.schema([
-    ("sample_id", pa.string()), ("complexity", pa.float64()), ("quality", pa.float64()), ("score", pa.float64()),
-    ("turn_complexity", pa.list_(pa.float64())), ("turn_quality", pa.list_(pa.float64())),
-    ("n_turns", pa.int32()), ("n_failed", pa.int32()), ("status", pa.string()), ("failure", pa.string()),
-    ("truncated", pa.bool_()),
-])
+DEITA_SCORES_SCHEMA = pa.schema(
+    [
+        ("sample_id", pa.string()),
+        ("complexity", pa.float64()),
+        ("quality", pa.float64()),
+        ("score", pa.float64()),
+        ("turn_complexity", pa.list_(pa.float64())),
+        ("turn_quality", pa.list_(pa.float64())),
+        ("n_turns", pa.int32()),
+        ("n_failed", pa.int32()),
+        ("status", pa.string()),
+        ("failure", pa.string()),
+        ("truncated", pa.bool_()),
+    ]
+)
 
 
 class DeitaScoresSpec(StageSpec):
@@ -58,32 +67,50 @@ class DeitaScoresSpec(StageSpec):
 
     kind: Literal["deita_scores"]
     scorer: str | None = Field(None, description="A `deita_scorer_train` stage whose scorers are used.")
-    complexity_model: str | None = Field(None, description=(
-        "A published complexity scorer instead (causal LM: Hugging Face name or local folder, e.g. "
-        "hkust-nlp/deita-complexity-scorer)."))
-    quality_model: str | None = Field(None, description=(
-        "A published quality scorer (e.g. hkust-nlp/deita-quality-scorer); with `complexity_model`."))
-    complexity_template: str = Field(COMPLEXITY_TEMPLATE, description=(
-        "Published scorers: the complexity prompt, with {instruction} (DEITA's by default)."))
-    quality_template: str = Field(QUALITY_TEMPLATE, description=(
-        "Published scorers: the quality prompt, with {instruction} then {output} (DEITA's by default)."))
-    max_length: int = Field(2048, gt=16, description=(
-        "Causal-LM scorers: tokens per prompt; longer sample text is cut (the prompt's cue is kept)."))
+    complexity_model: str | None = Field(
+        None,
+        description=(
+            "A published complexity scorer instead (causal LM: Hugging Face name or local folder, e.g. "
+            "hkust-nlp/deita-complexity-scorer)."
+        ),
+    )
+    quality_model: str | None = Field(
+        None, description=("A published quality scorer (e.g. hkust-nlp/deita-quality-scorer); with `complexity_model`.")
+    )
+    complexity_template: str = Field(
+        COMPLEXITY_TEMPLATE,
+        description=("Published scorers: the complexity prompt, with {instruction} (DEITA's by default)."),
+    )
+    quality_template: str = Field(
+        QUALITY_TEMPLATE,
+        description=("Published scorers: the quality prompt, with {instruction} then {output} (DEITA's by default)."),
+    )
+    max_length: int = Field(
+        2048,
+        gt=16,
+        description=("Causal-LM scorers: tokens per prompt; longer sample text is cut (the prompt's cue is kept)."),
+    )
     batch_size: int = Field(8, gt=0, description="Prompts per forward pass (halved on out-of-memory).")
 
     @model_validator(mode="after")
     def _one_scorer(self) -> DeitaScoresSpec:
         published = (self.complexity_model, self.quality_model)
         if self.scorer is not None and any(published):
-            raise ValueError("give either `scorer` (a deita_scorer_train stage) or `complexity_model` + "
-                             "`quality_model` (published scorers), not both")
+            raise ValueError(
+                "give either `scorer` (a deita_scorer_train stage) or `complexity_model` + "
+                "`quality_model` (published scorers), not both"
+            )
         if self.scorer is None and not all(published):
-            raise ValueError("give `scorer` (a deita_scorer_train stage), or both `complexity_model` and "
-                             "`quality_model` (published DEITA scorers)")
+            raise ValueError(
+                "give `scorer` (a deita_scorer_train stage), or both `complexity_model` and "
+                "`quality_model` (published DEITA scorers)"
+            )
         templates = {"complexity_template", "quality_template"} & self.model_fields_set
         if self.scorer is not None and templates:
-            raise ValueError(f"{', '.join(sorted(templates))}: a trained scorer uses the templates it was "
-                             "trained with (set them on the deita_scorer_train stage)")
+            raise ValueError(
+                f"{', '.join(sorted(templates))}: a trained scorer uses the templates it was "
+                "trained with (set them on the deita_scorer_train stage)"
+            )
         check_template(self.complexity_template, "complexity")
         check_template(self.quality_template, "quality")
         return self
@@ -97,8 +124,10 @@ class DeitaScoresSpec(StageSpec):
     UNHASHED: ClassVar[frozenset[str]] = frozenset({"batch_size"})  # does not change results
 
     def check_references(self, stage_kinds: Any, selection_names: set[str]) -> list[tuple[str, str]]:
-        return [*super().check_references(stage_kinds, selection_names),
-                *stage_reference_problems("scorer", self.scorer, ("deita_scorer_train",), stage_kinds, selection_names)]
+        return [
+            *super().check_references(stage_kinds, selection_names),
+            *stage_reference_problems("scorer", self.scorer, ("deita_scorer_train",), stage_kinds, selection_names),
+        ]
 
 
 class TurnScorer(Protocol):
@@ -118,8 +147,18 @@ class HeadScorer:
 class DigitScorer:
     """A causal LM read by its digit-token expectation; `adapter` picks a peft adapter first."""
 
-    def __init__(self, model: Any, tokenizer: Any, *, dimension: str, template: str, max_length: int,
-                 batch_size: int, model_name: str, adapter: str | None = None) -> None:
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        dimension: str,
+        template: str,
+        max_length: int,
+        batch_size: int,
+        model_name: str,
+        adapter: str | None = None,
+    ) -> None:
         self.model, self.tokenizer, self.dimension, self.template = model, tokenizer, dimension, template
         self.max_length, self.batch_size, self.adapter = max_length, batch_size, adapter
         self.digit_ids = digit_token_ids(tokenizer, model_name)
@@ -128,23 +167,41 @@ class DigitScorer:
         if self.adapter is not None:
             self.model.set_adapter(self.adapter)
         fields = TEMPLATE_FIELDS[self.dimension]
-        prompts = [encode_prompt(self.tokenizer, self.template, self.max_length, **dict(zip(fields, row)))
-                   for row in rows]
-        scores = score_digit_prompts(self.model, prompts, self.digit_ids, self.tokenizer.pad_token_id,
-                                     batch_size=self.batch_size, device=compute_device().name, stats=stats)
+        prompts = [
+            encode_prompt(self.tokenizer, self.template, self.max_length, **dict(zip(fields, row))) for row in rows
+        ]
+        scores = score_digit_prompts(
+            self.model,
+            prompts,
+            self.digit_ids,
+            self.tokenizer.pad_token_id,
+            batch_size=self.batch_size,
+            device=compute_device().name,
+            stats=stats,
+        )
         return scores, np.array([p.truncated for p in prompts], dtype=bool)
 
 
 def published_scorers(spec: DeitaScoresSpec, stage: str) -> tuple[TurnScorer, TurnScorer]:
     scorers = []
-    for dimension, key, name, template in (("complexity", "complexity_model", spec.complexity_model,
-                                            spec.complexity_template),
-                                           ("quality", "quality_model", spec.quality_model, spec.quality_template)):
+    for dimension, key, name, template in (
+        ("complexity", "complexity_model", spec.complexity_model, spec.complexity_template),
+        ("quality", "quality_model", spec.quality_model, spec.quality_template),
+    ):
         assert name is not None
         try:
             model, tokenizer = load_causal_lm(name)
-            scorers.append(DigitScorer(model, tokenizer, dimension=dimension, template=template,
-                                       max_length=spec.max_length, batch_size=spec.batch_size, model_name=name))
+            scorers.append(
+                DigitScorer(
+                    model,
+                    tokenizer,
+                    dimension=dimension,
+                    template=template,
+                    max_length=spec.max_length,
+                    batch_size=spec.batch_size,
+                    model_name=name,
+                )
+            )
         except (ModelLoadError, DigitTokenError) as err:
             raise ValueError(f"{stage}: `{key}`: {err}") from err
     return scorers[0], scorers[1]
@@ -155,15 +212,19 @@ def trained_scorers(spec: DeitaScoresSpec, ctx: StageContext) -> tuple[TurnScore
     records = stored_scorers(ctx, spec.scorer, ctx.stage_hashes[spec.scorer])
     missing = [d for d in ("complexity", "quality") if d not in records]
     if missing:
-        raise ValueError(f"{ctx.stage}: the deita_scorer_train stage {spec.scorer!r} has no {' or '.join(missing)} "
-                         "scorer for its current config: materialise it first")
+        raise ValueError(
+            f"{ctx.stage}: the deita_scorer_train stage {spec.scorer!r} has no {' or '.join(missing)} "
+            "scorer for its current config: materialise it first"
+        )
     owner = f"{ctx.stage} (scorer {spec.scorer!r})"
     folders = {d: records[d].folder(owner) for d in ("complexity", "quality")}
     if records["complexity"].backend == "embedding_head":
         heads = {d: EmbeddingHead.load(f) for d, f in folders.items()}
         embedder = SentenceEmbedder(heads["complexity"].embedding_model)
-        return (HeadScorer(heads["complexity"], embedder, spec.batch_size),
-                HeadScorer(heads["quality"], embedder, spec.batch_size))
+        return (
+            HeadScorer(heads["complexity"], embedder, spec.batch_size),
+            HeadScorer(heads["quality"], embedder, spec.batch_size),
+        )
     from peft import PeftModel
 
     meta = {d: load_scorer_meta(f) for d, f in folders.items()}
@@ -171,23 +232,46 @@ def trained_scorers(spec: DeitaScoresSpec, ctx: StageContext) -> tuple[TurnScore
     model = PeftModel.from_pretrained(base, str(folders["complexity"]), adapter_name="complexity")
     model.load_adapter(str(folders["quality"]), adapter_name="quality")
     model.to(compute_device().name).eval()
-    return tuple(DigitScorer(model, tokenizer, dimension=d, template=meta[d]["template"],  # type: ignore[return-value]
-                             max_length=spec.max_length, batch_size=spec.batch_size,
-                             model_name=meta[d]["base_model"], adapter=d) for d in ("complexity", "quality"))
+    return tuple(
+        DigitScorer(
+            model,
+            tokenizer,
+            dimension=d,
+            template=meta[d]["template"],  # type: ignore[return-value]
+            max_length=spec.max_length,
+            batch_size=spec.batch_size,
+            model_name=meta[d]["base_model"],
+            adapter=d,
+        )
+        for d in ("complexity", "quality")
+    )
 
 
 def deita_turns(row: dict[str, Any]) -> list[tuple[str, str]]:
     """(instruction, response) per scored turn: a single-turn sample's instruction carries its
     input; a conversation's turns are its user messages alone (as DEITA scores them)."""
-    turns = judged_turns(row["messages"], row["instruction"], row["input"] or "", row["output"] or "",
-                         field_chars=UNCLIPPED, context_chars=UNCLIPPED)
+    turns = judged_turns(
+        row["messages"],
+        row["instruction"],
+        row["input"] or "",
+        row["output"] or "",
+        field_chars=UNCLIPPED,
+        context_chars=UNCLIPPED,
+    )
     single = sum(m["role"] == "assistant" for m in row["messages"]) <= 1
-    return [((t.instruction + (f"\n\n{t.input}" if t.input else "")) if single else t.instruction, t.response)
-            for t in turns]
+    return [
+        ((t.instruction + (f"\n\n{t.input}" if t.input else "")) if single else t.instruction, t.response)
+        for t in turns
+    ]
 
 
-def sample_rows(sample_ids: list[str], turns: list[list[tuple[str, str]]], complexity: np.ndarray,
-                quality: np.ndarray, truncated: np.ndarray) -> dict[str, list[Any]]:
+def sample_rows(
+    sample_ids: list[str],
+    turns: list[list[tuple[str, str]]],
+    complexity: np.ndarray,
+    quality: np.ndarray,
+    truncated: np.ndarray,
+) -> dict[str, list[Any]]:
     """Per-sample columns from per-turn scores (flat over the chunk's turns, in order)."""
     out: dict[str, list[Any]] = {name: [] for name in DEITA_SCORES_SCHEMA.names}
     start = 0
@@ -195,8 +279,13 @@ def sample_rows(sample_ids: list[str], turns: list[list[tuple[str, str]]], compl
         end = start + len(sample_turns)
         c = [None if np.isnan(v) else float(v) for v in complexity[start:end]]
         q = [None if np.isnan(v) else float(v) for v in quality[start:end]]
-        reasons = sorted({f"{name}: scorer output not finite" for name, values in (("complexity", c), ("quality", q))
-                          if any(v is None for v in values)})
+        reasons = sorted(
+            {
+                f"{name}: scorer output not finite"
+                for name, values in (("complexity", c), ("quality", q))
+                if any(v is None for v in values)
+            }
+        )
         failed = sum(a is None or b is None for a, b in zip(c, q))
         scored_c, scored_q = [v for v in c if v is not None], [v for v in q if v is not None]
         out["sample_id"].append(sid)
@@ -216,12 +305,16 @@ def sample_rows(sample_ids: list[str], turns: list[list[tuple[str, str]]], compl
 
 def run_deita_scores(spec: DeitaScoresSpec, ctx: StageContext) -> StageOutput:
     pending, count = ctx.pending_samples("deita_scores", ["instruction", "input", "output", "messages"])
-    stats: dict[str, Any] = {"pending": count, "device": compute_device().describe(),
-                             "scorer": spec.scorer or f"{spec.complexity_model} / {spec.quality_model}"}
+    stats: dict[str, Any] = {
+        "pending": count,
+        "device": compute_device().describe(),
+        "scorer": spec.scorer or f"{spec.complexity_model} / {spec.quality_model}",
+    }
     writer = ctx.rows_writer(DEITA_SCORES_SCHEMA)
     if count:
-        complexity_scorer, quality_scorer = (trained_scorers(spec, ctx) if spec.scorer
-                                             else published_scorers(spec, ctx.stage))
+        complexity_scorer, quality_scorer = (
+            trained_scorers(spec, ctx) if spec.scorer else published_scorers(spec, ctx.stage)
+        )
         started = time.perf_counter()
         statuses: dict[str, int] = {}
         chunks = iter_parquet_batches(pending, CHUNK_SAMPLES)
@@ -243,16 +336,31 @@ def run_deita_scores(spec: DeitaScoresSpec, ctx: StageContext) -> StageOutput:
     return StageOutput(writer.path, rows_in=count, stats=stats, metadata=dict(stats))
 
 
-DEITA_SCORES = register_kind(StageKind(
-    kind="deita_scores", role="stage", spec=DeitaScoresSpec, run=run_deita_scores, version="1",
-    summary="DEITA complexity, quality and complexity x quality (summed over turns) from trained or published "
-            "scorers.",
-    table="deita_scores", schema_file="schema/stages/deita_scores.sql", rows_schema=DEITA_SCORES_SCHEMA,
-    column_lineage={"complexity": ("instruction", "input", "messages"),
-                    "quality": ("instruction", "input", "output", "messages"),
-                    "score": ("instruction", "input", "output", "messages"),
-                    "turn_complexity": ("messages",), "turn_quality": ("messages",), "n_turns": ("messages",),
-                    "n_failed": ("messages",), "status": ("messages",), "failure": ("messages",),
-                    "truncated": ("instruction", "input", "output", "messages")},
-    tags=("python", "torch"), shardable=True,
-))
+DEITA_SCORES = register_kind(
+    StageKind(
+        kind="deita_scores",
+        role="stage",
+        spec=DeitaScoresSpec,
+        run=run_deita_scores,
+        version="1",
+        summary="DEITA complexity, quality and complexity x quality (summed over turns) from trained or published "
+        "scorers.",
+        table="deita_scores",
+        schema_file="schema/stages/deita_scores.sql",
+        rows_schema=DEITA_SCORES_SCHEMA,
+        column_lineage={
+            "complexity": ("instruction", "input", "messages"),
+            "quality": ("instruction", "input", "output", "messages"),
+            "score": ("instruction", "input", "output", "messages"),
+            "turn_complexity": ("messages",),
+            "turn_quality": ("messages",),
+            "n_turns": ("messages",),
+            "n_failed": ("messages",),
+            "status": ("messages",),
+            "failure": ("messages",),
+            "truncated": ("instruction", "input", "output", "messages"),
+        },
+        tags=("python", "torch"),
+        shardable=True,
+    )
+)

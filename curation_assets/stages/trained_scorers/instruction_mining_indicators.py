@@ -43,10 +43,14 @@ class InstructionMiningIndicatorsSpec(StageSpec):
     knn_k: int = Field(6, gt=0, description="i of kNN-i: neighbours averaged (paper: 6).")
     perplexity: str | None = Field(None, description="An `lm_loss` stage whose `perplexity` column is used.")
     reward: ScoreColumn | None = Field(None, description="The reward score: `{stage, column}` of any stage.")
-    extra_scores: list[ScoreColumn] = Field(default_factory=list, description=(
-        "More indicators: `{stage, column}` pairs, stored in `extra` as '<stage>.<column>'."))
-    length_unit: Literal["words", "tokens"] = Field("words", description=(
-        "words: whitespace-separated words (as text_stats counts them); tokens: tokens of `tokenizer`."))
+    extra_scores: list[ScoreColumn] = Field(
+        default_factory=list,
+        description=("More indicators: `{stage, column}` pairs, stored in `extra` as '<stage>.<column>'."),
+    )
+    length_unit: Literal["words", "tokens"] = Field(
+        "words",
+        description=("words: whitespace-separated words (as text_stats counts them); tokens: tokens of `tokenizer`."),
+    )
     tokenizer: str = Field(PACKAGED_SMOLLM2, description="Tokenizer for `length_unit: tokens` (a causal LM name).")
     mtld_threshold: float = Field(MTLD_THRESHOLD, gt=0, lt=1, description="MTLD's TTR threshold (published 0.72).")
     batch_size: int = Field(4096, gt=0, description="Samples per batch (does not change results).")
@@ -60,8 +64,11 @@ class InstructionMiningIndicatorsSpec(StageSpec):
 
     def score_inputs(self) -> list[tuple[str, str]]:
         """(YAML key, stage) of every stage this one reads."""
-        pairs = [("embedding", self.embedding), ("perplexity", self.perplexity),
-                 ("reward", self.reward.stage if self.reward else None)]
+        pairs = [
+            ("embedding", self.embedding),
+            ("perplexity", self.perplexity),
+            ("reward", self.reward.stage if self.reward else None),
+        ]
         pairs += [(f"extra_scores.{i}", s.stage) for i, s in enumerate(self.extra_scores)]
         return [(key, stage) for key, stage in pairs if stage]
 
@@ -92,15 +99,17 @@ class InstructionMiningIndicatorsSpec(StageSpec):
         return names + [s.label for s in self.extra_scores]
 
     def check_references(self, stage_kinds: Any, selection_names: set[str]) -> list[tuple[str, str]]:
-        problems = [*super().check_references(stage_kinds, selection_names),
-                    *stage_reference_problems("embedding", self.embedding, ("embedding",), stage_kinds,
-                                              selection_names)]
+        problems = [
+            *super().check_references(stage_kinds, selection_names),
+            *stage_reference_problems("embedding", self.embedding, ("embedding",), stage_kinds, selection_names),
+        ]
         if self.perplexity in selection_names and self.perplexity not in stage_kinds:
             problems.append(("perplexity", f"{self.perplexity!r} is a selection, not a stage"))
         kind = stage_kinds.get(self.perplexity) if self.perplexity else None
         if kind is not None and "perplexity" not in kind.column_lineage:
-            problems.append(("perplexity", f"{self.perplexity!r} ({kind.kind}) has no perplexity column; "
-                                           "name an lm_loss stage"))
+            problems.append(
+                ("perplexity", f"{self.perplexity!r} ({kind.kind}) has no perplexity column; name an lm_loss stage")
+            )
         if self.reward:
             problems += [("reward", m) for m in self.reward.problems(stage_kinds, selection_names)]
         for i, score in enumerate(self.extra_scores):
@@ -115,19 +124,26 @@ def length_counter(spec: InstructionMiningIndicatorsSpec) -> Any:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_causal_lm(spec.tokenizer))
-    return lambda texts: np.array([len(ids) for ids in tokenizer(texts.to_pylist(), add_special_tokens=False)
-                                   ["input_ids"]])
+    return lambda texts: np.array(
+        [len(ids) for ids in tokenizer(texts.to_pylist(), add_special_tokens=False)["input_ids"]]
+    )
 
 
 def run_instruction_mining_indicators(spec: InstructionMiningIndicatorsSpec, ctx: StageContext) -> StageOutput:
     pending, count = ctx.pending_samples("instruction_mining_indicators", ["instruction", "input", "output"])
-    stats: dict[str, Any] = {"pending": count, "length_unit": spec.length_unit,
-                             "indicators": spec.indicator_names(), "missing": {}}
+    stats: dict[str, Any] = {
+        "pending": count,
+        "length_unit": spec.length_unit,
+        "indicators": spec.indicator_names(),
+        "missing": {},
+    }
     writer = ctx.rows_writer(INDICATORS_SCHEMA)
     if count:
         pending_ids = pq.read_table(pending, columns=["sample_id"]).column("sample_id").to_pylist()
-        upstream = {name: aligned_scores(pending_ids, ctx.stage_rows(score.stage, [score.column]), score.column)
-                    for name, score in _score_columns(spec)}
+        upstream = {
+            name: aligned_scores(pending_ids, ctx.stage_rows(score.stage, [score.column]), score.column)
+            for name, score in _score_columns(spec)
+        }
         knn, knn_pool = _knn(spec, ctx, pending_ids, stats) if spec.embedding else (None, None)
         count_lengths = length_counter(spec)
         done = 0
@@ -135,12 +151,14 @@ def run_instruction_mining_indicators(spec: InstructionMiningIndicatorsSpec, ctx
             rows = slice(done, done + chunk.num_rows)
             done += chunk.num_rows
             prompt = pc.binary_join_element_wise(
-                pc.fill_null(chunk.column("instruction"), ""), pc.fill_null(chunk.column("input"), ""), "\n")
+                pc.fill_null(chunk.column("instruction"), ""), pc.fill_null(chunk.column("input"), ""), "\n"
+            )
             prompt = pc.utf8_rtrim(prompt, "\n")  # no input: the instruction alone
             values: dict[str, np.ndarray] = {
                 "input_length": count_lengths(prompt).astype(np.float64),
                 "output_length": count_lengths(chunk.column("output")).astype(np.float64),
-                "mtld": mtld(mtld_words(chunk.column("output")), spec.mtld_threshold)}
+                "mtld": mtld(mtld_words(chunk.column("output")), spec.mtld_threshold),
+            }
             values.update({name: column[rows] for name, column in upstream.items()})
             if knn is not None:
                 values["knn"] = knn[rows]
@@ -162,14 +180,17 @@ def _score_columns(spec: InstructionMiningIndicatorsSpec) -> list[tuple[str, Sco
     return columns
 
 
-def _knn(spec: InstructionMiningIndicatorsSpec, ctx: StageContext, pending_ids: list[str],
-         stats: dict[str, Any]) -> tuple[np.ndarray, int]:
+def _knn(
+    spec: InstructionMiningIndicatorsSpec, ctx: StageContext, pending_ids: list[str], stats: dict[str, Any]
+) -> tuple[np.ndarray, int]:
     """kNN-i of the pending samples among every embedded sample (NaN: the sample has no embedding)."""
     assert spec.embedding is not None
     pool_ids, vectors = ctx.stage_matrix(spec.embedding, "embedding")
     if len(pool_ids) <= spec.knn_k:
-        raise ValueError(f"{ctx.stage}: kNN-{spec.knn_k} needs more than {spec.knn_k} embedded samples in "
-                         f"{spec.embedding!r}, it has {len(pool_ids)} (lower `knn_k`)")
+        raise ValueError(
+            f"{ctx.stage}: kNN-{spec.knn_k} needs more than {spec.knn_k} embedded samples in "
+            f"{spec.embedding!r}, it has {len(pool_ids)} (lower `knn_k`)"
+        )
     position = pc.index_in(pa.array(pending_ids, pa.string()), value_set=pa.array(pool_ids, pa.string()))
     position = position.to_numpy(zero_copy_only=False).astype(np.float64)
     found = ~np.isnan(position)
@@ -179,8 +200,9 @@ def _knn(spec: InstructionMiningIndicatorsSpec, ctx: StageContext, pending_ids: 
     return knn, len(pool_ids)
 
 
-def _rows(sample_ids: pa.Array, values: dict[str, np.ndarray], spec: InstructionMiningIndicatorsSpec,
-          knn_pool: int | None) -> pa.Table:
+def _rows(
+    sample_ids: pa.Array, values: dict[str, np.ndarray], spec: InstructionMiningIndicatorsSpec, knn_pool: int | None
+) -> pa.Table:
     n = len(sample_ids)
     configured = spec.indicator_names()
     missing = [[name for name in configured if np.isnan(values[name][i])] for i in range(n)]
@@ -189,33 +211,54 @@ def _rows(sample_ids: pa.Array, values: dict[str, np.ndarray], spec: Instruction
         if name not in values:
             return pa.nulls(n, kind)
         data = values[name]
-        return pa.array(data if kind == pa.float64() else np.nan_to_num(data).astype(np.int32),
-                        type=kind, mask=np.isnan(data))
+        return pa.array(
+            data if kind == pa.float64() else np.nan_to_num(data).astype(np.int32), type=kind, mask=np.isnan(data)
+        )
 
     labels = [s.label for s in spec.extra_scores]
-    extra = [[(label, float(values[label][i])) for label in labels if not np.isnan(values[label][i])]
-             for i in range(n)]
-    return pa.table({
-        "sample_id": sample_ids,
-        "input_length": column("input_length", pa.int32()), "output_length": column("output_length", pa.int32()),
-        "reward": column("reward", pa.float64()), "perplexity": column("perplexity", pa.float64()),
-        "mtld": column("mtld", pa.float64()), "knn": column("knn", pa.float64()),
-        "knn_pool": pa.array([knn_pool] * n, pa.int32()),
-        "extra": pa.array(extra, pa.map_(pa.string(), pa.float64())) if labels else pa.nulls(n, INDICATORS_SCHEMA
-                                                                                               .field("extra").type),
-        "missing": pa.array(missing, pa.list_(pa.string())),
-    }, schema=INDICATORS_SCHEMA)
+    extra = [[(label, float(values[label][i])) for label in labels if not np.isnan(values[label][i])] for i in range(n)]
+    return pa.table(
+        {
+            "sample_id": sample_ids,
+            "input_length": column("input_length", pa.int32()),
+            "output_length": column("output_length", pa.int32()),
+            "reward": column("reward", pa.float64()),
+            "perplexity": column("perplexity", pa.float64()),
+            "mtld": column("mtld", pa.float64()),
+            "knn": column("knn", pa.float64()),
+            "knn_pool": pa.array([knn_pool] * n, pa.int32()),
+            "extra": pa.array(extra, pa.map_(pa.string(), pa.float64()))
+            if labels
+            else pa.nulls(n, INDICATORS_SCHEMA.field("extra").type),
+            "missing": pa.array(missing, pa.list_(pa.string())),
+        },
+        schema=INDICATORS_SCHEMA,
+    )
 
 
-INSTRUCTION_MINING_INDICATORS = register_kind(StageKind(
-    kind="instruction_mining_indicators", role="stage", spec=InstructionMiningIndicatorsSpec,
-    run=run_instruction_mining_indicators, version="1",
-    summary="Instruction Mining indicators per sample: lengths, reward, perplexity, MTLD, kNN-i (Cao et al. 2023).",
-    table="instruction_mining_indicators", schema_file="schema/stages/instruction_mining.sql", rows_schema=INDICATORS_SCHEMA,
-    column_lineage={"input_length": ("instruction", "input"), "output_length": ("output",),
-                    "reward": ("messages",), "perplexity": ("messages",), "mtld": ("output",),
-                    "knn": ("instruction", "input", "output"), "knn_pool": ("instruction", "input", "output"),
-                    # which indicators are NULL (from every sample column above); extra: other stages' rows
-                    "missing": ("instruction", "input", "output", "messages"), "extra": ()},
-    tags=("python", "numpy", "faiss"),
-))
+INSTRUCTION_MINING_INDICATORS = register_kind(
+    StageKind(
+        kind="instruction_mining_indicators",
+        role="stage",
+        spec=InstructionMiningIndicatorsSpec,
+        run=run_instruction_mining_indicators,
+        version="1",
+        summary="Instruction Mining indicators per sample: lengths, reward, perplexity, MTLD, kNN-i (Cao et al. 2023).",
+        table="instruction_mining_indicators",
+        schema_file="schema/stages/instruction_mining.sql",
+        rows_schema=INDICATORS_SCHEMA,
+        column_lineage={
+            "input_length": ("instruction", "input"),
+            "output_length": ("output",),
+            "reward": ("messages",),
+            "perplexity": ("messages",),
+            "mtld": ("output",),
+            "knn": ("instruction", "input", "output"),
+            "knn_pool": ("instruction", "input", "output"),
+            # which indicators are NULL (from every sample column above); extra: other stages' rows
+            "missing": ("instruction", "input", "output", "messages"),
+            "extra": (),
+        },
+        tags=("python", "numpy", "faiss"),
+    )
+)

@@ -62,10 +62,16 @@ from curation_assets.store.sql_files import execute_sql_file, read_sql
 
 CHUNK_SAMPLES = 256
 TEXT_COLUMNS = ("instruction", "input", "output", "messages")
-GENERATIONS_SCHEMA = pa.schema([
-    ("sample_id", pa.string()), ("question", pa.string()), ("generated", pa.string()),
-    ("generated_reward", pa.float64()), ("necessary", pa.bool_()), ("failure", pa.string()),
-])
+GENERATIONS_SCHEMA = pa.schema(
+    [
+        ("sample_id", pa.string()),
+        ("question", pa.string()),
+        ("generated", pa.string()),
+        ("generated_reward", pa.float64()),
+        ("necessary", pa.bool_()),
+        ("failure", pa.string()),
+    ]
+)
 
 
 class ModsSpec(EmbeddingInput, CausalLMInput, BudgetedSelectionSpec):
@@ -74,12 +80,22 @@ class ModsSpec(EmbeddingInput, CausalLMInput, BudgetedSelectionSpec):
     kind: Literal["mods"]
     reward: str = Field(description="The `reward_scores` stage: quality filter and scorer of generated responses.")
     reward_threshold: float = Field(0.0, description="Quality: keep samples whose reward is > this (published 0).")
-    seed_fraction: float = Field(0.25, gt=0, le=1, description=(
-        "Share of the selection budget taken by the k-center seeds (the paper: 1,000 of 4,000)."))
-    seed_count: int | None = Field(None, gt=0, description=(
-        "Instead of `seed_fraction`: this many seeds (the paper: 1,000); cut to the budget in k-center order."))
-    necessity_threshold: float = Field(0.0, description=(
-        "A generated response rewarded below this marks its instruction as necessary."))
+    seed_fraction: float = Field(
+        0.25,
+        gt=0,
+        le=1,
+        description=("Share of the selection budget taken by the k-center seeds (the paper: 1,000 of 4,000)."),
+    )
+    seed_count: int | None = Field(
+        None,
+        gt=0,
+        description=(
+            "Instead of `seed_fraction`: this many seeds (the paper: 1,000); cut to the budget in k-center order."
+        ),
+    )
+    necessity_threshold: float = Field(
+        0.0, description=("A generated response rewarded below this marks its instruction as necessary.")
+    )
     lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA fine-tune on the seeds.")
     max_new_tokens: int = Field(256, gt=0, description="Tokens generated per response (greedy).")
 
@@ -88,8 +104,10 @@ class ModsSpec(EmbeddingInput, CausalLMInput, BudgetedSelectionSpec):
         if self.seed_count is not None and "seed_fraction" in self.model_fields_set:
             raise ValueError("give at most one of `seed_count` (a number of seeds) or `seed_fraction` (of the budget)")
         if self.max_new_tokens >= self.max_length:
-            raise ValueError(f"`max_new_tokens` ({self.max_new_tokens}) must be below `max_length` "
-                             f"({self.max_length}): the prompt gets the difference")
+            raise ValueError(
+                f"`max_new_tokens` ({self.max_new_tokens}) must be below `max_length` "
+                f"({self.max_length}): the prompt gets the difference"
+            )
         return self
 
     def references(self) -> dict[str, str]:
@@ -99,8 +117,10 @@ class ModsSpec(EmbeddingInput, CausalLMInput, BudgetedSelectionSpec):
         return [self.reward]  # its scorer (model or trained head) rewards the generations
 
     def check_references(self, stage_kinds: Any, selection_names: set[str]) -> list[tuple[str, str]]:
-        return [*super().check_references(stage_kinds, selection_names),
-                *stage_reference_problems("reward", self.reward, ("reward_scores",), stage_kinds, selection_names)]
+        return [
+            *super().check_references(stage_kinds, selection_names),
+            *stage_reference_problems("reward", self.reward, ("reward_scores",), stage_kinds, selection_names),
+        ]
 
     def seeds_for(self, budget: int) -> int:
         """Seeds asked for (before the cut to the high-quality set and to the budget)."""
@@ -111,19 +131,33 @@ def run_mods(spec: ModsSpec, ctx: StageContext) -> StageOutput:
     started = time.perf_counter()
     sample_ids, x = ctx.stage_matrix(spec.embedding, "embedding")
     rewards = {r["sample_id"]: r["reward"] for r in ctx.stage_rows(spec.reward, ["reward"]).to_pylist()}
-    quality = np.array([i for i, sid in enumerate(sample_ids)
-                        if rewards.get(sid) is not None and rewards[sid] > spec.reward_threshold], dtype=np.int64)
+    quality = np.array(
+        [
+            i
+            for i, sid in enumerate(sample_ids)
+            if rewards.get(sid) is not None and rewards[sid] > spec.reward_threshold
+        ],
+        dtype=np.int64,
+    )
     if quality.size == 0:
-        raise ValueError(f"{ctx.stage}: no sample of the reward stage {spec.reward!r} has a reward > "
-                         f"`reward_threshold` {spec.reward_threshold} ({len(sample_ids)} embedded samples, "
-                         f"{sum(v is not None for v in rewards.values())} rewarded): lower the threshold")
+        raise ValueError(
+            f"{ctx.stage}: no sample of the reward stage {spec.reward!r} has a reward > "
+            f"`reward_threshold` {spec.reward_threshold} ({len(sample_ids)} embedded samples, "
+            f"{sum(v is not None for v in rewards.values())} rewarded): lower the threshold"
+        )
     budget = spec.budget_for(len(sample_ids))
     requested = spec.seeds_for(budget)
     n_seeds = min(requested, quality.size, budget)
     seeds = quality[k_center_greedy(x[quality], n_seeds, rng=np.random.default_rng(spec.seed)).indices]
-    stats: dict[str, Any] = {"pool": len(sample_ids), "budget": budget, "high_quality": int(quality.size),
-                             "seeds_requested": requested, "seeds": int(n_seeds),
-                             "seeds_cut_to_budget": requested > budget, "device": compute_device().describe()}
+    stats: dict[str, Any] = {
+        "pool": len(sample_ids),
+        "budget": budget,
+        "high_quality": int(quality.size),
+        "seeds_requested": requested,
+        "seeds": int(n_seeds),
+        "seeds_cut_to_budget": requested > budget,
+        "device": compute_device().describe(),
+    }
 
     candidates = np.setdiff1d(quality, seeds)
     room = budget - n_seeds
@@ -131,58 +165,101 @@ def run_mods(spec: ModsSpec, ctx: StageContext) -> StageOutput:
     writer = ctx.rows_writer(GENERATIONS_SCHEMA, "mods_generations")
     generated_reward: dict[str, float | None] = {}
     if room > 0 and candidates.size:
-        necessary_ids = necessity(spec, ctx, [sample_ids[i] for i in seeds], [sample_ids[i] for i in candidates],
-                                  writer, generated_reward, stats)
+        necessary_ids = necessity(
+            spec,
+            ctx,
+            [sample_ids[i] for i in seeds],
+            [sample_ids[i] for i in candidates],
+            writer,
+            generated_reward,
+            stats,
+        )
         necessary = np.array([i for i in candidates if sample_ids[i] in necessary_ids], dtype=np.int64)
         if necessary.size:
-            picked = k_center_greedy(x[necessary], min(room, necessary.size),
-                                     rng=np.random.default_rng(spec.seed)).indices
+            picked = k_center_greedy(
+                x[necessary], min(room, necessary.size), rng=np.random.default_rng(spec.seed)
+            ).indices
             augmentation = necessary[picked]
         stats["necessary"] = int(necessary.size)
     writer.close()
-    stats.update({"augmentation": int(augmentation.size), "selected": int(n_seeds + augmentation.size),
-                  "seconds": round(time.perf_counter() - started, 1)})
+    stats.update(
+        {
+            "augmentation": int(augmentation.size),
+            "selected": int(n_seeds + augmentation.size),
+            "seconds": round(time.perf_counter() - started, 1),
+        }
+    )
     chosen = [sample_ids[i] for i in (*seeds, *augmentation)]
-    details = ctx.write_details({
-        "sample_id": chosen,
-        "role": ["seed"] * len(seeds) + ["necessity"] * len(augmentation),
-        "value": [None] * len(seeds) + [generated_reward[sample_ids[i]] for i in augmentation]})
-    return StageOutput(ctx.write_members(chosen, [rewards[sid] for sid in chosen]), rows_in=len(sample_ids),
-                       stats=stats, metadata=dict(stats),
-                       details_file=details, extra={"generations_file": str(writer.path)})
+    details = ctx.write_details(
+        {
+            "sample_id": chosen,
+            "role": ["seed"] * len(seeds) + ["necessity"] * len(augmentation),
+            "value": [None] * len(seeds) + [generated_reward[sample_ids[i]] for i in augmentation],
+        }
+    )
+    return StageOutput(
+        ctx.write_members(chosen, [rewards[sid] for sid in chosen]),
+        rows_in=len(sample_ids),
+        stats=stats,
+        metadata=dict(stats),
+        details_file=details,
+        extra={"generations_file": str(writer.path)},
+    )
 
 
-def necessity(spec: ModsSpec, ctx: StageContext, seed_ids: list[str], candidate_ids: list[str], writer: Any,
-              generated_reward: dict[str, float | None], stats: dict[str, Any]) -> set[str]:
+def necessity(
+    spec: ModsSpec,
+    ctx: StageContext,
+    seed_ids: list[str],
+    candidate_ids: list[str],
+    writer: Any,
+    generated_reward: dict[str, float | None],
+    stats: dict[str, Any],
+) -> set[str]:
     """Step 3: fine-tune on the seeds, then per chunk of candidates generate, reward and stage the
     generations; returns the necessary sample_ids."""
     device = compute_device()
     model, tokenizer = fresh_causal_lm(spec.model, spec.chat_template)
     model = attach_lora(model, spec.lora, spec.seed)
-    training = [encode_conversation(tokenizer, row["messages"], spec.max_length, spec.model, spec.turns)
-                for row in sample_texts(ctx, seed_ids)]
-    tuned = lora_finetune(model, training, spec.lora, pad_token_id=tokenizer.pad_token_id, seed=spec.seed,
-                          device=device.name, checkpoint_dir=ctx.artifacts_dir)
+    training = [
+        encode_conversation(tokenizer, row["messages"], spec.max_length, spec.model, spec.turns)
+        for row in sample_texts(ctx, seed_ids)
+    ]
+    tuned = lora_finetune(
+        model,
+        training,
+        spec.lora,
+        pad_token_id=tokenizer.pad_token_id,
+        seed=spec.seed,
+        device=device.name,
+        checkpoint_dir=ctx.artifacts_dir,
+    )
     model.eval()
-    stats.update({"training_steps": len(tuned.step_losses),
-                  "final_training_loss": tuned.step_losses[-1] if tuned.step_losses else None,
-                  "checkpoints": [c.as_record() for c in tuned.checkpoints]})
+    stats.update(
+        {
+            "training_steps": len(tuned.step_losses),
+            "final_training_loss": tuned.step_losses[-1] if tuned.step_losses else None,
+            "checkpoints": [c.as_record() for c in tuned.checkpoints],
+        }
+    )
     if tuned.checkpoints:
         stats["adapter_sha256"] = tuned.checkpoints[-1].adapter_sha256
     reward_spec = ctx.stage_specs[spec.reward]
     scorer = stored_reward_scorer(ctx, spec.reward)
     necessary: set[str] = set()
     batch_size = spec.batch_size
-    chunks = [candidate_ids[i:i + CHUNK_SAMPLES] for i in range(0, len(candidate_ids), CHUNK_SAMPLES)]
+    chunks = [candidate_ids[i : i + CHUNK_SAMPLES] for i in range(0, len(candidate_ids), CHUNK_SAMPLES)]
     for chunk in ctx.progress(chunks, total=len(chunks), desc=f"generating {len(candidate_ids)} responses"):
         rows = sample_texts(ctx, chunk)
-        prompts = [prompt_ids(tokenizer, r["messages"], spec.max_length - spec.max_new_tokens, spec.model)
-                   for r in rows]
+        prompts = [
+            prompt_ids(tokenizer, r["messages"], spec.max_length - spec.max_new_tokens, spec.model) for r in rows
+        ]
         generated = [""] * len(rows)
 
         def run(batch: list[int], prompts: list = prompts, generated: list[str] = generated) -> None:
-            texts = generate_batch(model, tokenizer, [prompts[i] for i in batch],
-                                   max_new_tokens=spec.max_new_tokens, device=device.name)
+            texts = generate_batch(
+                model, tokenizer, [prompts[i] for i in batch], max_new_tokens=spec.max_new_tokens, device=device.name
+            )
             for i, text in zip(batch, texts):
                 generated[i] = text
 
@@ -195,10 +272,19 @@ def necessity(spec: ModsSpec, ctx: StageContext, seed_ids: list[str], candidate_
         flags = [bool(ok and s < spec.necessity_threshold) for s, ok in zip(scores, finite)]
         ids = [r["sample_id"] for r in rows]
         values = [float(s) if ok else None for s, ok in zip(scores, finite)]
-        writer.write(pa.table({"sample_id": ids, "question": questions, "generated": generated,
-                               "generated_reward": values, "necessary": flags,
-                               "failure": [None if ok else "reward not finite" for ok in finite]},
-                              schema=GENERATIONS_SCHEMA))
+        writer.write(
+            pa.table(
+                {
+                    "sample_id": ids,
+                    "question": questions,
+                    "generated": generated,
+                    "generated_reward": values,
+                    "necessary": flags,
+                    "failure": [None if ok else "reward not finite" for ok in finite],
+                },
+                schema=GENERATIONS_SCHEMA,
+            )
+        )
         generated_reward.update(zip(ids, values))
         necessary.update(sid for sid, flag in zip(ids, flags) if flag)
     stats["generation_failures"] = sum(v is None for v in generated_reward.values())
@@ -208,18 +294,30 @@ def necessity(spec: ModsSpec, ctx: StageContext, seed_ids: list[str], candidate_
 def sample_texts(ctx: StageContext, sample_ids: list[str]) -> list[dict[str, Any]]:
     """Instruction, input, output and messages of the given samples, in sample_id order."""
     with ctx.store.reader() as con:
-        return con.sql(read_sql("reads/sample_texts.sql"), params={"sample_ids": sample_ids}).to_arrow_table(
-        ).to_pylist()
+        return (
+            con.sql(read_sql("reads/sample_texts.sql"), params={"sample_ids": sample_ids}).to_arrow_table().to_pylist()
+        )
 
 
 def write_generations(con: Any, stage: str, config_hash: str, output: StageOutput) -> None:
-    execute_sql_file(con, "writes/mods_replace.sql", {"selection": stage, "config_hash": config_hash,
-                                                      "generations_file": output.extra["generations_file"]})
+    execute_sql_file(
+        con,
+        "writes/mods_replace.sql",
+        {"selection": stage, "config_hash": config_hash, "generations_file": output.extra["generations_file"]},
+    )
 
 
-MODS = register_kind(StageKind(
-    kind="mods", role="selection", spec=ModsSpec, run=run_mods, version="1",
-    summary="MoDS: reward filter, k-center seeds, necessity by a seed-tuned model's generations, k-center "
-            "augmentation (Du et al. 2023).",
-    schema_file="schema/stages/mods.sql", tags=("python", "torch", "peft", "numpy"), write_extra=write_generations,
-))
+MODS = register_kind(
+    StageKind(
+        kind="mods",
+        role="selection",
+        spec=ModsSpec,
+        run=run_mods,
+        version="1",
+        summary="MoDS: reward filter, k-center seeds, necessity by a seed-tuned model's generations, k-center "
+        "augmentation (Du et al. 2023).",
+        schema_file="schema/stages/mods.sql",
+        tags=("python", "torch", "peft", "numpy"),
+        write_extra=write_generations,
+    )
+)

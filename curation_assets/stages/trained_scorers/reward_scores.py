@@ -43,11 +43,19 @@ from curation_assets.stages.core.trained_scorers import (
 )
 
 CHUNK_SAMPLES = 256
-REWARD_SCHEMA = pa.schema([
-    ("sample_id", pa.string()), ("reward", pa.float64()), ("min_reward", pa.float64()),
-    ("turn_rewards", pa.list_(pa.float64())), ("n_turns", pa.int32()), ("n_failed", pa.int32()),
-    ("status", pa.string()), ("failure", pa.string()), ("truncated", pa.bool_()),
-])
+REWARD_SCHEMA = pa.schema(
+    [
+        ("sample_id", pa.string()),
+        ("reward", pa.float64()),
+        ("min_reward", pa.float64()),
+        ("turn_rewards", pa.list_(pa.float64())),
+        ("n_turns", pa.int32()),
+        ("n_failed", pa.int32()),
+        ("status", pa.string()),
+        ("failure", pa.string()),
+        ("truncated", pa.bool_()),
+    ]
+)
 MODEL_KEYS = ("max_length", "label_index")
 HEAD_KEYS = ("embedding_model", "alphas", "heldout_fraction", "seed")
 
@@ -56,16 +64,27 @@ class RewardScoresSpec(StageSpec):
     """Reward-model score of each response (MoDS quality)."""
 
     kind: Literal["reward_scores"]
-    model: str | None = Field(None, description=(
-        "A Hugging Face sequence-classification reward model, by name or local folder (published MoDS: "
-        "OpenAssistant/reward-model-deberta-v3-large-v2)."))
-    judge: str | None = Field(None, description=(
-        "Instead of `model`: an `alpagasus` stage whose judge scores a reward head is fitted to (offline)."))
+    model: str | None = Field(
+        None,
+        description=(
+            "A Hugging Face sequence-classification reward model, by name or local folder (published MoDS: "
+            "OpenAssistant/reward-model-deberta-v3-large-v2)."
+        ),
+    )
+    judge: str | None = Field(
+        None,
+        description=(
+            "Instead of `model`: an `alpagasus` stage whose judge scores a reward head is fitted to (offline)."
+        ),
+    )
     max_length: int = Field(512, gt=8, description="`model`: tokens per (question, response) pair.")
     label_index: int = Field(0, ge=0, description="`model`: which output logit is the reward (published: 0).")
     embedding_model: str = Field(PACKAGED_MINILM, description="`judge`: sentence-transformers model of the head.")
-    alphas: list[float] = Field(list(DEFAULT_ALPHAS), min_length=1, description=(
-        "`judge`: ridge penalties tried (lowest leave-one-out error wins)."))
+    alphas: list[float] = Field(
+        list(DEFAULT_ALPHAS),
+        min_length=1,
+        description=("`judge`: ridge penalties tried (lowest leave-one-out error wins)."),
+    )
     heldout_fraction: float = Field(0.2, ge=0, lt=1, description="`judge`: share of judged samples held out.")
     seed: int = Field(0, description="`judge`: seed of the held-out split.")
     turns: TurnChoice = Field("all", description="Which assistant turns of a conversation are scored.")
@@ -82,8 +101,10 @@ class RewardScoresSpec(StageSpec):
     @model_validator(mode="after")
     def _one_source(self) -> RewardScoresSpec:
         if (self.model is None) == (self.judge is None):
-            raise ValueError("give exactly one of `model` (a Hugging Face reward model) or `judge` (an alpagasus "
-                             "stage to fit a reward head to)")
+            raise ValueError(
+                "give exactly one of `model` (a Hugging Face reward model) or `judge` (an alpagasus "
+                "stage to fit a reward head to)"
+            )
         wrong = [k for k in (HEAD_KEYS if self.model else MODEL_KEYS) if k in self.model_fields_set]
         if wrong:
             owner = "`judge`" if self.model else "`model`"
@@ -99,8 +120,10 @@ class RewardScoresSpec(StageSpec):
     UNHASHED: ClassVar[frozenset[str]] = frozenset({"batch_size"})  # does not change results
 
     def check_references(self, stage_kinds: Any, selection_names: set[str]) -> list[tuple[str, str]]:
-        return [*super().check_references(stage_kinds, selection_names),
-                *stage_reference_problems("judge", self.judge, ("alpagasus",), stage_kinds, selection_names)]
+        return [
+            *super().check_references(stage_kinds, selection_names),
+            *stage_reference_problems("judge", self.judge, ("alpagasus",), stage_kinds, selection_names),
+        ]
 
 
 def train_judge_head(spec: RewardScoresSpec, ctx: StageContext, stats: dict[str, Any]) -> TrainedScorer:
@@ -125,27 +148,40 @@ def train_judge_head(spec: RewardScoresSpec, ctx: StageContext, stats: dict[str,
                 labels.append(float(value))
                 samples.append(record["sample_id"])
     if len(rows) < 3:
-        raise ValueError(f"{ctx.stage}: the alpagasus stage {spec.judge!r} has {len(rows)} scored turns; fitting "
-                         "a reward head needs at least 3")
+        raise ValueError(
+            f"{ctx.stage}: the alpagasus stage {spec.judge!r} has {len(rows)} scored turns; fitting "
+            "a reward head needs at least 3"
+        )
     held = heldout_groups(samples, spec.heldout_fraction, spec.seed)
     heldout = np.array([s in held for s in samples])
-    scorer = train_embedding_head("reward", rows, np.array(labels), heldout,
-                                  embedder=SentenceEmbedder(spec.embedding_model),
-                                  embedding_model=spec.embedding_model, alphas=spec.alphas,
-                                  batch_size=spec.batch_size, folder=ctx.artifacts_dir / "reward")
-    stats.update({"trained": True, "judged_samples": len(set(samples)), "heldout_samples": len(held),
-                  **scorer.summary()})
-    ctx.log.info(f"{ctx.stage}: reward head on {scorer.n_train} judged turns, held-out Spearman "
-                 f"{scorer.heldout_spearman} over {scorer.n_heldout}")
+    scorer = train_embedding_head(
+        "reward",
+        rows,
+        np.array(labels),
+        heldout,
+        embedder=SentenceEmbedder(spec.embedding_model),
+        embedding_model=spec.embedding_model,
+        alphas=spec.alphas,
+        batch_size=spec.batch_size,
+        folder=ctx.artifacts_dir / "reward",
+    )
+    stats.update(
+        {"trained": True, "judged_samples": len(set(samples)), "heldout_samples": len(held), **scorer.summary()}
+    )
+    ctx.log.info(
+        f"{ctx.stage}: reward head on {scorer.n_train} judged turns, held-out Spearman "
+        f"{scorer.heldout_spearman} over {scorer.n_heldout}"
+    )
     return scorer
 
 
-def per_sample(sample_ids: list[str], counts: list[int], scores: np.ndarray, truncated: np.ndarray
-               ) -> dict[str, list[Any]]:
+def per_sample(
+    sample_ids: list[str], counts: list[int], scores: np.ndarray, truncated: np.ndarray
+) -> dict[str, list[Any]]:
     out: dict[str, list[Any]] = {name: [] for name in REWARD_SCHEMA.names}
     start = 0
     for sid, n in zip(sample_ids, counts):
-        values = [None if np.isnan(v) else float(v) for v in scores[start:start + n]]
+        values = [None if np.isnan(v) else float(v) for v in scores[start : start + n]]
         scored = [v for v in values if v is not None]
         failed = n - len(scored)
         out["sample_id"].append(sid)
@@ -156,15 +192,18 @@ def per_sample(sample_ids: list[str], counts: list[int], scores: np.ndarray, tru
         out["n_failed"].append(failed)
         out["status"].append("ok" if failed == 0 else "failed" if failed == n else "partial")
         out["failure"].append("reward not finite" if failed else None)
-        out["truncated"].append(bool(truncated[start:start + n].any()))
+        out["truncated"].append(bool(truncated[start : start + n].any()))
         start += n
     return out
 
 
 def run_reward_scores(spec: RewardScoresSpec, ctx: StageContext) -> StageOutput:
     pending, count = ctx.pending_samples("reward_scores", ["instruction", "input", "output", "messages"])
-    stats: dict[str, Any] = {"pending": count, "device": compute_device().describe(),
-                             "reward_source": spec.model or f"head fitted to {spec.judge}"}
+    stats: dict[str, Any] = {
+        "pending": count,
+        "device": compute_device().describe(),
+        "reward_source": spec.model or f"head fitted to {spec.judge}",
+    }
     trained: list[TrainedScorer] = []
     writer = ctx.rows_writer(REWARD_SCHEMA)
     scorer: Any = None
@@ -197,15 +236,28 @@ def run_reward_scores(spec: RewardScoresSpec, ctx: StageContext) -> StageOutput:
         stats.update({f"status_{k}": v for k, v in statuses.items()})
         stats["samples_per_second"] = round(count / seconds, 2) if seconds else None
     writer.close()
-    return StageOutput(writer.path, rows_in=count, stats=stats, metadata=dict(stats),
-                       extra={"trained_scorers": as_records(trained)})
+    return StageOutput(
+        writer.path, rows_in=count, stats=stats, metadata=dict(stats), extra={"trained_scorers": as_records(trained)}
+    )
 
 
-REWARD_SCORES = register_kind(StageKind(
-    kind="reward_scores", role="stage", spec=RewardScoresSpec, run=run_reward_scores, version="1",
-    summary="Reward-model score of each (instruction + input, response) (MoDS quality): a Hugging Face reward "
-            "model, or a head fitted to an AlpaGasus judge.",
-    table="reward_scores", schema_file="schema/stages/reward_scores.sql", rows_schema=REWARD_SCHEMA,
-    column_lineage=dict.fromkeys(("reward", "min_reward", "turn_rewards", "n_turns", "n_failed", "status", "failure", "truncated"), ("instruction", "input", "output", "messages")),
-    tags=("python", "torch", "transformers"), write_extra=write_trained_scorers,
-))
+REWARD_SCORES = register_kind(
+    StageKind(
+        kind="reward_scores",
+        role="stage",
+        spec=RewardScoresSpec,
+        run=run_reward_scores,
+        version="1",
+        summary="Reward-model score of each (instruction + input, response) (MoDS quality): a Hugging Face reward "
+        "model, or a head fitted to an AlpaGasus judge.",
+        table="reward_scores",
+        schema_file="schema/stages/reward_scores.sql",
+        rows_schema=REWARD_SCHEMA,
+        column_lineage=dict.fromkeys(
+            ("reward", "min_reward", "turn_rewards", "n_turns", "n_failed", "status", "failure", "truncated"),
+            ("instruction", "input", "output", "messages"),
+        ),
+        tags=("python", "torch", "transformers"),
+        write_extra=write_trained_scorers,
+    )
+)
