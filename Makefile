@@ -14,11 +14,12 @@ UI_PORT ?= 3000
 QUIET_PIP := grep -v "is ignored: it is neither a file nor a directory" || true
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
 
-.PHONY: help setup browser demo test test-fast ui bench eval clean
+.PHONY: help setup browser demo lint test test-fast ui bench eval clean
 
 help:
 	@echo "make demo   set up and run the demo pipeline end to end"
-	@echo "make test   set up and run the tests"
+	@echo "make test   set up, lint (make lint) and run the tests"
+	@echo "make lint   ruff check, ruff format --check and pyright on curation_assets/ (config in pyproject.toml)"
 	@echo "make ui     open the Dagster UI on http://127.0.0.1:$(UI_PORT)"
 	@echo "make bench  run the benchmarks under bench/ (BENCH_ARGS=--quick for a short run)"
 	@echo "make eval   fine-tune on each selection, held-out losses vs random (EVAL_ARGS='--pool 200 --epochs 1 --heldout 100 --no-judge' for a reduced run)"
@@ -53,7 +54,13 @@ browser:
 	else echo "NOTE: /usr/bin/chromium or /usr/bin/chromedriver missing and not root: the browser test will fail;" \
 	  "install them with: sudo apt-get install chromium chromium-driver"; fi
 
-test: setup browser
+# the gate before the tests: lint rules, formatting and types (pyright basic; about half a minute on 2 cores)
+lint: setup
+	$(BIN)/ruff check curation_assets
+	$(BIN)/ruff format --check curation_assets
+	$(BIN)/pyright --pythonpath $(BIN)/python
+
+test: setup lint browser
 	HF_HUB_OFFLINE=1 $(BIN)/pytest -q
 
 test-fast: setup

@@ -9,9 +9,12 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
+
+if TYPE_CHECKING:
+    from curation_assets.export import ExportFormat
 
 DEMO_PIPELINE = Path(__file__).resolve().parent / "defs" / "demo" / "defs.yaml"
 
@@ -337,7 +340,7 @@ def query(
     ),
 )
 @VERBOSE_OPTION
-def export(name: str, fmt: str, out: Path, db: Path | None, pipeline: Path | None, force: bool) -> None:
+def export(name: str, fmt: ExportFormat, out: Path, db: Path | None, pipeline: Path | None, force: bool) -> None:
     """Export selection NAME (or `samples`) in its original format (jsonl) or as parquet/hf.
 
     The export is written beside --out under a temporary name and renamed into place; an
@@ -359,7 +362,7 @@ def export(name: str, fmt: str, out: Path, db: Path | None, pipeline: Path | Non
             fmt,
             out,
             read_only=True,
-            overwrite=force,  # type: ignore[arg-type]
+            overwrite=force,
             protected=protected,
         )
     except (ExportError, FileNotFoundError) as err:
