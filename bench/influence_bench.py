@@ -23,8 +23,8 @@ from curation_assets.methods.less import less_scores
 from curation_assets.methods.projection import KroneckerProjector
 from curation_assets.models.causal_lm import PACKAGED_SMOLLM2, fresh_causal_lm
 from curation_assets.models.chat_format import collate, encode_conversation, longest_first
-from curation_assets.models.gradients import LoraGradientCapture, per_sample_gradient_features
 from curation_assets.models.device import compute_device
+from curation_assets.models.gradients import LoraGradientCapture, per_sample_gradient_features
 from curation_assets.models.jvp import JvpEmbedder
 from curation_assets.models.lora import LoraSettings, attach_lora, lora_finetune
 

@@ -16,8 +16,8 @@ from bench.lm_bench import sharegpt_conversations
 from curation_assets.methods.less import adam_precondition, less_scores
 from curation_assets.methods.projection import DenseRademacherProjector, HadamardProjector, KroneckerProjector
 from curation_assets.models.causal_lm import PACKAGED_SMOLLM2, fresh_causal_lm
-from curation_assets.models.device import compute_device
 from curation_assets.models.chat_format import collate, encode_conversation, longest_first
+from curation_assets.models.device import compute_device
 from curation_assets.models.gradients import (
     LoraGradientCapture,
     per_sample_gradient_features,

@@ -14,8 +14,8 @@ import torch
 from bench.common import BenchResult, to_numpy
 from curation_assets.methods.lm_signals import forward_signals
 from curation_assets.models.causal_lm import PACKAGED_SMOLLM2, fresh_causal_lm
-from curation_assets.models.device import compute_device
 from curation_assets.models.chat_format import collate, encode_conversation, longest_first
+from curation_assets.models.device import compute_device
 from curation_assets.models.gradients import per_sample_grad_norms, per_sample_response_losses
 from curation_assets.models.lora import LoraSettings, attach_lora
 from curation_assets.sources.normalise import RejectRecord, normalise_record

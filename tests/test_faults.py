@@ -18,8 +18,8 @@ from bench.fault_bench import (
     phases,
     reference_run,
     run_twice_at_once,
-    table_digests,
     table_contents,
+    table_digests,
 )
 from curation_assets.llm.cache import LLMCache
 from tests.models_fixtures import build_tiny_causal_lm

@@ -89,6 +89,7 @@ def test_dynamic_data_diet_keeps_the_ema_window(tmp_path, tiny_lm):
                        .fetchall())
         stats = con.execute("SELECT stats FROM stage_runs WHERE stage = 'diet'").fetchall()[0][0]
     import json
+
     import numpy as np
     assert len(details) == 20
     scores = np.array(list(details.values()))

@@ -19,7 +19,6 @@ from tests.components.test_less_pipeline import LORA, write_targets
 from tests.components.test_lm_pipeline import tiny_lm, write_pool  # noqa: F401  (fixture)
 from tests.pipeline_runs import materialize_document
 
-
 # the project's earlier variant, kept as options: LoRA gradients, LESS directions, raw inner
 # products, exact landmark rows, weights per subtask picked in turn
 PROJECT_VARIANT = {"params": "lora", "adam_direction": "less", "normalize": False, "exact_landmarks": True,

@@ -13,7 +13,6 @@ import duckdb
 import numpy as np
 import pytest
 import yaml
-
 from dagster.components.resolved.errors import ResolutionException
 
 from curation_assets.components.standalone import PipelineFileError, load_pipeline_file
