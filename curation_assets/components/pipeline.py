@@ -41,6 +41,7 @@ from curation_assets.sources.ingest import resolve_source_location
 from curation_assets.sources.spec import SourceSpec
 from curation_assets.stages.core.context import restricted_sql
 from curation_assets.stages.core.conversation_keys import selection_distinct_counts
+from curation_assets.stages.core.llm_stage import LLMStageSpec
 from curation_assets.stages.core.registry import StageKind, StageSpec, all_kinds, get_kind, pipeline_config_hashes
 from curation_assets.stages.core.runner import INGEST_VERSION, RunSummary, run_ingest, run_stage, source_config_hash
 from curation_assets.store import DuckDBStore
@@ -98,20 +99,69 @@ class CurationPipeline(dg.Component):
 
     def get_asset_kwargs(self, name: str, description: str | None) -> AssetKwargs:
         """Keyword arguments shared by every asset (group, pool, automation, ...)."""
+        held = self.automation_holds().get(name)
+        if held is not None:  # the UI shows why this asset waits for a click
+            description = f"{description}\n\n{held}" if description else held
         return {
             "group_name": self.spec.name,
             "pool": DUCKDB_POOL,
             "description": description,
-            "automation_condition": self.get_automation_condition(),
+            "automation_condition": self.get_automation_condition(name),
         }
 
-    def get_automation_condition(self) -> dg.AutomationCondition | None:
+    def get_automation_condition(self, name: str | None = None) -> dg.AutomationCondition | None:
+        """`automation.condition` for the cheap assets; `automation.llm_stages` for LLM stages; none
+        for what reads an LLM stage while LLM stages are manual."""
         automation = self.spec.automation
-        if automation.condition == "eager":
+        condition = automation.condition
+        if name is not None and name in self.automation_holds():
+            return None
+        if name is not None and name in self.llm_stage_names():
+            condition = automation.llm_stages
+        if condition == "eager":
             return dg.AutomationCondition.eager()
-        if automation.condition == "on_cron":
+        if condition == "on_cron":
             return dg.AutomationCondition.on_cron(automation.cron)
         return None
+
+    def llm_stage_names(self) -> set[str]:
+        """Stages that send LLM requests (paid on a hosted API)."""
+        return {s.name for s in self.spec.stages if isinstance(s, LLMStageSpec)}
+
+    def automation_holds(self) -> dict[str, str]:
+        """Asset name -> why automation leaves it alone: with `automation.llm_stages: manual` (the
+        default) LLM stages and everything downstream of them run only when launched, so a source
+        that grows never starts paid requests by itself."""
+        automation = self.spec.automation
+        if automation.llm_stages != "manual":
+            return {}
+        deps: dict[str, list[str]] = {
+            s.name: [k.path[-1] for k in self.stage_deps(s, get_kind(s.kind))]
+            for s in [*self.spec.stages, *self.spec.selections]
+        }
+        deps.update({e.asset_name: [e.selection] for e in self.spec.exports})
+        if self.spec.evaluation is not None:
+            deps[self.spec.evaluation.name] = list(self.spec.evaluation.evaluated())
+        opt_in = "set `automation: {llm_stages: eager}` in the pipeline YAML to re-curate it automatically"
+        holds = {
+            name: (
+                f"Automation: off. `{name}` sends LLM requests (paid on a hosted API), so it runs only "
+                f"when launched; {opt_in}."
+            )
+            for name in self.llm_stage_names()
+        }
+        changed = True
+        while changed:  # everything that reads a held asset, however far down
+            changed = False
+            for name, upstream in deps.items():
+                held = next((u for u in upstream if u in holds), None)
+                if name not in holds and held is not None:
+                    holds[name] = (
+                        f"Automation: off. `{name}` reads `{held}`, which waits for LLM requests "
+                        f"(automation.llm_stages: manual); {opt_in}."
+                    )
+                    changed = True
+        return holds
 
     def get_op_tags(self, kind: StageKind) -> dict[str, Any] | None:
         """Op tags of a stage's step(s): `gpu_op_tags` for kinds that run a model (tag `torch`)."""
@@ -209,13 +259,14 @@ class CurationPipeline(dg.Component):
         raw_keys = [self.get_raw_asset_key(s) for s in self.spec.sources]
         sensors: list[Any] = []
         schedules: list[Any] = []
-        if automation.condition != "none":
+        if automation.condition != "none" or automation.llm_stages != "manual":
             sensors.append(
                 dg.AutomationConditionSensorDefinition(
                     f"{name}_automation",
                     target=dg.AssetSelection.groups(name) - dg.AssetSelection.assets(*raw_keys),
                     default_status=dg.DefaultSensorStatus.RUNNING,
-                    description=f"Re-curates `{name}` when its sources or configs change ({automation.condition}).",
+                    description=f"Re-curates `{name}` when its sources or configs change ({automation.condition}; "
+                    f"LLM stages: {automation.llm_stages}).",
                 )
             )
         if automation.observe_sources_cron:

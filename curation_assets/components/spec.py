@@ -73,6 +73,14 @@ class AutomationSpec(SpecModel):
         ),
     )
     schedule: str | None = Field(default=None, description="Cron of a schedule that re-runs the whole pipeline.")
+    llm_stages: Literal["manual", "eager", "on_cron"] = Field(
+        default="manual",
+        description=(
+            "LLM-judged stages (requests that cost money on a hosted API) and everything that reads them: manual = "
+            "only when launched, so a growing source never starts paid requests by itself; eager / on_cron opt "
+            "them in (as for `condition`). The `llm.max_requests_per_run` limit applies either way."
+        ),
+    )
 
 
 class PipelineSpecBase(SpecModel):

@@ -24,6 +24,7 @@ import openai
 
 from curation_assets.llm.cache import BackgroundFlush, ChatAnswer, LLMCache
 from curation_assets.llm.endpoint import LLMConfigError, LLMEndpointSpec
+from curation_assets.llm.spend import SpendGuard
 from curation_assets.redact import MASK, redact_text
 
 _TRANSIENT_STATUS = {408, 409, 425, 429}
@@ -112,8 +113,10 @@ class LLMClient:
         pipeline: str = "",
         stage: str = "",
         log: Any = None,
+        guard: SpendGuard | None = None,
     ) -> None:
         self.endpoint = endpoint
+        self.guard = guard  # when set, every batch is checked against the run's limits before it is sent
         self.cache = cache
         self.pipeline = pipeline
         self.stage = stage
@@ -154,6 +157,8 @@ class LLMClient:
         self.stats.cache_hits += len(found)
         missing = [i for h, i in unique.items() if h not in found]
         if missing:
+            if self.guard is not None:  # raises SpendLimitExceeded, sending none of the batch
+                self.guard.admit([requests[i] for i in missing])
             api_key = self.endpoint.api_key(self.stage)  # refuses plain http:// to another machine
             self._key = api_key
             semaphore = asyncio.Semaphore(self.endpoint.max_concurrency)

@@ -8,12 +8,15 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from curation_assets.redact import looks_like_secret, redact_url
 from curation_assets.specs import SpecModel
 
 DEFAULT_LOCAL_BASE_URL = "http://127.0.0.1:8765/v1"
+# a hosted API's run stops here unless the YAML says otherwise (at ~1k tokens a request, a few to
+# tens of dollars on a frontier model); a large local pool raises it or sets null
+DEFAULT_MAX_REQUESTS = 10_000
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -59,6 +62,44 @@ class LLMEndpointSpec(SpecModel):
     backoff_max_s: float = Field(
         default=30.0, gt=0, description="Longest delay between retries (Retry-After may ask more)."
     )
+    # spend guard (llm/spend.py): limits of one stage run, never part of the config hash
+    max_requests_per_run: int | None = Field(
+        default=DEFAULT_MAX_REQUESTS,
+        ge=0,
+        description=(
+            "Most requests one stage run may send (a sharded stage: each shard its share); a run that needs more "
+            "stops before sending any, naming the count it needs. Answers already in llm_cache are free and not "
+            "counted; re-asks and later rounds are. null = no limit."
+        ),
+    )
+    input_price_per_mtok: float | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "Price of one million prompt tokens (e.g. 2.5 for $2.50 / 1M); with `output_price_per_mtok`, runs "
+            "report an estimated cost and `max_cost_per_run` applies."
+        ),
+    )
+    output_price_per_mtok: float | None = Field(default=None, ge=0, description="Price of one million answer tokens.")
+    max_cost_per_run: float | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "Most one stage run may cost, in the currency of the prices: prompt tokens estimated as characters/4, "
+            "answers counted at max_tokens (an upper bound). Needs both prices. null = no limit."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _cost_needs_prices(self) -> LLMEndpointSpec:
+        if self.max_cost_per_run is not None and (
+            self.input_price_per_mtok is None or self.output_price_per_mtok is None
+        ):
+            raise ValueError(
+                "max_cost_per_run needs input_price_per_mtok and output_price_per_mtok (the "
+                "provider's prices per million tokens) to estimate what a run costs"
+            )
+        return self
 
     @field_validator("api_key_env")
     @classmethod

@@ -70,3 +70,60 @@ def test_changed_source_makes_automation_request_the_pipeline_and_only_new_sampl
         computed = [r[0] for r in con.execute("SELECT rows_out FROM stage_runs WHERE stage = 'lengths' "
                                               "ORDER BY started_at").fetchall()]
     assert computed == [100, 1]
+
+
+def llm_pipeline(tmp_path: Path, automation: dict) -> dg.Definitions:
+    """text_stats (cheap), an AlpaGasus judge, a selection on the judge and its export, a selection
+    and export on text_stats only."""
+    write_pool(tmp_path / "pool.jsonl", 5)
+    document = {
+        "type": "curation_assets.CurationPipeline",
+        "attributes": {
+            "name": "auto",
+            "duckdb_path": "auto.duckdb",
+            "sources": [{"name": "pool", "path": "pool.jsonl"}],
+            "stages": [{"name": "lengths", "kind": "text_stats"}, {"name": "judge", "kind": "alpagasus"}],
+            "selections": [
+                {"name": "accurate", "kind": "alpagasus_threshold", "stage": "judge", "threshold": 4},
+                {"name": "long", "kind": "top_score", "stage": "lengths", "column": "output_chars", "fraction": 0.5},
+            ],
+            "exports": [
+                {"selection": "accurate", "path": "accurate.jsonl"},
+                {"selection": "long", "path": "long.jsonl"},
+            ],
+            "automation": automation,
+        },
+    }
+    path = tmp_path / "defs.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return pipeline_definitions(load_pipeline_file(path))
+
+
+LLM_SIDE = ("judge", "accurate", "export_accurate")
+CHEAP_SIDE = ("pool", "lengths", "long", "export_long")
+
+
+def test_llm_stages_and_what_reads_them_wait_for_a_click_by_default(tmp_path):
+    defs = llm_pipeline(tmp_path, {})
+    graph = defs.resolve_asset_graph()
+    for name in LLM_SIDE:
+        node = graph.get(dg.AssetKey(["auto", name]))
+        assert node.automation_condition is None, name
+        assert "Automation: off" in node.description and "llm_stages: eager" in node.description, name
+    for name in CHEAP_SIDE:
+        node = graph.get(dg.AssetKey(["auto", name]))
+        assert node.automation_condition is not None and "Automation: off" not in (node.description or ""), name
+    assert defs.get_sensor_def("auto_automation").default_status == dg.DefaultSensorStatus.RUNNING
+
+
+def test_llm_stages_opt_in_to_automation(tmp_path):
+    graph = llm_pipeline(tmp_path, {"llm_stages": "eager"}).resolve_asset_graph()
+    for name in (*LLM_SIDE, *CHEAP_SIDE):
+        node = graph.get(dg.AssetKey(["auto", name]))
+        assert node.automation_condition is not None and "Automation: off" not in (node.description or ""), name
+    # cheap stages off, LLM stages on a cron: each gets its own condition, and the sensor exists
+    defs = llm_pipeline(tmp_path, {"condition": "none", "llm_stages": "on_cron"})
+    graph = defs.resolve_asset_graph()
+    assert graph.get(dg.AssetKey(["auto", "lengths"])).automation_condition is None
+    assert "cron" in str(graph.get(dg.AssetKey(["auto", "judge"])).automation_condition).lower()
+    assert defs.get_sensor_def("auto_automation") is not None

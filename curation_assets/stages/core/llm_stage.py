@@ -22,7 +22,8 @@ from curation_assets.llm.cache import ChatAnswer, LLMCache
 from curation_assets.llm.client import ChatRequest, LLMClient, RequestFailure
 from curation_assets.llm.endpoint import LLMEndpointSpec
 from curation_assets.llm.prompts import load_prompt
-from curation_assets.stages.core.context import StageContext
+from curation_assets.llm.spend import SpendGuard, SpendPlan
+from curation_assets.stages.core.context import StageContext, iter_parquet_batches
 from curation_assets.stages.core.registry import StageSpec
 
 T = TypeVar("T")
@@ -46,7 +47,8 @@ class LLMStageSpec(StageSpec):
         default_factory=LLMEndpointSpec,
         description=(
             "The OpenAI-compatible endpoint: base_url, model, api_key_env, max_concurrency, timeout_s, "
-            "max_retries, backoff_s, backoff_max_s."
+            "max_retries, backoff_s, backoff_max_s, and the spend guard max_requests_per_run, "
+            "input_price_per_mtok, output_price_per_mtok, max_cost_per_run."
         ),
     )
     prompts: dict[str, str] = Field(
@@ -116,7 +118,14 @@ class LLMStageSpec(StageSpec):
         return load_prompt(name, self.prompts)
 
     def client(self, ctx: StageContext) -> LLMClient:
-        return LLMClient(self.llm, LLMCache(ctx.store), pipeline=ctx.pipeline, stage=ctx.stage, log=ctx.log)
+        return LLMClient(
+            self.llm,
+            LLMCache(ctx.store),
+            pipeline=ctx.pipeline,
+            stage=ctx.stage,
+            log=ctx.log,
+            guard=SpendGuard(self.llm, ctx.stage, ctx.shard),
+        )
 
 
 def _resolve(path: str, base_dir: Path) -> Path:
@@ -200,6 +209,20 @@ def judge_turns_of_chunk(
     parse: Callable[[str], T | None],
 ) -> list[tuple[list[Any], list[Judged[T]]]]:
     """Per sample row: its judged turns (llm/conversation.py rule) and each turn's Judged answer."""
+    turns, per_row = turn_requests(spec, rows, request)
+    requests = [r for row in per_row for r in row]
+    judged = ask_and_parse(client, requests, parse, spec.parse_retries, spec.retry_temperature)
+    out, start = [], 0
+    for sample_turns in turns:
+        out.append((sample_turns, judged[start : start + len(sample_turns)]))
+        start += len(sample_turns)
+    return out
+
+
+def turn_requests(
+    spec: LLMStageSpec, rows: list[dict[str, Any]], request: Callable[[str, Any], ChatRequest]
+) -> tuple[list[list[Any]], list[list[ChatRequest]]]:
+    """Per sample row: its judged turns (llm/conversation.py rule) and one request per turn."""
     from curation_assets.llm.conversation import TurnChoice, judged_turns
 
     which: TurnChoice = getattr(spec, "turns", "all")  # kinds without `turns` judge every turn
@@ -215,13 +238,60 @@ def judge_turns_of_chunk(
         )
         for r in rows
     ]
-    requests = [request(r["sample_id"], t) for r, ts in zip(rows, turns) for t in ts]
-    judged = ask_and_parse(client, requests, parse, spec.parse_retries, spec.retry_temperature)
-    out, start = [], 0
-    for sample_turns in turns:
-        out.append((sample_turns, judged[start : start + len(sample_turns)]))
-        start += len(sample_turns)
-    return out
+    return turns, [[request(r["sample_id"], t) for t in ts] for r, ts in zip(rows, turns)]
+
+
+Followups = Callable[[ChatRequest], Sequence[tuple[int, int]]]
+
+
+def check_spend(
+    spec: LLMStageSpec,
+    client: LLMClient,
+    pending: Path,
+    first_requests: Callable[[list[dict[str, Any]]], list[list[ChatRequest]]],
+    followups: Followups | None = None,
+) -> SpendPlan | None:
+    """Before anything is sent: count the requests the pending samples need that are not in
+    llm_cache, and raise SpendLimitExceeded when they exceed `llm.max_requests_per_run` or
+    `llm.max_cost_per_run`. `first_requests` gives each row's requests known up front; `followups`
+    (prompt tokens, max tokens) of the requests that will follow a first request's answer (later
+    rounds, rankings), counted for each first request that is not cached (those of a
+    cached first request are unknown until its answers are read; the client's per-batch check covers them)."""
+    guard = client.guard
+    if guard is None or (guard.max_requests is None and guard.max_cost is None):
+        return None
+    model = spec.llm.model
+    plan = SpendPlan()
+    seen: set[str] = set()
+    for chunk in iter_parquet_batches(pending, spec.chunk_size):
+        per_row = first_requests(chunk.to_pylist())
+        hashes = [[r.cache_key(model)[0] for r in requests] for requests in per_row]
+        fresh = list({h for row in hashes for h in row if h not in seen})
+        cached = set(client.cache.lookup(fresh)) if client.cache is not None else set()
+        for requests, row_hashes in zip(per_row, hashes):
+            plan.samples += 1
+            for request, request_hash in zip(requests, row_hashes):
+                if request_hash in seen:  # an identical request is sent once
+                    continue
+                seen.add(request_hash)
+                if request_hash in cached:
+                    plan.cached += 1
+                    continue
+                plan.add(request)
+                for prompt, answer in followups(request) if followups is not None else ():
+                    plan.add_tokens(prompt, answer)
+                    plan.followups += 1
+    plan.cost = guard.cost(plan)
+    guard.check_plan(plan)
+    return plan
+
+
+def planned_stats(plan: SpendPlan | None) -> dict[str, Any]:
+    """The spend guard's count for metadata and `stage_runs` (empty when the run had no limit)."""
+    if plan is None:
+        return {}
+    cost = {} if plan.cost is None else {"llm_estimated_cost": round(plan.cost, 6)}
+    return {"llm_planned_requests": plan.requests, "llm_planned_cached": plan.cached, **cost}
 
 
 def turn_columns(sample_turns: list[Any], judged: list[Judged[Any]]) -> dict[str, Any]:

@@ -24,8 +24,11 @@ from curation_assets.stages.core.llm_stage import (
     TURN_COLUMNS,
     TURN_FIELDS,
     LLMStageSpec,
+    check_spend,
     judge_turns_of_chunk,
+    planned_stats,
     turn_columns,
+    turn_requests,
 )
 from curation_assets.stages.core.registry import StageKind, register_kind
 
@@ -76,6 +79,12 @@ def alpagasus_requests(spec: AlpagasusSpec, sample_id: str, turns: list[Any]) ->
 def run_alpagasus(spec: AlpagasusSpec, ctx: StageContext) -> StageOutput:
     pending, count = ctx.pending_samples("alpagasus", ["instruction", "input", "output", "messages"])
     client = spec.client(ctx)
+    plan = check_spend(  # before anything is sent
+        spec,
+        client,
+        pending,
+        lambda rows: turn_requests(spec, rows, lambda sid, turn: alpagasus_requests(spec, sid, [turn])[0])[1],
+    )
     started = time.perf_counter()
     status_counts: dict[str, int] = {}
     with ctx.rows_writer(ALPAGASUS_SCHEMA) as writer:
@@ -104,6 +113,7 @@ def run_alpagasus(spec: AlpagasusSpec, ctx: StageContext) -> StageOutput:
     stats = {
         "pending": count,
         "model": spec.llm.model,
+        **planned_stats(plan),
         **{f"status_{k}": v for k, v in status_counts.items()},
         **client.stats.as_dict(),
         "seconds_judging": round(seconds, 3),

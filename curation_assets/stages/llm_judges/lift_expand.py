@@ -17,9 +17,10 @@ from curation_assets.llm.client import ChatRequest
 from curation_assets.llm.conversation import clip
 from curation_assets.llm.parsing import clean_generation
 from curation_assets.llm.prompts import render
+from curation_assets.llm.spend import message_tokens, prompt_tokens
 from curation_assets.sources.normalise import sample_id_for
 from curation_assets.stages.core.context import StageContext, StageOutput, iter_parquet_batches
-from curation_assets.stages.core.llm_stage import LLMStageSpec, ask_and_parse
+from curation_assets.stages.core.llm_stage import LLMStageSpec, ask_and_parse, check_spend, planned_stats
 from curation_assets.stages.core.registry import StageKind, register_kind
 from curation_assets.store.sql_files import execute_sql_file
 from curation_assets.store.writes import utc_now
@@ -81,18 +82,34 @@ def _answer_requests(spec: LiftExpandSpec, items: list[tuple[str, str]]) -> list
     return [ChatRequest(({"role": "user", "content": text},), params, sample_id=sid) for sid, text in items]
 
 
+def _original(row: dict[str, Any]) -> str:
+    return row["instruction"] + (f"\n\n{row['input']}" if row["input"] else "")
+
+
+def _followups(spec: LiftExpandSpec, first: ChatRequest) -> list[tuple[int, int]]:
+    """(prompt tokens, max tokens) of the requests after a round-1 rewrite: its answer, then per later
+    round a rewrite of the previous rewrite (at most max_tokens long) and its answer."""
+    answer = (message_tokens(spec.max_tokens), spec.response_max_tokens)
+    rewrite = (prompt_tokens(first) + spec.max_tokens, spec.max_tokens)
+    return [answer] + [rewrite, answer] * (spec.rounds - 1)
+
+
 def run_lift_expand(spec: LiftExpandSpec, ctx: StageContext) -> StageOutput:
     pending, count = ctx.pending_samples("lift_expand", ["instruction", "input"])
     client = spec.client(ctx)
+    plan = check_spend(  # before anything is sent: round-1 rewrites and what follows them
+        spec,
+        client,
+        pending,
+        lambda rows: [_expand_requests(spec, [(r["sample_id"], _original(r))]) for r in rows],
+        lambda first: _followups(spec, first),
+    )
     statuses: dict[str, int] = {}
     generated_path = ctx.staging_dir / f"{ctx.stage}.generated.parquet"
     with ctx.rows_writer(LIFT_EXPAND_SCHEMA) as rows, pq.ParquetWriter(generated_path, GENERATED_SCHEMA) as new:
         chunks = iter_parquet_batches(pending, spec.chunk_size)
         for chunk in ctx.progress(chunks, total=-(-count // spec.chunk_size), desc=f"expanding {count} samples"):
-            current = {
-                r["sample_id"]: r["instruction"] + (f"\n\n{r['input']}" if r["input"] else "")
-                for r in chunk.to_pylist()
-            }
+            current = {r["sample_id"]: _original(r) for r in chunk.to_pylist()}
             parent = {sid: sid for sid in current}
             out: dict[str, list[Any]] = {name: [] for name in LIFT_EXPAND_SCHEMA.names}
             made: dict[str, list[Any]] = {name: [] for name in GENERATED_SCHEMA.names}
@@ -176,6 +193,7 @@ def run_lift_expand(spec: LiftExpandSpec, ctx: StageContext) -> StageOutput:
     stats = {
         "pending": count,
         "rounds": spec.rounds,
+        **planned_stats(plan),
         "generated": statuses.get("ok", 0),
         **{f"status_{k}": v for k, v in statuses.items()},
         **client.stats.as_dict(),

@@ -19,8 +19,11 @@ from curation_assets.stages.core.llm_stage import (
     TURN_COLUMNS,
     TURN_FIELDS,
     LLMStageSpec,
+    check_spend,
     judge_turns_of_chunk,
+    planned_stats,
     turn_columns,
+    turn_requests,
 )
 from curation_assets.stages.core.registry import StageKind, register_kind
 
@@ -54,23 +57,24 @@ def run_lift_quality(spec: LiftQualitySpec, ctx: StageContext) -> StageOutput:
         "max_tokens": spec.max_tokens,
         **spec.response_format(LIFT_RUBRIC_SCHEMA),
     }
+
+    def request(sid: str, turn: Any) -> ChatRequest:
+        text = turn.instruction + (f"\n{turn.input}" if turn.input else "")
+        return ChatRequest(
+            (
+                {"role": "system", "content": system},
+                {"role": "user", "content": render(user, instruction=text, response=turn.response)},
+            ),
+            params,
+            sample_id=sid,
+        )
+
+    plan = check_spend(spec, client, pending, lambda rows: turn_requests(spec, rows, request)[1])  # before sending
     statuses: dict[str, int] = {}
     with ctx.rows_writer(LIFT_QUALITY_SCHEMA) as writer:
         chunks = iter_parquet_batches(pending, spec.chunk_size)
         for chunk in ctx.progress(chunks, total=-(-count // spec.chunk_size), desc=f"rating {count} samples"):
             rows = chunk.to_pylist()
-
-            def request(sid: str, turn: Any) -> ChatRequest:
-                text = turn.instruction + (f"\n{turn.input}" if turn.input else "")
-                return ChatRequest(
-                    (
-                        {"role": "system", "content": system},
-                        {"role": "user", "content": render(user, instruction=text, response=turn.response)},
-                    ),
-                    params,
-                    sample_id=sid,
-                )
-
             judged = judge_turns_of_chunk(spec, client, rows, request, parse_lift_rubric)
             out: dict[str, list[Any]] = {name: [] for name in LIFT_QUALITY_SCHEMA.names}
             for row, (sample_turns, mine) in zip(rows, judged):
@@ -89,6 +93,7 @@ def run_lift_quality(spec: LiftQualitySpec, ctx: StageContext) -> StageOutput:
     stats = {
         "pending": count,
         "model": spec.llm.model,
+        **planned_stats(plan),
         **{f"status_{k}": v for k, v in statuses.items()},
         **client.stats.as_dict(),
     }

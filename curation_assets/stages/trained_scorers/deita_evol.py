@@ -26,8 +26,9 @@ from curation_assets.llm.client import ChatRequest
 from curation_assets.llm.conversation import clip
 from curation_assets.llm.parsing import clean_generation, parse_ranked_scores, ranked_scores_schema
 from curation_assets.llm.prompts import render
+from curation_assets.llm.spend import prompt_tokens
 from curation_assets.stages.core.context import StageContext, StageOutput, iter_parquet_batches
-from curation_assets.stages.core.llm_stage import LLMStageSpec, ask_and_parse
+from curation_assets.stages.core.llm_stage import LLMStageSpec, ask_and_parse, check_spend, planned_stats
 from curation_assets.stages.core.registry import StageKind, register_kind
 
 COMPLEXITY_METHODS = (
@@ -189,22 +190,56 @@ def _evolve_dimension(
             out["ranking_answer"].append(scored[sid].answer if sid in scored else None)
 
 
+def _seed(row: dict[str, Any]) -> tuple[str, str, str]:
+    """(sample_id, instruction + input, response) of a pending row."""
+    return row["sample_id"], row["instruction"] + (f"\n\n{row['input']}" if row["input"] else ""), row["output"]
+
+
+def _first_requests(spec: DeitaEvolSpec, row: dict[str, Any]) -> list[ChatRequest]:
+    """The step-1 evolution request of each dimension (known before any answer)."""
+    sid, instruction, response = _seed(row)
+    return [
+        _evolve_requests(
+            spec, dimension, [(sid, instruction, instruction if dimension == "complexity" else response)], 1
+        )[0][0]
+        for dimension in spec.dimensions
+    ]
+
+
+def _followups(spec: DeitaEvolSpec, first: ChatRequest) -> list[tuple[int, int]]:
+    """(prompt tokens, max tokens) of what follows a step-1 request: steps 2..M (each evolving the last
+    variant, at most max_tokens long) and the ranking of the M + 1 variants."""
+    step = (prompt_tokens(first) + spec.max_tokens, spec.max_tokens)
+    ranking = (prompt_tokens(first) + (spec.iterations + 1) * spec.max_tokens, spec.score_max_tokens)
+    return [step] * (spec.iterations - 1) + [ranking]
+
+
 def run_deita_evol(spec: DeitaEvolSpec, ctx: StageContext) -> StageOutput:
     pending, count = ctx.pending_samples("deita_evol", ["instruction", "input", "output"])
     client = spec.client(ctx)
+    plan = check_spend(  # before anything is sent: step-1 evolutions and what follows them
+        spec,
+        client,
+        pending,
+        lambda rows: [_first_requests(spec, row) for row in rows],
+        lambda first: _followups(spec, first),
+    )
     statuses: dict[str, int] = {}
     with ctx.rows_writer(DEITA_EVOL_SCHEMA) as writer:
         chunks = iter_parquet_batches(pending, spec.chunk_size)
         for chunk in ctx.progress(chunks, total=-(-count // spec.chunk_size), desc=f"evolving {count} samples"):
-            seeds = [
-                (r["sample_id"], r["instruction"] + (f"\n\n{r['input']}" if r["input"] else ""), r["output"])
-                for r in chunk.to_pylist()
-            ]
+            seeds = [_seed(r) for r in chunk.to_pylist()]
             out: dict[str, list[Any]] = {name: [] for name in DEITA_EVOL_SCHEMA.names}
             for dimension in spec.dimensions:
                 _evolve_dimension(spec, client, dimension, seeds, out, statuses)
             writer.write(pa.table(out, schema=DEITA_EVOL_SCHEMA))
-    stats = {"pending": count, "iterations": spec.iterations, **statuses, **client.stats.as_dict()}
+    stats = {
+        "pending": count,
+        "iterations": spec.iterations,
+        **planned_stats(plan),
+        **statuses,
+        **client.stats.as_dict(),
+    }
     return StageOutput(writer.path, rows_in=count, stats=stats, metadata=stats)
 
 
