@@ -69,6 +69,7 @@ METHOD_PAGES: dict[str, str] = {
     "kmeans_coreset": "methods/diversity.md",
     "deft_ucs": "methods/diversity.md",
     "near_dedup": "methods/diversity.md",
+    "minhash_dedup": "methods/diversity.md",
 }
 
 

@@ -5,6 +5,7 @@ from curation_assets.stages.diversity import (  # noqa: F401
     kcenter_greedy,
     kmeans_coreset,
     lift_variance,
+    minhash_dedup,
     near_dedup,
 )
 from curation_assets.stages.generic import embedding, quantile_window, random, text_stats, top_score  # noqa: F401

@@ -170,6 +170,28 @@ class StageContext:
         with self.store.reader() as con:
             return con.sql(sql, params=params or None).to_arrow_table()
 
+    def iter_active_samples(self, columns: Sequence[str], batch_size: int) -> Iterator[pa.RecordBatch]:
+        """The active samples (as `active_samples`, sorted by sample_id) `batch_size` rows at a time:
+        memory holds one batch, not the pool."""
+        sql, params = self._query("reads/active_samples.sql", {}, columns=_column_list(columns, "s"))
+        with self.store.reader() as con:
+            yield from con.sql(sql, params=params or None).to_arrow_reader(batch_size)
+
+    def ingest_order(self) -> tuple[list[str], np.ndarray]:
+        """Active sample_ids (sorted) and each one's position in the order samples arrived: earliest
+        `first_seen`, then record number in the first source's file, then sample_id (generated
+        samples after the read ones of their ingest)."""
+        sql, params = self._query("reads/ingest_order.sql", {})
+        with self.store.reader() as con:
+            table = con.sql(sql, params=params or None).to_arrow_table()
+        n = table.num_rows
+        record = pc.fill_null(table.column("first_record_no"), np.iinfo(np.int64).max).to_numpy()
+        first_seen = table.column("first_seen").cast(pa.int64()).to_numpy(zero_copy_only=False)
+        order = np.lexsort((np.arange(n), record, first_seen))
+        position = np.empty(n, dtype=np.int64)
+        position[order] = np.arange(n)
+        return table.column("sample_id").to_pylist(), position
+
     def selection_members(self, selection: str) -> pa.Table:
         with self.store.reader() as con:
             return con.sql(read_sql("reads/selection_members.sql"), params={"selection": selection}).to_arrow_table()
