@@ -57,20 +57,14 @@ def less_scores(
     """(score per training sample, {subtask: mean weighted cosine per training sample}).
 
     train_features[c]: (n, d) preconditioned features at checkpoint c; val_features[c]: (m, d).
+    Aggregation shared with `less_scores_from_cosines` (exact cosines, `projection: none`).
     Rows are normalised here. Memory: one block of training rows at a time.
     """
     if len(train_features) != len(val_features) or len(train_features) != len(mean_lrs):
         raise ValueError("one train feature matrix, one validation matrix and one learning rate per checkpoint")
     weights = checkpoint_weights(mean_lrs)
     n, m = train_features[0].shape[0], val_features[0].shape[0]
-    subtasks = list(val_subtasks) if val_subtasks is not None else ["all"] * m
-    if len(subtasks) != m:
-        raise ValueError(f"{len(subtasks)} subtask labels for {m} validation samples")
-    names = sorted(set(subtasks))
-    membership = np.zeros((m, len(names)))
-    for row, name in enumerate(subtasks):
-        membership[row, names.index(name)] = 1.0
-    membership /= membership.sum(axis=0, keepdims=True)  # mean over each subtask's validation samples
+    names, membership = subtask_membership(val_subtasks, m)  # mean over each subtask's validation samples
     vals = [normalise_rows(np.asarray(v, dtype=np.float32)) for v in val_features]
     per_subtask = np.zeros((n, len(names)))
     for start in range(0, n, block_rows):
@@ -80,3 +74,65 @@ def less_scores(
             influence += weight * (normalise_rows(np.asarray(train[start:stop], dtype=np.float32)) @ val.T)
         per_subtask[start:stop] = influence @ membership
     return per_subtask.max(axis=1), {name: per_subtask[:, i] for i, name in enumerate(names)}
+
+
+def subtask_membership(val_subtasks: Sequence[str] | None, m: int) -> tuple[list[str], np.ndarray]:
+    """(sorted subtask names, (m, subtasks) matrix whose column averages that subtask's validation samples)."""
+    subtasks = list(val_subtasks) if val_subtasks is not None else ["all"] * m
+    if len(subtasks) != m:
+        raise ValueError(f"{len(subtasks)} subtask labels for {m} validation samples")
+    names = sorted(set(subtasks))
+    membership = np.zeros((m, len(names)))
+    for row, name in enumerate(subtasks):
+        membership[row, names.index(name)] = 1.0
+    return names, membership / membership.sum(axis=0, keepdims=True)
+
+
+def less_scores_from_cosines(
+    cosines: Sequence[np.ndarray], mean_lrs: Sequence[float], val_subtasks: Sequence[str] | None = None
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """`less_scores` from precomputed cosines: cosines[c] is (n, m), training sample × validation
+    sample at checkpoint c (exact ones from `TargetCosines`, or projected ones); same aggregation."""
+    if len(cosines) != len(mean_lrs):
+        raise ValueError("one cosine matrix and one learning rate per checkpoint")
+    weights = checkpoint_weights(mean_lrs)
+    influence = sum(weight * np.asarray(c, dtype=np.float64) for weight, c in zip(weights, cosines))
+    names, membership = subtask_membership(val_subtasks, np.shape(cosines[0])[1])
+    per_subtask = np.asarray(influence) @ membership
+    return per_subtask.max(axis=1), {name: per_subtask[:, i] for i, name in enumerate(names)}
+
+
+def projected_cosines(train: np.ndarray, val: np.ndarray) -> np.ndarray:
+    """(n, m) cosines of projected training and validation features (rows normalised)."""
+    return normalise_rows(np.asarray(train, dtype=np.float32)) @ normalise_rows(np.asarray(val, dtype=np.float32)).T
+
+
+class TargetCosines:
+    """Exact LESS cosines without projection: each sample's full (preconditioned) LoRA gradient
+    dotted with the full gradients of the few target validation samples, held in memory (m × P
+    floats); the samples' gradients are never stored. Used as a `projector` of
+    `per_sample_gradient_features`: `project_layers` gives (batch, m) cosines."""
+
+    def __init__(self, targets: torch.Tensor) -> None:
+        """targets: (m, P) flattened plain LoRA gradients of the validation samples, layers in module order."""
+        self.targets = targets.float()
+        self.target_norms = self.targets.norm(dim=1).clamp(min=1e-12)
+        self.dim = targets.shape[0]
+
+    def project_layers(self, layer_grads: Sequence[torch.Tensor]) -> torch.Tensor:
+        flat = torch.cat([g.reshape(g.shape[0], -1).float() for g in layer_grads], dim=1)
+        if self.targets.device != flat.device:
+            self.targets, self.target_norms = self.targets.to(flat.device), self.target_norms.to(flat.device)
+        norms = flat.norm(dim=1).clamp(min=1e-12)  # in the same pass as the dot products
+        return (flat @ self.targets.T) / (norms[:, None] * self.target_norms[None, :])
+
+
+def rank_correlations(a: np.ndarray, b: np.ndarray) -> dict[str, float | None]:
+    """Pearson and Spearman correlation of two score vectors (None with fewer than 3 samples or a constant one)."""
+    from scipy.stats import rankdata
+
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return {"pearson": None, "spearman": None}
+    # Spearman's rho is the Pearson correlation of the (average-tie) ranks
+    return {"pearson": float(np.corrcoef(a, b)[0, 1]), "spearman": float(np.corrcoef(rankdata(a), rankdata(b))[0, 1])}

@@ -7,6 +7,7 @@
   Lᵀ G R with seeded Rademacher L (out × k_out), R (in × k_in); E[⟨LᵀAR, LᵀBR⟩] = ⟨A, B⟩,
   and the cost is two small matmuls per layer.
 Both preserve inner products in expectation (Johnson-Lindenstrauss); tests bound the error.
+`FlatGradients` (no projection) and `PairedProjector` (two at once) serve exact LESS scores.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -155,3 +157,20 @@ class HadamardProjector:
 
     def project_layers(self, layer_grads: Sequence[torch.Tensor]) -> torch.Tensor:
         return self.project(torch.cat([g.reshape(g.shape[0], -1) for g in layer_grads], dim=1))
+
+
+class FlatGradients:
+    """The identity `projector`: (batch, P) flattened layer gradients (the target side of `TargetCosines`)."""
+
+    def project_layers(self, layer_grads: Sequence[torch.Tensor]) -> torch.Tensor:
+        return torch.cat([g.reshape(g.shape[0], -1).float() for g in layer_grads], dim=1)
+
+
+class PairedProjector:
+    """Two `projector`s on the same gradients, one backward pass: columns [first | second]."""
+
+    def __init__(self, first: Any, second: Any) -> None:
+        self.first, self.second = first, second
+
+    def project_layers(self, layer_grads: Sequence[torch.Tensor]) -> torch.Tensor:
+        return torch.cat([self.first.project_layers(layer_grads), self.second.project_layers(layer_grads)], dim=1)

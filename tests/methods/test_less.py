@@ -55,8 +55,12 @@ def test_dense_projection_preserves_inner_products_within_jl_bounds():
     error = _jl_error(projector.project(x), x)
     assert error < 4 * math.sqrt(math.log(12 * 12) / d)  # ~ 0.2; typical error ~ 1/sqrt(d) = 0.022
     # blockwise equals one dense matrix built from the same blocks
-    phi = torch.cat([rademacher(min(700, 3000 - s), d, 0, "dense", i, scale=1 / math.sqrt(d))
-                     for i, s in enumerate(range(0, 3000, 700))])
+    phi = torch.cat(
+        [
+            rademacher(min(700, 3000 - s), d, 0, "dense", i, scale=1 / math.sqrt(d))
+            for i, s in enumerate(range(0, 3000, 700))
+        ]
+    )
     assert torch.allclose(projector.project(x), x @ phi, atol=1e-4)
 
 
@@ -68,8 +72,13 @@ def test_kronecker_projection_preserves_inner_products():
     error = _jl_error(projector.project_layers(layers), flat)
     assert projector.dim <= 4096 and error < 0.25
     # unbiased: averaging over seeds converges on the exact inner products
-    mean = sum(KroneckerProjector([(64, 48), (32, 64)], 4096, seed=s).project_layers(layers)[:2].prod(0).sum()
-               for s in range(20)) / 20
+    mean = (
+        sum(
+            KroneckerProjector([(64, 48), (32, 64)], 4096, seed=s).project_layers(layers)[:2].prod(0).sum()
+            for s in range(20)
+        )
+        / 20
+    )
     exact = float(flat[0] @ flat[1])
     assert abs(float(mean) - exact) < 0.1 * float(flat[0].norm() * flat[1].norm())
 
@@ -119,3 +128,34 @@ def test_hadamard_projection_preserves_inner_products():
     projector = HadamardProjector(3000, 2048, seed=0)
     assert _jl_error(projector.project(x), x) < 4 * math.sqrt(math.log(12 * 12) / 2048)
     assert torch.equal(projector.project(x), HadamardProjector(3000, 2048, seed=0).project(x))
+
+
+def test_exact_cosines_equal_a_plain_loop_and_aggregate_like_less_scores_of_the_full_vectors():
+    from curation_assets.methods.less import TargetCosines, less_scores_from_cosines
+    from curation_assets.methods.projection import FlatGradients, PairedProjector
+
+    torch.manual_seed(2)
+    shapes = [(3, 4), (2, 6)]
+    checkpoints = [([torch.randn(5, *s) for s in shapes], [torch.randn(4, *s) for s in shapes]) for _ in range(2)]
+    labels, lrs = ["a", "b", "a", "a"], [2e-5, 1e-5]
+    cosines, flat_train, flat_val = [], [], []
+    for train, val in checkpoints:
+        targets = FlatGradients().project_layers(val)
+        got = TargetCosines(targets).project_layers(train)
+        for i in range(5):
+            x = np.concatenate([layer[i].reshape(-1).numpy() for layer in train]).astype(np.float64)
+            for j in range(4):
+                y = np.concatenate([layer[j].reshape(-1).numpy() for layer in val]).astype(np.float64)
+                assert float(got[i, j]) == pytest.approx(x @ y / (np.linalg.norm(x) * np.linalg.norm(y)), abs=1e-5)
+        paired = PairedProjector(TargetCosines(targets), FlatGradients()).project_layers(train)
+        assert torch.allclose(paired[:, :4], got) and torch.allclose(
+            paired[:, 4:], FlatGradients().project_layers(train)
+        )
+        cosines.append(got.numpy())
+        flat_train.append(FlatGradients().project_layers(train).numpy())
+        flat_val.append(targets.numpy())
+    scores, per_subtask = less_scores_from_cosines(cosines, lrs, labels)
+    want, want_subtasks = less_scores(flat_train, flat_val, lrs, labels)
+    assert np.allclose(scores, want, atol=1e-6) and sorted(per_subtask) == sorted(want_subtasks) == ["a", "b"]
+    for name in per_subtask:
+        assert np.allclose(per_subtask[name], want_subtasks[name], atol=1e-6)

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,9 +14,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import Field
 
+from curation_assets.arrow_compute import pc
 from curation_assets.sources.ingest import stage_source
 from curation_assets.sources.spec import SourceSpec
 from curation_assets.stages.core.registry import StageSpec
+
+if TYPE_CHECKING:
+    from curation_assets.stages.core.context import StageContext
 
 TARGET_SCHEMA = pa.schema(
     [
@@ -85,3 +90,14 @@ def read_target(target: TargetSpec, staging: Path) -> pa.Table:
         },
         schema=TARGET_SCHEMA,
     )
+
+
+def validation_targets(ctx: StageContext, targets: list[TargetSpec]) -> tuple[pa.Table, pa.Table, list[str]]:
+    """(every target sample, the validation part, a `target:subtask` label per validation sample)."""
+    with tempfile.TemporaryDirectory(dir=ctx.staging_dir) as staging:
+        table = pa.concat_tables([read_target(t, Path(staging) / t.name) for t in targets])
+    validation = table.filter(pc.equal(table.column("split"), "validation"))
+    labels = [
+        f"{t}:{s}" for t, s in zip(validation.column("target").to_pylist(), validation.column("subtask").to_pylist())
+    ]
+    return table, validation, labels

@@ -4,18 +4,15 @@ Each target (a file or packaged dataset, read like a source) is split with a see
 small validation part, used here, and a held-out part kept in `target_samples` for
 evaluation; a `subtask_field` splits it into subtasks. Target validation samples get plain
 (not preconditioned) projected gradients at every warm-up checkpoint, with the same
-projection as the training features. Score = Σ_ckpt η̄ · cos, mean over each subtask's
+projection as the training features; with a `projection: none` stage the exact cosines it
+stored (same targets) are read instead. Score = Σ_ckpt η̄ · cos, mean over each subtask's
 validation samples, max over subtasks (of every target); the top budget is selected, by
-
-
 default at most one sample per source conversation and first user turn (`distinct`).
 Per-sample scores per target/subtask go to `less_scores`; the targets to `target_samples`.
 """
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -23,15 +20,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import Field
 
-from curation_assets.arrow_compute import pc
-from curation_assets.methods.less import less_scores
+from curation_assets.methods.less import less_scores, less_scores_from_cosines
 from curation_assets.models.warmup_checkpoints import make_projector
 from curation_assets.stages.core.budget import BudgetedSelectionSpec
 from curation_assets.stages.core.context import StageContext, StageOutput
 from curation_assets.stages.core.conversation_keys import DistinctSpec, choose_top
 from curation_assets.stages.core.registry import StageKind, register_kind, stage_reference_problems
-from curation_assets.stages.core.targets import TargetsInput, TargetSpec, read_target
-from curation_assets.stages.core.warmup import WarmupModel
+from curation_assets.stages.core.targets import TargetsInput, TargetSpec, validation_targets
+from curation_assets.stages.core.warmup import WarmupModel, checkpoint_records
 from curation_assets.store.sql_files import execute_sql_file
 
 
@@ -56,34 +52,40 @@ def run_less(spec: LessSpec, ctx: StageContext) -> StageOutput:
     features_spec: Any = ctx.stage_specs.get(spec.features)  # a grad_features spec
     if getattr(features_spec, "kind", None) != "grad_features":
         raise ValueError(f"{spec.features!r} is not a grad_features stage of this pipeline")
-    with tempfile.TemporaryDirectory(dir=ctx.staging_dir) as staging:
-        targets = pa.concat_tables([read_target(t, Path(staging) / t.name) for t in spec.targets])
-    validation = targets.filter(pc.equal(targets.column("split"), "validation"))
-    labels = [
-        f"{t}:{s}" for t, s in zip(validation.column("target").to_pylist(), validation.column("subtask").to_pylist())
-    ]
-    warm = WarmupModel(ctx, features_spec.warmup)
-    projector = make_projector(warm.model, features_spec.projection, features_spec.dim, features_spec.seed)
-    encoded = warm.encode(validation.column("messages").to_pylist())
+    exact = features_spec.projection == "none"
+    if exact and [t.model_dump() for t in features_spec.targets] != [t.model_dump() for t in spec.targets]:
+        raise ValueError(
+            f"{ctx.stage}: `targets` differ from those of grad_features stage {spec.features!r}, whose "
+            "projection: none stores exact cosines with its own targets; give both the same targets"
+        )
+    targets, validation, labels = validation_targets(ctx, spec.targets)
     stats: dict[str, Any] = {
         "targets": [t.name for t in spec.targets],
         "validation_samples": validation.num_rows,
         "heldout_samples": targets.num_rows - validation.num_rows,
-        "checkpoints": len(warm.checkpoints),
+        "projection": features_spec.projection,
     }
-    train, val, lrs = [], [], []
-    ids: list[str] | None = None
-    for record in warm.checkpoints:
-        warm.use(record["epoch"])
-        val.append(np.stack(warm.features(encoded, projector, None, features_spec.batch_size, stats)))
-        checkpoint_ids, matrix = ctx.stage_matrix(spec.features, "features", checkpoint=record["epoch"])
-        if ids is not None and checkpoint_ids != ids:
-            raise ValueError(f"{spec.features}: checkpoints cover different samples; re-materialise it")
-        ids = checkpoint_ids
-        train.append(matrix)
-        lrs.append(record["mean_lr"])
-    assert ids is not None
-    scores, per_subtask = less_scores(train, val, lrs, labels)
+    if exact:  # the stage stored each sample's exact cosine with every validation sample
+        checkpoints = checkpoint_records(ctx, features_spec.warmup, ctx.stage_hashes[features_spec.warmup])
+        ids, cosines = stored_matrices(ctx, spec.features, checkpoints)
+        if cosines[0].shape[1] != validation.num_rows:
+            raise ValueError(
+                f"{spec.features}: {cosines[0].shape[1]} cosines per sample for "
+                f"{validation.num_rows} validation samples; re-materialise it"
+            )
+        scores, per_subtask = less_scores_from_cosines(cosines, [c["mean_lr"] for c in checkpoints], labels)
+    else:
+        warm = WarmupModel(ctx, features_spec.warmup)
+        checkpoints = warm.checkpoints
+        projector = make_projector(warm.model, features_spec.projection, features_spec.dim, features_spec.seed)
+        encoded = warm.encode(validation.column("messages").to_pylist())
+        val = []
+        for record in checkpoints:
+            warm.use(record["epoch"])
+            val.append(np.stack(warm.features(encoded, projector, None, features_spec.batch_size, stats)))
+        ids, train = stored_matrices(ctx, spec.features, checkpoints)
+        scores, per_subtask = less_scores(train, val, [c["mean_lr"] for c in checkpoints], labels)
+    stats["checkpoints"] = len(checkpoints)
     k = spec.budget_for(len(ids))
     chosen, distinct = choose_top(ctx.store, ids, scores, min(k, len(ids)), distinct=spec.distinct)
     members = ctx.write_members([ids[i] for i in chosen], scores[chosen].tolist())
@@ -109,6 +111,22 @@ def run_less(spec: LessSpec, ctx: StageContext) -> StageOutput:
         metadata=dict(stats),
         extra={"targets_file": str(target_file), "scores_file": str(scores_file)},
     )
+
+
+def stored_matrices(
+    ctx: StageContext, stage: str, checkpoints: list[dict[str, Any]]
+) -> tuple[list[str], list[np.ndarray]]:
+    """(sample ids, one `features` matrix per checkpoint) of a grad_features stage, rows aligned."""
+    ids: list[str] | None = None
+    matrices = []
+    for record in checkpoints:
+        checkpoint_ids, matrix = ctx.stage_matrix(stage, "features", checkpoint=record["epoch"])
+        if ids is not None and checkpoint_ids != ids:
+            raise ValueError(f"{stage}: checkpoints cover different samples; re-materialise it")
+        ids = checkpoint_ids
+        matrices.append(matrix)
+    assert ids is not None
+    return ids, matrices
 
 
 def write_targets(con: Any, stage: str, config_hash: str, output: StageOutput) -> None:
