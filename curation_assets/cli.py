@@ -17,16 +17,34 @@ if TYPE_CHECKING:
     from curation_assets.export import ExportFormat
 
 DEMO_PIPELINE = Path(__file__).resolve().parent / "defs" / "demo" / "defs.yaml"
+NAME_ARGUMENT = "PIPELINE (a pipeline YAML file)"
+NAME_OPTION = "--pipeline PIPELINE.yaml (or --db FILE.duckdb)"
 
 
-def _load(pipeline: Path) -> Any:
+def _pipeline_path(pipeline: Path | None, how_to_name: str) -> Path:
+    """`pipeline`, else the one pipeline of the current folder (said on stderr); no default pipeline."""
+    from curation_assets.components.discovery import NoPipelineError, pipeline_in
+
+    if pipeline is not None:
+        return pipeline
+    try:
+        found = pipeline_in(Path.cwd(), how_to_name)
+    except NoPipelineError as err:
+        raise click.ClickException(str(err)) from err
+    click.echo(f"pipeline: {found}", err=True)
+    return found
+
+
+def _load(pipeline: Path | None, sets: tuple[str, ...] = (), how_to_name: str = NAME_ARGUMENT) -> Any:
     import yaml
 
-    from curation_assets.components.standalone import PipelineFileError, load_pipeline_file
+    from curation_assets.components.overrides import OverrideError, load_pipeline_with_overrides
+    from curation_assets.components.standalone import PipelineFileError
 
+    pipeline = _pipeline_path(pipeline, how_to_name)
     try:
-        return load_pipeline_file(pipeline)
-    except PipelineFileError as err:
+        return load_pipeline_with_overrides(pipeline, sets)
+    except (PipelineFileError, OverrideError) as err:
         raise click.ClickException(str(err)) from err
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark
@@ -39,12 +57,14 @@ def _load(pipeline: Path) -> Any:
         raise
 
 
-def _store_for(db: Path | None, pipeline: Path | None) -> Any:
+def _store_for(db: Path | None, pipeline: Path | None, sets: tuple[str, ...]) -> Any:
     from curation_assets.store import DuckDBStore
 
     if db is not None:
+        if sets:
+            raise click.UsageError("--set changes a pipeline's YAML: give --pipeline, not --db")
         return DuckDBStore(db, lock_timeout_s=30)
-    return DuckDBStore(_load(pipeline or DEMO_PIPELINE).store.path, lock_timeout_s=30)
+    return DuckDBStore(_load(pipeline, sets, NAME_OPTION).store.path, lock_timeout_s=30)
 
 
 _VERBOSE = False
@@ -56,6 +76,27 @@ def _set_verbose(ctx: click.Context, _param: click.Parameter, value: bool) -> bo
     _VERBOSE = value if ctx.parent is None else (_VERBOSE or value)
     return value
 
+
+SET_OPTION = click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="KEY.PATH=VALUE",
+    help=(
+        "Override a value of the pipeline YAML's attributes for this command (repeatable), validated like "
+        "the YAML: list entries by name, the value as YAML, e.g. --set stages.embed.batch_size=64 "
+        "--set sources.sharegpt.limit=500."
+    ),
+)
+DB_OPTION = click.option(
+    "--db", type=click.Path(path_type=Path), default=None, help="DuckDB file (instead of --pipeline)."
+)
+PIPELINE_OPTION = click.option(
+    "--pipeline",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Pipeline YAML whose DuckDB to use (default: the one pipeline of the current folder).",
+)
 
 VERBOSE_OPTION = click.option(
     "--verbose",
@@ -77,7 +118,7 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("pipeline", type=click.Path(path_type=Path), default=DEMO_PIPELINE, required=False)
+@click.argument("pipeline", type=click.Path(path_type=Path), default=None, required=False)
 @click.option("--select", "selection", default=None, help="Dagster asset selection, e.g. 'demo/lengths+'.")
 @click.option("--log-level", default="WARNING", show_default=True, help="Dagster console log level.")
 @click.option(
@@ -88,16 +129,18 @@ def main() -> None:
         "default local endpoint; nothing is started when that port already answers."
     ),
 )
+@SET_OPTION
 @VERBOSE_OPTION
-def run(pipeline: Path, selection: str | None, log_level: str, serve_llm: bool) -> None:
-    """Materialise PIPELINE (a defs.yaml; default: the demo) in-process, then print a summary.
+def run(pipeline: Path | None, selection: str | None, log_level: str, serve_llm: bool, sets: tuple[str, ...]) -> None:
+    """Materialise PIPELINE (a pipeline YAML; default: the one in the current folder) in-process,
+    then print a summary.
 
     A failed step's cause is printed last, in one line; its traceback is in the Dagster run
     log (the UI, with DAGSTER_HOME set) and, with --verbose, on the console.
     """
     from curation_assets.components.standalone import pipeline_definitions
 
-    component = _load(pipeline)
+    component = _load(pipeline, sets)
     definitions = pipeline_definitions(component)
     store = component.prepared_store()
     started = time.monotonic()
@@ -254,8 +297,9 @@ REFUSED_STATEMENTS = {"ATTACH": "ATTACH", "DETACH": "DETACH", "LOAD": "INSTALL/L
     default=None,
     help="Read the SQL from a file (`-` for stdin), e.g. one of sql/queries/.",
 )
-@click.option("--db", type=click.Path(path_type=Path), default=None, help="DuckDB file (default: the demo's).")
-@click.option("--pipeline", type=click.Path(path_type=Path), default=None, help="Pipeline YAML whose DuckDB to use.")
+@DB_OPTION
+@PIPELINE_OPTION
+@SET_OPTION
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
 @click.option("--max-width", default=60, show_default=True, help="Truncate table cells to this many characters.")
 @click.option(
@@ -268,7 +312,14 @@ REFUSED_STATEMENTS = {"ATTACH": "ATTACH", "DETACH": "DETACH", "LOAD": "INSTALL/L
 )
 @VERBOSE_OPTION
 def query(
-    sql: str | None, sql_file: Any, db: Path | None, pipeline: Path | None, fmt: str, max_width: int, allow_files: bool
+    sql: str | None,
+    sql_file: Any,
+    db: Path | None,
+    pipeline: Path | None,
+    sets: tuple[str, ...],
+    fmt: str,
+    max_width: int,
+    allow_files: bool,
 ) -> None:
     """Run SQL on a pipeline's DuckDB file in a read-only sandbox.
 
@@ -288,7 +339,7 @@ def query(
         raise click.UsageError("give the SQL as an argument or with --file")
     sql = sql if sql is not None else sql_file.read()
 
-    store = _store_for(db, pipeline)
+    store = _store_for(db, pipeline, sets)
     try:
         with store.reader(read_only=True) as con:
             for setting in ([] if allow_files else list(SANDBOX_SETTINGS)) + list(LOCKED_SETTINGS):
@@ -328,8 +379,9 @@ def query(
 @click.argument("name")
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "parquet", "hf"]), default="jsonl", show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output file (or folder for hf).")
-@click.option("--db", type=click.Path(path_type=Path), default=None, help="DuckDB file (default: the demo's).")
-@click.option("--pipeline", type=click.Path(path_type=Path), default=None, help="Pipeline YAML whose DuckDB to use.")
+@DB_OPTION
+@PIPELINE_OPTION
+@SET_OPTION
 @click.option(
     "--force",
     is_flag=True,
@@ -340,7 +392,9 @@ def query(
     ),
 )
 @VERBOSE_OPTION
-def export(name: str, fmt: ExportFormat, out: Path, db: Path | None, pipeline: Path | None, force: bool) -> None:
+def export(
+    name: str, fmt: ExportFormat, out: Path, db: Path | None, pipeline: Path | None, sets: tuple[str, ...], force: bool
+) -> None:
     """Export selection NAME (or `samples`) in its original format (jsonl) or as parquet/hf.
 
     The export is written beside --out under a temporary name and renamed into place; an
@@ -350,11 +404,16 @@ def export(name: str, fmt: ExportFormat, out: Path, db: Path | None, pipeline: P
     from curation_assets.export import ExportError, export_selection
     from curation_assets.store import DuckDBStore
 
+    if db is not None and sets:
+        raise click.UsageError("--set changes a pipeline's YAML: give --pipeline, not --db")
     protected: list[Any] = []
     if db is None or pipeline is not None:
-        component = _load(pipeline or DEMO_PIPELINE)
+        component = _load(pipeline, sets, NAME_OPTION)
         protected = pipeline_protected_paths(component.spec, component.base_dir)
-    store = DuckDBStore(db if db is not None else component.store.path, lock_timeout_s=30)
+        db_path = db if db is not None else component.store.path
+    else:
+        db_path = db
+    store = DuckDBStore(db_path, lock_timeout_s=30)
     try:
         count = export_selection(
             store,
@@ -386,14 +445,17 @@ def export(name: str, fmt: ExportFormat, out: Path, db: Path | None, pipeline: P
     show_default=True,
     help="html: a standalone page; md: the Markdown the selection asset attaches to its metadata.",
 )
-@click.option("--db", type=click.Path(path_type=Path), default=None, help="DuckDB file (default: the demo's).")
-@click.option("--pipeline", type=click.Path(path_type=Path), default=None, help="Pipeline YAML whose DuckDB to use.")
-def report(selection: str, out: Path | None, fmt: str, db: Path | None, pipeline: Path | None) -> None:
+@DB_OPTION
+@PIPELINE_OPTION
+@SET_OPTION
+def report(
+    selection: str, out: Path | None, fmt: str, db: Path | None, pipeline: Path | None, sets: tuple[str, ...]
+) -> None:
     """Write the report of SELECTION: size, budget, pool-vs-selected score histograms, examples."""
     from curation_assets.reports import ReportError, selection_report_html, selection_report_markdown
     from curation_assets.store import StoreLockedError
 
-    store = _store_for(db, pipeline)
+    store = _store_for(db, pipeline, sets)
     out = out if out is not None else Path(f"{selection}.{fmt}")
     try:
         with store.reader(read_only=True) as con:
@@ -410,10 +472,11 @@ def report(selection: str, out: Path | None, fmt: str, db: Path | None, pipeline
 
 
 @main.command()
-@click.argument("pipeline", type=click.Path(path_type=Path), default=DEMO_PIPELINE, required=False)
-def check(pipeline: Path) -> None:
-    """Validate PIPELINE without running it."""
-    component = _load(pipeline)
+@click.argument("pipeline", type=click.Path(path_type=Path), default=None, required=False)
+@SET_OPTION
+def check(pipeline: Path | None, sets: tuple[str, ...]) -> None:
+    """Validate PIPELINE (default: the one in the current folder) without running it."""
+    component = _load(pipeline, sets)
     spec = component.spec
     click.echo(
         f"ok: pipeline {spec.name!r}: {len(spec.sources)} sources, {len(spec.stages)} stages, "
