@@ -69,7 +69,7 @@ test-fast: setup
 ui: setup
 	@# the LLM judge stages of the demo ask the packaged SmolLM2 on 127.0.0.1:8765
 	$(BIN)/curation llm-server & LLM_SERVER=$$!; trap "kill $$LLM_SERVER" EXIT; \
-	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(UI_PORT)
+	$(BIN)/dg dev --host 127.0.0.1 --port $(UI_PORT)
 
 bench: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.run $(BENCH_ARGS)

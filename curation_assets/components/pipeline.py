@@ -15,7 +15,7 @@ references and files and reports problems with the YAML line.
 
 import inspect
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -26,6 +26,8 @@ from dagster.components.resolved.scopes import LoadContextScope
 
 from curation_assets.components.evaluation_asset import build_evaluation_asset
 from curation_assets.components.metadata import plain_metadata, table_metadata
+from curation_assets.components.resources import apply_resources, pipeline_resource_keys, resources_from_context
+from curation_assets.components.scaffold import CurationPipelineScaffolder
 from curation_assets.components.spec import (
     ExportSpec,
     PipelineSpecBase,
@@ -59,14 +61,17 @@ class AssetKwargs(TypedDict):
     pool: str | None
     description: str | None
     automation_condition: dg.AutomationCondition | None
+    required_resource_keys: set[str]
 
 
+@dg.scaffold_with(CurationPipelineScaffolder)
 class CurationPipeline(dg.Component):
     """A declarative instruction-data curation pipeline (see README: "YAML reference")."""
 
     def __init__(self, spec: PipelineSpecBase, base_dir: Path) -> None:
         self.spec = spec
         self.base_dir = base_dir
+        self.resources: dict[str, Any] = {}  # bound by `pipeline_definitions` outside a dg project
 
     # ---- loading ------------------------------------------------------------------------
     @classmethod
@@ -78,14 +83,30 @@ class CurationPipeline(dg.Component):
         scoped = context.with_rendering_scope({"context": LoadContextScope(context)})
         yaml_file = context.path / "defs.yaml"
         base_dir = yaml_file.resolve().parent if yaml_file.exists() else context.path
-        return cls.from_attributes(attributes, scoped.resolution_context.at_path("attributes"), base_dir)
+        resources = resources_from_context(context, base_dir) if _names_resources(attributes) else {}
+        return cls.from_attributes(
+            attributes,
+            scoped.resolution_context.at_path("attributes"),
+            base_dir,
+            resources=resources,
+            project_root=context.project_root,
+        )
 
     @classmethod
-    def from_attributes(cls, attributes: Any, resolution: ResolutionContext, base_dir: Path) -> "CurationPipeline":
-        """Render templates in validated attributes, check names/references/files, build the component."""
+    def from_attributes(
+        cls,
+        attributes: Any,
+        resolution: ResolutionContext,
+        base_dir: Path,
+        resources: Mapping[str, Any] | None = None,
+        project_root: Path | None = None,
+    ) -> "CurationPipeline":
+        """Render templates in validated attributes, apply the resources the pipeline names (store,
+        LLM endpoints), check names/references/files, build the component."""
         rendered = resolution.resolve_value(attributes.model_dump(mode="json", exclude_unset=True))
         spec = pipeline_spec_model().model_validate(rendered)
-        problems = check_pipeline(spec, base_dir)
+        spec, problems = apply_resources(spec, resources or {}, project_root or base_dir)
+        problems = problems or check_pipeline(spec, base_dir)
         if problems:
             raise ResolutionException(_located_problems(resolution, problems))
         return cls(with_base_dir(spec, base_dir), base_dir)
@@ -107,7 +128,16 @@ class CurationPipeline(dg.Component):
             "pool": DUCKDB_POOL,
             "description": description,
             "automation_condition": self.get_automation_condition(name),
+            "required_resource_keys": self.resource_keys(),
         }
+
+    def resource_keys(self, stage: StageSpec | None = None) -> set[str]:
+        """Dagster resources an asset uses: the store's, and `stage`'s LLM endpoint's (see resources.py)."""
+        return pipeline_resource_keys(self.spec, stage)
+
+    def resource_keys_used(self) -> set[str]:
+        stages = [*self.spec.stages, *self.spec.selections]
+        return set().union(self.resource_keys(), *(self.resource_keys(s) for s in stages))
 
     def get_automation_condition(self, name: str | None = None) -> dg.AutomationCondition | None:
         """`automation.condition` for the cheap assets; `automation.llm_stages` for LLM stages; none
@@ -202,6 +232,8 @@ class CurationPipeline(dg.Component):
     # ---- derived ------------------------------------------------------------------------
     @property
     def store(self) -> DuckDBStore:
+        if self.spec.duckdb_path is None:  # `from_attributes` sets it from `store:` (apply_resources)
+            raise RuntimeError(f"pipeline {self.spec.name!r} has no DuckDB file: set duckdb_path or store")
         return DuckDBStore(self.resolve_path(self.spec.duckdb_path))
 
     def resolve_path(self, value: str) -> Path:
@@ -432,6 +464,7 @@ class CurationPipeline(dg.Component):
                 ins={n: dg.In(dg.Nothing) for n in inputs},
                 out=dg.Out(dg.Nothing),
                 pool=pool,
+                required_resource_keys=self.resource_keys(stage),
                 tags={
                     "curation/stage": stage.name,
                     "curation/shard": f"{index}/{count}",
@@ -449,7 +482,11 @@ class CurationPipeline(dg.Component):
 
         shard_ops = [shard_op(i) for i in range(count)]
 
-        @dg.op(name=f"{prefix}__commit", ins={f"shard_{i}": dg.In(dg.Nothing) for i in range(count)})
+        @dg.op(
+            name=f"{prefix}__commit",
+            ins={f"shard_{i}": dg.In(dg.Nothing) for i in range(count)},
+            required_resource_keys=self.resource_keys(),
+        )
         def commit(context: dg.OpExecutionContext) -> None:
             store = self.prepared_store()
             metadata, missing = self.stage_table_metadata(store, stage, kind, self.stage_hashes[stage.name])
@@ -512,6 +549,7 @@ class CurationPipeline(dg.Component):
         asset_kwargs = self.get_asset_kwargs(stage.name, stage.description or kind.summary)
         if stage.pool():
             asset_kwargs["pool"] = stage.pool()
+        asset_kwargs["required_resource_keys"] = self.resource_keys(stage)
 
         @dg.asset(
             key=key,
@@ -628,6 +666,14 @@ def _source_lineage(source: SourceSpec, raw_key: dg.AssetKey) -> dict[str, list[
             "messages": deps,
         }
     return {"instruction": deps, "input": deps, "output": deps, "messages": deps, "n_turns": deps}
+
+
+def _names_resources(attributes: Any) -> bool:
+    """Whether the YAML names a resource (`store:`, `llm:` or a stage's `llm: {resource: ...}`)."""
+    if getattr(attributes, "store", None) is not None or getattr(attributes, "llm", None) is not None:
+        return True
+    stages = [*getattr(attributes, "stages", []), *getattr(attributes, "selections", [])]
+    return any(getattr(getattr(s, "llm", None), "resource", None) for s in stages)
 
 
 def _located_problems(resolution: Any, problems: Sequence[tuple[list[str | int], str]]) -> str:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args
 from pydantic import Field, ValidationError, WrapValidator, create_model, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from curation_assets.components.resources import ResourceRef
 from curation_assets.evaluation.spec import EvaluationSpec
 from curation_assets.export import ProtectedPath, store_protected_paths, unsafe_target
 from curation_assets.llm.endpoint import LLMEndpointSpec
@@ -96,7 +97,18 @@ class PipelineSpecBase(SpecModel):
             raise _without_secret_inputs(err) from None
 
     name: str = Field(pattern=NAME_PATTERN, description="Pipeline name: the Dagster group and asset key prefix.")
-    duckdb_path: str = Field(description="DuckDB file holding every table; relative to the YAML file.")
+    duckdb_path: str | None = Field(
+        default=None, description="DuckDB file holding every table; relative to the YAML file. Overrides `store:`."
+    )
+    store: ResourceRef | None = Field(
+        default=None,
+        description="`{resource: NAME}`: a `CurationStore` Dagster resource giving the DuckDB file.",
+    )
+    llm: ResourceRef | None = Field(
+        default=None,
+        description="`{resource: NAME}`: the `LLMEndpoint` Dagster resource of every LLM stage; "
+        "a stage's `llm:` keys override it.",
+    )
     description: str | None = None
     sources: list[SourceSpec] = Field(min_length=1, description="Raw datasets ingested into `samples`.")
     exports: list[ExportSpec] = Field(default_factory=list, description="Files written from selections.")

@@ -15,6 +15,7 @@ from dagster.components.resolved.context import ResolutionContext
 from dagster_shared.yaml_utils import parse_yaml_with_source_position
 
 from curation_assets.components.pipeline import CurationPipeline
+from curation_assets.components.resources import resource_files, resources_from_files
 from curation_assets.components.spec import pipeline_spec_model
 
 COMPONENT_TYPES = {
@@ -48,10 +49,19 @@ def load_pipeline_file(path: Path) -> CurationPipeline:
         raise PipelineFileError(f"{path}: no `attributes:` block")
     with enrich_validation_errors_with_source_position(attributes_tree, ["attributes"]):
         attributes = pipeline_spec_model().model_validate(document["attributes"])
-    scope = SimpleNamespace(project_root=str(find_project_root(path.parent)))
+    project_root = find_project_root(path.parent)
+    scope = SimpleNamespace(project_root=str(project_root))
     resolution = ResolutionContext.default(parsed.source_position_tree).with_scope(context=scope)
-    return CurationPipeline.from_attributes(attributes, resolution.at_path("attributes"), path.parent)
+    # `resources.py` defs modules from the project root down to the YAML's folder, as dg would find them
+    resources = resources_from_files(resource_files(path.parent, project_root))
+    component = CurationPipeline.from_attributes(
+        attributes, resolution.at_path("attributes"), path.parent, resources=resources, project_root=project_root
+    )
+    component.resources = {key: resources[key] for key in component.resource_keys_used()}
+    return component
 
 
 def pipeline_definitions(component: CurationPipeline) -> dg.Definitions:
-    return component.build_defs(None)
+    """The pipeline's assets, with the resources it names bound (outside a dg project nothing else binds them)."""
+    defs = component.build_defs(None)
+    return dg.Definitions.merge(defs, dg.Definitions(resources=component.resources)) if component.resources else defs

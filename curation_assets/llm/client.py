@@ -66,18 +66,23 @@ class RequestFailure:
 class UsageStats:
     """Counts for asset metadata and `stage_runs` (never the key or the prompts)."""
 
+    model: str = ""  # the endpoint's model: Dagster's OpenAI integration keys usage by it
     requests: int = 0  # distinct requests asked for
     cache_hits: int = 0
     sent: int = 0  # HTTP requests made, retries included
     retries: int = 0
     failed: int = 0
     permanent_failures: int = 0
+    calls: int = 0  # answers received from the server (not from the cache)
     prompt_tokens: int = 0
     completion_tokens: int = 0
     request_seconds: float = 0.0  # sum of latencies of successful requests
     errors: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
+        # token usage under the keys of dagster-openai's `with_usage_metadata` (`openai.<model>.calls`,
+        # `.prompt_tokens`, `.completion_tokens`, `.total_tokens`), which Dagster+ Insights aggregates
+        usage = f"openai.{self.model}"
         return {
             "llm_requests": self.requests,
             "llm_cache_hits": self.cache_hits,
@@ -85,8 +90,10 @@ class UsageStats:
             "llm_retries": self.retries,
             "llm_failed": self.failed,
             "llm_permanent_failures": self.permanent_failures,
-            "llm_prompt_tokens": self.prompt_tokens,
-            "llm_completion_tokens": self.completion_tokens,
+            f"{usage}.calls": self.calls,
+            f"{usage}.prompt_tokens": self.prompt_tokens,
+            f"{usage}.completion_tokens": self.completion_tokens,
+            f"{usage}.total_tokens": self.prompt_tokens + self.completion_tokens,
             "llm_request_seconds": round(self.request_seconds, 3),
             "llm_errors": dict(self.errors),
         }
@@ -121,7 +128,7 @@ class LLMClient:
         self.pipeline = pipeline
         self.stage = stage
         self.log = log
-        self.stats = UsageStats()
+        self.stats = UsageStats(model=endpoint.model)
         self._key = ""  # the key in use, masked out of server messages
 
     def complete_all(self, requests: Sequence[ChatRequest]) -> list[ChatAnswer | RequestFailure]:
@@ -210,6 +217,7 @@ class LLMClient:
                 self.stats.retries += 1
                 await asyncio.sleep(self._delay(attempts, err.retry_after))
                 continue
+            self.stats.calls += 1
             self.stats.prompt_tokens += answer.prompt_tokens or 0
             self.stats.completion_tokens += answer.completion_tokens or 0
             self.stats.request_seconds += answer.latency_s

@@ -62,6 +62,13 @@ class LLMEndpointSpec(SpecModel):
     backoff_max_s: float = Field(
         default=30.0, gt=0, description="Longest delay between retries (Retry-After may ask more)."
     )
+    resource: str | None = Field(
+        default=None,
+        description=(
+            "Name of an `LLMEndpoint` Dagster resource (defined in a `resources.py` defs module) supplying "
+            "base_url, model and the API key; the other keys of this block override it."
+        ),
+    )
     # spend guard (llm/spend.py): limits of one stage run, never part of the config hash
     max_requests_per_run: int | None = Field(
         default=DEFAULT_MAX_REQUESTS,

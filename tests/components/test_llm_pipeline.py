@@ -80,7 +80,7 @@ def test_alpagasus_scores_every_turn_and_reruns_only_new_samples(tmp_path, llm_s
     requests = stats["llm_requests"]
     cached = query(tmp_path, "SELECT count(*) FROM llm_cache")[0][0]
     assert requests >= 7 and stats["llm_cache_hits"] == 0 and cached == requests
-    assert stats["llm_completion_tokens"] > 0
+    assert stats["openai.smollm2-135m-instruct.completion_tokens"] > 0
 
     write_pool(tmp_path / "pool.jsonl", 5)  # one new single-turn sample
     materialize_document(tmp_path, document(llm_server.base_url, [stage], [selection]))

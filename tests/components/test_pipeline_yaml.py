@@ -86,7 +86,7 @@ ERROR_CASES = {
          "'lengths' is not a lora_warmup stage"]),
     "missing_required_key": (
         _replace("  duckdb_path: tiny.duckdb\n", ""), ("attributes:", 1),
-        ["duckdb_path", "Field required"]),
+        ["duckdb_path", "set `duckdb_path` (a DuckDB file) or `store: {resource: NAME}`"]),
 }
 
 # Errors inside a stage or selection: each section is a union of kind specs, and the error
