@@ -176,6 +176,7 @@ def _materialize(definitions: Any, instance: Any, selection: str | None, log_lev
     defs = dg.Definitions(
         jobs=[dg.define_asset_job(name=job_name, selection=selection)],
         assets=[*(definitions.assets or []), *(definitions.asset_checks or [])],
+        resources=definitions.resources,
         loggers={"console": brief_console_logger(tracebacks=_VERBOSE)},
     )
     return defs.resolve_job_def(job_name).execute_in_process(
