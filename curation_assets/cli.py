@@ -378,8 +378,15 @@ def query(
 
 @main.command()
 @click.argument("name")
-@click.option("--format", "fmt", type=click.Choice(["jsonl", "parquet", "hf"]), default="jsonl", show_default=True)
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output file (or folder for hf).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["jsonl", "parquet", "hf", "hub"]),
+    default="jsonl",
+    show_default=True,
+    help="hub: a Hugging Face Hub dataset folder (Parquet shards of one schema and a dataset card).",
+)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output file (or folder for hf/hub).")
 @DB_OPTION
 @PIPELINE_OPTION
 @SET_OPTION
@@ -392,9 +399,22 @@ def query(
         "are refused even so."
     ),
 )
+@click.option(
+    "--push",
+    metavar="REPO_ID",
+    default=None,
+    help="With --format hub: upload the folder to the Hub dataset REPO_ID (created if missing); token from HF_TOKEN.",
+)
 @VERBOSE_OPTION
 def export(
-    name: str, fmt: ExportFormat, out: Path, db: Path | None, pipeline: Path | None, sets: tuple[str, ...], force: bool
+    name: str,
+    fmt: ExportFormat,
+    out: Path,
+    db: Path | None,
+    pipeline: Path | None,
+    sets: tuple[str, ...],
+    force: bool,
+    push: str | None,
 ) -> None:
     """Export selection NAME (or `samples`) in its original format (jsonl) or as parquet/hf.
 
@@ -403,10 +423,19 @@ def export(
     """
     from curation_assets.components.spec import pipeline_protected_paths
     from curation_assets.export import ExportError, export_selection
+    from curation_assets.hub_export import HubExportError, hub_token, push_folder
     from curation_assets.store import DuckDBStore
 
     if db is not None and sets:
         raise click.UsageError("--set changes a pipeline's YAML: give --pipeline, not --db")
+    token = None
+    if push is not None:  # checked first: a push that cannot happen writes nothing
+        if fmt != "hub":
+            raise click.UsageError(f"--push needs --format hub (got --format {fmt})")
+        try:
+            token = hub_token()
+        except HubExportError as err:
+            raise click.ClickException(str(err)) from err
     protected: list[Any] = []
     if db is None or pipeline is not None:
         component = _load(pipeline, sets, NAME_OPTION)
@@ -428,6 +457,12 @@ def export(
     except (ExportError, FileNotFoundError) as err:
         raise click.ClickException(str(err)) from err
     click.echo(f"wrote {count} samples of {name!r} to {out} ({fmt})")
+    if push is not None and token is not None:
+        try:
+            url = push_folder(out, push, token, message=f"curation export {name} ({count} samples)")
+        except HubExportError as err:
+            raise click.ClickException(str(err)) from err
+        click.echo(f"pushed {out} to https://huggingface.co/datasets/{push} ({url})")
 
 
 @main.command()

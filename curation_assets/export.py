@@ -1,8 +1,9 @@
-"""Export a selection (or every active sample) as JSON Lines, Parquet or a datasets folder.
+"""Export a selection (or every active sample) as JSON Lines, Parquet, a datasets folder or a Hub folder.
 
 jsonl writes each sample's original record exactly as it was read (generated samples,
 which have none, as {"messages": [...]}); parquet and hf write the normalised columns with
-the original record as JSON text, plus rank and score.
+the original record as JSON text, plus rank and score; hub writes the folder `push_to_hub`
+uploads: Parquet shards of one schema and a dataset card (see `hub_export`).
 
 Nothing the export did not write is lost:
 - a target equal to, inside or holding the DuckDB file, its WAL, its artefact folder (or any
@@ -33,7 +34,8 @@ from curation_assets.store import DuckDBStore
 from curation_assets.store.parquet import write_batches
 from curation_assets.store.sql_files import fetch_row, read_sql
 
-ExportFormat = Literal["jsonl", "parquet", "hf"]
+ExportFormat = Literal["jsonl", "parquet", "hf", "hub"]
+FOLDER_FORMATS = ("hf", "hub")
 BATCH_ROWS = 5_000
 MANIFEST_SUFFIX = ".curation-export.json"
 TEMP_MARK = ".export-tmp-"
@@ -117,14 +119,14 @@ def export_selection(
     except (FileExistsError, NotADirectoryError) as err:
         raise ExportError(f"cannot create the folder of {out}: a file is in the way ({err})") from err
     clean_leftovers(out)
-    if fmt != "hf" and out.is_dir() and (foreign_target(out) or not any(out.iterdir())):
+    if fmt not in FOLDER_FORMATS and out.is_dir() and (foreign_target(out) or not any(out.iterdir())):
         raise ExportError(f"{out} is a folder; give a file path for {fmt}")
     reason = None if overwrite else foreign_target(out)
     if reason:
         raise ExportError(f"{reason}, so it was left as it is: choose another path, or {FORCE_HINT}")
     with store.reader(read_only=read_only) as con:
         if selection == "samples":
-            reader = con.sql(read_sql("reads/export_samples.sql")).to_arrow_reader(BATCH_ROWS)
+            sql, params = read_sql("reads/export_samples.sql"), {}
         else:
             known = fetch_row(con, "SELECT count(*) FROM selections WHERE selection = $s", {"s": selection})
             if known[0] == 0:
@@ -133,16 +135,19 @@ def export_selection(
                     f"no selection named {selection!r} in {store.path} "
                     f"(known: samples{''.join(', ' + n for n in names)})"
                 )
-            reader = con.sql(read_sql("reads/export_selection.sql"), params={"selection": selection}).to_arrow_reader(
-                BATCH_ROWS
-            )
+            sql, params = read_sql("reads/export_selection.sql"), {"selection": selection}
         with _temporary(out) as tmp:
-            if fmt == "jsonl":
+            if fmt == "hub":
+                from curation_assets.hub_export import write_hub_folder
+
+                staged = tmp / "hub"
+                count = write_hub_folder(con, selection, sql, params, staged, database=store.path)
+            elif fmt == "jsonl":
                 staged = tmp / "export.jsonl"
-                count = _write_jsonl(reader, staged)
+                count = _write_jsonl(con.sql(sql, params=params or None).to_arrow_reader(BATCH_ROWS), staged)
             else:
                 staged = tmp / "export.parquet"
-                count = write_batches(reader, staged)
+                count = write_batches(con.sql(sql, params=params or None).to_arrow_reader(BATCH_ROWS), staged)
                 if fmt == "hf":
                     staged_parquet, staged = staged, tmp / "hf"
                     _write_hf(staged_parquet, staged)

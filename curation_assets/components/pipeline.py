@@ -39,6 +39,7 @@ from curation_assets.components.spec import (
 from curation_assets.export import export_selection
 from curation_assets.redact import redact_text
 from curation_assets.sources.fingerprint import file_fingerprint
+from curation_assets.sources.hub import hub_data_version
 from curation_assets.sources.ingest import resolve_source_location
 from curation_assets.sources.spec import SourceSpec
 from curation_assets.stages.core.context import restricted_sql
@@ -333,8 +334,8 @@ class CurationPipeline(dg.Component):
         location = resolve_source_location(source, self.base_dir)
 
         def observe_source() -> dg.DataVersion:
-            if source.hf_dataset:
-                return dg.DataVersion(f"hub:{source.hf_dataset}:{source.split}")
+            if source.hf_dataset:  # the commit the revision resolves to, or a local folder's content hash
+                return dg.DataVersion(hub_data_version(source, self.base_dir))
             return dg.DataVersion(file_fingerprint(Path(location)))
 
         with warnings.catch_warnings():

@@ -16,6 +16,7 @@ from curation_assets.evaluation.spec import EvaluationSpec
 from curation_assets.export import ProtectedPath, store_protected_paths, unsafe_target
 from curation_assets.llm.endpoint import LLMEndpointSpec
 from curation_assets.redact import looks_like_secret, redact_text
+from curation_assets.sources.hub import local_dataset_dir
 from curation_assets.sources.packaged import packaged_file
 from curation_assets.sources.spec import SourceSpec
 from curation_assets.specs import SpecModel
@@ -29,7 +30,7 @@ from curation_assets.stages.core.registry import (
     kinds_for,
 )
 
-ExportFormat = Literal["jsonl", "parquet", "hf"]
+ExportFormat = Literal["jsonl", "parquet", "hf", "hub"]
 
 
 class ExportSpec(SpecModel):
@@ -38,9 +39,12 @@ class ExportSpec(SpecModel):
     selection: str = Field(description="Selection name, or `samples` for every active sample.")
     format: ExportFormat = Field(
         "jsonl",
-        description=("jsonl: original records as read; parquet/hf: normalised columns plus the original record."),
+        description=(
+            "jsonl: original records as read; parquet/hf: normalised columns plus the original record; hub: a "
+            "Hugging Face Hub dataset folder (Parquet shards of one schema and a dataset card)."
+        ),
     )
-    path: str = Field(description="Output file (jsonl/parquet) or folder (hf); relative to the YAML file.")
+    path: str = Field(description="Output file (jsonl/parquet) or folder (hf/hub); relative to the YAML file.")
     name: str | None = Field(None, pattern=NAME_PATTERN, description="Asset name; default export_<selection>.")
     overwrite: bool = Field(
         False,
@@ -320,6 +324,8 @@ def pipeline_protected_paths(spec: Any, base_dir: Path) -> list[ProtectedPath]:
         elif source.package:
             with contextlib.suppress(FileNotFoundError):
                 protected.append(ProtectedPath(packaged_file(source.package), f"source {source.name!r}"))
+        elif (local := local_dataset_dir(source, base_dir)) is not None:  # an hf_dataset that is a local folder
+            protected.append(ProtectedPath(local, f"source {source.name!r}"))
     protected.append(ProtectedPath(base_dir, "the pipeline folder", inside_ok=True))
     yaml_files = sorted([*base_dir.glob("*.yaml"), *base_dir.glob("*.yml")])
     protected += [ProtectedPath(p, "a pipeline YAML file") for p in yaml_files]

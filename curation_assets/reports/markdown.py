@@ -23,14 +23,22 @@ from curation_assets.reports.formatting import (
 )
 
 
-def render_markdown(report: SelectionReport, images: Sequence[bytes], *, plotted: int) -> str:
-    """Markdown of `report` with `images` (PNG bytes) embedded; `plotted` = histograms drawn."""
+def render_markdown(
+    report: SelectionReport, images: Sequence[bytes], *, plotted: int, image_urls: Sequence[str] | None = None
+) -> str:
+    """Markdown of `report` with `images` (PNG bytes) embedded; `plotted` = histograms drawn.
+    `image_urls` links the images instead (files beside a dataset card: the Hub does not show `data:`)."""
     lines = [f"## Selection `{report.selection}`", "", "| | |", "|---|---|"]
     lines += [f"| {label} | {escape_markdown(value)} |" for label, value in overview_rows(report)]
     lines += ["", "### Scores: pool vs selected", ""]
     if report.scores:
         for number, image in enumerate(images, start=1):
-            lines += [f"![score histograms {number}](data:image/png;base64,{base64.b64encode(image).decode()})", ""]
+            url = (
+                image_urls[number - 1]
+                if image_urls is not None
+                else f"data:image/png;base64,{base64.b64encode(image).decode()}"
+            )
+            lines += [f"![score histograms {number}]({url})", ""]
         hidden = sum(1 for s in report.scores if s.plottable) - plotted
         if hidden > 0:
             lines += [

@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curation_assets.sources.fingerprint import content_hash
+from curation_assets.sources.hub import hub_offline, local_dataset_dir, resolve_revision
 from curation_assets.sources.normalise import RejectRecord, normalise_record
 from curation_assets.sources.packaged import PACKAGED, packaged_file
 from curation_assets.sources.records import (
@@ -73,6 +74,7 @@ class IngestResult:
     counts_file: Path | None = None
     rejected_file: Path | None = None
     fingerprint: str | None = None  # content hash of the file, equal before and after reading it
+    revision: str | None = None  # the commit of a Hub dataset that was read
     max_deactivated_fraction: float = 1.0  # the source's shrink guard (see check_shrink)
     accept_shrink: str | None = None
 
@@ -110,6 +112,7 @@ class IngestResult:
             "rejected": self.rejected,
             "reject_reasons": self.reject_reasons,
             **({"source_fingerprint": self.fingerprint} if self.fingerprint else {}),
+            **({"source_revision": self.revision} if self.revision else {}),
         }
 
 
@@ -118,14 +121,24 @@ def resolve_source_location(spec: SourceSpec, base_dir: Path) -> str:
     if spec.package:
         return str(packaged_file(spec.package))
     if spec.hf_dataset:
-        return f"hf://{spec.hf_dataset}:{spec.split}"
+        local = local_dataset_dir(spec, base_dir)
+        return f"hf://{local or spec.hf_dataset}" + (f"/{spec.config}" if spec.config else "") + f":{spec.split}"
     path = Path(spec.path or "").expanduser()
     return str(path if path.is_absolute() else (base_dir / path).resolve())
 
 
-def iter_source_records(spec: SourceSpec, base_dir: Path) -> Iterator[RawRecord]:
+def iter_source_records(spec: SourceSpec, base_dir: Path, revision: str | None = None) -> Iterator[RawRecord]:
+    """The records of a source; `revision` (a resolved commit) overrides an `hf_dataset`'s `revision`."""
     if spec.hf_dataset:
-        records = read_hub_dataset(spec.hf_dataset, spec.split)
+        local = local_dataset_dir(spec, base_dir)
+        records = read_hub_dataset(
+            str(local or spec.hf_dataset),
+            spec.split,
+            config=spec.config,
+            revision=revision or spec.revision,
+            data_files=spec.data_files,
+            streaming=spec.streaming,
+        )
     else:
         records = read_records(
             Path(resolve_source_location(spec, base_dir)), split=spec.split, max_record_bytes=spec.max_record_bytes
@@ -174,11 +187,17 @@ def stage_source(
             }
         )
 
-    location = Path(result.source_file)
+    local = local_dataset_dir(spec, base_dir)
+    location = local if local is not None else Path(result.source_file)
+    load_revision = None
     try:
-        if not spec.hf_dataset and location.exists():
+        if local is not None or (not spec.hf_dataset and location.exists()):
             result.fingerprint = content_hash(location)
-        for record in iter_source_records(spec, base_dir):
+        elif spec.hf_dataset:
+            # the commit recorded is the commit read: online it is also the one loaded, even if the branch moves
+            result.revision = resolve_revision(spec.hf_dataset, spec.revision)
+            load_revision = None if hub_offline() else result.revision
+        for record in iter_source_records(spec, base_dir, load_revision):
             result.records_read += 1
             if progress is not None:
                 progress(1)

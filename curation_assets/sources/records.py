@@ -390,19 +390,37 @@ def _read_saved_dataset(path: Path, split: str) -> Iterator[RawRecord]:
     yield from _iterate_dataset(loaded, "row")
 
 
-def read_hub_dataset(name: str, split: str) -> Iterator[RawRecord]:
-    """Records of a Hugging Face Hub dataset (needs network access or a local HF cache)."""
+def read_hub_dataset(
+    name: str,
+    split: str,
+    *,
+    config: str | None = None,
+    revision: str | None = None,
+    data_files: Any = None,
+    streaming: bool = False,
+) -> Iterator[RawRecord]:
+    """Records of a Hugging Face Hub dataset or local dataset folder, via `datasets.load_dataset`
+    (a Hub name needs network access or a local HF cache)."""
     import datasets
 
+    what = f"Hugging Face dataset {name!r}" + (f" config {config!r}" if config else "") + f" split {split!r}"
     try:
-        dataset = datasets.load_dataset(name, split=split)
+        dataset = datasets.load_dataset(
+            name, config, split=split, revision=revision, data_files=data_files, streaming=streaming
+        )
     except Exception as err:
-        raise SourceReadError(f"cannot load Hugging Face dataset {name!r} split {split!r}: {err}") from err
-    yield from _iterate_dataset(dataset, "row")
+        raise SourceReadError(f"cannot load {what}: {err}") from err
+    try:
+        yield from _iterate_dataset(dataset, "row")
+    except SourceReadError:
+        raise
+    except Exception as err:  # a streamed dataset fails while it is iterated (network, bad file)
+        raise SourceReadError(f"cannot read {what}: {err}") from err
 
 
 def _iterate_dataset(dataset: Any, unit: str) -> Iterator[RawRecord]:
-    if len(dataset) == 0:
-        raise SourceReadError("the dataset has no rows")
-    for index, row in enumerate(dataset, start=1):
+    index = 0
+    for index, row in enumerate(dataset, start=1):  # a streamed dataset has no len()
         yield RawRecord(index, f"{unit} {index}", value=row)
+    if index == 0:
+        raise SourceReadError("the dataset has no rows")

