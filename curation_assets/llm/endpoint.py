@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
@@ -68,6 +68,28 @@ class LLMEndpointSpec(SpecModel):
             "Name of an `LLMEndpoint` Dagster resource (defined in a `resources.py` defs module) supplying "
             "base_url, model and the API key; the other keys of this block override it."
         ),
+    )
+    # batch mode (llm/batch.py): how requests travel, never part of the config hash (same answers)
+    mode: Literal["sync", "batch"] = Field(
+        default="sync",
+        description=(
+            "sync: chat requests, answered as they go. batch: the stage's first-round requests go as OpenAI Batch "
+            "jobs (JSONL upload, poll, download; about half the price, no rate limit; vLLM serves the same "
+            "endpoints), filling the same llm_cache; a run killed after submitting resumes the recorded batch. "
+            "Kinds: alpagasus, lift_quality."
+        ),
+    )
+    batch_poll_seconds: float = Field(default=30.0, gt=0, description="Seconds between polls of a batch's status.")
+    batch_timeout_seconds: float = Field(
+        default=90_000.0,
+        gt=0,
+        description=(
+            "How long one run waits for its batches (the provider's window is 24 h); then the stage fails and "
+            "the next run polls the same batches again (nothing is submitted twice)."
+        ),
+    )
+    batch_max_requests: int = Field(
+        default=50_000, ge=1, description="Requests per batch job (OpenAI's limit: 50,000 lines, 200 MB)."
     )
     # spend guard (llm/spend.py): limits of one stage run, never part of the config hash
     max_requests_per_run: int | None = Field(

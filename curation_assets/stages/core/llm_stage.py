@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 import pyarrow as pa
-from pydantic import Field
+from pydantic import Field, model_validator
 
+from curation_assets.llm.batch import BatchKey, BatchRunner
 from curation_assets.llm.cache import ChatAnswer, LLMCache
 from curation_assets.llm.client import ChatRequest, LLMClient, RequestFailure
 from curation_assets.llm.endpoint import LLMEndpointSpec
@@ -42,12 +43,15 @@ class LLMStageSpec(StageSpec):
     """Keys every LLM-judged stage has."""
 
     PROMPTS: ClassVar[tuple[str, ...]] = ()
+    # kinds whose requests are all known before any answer (one round): they take `llm.mode: batch`
+    BATCH_MODE: ClassVar[bool] = False
 
     llm: LLMEndpointSpec = Field(
         default_factory=LLMEndpointSpec,
         description=(
             "The OpenAI-compatible endpoint: base_url, model, api_key_env, max_concurrency, timeout_s, "
-            "max_retries, backoff_s, backoff_max_s, and the spend guard max_requests_per_run, "
+            "max_retries, backoff_s, backoff_max_s, mode (sync | batch) with batch_poll_seconds, "
+            "batch_timeout_seconds, batch_max_requests, and the spend guard max_requests_per_run, "
             "input_price_per_mtok, output_price_per_mtok, max_cost_per_run."
         ),
     )
@@ -72,6 +76,16 @@ class LLMStageSpec(StageSpec):
             "answer. Small local judges rarely follow the free-text format."
         ),
     )
+
+    @model_validator(mode="after")
+    def _batch_mode_supported(self) -> LLMStageSpec:
+        if self.llm.mode == "batch" and not self.BATCH_MODE:
+            raise ValueError(
+                f"llm.mode: batch is not available for kind {self.kind!r}: its later requests depend on "
+                "earlier answers (rounds), which one batch cannot hold; batch mode takes the single-round "
+                "kinds alpagasus and lift_quality. Use llm.mode: sync (the default) for this stage"
+            )
+        return self
 
     def response_format(self, schema: dict[str, Any]) -> dict[str, Any]:
         """Request parameters constraining the answer to `schema` (empty when structured_output is none)."""
@@ -284,6 +298,30 @@ def check_spend(
     plan.cost = guard.cost(plan)
     guard.check_plan(plan)
     return plan
+
+
+def prefill_by_batch(
+    spec: LLMStageSpec,
+    client: LLMClient,
+    ctx: StageContext,
+    pending: Path,
+    first_requests: Callable[[list[dict[str, Any]]], list[list[ChatRequest]]],
+) -> dict[str, Any]:
+    """`llm.mode: batch`: answer every pending sample's first requests through Batch jobs into
+    llm_cache (llm/batch.py) before the stage's chunks run; those then read the cache, and only
+    re-asks of unparseable answers and lines the batch left unanswered go as chat requests.
+    Returns the batch counts for metadata (empty in sync mode)."""
+    if spec.llm.mode != "batch":
+        return {}
+    requests = [
+        request
+        for chunk in iter_parquet_batches(pending, spec.chunk_size)
+        for row in first_requests(chunk.to_pylist())
+        for request in row
+    ]
+    shard = f"{ctx.shard[0]}/{ctx.shard[1]}" if ctx.shard else ""
+    runner = BatchRunner(client, BatchKey(ctx.pipeline, ctx.stage, ctx.config_hash, shard))
+    return runner.run(requests).as_dict()
 
 
 def planned_stats(plan: SpendPlan | None) -> dict[str, Any]:

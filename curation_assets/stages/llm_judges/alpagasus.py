@@ -27,6 +27,7 @@ from curation_assets.stages.core.llm_stage import (
     check_spend,
     judge_turns_of_chunk,
     planned_stats,
+    prefill_by_batch,
     turn_columns,
     turn_requests,
 )
@@ -47,6 +48,7 @@ class AlpagasusSpec(LLMStageSpec):
     """LLM-rated accuracy of each response, 0-5 (AlpaGasus)."""
 
     PROMPTS: ClassVar[tuple[str, ...]] = ("alpagasus_system", "alpagasus_user")
+    BATCH_MODE: ClassVar[bool] = True
     kind: Literal["alpagasus"]
     temperature: float = Field(0.0, ge=0, le=2, description="Sampling temperature (published: 0).")
     max_tokens: int = Field(256, gt=0, description="Answer length limit (published: 256).")
@@ -79,12 +81,12 @@ def alpagasus_requests(spec: AlpagasusSpec, sample_id: str, turns: list[Any]) ->
 def run_alpagasus(spec: AlpagasusSpec, ctx: StageContext) -> StageOutput:
     pending, count = ctx.pending_samples("alpagasus", ["instruction", "input", "output", "messages"])
     client = spec.client(ctx)
-    plan = check_spend(  # before anything is sent
-        spec,
-        client,
-        pending,
-        lambda rows: turn_requests(spec, rows, lambda sid, turn: alpagasus_requests(spec, sid, [turn])[0])[1],
-    )
+
+    def first(rows: list[dict[str, Any]]) -> list[list[ChatRequest]]:
+        return turn_requests(spec, rows, lambda sid, turn: alpagasus_requests(spec, sid, [turn])[0])[1]
+
+    plan = check_spend(spec, client, pending, first)  # before anything is sent
+    batched = prefill_by_batch(spec, client, ctx, pending, first)  # llm.mode: batch
     started = time.perf_counter()
     status_counts: dict[str, int] = {}
     with ctx.rows_writer(ALPAGASUS_SCHEMA) as writer:
@@ -114,6 +116,7 @@ def run_alpagasus(spec: AlpagasusSpec, ctx: StageContext) -> StageOutput:
         "pending": count,
         "model": spec.llm.model,
         **planned_stats(plan),
+        **batched,
         **{f"status_{k}": v for k, v in status_counts.items()},
         **client.stats.as_dict(),
         "seconds_judging": round(seconds, 3),

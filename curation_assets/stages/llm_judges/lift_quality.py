@@ -22,6 +22,7 @@ from curation_assets.stages.core.llm_stage import (
     check_spend,
     judge_turns_of_chunk,
     planned_stats,
+    prefill_by_batch,
     turn_columns,
     turn_requests,
 )
@@ -42,6 +43,7 @@ class LiftQualitySpec(LLMStageSpec):
     """The LIFT 100-point quality rubric, rated by an LLM with few-shot examples."""
 
     PROMPTS: ClassVar[tuple[str, ...]] = ("lift_quality_system", "lift_quality_user")
+    BATCH_MODE: ClassVar[bool] = True
     kind: Literal["lift_quality"]
     temperature: float = Field(0.0, ge=0, le=2, description="Sampling temperature.")
     max_tokens: int = Field(96, gt=0, description="Answer length limit (five short lines).")
@@ -70,6 +72,7 @@ def run_lift_quality(spec: LiftQualitySpec, ctx: StageContext) -> StageOutput:
         )
 
     plan = check_spend(spec, client, pending, lambda rows: turn_requests(spec, rows, request)[1])  # before sending
+    batched = prefill_by_batch(spec, client, ctx, pending, lambda rows: turn_requests(spec, rows, request)[1])
     statuses: dict[str, int] = {}
     with ctx.rows_writer(LIFT_QUALITY_SCHEMA) as writer:
         chunks = iter_parquet_batches(pending, spec.chunk_size)
@@ -94,6 +97,7 @@ def run_lift_quality(spec: LiftQualitySpec, ctx: StageContext) -> StageOutput:
         "pending": count,
         "model": spec.llm.model,
         **planned_stats(plan),
+        **batched,
         **{f"status_{k}": v for k, v in statuses.items()},
         **client.stats.as_dict(),
     }
