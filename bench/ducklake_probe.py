@@ -436,9 +436,7 @@ def main() -> int:
     parser.add_argument("--other-python", help="a Python with another DuckDB (e.g. .venv/bin/python)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "ducklake_probe.md")
     args = parser.parse_args()
-    try:
-        import duckdb
-    except ImportError:
+    if importlib.util.find_spec("duckdb") is None:
         print("SKIP: duckdb is not installed in this Python")
         return 0
     bindir = postgres_bin()
@@ -446,6 +444,15 @@ def main() -> int:
         print("SKIP: no PostgreSQL server binaries (/usr/lib/postgresql/*/bin/initdb): apt-get install postgresql")
         return 0
     root = Path(tempfile.mkdtemp(prefix="ducklake_probe_"))
+    try:
+        return probe(args, bindir, root)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)  # the server's data, the lake, the extension links
+
+
+def probe(args: argparse.Namespace, bindir: Path, root: Path) -> int:
+    import duckdb
+
     root.chmod(0o755)
     ext_dir = root / "no_extensions"
     links = extension_links(root / "ext")
@@ -542,7 +549,6 @@ def main() -> int:
             "",
             f"`{args.other_python}`: {other_python_load(args.other_python, links)}",
         ]
-    shutil.rmtree(root, ignore_errors=True)
     text = "\n".join(lines) + "\n"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
