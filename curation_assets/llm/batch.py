@@ -1,6 +1,6 @@
 """Batch mode of an LLM stage (YAML `llm: {mode: batch}`): requests go as OpenAI Batch jobs.
 
-The Batch API (also served by vLLM) takes a JSONL file of request lines
+The Batch API (OpenAI's; LiteLLM's proxy serves it in front of vLLM) takes a JSONL file of request lines
 `{"custom_id", "method": "POST", "url": "/v1/chat/completions", "body"}` and, within 24 h,
 returns output lines `{"custom_id", "response": {"status_code", "body"}, "error"}` at about
 half the price of chat requests and outside their rate limits. custom_id is the request's

@@ -74,8 +74,9 @@ class LLMEndpointSpec(SpecModel):
         default="sync",
         description=(
             "sync: chat requests, answered as they go. batch: the stage's first-round requests go as OpenAI Batch "
-            "jobs (JSONL upload, poll, download; about half the price, no rate limit; vLLM serves the same "
-            "endpoints), filling the same llm_cache; a run killed after submitting resumes the recorded batch. "
+            "jobs (JSONL upload, poll, download; about half the price, outside the chat rate limits; LiteLLM's "
+            "proxy serves the same endpoints in front of vLLM), filling the same llm_cache; a run killed after "
+            "submitting resumes the recorded batch. "
             "Kinds: alpagasus, lift_quality."
         ),
     )

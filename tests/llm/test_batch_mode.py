@@ -12,12 +12,15 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
+import dagster as dg
 import duckdb
 import pytest
 import yaml
 from pydantic import ValidationError
 
+from curation_assets.components.standalone import load_pipeline_file, pipeline_definitions
 from curation_assets.llm.batch import parse_output_line, request_line
 from curation_assets.llm.cache import ChatAnswer
 from curation_assets.stages.core.registry import get_kind
@@ -184,3 +187,26 @@ def test_run_killed_after_submitting_resumes_the_same_batch_and_pays_nothing_twi
     (stats,) = query(tmp_path, "SELECT stats FROM stage_runs WHERE stage = 'judge'")[0]
     stats = json.loads(stats)
     assert (stats["llm_batches_resumed"], stats["llm_batches_submitted"], stats["llm_batches"]) == (1, 0, [batch_id])
+
+
+def test_spend_guard_stops_a_batch_before_anything_is_uploaded(tmp_path):
+    write_pool(tmp_path / "pool.jsonl", 5, multi_turn=False)
+    with BatchServer("http://127.0.0.1:9/v1") as server:  # no upstream: nothing may reach it
+        stage = _stages(server.base_url)[0]
+        stage["llm"]["max_requests_per_run"] = 3
+        path = tmp_path / "defs.yaml"
+        path.write_text(yaml.safe_dump(document(server.base_url, [stage], [])))
+        assets: list[Any] = list(pipeline_definitions(load_pipeline_file(path)).assets or [])
+        result = dg.materialize(assets, raise_on_error=False)
+        assert not result.success
+        assert server.files == {} and server.batches == {}  # nothing uploaded, nothing submitted
+    error = result.get_step_failure_events()[0].step_failure_data.error
+    messages = []
+    while error is not None:
+        messages.append((error.cls_name, error.message))
+        error = error.cause
+    assert any(
+        name == "SpendLimitExceeded" and "needs 5 LLM request(s)" in text and "max_requests_per_run = 3" in text
+        for name, text in messages
+    ), messages
+    assert query(tmp_path, "SELECT count(*) FROM llm_batches")[0][0] == 0
