@@ -184,6 +184,15 @@ class BatchRunner:
     def _finish(self, batch_id: str, wanted: dict[str, tuple[ChatRequest, str]], deadline: float) -> None:
         """Poll until the batch ends, cache its answers, mark it downloaded (or failed)."""
         self.stats.batch_ids.append(batch_id)
+        try:
+            self._collect(batch_id, wanted, deadline)
+        except openai.NotFoundError as err:
+            # the server no longer knows the batch (or its output expired): its requests are not
+            # answered anywhere, so they are submitted again below instead of failing every run
+            self._mark(batch_id, "lost", f"not found: {self._safe(err.message)}")
+            self._log(f"batch {batch_id} is unknown to {self.endpoint.display_url}; its requests go again", warn=True)
+
+    def _collect(self, batch_id: str, wanted: dict[str, tuple[ChatRequest, str]], deadline: float) -> None:
         batch = self._poll(batch_id, deadline)
         if batch.status in _FAILED:
             errors = getattr(getattr(batch, "errors", None), "data", None) or []
@@ -217,7 +226,8 @@ class BatchRunner:
         if problems:
             self._log(
                 f"batch {batch_id}: {len(problems)} line(s) without an answer (first: {self._safe(problems[0])}); "
-                "they are sent as chat requests"
+                "they are sent as chat requests",
+                warn=True,
             )
         self._mark(batch_id, "downloaded", f"{batch.status}: {answered} answers, {len(problems)} failed lines")
 
@@ -228,7 +238,7 @@ class BatchRunner:
                 batch = api.batches.retrieve(batch_id)
             except (openai.APIConnectionError, openai.APITimeoutError, openai.InternalServerError) as err:
                 batch = None  # the server is away for a moment: poll again
-                self._log(f"batch {batch_id}: could not poll ({self._safe(str(err))}); trying again")
+                self._log(f"batch {batch_id}: could not poll ({self._safe(str(err))}); trying again", warn=True)
             if batch is not None and (batch.status in _DONE or batch.status in _FAILED):
                 return batch
             if time.monotonic() + self.endpoint.batch_poll_seconds > deadline:
@@ -282,6 +292,6 @@ class BatchRunner:
             text = text.replace(self._secret, MASK)
         return " ".join(text.split())[:300]
 
-    def _log(self, message: str) -> None:
+    def _log(self, message: str, *, warn: bool = False) -> None:
         if self.client.log is not None:
-            self.client.log.info(f"{self.key.stage}: {message}")
+            (self.client.log.warning if warn else self.client.log.info)(f"{self.key.stage}: {message}")

@@ -12,7 +12,7 @@ CREATE TABLE IF NOT EXISTS llm_batches (
     model           VARCHAR NOT NULL,
     input_file_id   VARCHAR NOT NULL,
     request_hashes  VARCHAR[] NOT NULL,   -- llm_cache request hashes = the lines' custom_id
-    status          VARCHAR NOT NULL,     -- submitted | downloaded | failed (the provider's status in `detail`)
+    status          VARCHAR NOT NULL,     -- submitted | downloaded | failed | lost (unknown to the server); see `detail`
     detail          VARCHAR,
     submitted_at    TIMESTAMP NOT NULL,
     finished_at     TIMESTAMP

@@ -24,6 +24,7 @@ from curation_assets.components.standalone import load_pipeline_file, pipeline_d
 from curation_assets.llm.batch import parse_output_line, request_line
 from curation_assets.llm.cache import ChatAnswer
 from curation_assets.stages.core.registry import get_kind
+from curation_assets.store import DuckDBStore
 from tests.components.test_llm_pipeline import document, llm, query, write_pool
 from tests.llm.batch_server import BatchServer
 from tests.pipeline_runs import materialize_document
@@ -210,3 +211,20 @@ def test_spend_guard_stops_a_batch_before_anything_is_uploaded(tmp_path):
         for name, text in messages
     ), messages
     assert query(tmp_path, "SELECT count(*) FROM llm_batches")[0][0] == 0
+
+
+@pytest.mark.e2e
+def test_a_batch_the_server_no_longer_knows_is_marked_lost_and_its_requests_go_again(tmp_path, llm_server):
+    write_pool(tmp_path / "pool.jsonl", 2, multi_turn=False)
+    with BatchServer(llm_server.base_url) as server:
+        doc = document(server.base_url, _stages(server.base_url)[:1], [])
+        materialize_document(tmp_path, doc)
+        # a batch recorded by an earlier run that the server has lost (restarted, or expired)
+        with DuckDBStore(tmp_path / "judge.duckdb").transaction() as con:
+            con.execute("UPDATE llm_batches SET batch_id = 'batch_gone', status = 'submitted'")
+        write_pool(tmp_path / "pool.jsonl", 3, multi_turn=False)  # one new sample
+        materialize_document(tmp_path, doc)
+        assert len(server.batches) == 2 and set(server.forwarded.values()) == {1}
+    rows = query(tmp_path, "SELECT batch_id, status FROM llm_batches ORDER BY submitted_at")
+    assert rows[0] == ("batch_gone", "lost") and rows[1][1] == "downloaded"
+    assert query(tmp_path, "SELECT count(*) FROM judge")[0][0] == 3
