@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import json
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +33,9 @@ from curation_assets.store.writes import utc_now
 CHAT_URL = "/v1/chat/completions"
 _DONE = {"completed", "expired", "cancelled"}  # ended with (maybe partial) output
 _FAILED = {"failed"}  # rejected as a whole (validation): no output
+_SUBMITTING = "submitting-"  # batch_id of a row written before the provider gave the batch its id
+_TOKEN_KEY = "curation_submission"  # batch metadata key holding that row's token
+_LIST_LIMIT = 1000  # newest batches searched for a token (a kill lands seconds after the create)
 
 
 class LLMBatchPending(RuntimeError):
@@ -132,6 +136,13 @@ class BatchRunner:
             wanted.setdefault(request_hash, (request, request_json))
         deadline = time.monotonic() + self.endpoint.batch_timeout_seconds
         for batch_id, hashes in self._open_batches():
+            if batch_id.startswith(_SUBMITTING):
+                found = self._find_created(batch_id.removeprefix(_SUBMITTING))
+                if found is None:  # the provider never created it: its requests go again below
+                    self._mark(batch_id, "lost", "killed before the batch was created")
+                    continue
+                self._created(batch_id, found)
+                batch_id = found
             self.stats.resumed += 1
             self._log(f"resuming batch {batch_id} ({len(hashes)} requests) submitted by an earlier run")
             self._finish(batch_id, wanted, deadline)
@@ -156,26 +167,30 @@ class BatchRunner:
         uploaded = api.files.create(
             file=("requests.jsonl", io.BytesIO(text.encode("utf-8")), "application/jsonl"), purpose="batch"
         )
-        batch = api.batches.create(
-            input_file_id=uploaded.id,
-            endpoint=CHAT_URL,
-            completion_window="24h",
-            metadata={"curation_stage": self.key.stage[:500]},
-        )
-        # recorded before anything waits: from here on a crash resumes this batch
+        # recorded before the batch is created: a kill while `create` is answered leaves a
+        # 'submitting' row whose token the next run finds in the batch list (nothing is paid twice)
+        token = uuid.uuid4().hex
         with self.cache.store.transaction() as con:
             execute_sql_file(
                 con,
                 "writes/llm_batch_insert.sql",
                 {
                     **self._key_params(),
-                    "batch_id": batch.id,
+                    "batch_id": f"{_SUBMITTING}{token}",
+                    "status": "submitting",
                     "model": model,
                     "input_file_id": uploaded.id,
                     "request_hashes": hashes,
                     "now": utc_now(),
                 },
             )
+        batch = api.batches.create(
+            input_file_id=uploaded.id,
+            endpoint=CHAT_URL,
+            completion_window="24h",
+            metadata={"curation_stage": self.key.stage[:500], _TOKEN_KEY: token},
+        )
+        self._created(f"{_SUBMITTING}{token}", batch.id)
         self.stats.submitted += 1
         self.stats.lines += len(hashes)
         self._log(f"submitted batch {batch.id} ({len(hashes)} requests)")
@@ -251,6 +266,20 @@ class BatchRunner:
             time.sleep(self.endpoint.batch_poll_seconds)
 
     # ---- state and plumbing -------------------------------------------------------------------
+
+    def _created(self, row_id: str, batch_id: str) -> None:
+        """The provider created the batch of the 'submitting' row `row_id`: record its id."""
+        with self.cache.store.transaction() as con:
+            execute_sql_file(con, "writes/llm_batch_created.sql", {"row_id": row_id, "batch_id": batch_id})
+
+    def _find_created(self, token: str) -> str | None:
+        """Id of the batch created with `token` in its metadata (among the newest), or None."""
+        for seen, batch in enumerate(self._client().batches.list(limit=100)):
+            if (batch.metadata or {}).get(_TOKEN_KEY) == token:
+                return batch.id
+            if seen >= _LIST_LIMIT:
+                break
+        return None
 
     def _open_batches(self) -> list[tuple[str, list[str]]]:
         with self.cache.store.reader() as con:

@@ -1,5 +1,5 @@
 -- OpenAI Batch API jobs of LLM stages in `llm: {mode: batch}` (curation_assets/llm/batch.py).
--- A row is written as soon as the batch is created, before polling: a run killed after that
+-- A row is written before the batch is created (status submitting, then submitted with the id): a run killed after that
 -- resumes polling the same batch instead of submitting (and paying for) its requests again.
 
 CREATE TABLE IF NOT EXISTS llm_batches (
@@ -12,7 +12,7 @@ CREATE TABLE IF NOT EXISTS llm_batches (
     model           VARCHAR NOT NULL,
     input_file_id   VARCHAR NOT NULL,
     request_hashes  VARCHAR[] NOT NULL,   -- llm_cache request hashes = the lines' custom_id
-    status          VARCHAR NOT NULL,     -- submitted | downloaded | failed | lost (unknown to the server); see `detail`
+    status          VARCHAR NOT NULL,     -- submitting | submitted | downloaded | failed | lost; see `detail`
     detail          VARCHAR,
     submitted_at    TIMESTAMP NOT NULL,
     finished_at     TIMESTAMP

@@ -1,4 +1,5 @@
--- Record a batch just created (status 'submitted'), before anything waits on it.
+-- Record a batch: 'submitting' (written before `create`, batch_id = 'submitting-<token>', the token
+-- also in the batch's metadata) or 'submitted'.
 INSERT INTO llm_batches
 VALUES ($batch_id, $pipeline, $stage, $config_hash, $shard, $base_url, $model, $input_file_id,
-        $request_hashes, 'submitted', NULL, $now, NULL);
+        $request_hashes, $status, NULL, $now, NULL);

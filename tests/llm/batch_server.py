@@ -1,8 +1,8 @@
 """A small implementation of OpenAI's documented Files and Batches endpoints for tests.
 
 No local server (llama.cpp, llama-cpp-python) serves /v1/files and /v1/batches, so this one does:
-POST /v1/files (multipart upload), GET /v1/files/{id}/content, POST /v1/batches and
-GET /v1/batches/{id}. A batch's lines are forwarded one by one, in a background thread, to a
+POST /v1/files (multipart upload), GET /v1/files/{id}/content, POST /v1/batches,
+GET /v1/batches/{id} and GET /v1/batches (the list). A batch's lines are forwarded one by one, in a background thread, to a
 real chat server's /chat/completions; output lines follow the documented format
 `{"id", "custom_id", "response": {"status_code", "request_id", "body"}, "error"}`.
 `forwarded` counts the lines forwarded per custom_id (a line paid twice shows as 2);
@@ -37,6 +37,7 @@ class BatchServer:
         self.forwarded: collections.Counter[str] = collections.Counter()
         self.gate = threading.Event()
         self.gate.set()
+        self.create_delay_s = 0.0  # POST /v1/batches creates the batch, then waits this long to answer
         self.chat_forwarded = 0  # synchronous chat requests passed through
         self.fail_lines = 0  # this many lines (the first ones) get an error line instead of being forwarded
         self.lock = threading.Lock()
@@ -55,6 +56,10 @@ class BatchServer:
                     if content is None:
                         return self._json(404, {"error": {"message": f"no file {parts[2]}"}})
                     return self._reply(200, content, "application/octet-stream")
+                if parts == ["v1", "batches"]:  # newest first, as OpenAI lists them
+                    with server.lock:
+                        data = json.loads(json.dumps(list(reversed(server.batches.values()))))
+                    return self._json(200, {"object": "list", "data": data, "has_more": False})
                 if parts[:2] == ["v1", "batches"] and len(parts) == 3:
                     with server.lock:
                         batch = server.batches.get(parts[2])
@@ -73,7 +78,9 @@ class BatchServer:
                     request = json.loads(body)
                     if request.get("input_file_id") not in server.contents:
                         return self._json(400, {"error": {"message": "unknown input_file_id"}})
-                    return self._json(200, server.create_batch(request))
+                    batch = server.create_batch(request)
+                    time.sleep(server.create_delay_s)  # created, not yet answered: a client may die now
+                    return self._json(200, batch)
                 if path == "/v1/chat/completions":  # the synchronous endpoint beside them, as on OpenAI
                     with server.lock:
                         server.chat_forwarded += 1

@@ -164,7 +164,7 @@ def test_run_killed_after_submitting_resumes_the_same_batch_and_pays_nothing_twi
         yaml_file.write_text(yaml.safe_dump(document(server.base_url, _stages(server.base_url)[:1], [])))
         process = _curation_run(yaml_file, tmp_path)
         deadline = time.monotonic() + 300
-        while not (rows := _batch_rows(db)):
+        while not (rows := [r for r in _batch_rows(db) if r[1] == "submitted"]):
             assert process.poll() is None, process.stderr.read() if process.stderr else ""
             assert time.monotonic() < deadline, "the run never recorded its batch"
             time.sleep(0.2)
@@ -227,4 +227,34 @@ def test_a_batch_the_server_no_longer_knows_is_marked_lost_and_its_requests_go_a
         assert len(server.batches) == 2 and set(server.forwarded.values()) == {1}
     rows = query(tmp_path, "SELECT batch_id, status FROM llm_batches ORDER BY submitted_at")
     assert rows[0] == ("batch_gone", "lost") and rows[1][1] == "downloaded"
+    assert query(tmp_path, "SELECT count(*) FROM judge")[0][0] == 3
+
+
+@pytest.mark.e2e
+def test_run_killed_while_the_batch_is_being_created_adopts_it_by_its_token(tmp_path, llm_server):
+    write_pool(tmp_path / "pool.jsonl", 3, multi_turn=False)
+    db = tmp_path / "judge.duckdb"
+    with BatchServer(llm_server.base_url) as server:
+        server.create_delay_s = 120  # the batch exists at the server; its id never reaches the client
+        yaml_file = tmp_path / "defs.yaml"
+        yaml_file.write_text(yaml.safe_dump(document(server.base_url, _stages(server.base_url)[:1], [])))
+        process = _curation_run(yaml_file, tmp_path)
+        deadline = time.monotonic() + 300
+        while not (server.batches and (rows := _batch_rows(db))):
+            assert process.poll() is None, process.stderr.read() if process.stderr else ""
+            assert time.monotonic() < deadline, "the run never created its batch"
+            time.sleep(0.2)
+        process.send_signal(signal.SIGKILL)  # killed between create and learning the batch id
+        process.wait()
+        [(row_id, status, hashes)] = rows
+        assert status == "submitting" and row_id.startswith("submitting-")
+        [batch_id] = list(server.batches)
+        server.create_delay_s = 0
+
+        again = _curation_run(yaml_file, tmp_path)
+        _, err = again.communicate(timeout=600)
+        assert again.returncode == 0, err
+        assert list(server.batches) == [batch_id]  # adopted, not submitted again
+        assert dict(server.forwarded) == dict.fromkeys(hashes, 1)
+    assert query(tmp_path, "SELECT batch_id, status FROM llm_batches") == [(batch_id, "downloaded")]
     assert query(tmp_path, "SELECT count(*) FROM judge")[0][0] == 3
