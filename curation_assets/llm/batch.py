@@ -274,11 +274,19 @@ class BatchRunner:
 
     def _find_created(self, token: str) -> str | None:
         """Id of the batch created with `token` in its metadata (among the newest), or None."""
-        for seen, batch in enumerate(self._client().batches.list(limit=100)):
-            if (batch.metadata or {}).get(_TOKEN_KEY) == token:
-                return batch.id
-            if seen >= _LIST_LIMIT:
-                break
+        try:
+            for seen, batch in enumerate(self._client().batches.list(limit=100)):
+                if (batch.metadata or {}).get(_TOKEN_KEY) == token:
+                    return batch.id
+                if seen >= _LIST_LIMIT:
+                    break
+        except openai.NotFoundError:  # a server without the list: the batch may exist, so never guess
+            raise LLMBatchFailed(
+                f"stage {self.key.stage!r}: an earlier run was killed while creating a batch, and "
+                f"{self.endpoint.display_url} does not list batches (GET /v1/batches) to find it; look for a batch "
+                f"with metadata {_TOKEN_KEY} = {token}, then set that llm_batches row's batch_id to its id (or its "
+                "status to 'lost' if there is none) and run the stage again"
+            ) from None
         return None
 
     def _open_batches(self) -> list[tuple[str, list[str]]]:
