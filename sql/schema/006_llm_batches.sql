@@ -1,4 +1,4 @@
--- OpenAI Batch API jobs of LLM stages in `llm: {mode: batch}` (curation_assets/llm/batch.py).
+-- OpenAI Batch API jobs of LLM stages in `llm mode: batch` (curation_assets/llm/batch.py).
 -- A row is written before the batch is created (status submitting, then submitted with the id): a run killed after that
 -- resumes polling the same batch instead of submitting (and paying for) its requests again.
 

@@ -1,5 +1,6 @@
 """Materialise whole pipelines with dagster.materialize and check what lands in DuckDB."""
 
+import shutil
 from pathlib import Path
 
 import dagster as dg
@@ -42,7 +43,8 @@ def demo_copy(tmp_path: Path, limit: int, model: tuple[Path, Path]) -> Path:
 
 def materialize(path: Path) -> tuple[dg.ExecuteInProcessResult, object]:
     component = load_pipeline_file(path)
-    result = dg.materialize(list(pipeline_definitions(component).assets), raise_on_error=True)
+    definitions = pipeline_definitions(component)
+    result = dg.materialize(list(definitions.assets or []), resources=definitions.resources, raise_on_error=True)
     return result, component
 
 
@@ -161,6 +163,8 @@ def test_shipped_demo_pipeline_end_to_end(tmp_path, monkeypatch, llm_server):
         export["path"] = str(tmp_path / f"{export['selection']}.jsonl")
     path = tmp_path / "defs.yaml"
     path.write_text(yaml.safe_dump(document))
+    # the demo names its store and judge as resources of the project's resources.py (found in a folder above)
+    shutil.copy(DEMO.parent.parent / "resources.py", tmp_path / "resources.py")
     result, component = materialize(path)
     assert result.success
     with component.store.reader() as con:
