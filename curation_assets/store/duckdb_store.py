@@ -15,6 +15,7 @@ from pathlib import Path
 
 import duckdb
 
+from curation_assets.store.base import artifacts_folder
 from curation_assets.store.sql_files import core_schema_files, execute_sql_file, static_view_files
 
 _LOCK_MARKERS = ("Could not set lock", "Conflicting lock", "database is locked")
@@ -25,11 +26,31 @@ class StoreLockedError(RuntimeError):
 
 
 class DuckDBStore:
-    """Access to one pipeline's DuckDB file."""
+    """Access to one pipeline's DuckDB file (the `duckdb` kind of the `Store` protocol, store/base.py)."""
+
+    kind = "duckdb"
 
     def __init__(self, path: str | Path, *, lock_timeout_s: float = 120.0) -> None:
         self.path = Path(path)
         self.lock_timeout_s = lock_timeout_s
+
+    def describe(self) -> str:
+        return str(self.path)
+
+    @property
+    def work_dir(self) -> Path:
+        return artifacts_folder(self.path)
+
+    def protected_paths(self) -> list[Path]:
+        """The file, what DuckDB keeps beside it (WAL, spill folder) and the stages' artefact folder."""
+        db = self.path
+        return [db, db.with_name(db.name + ".wal"), db.with_name(db.name + ".tmp"), self.work_dir]
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    def query_connection(self) -> duckdb.DuckDBPyConnection:
+        return self.connect(read_only=True)
 
     def connect(self, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
         """Open a connection, retrying with backoff while another process holds the lock."""
