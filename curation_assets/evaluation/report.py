@@ -28,10 +28,12 @@ COLUMNS = (
     "Δ general vs random [95% CI]",
     "selection s",
     "incl. upstream s",
+    "target gain per hour",
 )
 TOKEN_COLUMNS = ("subset", "matches", "k", "response tokens", "target loss", "general loss")
 METHOD_COLOR, BASELINE_COLOR, BAND_COLOR, REFERENCE_COLOR = "#1c7ed6", "#868e96", "#ced4da", "#f59f00"
 MIN_RANDOM_SEEDS = 5
+COST_REFERENCE = "target_similarity"  # the cheap target-aware baseline gains per hour are compared with
 
 
 def _loss(value: float) -> str:
@@ -61,6 +63,33 @@ def _seconds(value: float | None) -> str:
     return "" if value is None else f"{value:,.1f}"
 
 
+def gain_per_hour(row: ResultRow) -> float | None:
+    """Issue #19's cost column: the target loss a method removes against the random mean (−Δ) per hour of
+    its selection compute, the stages it reads included; None without a Δ or a positive time."""
+    if row.target_delta is None or not np.isfinite(row.target_delta) or not row.upstream_seconds:
+        return None
+    return -row.target_delta / (row.upstream_seconds / 3600.0)
+
+
+def _gain(value: float | None) -> str:
+    return "" if value is None else f"{value:+.4f}"
+
+
+def cost_sentence(result: EvaluationResult) -> str | None:
+    """Which methods remove more target loss per hour than the target-aware reference, if it was run."""
+    methods = [r for r in result.rows if r.role == "method"]
+    reference = next((r for r in methods if r.selection == COST_REFERENCE), None)
+    reference_gain = None if reference is None else gain_per_hour(reference)
+    if reference_gain is None:
+        return None
+    better = [r.selection for r in methods if r is not reference and (gain_per_hour(r) or -np.inf) > reference_gain]
+    return (
+        f"Target gain per hour = −Δ target vs random ÷ the hours of the selection with its stages "
+        f"(nat per hour, this machine). `{COST_REFERENCE}` gains {reference_gain:+.4f}/h; "
+        + (f"higher: {', '.join(better)}." if better else "no method gains more per hour.")
+    )
+
+
 def table_rows(result: EvaluationResult) -> list[dict[str, str]]:
     """The report table: the two references (un-tuned model, full pool), the baselines' band, each
     baseline, each method."""
@@ -84,6 +113,7 @@ def table_rows(result: EvaluationResult) -> list[dict[str, str]]:
             "Δ general vs random [95% CI]": "0",
             "selection s": _seconds(float(np.mean([r.selection_seconds or 0.0 for r in baselines]))),
             "incl. upstream s": _seconds(float(np.mean([r.upstream_seconds or 0.0 for r in baselines]))),
+            "target gain per hour": "",
         }
     )
     rows += [_row(r, r.selection, n) for r in baselines]
@@ -108,6 +138,7 @@ def _row(row: ResultRow, label: str, n: int) -> dict[str, str]:
         "Δ general vs random [95% CI]": _delta(row.general_delta, row.general_ci),
         "selection s": _seconds(row.selection_seconds),
         "incl. upstream s": _seconds(row.upstream_seconds),
+        "target gain per hour": _gain(gain_per_hour(row)) if row.role == "method" else "",
     }
 
 
@@ -167,6 +198,9 @@ def markdown(result: EvaluationResult, image: str | None = None) -> str:
         "|" + "|".join("---" if c in ("method", "kind") else "---:" for c in COLUMNS) + "|",
     ]
     lines += ["| " + " | ".join(row[c] for c in COLUMNS) + " |" for row in table_rows(result)]
+    cost = cost_sentence(result)
+    if cost:
+        lines += ["", cost]
     matched = token_matched_rows(result)
     if matched:
         lines += [
@@ -271,6 +305,8 @@ __all__ = [
     "COLUMNS",
     "TOKEN_COLUMNS",
     "bar_chart_png",
+    "cost_sentence",
+    "gain_per_hour",
     "markdown",
     "png_data_uri",
     "table_rows",

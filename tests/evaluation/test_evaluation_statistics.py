@@ -178,5 +178,7 @@ def test_report_shows_the_statistics(evaluated):
     assert longest["Δ target vs random [95% CI]"] == (
         f"{row['target_delta']:+.4f} [{row['target_ci_low']:+.4f}, {row['target_ci_high']:+.4f}]")
     assert longest["beats all random seeds?"].startswith("yes" if row["beats_all_random"] else "no")
+    gain = -row["target_delta"] / (row["upstream_seconds"] / 3600.0)
+    assert longest["target gain per hour"] == f"{gain:+.4f}"
     assert "Token-matched random subsets:" in report and "token_matched:longest:1" in report
     assert "Only" not in report.split("| method")[0]  # five seeds: no warning
