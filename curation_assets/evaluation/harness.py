@@ -6,7 +6,8 @@ seeds and a held-out sample's loss is their mean; each row's Δ against the base
 comes with a paired bootstrap 95% interval over held-out samples, and whether it beats every
 baseline; each method is also compared with random subsets of the pool holding as many
 response tokens as its selection (token-matched); the un-tuned model and a full-pool
-fine-tune are the two reference rows.
+fine-tune are the two reference rows. A method in a sub-pool band (`pools:`) uses that
+sub-pool's baselines and draws its token-matched subsets from the sub-pool's samples.
 
 Dagster-free, so the asset, the CLI and the tests share it: reads members and timings from
 the store, fine-tunes through the on-disk cache, writes `evaluation_results` in one short
@@ -31,7 +32,7 @@ import pyarrow.parquet as pq
 from curation_assets.evaluation.finetune import FinetuneRunner, Measured
 from curation_assets.evaluation.finetune_cache import FinetuneCache, finetune_key, members_hash
 from curation_assets.evaluation.heldout import HeldoutSet, check_no_leak, general_heldout, target_heldout
-from curation_assets.evaluation.spec import EvaluationSpec
+from curation_assets.evaluation.spec import WHOLE_POOL, EvaluationSpec, SubPoolBand
 from curation_assets.methods.evaluation_stats import (
     PairedDelta,
     paired_bootstrap,
@@ -39,7 +40,7 @@ from curation_assets.methods.evaluation_stats import (
     token_matched_subset,
 )
 from curation_assets.stages.core.registry import StageSpec
-from curation_assets.store import DuckDBStore
+from curation_assets.store import Store
 from curation_assets.store.sql_files import execute_sql_file, read_sql
 from curation_assets.store.writes import utc_now
 
@@ -78,6 +79,7 @@ RESULT_SCHEMA = pa.schema(
         ("token_matched_ci_low", pa.float64()),
         ("token_matched_ci_high", pa.float64()),
         ("matched_to", pa.string()),
+        ("pool", pa.string()),
     ]
 )
 LOSSES_SCHEMA = pa.schema(
@@ -124,6 +126,7 @@ class ResultRow:
     random_beaten: int | None = None  # baselines whose target loss is above this row's
     token_matched: PairedDelta | None = None  # target loss - the token-matched random subsets' (methods)
     matched_to: str | None = None  # token_matched rows: the method whose tokens they match
+    pool: str = WHOLE_POOL  # the band it is compared with: `all` or a sub-pool's name (`pools:`)
 
 
 @dataclass
@@ -135,13 +138,15 @@ class Band:
     general_mean: float
     general_std: float
     n: int
+    pool: str = WHOLE_POOL  # `all` or the sub-pool's name
+    pool_size: int = 0  # active samples the band's baselines were drawn from
 
 
 @dataclass
 class EvaluationResult:
     spec: EvaluationSpec
     rows: list[ResultRow]
-    band: Band
+    band: Band  # the whole pool's
     target: HeldoutSet
     general: HeldoutSet
     pool_size: int
@@ -149,6 +154,7 @@ class EvaluationResult:
     stats: dict[str, Any] = field(default_factory=dict)
     machine: str = ""
     stage_timings: list[tuple[str, str, float]] = field(default_factory=list)  # (name, kind, seconds)
+    bands: dict[str, Band] = field(default_factory=dict)  # pool name (`all` first) -> its band
 
     def row(self, selection: str) -> ResultRow:
         return next(r for r in self.rows if r.selection == selection)
@@ -160,7 +166,7 @@ def machine_description() -> str:
     return f"{platform.machine()}, {os.cpu_count()} cores, torch device {compute_device().describe()}"
 
 
-def selection_members(store: DuckDBStore, selection: str, current_hash: str) -> list[str]:
+def selection_members(store: Store, selection: str, current_hash: str) -> list[str]:
     with store.reader() as con:
         rows = con.execute(read_sql("reads/evaluation_members.sql"), {"selection": selection}).fetchall()
     if not rows:
@@ -174,7 +180,7 @@ def selection_members(store: DuckDBStore, selection: str, current_hash: str) -> 
     return [sid for sid, _ in rows]
 
 
-def member_messages(store: DuckDBStore, sample_ids: list[str]) -> list[Any]:
+def member_messages(store: Store, sample_ids: list[str]) -> list[Any]:
     """Conversations of `sample_ids`, in sample_id order."""
     with store.reader() as con:
         rows = con.execute(read_sql("reads/sample_messages.sql"), {"sample_ids": sample_ids}).fetchall()
@@ -193,7 +199,7 @@ def upstream_names(name: str, specs: Mapping[str, StageSpec]) -> list[str]:
     return seen
 
 
-def stage_seconds(store: DuckDBStore, pipeline: str, name: str, config_hash: str, role: str) -> float:
+def stage_seconds(store: Store, pipeline: str, name: str, config_hash: str, role: str) -> float:
     """A stage: every run of its current config (incremental); a selection: its latest run."""
     with store.reader() as con:
         if role == "stage":
@@ -210,7 +216,7 @@ def stage_seconds(store: DuckDBStore, pipeline: str, name: str, config_hash: str
     return float(rows[0][0]) if rows else 0.0
 
 
-def pool_samples(store: DuckDBStore) -> tuple[list[str], list[Any]]:
+def pool_samples(store: Store) -> tuple[list[str], list[Any]]:
     """Every active sample (sample_id order): ids and conversations."""
     with store.reader() as con:
         rows = con.execute(read_sql("reads/evaluation_pool.sql")).fetchall()
@@ -255,7 +261,7 @@ def seed_mean(runs: list[tuple[int, Measured]]) -> Measured:
 def run_evaluation(
     spec: EvaluationSpec,
     *,
-    store: DuckDBStore,
+    store: Store,
     pipeline: str,
     specs: Mapping[str, StageSpec],
     selection_names: set[str],
@@ -270,13 +276,15 @@ def run_evaluation(
         general = general_heldout(spec.general, store, Path(staging))
     check_no_leak(store, target, sorted(selection_names))
     runner = FinetuneRunner(spec.finetune, FinetuneCache(cache_dir), [target, general], log)
-    base = runner.base_model()
-    rows = [ResultRow(BASE_MODEL, "none", "base_model", 0, base, runs=[(-1, base)], response_tokens=0)]
     pool_ids, pool_messages = pool_samples(store)
     # response tokens the fine-tune trains on, per pool sample (the recipe's template, length and turns)
     pool_tokens = np.array([e.n_response_tokens for e in runner.encode(pool_messages)], dtype=np.int64)
     tokens_of = dict(zip(pool_ids, pool_tokens.tolist()))
-    for role, names in (("baseline", spec.baselines), ("method", spec.selections)):
+    # every member list read and checked before the first fine-tune
+    sub_pools = {band.name: sub_pool_positions(store, band, stage_hashes, pool_ids) for band in spec.pools}
+    sub_baselines = [name for band in spec.pools for name in band.baselines]
+    planned = []
+    for role, names in (("baseline", [*spec.baselines, *sub_baselines]), ("method", spec.selections)):
         for name in names:
             members = selection_members(store, name, stage_hashes[name])
             missing = [sid for sid in members if sid not in tokens_of]
@@ -285,27 +293,33 @@ def run_evaluation(
                     f"evaluation: selection {name!r} holds {len(missing)} inactive samples "
                     f"(e.g. {missing[0]}): materialise it again"
                 )
-            training_set, measured, runs = finetuned_over_seeds(
-                runner, spec, members, member_messages(store, members), log, name
-            )
-            row = ResultRow(
-                name,
-                specs[name].kind,
-                role,
-                len(members),
-                measured,
-                training_set,
-                runs=runs,
-                response_tokens=int(sum(tokens_of[sid] for sid in members)),
-            )
-            row.selection_seconds = stage_seconds(store, pipeline, name, stage_hashes[name], "selection")
-            row.upstream_seconds = row.selection_seconds + sum(
-                stage_seconds(
-                    store, pipeline, ref, stage_hashes[ref], "selection" if ref in selection_names else "stage"
-                )
-                for ref in upstream_names(name, specs)
-            )
-            rows.append(row)
+            sub_band = spec.pool_of(name)
+            if sub_band is not None:
+                check_in_sub_pool(name, members, sub_band, {pool_ids[i] for i in sub_pools[sub_band.name]})
+            planned.append((role, name, members, WHOLE_POOL if sub_band is None else sub_band.name))
+    base = runner.base_model()
+    rows = [ResultRow(BASE_MODEL, "none", "base_model", 0, base, runs=[(-1, base)], response_tokens=0)]
+    for role, name, members, pool in planned:
+        training_set, measured, runs = finetuned_over_seeds(
+            runner, spec, members, member_messages(store, members), log, name
+        )
+        row = ResultRow(
+            name,
+            specs[name].kind,
+            role,
+            len(members),
+            measured,
+            training_set,
+            runs=runs,
+            response_tokens=int(sum(tokens_of[sid] for sid in members)),
+            pool=pool,
+        )
+        row.selection_seconds = stage_seconds(store, pipeline, name, stage_hashes[name], "selection")
+        row.upstream_seconds = row.selection_seconds + sum(
+            stage_seconds(store, pipeline, ref, stage_hashes[ref], "selection" if ref in selection_names else "stage")
+            for ref in upstream_names(name, specs)
+        )
+        rows.append(row)
     if spec.full_pool:
         training_set, measured, runs = finetuned_over_seeds(runner, spec, pool_ids, pool_messages, log, FULL_POOL)
         rows.append(
@@ -321,9 +335,15 @@ def run_evaluation(
             )
         )
     by_id = dict(zip(pool_ids, pool_messages))
+    everything = np.arange(len(pool_ids))
     for method in [r for r in rows if r.role == "method"]:
+        # drawn from the samples the method's band was drawn from: the whole pool or its sub-pool
+        candidates = everything if method.pool == WHOLE_POOL else sub_pools[method.pool]
         for draw in range(spec.token_matched_draws):
-            chosen = token_matched_subset(pool_tokens, method.response_tokens or 0, spec.token_matched_seed + draw)
+            picked = token_matched_subset(
+                pool_tokens[candidates], method.response_tokens or 0, spec.token_matched_seed + draw
+            )
+            chosen = candidates[picked]
             members = sorted(pool_ids[i] for i in chosen)
             name = f"token_matched:{method.selection}:{draw}"
             training_set, measured, runs = finetuned_over_seeds(
@@ -340,15 +360,17 @@ def run_evaluation(
                     runs=runs,
                     response_tokens=int(pool_tokens[chosen].sum()),
                     matched_to=method.selection,
+                    pool=method.pool,
                 )
             )
     for row in rows:
         row.target_loss = row.measured.mean(target.name)
         row.general_loss = row.measured.mean(general.name)
-    baselines = [r for r in rows if r.role == "baseline"]
-    band = Band(
-        *_mean_std([r.target_loss for r in baselines]), *_mean_std([r.general_loss for r in baselines]), len(baselines)
-    )
+    bands = {
+        pool: band_of([r for r in rows if r.role == "baseline" and r.pool == pool], pool, size)
+        for pool, size in [(WHOLE_POOL, len(pool_ids)), *((b.name, sub_pools[b.name].size) for b in spec.pools)]
+    }
+    band = bands[WHOLE_POOL]
     compare(rows, spec, target.name, general.name)
     timings = [
         (
@@ -371,6 +393,7 @@ def run_evaluation(
         dict(runner.stats),
         machine_description(),
         timings,
+        bands,
     )
     write_results(store, result)
     if spec.output_dir:
@@ -381,13 +404,21 @@ def run_evaluation(
 
 
 def compare(rows: list[ResultRow], spec: EvaluationSpec, target: str, general: str) -> None:
-    """Δ of every row against the baselines' per-sample mean loss, with a paired bootstrap interval;
-    for the methods and the references whether they beat every baseline, and for each method
-    its Δ against its token-matched random subsets (their per-sample mean)."""
-    baselines = [r for r in rows if r.role == "baseline"]
-    random_mean = {name: np.mean([r.measured.losses[name] for r in baselines], axis=0) for name in (target, general)}
+    """Δ of every row against its pool's baselines' per-sample mean loss (the references: the whole
+    pool's), with a paired bootstrap interval; for the methods and the references whether they beat
+    every baseline of that band, and for each method its Δ against its token-matched random subsets
+    (their per-sample mean)."""
     settings = {"resamples": spec.bootstrap_resamples, "seed": spec.bootstrap_seed}
+    by_pool: dict[str, list[ResultRow]] = {}
     for row in rows:
+        if row.role == "baseline":
+            by_pool.setdefault(row.pool, []).append(row)
+    random_means = {
+        pool: {name: np.mean([r.measured.losses[name] for r in baselines], axis=0) for name in (target, general)}
+        for pool, baselines in by_pool.items()
+    }
+    for row in rows:
+        baselines, random_mean = by_pool[row.pool], random_means[row.pool]
         on_target = paired_bootstrap(row.measured.losses[target], random_mean[target], **settings)
         on_general = paired_bootstrap(row.measured.losses[general], random_mean[general], **settings)
         row.target_delta, row.target_ci = on_target.delta, (on_target.low, on_target.high)
@@ -408,6 +439,42 @@ def compare(rows: list[ResultRow], spec: EvaluationSpec, target: str, general: s
                 )
 
 
+def sub_pool_positions(
+    store: Store, band: SubPoolBand, stage_hashes: Mapping[str, str], pool_ids: list[str]
+) -> np.ndarray:
+    """Positions in `pool_ids` (sample_id order) of the sub-pool selection's members."""
+    members = set(selection_members(store, band.selection, stage_hashes[band.selection]))
+    positions = np.array([i for i, sid in enumerate(pool_ids) if sid in members], dtype=np.int64)
+    if positions.size < len(members):
+        raise ValueError(
+            f"evaluation: sub-pool {band.selection!r} (pool {band.name!r}) holds {len(members) - positions.size} "
+            "inactive samples: materialise it again"
+        )
+    return positions
+
+
+def check_in_sub_pool(name: str, members: list[str], band: SubPoolBand, sub_pool: set[str]) -> None:
+    """A sub-pool band only means something when its methods chose among its samples."""
+    outside = [sid for sid in members if sid not in sub_pool]
+    if outside:
+        raise ValueError(
+            f"evaluation: {name!r} (pool {band.name!r}) selected {len(outside)} samples outside the sub-pool "
+            f"{band.selection!r} (e.g. {outside[0]}): give it, or the stages it reads, "
+            f"`input_selection: {band.selection}`"
+        )
+
+
+def band_of(baselines: list[ResultRow], pool: str, pool_size: int) -> Band:
+    """Mean ± std (ddof 1) of the baselines' target and general losses."""
+    return Band(
+        *_mean_std([r.target_loss for r in baselines]),
+        *_mean_std([r.general_loss for r in baselines]),
+        len(baselines),
+        pool,
+        pool_size,
+    )
+
+
 def _nanmean(values: list[float | None]) -> float | None:
     finite = [v for v in values if v is not None and np.isfinite(v)]
     return float(np.mean(finite)) if finite else None
@@ -418,7 +485,7 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return float(array.mean()), float(array.std(ddof=1)) if array.size > 1 else float("nan")
 
 
-def write_results(store: DuckDBStore, result: EvaluationResult) -> None:
+def write_results(store: Store, result: EvaluationResult) -> None:
     now = utc_now()
     records = [
         {
@@ -453,6 +520,7 @@ def write_results(store: DuckDBStore, result: EvaluationResult) -> None:
             "token_matched_ci_low": _finite(r.token_matched.low) if r.token_matched else None,
             "token_matched_ci_high": _finite(r.token_matched.high) if r.token_matched else None,
             "matched_to": r.matched_to,
+            "pool": r.pool,
         }
         for r in result.rows
     ]

@@ -1,6 +1,7 @@
 """eval.md and eval.png of an evaluation: the results table (Δ against the random mean with a
 paired bootstrap 95% interval, whether every random seed is beaten, Δ against token-matched
-random subsets) and a bar chart of the Δs with their intervals (matplotlib Agg, no pyplot)."""
+random subsets; the `pool` column says which band, the whole pool's or a sub-pool's, a row is
+compared with) and a bar chart of the Δs with their intervals (matplotlib Agg, no pyplot)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from curation_assets.evaluation.harness import BASE_MODEL, FULL_POOL, EvaluationResult, ResultRow
+from curation_assets.evaluation.harness import BASE_MODEL, FULL_POOL, Band, EvaluationResult, ResultRow
+from curation_assets.evaluation.spec import WHOLE_POOL
 
 COLUMNS = (
     "method",
+    "pool",
     "kind",
     "k",
     "response tokens",
@@ -30,8 +33,9 @@ COLUMNS = (
     "incl. upstream s",
     "target gain per hour",
 )
-TOKEN_COLUMNS = ("subset", "matches", "k", "response tokens", "target loss", "general loss")
+TOKEN_COLUMNS = ("subset", "matches", "pool", "k", "response tokens", "target loss", "general loss")
 METHOD_COLOR, BASELINE_COLOR, BAND_COLOR, REFERENCE_COLOR = "#1c7ed6", "#868e96", "#ced4da", "#f59f00"
+SUB_POOL_BAND_COLOR = "#d0bfff"
 MIN_RANDOM_SEEDS = 5
 COST_REFERENCE = "target_similarity"  # the cheap target-aware baseline gains per hour are compared with
 
@@ -47,6 +51,16 @@ def _delta(delta: float | None, interval: tuple[float, float] | None) -> str:
     if interval is None or not all(np.isfinite(interval)):
         return f"{delta:+.4f}"
     return f"{delta:+.4f} [{interval[0]:+.4f}, {interval[1]:+.4f}]"
+
+
+def bands(result: EvaluationResult) -> dict[str, Band]:
+    """Pool name -> band, the whole pool's first (results built without `bands` have only it)."""
+    return result.bands or {WHOLE_POOL: result.band}
+
+
+def pool_label(result: EvaluationResult, pool: str) -> str:
+    """`all`, or a sub-pool's name with its size: `sub500 (500)`."""
+    return WHOLE_POOL if pool == WHOLE_POOL else f"{pool} ({bands(result)[pool].pool_size:,})"
 
 
 def _beats(row: ResultRow, n: int) -> str:
@@ -91,46 +105,49 @@ def cost_sentence(result: EvaluationResult) -> str | None:
 
 
 def table_rows(result: EvaluationResult) -> list[dict[str, str]]:
-    """The report table: the two references (un-tuned model, full pool), the baselines' band, each
-    baseline, each method."""
-    band = result.band
-    n = band.n
+    """The report table: the two references (un-tuned model, full pool), then per pool (the whole
+    pool first, then each sub-pool band) its band, each of its baselines and each of its methods."""
     labels = {BASE_MODEL: "base model (no fine-tune)", FULL_POOL: "full pool (every active sample)"}
-    rows = [_row(r, labels[r.selection], n) for r in result.rows if r.role in ("base_model", "full_pool")]
-    baselines = [r for r in result.rows if r.role == "baseline"]
-    ks = sorted({r.k for r in baselines})
-    rows.append(
-        {
-            "method": f"**random band** ({n} seeds, mean ± std)",
-            "kind": baselines[0].kind,
-            "k": "/".join(map(str, ks)),
-            "response tokens": _tokens(int(np.mean([r.response_tokens or 0 for r in baselines]))),
-            "target loss": f"{_loss(band.target_mean)} ± {_loss(band.target_std)}",
-            "Δ target vs random [95% CI]": "0",
-            "beats all random seeds?": "",
-            "Δ target vs token-matched random [95% CI]": "",
-            "general loss": f"{_loss(band.general_mean)} ± {_loss(band.general_std)}",
-            "Δ general vs random [95% CI]": "0",
-            "selection s": _seconds(float(np.mean([r.selection_seconds or 0.0 for r in baselines]))),
-            "incl. upstream s": _seconds(float(np.mean([r.upstream_seconds or 0.0 for r in baselines]))),
-            "target gain per hour": "",
-        }
-    )
-    rows += [_row(r, r.selection, n) for r in baselines]
-    rows += [_row(r, f"**{r.selection}**", n) for r in result.rows if r.role == "method"]
+    rows = [_row(result, r, labels[r.selection]) for r in result.rows if r.role in ("base_model", "full_pool")]
+    for pool, band in bands(result).items():
+        baselines = [r for r in result.rows if r.role == "baseline" and r.pool == pool]
+        rows.append(_band_row(result, band, baselines))
+        rows += [_row(result, r, r.selection) for r in baselines]
+        rows += [_row(result, r, f"**{r.selection}**") for r in result.rows if r.role == "method" and r.pool == pool]
     return rows
 
 
-def _row(row: ResultRow, label: str, n: int) -> dict[str, str]:
+def _band_row(result: EvaluationResult, band: Band, baselines: list[ResultRow]) -> dict[str, str]:
+    name = "random band" if band.pool == WHOLE_POOL else f"random band of {band.pool}"
+    return {
+        "method": f"**{name}** ({band.n} seeds, mean ± std)",
+        "pool": pool_label(result, band.pool),
+        "kind": baselines[0].kind,
+        "k": "/".join(map(str, sorted({r.k for r in baselines}))),
+        "response tokens": _tokens(int(np.mean([r.response_tokens or 0 for r in baselines]))),
+        "target loss": f"{_loss(band.target_mean)} ± {_loss(band.target_std)}",
+        "Δ target vs random [95% CI]": "0",
+        "beats all random seeds?": "",
+        "Δ target vs token-matched random [95% CI]": "",
+        "general loss": f"{_loss(band.general_mean)} ± {_loss(band.general_std)}",
+        "Δ general vs random [95% CI]": "0",
+        "selection s": _seconds(float(np.mean([r.selection_seconds or 0.0 for r in baselines]))),
+        "incl. upstream s": _seconds(float(np.mean([r.upstream_seconds or 0.0 for r in baselines]))),
+        "target gain per hour": "",
+    }
+
+
+def _row(result: EvaluationResult, row: ResultRow, label: str) -> dict[str, str]:
     matched = row.token_matched
     return {
         "method": label,
+        "pool": pool_label(result, row.pool),
         "kind": "" if row.role == "base_model" else row.kind,
         "k": str(row.k),
         "response tokens": _tokens(row.response_tokens),
         "target loss": _loss(row.target_loss),
         "Δ target vs random [95% CI]": _delta(row.target_delta, row.target_ci),
-        "beats all random seeds?": _beats(row, n),
+        "beats all random seeds?": _beats(row, bands(result)[row.pool].n),
         "Δ target vs token-matched random [95% CI]": (
             "" if matched is None else _delta(matched.delta, (matched.low, matched.high))
         ),
@@ -148,6 +165,7 @@ def token_matched_rows(result: EvaluationResult) -> list[dict[str, str]]:
         {
             "subset": r.selection,
             "matches": r.matched_to or "",
+            "pool": pool_label(result, r.pool),
             "k": str(r.k),
             "response tokens": _tokens(r.response_tokens),
             "target loss": _loss(r.target_loss),
@@ -187,15 +205,27 @@ def markdown(result: EvaluationResult, image: str | None = None) -> str:
         "with every stage and selection it reads (shared stages count for each method).",
         "",
     ]
-    if result.band.n < MIN_RANDOM_SEEDS:
+    for band in spec.pools:
+        size = bands(result)[band.name].pool_size
         lines += [
-            f"**Only {result.band.n} random seeds** (use at least {MIN_RANDOM_SEEDS}): a selection no better "
-            f"than random beats all of them by chance with probability 1/{result.band.n + 1}.",
+            f"Sub-pool `{band.name}`: the {size:,} samples of the selection `{band.selection}` (their stages cannot "
+            f"run on the whole pool here). Its methods ({', '.join(band.selections)}) chose among them and are "
+            f"compared with its own random band ({', '.join(band.baselines)}, drawn from the same {size:,}): their "
+            "Δ, intervals and beaten seeds use that band, and their token-matched subsets are drawn from the "
+            "sub-pool. The base model and full-pool rows stay whole-pool references.",
             "",
         ]
+    for band in bands(result).values():
+        if band.n < MIN_RANDOM_SEEDS:
+            where = "" if band.pool == WHOLE_POOL else f" in pool `{band.pool}`"
+            lines += [
+                f"**Only {band.n} random seeds{where}** (use at least {MIN_RANDOM_SEEDS}): a selection no better "
+                f"than random beats all of them by chance with probability 1/{band.n + 1}.",
+                "",
+            ]
     lines += [
         "| " + " | ".join(COLUMNS) + " |",
-        "|" + "|".join("---" if c in ("method", "kind") else "---:" for c in COLUMNS) + "|",
+        "|" + "|".join("---" if c in ("method", "pool", "kind") else "---:" for c in COLUMNS) + "|",
     ]
     lines += ["| " + " | ".join(row[c] for c in COLUMNS) + " |" for row in table_rows(result)]
     cost = cost_sentence(result)
@@ -208,7 +238,7 @@ def markdown(result: EvaluationResult, image: str | None = None) -> str:
             "Token-matched random subsets:",
             "",
             "| " + " | ".join(TOKEN_COLUMNS) + " |",
-            "|" + "|".join("---" if c in ("subset", "matches") else "---:" for c in TOKEN_COLUMNS) + "|",
+            "|" + "|".join("---" if c in ("subset", "matches", "pool") else "---:" for c in TOKEN_COLUMNS) + "|",
         ]
         lines += ["| " + " | ".join(row[c] for c in TOKEN_COLUMNS) + " |" for row in matched]
     stats = result.stats
@@ -243,26 +273,41 @@ def markdown(result: EvaluationResult, image: str | None = None) -> str:
 
 
 def bar_chart_png(result: EvaluationResult) -> bytes:
-    """Two panels (target, general): each selection's loss minus the baselines' mean with its bootstrap
-    interval, band ± std shaded."""
-    rows = [r for r in result.rows if r.role in ("baseline", "method", "full_pool")]
-    labels = [r.selection for r in rows]
+    """Two panels (target, general): each selection's loss minus its band's mean with its bootstrap
+    interval, rows grouped by pool, each pool's band ± std shaded over its rows (sub-pool rows are
+    labelled `name [pool]`)."""
+    pools = bands(result)
+    rows = [
+        r for pool in pools for r in result.rows if r.role in ("baseline", "method", "full_pool") and r.pool == pool
+    ]
+    labels = [r.selection if r.pool == WHOLE_POOL else f"{r.selection} [{r.pool}]" for r in rows]
     colors = [{"baseline": BASELINE_COLOR, "full_pool": REFERENCE_COLOR}.get(r.role, METHOD_COLOR) for r in rows]
     figure = Figure(figsize=(10, 0.35 * len(rows) + 1.6), dpi=100)
     FigureCanvasAgg(figure)
     axes = figure.subplots(1, 2, sharey=True)
-    band = result.band
-    panels = [
-        ("held-out target", [(r.target_delta, r.target_ci) for r in rows], band.target_std, band.target_mean),
-        ("general held-out", [(r.general_delta, r.general_ci) for r in rows], band.general_std, band.general_mean),
-    ]
     positions = np.arange(len(rows))[::-1]
-    for ax, (title, deltas, std, mean) in zip(axes, panels):
+    panels = [
+        ("held-out target", [(r.target_delta, r.target_ci) for r in rows], {p: b.target_std for p, b in pools.items()},
+         pools[WHOLE_POOL].target_mean),
+        ("general held-out", [(r.general_delta, r.general_ci) for r in rows],
+         {p: b.general_std for p, b in pools.items()}, pools[WHOLE_POOL].general_mean),
+    ]  # fmt: skip
+    for ax, (title, deltas, stds, mean) in zip(axes, panels):
         values = np.array([np.nan if d is None else d for d, _ in deltas], dtype=np.float64)
         low = np.array([v - ci[0] if ci else 0.0 for v, (_, ci) in zip(values, deltas)], dtype=np.float64)
         high = np.array([ci[1] - v if ci else 0.0 for v, (_, ci) in zip(values, deltas)], dtype=np.float64)
-        if np.isfinite(std):
-            ax.axvspan(-std, std, color=BAND_COLOR, alpha=0.6, label="random ± std")
+        for pool, std in stds.items():
+            at = positions[[i for i, r in enumerate(rows) if r.pool == pool]]
+            if np.isfinite(std) and at.size:
+                ax.fill_betweenx(
+                    [at.min() - 0.5, at.max() + 0.5],
+                    -std,
+                    std,
+                    color=BAND_COLOR if pool == WHOLE_POOL else SUB_POOL_BAND_COLOR,
+                    alpha=0.6,
+                    linewidth=0,
+                    label="random ± std" if len(pools) == 1 else f"random ± std ({pool})",
+                )
         ax.barh(
             positions,
             np.nan_to_num(values),
@@ -271,13 +316,17 @@ def bar_chart_png(result: EvaluationResult) -> bytes:
             error_kw={"elinewidth": 0.8, "capsize": 2},
         )
         ax.axvline(0, color="black", linewidth=0.8)
-        ax.set_title(f"{title}: loss − random mean ({mean:.4f})", fontsize=9)
+        against = f"random mean ({mean:.4f})" if len(pools) == 1 else f"its pool's random mean (all: {mean:.4f})"
+        ax.set_title(f"{title}: loss − {against}", fontsize=9)
         ax.tick_params(labelsize=8)
         ax.set_xlabel("Δ loss (lower is better)", fontsize=8)
     axes[0].set_yticks(positions, labels)
     axes[0].legend(fontsize=7, loc="lower right", frameon=False)
+    sizes = ", ".join(f"{pool} {band.pool_size:,}" for pool, band in pools.items() if pool != WHOLE_POOL)
     figure.suptitle(
-        f"{result.spec.name}: fine-tuned on each selection (k ≈ {rows[0].k}), pool {result.pool_size:,}", fontsize=10
+        f"{result.spec.name}: fine-tuned on each selection (k ≈ {rows[0].k}), pool {result.pool_size:,}"
+        + (f" (sub-pools: {sizes})" if sizes else ""),
+        fontsize=10,
     )
     figure.tight_layout()
     buffer = io.BytesIO()
@@ -305,10 +354,12 @@ __all__ = [
     "COLUMNS",
     "TOKEN_COLUMNS",
     "bar_chart_png",
+    "bands",
     "cost_sentence",
     "gain_per_hour",
     "markdown",
     "png_data_uri",
+    "pool_label",
     "table_rows",
     "token_matched_rows",
     "write_report_files",

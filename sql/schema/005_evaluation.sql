@@ -36,6 +36,7 @@ ALTER TABLE evaluation_results ADD COLUMN IF NOT EXISTS token_matched_delta DOUB
 ALTER TABLE evaluation_results ADD COLUMN IF NOT EXISTS token_matched_ci_low DOUBLE;   --   matched random subsets'
 ALTER TABLE evaluation_results ADD COLUMN IF NOT EXISTS token_matched_ci_high DOUBLE;
 ALTER TABLE evaluation_results ADD COLUMN IF NOT EXISTS matched_to VARCHAR;        -- token_matched rows: the method
+ALTER TABLE evaluation_results ADD COLUMN IF NOT EXISTS pool VARCHAR;              -- `all` or the sub-pool band (`pools:`)
 
 -- Per held-out sample losses of every evaluated model and training seed (the bootstrap's input).
 CREATE TABLE IF NOT EXISTS evaluation_losses (

@@ -139,9 +139,10 @@ def test_report_table_and_files(evaluated):
     report = metadata["report"].value
     header = "| " + " | ".join(COLUMNS) + " |"
     assert header in report and "data:image/png;base64," in report
-    assert COLUMNS == ("method", "kind", "k", "response tokens", "target loss", "Δ target vs random [95% CI]",
-                       "beats all random seeds?", "Δ target vs token-matched random [95% CI]", "general loss",
-                       "Δ general vs random [95% CI]", "selection s", "incl. upstream s")
+    assert COLUMNS == ("method", "pool", "kind", "k", "response tokens", "target loss",
+                       "Δ target vs random [95% CI]", "beats all random seeds?",
+                       "Δ target vs token-matched random [95% CI]", "general loss", "Δ general vs random [95% CI]",
+                       "selection s", "incl. upstream s", "target gain per hour")
     table = metadata["results"].value
     labels = [record.data["method"] for record in table.records]
     assert labels[:2] == ["base model (no fine-tune)", "**random band** (3 seeds, mean ± std)"]
