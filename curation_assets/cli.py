@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+import re
 import sys
 import time
 from collections.abc import Iterator
@@ -58,13 +59,29 @@ def _load(pipeline: Path | None, sets: tuple[str, ...] = (), how_to_name: str = 
 
 
 def _store_for(db: Path | None, pipeline: Path | None, sets: tuple[str, ...]) -> Any:
+    """The store of --db (a DuckDB file) or of the pipeline; a DuckDB file waits 30 s for a writer."""
     from curation_assets.store import DuckDBStore
 
     if db is not None:
         if sets:
             raise click.UsageError("--set changes a pipeline's YAML: give --pipeline, not --db")
         return DuckDBStore(db, lock_timeout_s=30)
-    return DuckDBStore(_load(pipeline, sets, NAME_OPTION).store.path, lock_timeout_s=30)
+    return _cli_store(_load(pipeline, sets, NAME_OPTION))
+
+
+def _cli_store(component: Any) -> Any:
+    from curation_assets.store import DuckDBStore, StoreUnavailableError
+
+    try:
+        store = component.store
+    except StoreUnavailableError as err:
+        raise click.ClickException(str(err)) from err
+    return DuckDBStore(store.path, lock_timeout_s=30) if isinstance(store, DuckDBStore) else store
+
+
+def _store_label(store: Any) -> str:
+    """`DuckDB: <file>` or `Store: <description>` (never a secret)."""
+    return f"{'DuckDB' if store.kind == 'duckdb' else 'Store'}: {store.describe()}"
 
 
 _VERBOSE = False
@@ -139,12 +156,16 @@ def run(pipeline: Path | None, selection: str | None, log_level: str, serve_llm:
     log (the UI, with DAGSTER_HOME set) and, with --verbose, on the console.
     """
     from curation_assets.components.standalone import pipeline_definitions
+    from curation_assets.store import StoreUnavailableError
 
     component = _load(pipeline, sets)
     definitions = pipeline_definitions(component)
-    store = component.prepared_store()
+    try:
+        store = component.prepared_store()
+    except StoreUnavailableError as err:
+        raise click.ClickException(str(err)) from err
     started = time.monotonic()
-    with _instance(store.path) as instance, _local_llm() if serve_llm else contextlib.nullcontext():
+    with _instance(store.work_dir) as instance, _local_llm() if serve_llm else contextlib.nullcontext():
         result = _materialize(definitions, instance, selection, log_level)
     _print_summary(store, result.run_id, time.monotonic() - started)
     if not result.success:
@@ -240,7 +261,7 @@ def llm_server(port: int, model_path: Path | None, alias: str, n_ctx: int) -> No
 
 
 @contextlib.contextmanager
-def _instance(db_path: Path) -> Iterator[Any]:
+def _instance(work_dir: Path) -> Iterator[Any]:
     """DAGSTER_HOME's instance, else an ephemeral one whose files live in a staging folder of the
     pipeline (a run killed with SIGKILL leaves nothing in the system temp folder; the next run
     removes it)."""
@@ -256,7 +277,7 @@ def _instance(db_path: Path) -> Iterator[Any]:
             yield instance
         return
     with (
-        staging_folder(Path(db_path), "dagster-instance") as folder,
+        staging_folder(work_dir, "dagster-instance") as folder,
         dg.DagsterInstance.ephemeral(tempdir=str(folder)) as instance,
     ):
         yield instance
@@ -270,7 +291,7 @@ def _print_summary(store: Any, run_id: str, seconds: float) -> None:
             {"run": run_id},
         ).fetchall()
     click.echo(_format_table(["stage", "kind", "rows in", "rows out", "seconds"], rows))
-    click.echo(f"\nDuckDB: {store.path}   (total {seconds:.1f} s, Dagster run {run_id})")
+    click.echo(f"\n{_store_label(store)}   (total {seconds:.1f} s, Dagster run {run_id})")
     click.echo('Query it:  curation query "SELECT * FROM stage_runs"')
     click.echo("Open the UI: make ui   (then http://127.0.0.1:3000)")
 
@@ -286,7 +307,16 @@ LOCKED_SETTINGS = (
     "SET allow_community_extensions = false",
     "SET lock_configuration = true",  # last: no SET/RESET/PRAGMA can undo the above
 )
-REFUSED_STATEMENTS = {"ATTACH": "ATTACH", "DETACH": "DETACH", "LOAD": "INSTALL/LOAD of extensions"}
+REFUSED_STATEMENTS = {
+    "ATTACH": "ATTACH",
+    "DETACH": "DETACH",
+    "LOAD": "INSTALL/LOAD of extensions",
+    # by type, not by name: DuckDB 1.5.5 (the ducklake environment) lets PRAGMA enable_profiling through
+    # lock_configuration; DESCRIBE, SHOW and CALL pragma_table_info(...) read the same
+    "PRAGMA": "PRAGMA (use DESCRIBE, SHOW TABLES or CALL pragma_...() instead)",
+}
+
+PRAGMA_TEXT = re.compile(r"\s*(?:(?:--[^\n]*\n|/\*.*?\*/)\s*)*pragma\b", re.IGNORECASE | re.DOTALL)
 
 
 @main.command()
@@ -322,14 +352,14 @@ def query(
     max_width: int,
     allow_files: bool,
 ) -> None:
-    """Run SQL on a pipeline's DuckDB file in a read-only sandbox.
+    """Run SQL on a pipeline's store (DuckDB file or DuckLake) in a read-only sandbox.
 
     \b
-    Allowed: SELECT (and WITH, DESCRIBE, SUMMARIZE, EXPLAIN, SHOW, CALL, PRAGMA that
-    only read) on the tables and views of the DuckDB file, and TEMP tables in memory.
-    Refused: writing the DuckDB file; reading or writing any other file (read_csv,
+    Allowed: SELECT (and WITH, DESCRIBE, SUMMARIZE, EXPLAIN, SHOW, CALL pragma_...())
+    on the tables and views of the store, and TEMP tables in memory.
+    Refused: writing the store; reading or writing any other file (read_csv,
     read_parquet, read_text, glob, COPY, EXPORT DATABASE); ATTACH/DETACH; INSTALL/LOAD
-    of extensions; SET/RESET of any setting (the configuration is locked).
+    of extensions; PRAGMA; SET/RESET of any setting (the configuration is locked).
     --allow-files lifts only the file rule.
     """
     import duckdb
@@ -342,13 +372,15 @@ def query(
 
     store = _store_for(db, pipeline, sets)
     try:
-        with store.reader(read_only=True) as con:
+        with contextlib.closing(store.query_connection()) as con:
             for setting in ([] if allow_files else list(SANDBOX_SETTINGS)) + list(LOCKED_SETTINGS):
                 con.execute(setting)
             for statement in con.extract_statements(sql):
-                refused = REFUSED_STATEMENTS.get(statement.type.name)
+                # `PRAGMA name = value` parses as SET: refused as PRAGMA too, whatever the lock covers
+                kind = "PRAGMA" if PRAGMA_TEXT.match(statement.query) else statement.type.name
+                refused = REFUSED_STATEMENTS.get(kind)
                 if refused:
-                    raise click.ClickException(f"`curation query` refuses {refused}: it reads only {store.path}")
+                    raise click.ClickException(f"`curation query` refuses {refused}: it reads only {store.describe()}")
             cursor = con.execute(sql)
             columns = [d[0] for d in cursor.description or []]
             rows = cursor.fetchall()
@@ -440,10 +472,9 @@ def export(
     if db is None or pipeline is not None:
         component = _load(pipeline, sets, NAME_OPTION)
         protected = pipeline_protected_paths(component.spec, component.base_dir)
-        db_path = db if db is not None else component.store.path
+        store = DuckDBStore(db, lock_timeout_s=30) if db is not None else _cli_store(component)
     else:
-        db_path = db
-    store = DuckDBStore(db_path, lock_timeout_s=30)
+        store = DuckDBStore(db, lock_timeout_s=30)
     try:
         count = export_selection(
             store,
@@ -496,12 +527,12 @@ def report(
     try:
         with store.reader(read_only=True) as con:
             text = (
-                selection_report_html(con, selection, source=f"DuckDB: {store.path}")
+                selection_report_html(con, selection, source=_store_label(store))
                 if fmt == "html"
                 else selection_report_markdown(con, selection)
             )
     except (ReportError, FileNotFoundError, StoreLockedError) as err:
-        raise click.ClickException(f"{store.path}: {err}" if isinstance(err, ReportError) else str(err)) from err
+        raise click.ClickException(f"{store.describe()}: {err}" if isinstance(err, ReportError) else str(err)) from err
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text, encoding="utf-8")
     click.echo(f"wrote the report of {selection!r} to {out}")
@@ -512,11 +543,15 @@ def report(
 @SET_OPTION
 def check(pipeline: Path | None, sets: tuple[str, ...]) -> None:
     """Validate PIPELINE (default: the one in the current folder) without running it."""
+    from curation_assets.store.config import DuckDBStoreConfig, describe_store_config
+
     component = _load(pipeline, sets)
     spec = component.spec
+    config = component.store_config  # not opened: a DuckLake pipeline checks without the DuckLake packages
+    where = f"DuckDB {config.path}" if isinstance(config, DuckDBStoreConfig) else describe_store_config(config)
     click.echo(
         f"ok: pipeline {spec.name!r}: {len(spec.sources)} sources, {len(spec.stages)} stages, "
-        f"{len(spec.selections)} selections, {len(spec.exports)} exports; DuckDB {component.store.path}"
+        f"{len(spec.selections)} selections, {len(spec.exports)} exports; {where}"
     )
 
 

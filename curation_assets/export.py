@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal
 
-from curation_assets.store import DuckDBStore
+from curation_assets.store import DuckDBStore, Store
 from curation_assets.store.parquet import write_batches
 from curation_assets.store.sql_files import fetch_row, read_sql
 
@@ -71,6 +71,13 @@ def store_protected_paths(db: Path) -> list[ProtectedPath]:
     ]
 
 
+def protected_store_paths(store: Store) -> list[ProtectedPath]:
+    """What an export must never replace in `store` (`store_protected_paths` for a DuckDB file)."""
+    if isinstance(store, DuckDBStore):
+        return store_protected_paths(store.path)
+    return [ProtectedPath(path, f"a folder of the store ({store.describe()})") for path in store.protected_paths()]
+
+
 def _canonical(path: Path) -> Path:
     return Path(os.path.abspath(Path(path).expanduser())).resolve()
 
@@ -96,7 +103,7 @@ def unsafe_target(out: Path, protected: Sequence[ProtectedPath]) -> str | None:
 
 
 def export_selection(
-    store: DuckDBStore,
+    store: Store,
     selection: str,
     fmt: ExportFormat,
     out: Path,
@@ -111,7 +118,7 @@ def export_selection(
     unless `overwrite`.
     """
     out = Path(os.path.abspath(Path(out).expanduser()))
-    problem = unsafe_target(out, [*store_protected_paths(store.path), *protected])
+    problem = unsafe_target(out, [*protected_store_paths(store), *protected])
     if problem:
         raise ExportError(problem)
     try:
@@ -132,7 +139,7 @@ def export_selection(
             if known[0] == 0:
                 names = [r[0] for r in con.execute("SELECT DISTINCT selection FROM selections ORDER BY 1").fetchall()]
                 raise ExportError(
-                    f"no selection named {selection!r} in {store.path} "
+                    f"no selection named {selection!r} in {store.describe()} "
                     f"(known: samples{''.join(', ' + n for n in names)})"
                 )
             sql, params = read_sql("reads/export_selection.sql"), {"selection": selection}
@@ -141,7 +148,14 @@ def export_selection(
                 from curation_assets.hub_export import write_hub_folder
 
                 staged = tmp / "hub"
-                count = write_hub_folder(con, selection, sql, params, staged, database=store.path)
+                count = write_hub_folder(
+                    con,
+                    selection,
+                    sql,
+                    params,
+                    staged,
+                    database=store.path if isinstance(store, DuckDBStore) else Path(store.kind),
+                )
             elif fmt == "jsonl":
                 staged = tmp / "export.jsonl"
                 count = _write_jsonl(con.sql(sql, params=params or None).to_arrow_reader(BATCH_ROWS), staged)
@@ -153,7 +167,7 @@ def export_selection(
                     _write_hf(staged_parquet, staged)
             _replace(staged, out, tmp)
             _write_manifest(
-                out, tmp, {"selection": selection, "format": fmt, "samples": count, "database": str(store.path)}
+                out, tmp, {"selection": selection, "format": fmt, "samples": count, "database": store.describe()}
             )
     return count
 

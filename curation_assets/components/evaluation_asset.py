@@ -8,8 +8,10 @@ from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
+from curation_assets.components.metadata import store_metadata
 from curation_assets.evaluation.harness import run_evaluation
 from curation_assets.evaluation.spec import EvaluationSpec
+from curation_assets.store import Store
 
 if TYPE_CHECKING:
     from curation_assets.components.pipeline import CurationPipeline
@@ -46,15 +48,15 @@ def build_evaluation_asset(component: "CurationPipeline", evaluation: Evaluation
             specs=specs,
             selection_names={s.name for s in spec.selections},
             stage_hashes=component.stage_hashes,
-            cache_dir=store.path.parent / f"{store.path.stem}.artifacts" / evaluation.name / "finetunes",
+            cache_dir=store.work_dir / evaluation.name / "finetunes",
             log=context.log,
         )
-        return dg.MaterializeResult(metadata=evaluation_metadata(result, str(store.path)))
+        return dg.MaterializeResult(metadata=evaluation_metadata(result, store))
 
     return evaluation_asset
 
 
-def evaluation_metadata(result: Any, duckdb_path: str) -> dict[str, Any]:
+def evaluation_metadata(result: Any, store: Store) -> dict[str, Any]:
     from curation_assets.evaluation.report import COLUMNS, bar_chart_png, markdown, png_data_uri, table_rows
 
     png = bar_chart_png(result)
@@ -67,7 +69,7 @@ def evaluation_metadata(result: Any, duckdb_path: str) -> dict[str, Any]:
         ),
         "dagster/row_count": len(result.rows),
         "dagster/table_name": "evaluation_results",
-        "duckdb_path": dg.MetadataValue.path(duckdb_path),
+        **store_metadata(store),
         "random_band_target_loss": result.band.target_mean,
         "random_band_general_loss": result.band.general_mean,
         "target_heldout_samples": len(result.target.sample_ids),

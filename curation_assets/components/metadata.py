@@ -8,6 +8,8 @@ from typing import Any
 import dagster as dg
 import duckdb
 
+from curation_assets.store import DuckDBStore, Store
+
 _TYPE_NAMES = {
     "VARCHAR": "string",
     "INTEGER": "int",
@@ -56,19 +58,28 @@ def lineage_markdown(lineage: Mapping[str, Sequence[tuple[dg.AssetKey, str]]]) -
     return "\n".join(["| column | from |", "|---|---|", *rows])
 
 
+def store_metadata(store: Store) -> dict[str, Any]:
+    """Where the asset's rows live: `store` (its description, never a secret) and, for a DuckDB file,
+    `duckdb_path` (a path the UI links)."""
+    metadata: dict[str, Any] = {"store": dg.MetadataValue.text(store.describe())}
+    if isinstance(store, DuckDBStore):
+        metadata["duckdb_path"] = dg.MetadataValue.path(str(store.path))
+    return metadata
+
+
 def table_metadata(
     con: duckdb.DuckDBPyConnection,
     *,
     table: str,
     row_count: int,
     lineage: Mapping[str, Sequence[tuple[dg.AssetKey, str]]],
-    duckdb_path: str,
+    store: Store,
 ) -> dict[str, Any]:
     metadata: dict[str, Any] = {
         "dagster/row_count": dg.MetadataValue.int(row_count),
         "dagster/table_name": dg.MetadataValue.text(table),
         "dagster/column_schema": table_schema(con, table),
-        "duckdb_path": dg.MetadataValue.path(duckdb_path),
+        **store_metadata(store),
     }
     if lineage:
         metadata["dagster/column_lineage"] = column_lineage(lineage)

@@ -34,6 +34,7 @@ from curation_assets.components.spec import (
     check_pipeline,
     pipeline_protected_paths,
     pipeline_spec_model,
+    pipeline_store_config,
     with_base_dir,
 )
 from curation_assets.export import export_selection
@@ -47,7 +48,7 @@ from curation_assets.stages.core.conversation_keys import selection_distinct_cou
 from curation_assets.stages.core.llm_stage import LLMStageSpec
 from curation_assets.stages.core.registry import StageKind, StageSpec, all_kinds, get_kind, pipeline_config_hashes
 from curation_assets.stages.core.runner import INGEST_VERSION, RunSummary, run_ingest, run_stage, source_config_hash
-from curation_assets.store import DuckDBStore
+from curation_assets.store import DuckDBStoreConfig, DuckLakeStoreConfig, Store, open_store
 from curation_assets.store.sql_files import fetch_row, read_sql
 from curation_assets.store.views import StageView, refresh_views
 
@@ -218,7 +219,7 @@ class CurationPipeline(dg.Component):
             shard=shard,
         )
 
-    def selection_report(self, context: dg.AssetExecutionContext, stage: StageSpec, store: DuckDBStore) -> str | None:
+    def selection_report(self, context: dg.AssetExecutionContext, stage: StageSpec, store: Store) -> str | None:
         """The Markdown report attached to a selection's metadata (size, budget, score histograms,
         examples); a report that cannot be made is logged as a warning and never fails the selection."""
         try:
@@ -232,10 +233,17 @@ class CurationPipeline(dg.Component):
 
     # ---- derived ------------------------------------------------------------------------
     @property
-    def store(self) -> DuckDBStore:
-        if self.spec.duckdb_path is None:  # `from_attributes` sets it from `store:` (apply_resources)
-            raise RuntimeError(f"pipeline {self.spec.name!r} has no DuckDB file: set duckdb_path or store")
-        return DuckDBStore(self.resolve_path(self.spec.duckdb_path))
+    def store(self) -> Store:
+        """The pipeline's store (`duckdb_path` or the `store:` block, resolved by `from_attributes`)."""
+        return open_store(self.store_config)
+
+    @property
+    def store_config(self) -> DuckDBStoreConfig | DuckLakeStoreConfig:
+        """The parsed `store:` block with absolute local paths (what `open_store` and workers take)."""
+        try:
+            return pipeline_store_config(self.spec, self.base_dir)
+        except ValueError as err:
+            raise RuntimeError(str(err)) from None
 
     def resolve_path(self, value: str) -> Path:
         path = Path(value).expanduser()
@@ -252,7 +260,7 @@ class CurationPipeline(dg.Component):
     def schema_files(self) -> list[str]:
         return [k.schema_file for k in all_kinds().values() if k.schema_file]
 
-    def prepared_store(self) -> DuckDBStore:
+    def prepared_store(self) -> Store:
         """The store with every table and this pipeline's views in place."""
         store = self.store
         store.ensure_schema(self.schema_files())
@@ -391,7 +399,7 @@ class CurationPipeline(dg.Component):
                     table="samples",
                     row_count=active,
                     lineage=_source_lineage(source, raw_key),
-                    duckdb_path=str(store.path),
+                    store=store,
                 )
             metadata.update(plain_metadata({**summary.stats, "seconds": round(summary.seconds, 3)}))
             return dg.MaterializeResult(
@@ -424,7 +432,7 @@ class CurationPipeline(dg.Component):
         return list(dict.fromkeys(deps))
 
     def stage_table_metadata(
-        self, store: DuckDBStore, stage: StageSpec, kind: StageKind, config_hash: str
+        self, store: Store, stage: StageSpec, kind: StageKind, config_hash: str
     ) -> tuple[dict[str, Any], int]:
         """(table metadata of a stage's asset, active samples still lacking a row for `config_hash`)."""
         with store.reader() as con:
@@ -442,9 +450,7 @@ class CurationPipeline(dg.Component):
                 column: [(k, c) for k in self.source_asset_keys() for c in sources]
                 for column, sources in kind.column_lineage.items()
             }
-            metadata = table_metadata(
-                con, table=kind.table or "", row_count=rows, lineage=lineage, duckdb_path=str(store.path)
-            )
+            metadata = table_metadata(con, table=kind.table or "", row_count=rows, lineage=lineage, store=store)
         return metadata, missing
 
     def build_sharded_stage_asset(self, stage: StageSpec) -> dg.AssetsDefinition:
@@ -580,7 +586,7 @@ class CurationPipeline(dg.Component):
                         table=summary.table,
                         row_count=summary.rows_out,
                         lineage=lineage,
-                        duckdb_path=str(store.path),
+                        store=store,
                     )
                     metadata.update(selection_distinct_counts(con, stage.name))  # near-copies show
             metadata.update(

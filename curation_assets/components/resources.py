@@ -21,32 +21,84 @@ import sys
 from collections.abc import Iterator, Mapping
 from hashlib import sha1
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import dagster as dg
-from pydantic import Field, ValidationError
+from pydantic import BeforeValidator, Discriminator, Field, Tag, ValidationError
 
 from curation_assets.llm.endpoint import DEFAULT_LOCAL_BASE_URL, LLMEndpointSpec
 from curation_assets.specs import SpecModel
+from curation_assets.store.config import DuckDBStoreConfig, DuckLakeStoreConfig, resolve_store_paths
 
 RESOURCES_FILE = "resources.py"
 YamlPath = list[str | int]
 
 
 class CurationStore(dg.ConfigurableResource):
-    """Where a pipeline keeps its tables: one DuckDB file per pipeline (stage views are per file)."""
+    """Where a pipeline keeps its tables: one DuckDB file per pipeline (stage views are per file), or a
+    DuckLake (catalog in PostgreSQL, Parquet data files) that many workers write at once. In every
+    string field `{pipeline}` is replaced by the pipeline's name."""
 
+    kind: Literal["duckdb", "ducklake"] = Field(
+        default="duckdb",
+        description="`duckdb`: one DuckDB file (`path`); `ducklake`: `catalog`, `data_path`, `work_path`.",
+    )
     path: str = Field(
         default=".curation/{pipeline}.duckdb",
         description=(
-            "DuckDB file; `{pipeline}` is replaced by the pipeline's name so pipelines sharing this resource "
-            "keep separate files. Relative to the project root (the folder holding pyproject.toml)."
+            "DuckDB file (kind duckdb); `{pipeline}` is replaced by the pipeline's name so pipelines sharing this "
+            "resource keep separate files. Relative to the project root (the folder holding pyproject.toml)."
+        ),
+    )
+    catalog: str | None = Field(
+        default=None,
+        description=(
+            "DuckLake catalog (kind ducklake), e.g. `postgres:dbname=lake_{pipeline} host=db user=curation`; "
+            "pipelines sharing this resource need separate catalogs (their stage views share names). Never a "
+            "password: name its variable in `password_env`."
+        ),
+    )
+    password_env: str | None = Field(
+        default=None,
+        description="Name of the environment variable holding the catalog database's password (kind ducklake).",
+    )
+    data_path: str | None = Field(
+        default=None,
+        description=(
+            "Folder or object-storage URL of the DuckLake's Parquet files (kind ducklake); a local path is "
+            "relative to the project root."
+        ),
+    )
+    work_path: str | None = Field(
+        default=None,
+        description=(
+            "Folder every worker shares for staging, locks and artefacts (kind ducklake); relative to the project root."
         ),
     )
 
     def duckdb_path(self, pipeline: str, project_root: Path) -> str:
         path = Path(_value(self.path, "path").replace("{pipeline}", pipeline)).expanduser()
         return str(path if path.is_absolute() else project_root / path)
+
+    def store_config(self, pipeline: str, project_root: Path) -> DuckDBStoreConfig | DuckLakeStoreConfig:
+        """The `store:` block this resource stands for; ValueError (never echoing a value) when it is
+        incomplete or holds a password."""
+        kind = _value(self.kind, "kind")
+        if kind == "duckdb":
+            return DuckDBStoreConfig(kind="duckdb", path=self.duckdb_path(pipeline, project_root))
+        fields = {
+            name: _value(value, name).replace("{pipeline}", pipeline)
+            for name in ("catalog", "password_env", "data_path", "work_path")
+            if (value := getattr(self, name)) is not None
+        }
+        missing = [name for name in ("catalog", "data_path", "work_path") if name not in fields]
+        if missing:
+            raise ValueError(f"kind ducklake needs {', '.join(missing)}")
+        try:
+            config = DuckLakeStoreConfig.model_validate({"kind": "ducklake", **fields})
+        except ValidationError as err:  # the messages only: an input may be the password
+            raise ValueError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())) from None
+        return resolve_store_paths(config, project_root)
 
 
 class LLMEndpoint(dg.ConfigurableResource):
@@ -80,6 +132,35 @@ class ResourceRef(SpecModel):
     """`{resource: NAME}`: a resource defined in a `resources.py` defs module."""
 
     resource: str = Field(description="Resource key, e.g. curation_store or judge_llm.")
+
+
+def _store_tag(value: Any) -> str | None:
+    if isinstance(value, dict):
+        return "resource" if "resource" in value else value.get("kind")
+    return "resource" if isinstance(value, ResourceRef) else getattr(value, "kind", None)
+
+
+def _known_store_tag(value: Any) -> Any:
+    """A block of no known kind fails with one message (a ValueError: Dagster re-creates the error
+    with its YAML line, which a custom pydantic error type would not survive)."""
+    tag = _store_tag(value)
+    if tag not in ("resource", "duckdb", "ducklake"):
+        got = "no `kind`" if tag is None else f"kind {tag!r}"
+        raise ValueError(
+            f"`store:` is {{resource: NAME}}, {{kind: duckdb, path: FILE}} or {{kind: ducklake, catalog: ..., "
+            f"data_path: ..., work_path: ...}} (got {got})"
+        )
+    return value
+
+
+StoreBlock = Annotated[
+    Annotated[ResourceRef, Tag("resource")]
+    | Annotated[DuckDBStoreConfig, Tag("duckdb")]
+    | Annotated[DuckLakeStoreConfig, Tag("ducklake")],
+    Discriminator(_store_tag),
+    BeforeValidator(_known_store_tag),
+]
+"""The pipeline YAML's `store:` block."""
 
 
 def _value(value: str, field: str) -> str:
@@ -148,24 +229,34 @@ def resources_from_context(context: dg.ComponentLoadContext, yaml_dir: Path) -> 
 def apply_resources(
     spec: Any, resources: Mapping[str, Any], project_root: Path
 ) -> tuple[Any, list[tuple[YamlPath, str]]]:
-    """The pipeline with `store:` turned into `duckdb_path` and every LLM stage's endpoint merged with
-    its resource, plus problems as (YAML path under attributes, message)."""
+    """The pipeline with `store:` turned into `duckdb_path` (a DuckDB file) or a `DuckLakeStoreConfig`
+    and every LLM stage's endpoint merged with its resource, plus problems as (YAML path under
+    attributes, message)."""
     problems: list[tuple[YamlPath, str]] = []
     update: dict[str, Any] = {}
+    resource_key: str | None = None
     if spec.duckdb_path is not None:
-        update["store"] = None  # the pipeline's own file overrides the store resource
-    elif spec.store is not None:
+        update["store"] = None  # the pipeline's own file overrides the store block
+    elif isinstance(spec.store, DuckDBStoreConfig):
+        update["duckdb_path"], update["store"] = spec.store.path, None  # relative to the YAML file, as duckdb_path
+    elif isinstance(spec.store, ResourceRef):
         store = _lookup(resources, spec.store.resource, CurationStore, ["store", "resource"], problems)
         if store is not None:
             try:
-                update["duckdb_path"] = store.duckdb_path(spec.name, project_root)
+                config = store.store_config(spec.name, project_root)
             except ValueError as err:
                 problems.append((["store", "resource"], f"resource {spec.store.resource!r}: {err}"))
-    elif spec.duckdb_path is None:
+            else:
+                if isinstance(config, DuckDBStoreConfig):
+                    update["duckdb_path"] = config.path
+                else:
+                    update["store"], resource_key = config, spec.store.resource
+    elif spec.store is None:
         problems.append(
             (
                 ["duckdb_path"],
-                "set `duckdb_path` (a DuckDB file) or `store: {resource: NAME}` (a CurationStore resource)",
+                "set `duckdb_path` (a DuckDB file) or `store: {resource: NAME}` (a CurationStore resource), "
+                "`store: {kind: duckdb, path: ...}` or `store: {kind: ducklake, ...}`",
             )
         )
     for section in ("stages", "selections"):
@@ -177,7 +268,10 @@ def apply_resources(
                 stage = stage.model_copy(update={"llm": merged}) if merged is not None else stage
             stages.append(stage)
         update[section] = stages
-    return spec.model_copy(update=update), problems
+    resolved = spec.model_copy(update=update)
+    if resource_key is not None:  # the DuckLake block came from this resource: assets still require it
+        resolved._store_resource = resource_key
+    return resolved, problems
 
 
 def _merged_endpoint(
@@ -239,7 +333,10 @@ def _lookup(
 
 def pipeline_resource_keys(spec: Any, stage: Any = None) -> set[str]:
     """Resource keys an asset of the pipeline uses: the store's, and `stage`'s endpoint's."""
-    keys = {spec.store.resource} if getattr(spec, "store", None) is not None else set()
+    store = getattr(spec, "store", None)
+    keys = {store.resource} if isinstance(store, ResourceRef) else set()
+    if getattr(spec, "_store_resource", None):
+        keys.add(spec._store_resource)
     endpoint = getattr(stage, "llm", None)
     if isinstance(endpoint, LLMEndpointSpec) and endpoint.resource:
         keys.add(endpoint.resource)

@@ -8,10 +8,10 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args
 
-from pydantic import Field, ValidationError, WrapValidator, create_model, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, WrapValidator, create_model, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from curation_assets.components.resources import ResourceRef
+from curation_assets.components.resources import ResourceRef, StoreBlock
 from curation_assets.evaluation.spec import EvaluationSpec
 from curation_assets.export import ProtectedPath, store_protected_paths, unsafe_target
 from curation_assets.llm.endpoint import LLMEndpointSpec
@@ -28,6 +28,12 @@ from curation_assets.stages.core.registry import (
     all_kinds,
     get_kind,
     kinds_for,
+)
+from curation_assets.store.config import (
+    DuckDBStoreConfig,
+    DuckLakeStoreConfig,
+    ducklake_local_folders,
+    resolve_store_paths,
 )
 
 ExportFormat = Literal["jsonl", "parquet", "hf", "hub"]
@@ -100,13 +106,19 @@ class PipelineSpecBase(SpecModel):
         except ValidationError as err:
             raise _without_secret_inputs(err) from None
 
+    _store_resource: str | None = PrivateAttr(default=None)  # the resource a resolved `store:` block came from
+
     name: str = Field(pattern=NAME_PATTERN, description="Pipeline name: the Dagster group and asset key prefix.")
     duckdb_path: str | None = Field(
         default=None, description="DuckDB file holding every table; relative to the YAML file. Overrides `store:`."
     )
-    store: ResourceRef | None = Field(
+    store: StoreBlock | None = Field(
         default=None,
-        description="`{resource: NAME}`: a `CurationStore` Dagster resource giving the DuckDB file.",
+        description=(
+            "Where the tables live: `{resource: NAME}` (a `CurationStore` Dagster resource), `{kind: duckdb, path: "
+            "...}` (one DuckDB file, as `duckdb_path`) or `{kind: ducklake, catalog: ..., data_path: ..., "
+            "work_path: ...}` (a DuckLake many workers write at once; docs/deployment.md)."
+        ),
     )
     llm: ResourceRef | None = Field(
         default=None,
@@ -136,7 +148,7 @@ class PipelineSpecBase(SpecModel):
 
 
 HIDDEN_INPUT = "[hidden]"
-_SECRET_KEY = re.compile(r"key|token|secret|passw|auth|credential|^llm$", re.IGNORECASE)
+_SECRET_KEY = re.compile(r"key|token|secret|passw|auth|credential|^llm$|^store$", re.IGNORECASE)
 
 
 def _holds_secret(value: Any) -> bool:
@@ -314,10 +326,25 @@ def _in_base_dir(value: str, base_dir: Path) -> Path:
     return path if path.is_absolute() else base_dir / path
 
 
+def pipeline_store_config(spec: Any, base_dir: Path) -> DuckDBStoreConfig | DuckLakeStoreConfig:
+    """The pipeline's store block with its local paths absolute (after `apply_resources`, which turns
+    `store:` into `duckdb_path` for a DuckDB file)."""
+    if spec.duckdb_path is not None:
+        return DuckDBStoreConfig(kind="duckdb", path=str(_in_base_dir(spec.duckdb_path, base_dir)))
+    if isinstance(spec.store, DuckLakeStoreConfig):
+        return resolve_store_paths(spec.store, base_dir)
+    raise ValueError(f"pipeline {spec.name!r} has no store: set duckdb_path or store")
+
+
 def pipeline_protected_paths(spec: Any, base_dir: Path) -> list[ProtectedPath]:
-    """What no export of the pipeline may replace: the DuckDB file, its WAL and artefact folder, every
+    """What no export of the pipeline may replace: the store (DuckDB file, WAL, artefact folder; a
+    DuckLake's local data and work folders), every
     local source, the pipeline folder itself (exports may go inside it) and the YAML files in it."""
-    protected = store_protected_paths(_in_base_dir(spec.duckdb_path, base_dir))
+    config = pipeline_store_config(spec, base_dir)
+    if isinstance(config, DuckDBStoreConfig):
+        protected = store_protected_paths(Path(config.path))
+    else:
+        protected = [ProtectedPath(path, what) for path, what in ducklake_local_folders(config)]
     for source in spec.sources:
         if source.path:
             protected.append(ProtectedPath(_in_base_dir(source.path, base_dir), f"source {source.name!r}"))

@@ -15,7 +15,7 @@ from curation_assets.evaluation.finetune_cache import set_hash
 from curation_assets.evaluation.spec import GeneralHeldoutSpec
 from curation_assets.sources.ingest import stage_source
 from curation_assets.stages.core.targets import TargetSpec, read_target
-from curation_assets.store import DuckDBStore
+from curation_assets.store import Store
 from curation_assets.store.sql_files import read_sql
 
 
@@ -50,7 +50,7 @@ def target_heldout(target: TargetSpec, size: int | None, staging: Path) -> Heldo
     )
 
 
-def general_heldout(spec: GeneralHeldoutSpec, store: DuckDBStore, staging: Path) -> HeldoutSet:
+def general_heldout(spec: GeneralHeldoutSpec, store: Store, staging: Path) -> HeldoutSet:
     """`spec.size` samples of the records `spec` reads that the pipeline never ingested (seeded draw)."""
     folder = staging / f"general-{spec.name}"
     folder.mkdir(parents=True, exist_ok=True)
@@ -70,7 +70,7 @@ def general_heldout(spec: GeneralHeldoutSpec, store: DuckDBStore, staging: Path)
     return HeldoutSet(f"general:{spec.name}", [ids[i] for i in chosen], [messages[i] for i in chosen])
 
 
-def check_no_leak(store: DuckDBStore, heldout: HeldoutSet, selections: list[str]) -> None:
+def check_no_leak(store: Store, heldout: HeldoutSet, selections: list[str]) -> None:
     """Fail when one of `selections` chose its samples with target samples this evaluation holds out."""
     with store.reader() as con:
         leaks = con.execute(

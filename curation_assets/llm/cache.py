@@ -20,7 +20,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from curation_assets.store import DuckDBStore
+from curation_assets.store import Store
 from curation_assets.store.sql_files import execute_sql_file, read_sql
 from curation_assets.store.writes import utc_now
 
@@ -65,7 +65,7 @@ class ChatAnswer:
 class LLMCache:
     """Request hash -> answer, persisted in the pipeline's DuckDB file."""
 
-    def __init__(self, store: DuckDBStore, *, flush_every: int = 16, flush_after_s: float = 0.5) -> None:
+    def __init__(self, store: Store, *, flush_every: int = 16, flush_after_s: float = 0.5) -> None:
         self.store = store
         self.flush_every = flush_every
         self.flush_after_s = flush_after_s

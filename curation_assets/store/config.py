@@ -37,9 +37,6 @@ class DuckDBStoreConfig(SpecModel):
 
     kind: Literal["duckdb"] = Field(description="`duckdb`: one DuckDB file, written by one process at a time.")
     path: str = Field(description="DuckDB file; relative to the YAML file.")
-    lock_timeout_s: float = Field(
-        default=120.0, gt=0, description="How long a writer waits for another process's write lock on the file."
-    )
 
 
 class DuckLakeStoreConfig(SpecModel):
@@ -127,6 +124,22 @@ def resolve_store_paths(config: DuckDBStoreConfig | DuckLakeStoreConfig, base_di
     )
 
 
+def describe_store_config(config: DuckDBStoreConfig | DuckLakeStoreConfig) -> str:
+    """`Store.describe()` of the store a block names, without opening it: the DuckDB file, or
+    `ducklake:<catalog> data <data_path>` (the catalog never holds a password: see the validator)."""
+    if isinstance(config, DuckDBStoreConfig):
+        return config.path
+    return f"ducklake:{config.catalog} data {config.data_path}"
+
+
+def ducklake_local_folders(config: DuckLakeStoreConfig) -> list[tuple[Path, str]]:
+    """(folder, what it is) for the block's local folders: what an export must never replace."""
+    folders = [(Path(config.work_path), "the DuckLake store's work folder")]
+    if "://" not in config.data_path:
+        folders.append((Path(config.data_path), "the DuckLake store's data folder"))
+    return folders
+
+
 DUCKLAKE_DUCKDB = "1.5.5"
 DUCKLAKE_PACKAGES = ("duckdb_extension_ducklake", "duckdb_extension_postgres")
 
@@ -154,7 +167,7 @@ def open_store(config: DuckDBStoreConfig | DuckLakeStoreConfig | dict[str, Any])
     if isinstance(config, DuckDBStoreConfig):
         from curation_assets.store.duckdb_store import DuckDBStore
 
-        return DuckDBStore(config.path, lock_timeout_s=config.lock_timeout_s)
+        return DuckDBStore(config.path)
     missing = ducklake_missing()
     if missing:
         raise StoreUnavailableError(f"{INSTALL_HINT}; missing here: {missing}")

@@ -8,13 +8,18 @@ SELECT s.sample_id, $source, s.format, s.instruction, s.input, s.output, s.messa
 FROM read_parquet($samples_file) AS s
 ANTI JOIN samples AS existing ON existing.sample_id = s.sample_id;
 
-INSERT INTO source_samples
-SELECT $source, c.sample_id, c.n_records, s.first_record_no, $now, $now, TRUE
-FROM read_parquet($counts_file) AS c
-JOIN read_parquet($samples_file) AS s USING (sample_id)
-ON CONFLICT (source, sample_id) DO UPDATE
-SET n_records = excluded.n_records, first_record_no = excluded.first_record_no,
-    last_seen = excluded.last_seen, active = TRUE;
+-- MERGE, not ON CONFLICT: the same text runs on a DuckLake, which has no PRIMARY KEY.
+MERGE INTO source_samples AS t
+USING (
+    SELECT c.sample_id, c.n_records, s.first_record_no
+    FROM read_parquet($counts_file) AS c
+    JOIN read_parquet($samples_file) AS s USING (sample_id)
+) AS n
+ON t.source = $source AND t.sample_id = n.sample_id
+WHEN MATCHED THEN UPDATE SET n_records = n.n_records, first_record_no = n.first_record_no,
+    last_seen = $now, active = TRUE
+WHEN NOT MATCHED THEN INSERT (source, sample_id, n_records, first_record_no, first_seen, last_seen, active)
+    VALUES ($source, n.sample_id, n.n_records, n.first_record_no, $now, $now, TRUE);
 
 -- Samples that left the source are marked inactive, never deleted.
 UPDATE source_samples SET active = FALSE

@@ -9,10 +9,13 @@ SELECT g.sample_id, $stage, 'generated', g.instruction, '', g.output, g.messages
 FROM read_parquet($samples_file) AS g
 ANTI JOIN samples AS existing ON existing.sample_id = g.sample_id;
 
-INSERT INTO source_samples
-SELECT $stage, g.sample_id, 1, 0, $now, $now, TRUE
-FROM read_parquet($samples_file) AS g
-ON CONFLICT (source, sample_id) DO UPDATE SET last_seen = excluded.last_seen, active = TRUE;
+-- MERGE, not ON CONFLICT: the same text runs on a DuckLake, which has no PRIMARY KEY.
+MERGE INTO source_samples AS t
+USING (SELECT DISTINCT sample_id FROM read_parquet($samples_file)) AS g
+ON t.source = $stage AND t.sample_id = g.sample_id
+WHEN MATCHED THEN UPDATE SET last_seen = $now, active = TRUE
+WHEN NOT MATCHED THEN INSERT (source, sample_id, n_records, first_record_no, first_seen, last_seen, active)
+    VALUES ($stage, g.sample_id, 1, 0, $now, $now, TRUE);
 
 UPDATE source_samples SET active = sample_id IN (
     SELECT child_id FROM lift_expand

@@ -14,7 +14,7 @@ import pytest
 
 from curation_assets.components.standalone import load_pipeline_file
 from curation_assets.stages.core.registry import get_kind
-from curation_assets.stages.core.run_guard import artifacts_root, stage_lock_path
+from curation_assets.stages.core.run_guard import stage_lock_path
 from curation_assets.stages.core.runner import run_ingest, run_stage
 from tests.pipeline_files import valid_pipeline_yaml, write_pipeline
 
@@ -59,7 +59,7 @@ def lengths_rows(store) -> int:
 
 def test_a_run_waits_for_the_stage_lock_and_a_holder_killed_by_sigkill_releases_it(tmp_path):
     component, store = ingested(tmp_path)
-    lock = stage_lock_path(store.path, "lengths", component.stage_hashes["lengths"])
+    lock = stage_lock_path(store.work_dir, "lengths", component.stage_hashes["lengths"])
     holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(lock)], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
     summaries = []
@@ -79,16 +79,16 @@ def test_a_run_waits_for_the_stage_lock_and_a_holder_killed_by_sigkill_releases_
 
 def test_staging_folders_of_a_killed_run_are_removed_by_the_next_run(tmp_path):
     component, store = ingested(tmp_path)
-    killed = subprocess.Popen([sys.executable, "-c", IN_STAGING, str(store.path)], stdout=subprocess.PIPE, text=True)
+    killed = subprocess.Popen([sys.executable, "-c", IN_STAGING, str(store.work_dir)], stdout=subprocess.PIPE, text=True)
     left = Path(killed.stdout.readline().strip())
-    live = subprocess.Popen([sys.executable, "-c", IN_STAGING, str(store.path)], stdout=subprocess.PIPE, text=True)
+    live = subprocess.Popen([sys.executable, "-c", IN_STAGING, str(store.work_dir)], stdout=subprocess.PIPE, text=True)
     kept = Path(live.stdout.readline().strip())
     killed.send_signal(signal.SIGKILL)
     killed.wait()
     assert left.is_dir() and kept.is_dir()
     try:
         assert run_lengths(component, store).rows_out == 30
-        staging = artifacts_root(store.path) / ".staging"
+        staging = store.work_dir / ".staging"
         assert not left.exists() and not Path(f"{left}.lock").exists()  # the killed run's folder is gone
         assert kept.is_dir()  # a live run's folder is not touched
         assert sorted(p.name for p in staging.iterdir()) == sorted([kept.name, f"{kept.name}.lock"])
@@ -106,7 +106,7 @@ from curation_assets.stages.core.run_guard import exclusive_run, ingest_lock_pat
 component = load_pipeline_file(Path(sys.argv[1]))
 store = component.prepared_store()
 (source,) = component.spec.sources
-with exclusive_run(ingest_lock_path(store.path, source.name), "the other run", None):
+with exclusive_run(ingest_lock_path(store.work_dir, source.name), "the other run", None):
     print("held", flush=True)
     sys.stdin.readline()
     # what run_ingest does once it holds the lock
@@ -178,7 +178,7 @@ component = load_pipeline_file(Path(sys.argv[1]))
 store = component.prepared_store()
 (spec,) = [s for s in component.spec.selections if s.name == "longest"]
 hashes = component.stage_hashes
-with exclusive_run(stage_lock_path(store.path, spec.name, hashes[spec.name]), "the other run", None):
+with exclusive_run(stage_lock_path(store.work_dir, spec.name, hashes[spec.name]), "the other run", None):
     print("held", flush=True)
     sys.stdin.readline()
     # what run_stage does once it holds the lock

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from curation_assets.arrow_compute import pc
-from curation_assets.store import DuckDBStore
+from curation_assets.store import Store
 from curation_assets.store.parquet import write_batches
 from curation_assets.store.sql_files import read_sql
 
@@ -54,7 +54,7 @@ class StageOutput:
 
 @dataclass
 class StageContext:
-    store: DuckDBStore
+    store: Store
     pipeline: str
     stage: str
     config_hash: str
@@ -70,9 +70,9 @@ class StageContext:
 
     @property
     def artifacts_dir(self) -> Path:
-        """Where this stage keeps files worth keeping (LoRA checkpoints): next to the DuckDB file,
-        per stage and config_hash."""
-        return self.store.path.parent / f"{self.store.path.stem}.artifacts" / self.stage / self.config_hash
+        """Where this stage keeps files worth keeping (LoRA checkpoints): in the store's work folder
+        (`<db>.artifacts` beside a DuckDB file), per stage and config_hash."""
+        return self.store.work_dir / self.stage / self.config_hash
 
     @property
     def partial_dir(self) -> Path:

@@ -20,7 +20,7 @@ from pydantic import Field
 from curation_assets.arrow_compute import pc
 from curation_assets.methods.distinct import distinct_counts, distinct_walk, walk_order
 from curation_assets.stages.core.registry import StageSpec
-from curation_assets.store import DuckDBStore
+from curation_assets.store import Store
 from curation_assets.store.sql_files import fetch_row, read_sql
 
 
@@ -37,7 +37,7 @@ class DistinctSpec(StageSpec):
     )
 
 
-def conversation_codes(store: DuckDBStore, sample_ids: Sequence[str]) -> np.ndarray:
+def conversation_codes(store: Store, sample_ids: Sequence[str]) -> np.ndarray:
     """(n, 2) uint64 keys of `sample_ids` in their order: conversation, first user turn."""
     wanted = pa.table(
         {"position": pa.array(range(len(sample_ids)), pa.int64()), "sample_id": pa.array(list(sample_ids), pa.string())}
@@ -59,7 +59,7 @@ def conversation_codes(store: DuckDBStore, sample_ids: Sequence[str]) -> np.ndar
 
 
 def choose_top(
-    store: DuckDBStore,
+    store: Store,
     sample_ids: Sequence[str],
     scores: np.ndarray,
     k: int,

@@ -1,4 +1,5 @@
-"""The files one run keeps beside the pipeline's DuckDB file: its lock and its staging folder.
+"""The files one run keeps in the store's work folder (`Store.work_dir`: `<db>.artifacts` beside a
+DuckDB file, the shared `work_path` of a DuckLake): its lock and its staging folder.
 
 Two runs of the same stage and config (the CLI while the daemon runs, two pods on one
 volume) must not both compute it: each takes that stage's lock first. A lock is an OS file
@@ -7,7 +8,7 @@ SIGKILL never blocks the next one. DuckDB's own lock only covers each short writ
 stop two runs from computing the same rows.
 
 Staging folders (the pending-samples Parquet, staged rows, memory-mapped matrices) live
-under `<db>.artifacts/.staging`, each next to a lock its run holds: a SIGKILL skips every
+under `<work_dir>/.staging`, each next to a lock its run holds: a SIGKILL skips every
 `finally`, and the next run removes the folders whose lock nobody holds.
 """
 
@@ -28,25 +29,20 @@ WAIT_LOG_EVERY_S = 60.0
 _LOCKS, _STAGING = ".locks", ".staging"
 
 
-def artifacts_root(db_path: Path) -> Path:
-    """`<db stem>.artifacts` next to the DuckDB file: per-stage artefacts, locks, staging."""
-    return db_path.parent / f"{db_path.stem}.artifacts"
-
-
 def _file_lock(path: Path) -> FileLock:
     # one lock object per use; thread_local=False: acquired and released by the same code path
     return FileLock(str(path), thread_local=False)
 
 
-def stage_lock_path(db_path: Path, stage: str, config_hash: str, shard: tuple[int, int] | None = None) -> Path:
+def stage_lock_path(work_dir: Path, stage: str, config_hash: str, shard: tuple[int, int] | None = None) -> Path:
     """The lock of one stage, config and shard."""
     suffix = "" if shard is None else f"-shard-{shard[0]}-of-{shard[1]}"
-    return artifacts_root(db_path) / _LOCKS / f"{stage}-{config_hash}{suffix}.lock"
+    return work_dir / _LOCKS / f"{stage}-{config_hash}{suffix}.lock"
 
 
-def ingest_lock_path(db_path: Path, source: str) -> Path:
+def ingest_lock_path(work_dir: Path, source: str) -> Path:
     """The lock of one source's ingest (any config: they all write that source's rows)."""
-    return artifacts_root(db_path) / _LOCKS / f"ingest-{source}.lock"
+    return work_dir / _LOCKS / f"ingest-{source}.lock"
 
 
 @contextlib.contextmanager
@@ -87,10 +83,10 @@ def exclusive_run(
 
 
 @contextlib.contextmanager
-def staging_folder(db_path: Path, name: str) -> Iterator[Path]:
-    """A fresh folder under `<db>.artifacts/.staging`, removed afterwards; folders that killed
+def staging_folder(work_dir: Path, name: str) -> Iterator[Path]:
+    """A fresh folder under `<work_dir>/.staging` (`Store.work_dir`), removed afterwards; folders that killed
     runs left there are removed first."""
-    root = artifacts_root(db_path) / _STAGING
+    root = work_dir / _STAGING
     root.mkdir(parents=True, exist_ok=True)
     remove_abandoned_staging(root)
     folder = root / f"{name}-{uuid.uuid4().hex[:12]}"

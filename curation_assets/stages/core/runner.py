@@ -27,7 +27,7 @@ from curation_assets.stages.core.run_guard import (
     stage_lock_path,
     staging_folder,
 )
-from curation_assets.store import DuckDBStore
+from curation_assets.store import Store
 from curation_assets.store.sql_files import fetch_row, read_sql
 from curation_assets.store.writes import (
     StageRunRecord,
@@ -67,7 +67,7 @@ def run_ingest(
     *,
     pipeline: str,
     base_dir: Path,
-    store: DuckDBStore,
+    store: Store,
     dagster_run_id: str | None = None,
     log: Any = None,
 ) -> tuple[RunSummary, IngestResult]:
@@ -76,7 +76,7 @@ def run_ingest(
     source_hash = source_config_hash(spec)
     location = resolve_source_location(spec, base_dir)
     with exclusive_run(
-        ingest_lock_path(store.path, spec.name),
+        ingest_lock_path(store.work_dir, spec.name),
         f"ingest of {spec.name}",
         lambda: _committed_runs(store, spec.name, source_hash, None),
         log,
@@ -104,13 +104,13 @@ def _run_ingest(
     *,
     pipeline: str,
     base_dir: Path,
-    store: DuckDBStore,
+    store: Store,
     dagster_run_id: str | None,
     log: Any,
 ) -> tuple[RunSummary, IngestResult]:
     started = utc_now()
     source_stat = _file_stat(location)
-    with staging_folder(store.path, f"ingest-{spec.name}") as staging:
+    with staging_folder(store.work_dir, f"ingest-{spec.name}") as staging:
         with tqdm(desc=f"{spec.name}: records", unit="rec", leave=False) as bar:
 
             def progress(count: int) -> None:
@@ -157,7 +157,7 @@ def run_stage(
     spec: StageSpec,
     *,
     pipeline: str,
-    store: DuckDBStore,
+    store: Store,
     stage_hashes: Mapping[str, str],
     stage_tables: Mapping[str, str],
     dagster_run_id: str | None = None,
@@ -176,7 +176,7 @@ def run_stage(
     # selection is recomputed whole, so it is skipped when a run of it committed while this one waited.
     committed = None if kind.role == "stage" else (lambda: _committed_runs(store, spec.name, current_hash, None))
     with exclusive_run(
-        stage_lock_path(store.path, spec.name, current_hash, shard), what, committed, log
+        stage_lock_path(store.work_dir, spec.name, current_hash, shard), what, committed, log
     ) as done_meanwhile:
         if done_meanwhile:
             return RunSummary(
@@ -211,7 +211,7 @@ def _run_stage(
     current_hash: str,
     *,
     pipeline: str,
-    store: DuckDBStore,
+    store: Store,
     stage_hashes: Mapping[str, str],
     stage_tables: Mapping[str, str],
     dagster_run_id: str | None,
@@ -221,7 +221,7 @@ def _run_stage(
     shard: tuple[int, int] | None,
 ) -> RunSummary:
     started = utc_now()
-    with staging_folder(store.path, spec.name) as staging:
+    with staging_folder(store.work_dir, spec.name) as staging:
         ctx = StageContext(
             store=store,
             pipeline=pipeline,
@@ -280,10 +280,10 @@ def _run_stage(
     )
 
 
-def _committed_runs(store: DuckDBStore, stage: str, config_hash: str, shard: str | None) -> int:
+def _committed_runs(store: Store, stage: str, config_hash: str, shard: str | None) -> int:
     """How many runs of this stage (or source), config and shard are in `stage_runs` (read only
     when another run holds the lock)."""
-    if not store.path.exists():
+    if not store.exists():
         return 0
     with store.reader() as con:
         return fetch_row(
@@ -303,7 +303,7 @@ def _file_stat(location: str) -> str | None:
 
 
 def _ingest_done_meanwhile(
-    store: DuckDBStore, spec: SourceSpec, source_hash: str, location: str
+    store: Store, spec: SourceSpec, source_hash: str, location: str
 ) -> tuple[RunSummary, IngestResult] | None:
     """The ingest another run committed while this one waited, when it read the file as it is now
     (same size and mtime); None otherwise (a folder, a hub dataset, or a file changed since)."""
