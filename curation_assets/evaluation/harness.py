@@ -295,6 +295,11 @@ def run_evaluation(
                 )
             sub_band = spec.pool_of(name)
             if sub_band is not None:
+                if role == "baseline" and specs[name].input_selection != sub_band.selection:  # also checked at load
+                    raise ValueError(
+                        f"evaluation: baseline {name!r} of pool {sub_band.name!r} must draw from the sub-pool: "
+                        f"give it `input_selection: {sub_band.selection}`"
+                    )
                 check_in_sub_pool(name, members, sub_band, {pool_ids[i] for i in sub_pools[sub_band.name]})
             planned.append((role, name, members, WHOLE_POOL if sub_band is None else sub_band.name))
     base = runner.base_model()
