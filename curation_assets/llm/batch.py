@@ -223,14 +223,22 @@ class BatchRunner:
                 content = self._client().files.content(file_id).content
                 lines.extend(json.loads(x) for x in content.decode("utf-8").splitlines() if x.strip())
         answered, problems = 0, []
+        submitted: dict[str, str] | None = None
         for line in lines:
             custom_id, outcome = parse_output_line(line)
             if isinstance(outcome, str):
                 problems.append(outcome)
                 continue
-            if custom_id not in wanted:  # a request this run no longer needs (its sample went away)
-                continue
-            self.cache.add(custom_id, self.endpoint.model, wanted[custom_id][1], outcome)
+            request_json = wanted[custom_id][1] if custom_id in wanted else None
+            if request_json is None:
+                # another round's request (a multi-round stage killed in a later round resumes that
+                # round's batch while asking its first round) or one whose sample went away: paid
+                # for, so cached under the request read back from the batch's input file
+                submitted = self._submitted_requests(batch.input_file_id) if submitted is None else submitted
+                request_json = submitted.get(custom_id)
+                if request_json is None:
+                    continue
+            self.cache.add(custom_id, self.endpoint.model, request_json, outcome)
             self.client.stats.calls += 1
             self.client.stats.prompt_tokens += outcome.prompt_tokens or 0
             self.client.stats.completion_tokens += outcome.completion_tokens or 0
@@ -245,6 +253,26 @@ class BatchRunner:
                 warn=True,
             )
         self._mark(batch_id, "downloaded", f"{batch.status}: {answered} answers, {len(problems)} failed lines")
+
+    def _submitted_requests(self, input_file_id: str | None) -> dict[str, str]:
+        """custom_id -> canonical request JSON of a batch's input lines (what `ChatRequest.cache_key`
+        hashes: a first ask, attempt 0); a line whose hash does not match its custom_id is left out."""
+        if not input_file_id:
+            return {}
+        content = self._client().files.content(input_file_id).content
+        out = {}
+        for text in content.decode("utf-8").splitlines():
+            if not text.strip():
+                continue
+            line = json.loads(text)
+            params = dict(line.get("body") or {})
+            model, messages = params.pop("model", None), params.pop("messages", None)
+            if not isinstance(model, str) or not isinstance(messages, list):
+                continue
+            request_hash, request_json = ChatRequest(tuple(messages), params).cache_key(model)
+            if request_hash == line.get("custom_id"):
+                out[request_hash] = request_json
+        return out
 
     def _poll(self, batch_id: str, deadline: float) -> Any:
         api = self._client()

@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import openai
 
@@ -26,6 +26,9 @@ from curation_assets.llm.cache import BackgroundFlush, ChatAnswer, LLMCache
 from curation_assets.llm.endpoint import LLMConfigError, LLMEndpointSpec
 from curation_assets.llm.spend import SpendGuard
 from curation_assets.redact import MASK, redact_text
+
+if TYPE_CHECKING:  # batch.py builds on this module
+    from curation_assets.llm.batch import BatchRunner
 
 _TRANSIENT_STATUS = {408, 409, 425, 429}
 _CONFIG_STATUS = {401, 403, 404}
@@ -129,6 +132,8 @@ class LLMClient:
         self.stage = stage
         self.log = log
         self.stats = UsageStats(model=endpoint.model)
+        # llm.mode: batch of a multi-round stage: each round's first asks go as one Batch job first
+        self.batch_runner: BatchRunner | None = None
         self._key = ""  # the key in use, masked out of server messages
 
     def complete_all(self, requests: Sequence[ChatRequest]) -> list[ChatAnswer | RequestFailure]:

@@ -73,11 +73,12 @@ class LLMEndpointSpec(SpecModel):
     mode: Literal["sync", "batch"] = Field(
         default="sync",
         description=(
-            "sync: chat requests, answered as they go. batch: the stage's first-round requests go as OpenAI Batch "
+            "sync: chat requests, answered as they go. batch: the stage's requests go as OpenAI Batch "
             "jobs (JSONL upload, poll, download; about half the price, outside the chat rate limits; LiteLLM's "
             "proxy serves the same endpoints in front of vLLM), filling the same llm_cache; a run killed after "
-            "submitting resumes the recorded batch. "
-            "Kinds: alpagasus, lift_quality."
+            "submitting resumes the recorded batch. Kinds: alpagasus, lift_quality (one batch of every request); "
+            "lift_expand, deita_evol (one batch per round of a chunk: a round's requests need the previous "
+            "round's answers)."
         ),
     )
     batch_poll_seconds: float = Field(default=30.0, gt=0, description="Seconds between polls of a batch's status.")

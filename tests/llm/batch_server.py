@@ -6,9 +6,9 @@ GET /v1/batches/{id} and GET /v1/batches (the list). A batch's lines are forward
 real chat server's /chat/completions; output lines follow the documented format
 `{"id", "custom_id", "response": {"status_code", "request_id", "body"}, "error"}`.
 `forwarded` counts the lines forwarded per custom_id (a line paid twice shows as 2);
-`gate` holds every batch in_progress until set (to kill a client while it waits); the first
-`fail_lines` lines get an error line instead of an answer. POST /v1/chat/completions is passed through (counted
-in `chat_forwarded`), as OpenAI serves both at one base URL.
+`gate` holds every batch (from the `gate_from`-th on) in_progress until set (to kill a client while it
+waits); the first `fail_lines` lines get an error line instead of an answer. POST /v1/chat/completions is
+passed through (counted in `chat_forwarded`), as OpenAI serves both at one base URL.
 """
 
 from __future__ import annotations
@@ -16,19 +16,16 @@ from __future__ import annotations
 import collections
 import email.parser
 import email.policy
-import http.server
 import json
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 from typing import Any
 
-from curation_assets.llm.local_server import free_port
+from tests.support.http_server import LoopbackServer, QuietHandler, forward
 
 
-class BatchServer:
+class BatchServer(LoopbackServer):
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream.rstrip("/")
         self.files: dict[str, dict[str, Any]] = {}
@@ -37,83 +34,57 @@ class BatchServer:
         self.forwarded: collections.Counter[str] = collections.Counter()
         self.gate = threading.Event()
         self.gate.set()
+        self.gate_from = 0  # batches created before this many others run without waiting for `gate`
         self.create_delay_s = 0.0  # POST /v1/batches creates the batch, then waits this long to answer
         self.chat_forwarded = 0  # synchronous chat requests passed through
         self.fail_lines = 0  # this many lines (the first ones) get an error line instead of being forwarded
         self.lock = threading.Lock()
         server = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: object) -> None:
-                pass
-
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
                 parts = self.path.split("?")[0].strip("/").split("/")
                 if parts[:2] == ["v1", "files"] and len(parts) == 4 and parts[3] == "content":
                     content = server.contents.get(parts[2])
                     if content is None:
-                        return self._json(404, {"error": {"message": f"no file {parts[2]}"}})
-                    return self._reply(200, content, "application/octet-stream")
+                        return self.reply_json(404, {"error": {"message": f"no file {parts[2]}"}})
+                    return self.reply(200, content, "application/octet-stream")
                 if parts == ["v1", "batches"]:  # newest first, as OpenAI lists them
                     with server.lock:
                         data = json.loads(json.dumps(list(reversed(server.batches.values()))))
-                    return self._json(200, {"object": "list", "data": data, "has_more": False})
+                    return self.reply_json(200, {"object": "list", "data": data, "has_more": False})
                 if parts[:2] == ["v1", "batches"] and len(parts) == 3:
                     with server.lock:
                         batch = server.batches.get(parts[2])
                         batch = None if batch is None else json.loads(json.dumps(batch))
                     if batch is None:
-                        return self._json(404, {"error": {"message": f"no batch {parts[2]}"}})
-                    return self._json(200, batch)
-                self._json(404, {"error": {"message": f"unknown path {self.path}"}})
+                        return self.reply_json(404, {"error": {"message": f"no batch {parts[2]}"}})
+                    return self.reply_json(200, batch)
+                self.reply_json(404, {"error": {"message": f"unknown path {self.path}"}})
 
             def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                body = self.read_body()
                 path = self.path.split("?")[0].rstrip("/")
                 if path == "/v1/files":
-                    return self._json(200, server.upload(self.headers.get("Content-Type", ""), body))
+                    return self.reply_json(200, server.upload(self.headers.get("Content-Type", ""), body))
                 if path == "/v1/batches":
                     request = json.loads(body)
                     if request.get("input_file_id") not in server.contents:
-                        return self._json(400, {"error": {"message": "unknown input_file_id"}})
+                        return self.reply_json(400, {"error": {"message": "unknown input_file_id"}})
                     batch = server.create_batch(request)
                     time.sleep(server.create_delay_s)  # created, not yet answered: a client may die now
-                    return self._json(200, batch)
+                    return self.reply_json(200, batch)
                 if path == "/v1/chat/completions":  # the synchronous endpoint beside them, as on OpenAI
                     with server.lock:
                         server.chat_forwarded += 1
-                    return self._json(*server._forward(path, json.loads(body)))
-                self._json(404, {"error": {"message": f"unknown path {self.path}"}})
+                    return self.reply(*forward(server.upstream, path, body))
+                self.reply_json(404, {"error": {"message": f"unknown path {self.path}"}})
 
-            def _json(self, status: int, payload: Any) -> None:
-                self._reply(status, json.dumps(payload).encode(), "application/json")
-
-            def _reply(self, status: int, payload: bytes, content_type: str) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-        self.port = free_port()
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    def __enter__(self) -> BatchServer:
-        self._thread.start()
-        return self
+        super().__init__(Handler)
 
     def __exit__(self, *exc: object) -> None:
         self.gate.set()
-        self._server.shutdown()
-        self._server.server_close()
+        super().__exit__(*exc)
 
     # ---- files ------------------------------------------------------------------------------
 
@@ -163,12 +134,14 @@ class BatchServer:
             "request_counts": {"total": len(lines), "completed": 0, "failed": 0},
         }
         with self.lock:
+            gated = len(self.batches) >= self.gate_from
             self.batches[batch["id"]] = batch
-        threading.Thread(target=self._process, args=(batch["id"], lines), daemon=True).start()
+        threading.Thread(target=self._process, args=(batch["id"], lines, gated), daemon=True).start()
         return batch
 
-    def _process(self, batch_id: str, lines: list[dict[str, Any]]) -> None:
-        self.gate.wait()
+    def _process(self, batch_id: str, lines: list[dict[str, Any]], gated: bool) -> None:
+        if gated:
+            self.gate.wait()
         outputs, errors = [], []
         for line in lines:
             custom_id = line["custom_id"]
@@ -211,15 +184,11 @@ class BatchServer:
             )
 
     def _forward(self, url: str, body: dict[str, Any]) -> tuple[int, Any]:
-        path = url[len("/v1") :] if url.startswith("/v1") else url
-        request = urllib.request.Request(
-            self.upstream + path, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
-        )
+        status, payload = forward(self.upstream, url, json.dumps(body).encode())
         try:
-            with urllib.request.urlopen(request, timeout=600) as response:
-                return response.status, json.loads(response.read())
-        except urllib.error.HTTPError as err:
-            return err.code, {"error": {"message": err.read().decode(errors="replace")}}
+            return status, json.loads(payload)
+        except ValueError:
+            return status, {"error": {"message": payload.decode(errors="replace")}}
 
     def wait_done(self, timeout: float = 600) -> None:
         deadline = time.monotonic() + timeout

@@ -18,7 +18,6 @@ import dagster as dg
 import duckdb
 import pytest
 import yaml
-from pydantic import ValidationError
 
 from curation_assets.components.standalone import load_pipeline_file, pipeline_definitions
 from curation_assets.llm.batch import parse_output_line, request_line
@@ -28,15 +27,6 @@ from curation_assets.store import DuckDBStore
 from tests.components.test_llm_pipeline import document, llm, query, write_pool
 from tests.llm.batch_server import BatchServer
 from tests.pipeline_runs import materialize_document
-
-
-@pytest.mark.parametrize("kind", ["lift_expand", "deita_evol"])
-def test_multi_round_kinds_refuse_batch_mode_at_load_time(kind):
-    spec = get_kind(kind).spec
-    with pytest.raises(ValidationError, match=f"llm.mode: batch is not available for kind '{kind}'"):
-        spec.model_validate({"name": "x", "kind": kind, "llm": {"mode": "batch"}})
-    for ok in ("alpagasus", "lift_quality"):
-        assert get_kind(ok).spec.model_validate({"name": "x", "kind": ok, "llm": {"mode": "batch"}}).llm.mode == "batch"
 
 
 def test_batch_mode_keys_leave_the_config_hash_alone():

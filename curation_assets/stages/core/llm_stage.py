@@ -44,7 +44,11 @@ class LLMStageSpec(StageSpec):
 
     PROMPTS: ClassVar[tuple[str, ...]] = ()
     # kinds whose requests are all known before any answer (one round): they take `llm.mode: batch`
+    # through `prefill_by_batch`
     BATCH_MODE: ClassVar[bool] = False
+    # multi-round kinds (each round's requests depend on the previous answers): under `llm.mode: batch`
+    # every round of `ask_and_parse` goes as one Batch job (the client carries a BatchRunner)
+    BATCH_ROUNDS: ClassVar[bool] = False
 
     llm: LLMEndpointSpec = Field(
         default_factory=LLMEndpointSpec,
@@ -79,11 +83,10 @@ class LLMStageSpec(StageSpec):
 
     @model_validator(mode="after")
     def _batch_mode_supported(self) -> LLMStageSpec:
-        if self.llm.mode == "batch" and not self.BATCH_MODE:
+        if self.llm.mode == "batch" and not (self.BATCH_MODE or self.BATCH_ROUNDS):
             raise ValueError(
-                f"llm.mode: batch is not available for kind {self.kind!r}: its later requests depend on "
-                "earlier answers (rounds), which one batch cannot hold; batch mode takes the single-round "
-                "kinds alpagasus and lift_quality. Use llm.mode: sync (the default) for this stage"
+                f"llm.mode: batch is not available for kind {self.kind!r}; batch mode takes alpagasus, "
+                "lift_quality, lift_expand and deita_evol. Use llm.mode: sync (the default) for this stage"
             )
         return self
 
@@ -132,7 +135,7 @@ class LLMStageSpec(StageSpec):
         return load_prompt(name, self.prompts)
 
     def client(self, ctx: StageContext) -> LLMClient:
-        return LLMClient(
+        client = LLMClient(
             self.llm,
             LLMCache(ctx.store),
             pipeline=ctx.pipeline,
@@ -140,6 +143,20 @@ class LLMStageSpec(StageSpec):
             log=ctx.log,
             guard=SpendGuard(self.llm, ctx.stage, ctx.shard),
         )
+        if self.llm.mode == "batch" and self.BATCH_ROUNDS:
+            client.batch_runner = BatchRunner(client, batch_key(ctx))
+        return client
+
+
+def batch_key(ctx: StageContext) -> BatchKey:
+    """The stage run an `llm_batches` row belongs to (a sharded run: its shard)."""
+    shard = f"{ctx.shard[0]}/{ctx.shard[1]}" if ctx.shard else ""
+    return BatchKey(ctx.pipeline, ctx.stage, ctx.config_hash, shard)
+
+
+def batch_stats(client: LLMClient) -> dict[str, Any]:
+    """The batch counts of a multi-round stage for metadata (empty in sync mode)."""
+    return client.batch_runner.stats.as_dict() if client.batch_runner is not None else {}
 
 
 def _resolve(path: str, base_dir: Path) -> Path:
@@ -178,6 +195,10 @@ def ask_and_parse(
     for attempt in range(parse_retries + 1):
         if not todo:
             break
+        if attempt == 0 and client.batch_runner is not None:
+            # llm.mode: batch: this round's first asks go as one Batch job into llm_cache (a batch an
+            # earlier run left open is resumed first); re-asks and unanswered lines go as chat requests
+            client.batch_runner.run(requests)
         batch = [
             requests[i]
             if attempt == 0
@@ -319,9 +340,7 @@ def prefill_by_batch(
         for row in first_requests(chunk.to_pylist())
         for request in row
     ]
-    shard = f"{ctx.shard[0]}/{ctx.shard[1]}" if ctx.shard else ""
-    runner = BatchRunner(client, BatchKey(ctx.pipeline, ctx.stage, ctx.config_hash, shard))
-    return runner.run(requests).as_dict()
+    return BatchRunner(client, batch_key(ctx)).run(requests).as_dict()
 
 
 def planned_stats(plan: SpendPlan | None) -> dict[str, Any]:

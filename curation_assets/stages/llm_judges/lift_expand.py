@@ -20,7 +20,13 @@ from curation_assets.llm.prompts import render
 from curation_assets.llm.spend import message_tokens, prompt_tokens
 from curation_assets.sources.normalise import sample_id_for
 from curation_assets.stages.core.context import StageContext, StageOutput, iter_parquet_batches
-from curation_assets.stages.core.llm_stage import LLMStageSpec, ask_and_parse, check_spend, planned_stats
+from curation_assets.stages.core.llm_stage import (
+    LLMStageSpec,
+    ask_and_parse,
+    batch_stats,
+    check_spend,
+    planned_stats,
+)
 from curation_assets.stages.core.registry import StageKind, register_kind
 from curation_assets.store.sql_files import execute_sql_file
 from curation_assets.store.writes import utc_now
@@ -53,6 +59,7 @@ class LiftExpandSpec(LLMStageSpec):
     """Rewrite/expand each original instruction for `rounds` rounds and answer it (LIFT phase 1)."""
 
     PROMPTS: ClassVar[tuple[str, ...]] = ("lift_expand_system", "lift_expand_user")
+    BATCH_ROUNDS: ClassVar[bool] = True  # llm.mode: batch sends each round as one Batch job
     kind: Literal["lift_expand"]
     rounds: int = Field(1, ge=1, le=10, description="Rewrites per original; round r rewrites round r-1.")
     temperature: float = Field(0.5, ge=0, le=2, description="Temperature of the rewrites (published: 0.5).")
@@ -106,6 +113,7 @@ def run_lift_expand(spec: LiftExpandSpec, ctx: StageContext) -> StageOutput:
     )
     statuses: dict[str, int] = {}
     generated_path = ctx.staging_dir / f"{ctx.stage}.generated.parquet"
+    made_ids: set[str] = set()  # children written so far: samples.sample_id is unique
     with ctx.rows_writer(LIFT_EXPAND_SCHEMA) as rows, pq.ParquetWriter(generated_path, GENERATED_SCHEMA) as new:
         chunks = iter_parquet_batches(pending, spec.chunk_size)
         for chunk in ctx.progress(chunks, total=-(-count // spec.chunk_size), desc=f"expanding {count} samples"):
@@ -181,11 +189,13 @@ def run_lift_expand(spec: LiftExpandSpec, ctx: StageContext) -> StageOutput:
                         "original_id": sid,
                         "model": spec.llm.model,
                     }
-                    for name, value in zip(
-                        GENERATED_SCHEMA.names,
-                        (child, parent[sid], instruction, judged.value, messages, json.dumps(lineage)),
-                    ):
-                        made[name].append(value)
+                    if child not in made_ids:  # identical text is one sample (e.g. a rewrite repeating itself)
+                        made_ids.add(child)
+                        for name, value in zip(
+                            GENERATED_SCHEMA.names,
+                            (child, parent[sid], instruction, judged.value, messages, json.dumps(lineage)),
+                        ):
+                            made[name].append(value)
                     record(sid, round_no, "ok", child, instruction, None)
                     parent[sid], current[sid] = child, instruction
             rows.write(pa.table(out, schema=LIFT_EXPAND_SCHEMA))
@@ -196,6 +206,7 @@ def run_lift_expand(spec: LiftExpandSpec, ctx: StageContext) -> StageOutput:
         **planned_stats(plan),
         "generated": statuses.get("ok", 0),
         **{f"status_{k}": v for k, v in statuses.items()},
+        **batch_stats(client),
         **client.stats.as_dict(),
     }
     return StageOutput(rows.path, rows_in=count, stats=stats, metadata=stats, generated_samples_file=generated_path)

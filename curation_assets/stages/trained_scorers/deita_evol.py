@@ -28,7 +28,13 @@ from curation_assets.llm.parsing import clean_generation, parse_ranked_scores, r
 from curation_assets.llm.prompts import render
 from curation_assets.llm.spend import prompt_tokens
 from curation_assets.stages.core.context import StageContext, StageOutput, iter_parquet_batches
-from curation_assets.stages.core.llm_stage import LLMStageSpec, ask_and_parse, check_spend, planned_stats
+from curation_assets.stages.core.llm_stage import (
+    LLMStageSpec,
+    ask_and_parse,
+    batch_stats,
+    check_spend,
+    planned_stats,
+)
 from curation_assets.stages.core.registry import StageKind, register_kind
 
 COMPLEXITY_METHODS = (
@@ -73,6 +79,7 @@ class DeitaEvolSpec(LLMStageSpec):
         "deita_quality_evolve",
         "deita_quality_score",
     )
+    BATCH_ROUNDS: ClassVar[bool] = True  # llm.mode: batch sends each round as one Batch job
     kind: Literal["deita_evol"]
     dimensions: list[Dimension] = Field(
         ["complexity", "quality"],
@@ -238,6 +245,7 @@ def run_deita_evol(spec: DeitaEvolSpec, ctx: StageContext) -> StageOutput:
         "iterations": spec.iterations,
         **planned_stats(plan),
         **statuses,
+        **batch_stats(client),
         **client.stats.as_dict(),
     }
     return StageOutput(writer.path, rows_in=count, stats=stats, metadata=stats)
