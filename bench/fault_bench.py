@@ -17,7 +17,6 @@ The JVP stage runs a tiny random Llama built in code: the fault, not the model, 
 from __future__ import annotations
 
 import hashlib
-import http.server
 import json
 import os
 import signal
@@ -25,8 +24,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from tests.support.http_server import LoopbackServer, QuietHandler, forward
 
 ROOT = Path(__file__).resolve().parents[1]
 DB_NAME = "faults.duckdb"
@@ -46,7 +45,7 @@ WORDS = ("the a of to is and in it you that for on with as are this be what how 
 
 
 # ---- a counting (and optionally holding) proxy in front of the llama.cpp server --------------------
-class CountingProxy:
+class CountingProxy(LoopbackServer):
     """HTTP proxy on 127.0.0.1 forwarding to an OpenAI-compatible `upstream` (/v1 base URL).
     `forwarded` counts the POSTs the server answered; while `gate` is clear, POSTs are held."""
 
@@ -59,18 +58,13 @@ class CountingProxy:
         self._lock = threading.Lock()
         proxy = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: object) -> None:
-                pass
-
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
                 self._forward(None)
 
             def do_POST(self) -> None:
                 try:
-                    body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                    body = self.read_body()
                 except OSError:  # the client was killed mid-request
                     return
                 with proxy._lock:
@@ -79,45 +73,20 @@ class CountingProxy:
                 self._forward(body)
 
             def _forward(self, body: bytes | None) -> None:
-                path = self.path[len("/v1"):] if self.path.startswith("/v1") else self.path
-                request = urllib.request.Request(proxy.upstream + path, data=body, method=self.command,
-                                                 headers={"Content-Type": "application/json"})
-                try:
-                    with urllib.request.urlopen(request, timeout=600) as response:
-                        status, payload = response.status, response.read()
-                except urllib.error.HTTPError as err:
-                    status, payload = err.code, err.read()
+                status, payload = forward(proxy.upstream, self.path, body, self.command)
                 if body is not None and status == 200:
                     with proxy._lock:
                         proxy.forwarded += 1
                 try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(payload)))
-                    self.end_headers()
-                    self.wfile.write(payload)
+                    self.reply(status, payload)
                 except OSError:  # the client was killed: the server answered all the same
                     pass
 
-        from curation_assets.llm.local_server import free_port
-
-        self.port = free_port()
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    def __enter__(self) -> CountingProxy:
-        self._thread.start()
-        return self
+        super().__init__(Handler)
 
     def __exit__(self, *exc: object) -> None:
         self.gate.set()
-        self._server.shutdown()
-        self._server.server_close()
+        super().__exit__(*exc)
 
 
 # ---- the pipeline ---------------------------------------------------------------------------------
