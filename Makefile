@@ -13,12 +13,17 @@ UI_PORT ?= 3000
 # Hide pip's notes about unused local package indexes on this kind of machine.
 QUIET_PIP := grep -v "is ignored: it is neither a file nor a directory" || true
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
+# The `ducklake` store kind's environment: duckdb 1.5.5 + the packaged DuckLake/postgres extensions
+VENV_DL ?= .venv-ducklake
+BIN_DL := $(VENV_DL)/bin
+STAMP_DL := $(VENV_DL)/.installed-$(shell cat pyproject.toml constraints.txt constraints-ducklake.txt | sha1sum | cut -c1-12)
 
-.PHONY: help setup browser demo lint test test-fast ui bench eval clean
+.PHONY: help setup setup-ducklake postgres browser demo lint test test-fast test-ducklake ui bench eval clean
 
 help:
 	@echo "make demo   set up and run the demo pipeline end to end"
 	@echo "make test   set up, lint (make lint) and run the tests"
+	@echo "make test-ducklake  the DuckLake store tests in $(VENV_DL) (duckdb 1.5.5; starts a throw-away PostgreSQL)"
 	@echo "make lint   ruff check, ruff format --check and pyright on curation_assets/ (config in pyproject.toml)"
 	@echo "make ui     open the Dagster UI on http://127.0.0.1:$(UI_PORT)"
 	@echo "make bench  run the benchmarks under bench/ (BENCH_ARGS=--quick for a short run)"
@@ -38,6 +43,21 @@ $(STAMP): pyproject.toml constraints.txt
 
 setup: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 
+# A second venv for the `ducklake` store kind (docs/deployment.md, "Shared store"): the same install
+# without the judge extra, duckdb 1.5.5 instead of 2.0 and the two extension wheels. The wheels come
+# from the same local indexes/cache as .venv's, so this takes about a minute after `make setup`.
+$(STAMP_DL): pyproject.toml constraints.txt constraints-ducklake.txt
+	@test -x $(BIN_DL)/python || $(PYTHON) -m venv $(VENV_DL)
+	@echo "Installing the DuckLake store environment into $(VENV_DL)..."
+	@$(BIN_DL)/pip install -q --upgrade pip 2>&1 | $(QUIET_PIP)
+	@$(BIN_DL)/pip install -q torch==2.13.0 2>&1 | $(QUIET_PIP)
+	@sed '/^duckdb==/d' constraints.txt | cat - constraints-ducklake.txt > $(VENV_DL)/constraints.txt
+	@$(BIN_DL)/pip install -q -c $(VENV_DL)/constraints.txt -e ".[offline,dev]" \
+	  duckdb-extension-ducklake duckdb-extension-postgres 2>&1 | $(QUIET_PIP)
+	@rm -f $(VENV_DL)/.installed-* && touch $@
+
+setup-ducklake: $(STAMP_DL)
+
 $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	@mkdir -p $(DAGSTER_HOME) && cp dagster.yaml $@
 
@@ -54,6 +74,16 @@ browser:
 	else echo "NOTE: /usr/bin/chromium or /usr/bin/chromedriver missing and not root: the browser test will fail;" \
 	  "install them with: sudo apt-get install chromium chromium-driver"; fi
 
+# The DuckLake tests start Debian's PostgreSQL (initdb as an unprivileged user); installed here when
+# missing (root + apt-get), else those tests skip naming what is missing.
+postgres:
+	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "Installing Debian's postgresql for the DuckLake store tests (once per machine)..."; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	else echo "NOTE: no PostgreSQL server binaries and not root: the DuckLake tests will skip;" \
+	  "install them with: sudo apt-get install postgresql"; fi
+
 # the gate before the tests: lint rules, formatting and types (pyright basic; about half a minute on 2 cores)
 lint: setup
 	$(BIN)/ruff check curation_assets
@@ -61,7 +91,12 @@ lint: setup
 	$(BIN)/pyright --pythonpath $(BIN)/python
 
 test: setup lint browser
-	HF_HUB_OFFLINE=1 $(BIN)/pytest -q
+	HF_HUB_OFFLINE=1 $(BIN)/pytest -q --durations=15
+	$(MAKE) test-ducklake
+
+# CURATION_REQUIRE_DUCKLAKE=1: a missing piece (PostgreSQL, the extension wheels) fails instead of skipping
+test-ducklake: setup-ducklake postgres
+	CURATION_REQUIRE_DUCKLAKE=1 HF_HUB_OFFLINE=1 $(BIN_DL)/pytest -q tests/store/test_ducklake_store.py
 
 test-fast: setup
 	HF_HUB_OFFLINE=1 $(BIN)/pytest -q -m "not e2e"
