@@ -316,7 +316,8 @@ def check_pipeline(spec: Any, base_dir: Path) -> list[tuple[YamlPath, str]]:
             )
         targets.setdefault(target.resolve(), i)
     if spec.evaluation is not None:
-        for key, message in spec.evaluation.check(selection_names, set(stage_kinds), base_dir):
+        inputs = {s.name: s.input_selection for s in spec.selections}
+        for key, message in spec.evaluation.check(selection_names, set(stage_kinds), base_dir, inputs):
             problems.append((["evaluation", key], message))
     return problems
 
