@@ -1,0 +1,252 @@
+"""A distributed run (issue #22): a sharded pipeline on a DuckLake store, materialised by Dagster's
+celery executor through two Celery workers that are separate processes in separate working
+directories (sharing only PostgreSQL, the Redis broker and the data folder), equals the same
+pipeline run in-process on one DuckDB file; a worker SIGKILLed mid-shard loses only that shard's
+uncommitted rows, which the next run computes, nothing twice.
+
+Runs in the distributed environment (`make setup-distributed`: .venv-ducklake plus dagster-celery and
+dagster-postgres) with Debian's postgresql and redis-server; elsewhere it skips naming what is missing
+(CURATION_REQUIRE_DUCKLAKE=1, as `make test-distributed` sets, fails instead)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pytest
+
+from curation_assets.methods.sharding import shard_of
+from curation_assets.store.config import ducklake_missing, open_store
+from tests.support.cluster import Cluster, cluster_missing, redis_server
+from tests.support.postgres import postgres_missing, postgres_server
+from tests.support.runs import materialize_document
+
+pytestmark = pytest.mark.e2e
+
+
+def _missing() -> str | None:
+    lake = ducklake_missing()
+    return (f"the DuckLake environment ({lake}): make setup-distributed" if lake else None) or (
+        cluster_missing() or postgres_missing()
+    )
+
+
+@pytest.fixture(scope="module")
+def services(tmp_path_factory):
+    """PostgreSQL (Dagster's storage + DuckLake catalogs) and the Redis broker, for the module."""
+    missing = _missing()
+    if missing:
+        if os.environ.get("CURATION_REQUIRE_DUCKLAKE") == "1":
+            pytest.fail(f"distributed test cannot run: {missing}")
+        pytest.skip(f"distributed test needs {missing}")
+    with postgres_server() as pg, redis_server(tmp_path_factory.mktemp("redis")) as broker:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv(pg.password_env, pg.password)  # this process reads the lake too
+            yield pg, broker
+
+
+def write_pool(path: Path, n: int) -> None:
+    words = ["alpha", "beta", "gamma", "delta", "omega", "theta", "kappa", "sigma", "zeta", "lambda"]
+    rng = np.random.default_rng(7)
+    lines = []
+    for i in range(n):
+        text = " ".join(rng.choice(words, size=int(rng.integers(3, 12))))
+        answer = " ".join(rng.choice(words, size=int(rng.integers(1, 30))))
+        lines.append(f'{{"instruction": "Task {i}: {text}", "input": "", "output": "{answer} {i}"}}')
+    path.write_text("\n".join(lines) + "\n")
+
+
+def document(model: Path, pool: Path, store: dict[str, Any], shards: int, budget: int = 12) -> dict:
+    return {
+        "type": "curation_assets.CurationPipeline",
+        "attributes": {
+            "name": "dist",
+            "store": store,
+            "automation": {"condition": "none"},
+            "sources": [{"name": "pool", "path": str(pool), "format": "alpaca"}],
+            "stages": [
+                {"name": "embed", "kind": "embedding", "model": str(model), "batch_size": 8, "shards": shards},
+                {"name": "lengths", "kind": "text_stats", "shards": shards},
+            ],
+            "selections": [
+                {"name": "kcenter", "kind": "kcenter_greedy", "embedding": "embed", "budget": budget},
+                {"name": "longest", "kind": "top_score", "stage": "lengths", "column": "output_words", "budget": 5},
+            ],
+        },
+    }
+
+
+def lake_block(pg, shared: Path, name: str) -> dict[str, Any]:
+    return {
+        "kind": "ducklake",
+        "catalog": pg.new_catalog(name),
+        "password_env": pg.password_env,
+        "data_path": str(shared / "lake"),
+        "work_path": str(shared / "work"),
+    }
+
+
+def tables(store_block: dict[str, Any]) -> dict[str, Any]:
+    """Rows, selections and stage_runs of a store (a DuckDB file or a DuckLake), in a comparable form."""
+    with open_store(store_block).reader(read_only=True) as con:
+        return {
+            "embed": con.execute("SELECT sample_id, embedding FROM embeddings ORDER BY sample_id").fetchall(),
+            "lengths": con.execute(
+                "SELECT sample_id, output_words, instruction_words FROM text_stats ORDER BY sample_id"
+            ).fetchall(),
+            "selections": con.execute(
+                "SELECT selection, sample_id, rank FROM selections ORDER BY selection, rank"
+            ).fetchall(),
+            "runs": con.execute(
+                "SELECT stage, kind, config_hash, rows_in, rows_out, coalesce(json_extract_string(stats, '$.shard'), '') "
+                "FROM stage_runs ORDER BY stage, started_at"
+            ).fetchall(),
+        }
+
+
+def assert_same_rows(expected: dict[str, Any], got: dict[str, Any]) -> None:
+    assert got["lengths"] == expected["lengths"]
+    assert got["selections"] == expected["selections"]
+    assert [sid for sid, _ in got["embed"]] == [sid for sid, _ in expected["embed"]]  # one row each, no duplicate
+    np.testing.assert_allclose(
+        np.array([v for _, v in got["embed"]]), np.array([v for _, v in expected["embed"]]), rtol=1e-5, atol=1e-6
+    )
+
+
+def reference(tmp_path: Path, model: Path, pool: Path, shards: int) -> dict[str, Any]:
+    """The same pipeline in this process (Dagster's in-process executor) on one DuckDB file."""
+    folder = tmp_path / "single_file"
+    folder.mkdir()
+    block = {"kind": "duckdb", "path": str(folder / "single.duckdb")}
+    materialize_document(folder, document(model, pool, block, shards))
+    return tables(block)
+
+
+def test_two_celery_workers_on_a_ducklake_equal_the_single_file_run(services, tmp_path, tiny_sentence_model):
+    pg, broker = services
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    pool = shared / "pool.jsonl"
+    write_pool(pool, 60)
+    expected = reference(tmp_path, tiny_sentence_model, pool, shards=4)
+
+    block = lake_block(pg, shared, "lake_equal")
+    cluster = Cluster(tmp_path / "cluster", broker, pg, Path(sys.executable), shared)
+    cluster.document = document(tiny_sentence_model, pool, block, shards=4)
+    try:
+        cluster.start_worker("w0")
+        cluster.start_worker("w1")
+        result = cluster.execute()
+        logs = {name: cluster.worker_log(name) for name in ("w0", "w1")}
+    finally:
+        cluster.stop()
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    output = result.stdout + result.stderr
+    assert (
+        "RUN_SUCCESS" in output and 'Submitting celery task for step "dist__embed.dist__embed__shard_3_of_4"' in output
+    )
+    # both workers executed steps (Celery's log line per finished task)
+    assert all("succeeded in" in log for log in logs.values()), {k: v[-2000:] for k, v in logs.items()}
+    assert not (shared / "dist.duckdb").exists() and not list(cluster.root.rglob("*.duckdb"))  # no local DuckDB
+
+    got = tables(block)
+    assert_same_rows(expected, got)
+    assert Counter(got["runs"]) == Counter(expected["runs"])  # same stage_runs: stage, config, rows per shard
+
+
+def _lock_holder(cluster: Cluster, work: Path, stage: str, shards: int) -> tuple[str, int] | None:
+    for lock in (work / ".locks").glob(f"{stage}-*-shard-*-of-{shards}.lock"):
+        holder = cluster.worker_holding(lock)
+        if holder is not None:
+            return holder, int(lock.name.split("-shard-")[1].split("-of-")[0])
+    return None
+
+
+def test_a_worker_killed_mid_shard_loses_only_that_shard(services, tmp_path, tiny_sentence_model):
+    pg, broker = services
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    pool = shared / "pool.jsonl"
+    n, shards = 1500, 2  # enough rows that a shard's embedding runs for a few seconds
+    write_pool(pool, n)
+    block = lake_block(pg, shared, "lake_kill")
+    cluster = Cluster(tmp_path / "cluster", broker, pg, Path(sys.executable), shared)
+    cluster.document = document(tiny_sentence_model, pool, block, shards=shards)
+    work = shared / "work"
+    try:
+        cluster.start_worker("w0")
+        cluster.start_worker("w1")
+        run, run_log = cluster.submit()
+        deadline, victim = time.monotonic() + 600, None
+        while victim is None:  # the first worker seen computing an embedding shard (holding its lock)
+            assert run.poll() is None, "the run ended before a shard could be killed: " + run_log.read_text()[-3000:]
+            assert time.monotonic() < deadline, run_log.read_text()[-3000:]
+            victim = _lock_holder(cluster, work, "embed", shards)
+            time.sleep(0.02)
+        killed_worker, killed_shard = victim
+        cluster.kill_worker(killed_worker)  # SIGKILL, mid-shard
+
+        # The other worker finishes everything that does not wait for the lost task; the killed
+        # task's result never comes, so the run is stopped (SIGTERM: the executor revokes its tasks).
+        other = f"{1 - killed_shard}/{shards}"
+        while not any(r[0] == "embed" and r[5] == other for r in _runs_or_empty(block)):
+            assert time.monotonic() < deadline, run_log.read_text()[-3000:]
+            time.sleep(1)
+        os.killpg(run.pid, signal.SIGTERM)
+        try:
+            run.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            os.killpg(run.pid, signal.SIGKILL)
+            run.wait()
+        _wait_until_idle(cluster, work)  # a step the other worker had started still commits
+        before = _runs_or_empty(block)
+        assert not any(r[0] == "embed" and r[5] == f"{killed_shard}/{shards}" for r in before)
+
+        cluster.start_worker(killed_worker)  # the machine comes back
+        again = cluster.execute()
+        assert again.returncode == 0, again.stdout[-4000:] + again.stderr[-4000:]
+    finally:
+        cluster.stop()
+
+    got = tables(block)
+    new_runs = list((Counter(got["runs"]) - Counter(before)).elements())
+    per_shard = Counter(shard_of(sid, shards) for sid, _ in got["embed"])
+    for stage in ("embed", "lengths"):
+        for k in range(shards):
+            label = f"{k}/{shards}"
+            committed = [r for r in before if r[0] == stage and r[5] == label]
+            (rerun,) = [r for r in new_runs if r[0] == stage and r[5] == label]
+            # a shard committed before the kill computes nothing again; one that was not (the killed
+            # shard, or one the killed worker had reserved) computes exactly its own samples
+            expected = 0 if committed else per_shard[k]
+            assert rerun[3:5] == (expected, expected), (stage, label, committed, rerun)
+    assert any(r[0] == "embed" for r in before)  # the kill came mid-stage: some shard had committed
+    # one row per sample, no duplicate; every row was written exactly once over the two runs
+    assert len(got["embed"]) == len({sid for sid, _ in got["embed"]}) == n
+    assert sum(r[4] for r in got["runs"] if r[0] == "embed") == n
+    assert len(got["lengths"]) == n == sum(r[4] for r in got["runs"] if r[0] == "lengths")
+
+
+def _wait_until_idle(cluster: Cluster, work: Path, quiet_s: float = 3.0) -> None:
+    """Until no worker has held a stage, ingest or staging lock for `quiet_s` (no step computing)."""
+    quiet_since, deadline = time.monotonic(), time.monotonic() + 300
+    while time.monotonic() - quiet_since < quiet_s:
+        assert time.monotonic() < deadline, "a worker kept computing after its run was stopped"
+        if any(cluster.worker_holding(lock) for lock in work.rglob("*.lock")):
+            quiet_since = time.monotonic()
+        time.sleep(0.2)
+
+
+def _runs_or_empty(block: dict[str, Any]) -> list[tuple]:
+    try:
+        return tables(block)["runs"]
+    except (duckdb.Error, FileNotFoundError):  # nothing written to the lake yet at the very start
+        return []
