@@ -28,21 +28,19 @@ import contextlib
 import importlib.util
 import os
 import platform
-import pwd
 import re
-import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the project root's tests/
+from tests.support.postgres import postgres_bin, postgres_missing, postgres_server
 
 ROWS_PER_COMMIT = 200  # one shard chunk: sample_id, a score, a 384-d embedding
 DIM = 384
-UNPRIVILEGED = "nobody"  # PostgreSQL refuses to run as root
 
 
 def extension_file(package: str) -> Path | None:
@@ -87,73 +85,9 @@ def connect(links: dict[str, Path], ext_dir: Path):
     return con
 
 
-def attach_sql(port: int, user: str, data_path: Path) -> str:
+def attach_sql(catalog: str, data_path: Path) -> str:
     # No password here: libpq takes it from PGPASSWORD.
-    return (
-        f"ATTACH 'ducklake:postgres:dbname=lake host=127.0.0.1 port={port} user={user}' "
-        f"AS lake (DATA_PATH '{data_path}/')"
-    )
-
-
-# -- PostgreSQL ---------------------------------------------------------------------------------
-
-
-def postgres_bin() -> Path | None:
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
-    return found[-1].parent if found else None
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextlib.contextmanager
-def postgres(root: Path) -> Iterator[tuple[int, str, str]]:
-    """A throw-away server: initdb + pg_ctl as an unprivileged user, 127.0.0.1 only, scram password."""
-    bindir = postgres_bin()
-    assert bindir is not None
-    as_root = os.geteuid() == 0
-    user = UNPRIVILEGED if as_root else pwd.getpwuid(os.geteuid()).pw_name
-    root.mkdir(parents=True, exist_ok=True)
-    data, pwfile = root / "pgdata", root / "pwfile"
-    password = secrets.token_urlsafe(24)
-    pwfile.write_text(password)
-    pwfile.chmod(0o600)
-    if as_root:
-        shutil.chown(root, user)
-        shutil.chown(pwfile, user)
-    root.chmod(0o700)
-    prefix = ["runuser", "-u", user, "--"] if as_root else []
-    port = free_port()
-    subprocess.run(
-        [*prefix, str(bindir / "initdb"), "-D", str(data), "-U", user, "--auth=scram-sha-256", f"--pwfile={pwfile}"],
-        check=True,
-        capture_output=True,
-    )
-    pwfile.unlink()
-    options = f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={root} -c fsync=on"
-    subprocess.run(
-        [*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start"],
-        check=True,
-        capture_output=True,
-    )
-    env = {**os.environ, "PGPASSWORD": password}
-    try:
-        subprocess.run(
-            [str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", user, "lake"],
-            check=True,
-            capture_output=True,
-            env=env,
-        )
-        yield port, user, password
-    finally:
-        subprocess.run(
-            [*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
-            check=False,
-            capture_output=True,
-        )
+    return f"ATTACH 'ducklake:{catalog}' AS lake (DATA_PATH '{data_path}/')"
 
 
 # -- measurements -------------------------------------------------------------------------------
@@ -439,9 +373,10 @@ def main() -> int:
     if importlib.util.find_spec("duckdb") is None:
         print("SKIP: duckdb is not installed in this Python")
         return 0
+    missing = postgres_missing()
     bindir = postgres_bin()
-    if bindir is None:
-        print("SKIP: no PostgreSQL server binaries (/usr/lib/postgresql/*/bin/initdb): apt-get install postgresql")
+    if missing or bindir is None:
+        print(f"SKIP: {missing}")
         return 0
     root = Path(tempfile.mkdtemp(prefix="ducklake_probe_"))
     try:
@@ -474,11 +409,12 @@ def probe(args: argparse.Namespace, bindir: Path, root: Path) -> int:
         "",
     ]
     try:
-        with postgres(root / "pg") as (port, user, password):
-            os.environ["PGPASSWORD"] = password  # libpq (inside the postgres extension) reads it
+        # tests/support/postgres.py: initdb as an unprivileged user, 127.0.0.1, a random password
+        with postgres_server(fsync=True) as pg:
+            os.environ["PGPASSWORD"] = pg.password  # libpq (inside the postgres extension) reads it
             data_path = root / "data"
             data_path.mkdir()
-            attach = attach_sql(port, user, data_path)
+            attach = attach_sql(pg.catalog, data_path)
             con = connect(links, ext_dir)
             con.execute(attach)
             # DuckLake has no fixed-size ARRAY (see the feature table): the embedding is a LIST
@@ -537,8 +473,10 @@ def probe(args: argparse.Namespace, bindir: Path, root: Path) -> int:
                 "|---|---|---|",
             ]
             lines += [f"| {c} | {r} | {retry} |" for c, r, retry in conflicts(links, ext_dir, attach)]
-    except subprocess.CalledProcessError as err:
-        print(f"SKIP: PostgreSQL did not start: {err.stderr.decode(errors='replace')[-400:]}")
+    except RuntimeError as err:
+        if "PostgreSQL" not in str(err):
+            raise
+        print(f"SKIP: PostgreSQL did not start: {str(err)[-400:]}")
         return 0
     finally:
         os.environ.pop("PGPASSWORD", None)
