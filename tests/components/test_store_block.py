@@ -213,3 +213,19 @@ def test_metadata_keeps_duckdb_path_and_adds_store(tmp_path: Path) -> None:
     metadata = store_metadata(store)
     assert metadata["duckdb_path"] == dg.MetadataValue.path(str(tmp_path / "m.duckdb"))
     assert metadata["store"] == dg.MetadataValue.text(str(tmp_path / "m.duckdb"))
+
+
+def test_a_store_block_travels_as_a_dict(tmp_path: Path) -> None:
+    """A worker (celery, k8s) gets the parsed block as plain data and opens the same store."""
+    component = load_pipeline_file(write(tmp_path, {"kind": "duckdb", "path": "w.duckdb"}))
+    travelled = json.loads(json.dumps(component.store_config.model_dump()))
+    store = open_store(travelled)
+    assert isinstance(store, DuckDBStore) and store.path == tmp_path / "w.duckdb"
+    assert store.protected_paths() == [
+        tmp_path / "w.duckdb",
+        tmp_path / "w.duckdb.wal",
+        tmp_path / "w.duckdb.tmp",
+        tmp_path / "w.artifacts",
+    ]
+    with pytest.raises(Exception, match="sqlite"):
+        open_store({"kind": "sqlite", "path": "x"})
