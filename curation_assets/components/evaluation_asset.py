@@ -38,6 +38,7 @@ def build_evaluation_asset(component: "CurationPipeline", evaluation: Evaluation
         **kwargs,
     )
     def evaluation_asset(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        component.check_bound_resources(context, component.resource_keys())
         store = component.prepared_store()
         spec = component.spec
         specs = {s.name: s for s in [*spec.stages, *spec.selections]}

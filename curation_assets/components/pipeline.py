@@ -26,7 +26,13 @@ from dagster.components.resolved.scopes import LoadContextScope
 
 from curation_assets.components.evaluation_asset import build_evaluation_asset
 from curation_assets.components.metadata import plain_metadata, table_metadata
-from curation_assets.components.resources import apply_resources, pipeline_resource_keys, resources_from_context
+from curation_assets.components.resources import (
+    apply_resources,
+    check_bound_resources,
+    pipeline_resource_keys,
+    resource_summary,
+    resources_from_context,
+)
 from curation_assets.components.scaffold import CurationPipelineScaffolder
 from curation_assets.components.spec import (
     ExportSpec,
@@ -74,6 +80,9 @@ class CurationPipeline(dg.Component):
         self.spec = spec
         self.base_dir = base_dir
         self.resources: dict[str, Any] = {}  # bound by `pipeline_definitions` outside a dg project
+        # key -> what the pipeline took from that resource when it loaded (checked against the run's)
+        self.loaded_resources: dict[str, dict[str, Any]] = {}
+        self.project_root = base_dir
 
     # ---- loading ------------------------------------------------------------------------
     @classmethod
@@ -111,7 +120,14 @@ class CurationPipeline(dg.Component):
         problems = problems or check_pipeline(spec, base_dir)
         if problems:
             raise ResolutionException(_located_problems(resolution, problems))
-        return cls(with_base_dir(spec, base_dir), base_dir)
+        component = cls(with_base_dir(spec, base_dir), base_dir)
+        component.project_root = project_root or base_dir
+        component.loaded_resources = {
+            key: resource_summary(resource, spec.name, component.project_root)
+            for key, resource in (resources or {}).items()
+            if key in component.resource_keys_used()
+        }
+        return component
 
     # ---- hooks --------------------------------------------------------------------------
     def get_asset_key(self, name: str) -> dg.AssetKey:
@@ -136,6 +152,13 @@ class CurationPipeline(dg.Component):
     def resource_keys(self, stage: StageSpec | None = None) -> set[str]:
         """Dagster resources an asset uses: the store's, and `stage`'s LLM endpoint's (see resources.py)."""
         return pipeline_resource_keys(self.spec, stage)
+
+    def check_bound_resources(self, context: dg.AssetExecutionContext | dg.OpExecutionContext, keys: set[str]) -> None:
+        """Stop before anything is written when a resource bound to this run differs from the one the
+        pipeline was loaded with (its config hashes and store come from the loaded one)."""
+        bound = {key: getattr(context.resources, key) for key in keys if key in self.loaded_resources}
+        label = context.op_def.name if bound else ""
+        check_bound_resources(bound, self.loaded_resources, self.spec.name, self.project_root, label)
 
     def resource_keys_used(self) -> set[str]:
         stages = [*self.spec.stages, *self.spec.selections]
@@ -380,6 +403,7 @@ class CurationPipeline(dg.Component):
             ),
         )
         def ingest(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+            self.check_bound_resources(context, self.resource_keys())
             store = self.prepared_store()
             summary, result = run_ingest(
                 source,
@@ -479,6 +503,7 @@ class CurationPipeline(dg.Component):
                 },
             )
             def run_shard(context: dg.OpExecutionContext) -> None:
+                self.check_bound_resources(context, self.resource_keys(stage))
                 self.prepared_store()
                 summary = self.execute_stage(context, kind, stage, shard=(index, count))
                 context.log.info(
@@ -495,6 +520,7 @@ class CurationPipeline(dg.Component):
             required_resource_keys=self.resource_keys(),
         )
         def commit(context: dg.OpExecutionContext) -> None:
+            self.check_bound_resources(context, self.resource_keys())
             store = self.prepared_store()
             metadata, missing = self.stage_table_metadata(store, stage, kind, self.stage_hashes[stage.name])
             metadata.update(
@@ -568,6 +594,7 @@ class CurationPipeline(dg.Component):
             **asset_kwargs,
         )
         def stage_asset(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+            self.check_bound_resources(context, self.resource_keys(stage))
             store = self.prepared_store()
             summary = self.execute_stage(context, kind, stage)
             if kind.role == "stage":
@@ -624,6 +651,7 @@ class CurationPipeline(dg.Component):
             **self.get_asset_kwargs(export.asset_name, f"`{export.selection}` as {export.format} at {out}"),
         )
         def export_asset(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+            self.check_bound_resources(context, self.resource_keys())
             count = export_selection(
                 self.prepared_store(),
                 export.selection,

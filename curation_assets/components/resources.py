@@ -7,7 +7,8 @@ inside the defs folder; the nearest definition of a key wins) and name them in a
 every LLM stage, or `llm: {resource: NAME, ...}` on one stage, whose other keys override the
 resource's (as `duckdb_path` overrides `store:`). They are resolved when the pipeline loads, because config hashes (the model) and the
 export guards (the DuckDB path) are derived from them then; every asset that uses one declares it
-in `required_resource_keys`, so Dagster shows and checks the binding.
+in `required_resource_keys`, so Dagster shows and checks the binding, and stops at run time
+(`check_bound_resources`) when the resource bound under a key is not the one the pipeline loaded with.
 
 The API key is only ever an `EnvVar`: its variable's name becomes the stage's `api_key_env`, so
 neither the run config nor `stage_runs` ever holds the key itself.
@@ -27,6 +28,7 @@ import dagster as dg
 from pydantic import BeforeValidator, Discriminator, Field, Tag, ValidationError
 
 from curation_assets.llm.endpoint import DEFAULT_LOCAL_BASE_URL, LLMEndpointSpec
+from curation_assets.redact import redact_text
 from curation_assets.specs import SpecModel
 from curation_assets.store.config import DuckDBStoreConfig, DuckLakeStoreConfig, resolve_store_paths
 
@@ -341,3 +343,50 @@ def pipeline_resource_keys(spec: Any, stage: Any = None) -> set[str]:
     if isinstance(endpoint, LLMEndpointSpec) and endpoint.resource:
         keys.add(endpoint.resource)
     return keys
+
+
+# ---- the resources bound at run time ------------------------------------------------------------
+
+
+class ResourceMismatch(RuntimeError):
+    """A run bound a resource other than the one the pipeline was loaded with."""
+
+
+def resource_summary(resource: Any, pipeline: str, project_root: Path) -> dict[str, Any]:
+    """What a pipeline takes from `resource` when it loads (its config hashes and export guards derive
+    from it): a store's resolved location, an endpoint's base URL and model. The API key is left out:
+    it changes no result, and once Dagster resolves its EnvVar the variable's name is gone."""
+    try:
+        if isinstance(resource, CurationStore):
+            return resource.store_config(pipeline, project_root).model_dump(mode="json")
+        if isinstance(resource, LLMEndpoint):
+            return {"base_url": _value(resource.base_url, "base_url"), "model": _value(resource.model, "model")}
+    except ValueError as err:
+        return {"error": str(err)}
+    return {"type": type(resource).__name__}
+
+
+def check_bound_resources(
+    bound: Mapping[str, Any], loaded: Mapping[str, Mapping[str, Any]], pipeline: str, project_root: Path, asset: str
+) -> None:
+    """Raise ResourceMismatch when a resource bound to a run is not the one the pipeline was loaded
+    with (`loaded`: key -> `resource_summary` at load time): rows would go under config hashes, or to
+    a store, that do not describe them. Values are shown with URL credentials masked."""
+    problems = []
+    for key in sorted(set(bound) & set(loaded)):
+        now, then = resource_summary(bound[key], pipeline, project_root), dict(loaded[key])
+        fields = sorted(f for f in {*now, *then} if now.get(f) != then.get(f))
+        if fields:
+            shown = ", ".join(f"{f} {_shown(then.get(f))} -> {_shown(now.get(f))}" for f in fields)
+            problems.append(f"{key!r} ({shown})")
+    if problems:
+        raise ResourceMismatch(
+            f"{asset}: the resources bound to this run are not those pipeline {pipeline!r} was loaded with: "
+            f"{'; '.join(problems)}. Its config hashes and store were derived from the loaded ones, so nothing was "
+            "written: bind the definitions' own resources (dg.materialize(..., resources=defs.resources)), or change "
+            f"{RESOURCES_FILE} and reload the definitions"
+        )
+
+
+def _shown(value: Any) -> str:
+    return "unset" if value is None else repr(redact_text(str(value)))
