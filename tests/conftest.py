@@ -35,3 +35,29 @@ def llm_server(tmp_path_factory):
     server = start_server(tmp_path_factory.mktemp("llm_server"))
     yield server
     server.stop()
+
+
+# Tiny random models (tests/support/models.py), built once per session: a test that needs a
+# variant (no chat template, extra words) builds its own; none writes into these folders.
+@pytest.fixture(scope="session")
+def tiny_sentence_model(tmp_path_factory):
+    """A 1-layer random BERT sentence-transformers folder (MiniLM's tokenizer)."""
+    from tests.support.models import build_tiny_sentence_model
+
+    return build_tiny_sentence_model(tmp_path_factory.mktemp("tiny_sentence_model"))
+
+
+@pytest.fixture(scope="session")
+def tiny_lm(tmp_path_factory):
+    """A 2-layer random Llama with a ChatML template."""
+    from tests.support.models import build_tiny_causal_lm
+
+    return build_tiny_causal_lm(tmp_path_factory.mktemp("tiny_lm"))
+
+
+@pytest.fixture(scope="session")
+def tiny_reward_model(tmp_path_factory):
+    """A 2-layer random DeBERTa-v2 reward model (one output)."""
+    from tests.support.models import build_tiny_reward_model
+
+    return build_tiny_reward_model(tmp_path_factory.mktemp("tiny_reward_model"), "deberta")

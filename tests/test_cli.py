@@ -14,9 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from curation_assets.cli import main
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pipeline_files import alpaca_records, line_of, valid_pipeline_yaml, write_pipeline  # noqa: E402
+from tests.support.files import alpaca_records, line_of, valid_pipeline_yaml, write_pipeline
 
 N_RECORDS = 30
 TOP_BUDGET = 5

@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.pipeline_files import valid_pipeline_yaml, write_pipeline
+from tests.support.files import valid_pipeline_yaml, write_pipeline
 
 
 def _run(yaml_file: Path, tmpdir: Path) -> subprocess.Popen:

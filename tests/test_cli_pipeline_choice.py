@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,9 +10,7 @@ from click.testing import CliRunner
 
 from curation_assets.cli import DEMO_PIPELINE, main
 from curation_assets.components.standalone import load_pipeline_file
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pipeline_files import valid_pipeline_yaml, write_pipeline
+from tests.support.files import valid_pipeline_yaml, write_pipeline
 
 PROJECT = Path(__file__).resolve().parents[1]
 N_RECORDS = 12

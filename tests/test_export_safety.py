@@ -25,9 +25,7 @@ from dagster.components.testing import create_defs_folder_sandbox
 
 from curation_assets.cli import main
 from curation_assets.components.standalone import load_pipeline_file
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pipeline_files import line_of, valid_pipeline_yaml, write_pipeline  # noqa: E402
+from tests.support.files import line_of, valid_pipeline_yaml, write_pipeline
 
 BIN = Path(sys.executable).parent
 TOP_BUDGET = 5

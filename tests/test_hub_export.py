@@ -8,7 +8,6 @@ folder with `config` and `data_files`. The exported folders are read back by `da
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import duckdb
@@ -18,9 +17,7 @@ import yaml
 from click.testing import CliRunner
 
 from curation_assets.cli import main
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pipeline_files import alpaca_records, write_jsonl
+from tests.support.files import alpaca_records, write_jsonl
 
 PIPELINE = """\
 type: curation_assets.CurationPipeline

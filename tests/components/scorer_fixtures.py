@@ -5,15 +5,14 @@ asks nothing, and every later stage runs for real on them."""
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import yaml
 
-from curation_assets.components.standalone import load_pipeline_file, pipeline_definitions
+from curation_assets.components.standalone import pipeline_definitions
+from tests.support.runs import run_pipeline, write_document
 
 TOPICS = ["a poem about the sea", "a short story about a lost dog", "an email asking for a day off",
           "a recipe for tomato soup", "a summary of the french revolution", "a guide to planting roses",
@@ -59,20 +58,18 @@ def evol_rows(samples: dict[str, tuple[str, str]], iterations: int = 5, seed: in
     return rows
 
 
-def write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
-
-
-def materialize_with_labels(folder: Path, document: dict[str, Any], label_stage: str, table: str,
-                            rows_for: Any) -> Any:
+def materialize_with_labels(folder: Path, document: dict[str, Any], label_stage: str, table: str, rows_for: Any,
+                            *, dagster: bool = False) -> Any:
     """Ingest, insert `rows_for(samples)` into `table` at `label_stage`'s config hash for the
-    samples lacking rows there, then materialise every asset (the label stage finds nothing pending)."""
-    path = folder / "defs.yaml"
-    path.write_text(yaml.safe_dump(document))
-    component = load_pipeline_file(path)
+    samples lacking rows there, then run every stage and selection (the label stage finds nothing
+    pending): through the runner, or through Dagster with `dagster=True`; every check must pass."""
+    component = write_document(folder, document)
     assets = list(pipeline_definitions(component).assets)
-    sources = {s["name"] for s in document["attributes"]["sources"]}
-    dg.materialize([a for a in assets if a.key.path[-1] in sources], raise_on_error=True)
+    if dagster:
+        sources = {s["name"] for s in document["attributes"]["sources"]}
+        dg.materialize([a for a in assets if a.key.path[-1] in sources], raise_on_error=True)
+    else:
+        run_pipeline(component, only=set())  # the ingest alone
     config_hash = component.stage_hashes[label_stage]
     with component.store.transaction() as con:
         samples = {sid: (ins, out) for sid, ins, out in con.execute(
@@ -84,6 +81,8 @@ def materialize_with_labels(folder: Path, document: dict[str, Any], label_stage:
             names = list(row)
             con.execute(f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
                         [row[n] for n in names])
+    if not dagster:
+        return run_pipeline(component)
     result = dg.materialize(assets, raise_on_error=True)
     failed = [c.check_name for c in result.get_asset_check_evaluations() if not c.passed]
     assert not failed, f"asset checks failed: {failed}"

@@ -1,18 +1,17 @@
 """Re-curation on data change: observe a changed source, and declarative automation requests
 the stale assets; re-running them scores only the new samples."""
 
-import json
 from pathlib import Path
 
 import dagster as dg
 import yaml
 
 from curation_assets.components.standalone import load_pipeline_file, pipeline_definitions
+from tests.support.files import write_jsonl
 
 
 def write_pool(path: Path, n: int) -> None:
-    path.write_text("".join(json.dumps({"instruction": f"question {i}", "input": "", "output": f"answer {i}"}) + "\n"
-                            for i in range(n)))
+    write_jsonl(path, [{"instruction": f"question {i}", "input": "", "output": f"answer {i}"} for i in range(n)])
 
 
 def pipeline(tmp_path: Path, automation: dict | None = None) -> Path:

@@ -1,19 +1,19 @@
-"""Selection `deita_repr_filter` through Dagster: an embedding stage and a score from another stage,
+"""Selection `deita_repr_filter` through the runner: an embedding stage and a score from another stage,
 checked against a one-sample-at-a-time loop over the stored vectors and scores."""
 
 import numpy as np
 import pytest
 
-from tests.components.test_diversity_pipeline import tiny_model, write_samples  # noqa: F401  (fixture)
-from tests.pipeline_runs import materialize_document
+from tests.support.files import write_samples
+from tests.support.runs import run_document
 
 
-def test_deita_repr_filter_equals_the_sequential_loop(tmp_path, tiny_model):  # noqa: F811
+def test_deita_repr_filter_equals_the_sequential_loop(tmp_path, tiny_sentence_model):
     write_samples(tmp_path / "pool.jsonl", 80)
     document = {"type": "curation_assets.CurationPipeline", "attributes": {
         "name": "deita", "duckdb_path": "deita.duckdb", "automation": {"condition": "none"},
         "sources": [{"name": "pool", "path": "pool.jsonl", "format": "alpaca"}],
-        "stages": [{"name": "embed", "kind": "embedding", "model": str(tiny_model), "batch_size": 16},
+        "stages": [{"name": "embed", "kind": "embedding", "model": str(tiny_sentence_model), "batch_size": 16},
                    {"name": "lengths", "kind": "text_stats"}],
         "selections": [
             {"name": "diverse", "kind": "deita_repr_filter", "embedding": "embed", "stage": "lengths",
@@ -22,7 +22,7 @@ def test_deita_repr_filter_equals_the_sequential_loop(tmp_path, tiny_model):  # 
              "column": "instruction_words", "fraction": 1.0, "tau": 0.97},
             {"name": "diverse_short_first", "kind": "deita_repr_filter", "embedding": "embed", "stage": "lengths",
              "column": "instruction_words", "budget": 10, "tau": 0.97, "order": "ascending"}]}}
-    component = materialize_document(tmp_path, document)
+    component = run_document(tmp_path, document)
     with component.store.reader() as con:
         pool = con.execute("SELECT e.sample_id, e.embedding, t.instruction_words FROM embeddings e "
                            "JOIN text_stats t USING (sample_id) ORDER BY e.sample_id").fetchall()

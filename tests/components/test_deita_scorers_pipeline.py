@@ -15,8 +15,9 @@ from curation_assets.models.causal_lm import file_sha256
 from curation_assets.models.digit_scorer import COMPLEXITY_TEMPLATE, QUALITY_TEMPLATE
 from curation_assets.models.embeddings import resolve_embedding_model
 from curation_assets.store import DuckDBStore
-from tests.components.scorer_fixtures import evol_rows, materialize_with_labels, seed_records, write_jsonl
-from tests.models_fixtures import build_tiny_causal_lm
+from tests.components.scorer_fixtures import evol_rows, materialize_with_labels, seed_records
+from tests.support.files import write_jsonl
+from tests.support.models import build_tiny_causal_lm
 
 CONVERSATION = {"messages": [
     {"role": "user", "content": "Name a colour."}, {"role": "assistant", "content": "Blue."},
@@ -57,8 +58,9 @@ def test_embedding_head_scorers_learn_the_known_scores_and_score_every_sample(tm
         {"name": "evol", "kind": "deita_evol"},
         {"name": "scorers", "kind": "deita_scorer_train", "labels": "evol", "heldout_fraction": 0.25, "seed": 3},
         {"name": "deita", "kind": "deita_scores", "scorer": "scorers"}]
+    # through Dagster: the trained-scorer family's Dagster run (the other tests use the runner)
     materialize_with_labels(tmp_path, document(stages), "evol", "deita_evol",
-                            labels_for({r["instruction"] for r in seeds}))
+                            labels_for({r["instruction"] for r in seeds}), dagster=True)
 
     trained = {r[0]: r[1:] for r in query(tmp_path, "SELECT scorer, backend, path, files, n_train, n_heldout, "
                                                     "heldout_spearman, details FROM trained_scorers")}
@@ -138,9 +140,9 @@ def test_published_scorer_format_by_local_path_and_failures_recorded(tmp_path):
                "quality_model": str(complexity_model), "batch_size": 2},
               {"name": "broken", "kind": "deita_scores", "complexity_model": str(complexity_model),
                "quality_model": str(broken)}]
-    from tests.pipeline_runs import materialize_document
+    from tests.support.runs import run_document
 
-    materialize_document(tmp_path, document(stages))
+    run_document(tmp_path, document(stages))
     model = AutoModelForCausalLM.from_pretrained(complexity_model).eval()
     tokenizer = AutoTokenizer.from_pretrained(complexity_model)
     rows = query(tmp_path, "SELECT s.instruction, s.input, s.output, s.n_turns, d.turn_complexity, d.turn_quality, "

@@ -11,8 +11,8 @@ from pathlib import Path
 from curation_assets.store import DuckDBStore
 from tests.components.test_influence_pipeline import PROJECT_VARIANT, pipeline
 from tests.components.test_less_pipeline import write_targets
-from tests.components.test_lm_pipeline import WORDS, tiny_lm  # noqa: F401  (fixture)
-from tests.pipeline_runs import materialize_document
+from tests.support.files import WORDS
+from tests.support.runs import run_document
 
 BUDGET = 6
 
@@ -28,7 +28,7 @@ def split_conversations() -> list[dict]:
     return records
 
 
-def test_round_robin_skips_parts_of_a_picked_conversation(tmp_path: Path, tiny_lm: Path) -> None:  # noqa: F811
+def test_round_robin_skips_parts_of_a_picked_conversation(tmp_path: Path, tiny_lm: Path) -> None:
     records = split_conversations()
     (tmp_path / "pool.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     write_targets(tmp_path / "target.jsonl")
@@ -38,7 +38,7 @@ def test_round_robin_skips_parts_of_a_picked_conversation(tmp_path: Path, tiny_l
     selection.update({"budget": BUDGET, "targets": [{"name": "task", "path": "target.jsonl", "validation_size": 6,
                                                       "split_seed": 1}]})
     document["attributes"]["selections"].append({**selection, "name": "plain", "distinct": False})
-    materialize_document(tmp_path, document)
+    run_document(tmp_path, document)
 
     with DuckDBStore(tmp_path / "infdist.duckdb").reader(read_only=True) as con:
         rows = con.execute("SELECT i.sample_id, i.weight, i.influence, s.instruction FROM influence_scores AS i "

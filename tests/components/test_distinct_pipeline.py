@@ -17,7 +17,6 @@ import yaml
 from curation_assets.components.standalone import load_pipeline_file, pipeline_definitions
 from curation_assets.reports.data import gather_report
 from curation_assets.store import DuckDBStore
-from tests.components.test_diversity_pipeline import tiny_model  # noqa: F401  (fixture)
 from tests.components.test_target_similarity_pipeline import write_target
 
 STORY = "Tell me the long story of the lighthouse keeper."
@@ -61,7 +60,7 @@ def greedy_by_hand(ranked: list[str], keys: dict[str, tuple[str, str]], budget: 
     return picked
 
 
-def test_distinct_selections_skip_conversation_parts_and_near_copies(tmp_path: Path, tiny_model: Path) -> None:  # noqa: F811
+def test_distinct_selections_skip_conversation_parts_and_near_copies(tmp_path: Path, tiny_sentence_model: Path) -> None:
     records = pool_records()
     (tmp_path / "pool.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     write_target(tmp_path / "target.jsonl")
@@ -70,8 +69,8 @@ def test_distinct_selections_skip_conversation_parts_and_near_copies(tmp_path: P
         "name": "dist", "duckdb_path": "dist.duckdb", "automation": {"condition": "none"},
         "sources": [{"name": "pool", "path": "pool.jsonl", "format": "sharegpt"}],
         "stages": [{"name": "lengths", "kind": "text_stats"},
-                   {"name": "embed", "kind": "embedding", "model": str(tiny_model), "template": "{instruction}",
-                    "batch_size": 8}],
+                   {"name": "embed", "kind": "embedding", "model": str(tiny_sentence_model),
+                    "template": "{instruction}", "batch_size": 8}],
         "selections": [
             {"name": "longest", "kind": "top_score", "stage": "lengths", "column": "output_words", "budget": 5},
             {"name": "longest_plain", "kind": "top_score", "stage": "lengths", "column": "output_words",

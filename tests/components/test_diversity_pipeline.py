@@ -1,6 +1,6 @@
-"""Embedding stage and the diversity selections, end to end through Dagster, on a tiny random model."""
+"""Embedding stage and the diversity selections on a tiny random model: end to end through Dagster,
+then a rerun through the runner."""
 
-import json
 from pathlib import Path
 
 import dagster as dg
@@ -9,25 +9,8 @@ import pytest
 import yaml
 
 from curation_assets.components.standalone import load_pipeline_file, pipeline_definitions
-from tests.models_fixtures import build_tiny_sentence_model
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    return build_tiny_sentence_model(tmp_path_factory.mktemp("models"))
-
-
-def write_samples(path: Path, n: int, start: int = 0) -> None:
-    rng = np.random.default_rng(start)
-    words = ["alpha", "beta", "gamma", "delta", "omega", "theta", "kappa", "sigma", "zeta", "lambda"]
-    with path.open("a") as handle:
-        for i in range(start, start + n):
-            text = " ".join(rng.choice(words, size=int(rng.integers(3, 12))))
-            handle.write(json.dumps({"instruction": f"Task {i}: {text}", "input": "", "output": f"Answer {i}"}) + "\n")
-    # two exact-content near duplicates of sample `start` (differ only by case)
-    with path.open("a") as handle:
-        first = json.loads(path.read_text().splitlines()[0])
-        handle.write(json.dumps({**first, "instruction": first["instruction"].upper()}) + "\n")
+from tests.support.files import write_samples
+from tests.support.runs import run_pipeline
 
 
 def pipeline(tmp_path: Path, model: Path) -> Path:
@@ -58,9 +41,9 @@ def run(path: Path):
     return component, result
 
 
-def test_embeddings_and_selections(tmp_path, tiny_model):
+def test_embeddings_and_selections(tmp_path, tiny_sentence_model):
     write_samples(tmp_path / "pool.jsonl", 60)
-    component, result = run(pipeline(tmp_path, tiny_model))
+    component, result = run(pipeline(tmp_path, tiny_sentence_model))
     with component.store.reader() as con:
         ids, vectors = zip(*con.execute("SELECT sample_id, embedding FROM embeddings ORDER BY sample_id").fetchall())
         instructions = dict(con.execute("SELECT sample_id, instruction FROM samples").fetchall())
@@ -75,7 +58,7 @@ def test_embeddings_and_selections(tmp_path, tiny_model):
     assert len(ids) == 61
     # stored vectors equal an independent encode of the same text with the same model
     from sentence_transformers import SentenceTransformer
-    reference = SentenceTransformer(str(tiny_model), device="cpu").encode(
+    reference = SentenceTransformer(str(tiny_sentence_model), device="cpu").encode(
         [instructions[i] for i in ids], normalize_embeddings=True)
     assert np.allclose(np.array(vectors), reference, atol=1e-5)
     assert sizes["kcenter"] == 10 and sizes["kcenter_more"] == 15 and sizes["deft"] == 12
@@ -93,12 +76,12 @@ def test_embeddings_and_selections(tmp_path, tiny_model):
     assert {"div/dedup", "div/embed"} <= deps
 
 
-def test_rerun_embeds_only_new_samples(tmp_path, tiny_model):
+def test_rerun_embeds_only_new_samples(tmp_path, tiny_sentence_model):
     write_samples(tmp_path / "pool.jsonl", 40)
-    path = pipeline(tmp_path, tiny_model)
-    component, _ = run(path)
+    path = pipeline(tmp_path, tiny_sentence_model)
+    component = run_pipeline(load_pipeline_file(path))  # the runner: Dagster is test_embeddings_and_selections
     write_samples(tmp_path / "pool.jsonl", 5, start=1000)
-    run(path)
+    run_pipeline(load_pipeline_file(path))
     with component.store.reader() as con:
         computed = [r[0] for r in con.execute(
             "SELECT rows_out FROM stage_runs WHERE stage = 'embed' ORDER BY started_at").fetchall()]
@@ -106,9 +89,9 @@ def test_rerun_embeds_only_new_samples(tmp_path, tiny_model):
     assert computed[0] == 41 and 0 < computed[1] <= 6 and total == sum(computed)
 
 
-def test_embedding_selection_must_point_at_an_embedding_stage(tmp_path, tiny_model):
+def test_embedding_selection_must_point_at_an_embedding_stage(tmp_path, tiny_sentence_model):
     write_samples(tmp_path / "pool.jsonl", 5)
-    path = pipeline(tmp_path, tiny_model)
+    path = pipeline(tmp_path, tiny_sentence_model)
     document = yaml.safe_load(path.read_text())
     document["attributes"]["stages"].append({"name": "lengths", "kind": "text_stats"})
     document["attributes"]["selections"][0]["embedding"] = "lengths"

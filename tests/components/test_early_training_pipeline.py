@@ -1,15 +1,10 @@
-"""el2n and grand stages through Dagster on a tiny random Llama."""
+"""el2n and grand stages through Dagster (the lm_signals family's Dagster run), lobass and the
+dynamic data diet through the runner, on a tiny random Llama."""
 
 import pytest
 
-from tests.components.test_lm_pipeline import write_pool
-from tests.models_fixtures import build_tiny_causal_lm
-from tests.pipeline_runs import materialize_document
-
-
-@pytest.fixture(scope="module")
-def tiny_lm(tmp_path_factory):
-    return build_tiny_causal_lm(tmp_path_factory.mktemp("lm"))
+from tests.support.files import write_pool
+from tests.support.runs import materialize_document, run_document
 
 
 def test_el2n_and_grand_are_averaged_over_runs_and_deterministic(tmp_path, tiny_lm):
@@ -51,7 +46,7 @@ def test_lobass_learnability_is_base_minus_finetuned_loss(tmp_path, tiny_lm):
                    {"name": "loss", "kind": "lm_loss", "model": str(tiny_lm), "max_length": 48}],
         "selections": [{"name": "learnable", "kind": "top_score", "stage": "lobass",
                         "column": "learnability_normalised", "budget": 4}]}}
-    component = materialize_document(tmp_path, document)
+    component = run_document(tmp_path, document)
     with component.store.reader() as con:
         rows = con.execute("SELECT b.loss_base, b.loss_finetuned, b.learnability, b.learnability_normalised, "
                            "b.in_training_set, l.loss FROM lobass_scores b JOIN lm_loss l USING (sample_id)").fetchall()
@@ -82,7 +77,7 @@ def test_dynamic_data_diet_keeps_the_ema_window(tmp_path, tiny_lm):
         "selections": [{"name": "diet", "kind": "data_diet_dynamic", "model": str(tiny_lm), "max_length": 48,
                         "epochs": 3, "size": 0.4, "offset": 0.1,
                         "lora": {"r": 4, "dropout": 0.0, "lr": 0.01, "batch_size": 4}}]}}
-    component = materialize_document(tmp_path, document)
+    component = run_document(tmp_path, document)
     with component.store.reader() as con:
         members = dict(con.execute("SELECT sample_id, score FROM selections WHERE selection = 'diet'").fetchall())
         details = dict(con.execute("SELECT sample_id, value FROM selection_details WHERE selection = 'diet'")

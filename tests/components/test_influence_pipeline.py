@@ -1,4 +1,4 @@
-"""Influence Distillation through Dagster on a tiny random Llama: JVP embeddings, landmark
+"""Influence Distillation through the runner on a tiny random Llama: JVP embeddings, landmark
 gradients, KRR propagation and round-robin selection, checked against an independent
 computation (backward per sample, hand Adam preconditioning, scikit-learn's KernelRidge)."""
 
@@ -16,8 +16,8 @@ from curation_assets.models.gradients import per_sample_response_losses
 from curation_assets.models.lora import LoraSettings, attach_lora
 from curation_assets.store import DuckDBStore
 from tests.components.test_less_pipeline import LORA, write_targets
-from tests.components.test_lm_pipeline import tiny_lm, write_pool  # noqa: F401  (fixture)
-from tests.pipeline_runs import materialize_document
+from tests.support.files import write_pool
+from tests.support.runs import run_document
 
 # the project's earlier variant, kept as options: LoRA gradients, LESS directions, raw inner
 # products, exact landmark rows, weights per subtask picked in turn
@@ -41,12 +41,12 @@ def pipeline(tiny_lm, **selection):
 
 
 @pytest.mark.parametrize("adam_direction", ["less", "released"])
-def test_influence_distillation_equals_an_independent_computation(tmp_path, tiny_lm, adam_direction):  # noqa: F811
+def test_influence_distillation_equals_an_independent_computation(tmp_path, tiny_lm, adam_direction):
     from sklearn.kernel_ridge import KernelRidge
 
     write_pool(tmp_path / "pool.jsonl", 20)
     write_targets(tmp_path / "target.jsonl")
-    materialize_document(tmp_path, pipeline(tiny_lm, **{**PROJECT_VARIANT, "adam_direction": adam_direction}))
+    run_document(tmp_path, pipeline(tiny_lm, **{**PROJECT_VARIANT, "adam_direction": adam_direction}))
 
     with DuckDBStore(tmp_path / "infdist.duckdb").reader(read_only=True) as con:
         path = con.execute("SELECT path FROM lora_checkpoints ORDER BY epoch DESC LIMIT 1").fetchall()[0][0]
@@ -119,10 +119,10 @@ def test_influence_distillation_equals_an_independent_computation(tmp_path, tiny
     assert members == expected
 
 
-def test_second_order_and_kcenter_landmarks_run_end_to_end(tmp_path, tiny_lm):  # noqa: F811
+def test_second_order_and_kcenter_landmarks_run_end_to_end(tmp_path, tiny_lm):
     write_pool(tmp_path / "pool.jsonl", 20)
     write_targets(tmp_path / "target.jsonl")
-    materialize_document(tmp_path, pipeline(tiny_lm, order="second", landmark_selection="kcenter",
+    run_document(tmp_path, pipeline(tiny_lm, order="second", landmark_selection="kcenter",
                                             optimizer="sgd", learning_rate=1.0, projection="hadamard",
                                             round_robin="subtasks"))
     with DuckDBStore(tmp_path / "infdist.duckdb").reader(read_only=True) as con:
@@ -218,7 +218,7 @@ def released_selection(tiny_lm, folder: Path, selection: str, *, normalize: bool
     return [pool[i][0] for i in picked], facts
 
 
-def test_normalisation_changes_the_picks_and_both_equal_the_released_algorithm(tmp_path, tiny_lm):  # noqa: F811
+def test_normalisation_changes_the_picks_and_both_equal_the_released_algorithm(tmp_path, tiny_lm):
     """One target sample, budget 1: unit-normalised (released) directions pick a long sample with
     the higher cosine; raw inner products pick a short one whose mean-token loss has a larger
     gradient norm but a lower cosine. Both equal the released algorithm's plain loop."""
@@ -240,7 +240,7 @@ def test_normalisation_changes_the_picks_and_both_equal_the_released_algorithm(t
         released.pop(key)  # the defaults: Hadamard, 32,768 dims (all 4,096 down_proj weights here)
     released["targets"] = [{"name": "task", "path": "target.jsonl", "validation_size": 1}]
     document["attributes"]["selections"].append({**released, "name": "raw", "normalize": False})
-    materialize_document(tmp_path, document)
+    run_document(tmp_path, document)
 
     with DuckDBStore(tmp_path / "infdist.duckdb").reader(read_only=True) as con:
         members = {name: [r[0] for r in con.execute("SELECT sample_id FROM selections WHERE selection = $s "
@@ -255,7 +255,7 @@ def test_normalisation_changes_the_picks_and_both_equal_the_released_algorithm(t
     assert raw_tokens < tokens and raw_norm > norm and raw_cosine < cosine
 
 
-def test_released_defaults_over_several_target_samples_equal_the_released_algorithm(tmp_path, tiny_lm):  # noqa: F811
+def test_released_defaults_over_several_target_samples_equal_the_released_algorithm(tmp_path, tiny_lm):
     """Six target samples in two subtasks, budget 5: the KRR per target sample and the shuffled
     round robin over target samples (not the subtask means) decide the picks."""
     write_pool(tmp_path / "pool.jsonl", 20)
@@ -264,7 +264,7 @@ def test_released_defaults_over_several_target_samples_equal_the_released_algori
     released = document["attributes"]["selections"][0]
     for key in ("fraction", "projection", "dim"):
         released.pop(key)
-    materialize_document(tmp_path, document)
+    run_document(tmp_path, document)
     with DuckDBStore(tmp_path / "infdist.duckdb").reader(read_only=True) as con:
         members = [r[0] for r in con.execute("SELECT sample_id FROM selections WHERE selection = 'influential' "
                                              "ORDER BY rank").fetchall()]

@@ -1,4 +1,4 @@
-"""Instruction Mining through Dagster on tiny random models: indicators checked against
+"""Instruction Mining through the runner on tiny random models: indicators checked against
 independent computations, the fit against a refit by the normal equations and a fresh
 fine-tune, the predictions against the stored rule, and top_score on the predicted loss."""
 
@@ -16,11 +16,10 @@ from curation_assets.components.standalone import load_pipeline_file
 from curation_assets.models.chat_format import encode_conversation
 from curation_assets.models.lora import LoraSettings, attach_lora, lora_finetune
 from curation_assets.stages.core.targets import TargetSpec, read_target
-from tests.components.test_diversity_pipeline import tiny_model  # noqa: F401  (fixture)
 from tests.components.test_less_pipeline import write_targets
-from tests.components.test_lm_pipeline import WORDS, tiny_lm  # noqa: F401  (fixture)
 from tests.methods.test_mtld import reference as mtld_reference
-from tests.pipeline_runs import materialize_document
+from tests.support.files import WORDS, write_jsonl
+from tests.support.runs import run_document
 
 LORA = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"], "lr": 0.05, "epochs": 1,
         "batch_size": 4, "warmup_ratio": 0.0}
@@ -31,14 +30,14 @@ def write_pool(path: Path, n: int) -> None:
     """Alpaca records whose outputs repeat words (MTLD defined) except every fifth (all distinct:
     MTLD undefined), plus an empty output."""
     rng = np.random.default_rng(7)
-    lines = []
+    records = []
     for i in range(n):
         instruction = " ".join(rng.choice(WORDS, size=3 + i % 7))
         vocabulary = WORDS[: 3 + i % 9] if i % 5 else WORDS
         output = " ".join(rng.choice(vocabulary, size=4 + i % 13, replace=bool(i % 5)))
-        lines.append(json.dumps({"instruction": f"q{i % 10} {instruction}", "input": "", "output": output}))
-    lines.append(json.dumps({"instruction": "q1 hello", "input": "", "output": ""}))
-    path.write_text("\n".join(lines) + "\n")
+        records.append({"instruction": f"q{i % 10} {instruction}", "input": "", "output": output})
+    records.append({"instruction": "q1 hello", "input": "", "output": ""})
+    write_jsonl(path, records)
 
 
 def document(lm: Path, sentence_model: Path) -> dict:
@@ -61,10 +60,10 @@ def document(lm: Path, sentence_model: Path) -> dict:
              "order": "ascending", "budget": 5}]}}
 
 
-def test_instruction_mining_end_to_end(tmp_path, tiny_lm, tiny_model):  # noqa: F811
+def test_instruction_mining_end_to_end(tmp_path, tiny_lm, tiny_sentence_model):
     write_pool(tmp_path / "pool.jsonl", 40)
     write_targets(tmp_path / "target.jsonl")
-    component = materialize_document(tmp_path, document(tiny_lm, tiny_model))
+    component = run_document(tmp_path, document(tiny_lm, tiny_sentence_model))
     with component.store.reader() as con:
         rows = con.execute(
             "SELECT i.sample_id, i.input_length, i.output_length, i.reward, i.perplexity, i.mtld, i.knn, "
@@ -165,7 +164,7 @@ def test_instruction_mining_end_to_end(tmp_path, tiny_lm, tiny_model):  # noqa: 
     # ---- new samples: indicators and predictions for them only, the stored rule is reused -------
     with (tmp_path / "pool.jsonl").open("a") as handle:
         handle.write(json.dumps({"instruction": "q2 why is it", "input": "", "output": "yes no yes no it is"}) + "\n")
-    component = materialize_document(tmp_path, document(tiny_lm, tiny_model))
+    component = run_document(tmp_path, document(tiny_lm, tiny_sentence_model))
     with component.store.reader() as con:
         runs = con.execute("SELECT stats->>'pending', stats->>'fitted' FROM stage_runs WHERE stage = 'rule' "
                            "ORDER BY started_at").fetchall()
@@ -181,12 +180,12 @@ def test_instruction_mining_end_to_end(tmp_path, tiny_lm, tiny_model):  # noqa: 
     assert predicted == pytest.approx(terms["(intercept)"] + sum(terms[n] * v for n, v in zip(USE, x)), rel=1e-9)
 
 
-def test_changing_an_upstream_stage_changes_the_dependent_hashes(tmp_path, tiny_lm, tiny_model):  # noqa: F811
+def test_changing_an_upstream_stage_changes_the_dependent_hashes(tmp_path, tiny_lm, tiny_sentence_model):
     write_pool(tmp_path / "pool.jsonl", 5)
     write_targets(tmp_path / "target.jsonl")
 
     def hashes(edit) -> dict[str, str]:
-        doc = document(tiny_lm, tiny_model)
+        doc = document(tiny_lm, tiny_sentence_model)
         edit({s["name"]: s for s in doc["attributes"]["stages"]})
         path = tmp_path / "defs.yaml"
         path.write_text(yaml.safe_dump(doc))

@@ -1,4 +1,4 @@
-"""Exact LESS scores (`grad_features` with `projection: none`, issue #19) through Dagster on a tiny
+"""Exact LESS scores (`grad_features` with `projection: none`, issue #19) through the runner on a tiny
 random Llama, checked against a plain loop: one transformers backward per sample, Adam
 preconditioning by hand, the cosine of the full gradients, the LESS aggregation written out."""
 
@@ -14,8 +14,8 @@ from curation_assets.models.chat_format import encode_conversation
 from curation_assets.models.lora import LoraSettings, attach_lora
 from curation_assets.store import DuckDBStore
 from tests.components.test_less_pipeline import LORA, write_targets
-from tests.components.test_lm_pipeline import tiny_lm, write_pool  # noqa: F401  (fixture)
-from tests.pipeline_runs import materialize_document
+from tests.support.files import write_pool
+from tests.support.runs import run_document
 
 TARGETS = [{"name": "task", "path": "target.jsonl", "subtask_field": "cat", "validation_size": 6, "split_seed": 1}]
 
@@ -113,11 +113,11 @@ def read_run(folder: Path) -> dict:
     return out
 
 
-def test_exact_less_scores_equal_a_plain_loop_and_stats_hold_the_projected_correlation(tmp_path, tiny_lm):  # noqa: F811
+def test_exact_less_scores_equal_a_plain_loop_and_stats_hold_the_projected_correlation(tmp_path, tiny_lm):
     write_pool(tmp_path / "pool.jsonl", 20)
     write_targets(tmp_path / "target.jsonl")
     grads = {"projection": "none", "targets": TARGETS, "compare_projection": "kronecker", "dim": 64}
-    materialize_document(tmp_path, document("pool.jsonl", tiny_lm, grads))
+    run_document(tmp_path, document("pool.jsonl", tiny_lm, grads))
     run = read_run(tmp_path)
     pool, targets, checkpoints = run["pool"], run["targets"], run["checkpoints"]
     assert len(checkpoints) == 2 and len(targets) == 6
@@ -152,7 +152,7 @@ def test_exact_less_scores_equal_a_plain_loop_and_stats_hold_the_projected_corre
 
     # incremental: new pool samples only get their gradients, the old rows stay, the scores stay exact
     write_pool(tmp_path / "pool.jsonl", 26)
-    materialize_document(tmp_path, document("pool.jsonl", tiny_lm, grads))
+    run_document(tmp_path, document("pool.jsonl", tiny_lm, grads))
     again = read_run(tmp_path)
     assert again["stats"][-1]["pending"] == len(again["pool"]) - len(pool) > 0
     expected = plain_loop_scores(tiny_lm, again["checkpoints"], again["pool"], again["targets"])
@@ -162,7 +162,7 @@ def test_exact_less_scores_equal_a_plain_loop_and_stats_hold_the_projected_corre
             assert got[(sid, role)] == pytest.approx(values[i], abs=1e-4)
 
 
-def test_projection_none_changes_the_config_hash_and_needs_the_selections_targets(tmp_path, tiny_lm):  # noqa: F811
+def test_projection_none_changes_the_config_hash_and_needs_the_selections_targets(tmp_path, tiny_lm):
     from curation_assets.components.standalone import load_pipeline_file
     from curation_assets.stages.core.registry import pipeline_config_hashes
 
@@ -204,7 +204,7 @@ def test_projection_none_changes_the_config_hash_and_needs_the_selections_target
     # exact cosines are with the stage's own targets: a `less` selection with other targets is refused
     other = document("pool.jsonl", tiny_lm, {"projection": "none", "targets": [{**TARGETS[0], "path": "other.jsonl"}]})
     with pytest.raises(Exception) as failure:
-        materialize_document(tmp_path, other)
+        run_document(tmp_path, other)
     chain, error = [], failure.value
     while error is not None:
         chain.append(str(error))

@@ -1,5 +1,6 @@
-"""LESS through Dagster on a tiny random Llama: warm-up checkpoints, batched preconditioned
-gradient features, target split and scores, checked against a per-sample backward loop."""
+"""LESS through Dagster (the influence family's Dagster run) on a tiny random Llama: warm-up
+checkpoints, batched preconditioned gradient features, target split and scores, checked against a
+per-sample backward loop."""
 
 import json
 from pathlib import Path
@@ -13,8 +14,8 @@ from curation_assets.models.chat_format import collate, encode_conversation
 from curation_assets.models.gradients import per_sample_response_losses
 from curation_assets.models.lora import LoraSettings, attach_lora
 from curation_assets.store import DuckDBStore
-from tests.components.test_lm_pipeline import tiny_lm, write_pool  # noqa: F401  (fixture)
-from tests.pipeline_runs import materialize_document
+from tests.support.files import write_pool
+from tests.support.runs import materialize_document
 
 LORA = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"], "lr": 0.01, "epochs": 2,
         "batch_size": 2, "warmup_ratio": 0.0}
@@ -28,7 +29,7 @@ def write_targets(path: Path) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
 
 
-def test_less_selection_equals_a_direct_computation(tmp_path, tiny_lm):  # noqa: F811
+def test_less_selection_equals_a_direct_computation(tmp_path, tiny_lm):
     write_pool(tmp_path / "pool.jsonl", 20)
     write_targets(tmp_path / "target.jsonl")
     document = {"type": "curation_assets.CurationPipeline", "attributes": {

@@ -1,4 +1,4 @@
-"""Stage `lm_embedding` (DEITA's embedder) through Dagster on a tiny random Llama, checked against a
+"""Stage `lm_embedding` (DEITA's embedder) through the runner on a tiny random Llama, checked against a
 plain per-sample loop: vicuna_v1.1 text built here, one unpadded forward pass with
 output_hidden_states, the last layer's state at the last token. The DEITA filter then reads it."""
 
@@ -7,17 +7,11 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from tests.components.test_lm_pipeline import write_pool
-from tests.models_fixtures import build_tiny_causal_lm
-from tests.pipeline_runs import materialize_document
+from tests.support.files import write_pool
+from tests.support.runs import run_document
 
 SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. "
           "The assistant gives helpful, detailed, and polite answers to the user's questions.")
-
-
-@pytest.fixture(scope="module")
-def tiny_lm(tmp_path_factory):
-    return build_tiny_causal_lm(tmp_path_factory.mktemp("lm"))
 
 
 def vicuna(messages, eos) -> str:
@@ -43,7 +37,7 @@ def document(model, stages, selections=()):
 def test_lm_embedding_is_the_last_token_hidden_state_and_feeds_the_deita_filter(tmp_path, tiny_lm):
     write_pool(tmp_path / "pool.jsonl", 21)
     common = {"kind": "lm_embedding", "model": str(tiny_lm)}
-    component = materialize_document(tmp_path, document(tiny_lm, [
+    component = run_document(tmp_path, document(tiny_lm, [
         {"name": "lme", **common, "max_length": 128, "batch_size": 4},
         {"name": "lme_one", **common, "max_length": 128, "batch_size": 1},
         {"name": "lme_short", **common, "max_length": 24, "batch_size": 3},
@@ -105,9 +99,9 @@ def test_lm_embedding_is_the_last_token_hidden_state_and_feeds_the_deita_filter(
 def test_lm_embedding_is_incremental_and_rejects_a_non_embedding_source(tmp_path, tiny_lm):
     write_pool(tmp_path / "pool.jsonl", 6)
     stages = [{"name": "lme", "kind": "lm_embedding", "model": str(tiny_lm), "max_length": 64}]
-    materialize_document(tmp_path, document(tiny_lm, stages))
+    run_document(tmp_path, document(tiny_lm, stages))
     write_pool(tmp_path / "pool.jsonl", 9)  # three more records
-    component = materialize_document(tmp_path, document(tiny_lm, stages))
+    component = run_document(tmp_path, document(tiny_lm, stages))
     with component.store.reader() as con:
         computed = [r[0] for r in con.execute(
             "SELECT rows_out FROM stage_runs WHERE stage = 'lme' ORDER BY started_at").fetchall()]
@@ -117,4 +111,4 @@ def test_lm_embedding_is_incremental_and_rejects_a_non_embedding_source(tmp_path
     bad = document(tiny_lm, [*stages, {"name": "lengths", "kind": "text_stats"}],
                    [{"name": "k", "kind": "kcenter_greedy", "embedding": "lengths", "budget": 2}])
     with pytest.raises(Exception, match="not an embedding stage"):
-        materialize_document(tmp_path, bad)
+        run_document(tmp_path, bad)

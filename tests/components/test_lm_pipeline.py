@@ -1,6 +1,5 @@
-"""The lm_loss stage through Dagster on a tiny random Llama."""
+"""The lm_loss stage on a tiny random Llama, through the runner; a failing model through Dagster."""
 
-import json
 from pathlib import Path
 
 import dagster as dg
@@ -11,25 +10,13 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from curation_assets.components.standalone import load_pipeline_file, pipeline_definitions
 from curation_assets.models.chat_format import encode_conversation
-from tests.models_fixtures import build_tiny_causal_lm
-from tests.pipeline_runs import materialize_document
+from tests.support.files import WORDS, write_pool  # noqa: F401  (WORDS: imported from here)
+from tests.support.models import build_tiny_causal_lm
+from tests.support.runs import run_document, run_pipeline
 
-WORDS = "the a of to is and in it you that for on with as are this be what how why".split()
-
-
-@pytest.fixture(scope="module")
-def tiny_lm(tmp_path_factory) -> Path:
-    return build_tiny_causal_lm(tmp_path_factory.mktemp("lm"))
-
-
-def write_pool(path: Path, n: int) -> None:
-    lines = []
-    for i in range(n):
-        instruction = " ".join(WORDS[(i + j) % len(WORDS)] for j in range(3 + i % 7))
-        output = " ".join(WORDS[(2 * i + j) % len(WORDS)] for j in range(1 + i % 11))
-        lines.append(json.dumps({"instruction": f"q{i % 10} {instruction}", "input": "", "output": output}))
-    lines.append(json.dumps({"instruction": "q1 hello", "input": "", "output": ""}))  # empty response
-    path.write_text("\n".join(lines) + "\n")
+# `tiny_lm` is tests/conftest.py's session fixture; this name stays importable for the modules
+# (tests/evaluation) that still import it from here next to `write_pool`.
+tiny_lm = None
 
 
 def pipeline(tmp_path: Path, model: Path, stages: list[dict]) -> Path:
@@ -49,9 +36,7 @@ def test_lm_loss_matches_transformers_loss_and_batching_does_not_matter(tmp_path
     path = pipeline(tmp_path, tiny_lm, [
         {"name": "loss", "kind": "lm_loss", "model": str(tiny_lm), "batch_size": 4, "max_length": 64},
         {"name": "loss_one_by_one", "kind": "lm_loss", "model": str(tiny_lm), "batch_size": 1, "max_length": 64}])
-    component = load_pipeline_file(path)
-    result = dg.materialize(list(pipeline_definitions(component).assets), raise_on_error=True)
-    assert all(c.passed for c in result.get_asset_check_evaluations())
+    component = run_pipeline(load_pipeline_file(path))
     with component.store.reader() as con:
         rows = con.execute("SELECT l.sample_id, l.loss, l.perplexity, l.n_response_tokens, s.messages, b.loss "
                            "FROM lm_loss l JOIN samples s USING (sample_id) "
@@ -78,7 +63,7 @@ def test_input_selection_limits_an_expensive_stage(tmp_path, tiny_lm):
         {"name": "loss", "kind": "lm_loss", "model": str(tiny_lm), "max_length": 64,
          "input_selection": "first_ten"}]).read_text())
     document["attributes"]["selections"].insert(0, {"name": "first_ten", "kind": "random", "budget": 10})
-    component = materialize_document(tmp_path, document)
+    component = run_document(tmp_path, document)
     with component.store.reader() as con:
         scored = {r[0] for r in con.execute("SELECT sample_id FROM lm_loss").fetchall()}
         members = {r[0] for r in con.execute("SELECT sample_id FROM selections WHERE selection = 'first_ten'")

@@ -1,4 +1,4 @@
-"""LoBaSS `holdout` through Dagster on a tiny random Llama: which reference model scored each sample,
+"""LoBaSS `holdout` through the runner on a tiny random Llama: which reference model scored each sample,
 checked by recomputing every sample's loss under each saved adapter with a plain per-sample loop
 (transformers' own loss over the response tokens)."""
 
@@ -9,22 +9,16 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from tests.components.test_lm_pipeline import write_pool
-from tests.models_fixtures import build_tiny_causal_lm
-from tests.pipeline_runs import materialize_document
+from tests.support.files import write_pool
+from tests.support.runs import run_document
 
 LORA = {"r": 8, "dropout": 0.0, "lr": 0.05, "epochs": 4, "batch_size": 4, "scheduler": "constant",
         "warmup_ratio": 0.0}
 
 
-@pytest.fixture(scope="module")
-def tiny_lm(tmp_path_factory):
-    return build_tiny_causal_lm(tmp_path_factory.mktemp("lm"))
-
-
 def run(tmp_path, tiny_lm, n, **lobass):
     write_pool(tmp_path / "pool.jsonl", n)
-    component = materialize_document(tmp_path, {"type": "curation_assets.CurationPipeline", "attributes": {
+    component = run_document(tmp_path, {"type": "curation_assets.CurationPipeline", "attributes": {
         "name": "lob", "duckdb_path": "lob.duckdb", "automation": {"condition": "none"},
         "sources": [{"name": "pool", "path": "pool.jsonl"}],
         "stages": [{"name": "lobass", "kind": "lobass", "model": str(tiny_lm), "max_length": 48, "lora": LORA,

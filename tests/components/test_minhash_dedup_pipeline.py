@@ -1,17 +1,17 @@
-"""Selection `minhash_dedup` end to end through Dagster: planted near-duplicates are dropped and
+"""Selection `minhash_dedup` end to end through the runner: planted near-duplicates are dropped and
 point at the sample kept (the one earlier in the file), an exact Jaccard written here agrees, and a
 later ingest keeps the older sample of a cluster even when the new copy comes first in the file."""
 
 import itertools
-import json
 from pathlib import Path
 
-import dagster as dg
 import numpy as np
 import pytest
 import yaml
 
-from curation_assets.components.standalone import load_pipeline_file, pipeline_definitions
+from curation_assets.components.standalone import load_pipeline_file
+from tests.support.files import write_jsonl
+from tests.support.runs import run_pipeline
 
 
 def shingles(text: str) -> set[str]:
@@ -63,14 +63,11 @@ def pipeline(tmp_path: Path, **options) -> Path:
 
 
 def run(path: Path):
-    component = load_pipeline_file(path)
-    dg.materialize(list(pipeline_definitions(component).assets), raise_on_error=True)
-    return component
+    return run_pipeline(load_pipeline_file(path))  # the runner: the diversity family's Dagster run is elsewhere
 
 
 def write(path: Path, records: list[dict]) -> None:
-    with path.open("a") as handle:
-        handle.writelines(json.dumps(r) + "\n" for r in records)
+    write_jsonl(path, records, append=True)
 
 
 def test_minhash_dedup_drops_planted_near_duplicates(tmp_path):

@@ -13,9 +13,8 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
 from curation_assets.store import DuckDBStore
-from tests.components.scorer_fixtures import write_jsonl
-from tests.models_fixtures import build_tiny_causal_lm, build_tiny_reward_model, build_tiny_sentence_model
-from tests.pipeline_runs import materialize_document
+from tests.support.files import write_jsonl
+from tests.support.runs import run_document
 
 WORDS = "what how why write explain answer question code list one two three four five hello world yes no".split()
 LORA = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"], "lr": 0.01, "epochs": 1,
@@ -34,11 +33,11 @@ def mods_selection(lm: Path, **keys) -> dict:
             **seeds, "max_length": 64, "max_new_tokens": 6, "batch_size": 3, "lora": LORA, **keys}
 
 
-def document(folder: Path, reward: Path, selections: list[dict]) -> dict:
+def document(sentence_model: Path, reward: Path, selections: list[dict]) -> dict:
     return {"type": "curation_assets.CurationPipeline", "attributes": {
         "name": "m", "duckdb_path": "m.duckdb", "sources": [{"name": "pool", "path": "pool.jsonl"}],
         "automation": {"condition": "none"},
-        "stages": [{"name": "embed", "kind": "embedding", "model": str(build_tiny_sentence_model(folder / "st"))},
+        "stages": [{"name": "embed", "kind": "embedding", "model": str(sentence_model)},
                    {"name": "rm", "kind": "reward_scores", "model": str(reward), "max_length": 64}],
         "selections": selections}}
 
@@ -69,20 +68,19 @@ def members(folder: Path, selection: str) -> list[tuple[str, str]]:
                          f"USING (selection, sample_id) WHERE selection = '{selection}' ORDER BY m.rank")
 
 
-@pytest.fixture(scope="module")
-def models(tmp_path_factory) -> tuple[Path, Path]:
-    folder = tmp_path_factory.mktemp("models")
-    return build_tiny_causal_lm(folder), build_tiny_reward_model(folder, "deberta")
+@pytest.fixture
+def models(tiny_lm, tiny_reward_model, tiny_sentence_model) -> tuple[Path, Path, Path]:
+    return tiny_lm, tiny_reward_model, tiny_sentence_model
 
 
 def test_mods_steps_match_an_independent_computation(tmp_path, models):
-    lm, reward = models
+    lm, reward, sentence = models
     pool = records(30)
     write_jsonl(tmp_path / "pool.jsonl", pool)
     # (1) quality threshold from the reward model called directly: about 70% of the pool passes
     threshold = float(np.quantile(direct_reward(reward, [(r["instruction"], r["output"]) for r in pool]), 0.3))
     # pass A: every generation necessary (threshold +inf); `mods_cut` asks 10 seeds of a budget of 3
-    materialize_document(tmp_path, document(tmp_path, reward, [
+    run_document(tmp_path, document(sentence, reward, [
         mods_selection(lm, reward_threshold=threshold, necessity_threshold=1e9),
         mods_selection(lm, name="mods_cut", reward_threshold=threshold, budget=3, seed_count=10)]))
 
@@ -115,7 +113,7 @@ def test_mods_steps_match_an_independent_computation(tmp_path, models):
     # batched and the one-at-a-time reward could round to different sides)
     middle = sorted(generated.values())
     necessity = (middle[len(middle) // 2 - 1] + middle[len(middle) // 2]) / 2
-    materialize_document(tmp_path, document(tmp_path, reward, [
+    run_document(tmp_path, document(sentence, reward, [
         mods_selection(lm, reward_threshold=threshold, necessity_threshold=necessity)]))
     (config_hash,) = query(tmp_path, "SELECT config_hash FROM stage_runs WHERE stage = 'mods' "
                                      "ORDER BY finished_at DESC LIMIT 1")[0]
@@ -156,10 +154,10 @@ def test_mods_steps_match_an_independent_computation(tmp_path, models):
 
 
 def test_mods_names_an_empty_quality_set(tmp_path, models):
-    lm, reward = models
+    lm, reward, sentence = models
     write_jsonl(tmp_path / "pool.jsonl", records(6))
     with pytest.raises(Exception) as raised:
-        materialize_document(tmp_path, document(tmp_path, reward, [mods_selection(lm, reward_threshold=1e9)]))
+        run_document(tmp_path, document(sentence, reward, [mods_selection(lm, reward_threshold=1e9)]))
     message = str(raised.value)
     assert "mods" in message and "`reward_threshold` 1000000000.0" in message and "'rm'" in message
 
@@ -172,8 +170,8 @@ def test_mods_names_an_empty_quality_set(tmp_path, models):
     ({"seed_fraction": 0}, "seed_fraction"),
 ])
 def test_mods_yaml_errors(tmp_path, models, keys, message):
-    lm, reward = models
+    lm, reward, sentence = models
     write_jsonl(tmp_path / "pool.jsonl", records(6))
     with pytest.raises(Exception) as raised:
-        materialize_document(tmp_path, document(tmp_path, reward, [mods_selection(lm, **keys)]))
+        run_document(tmp_path, document(sentence, reward, [mods_selection(lm, **keys)]))
     assert message in str(raised.value)

@@ -7,7 +7,6 @@ folder sandbox, as `dg check defs` does) and through `load_pipeline_file` (the C
 from __future__ import annotations
 
 import re
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,9 +18,7 @@ from dagster.components.testing import create_defs_folder_sandbox
 from curation_assets.components.pipeline import CurationPipeline
 from curation_assets.components.standalone import PipelineFileError, load_pipeline_file, pipeline_definitions
 from curation_assets.sources.ingest import resolve_source_location
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pipeline_files import alpaca_records, line_of, valid_pipeline_yaml, write_jsonl, write_pipeline  # noqa: E402
+from tests.support.files import alpaca_records, line_of, valid_pipeline_yaml, write_jsonl, write_pipeline
 
 K = dg.AssetKey
 BASE = valid_pipeline_yaml()

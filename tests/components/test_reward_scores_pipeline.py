@@ -13,9 +13,9 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from curation_assets.models.embeddings import resolve_embedding_model
 from curation_assets.store import DuckDBStore
-from tests.components.scorer_fixtures import DETAILS, TOPICS, materialize_with_labels, write_jsonl
-from tests.models_fixtures import build_tiny_reward_model
-from tests.pipeline_runs import materialize_document
+from tests.components.scorer_fixtures import DETAILS, TOPICS, materialize_with_labels
+from tests.support.files import write_jsonl
+from tests.support.runs import run_document
 
 CONVERSATION = {"messages": [
     {"role": "user", "content": "Name a colour."}, {"role": "assistant", "content": "Blue."},
@@ -33,14 +33,14 @@ def query(folder: Path, sql: str):
         return con.execute(sql).fetchall()
 
 
-def test_hugging_face_reward_model_scores_pairs_like_mods(tmp_path):
-    folder = build_tiny_reward_model(tmp_path, "deberta")
+def test_hugging_face_reward_model_scores_pairs_like_mods(tmp_path, tiny_reward_model):
+    folder = tiny_reward_model
     records = [{"instruction": "What is two plus two?", "input": "", "output": "Four."},
                {"instruction": "Translate to French.", "input": "good morning", "output": "bonjour"},
                {"instruction": "Explain the world.", "input": "", "output": "The world is big and round. " * 30},
                CONVERSATION]
     write_jsonl(tmp_path / "pool.jsonl", records)
-    materialize_document(tmp_path, document([{"name": "rm", "kind": "reward_scores", "model": str(folder),
+    run_document(tmp_path, document([{"name": "rm", "kind": "reward_scores", "model": str(folder),
                                               "max_length": 64, "batch_size": 2}]))
     model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
     tokenizer = AutoTokenizer.from_pretrained(folder)

@@ -23,6 +23,7 @@ from curation_assets.llm.client import ChatRequest, LLMClient
 from curation_assets.llm.endpoint import LLMConfigError, LLMEndpointSpec
 from curation_assets.llm.local_server import free_port
 from tests.components.test_dg_cli import _bad_project, _output, _run, cli_env  # noqa: F401 - cli_env: fixture
+from tests.support.files import write_jsonl
 
 KEY = "sk-proj-Zq81Xw4TkLm0Np7Rv2Ys5Ub9"  # looks like a real key on purpose
 PASSWORD = "urlpw5c7e9a1b3d"  # lower case and digits: survives any slug made of the URL
@@ -37,9 +38,8 @@ def pipeline(stage_llm: dict, *, extra_stages: tuple[dict, ...] = ()) -> dict:
 
 
 def write_pool(folder: Path, n: int = 3) -> None:
-    (folder / "pool.jsonl").write_text("".join(
-        json.dumps({"instruction": f"What is {i} plus {i}?", "input": "", "output": f"{2 * i}."}) + "\n"
-        for i in range(n)))
+    write_jsonl(folder / "pool.jsonl",
+                [{"instruction": f"What is {i} plus {i}?", "input": "", "output": f"{2 * i}."} for i in range(n)])
 
 
 def check(folder: Path, document: dict) -> tuple[int, str]:

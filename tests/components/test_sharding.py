@@ -18,8 +18,8 @@ from dagster.components.resolved.errors import ResolutionException
 from curation_assets.components.standalone import PipelineFileError, load_pipeline_file
 from curation_assets.methods.sharding import shard_of
 from curation_assets.stages.core.registry import pipeline_config_hashes
-from tests.components.test_diversity_pipeline import tiny_model, write_samples  # noqa: F401  (fixture)
-from tests.pipeline_runs import materialize_document
+from tests.support.files import write_samples
+from tests.support.runs import materialize_document
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -69,15 +69,15 @@ def tables(folder: Path) -> dict:
 
 
 @pytest.mark.e2e
-def test_four_shards_on_two_processes_equal_the_unsharded_run(tmp_path, tiny_model):  # noqa: F811
+def test_four_shards_on_two_processes_equal_the_unsharded_run(tmp_path, tiny_sentence_model):
     folders = {}
     for shards in (None, 4):
         folder = tmp_path / f"shards_{shards}"
         folder.mkdir()
         write_samples(folder / "pool.jsonl", 40)
         folders[shards] = folder
-    materialize_document(folders[None], document(tiny_model, None))  # in process, unsharded
-    (folders[4] / "defs.yaml").write_text(yaml.safe_dump(document(tiny_model, 4)))
+    materialize_document(folders[None], document(tiny_sentence_model, None))  # in process, unsharded
+    (folders[4] / "defs.yaml").write_text(yaml.safe_dump(document(tiny_sentence_model, 4)))
     result = run_with_multiprocess_executor(folders[4])
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     log = result.stdout + result.stderr
@@ -128,14 +128,14 @@ def test_shard_of_matches_duckdb():
     assert len(set(got)) == 5
 
 
-def test_gpu_op_tags_go_to_model_stages_only(tmp_path, tiny_model):  # noqa: F811
+def test_gpu_op_tags_go_to_model_stages_only(tmp_path, tiny_sentence_model):
     from curation_assets.components.standalone import pipeline_definitions
 
     write_samples(tmp_path / "pool.jsonl", 5)
-    doc = document(tiny_model, None)
+    doc = document(tiny_sentence_model, None)
     tags = yaml.safe_load((ROOT / "curation_assets" / "deploy" / "gpu_op_tags.yaml").read_text())["gpu_op_tags"]
     doc["attributes"]["gpu_op_tags"] = tags
-    doc["attributes"]["stages"].append({"name": "embed_sharded", "kind": "embedding", "model": str(tiny_model),
+    doc["attributes"]["stages"].append({"name": "embed_sharded", "kind": "embedding", "model": str(tiny_sentence_model),
                                         "shards": 2})
     (tmp_path / "defs.yaml").write_text(yaml.safe_dump(doc))
     definitions = pipeline_definitions(load_pipeline_file(tmp_path / "defs.yaml"))
@@ -147,11 +147,11 @@ def test_gpu_op_tags_go_to_model_stages_only(tmp_path, tiny_model):  # noqa: F81
     assert len(shard_ops) == 2 and all(json.loads(op.tags["dagster-k8s/config"]) == expected for op in shard_ops)
 
 
-def test_a_new_shard_count_computes_nothing_new(tmp_path, tiny_model):  # noqa: F811
+def test_a_new_shard_count_computes_nothing_new(tmp_path, tiny_sentence_model):
     write_samples(tmp_path / "pool.jsonl", 12)
-    materialize_document(tmp_path, document(tiny_model, 3))
+    materialize_document(tmp_path, document(tiny_sentence_model, 3))
     write_samples(tmp_path / "pool.jsonl", 2, start=100)  # 2 new samples (its near duplicate exists already)
-    materialize_document(tmp_path, document(tiny_model, 2))
+    materialize_document(tmp_path, document(tiny_sentence_model, 2))
     runs = [r for r in tables(tmp_path)["runs"] if r[0] == "embed"]
     assert [r[3] for r in runs[:3]] == ["0/3", "1/3", "2/3"] and sum(r[1] for r in runs[:3]) == 13
     assert [r[3] for r in runs[3:]] == ["0/2", "1/2"]
@@ -163,4 +163,4 @@ def test_deployment_files_parse():
     instance = yaml.safe_load((deploy / "dagster.yaml").read_text())
     assert instance["storage"]["postgres"]["postgres_db"]["password"] == {"env": "DAGSTER_PG_PASSWORD"}
     assert instance["run_launcher"]["class"] == "K8sRunLauncher"
-    assert "k8s" in yaml.safe_load((deploy / "executor.yaml").read_text())["execution"]["config"]
+    assert yaml.safe_load((deploy / "executor.yaml").read_text())["execution"]["config"]["max_concurrent"] > 1

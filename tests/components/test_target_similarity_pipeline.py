@@ -1,4 +1,4 @@
-"""`target_similarity` through Dagster on a tiny random sentence model, against a brute-force
+"""`target_similarity` through the runner on a tiny random sentence model, against a brute-force
 computation with sentence-transformers directly (same model, same template)."""
 
 import json
@@ -8,8 +8,8 @@ import pytest
 from sentence_transformers import SentenceTransformer
 
 from curation_assets.store import DuckDBStore
-from tests.components.test_diversity_pipeline import tiny_model, write_samples  # noqa: F401  (fixture)
-from tests.pipeline_runs import materialize_document
+from tests.support.files import write_samples
+from tests.support.runs import run_document
 
 
 def write_target(path, n=9):
@@ -19,14 +19,14 @@ def write_target(path, n=9):
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
 
 
-def test_target_similarity_equals_brute_force(tmp_path, tiny_model):  # noqa: F811
+def test_target_similarity_equals_brute_force(tmp_path, tiny_sentence_model):
     write_samples(tmp_path / "pool.jsonl", 30)
     write_target(tmp_path / "target.jsonl")
     template = "{instruction}\n{input}"
-    materialize_document(tmp_path, {"type": "curation_assets.CurationPipeline", "attributes": {
+    run_document(tmp_path, {"type": "curation_assets.CurationPipeline", "attributes": {
         "name": "sim", "duckdb_path": "sim.duckdb", "automation": {"condition": "none"},
         "sources": [{"name": "pool", "path": "pool.jsonl", "format": "alpaca"}],
-        "stages": [{"name": "embed", "kind": "embedding", "model": str(tiny_model), "template": template,
+        "stages": [{"name": "embed", "kind": "embedding", "model": str(tiny_sentence_model), "template": template,
                     "batch_size": 8}],
         "selections": [{"name": "closest", "kind": "target_similarity", "embedding": "embed", "budget": 6,
                         "distinct": False,  # plain top-k: the brute force below ranks every sample
@@ -42,7 +42,7 @@ def test_target_similarity_equals_brute_force(tmp_path, tiny_model):  # noqa: F8
                               "WHERE selection = 'closest'").fetchall()
     assert len(targets) == 9 and sum(t[0] == "validation" for t in targets) == 5
 
-    model = SentenceTransformer(str(tiny_model), device="cpu")
+    model = SentenceTransformer(str(tiny_sentence_model), device="cpu")
     records = [json.loads(line) for line in (tmp_path / "target.jsonl").read_text().splitlines()]
     by_user_turn = {(f"{r['instruction']}\n\n{r['input']}" if r["input"] else r["instruction"]): r for r in records}
     validation = [(by_user_turn[text], subtask) for split, subtask, text in targets if split == "validation"]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import re
 import struct
-import sys
 import textwrap
 from pathlib import Path
 
@@ -19,9 +18,7 @@ from markdown_it import MarkdownIt
 
 from curation_assets.cli import main
 from curation_assets.components.standalone import load_pipeline_file, pipeline_definitions
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pipeline_files import alpaca_records, write_jsonl  # noqa: E402
+from tests.support.files import alpaca_records, write_jsonl
 
 HOSTILE_INSTRUCTION = "Explain <script>alert('x')</script> **bold** [link](http://example.com) | a_b & `code`"
 LONG_OUTPUT = " ".join(f"word{j}" for j in range(200)) + "\nsecond line <b>tag</b>"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
@@ -14,19 +13,13 @@ from curation_assets.sources.normalise import sample_id_for
 from curation_assets.sources.spec import FieldMappingSpec, SourceSpec
 from curation_assets.stages.core.runner import run_ingest
 from curation_assets.store import DuckDBStore
+from tests.support.files import write_jsonl
 
 TABLES = ("samples", "source_samples", "rejected_samples", "stage_runs")
 
 
 def alpaca(i: int | str, output: str | None = None) -> dict[str, str]:
     return {"instruction": f"Question {i}?", "input": "", "output": output if output is not None else f"Answer {i}."}
-
-
-def write_jsonl(path: Path, rows: list[Any]) -> Path:
-    """Each row is a JSON value, or a str written verbatim (for malformed lines)."""
-    lines = [row if isinstance(row, str) else json.dumps(row, ensure_ascii=False) for row in rows]
-    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-    return path
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from curation_assets.components.standalone import load_pipeline_file
 from curation_assets.stages.core.registry import get_kind
 from curation_assets.stages.core.run_guard import stage_lock_path
 from curation_assets.stages.core.runner import run_ingest, run_stage
-from tests.pipeline_files import valid_pipeline_yaml, write_pipeline
+from tests.support.files import valid_pipeline_yaml, write_pipeline
 
 HOLD_LOCK = """
 import sys, time

@@ -7,7 +7,6 @@ lock_configuration); ATTACH and INSTALL/LOAD are refused by statement type as we
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import duckdb
@@ -15,9 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from curation_assets.cli import main
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pipeline_files import valid_pipeline_yaml, write_pipeline  # noqa: E402
+from tests.support.files import valid_pipeline_yaml, write_pipeline
 
 
 def query(db: Path, sql: str, *options: str) -> object:
