@@ -60,4 +60,7 @@ def _pipeline_from_env() -> Path:
     return Path(value)
 
 
-defs = location_definitions(_pipeline_from_env(), os.environ.get("CURATION_EXECUTOR", "multiprocess"))
+@dg.definitions
+def defs() -> dg.Definitions:
+    """Loaded when Dagster loads the code location (not on import: the helpers above need no environment)."""
+    return location_definitions(_pipeline_from_env(), os.environ.get("CURATION_EXECUTOR", "multiprocess"))

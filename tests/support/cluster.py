@@ -169,6 +169,7 @@ class Cluster:
             "DAGSTER_HOME": str(folder / "dagster_home"),
             "CURATION_PIPELINE": str(folder / "defs.yaml"),
             "CURATION_EXECUTOR": "celery",
+            "CELERY_BROKER_URL": self.broker,
             "PYTHONPATH": f"{folder}{os.pathsep}{ROOT}",
             "HF_HUB_OFFLINE": "1",
             "OMP_NUM_THREADS": "1",
@@ -212,11 +213,10 @@ class Cluster:
     def _run_command(self) -> tuple[list[str], Path]:
         self._runs += 1
         folder = self.process_folder(f"run{self._runs}")
-        run_config = {"execution": {"config": {"broker": self.broker, "backend": self.broker}}}
-        (folder / "run.yaml").write_text(yaml.safe_dump(run_config))
+        run_config = ROOT / "curation_assets" / "deploy" / "executor-celery.yaml"  # broker from CELERY_BROKER_URL
         command = [
             str(self.python), "-m", "dagster", "job", "execute", "-m", "curation_assets.deploy.location",
-            "-j", "everything", "-c", "run.yaml",
+            "-j", "everything", "-c", str(run_config),
         ]  # fmt: skip
         return command, folder
 
