@@ -78,6 +78,17 @@ def requirements(attributes: dict[str, Any], names: set[str]) -> set[str]:
     return needed
 
 
+def _pools_keeping(evaluation: dict[str, Any], methods: set[str]) -> list[dict[str, Any]]:
+    """The evaluation's sub-pool bands (`pools:`) restricted to `methods`; a band left with no method goes,
+    so its baselines are neither required nor fine-tuned."""
+    kept = []
+    for band in evaluation.get("pools") or []:
+        selections = [s for s in band["selections"] if s in methods]
+        if selections:
+            kept.append({**band, "selections": selections})
+    return kept
+
+
 def derive(document: dict[str, Any], *, pool: int | None = None, epochs: int | None = None,
            heldout: int | None = None, drop: set[str] = frozenset(), no_judge: bool = False,
            only: set[str] = frozenset(), output_dir: str | None = None, training_seeds: int | None = None,
@@ -90,10 +101,14 @@ def derive(document: dict[str, Any], *, pool: int | None = None, epochs: int | N
         evaluation = attributes["evaluation"]
         if only - set(evaluation["selections"]):
             raise SystemExit(f"--only: not an evaluated selection: {sorted(only - set(evaluation['selections']))}")
-        needed = requirements(attributes, set(only) | set(evaluation["baselines"]))
+        pools = _pools_keeping(evaluation, only)
+        pool_baselines = {b for band in pools for b in band["baselines"]}
+        needed = requirements(attributes, set(only) | set(evaluation["baselines"]) | pool_baselines)
         attributes["stages"] = [s for s in attributes["stages"] if s["name"] in needed]
         attributes["selections"] = [s for s in attributes["selections"] if s["name"] in needed]
         evaluation["selections"] = [s for s in evaluation["selections"] if s in only]
+        if "pools" in evaluation:
+            evaluation["pools"] = pools
         parts.append("only_" + "_".join(sorted(only)))
     judged = set(llm_stage_names(attributes)) if no_judge else set()
     named = set(drop)
@@ -101,11 +116,16 @@ def derive(document: dict[str, Any], *, pool: int | None = None, epochs: int | N
     if drop:
         dropped = dependents(attributes, drop)
         evaluation = attributes["evaluation"]
-        if dropped & set(evaluation["baselines"]):
-            raise SystemExit(f"cannot drop the baselines {sorted(dropped & set(evaluation['baselines']))}")
+        kept = set(evaluation["selections"]) - dropped
+        pools = _pools_keeping(evaluation, kept)
+        baselines = set(evaluation["baselines"]) | {b for band in pools for b in band["baselines"]}
+        if dropped & baselines:
+            raise SystemExit(f"cannot drop the baselines {sorted(dropped & baselines)}")
         attributes["stages"] = [s for s in attributes["stages"] if s["name"] not in dropped]
         attributes["selections"] = [s for s in attributes["selections"] if s["name"] not in dropped]
         evaluation["selections"] = [s for s in evaluation["selections"] if s not in dropped]
+        if "pools" in evaluation:
+            evaluation["pools"] = pools
         parts += (["nojudge"] if judged else []) + (["without_" + "_".join(sorted(named))] if named else [])
     if pool is not None:
         attributes["sources"][0]["limit"] = pool

@@ -73,3 +73,43 @@ def test_only_variant_keeps_what_the_kept_methods_read(tmp_path):
     path = tmp_path / "defs.yaml"
     path.write_text(yaml.safe_dump(derived))
     assert load_pipeline_file(path).spec.evaluation.selections == ["deita"]
+
+
+def _with_sub_pool(document: dict) -> dict:
+    """The shipped YAML plus a sub-pool band holding `less` and `influence_distillation`."""
+    attributes = document["attributes"]
+    attributes["selections"] += [
+        {"name": "sub_pool", "kind": "random", "budget": 100, "seed": 11},
+        *({"name": f"sub_random_s{s}", "kind": "random", "fraction": 0.05, "seed": s, "input_selection": "sub_pool"}
+          for s in range(5)),
+    ]
+    attributes["evaluation"]["pools"] = [{"name": "sub100", "selection": "sub_pool",
+                                          "baselines": [f"sub_random_s{s}" for s in range(5)],
+                                          "selections": ["less", "influence_distillation"]}]
+    return document
+
+
+def test_variants_keep_a_sub_pool_band_only_while_it_holds_a_kept_method(tmp_path):
+    document = _with_sub_pool(yaml.safe_load(SHIPPED.read_text()))
+    sub_baselines = {f"sub_random_s{s}" for s in range(5)}
+    derived, _ = derive(document, pool=200, only={"less"})
+    attributes = derived["attributes"]
+    assert attributes["evaluation"]["pools"] == [{"name": "sub100", "selection": "sub_pool",
+                                                  "baselines": sorted(sub_baselines), "selections": ["less"]}]
+    assert sub_baselines | {"sub_pool"} <= {s["name"] for s in attributes["selections"]}
+    path = tmp_path / "only.yaml"
+    path.write_text(yaml.safe_dump(derived))
+    assert [band.selections for band in load_pipeline_file(path).spec.evaluation.pools] == [["less"]]
+
+    derived, _ = derive(document, pool=200, only={"kcenter"})
+    attributes = derived["attributes"]
+    assert attributes["evaluation"]["pools"] == []
+    assert not sub_baselines & {s["name"] for s in attributes["selections"]}
+    path.write_text(yaml.safe_dump(derived))
+    assert load_pipeline_file(path).spec.evaluation.selections == ["kcenter"]
+
+    derived, _ = derive(document, pool=200, drop={"grads"}, no_judge=True)
+    assert [band["selections"] for band in derived["attributes"]["evaluation"]["pools"]] == [
+        ["influence_distillation"]]
+    path.write_text(yaml.safe_dump(derived))
+    load_pipeline_file(path)
