@@ -17,13 +17,16 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum
 VENV_DL ?= .venv-ducklake
 BIN_DL := $(VENV_DL)/bin
 STAMP_DL := $(VENV_DL)/.installed-$(shell cat pyproject.toml constraints.txt constraints-ducklake.txt | sha1sum | cut -c1-12)
+# The distributed run's additions to it: dagster-celery[redis] + dagster-postgres (constraints-distributed.txt)
+STAMP_DIST := $(VENV_DL)/.distributed-$(shell cat constraints-distributed.txt | sha1sum | cut -c1-12)
 
-.PHONY: help setup setup-ducklake postgres browser demo lint test test-fast test-ducklake ui bench eval clean
+.PHONY: help setup setup-ducklake setup-distributed postgres redis browser demo lint test test-fast test-ducklake test-distributed ui bench eval clean
 
 help:
 	@echo "make demo   set up and run the demo pipeline end to end"
 	@echo "make test   set up, lint (make lint) and run the tests"
 	@echo "make test-ducklake  the DuckLake store tests in $(VENV_DL) (duckdb 1.5.5; starts a throw-away PostgreSQL)"
+	@echo "make test-distributed  two Celery workers run a sharded pipeline on a DuckLake (starts PostgreSQL and Redis)"
 	@echo "make lint   ruff check, ruff format --check and pyright on curation_assets/ (config in pyproject.toml)"
 	@echo "make ui     open the Dagster UI on http://127.0.0.1:$(UI_PORT)"
 	@echo "make bench  run the benchmarks under bench/ (BENCH_ARGS=--quick for a short run)"
@@ -58,6 +61,15 @@ $(STAMP_DL): pyproject.toml constraints.txt constraints-ducklake.txt
 
 setup-ducklake: $(STAMP_DL)
 
+# Dagster's celery executor in the DuckLake environment, for the distributed run (tests/e2e/test_distributed.py)
+$(STAMP_DIST): $(STAMP_DL) constraints-distributed.txt
+	@echo "Adding dagster-celery[redis] and dagster-postgres to $(VENV_DL)..."
+	@$(BIN_DL)/pip install -q -c $(VENV_DL)/constraints.txt -c constraints-distributed.txt \
+	  "dagster-celery[redis]" dagster-postgres 2>&1 | $(QUIET_PIP)
+	@rm -f $(VENV_DL)/.distributed-* && touch $@
+
+setup-distributed: $(STAMP_DIST)
+
 $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	@mkdir -p $(DAGSTER_HOME) && cp dagster.yaml $@
 
@@ -84,6 +96,15 @@ postgres:
 	else echo "NOTE: no PostgreSQL server binaries and not root: the DuckLake tests will skip;" \
 	  "install them with: sudo apt-get install postgresql"; fi
 
+# The distributed test's broker: Debian's redis-server, installed here when missing (root + apt-get)
+redis:
+	@if command -v redis-server >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "Installing Debian's redis-server for the distributed test (once per machine)..."; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
+	else echo "NOTE: no redis-server and not root: the distributed test will fail;" \
+	  "install it with: sudo apt-get install redis-server"; fi
+
 # the gate before the tests: lint rules, formatting and types (pyright basic; about half a minute on 2 cores)
 lint: setup
 	$(BIN)/ruff check curation_assets
@@ -93,10 +114,14 @@ lint: setup
 test: setup lint browser
 	HF_HUB_OFFLINE=1 $(BIN)/pytest -q --durations=15
 	$(MAKE) test-ducklake
+	$(MAKE) test-distributed
 
 # CURATION_REQUIRE_DUCKLAKE=1: a missing piece (PostgreSQL, the extension wheels) fails instead of skipping
 test-ducklake: setup-ducklake postgres
 	CURATION_REQUIRE_DUCKLAKE=1 HF_HUB_OFFLINE=1 $(BIN_DL)/pytest -q tests/store/test_ducklake_store.py
+
+test-distributed: setup-distributed postgres redis
+	CURATION_REQUIRE_DUCKLAKE=1 HF_HUB_OFFLINE=1 $(BIN_DL)/pytest -q tests/e2e/test_distributed.py
 
 test-fast: setup
 	HF_HUB_OFFLINE=1 $(BIN)/pytest -q -m "not e2e"
