@@ -1,4 +1,5 @@
-"""Materialise whole pipelines with dagster.materialize and check what lands in DuckDB."""
+"""Materialise whole pipelines with dagster.materialize (reruns through the runner) and check what
+lands in DuckDB."""
 
 import shutil
 from pathlib import Path
@@ -8,15 +9,15 @@ import pytest
 import yaml
 
 from curation_assets.components.standalone import load_pipeline_file, pipeline_definitions
-from tests.models_fixtures import build_tiny_causal_lm, build_tiny_sentence_model
+from tests.support.runs import run_pipeline
 
 DEMO = Path(__file__).resolve().parents[2] / "curation_assets" / "defs" / "demo" / "defs.yaml"
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> tuple[Path, Path]:
-    folder = tmp_path_factory.mktemp("models")
-    return build_tiny_sentence_model(folder), build_tiny_causal_lm(folder)
+@pytest.fixture
+def tiny_model(tiny_sentence_model, tiny_lm) -> tuple[Path, Path]:
+    """The session's tiny sentence model and tiny Llama (tests/conftest.py)."""
+    return tiny_sentence_model, tiny_lm
 
 
 def demo_copy(tmp_path: Path, limit: int, model: tuple[Path, Path]) -> Path:
@@ -117,10 +118,10 @@ def test_small_demo_materialises_every_asset_with_metadata_and_checks(tmp_path, 
 
 def test_second_run_is_incremental_and_same_selection(tmp_path, tiny_model):
     path = demo_copy(tmp_path, limit=120, model=tiny_model)
-    _, component = materialize(path)
+    component = run_pipeline(load_pipeline_file(path))  # the runner: Dagster is the test above
     with component.store.reader() as con:
         first = con.execute("SELECT sample_id FROM selections WHERE selection = 'random_5pct' ORDER BY rank").fetchall()
-    materialize(path)
+    run_pipeline(load_pipeline_file(path))
     with component.store.reader() as con:
         runs = con.execute("SELECT stage, rows_out FROM stage_runs ORDER BY started_at").fetchall()
         second = con.execute("SELECT sample_id FROM selections WHERE selection = 'random_5pct' ORDER BY rank").fetchall()
@@ -134,11 +135,11 @@ def test_second_run_is_incremental_and_same_selection(tmp_path, tiny_model):
 
 def test_growing_the_source_scores_only_new_samples(tmp_path, tiny_model):
     path = demo_copy(tmp_path, limit=100, model=tiny_model)
-    _, component = materialize(path)
+    run_pipeline(load_pipeline_file(path))  # the runner: Dagster is test_small_demo_materialises_every_asset...
     document = yaml.safe_load(path.read_text())
     document["attributes"]["sources"][0]["limit"] = 130
     path.write_text(yaml.safe_dump(document))
-    _, component = materialize(path)
+    component = run_pipeline(load_pipeline_file(path))
     with component.store.reader() as con:
         new_samples, computed = con.execute(
             "SELECT (SELECT rows_out FROM stage_runs WHERE stage = 'sharegpt' ORDER BY started_at DESC LIMIT 1), "

@@ -7,8 +7,8 @@ import pytest
 from curation_assets.models.jvp import JvpEmbedder
 from curation_assets.stages.influence import jvp_embeddings
 from curation_assets.store import DuckDBStore
-from tests.components.test_lm_pipeline import tiny_lm, write_pool  # noqa: F401  (fixture)
-from tests.pipeline_runs import materialize_document
+from tests.support.files import write_pool
+from tests.support.runs import materialize_document, run_document
 
 
 def document(tiny_lm):
@@ -27,12 +27,12 @@ def rows(folder):
     return {sid: np.array(vector) for sid, vector in table}, runs
 
 
-def test_interrupted_stage_resumes_from_its_parts(tmp_path, tiny_lm, monkeypatch):  # noqa: F811
+def test_interrupted_stage_resumes_from_its_parts(tmp_path, tiny_lm, monkeypatch):
     reference_dir, resumed_dir = tmp_path / "reference", tmp_path / "resumed"
     for folder in (reference_dir, resumed_dir):
         folder.mkdir()
         write_pool(folder / "pool.jsonl", 20)  # 21 samples
-    materialize_document(reference_dir, document(tiny_lm))
+    run_document(reference_dir, document(tiny_lm))
     expected, _ = rows(reference_dir)
 
     monkeypatch.setattr(jvp_embeddings, "CHUNK_SAMPLES", 5)
@@ -47,14 +47,14 @@ def test_interrupted_stage_resumes_from_its_parts(tmp_path, tiny_lm, monkeypatch
 
     monkeypatch.setattr(JvpEmbedder, "embed", dies_in_the_third_chunk)
     with pytest.raises(Exception, match="machine lost"):
-        materialize_document(resumed_dir, document(tiny_lm))
+        run_document(resumed_dir, document(tiny_lm))
     partial = resumed_dir / "resume.artifacts" / "jvp"
     parts = list(partial.glob("*/partial/part-*.parquet"))
     assert len(parts) == 2
     assert rows(resumed_dir) == ({}, [])  # nothing committed
 
     monkeypatch.setattr(JvpEmbedder, "embed", original)
-    materialize_document(resumed_dir, document(tiny_lm))
+    run_document(resumed_dir, document(tiny_lm))
     got, runs = rows(resumed_dir)
     assert runs == [(11, 21)]  # computed the 11 missing samples, inserted all 21 rows
     assert got.keys() == expected.keys()
@@ -63,12 +63,12 @@ def test_interrupted_stage_resumes_from_its_parts(tmp_path, tiny_lm, monkeypatch
     assert not list(partial.glob("*/partial"))  # parts removed once committed
 
 
-def test_zero_byte_and_corrupt_parts_are_set_aside_and_recomputed(tmp_path, tiny_lm, monkeypatch, capfd):  # noqa: F811
+def test_zero_byte_and_corrupt_parts_are_set_aside_and_recomputed(tmp_path, tiny_lm, monkeypatch, capfd):
     reference_dir, resumed_dir = tmp_path / "reference", tmp_path / "resumed"
     for folder in (reference_dir, resumed_dir):
         folder.mkdir()
         write_pool(folder / "pool.jsonl", 20)  # 21 samples
-    materialize_document(reference_dir, document(tiny_lm))
+    run_document(reference_dir, document(tiny_lm))
     expected, _ = rows(reference_dir)
 
     monkeypatch.setattr(jvp_embeddings, "CHUNK_SAMPLES", 5)
@@ -83,7 +83,7 @@ def test_zero_byte_and_corrupt_parts_are_set_aside_and_recomputed(tmp_path, tiny
 
     monkeypatch.setattr(JvpEmbedder, "embed", dies_in_the_fourth_chunk)
     with pytest.raises(Exception, match="machine lost"):
-        materialize_document(resumed_dir, document(tiny_lm))
+        run_document(resumed_dir, document(tiny_lm))
     (partial,) = (resumed_dir / "resume.artifacts" / "jvp").glob("*/partial")
     first, second, third = sorted(partial.glob("part-*.parquet"))
     first.write_bytes(b"")  # renamed before its data reached the disk
@@ -95,7 +95,7 @@ def test_zero_byte_and_corrupt_parts_are_set_aside_and_recomputed(tmp_path, tiny
 
     monkeypatch.setattr(JvpEmbedder, "embed", original)
     capfd.readouterr()
-    materialize_document(resumed_dir, document(tiny_lm))
+    materialize_document(resumed_dir, document(tiny_lm))  # through Dagster: the warnings reach the run's log
     warnings = [line for line in capfd.readouterr().err.splitlines() if " - WARNING - " in line]
     got, runs = rows(resumed_dir)
     assert runs == [(21, 21)]  # every part was unusable: all 21 samples computed again
