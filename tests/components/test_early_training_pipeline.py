@@ -1,5 +1,5 @@
-"""el2n and grand stages through Dagster (the lm_signals family's Dagster run), lobass and the
-dynamic data diet through the runner, on a tiny random Llama."""
+"""el2n, grand and the dynamic data diet through the runner, lobass through Dagster (the lm_signals
+family's Dagster run), on a tiny random Llama."""
 
 import pytest
 
@@ -19,7 +19,7 @@ def test_el2n_and_grand_are_averaged_over_runs_and_deterministic(tmp_path, tiny_
                    {"name": "grand", "kind": "grand", "runs": 2, **common},
                    {"name": "grand_one", "kind": "grand", "runs": 1, **common}],
         "selections": [{"name": "hard", "kind": "top_score", "stage": "el2n", "column": "el2n", "fraction": 0.5}]}}
-    component = materialize_document(tmp_path, document)
+    component = run_document(tmp_path, document)
     with component.store.reader() as con:
         el2n = dict(con.execute("SELECT sample_id, el2n FROM el2n_scores WHERE stage = 'el2n'").fetchall())
         again = dict(con.execute("SELECT sample_id, el2n FROM el2n_scores WHERE stage = 'el2n_again'").fetchall())
@@ -46,7 +46,7 @@ def test_lobass_learnability_is_base_minus_finetuned_loss(tmp_path, tiny_lm):
                    {"name": "loss", "kind": "lm_loss", "model": str(tiny_lm), "max_length": 48}],
         "selections": [{"name": "learnable", "kind": "top_score", "stage": "lobass",
                         "column": "learnability_normalised", "budget": 4}]}}
-    component = run_document(tmp_path, document)
+    component = materialize_document(tmp_path, document)  # the lm_signals family's Dagster run
     with component.store.reader() as con:
         rows = con.execute("SELECT b.loss_base, b.loss_finetuned, b.learnability, b.learnability_normalised, "
                            "b.in_training_set, l.loss FROM lobass_scores b JOIN lm_loss l USING (sample_id)").fetchall()
