@@ -23,10 +23,12 @@ import duckdb
 import numpy as np
 import pytest
 
+from curation_assets.llm.local_server import answers
 from curation_assets.methods.sharding import shard_of
 from curation_assets.store.config import ducklake_missing, open_store
-from tests.support.cluster import Cluster, cluster_missing, redis_server
-from tests.support.postgres import postgres_missing, postgres_server
+from tests.support.cluster import ROOT, Cluster, cluster_missing, redis_server
+from tests.support.files import write_jsonl
+from tests.support.postgres import free_port, postgres_missing, postgres_server
 from tests.support.runs import materialize_document
 
 pytestmark = pytest.mark.e2e
@@ -250,3 +252,164 @@ def _runs_or_empty(block: dict[str, Any]) -> list[tuple]:
         return tables(block)["runs"]
     except (duckdb.Error, FileNotFoundError):  # nothing written to the lake yet at the very start
         return []
+
+
+# -- model stages: an LLM judge and LESS gradient features, sharded over the workers ----------------
+
+LORA = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"], "lr": 0.01, "epochs": 2,
+        "batch_size": 2, "warmup_ratio": 0.0}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def judge(services, tmp_path_factory):
+    """The packaged SmolLM2 judge (llama.cpp) started from the main environment, which has the judge
+    extra (.venv, `make setup`); the DuckLake environment does not compile llama.cpp a second time.
+    A separate server process, as a cluster's judge endpoint is."""
+    python = ROOT / ".venv" / "bin" / "python"
+    probe = subprocess.run(
+        [
+            str(python),
+            "-c",
+            "import llama_cpp\nfrom curation_assets.models.causal_lm import packaged_gguf\npackaged_gguf()",
+        ],
+        check=False,
+        capture_output=True,
+    )
+    if probe.returncode != 0:
+        message = "the judge server needs the main environment with the judge extra (.venv: make setup)"
+        if os.environ.get("CURATION_REQUIRE_DUCKLAKE") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("judge") / "llm_server.log"
+    with log_path.open("w") as log:
+        server = subprocess.Popen(
+            [str(python), "-m", "curation_assets.cli", "llm-server", "--port", str(port), "--n-ctx", "2048"],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )  # fmt: skip
+    base_url = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + 180
+        while not answers(base_url):
+            assert server.poll() is None and time.monotonic() < deadline, log_path.read_text()[-2000:]
+            time.sleep(0.5)
+        yield base_url
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+
+
+def model_document(lm: Path, pool: Path, targets: Path, base_url: str, store: dict[str, Any]) -> dict:
+    llm = {"base_url": base_url, "model": "smollm2-135m-instruct", "max_concurrency": 2, "backoff_s": 0.05,
+           "backoff_max_s": 0.2}  # fmt: skip
+    return {
+        "type": "curation_assets.CurationPipeline",
+        "attributes": {
+            "name": "models",
+            "store": store,
+            "automation": {"condition": "none"},
+            "sources": [{"name": "pool", "path": str(pool), "format": "alpaca"}],
+            "stages": [
+                {"name": "judge", "kind": "alpagasus", "max_tokens": 24, "parse_retries": 0, "llm": llm, "shards": 2},
+                {
+                    "name": "warmup",
+                    "kind": "lora_warmup",
+                    "model": str(lm),
+                    "max_length": 64,
+                    "train_fraction": 0.3,
+                    "lora": LORA,
+                },
+                {
+                    "name": "grads",
+                    "kind": "grad_features",
+                    "warmup": "warmup",
+                    "projection": "dense",
+                    "dim": 64,
+                    "batch_size": 4,
+                    "shards": 2,
+                },
+            ],  # fmt: skip
+            "selections": [
+                {"name": "accurate", "kind": "alpagasus_threshold", "stage": "judge", "threshold": 0},
+                {
+                    "name": "less_top",
+                    "kind": "less",
+                    "features": "grads",
+                    "fraction": 0.25,
+                    "targets": [
+                        {
+                            "name": "task",
+                            "path": str(targets),
+                            "subtask_field": "cat",
+                            "validation_size": 6,
+                            "split_seed": 1,
+                        }
+                    ],
+                },
+            ],  # fmt: skip
+        },
+    }
+
+
+def model_tables(store_block: dict[str, Any]) -> dict[str, Any]:
+    with open_store(store_block).reader(read_only=True) as con:
+        return {
+            "judge": con.execute(
+                "SELECT sample_id, score, turn_scores, answers, status FROM alpagasus ORDER BY sample_id"
+            ).fetchall(),
+            "grads": con.execute(
+                "SELECT sample_id, checkpoint, features FROM grad_features ORDER BY sample_id, checkpoint"
+            ).fetchall(),
+            "selections": con.execute(
+                "SELECT selection, sample_id, rank FROM selections ORDER BY selection, rank"
+            ).fetchall(),
+            "runs": con.execute(
+                "SELECT stage, kind, config_hash, rows_in, rows_out, coalesce(json_extract_string(stats, '$.shard'), '') "
+                "FROM stage_runs ORDER BY stage, started_at"
+            ).fetchall(),
+        }
+
+
+def test_llm_judge_and_gradient_features_on_the_workers_equal_the_single_file_run(services, judge, tmp_path, tiny_lm):
+    pg, broker = services
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    pool, targets = shared / "pool.jsonl", shared / "targets.jsonl"
+    write_jsonl(pool, [{"instruction": f"What is {i} plus {i}?", "input": "", "output": f"{i} plus {i} is {2 * i}."}
+                       for i in range(12)])  # fmt: skip
+    words = "the a of to is and in it you that for on with as are this".split()
+    write_jsonl(targets, [{"instruction": f"t{i} {' '.join(words[i % 5 : i % 5 + 3])}", "input": "",
+                           "output": " ".join(words[i % 7 : i % 7 + 2]), "cat": "alpha" if i % 2 else "beta"}
+                          for i in range(10)])  # fmt: skip
+
+    folder = tmp_path / "single_file"
+    folder.mkdir()
+    file_block = {"kind": "duckdb", "path": str(folder / "single.duckdb")}
+    materialize_document(folder, model_document(tiny_lm, pool, targets, judge, file_block))
+    expected = model_tables(file_block)
+
+    block = lake_block(pg, shared, "lake_models")
+    cluster = Cluster(tmp_path / "cluster", broker, pg, Path(sys.executable), shared)
+    cluster.document = model_document(tiny_lm, pool, targets, judge, block)
+    try:
+        cluster.start_worker("w0")
+        cluster.start_worker("w1")
+        result = cluster.execute()
+    finally:
+        cluster.stop()
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    got = model_tables(block)
+
+    assert got["judge"] == expected["judge"] and len(got["judge"]) == 12
+    assert [r[:2] for r in got["grads"]] == [r[:2] for r in expected["grads"]] and len(got["grads"]) == 2 * 12
+    np.testing.assert_allclose(
+        np.array([r[2] for r in got["grads"]]), np.array([r[2] for r in expected["grads"]]), rtol=1e-4, atol=1e-6
+    )
+    assert got["selections"] == expected["selections"]
+    assert Counter(got["runs"]) == Counter(expected["runs"])
+    # the warm-up's LoRA checkpoints sit in the shared work folder, where the gradient shards read them
+    assert len(list((shared / "work" / "warmup").rglob("adapter_model.safetensors"))) == LORA["epochs"]
