@@ -266,15 +266,8 @@ def judge(services, tmp_path_factory):
     extra (.venv, `make setup`); the DuckLake environment does not compile llama.cpp a second time.
     A separate server process, as a cluster's judge endpoint is."""
     python = ROOT / ".venv" / "bin" / "python"
-    probe = subprocess.run(
-        [
-            str(python),
-            "-c",
-            "import llama_cpp\nfrom curation_assets.models.causal_lm import packaged_gguf\npackaged_gguf()",
-        ],
-        check=False,
-        capture_output=True,
-    )
+    check = "import llama_cpp\nfrom curation_assets.models.causal_lm import packaged_gguf\npackaged_gguf()"
+    probe = subprocess.run([str(python), "-c", check], check=False, capture_output=True)
     if probe.returncode != 0:
         message = "the judge server needs the main environment with the judge extra (.venv: make setup)"
         if os.environ.get("CURATION_REQUIRE_DUCKLAKE") == "1":
@@ -306,6 +299,7 @@ def judge(services, tmp_path_factory):
 def model_document(lm: Path, pool: Path, targets: Path, base_url: str, store: dict[str, Any]) -> dict:
     llm = {"base_url": base_url, "model": "smollm2-135m-instruct", "max_concurrency": 2, "backoff_s": 0.05,
            "backoff_max_s": 0.2}  # fmt: skip
+    # parse_retries 0: a re-ask samples at retry_temperature, so two runs would differ; first answers are at 0
     return {
         "type": "curation_assets.CurationPipeline",
         "attributes": {
