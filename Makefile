@@ -87,7 +87,7 @@ browser:
 	  "install them with: sudo apt-get install chromium chromium-driver"; fi
 
 # The DuckLake tests start Debian's PostgreSQL (initdb as an unprivileged user); installed here when
-# missing (root + apt-get), else those tests skip naming what is missing.
+# missing (root + apt-get); without them `make test-ducklake` fails naming what is missing (plain pytest skips).
 postgres:
 	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -118,7 +118,8 @@ test: setup lint browser
 
 # CURATION_REQUIRE_DUCKLAKE=1: a missing piece (PostgreSQL, the extension wheels) fails instead of skipping
 test-ducklake: setup-ducklake postgres
-	CURATION_REQUIRE_DUCKLAKE=1 HF_HUB_OFFLINE=1 $(BIN_DL)/pytest -q tests/store/test_ducklake_store.py
+	CURATION_REQUIRE_DUCKLAKE=1 HF_HUB_OFFLINE=1 $(BIN_DL)/pytest -q tests/store/test_ducklake_store.py \
+	  tests/store/test_ducklake_pipeline.py
 
 test-distributed: setup-distributed postgres redis
 	CURATION_REQUIRE_DUCKLAKE=1 HF_HUB_OFFLINE=1 $(BIN_DL)/pytest -q tests/e2e/test_distributed.py

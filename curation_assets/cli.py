@@ -316,6 +316,9 @@ REFUSED_STATEMENTS = {
     "PRAGMA": "PRAGMA (use DESCRIBE, SHOW TABLES or CALL pragma_...() instead)",
 }
 
+# A DuckLake's data folder stays readable to the sandbox (its rows are files there): nothing may write into it
+LAKE_REFUSED_STATEMENTS = {"COPY": "COPY on a DuckLake", "EXPORT": "EXPORT DATABASE on a DuckLake"}
+
 PRAGMA_TEXT = re.compile(r"\s*(?:(?:--[^\n]*\n|/\*.*?\*/)\s*)*pragma\b", re.IGNORECASE | re.DOTALL)
 
 
@@ -379,6 +382,8 @@ def query(
                 # `PRAGMA name = value` parses as SET: refused as PRAGMA too, whatever the lock covers
                 kind = "PRAGMA" if PRAGMA_TEXT.match(statement.query) else statement.type.name
                 refused = REFUSED_STATEMENTS.get(kind)
+                if refused is None and store.kind == "ducklake" and not allow_files:
+                    refused = LAKE_REFUSED_STATEMENTS.get(kind)
                 if refused:
                     raise click.ClickException(f"`curation query` refuses {refused}: it reads only {store.describe()}")
             cursor = con.execute(sql)

@@ -317,9 +317,16 @@ class DuckLakeStore:
     def query_connection(self) -> duckdb.DuckDBPyConnection:
         # attached before the sandbox disables external access (attaching is refused afterwards); an
         # instance of its own, since the sandbox's settings (no external access, locked) are instance-wide
+        # The lake's rows are Parquet files under data_path, which the sandbox's
+        # `enable_external_access = false` would refuse: that folder (only) stays allowed, and must be
+        # set before the sandbox's settings (DuckDB refuses to widen it afterwards). The sandbox refuses
+        # COPY/EXPORT on a lake, so nothing can write there.
         if not self.exists():
             raise FileNotFoundError(f"no DuckLake at {self.describe()}: run the pipeline first")
-        return self.open_instance(read_only=True)
+        con = self.open_instance(read_only=True)
+        data = self.data_path.removeprefix("file://")
+        con.execute(f"SET allowed_directories = ['{_quote(data)}']")
+        return con
 
     # -- writes ----------------------------------------------------------------------------------
     @contextlib.contextmanager
