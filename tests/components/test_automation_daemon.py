@@ -21,7 +21,6 @@ from curation_assets.components.standalone import load_pipeline_file, pipeline_d
 from curation_assets.sources.fingerprint import file_fingerprint
 from curation_assets.store import DuckDBStore
 from tests.dagster_dev import DagsterDaemon, write_workspace
-from tests.models_fixtures import build_tiny_sentence_model
 
 pytestmark = pytest.mark.e2e
 
@@ -71,13 +70,15 @@ def latest_observed_version(instance: dg.DagsterInstance, key: dg.AssetKey) -> s
     return records[0].asset_observation.data_version if records else None
 
 
-def test_appended_records_flow_through_daemon_observation_automation_and_runs(tmp_path: Path, monkeypatch) -> None:
+def test_appended_records_flow_through_daemon_observation_automation_and_runs(
+    tmp_path: Path, monkeypatch, tiny_sentence_model: Path
+) -> None:
     project = tmp_path / "project"
     project.mkdir()
     pool = project / "pool.jsonl"
     pool.write_text(records(0, POOL))
     # runs in one process each: the chain, not Dagster's per-step process start-up, is under test
-    workspace = write_workspace(eager_pipeline(project, build_tiny_sentence_model(tmp_path / "models")),
+    workspace = write_workspace(eager_pipeline(project, tiny_sentence_model),
                                 in_process=True)
     component = load_pipeline_file(project / "defs.yaml")
     defs = pipeline_definitions(component)

@@ -1,4 +1,5 @@
-"""AlpaGasus and LIFT stages through Dagster against the real llama.cpp server (SmolLM2-135M).
+"""AlpaGasus and LIFT stages against the real llama.cpp server (SmolLM2-135M): through Dagster (the
+first AlpaGasus run and the killed server), the others through the runner.
 
 The 135M model is a weak judge: these tests check the plumbing (requests reach the server,
 answers are parsed or recorded, the cache, counts, lineage), not the quality of scores.
@@ -16,7 +17,8 @@ from curation_assets.components.standalone import load_pipeline_file, pipeline_d
 from curation_assets.llm.parsing import parse_alpagasus_score, parse_lift_rubric
 from curation_assets.store import DuckDBStore
 from tests.llm_server import FaultProxy, start_server
-from tests.pipeline_runs import materialize_document
+from tests.support.files import write_jsonl
+from tests.support.runs import materialize_document, run_document
 
 pytestmark = pytest.mark.e2e
 
@@ -31,7 +33,7 @@ def write_pool(path: Path, n: int, *, multi_turn: bool = True) -> None:
             {"role": "user", "content": "Name a colour."}, {"role": "assistant", "content": "Blue."},
             {"role": "user", "content": "And a fruit?"}, {"role": "assistant", "content": "An apple."}]})
         records.append({"instruction": "Say hello.", "input": "", "output": INJECTION})
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    write_jsonl(path, records)
 
 
 def document(base_url: str, stages: list[dict], selections: list[dict]) -> dict:
@@ -83,7 +85,7 @@ def test_alpagasus_scores_every_turn_and_reruns_only_new_samples(tmp_path, llm_s
     assert stats["openai.smollm2-135m-instruct.completion_tokens"] > 0
 
     write_pool(tmp_path / "pool.jsonl", 5)  # one new single-turn sample
-    materialize_document(tmp_path, document(llm_server.base_url, [stage], [selection]))
+    run_document(tmp_path, document(llm_server.base_url, [stage], [selection]))  # the runner: both paths
     runs = query(tmp_path, "SELECT rows_in, stats FROM stage_runs WHERE stage = 'judge' ORDER BY started_at")
     assert [r[0] for r in runs] == [6, 1]
     second = json.loads(runs[1][1])
@@ -96,7 +98,7 @@ def test_structured_output_gets_scores_from_a_small_judge(tmp_path, llm_server):
                "llm": llm(llm_server.base_url)},
               {"name": "rubric", "kind": "lift_quality", "structured_output": "llama_cpp",
                "llm": llm(llm_server.base_url)}]
-    materialize_document(tmp_path, document(llm_server.base_url, stages, []))
+    run_document(tmp_path, document(llm_server.base_url, stages, []))
     judged = query(tmp_path, "SELECT status, score, answers FROM judge")
     rated = query(tmp_path, "SELECT status, llm_score, clarity + difficulty + explanation + accuracy FROM rubric")
     assert [r[0] for r in judged] == ["ok"] * 5 and all(0 <= r[1] <= 5 for r in judged)
@@ -165,7 +167,7 @@ def test_lift_expand_quality_and_top(tmp_path, llm_server):
         {"name": "quality", "kind": "lift_quality", "max_tokens": 48, **common},
     ]
     selections = [{"name": "lift_best", "kind": "lift_top", "stage": "quality", "budget": 4}]
-    materialize_document(tmp_path, document(llm_server.base_url, stages, selections))
+    run_document(tmp_path, document(llm_server.base_url, stages, selections))
 
     rounds = query(tmp_path, "SELECT sample_id, round, child_id, status FROM expand ORDER BY sample_id, round")
     assert len(rounds) >= 3 and {r[3] for r in rounds} <= {"ok", "empty_rewrite", "empty_answer"}
@@ -215,7 +217,7 @@ def test_deita_evol_labels(tmp_path, llm_server):
     write_pool(tmp_path / "pool.jsonl", 2, multi_turn=False)
     stage = {"name": "evol", "kind": "deita_evol", "iterations": 2, "max_tokens": 40, "score_max_tokens": 40,
              "parse_retries": 1, "llm": llm(llm_server.base_url)}
-    materialize_document(tmp_path, document(llm_server.base_url, [stage], []))
+    run_document(tmp_path, document(llm_server.base_url, [stage], []))
     from curation_assets.llm.parsing import parse_ranked_scores
 
     samples = dict(query(tmp_path, "SELECT sample_id, instruction FROM samples"))
@@ -249,7 +251,7 @@ def test_deita_evol_structured_ranking_always_parses(tmp_path, llm_server):
     write_pool(tmp_path / "pool.jsonl", 2, multi_turn=False)
     stage = {"name": "evol", "kind": "deita_evol", "iterations": 2, "max_tokens": 40, "parse_retries": 0,
              "structured_output": "llama_cpp", "llm": llm(llm_server.base_url)}
-    materialize_document(tmp_path, document(llm_server.base_url, [stage], []))
+    run_document(tmp_path, document(llm_server.base_url, [stage], []))
     from curation_assets.llm.parsing import parse_ranked_scores
 
     rows = query(tmp_path, "SELECT sample_id, dimension, variant, score, status, ranking_answer FROM evol "

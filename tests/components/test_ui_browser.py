@@ -14,7 +14,6 @@ import yaml
 
 from tests.browser import body_text, buttons_named, chromium, click_button, click_text, dismiss_dialogs, wait_for
 from tests.dagster_dev import DagsterDev, write_workspace
-from tests.models_fixtures import build_tiny_sentence_model
 
 pytestmark = pytest.mark.e2e
 
@@ -52,11 +51,12 @@ def run_status(dev: DagsterDev, run_id_prefix: str) -> tuple[str, str] | None:
     return next(((r["runId"], r["status"]) for r in runs if r["runId"].startswith(run_id_prefix)), None)
 
 
-def test_materialize_all_in_chromium_then_asset_page_shows_rows_schema_lineage(tmp_path: Path) -> None:
+def test_materialize_all_in_chromium_then_asset_page_shows_rows_schema_lineage(
+    tmp_path: Path, tiny_sentence_model: Path
+) -> None:
     shots = tmp_path / "screenshots"
     shots.mkdir()
-    workspace = write_workspace(small_demo(tmp_path / "project",
-                                           build_tiny_sentence_model(tmp_path / "models")))
+    workspace = write_workspace(small_demo(tmp_path / "project", tiny_sentence_model))
     driver = chromium()  # fails here, before Dagster starts, when Chromium is not installed
 
     def shot(name: str) -> None:
