@@ -280,7 +280,7 @@ class DuckLakeStore:
             options = [f"DATA_PATH '{_quote(self.data_path)}'"]
             if read_only:
                 options.append("READ_ONLY")
-            con.execute(f"ATTACH 'ducklake:{_quote(self.catalog)}' AS {ALIAS} ({', '.join(options)})")
+            self._attach(con, f"ATTACH 'ducklake:{_quote(self.catalog)}' AS {ALIAS} ({', '.join(options)})")
             con.execute(f"USE {ALIAS}")
         except duckdb.Error as err:
             con.close()
@@ -290,6 +290,23 @@ class DuckLakeStore:
             # from None: the original exception's text could hold what was redacted here
             raise type(err)(f"could not open the DuckLake {self.describe()}: {message}") from None
         return con
+
+    def _attach(self, con: duckdb.DuckDBPyConnection, attach: str) -> None:
+        """ATTACH; on a fresh catalog every worker's first ATTACH creates DuckLake's tables, and all but
+        one of those creations fail in PostgreSQL (measured: "duplicate key value violates unique
+        constraint pg_type_typname_nsp_index"). The winner's creation is one transaction, so the
+        others attach again, after a short jittered wait, to the catalog it made."""
+        deadline = time.monotonic() + self.lock_timeout_s
+        delay = 0.05
+        while True:
+            try:
+                con.execute(attach)
+                return
+            except duckdb.Error as err:
+                if "Failed to initialize DuckLake" not in str(err) or time.monotonic() >= deadline:
+                    raise
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 1.0)
 
     @contextlib.contextmanager
     def reader(self, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:

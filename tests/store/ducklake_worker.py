@@ -111,6 +111,10 @@ def main(args: dict[str, Any]) -> dict[str, Any]:
             if args["barrier"] == "inside":  # both have written before either commits
                 barrier(work, args["me"], args["parties"])
             time.sleep(args.get("hold_s", 0))
+    elif action == "schema":
+        # a worker's first step on a fresh lake: every process applies the DDL at about the same time
+        wait_for(work / "go")
+        store.ensure_schema(args["stage_files"])
     elif action == "hold":
         # insert rows, say so, then wait inside the open transaction (killed here, or released by `go`)
         staged = work / "held.parquet"

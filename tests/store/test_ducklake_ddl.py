@@ -75,3 +75,15 @@ def test_only_statements_that_cannot_read_the_lake_are_appends() -> None:
     ]
     assert [is_append(q, {"new_llm_failures"}) for q in appends] == [True] * len(appends)
     assert [is_append(q, {"new_llm_failures"}) for q in not_appends] == [False] * len(not_appends)
+
+
+def test_a_store_outside_the_ducklake_environment_names_make_setup_ducklake(monkeypatch, tmp_path) -> None:
+    import pytest
+
+    from curation_assets.store.config import StoreUnavailableError
+    from curation_assets.store.ducklake_store import DuckLakeStore
+
+    monkeypatch.setattr(duckdb, "__version__", "2.0.0")  # as in the main environment
+    with pytest.raises(StoreUnavailableError, match="make setup-ducklake") as caught:
+        DuckLakeStore(catalog="postgres:dbname=x", data_path=tmp_path / "d", work_path=tmp_path / "w")
+    assert "duckdb==1.5.5" in str(caught.value)

@@ -119,6 +119,22 @@ def test_schema_applies_twice_and_matches_the_file_store(lake_args: dict, tmp_pa
     assert len(expected) > 40 and snapshots is not None
 
 
+def test_concurrent_schema_calls_on_a_fresh_lake(pg: PostgresServer, lake_args: dict, tmp_path: Path) -> None:
+    """Three processes apply the whole DDL at once (a run's first steps on a new lake): all succeed
+    and the lake holds each table once, as a single call makes it."""
+    work = tmp_path / "barrier"
+    work.mkdir()
+    (work / "go").touch()
+    job = {"action": "schema", "store": lake_args, "work": str(work), "stage_files": STAGE_FILES}
+    run_workers(pg, [job] * 3)
+    file_store = DuckDBStore(tmp_path / "plain.duckdb")
+    file_store.ensure_schema(STAGE_FILES)
+    with file_store.reader(read_only=True) as con:
+        expected = columns(con, "plain")
+    with DuckLakeStore(**lake_args).reader(read_only=True) as con:
+        assert columns(con, "lake") == expected
+
+
 def test_upsert_writes_apply_twice_without_duplicates(lake: DuckLakeStore, tmp_path: Path) -> None:
     """The writes that were ON CONFLICT upserts: run twice (the second with new values) they leave one
     row per key with the second values, exactly as on a DuckDB file."""
