@@ -17,7 +17,7 @@ from bench.common import machine
 
 # imported when run, so a machine that lacks one benchmark's packages (a GPU box without
 # Dagster, say) can still run the others with --only
-BENCHMARKS = ["kcenter", "minhash", "embedding", "lm", "judge", "less", "influence", "sharding", "faults"]
+BENCHMARKS = ["kcenter", "minhash", "embedding", "lm", "judge", "less", "influence", "sharding", "faults", "ducklake"]
 MODULES = {"faults": "fault_bench"}  # names whose module is not NAME_bench
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -113,7 +114,7 @@ class Cluster:
 
     def __init__(self, root: Path, broker: str, pg: PostgresServer, python: Path, shared: Path) -> None:
         self.root, self.broker, self.pg, self.python, self.shared = root, broker, pg, python, shared
-        self.instance_db = "dagster"
+        self.instance_db = f"dagster_{secrets.token_hex(4)}"  # one per cluster: tests share the server
         pg.new_catalog(self.instance_db)  # Dagster's run/event/schedule storage
         self.workers: dict[str, subprocess.Popen] = {}
         self.document: dict[str, Any] | None = None
