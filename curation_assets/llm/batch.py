@@ -127,25 +127,18 @@ class BatchRunner:
 
     # ---- the whole run -------------------------------------------------------------------------
 
-    def run(self, requests: Sequence[ChatRequest]) -> BatchStats:
-        """Resume this stage's open batches, then submit what is still not cached; wait for all."""
+    def run(self, requests: Sequence[ChatRequest], *, only_asked: bool = False) -> BatchStats:
+        """Resume this stage's open batches, then submit what is still not cached; wait for all.
+
+        `only_asked` (one round of a multi-round stage): resume only the open batches holding some of
+        `requests`; the others belong to a later round, which resumes them (see `settle`)."""
         model = self.endpoint.model
         wanted: dict[str, tuple[ChatRequest, str]] = {}
         for request in requests:
             request_hash, request_json = request.cache_key(model)
             wanted.setdefault(request_hash, (request, request_json))
         deadline = time.monotonic() + self.endpoint.batch_timeout_seconds
-        for batch_id, hashes in self._open_batches():
-            if batch_id.startswith(_SUBMITTING):
-                found = self._find_created(batch_id.removeprefix(_SUBMITTING))
-                if found is None:  # the provider never created it: its requests go again below
-                    self._mark(batch_id, "lost", "killed before the batch was created")
-                    continue
-                self._created(batch_id, found)
-                batch_id = found
-            self.stats.resumed += 1
-            self._log(f"resuming batch {batch_id} ({len(hashes)} requests) submitted by an earlier run")
-            self._finish(batch_id, wanted, deadline)
+        self._resume(wanted, deadline, only_asked=only_asked)
         cached = set(self.cache.lookup(list(wanted)))
         missing = [h for h in wanted if h not in cached]
         if not missing:
@@ -157,6 +150,27 @@ class BatchRunner:
         for batch_id in submitted:
             self._finish(batch_id, wanted, deadline)
         return self.stats
+
+    def settle(self) -> BatchStats:
+        """Resume the open batches no round asked for (their samples went away, or the run ended
+        before their round): their answers are paid for, so they are cached (see `_collect`)."""
+        self._resume({}, time.monotonic() + self.endpoint.batch_timeout_seconds, only_asked=False)
+        return self.stats
+
+    def _resume(self, wanted: dict[str, tuple[ChatRequest, str]], deadline: float, *, only_asked: bool) -> None:
+        for batch_id, hashes in self._open_batches():
+            if only_asked and wanted.keys().isdisjoint(hashes):
+                continue
+            if batch_id.startswith(_SUBMITTING):
+                found = self._find_created(batch_id.removeprefix(_SUBMITTING))
+                if found is None:  # the provider never created it: its requests go again
+                    self._mark(batch_id, "lost", "killed before the batch was created")
+                    continue
+                self._created(batch_id, found)
+                batch_id = found
+            self.stats.resumed += 1
+            self._log(f"resuming batch {batch_id} ({len(hashes)} requests) submitted by an earlier run")
+            self._finish(batch_id, wanted, deadline)
 
     # ---- one batch ----------------------------------------------------------------------------
 
@@ -231,9 +245,8 @@ class BatchRunner:
                 continue
             request_json = wanted[custom_id][1] if custom_id in wanted else None
             if request_json is None:
-                # another round's request (a multi-round stage killed in a later round resumes that
-                # round's batch while asking its first round) or one whose sample went away: paid
-                # for, so cached under the request read back from the batch's input file
+                # a request no round of this run asks (its sample went away; `settle`): paid for,
+                # so cached under the request read back from the batch's input file
                 submitted = self._submitted_requests(batch.input_file_id) if submitted is None else submitted
                 request_json = submitted.get(custom_id)
                 if request_json is None:
@@ -259,7 +272,11 @@ class BatchRunner:
         hashes: a first ask, attempt 0); a line whose hash does not match its custom_id is left out."""
         if not input_file_id:
             return {}
-        content = self._client().files.content(input_file_id).content
+        try:
+            content = self._client().files.content(input_file_id).content
+        except openai.APIError as err:  # a provider that keeps batch inputs to itself: those answers are dropped
+            self._log(f"cannot read batch input file {input_file_id} ({self._safe(str(err))})", warn=True)
+            return {}
         out = {}
         for text in content.decode("utf-8").splitlines():
             if not text.strip():

@@ -5,6 +5,7 @@ killed with SIGKILL in round 2 re-runs without submitting round 1 again and adop
 
 from __future__ import annotations
 
+import hashlib
 import json
 import signal
 import time
@@ -12,7 +13,12 @@ import time
 import pytest
 import yaml
 
+from curation_assets.llm.batch import BatchKey, BatchRunner, LLMBatchPending
+from curation_assets.llm.cache import LLMCache
+from curation_assets.llm.client import ChatRequest, LLMClient
+from curation_assets.llm.endpoint import LLMEndpointSpec
 from curation_assets.stages.core.registry import get_kind
+from curation_assets.store import DuckDBStore
 from tests.components.test_llm_pipeline import document, llm, query, write_pool
 from tests.llm.batch_server import BatchServer
 from tests.llm.test_batch_mode import _batch_rows, _curation_run
@@ -134,3 +140,45 @@ def test_run_killed_in_round_two_resubmits_nothing_of_round_one_and_adopts_round
     assert stats["llm_batches"][0] == waiting
     assert query(tmp_path, "SELECT DISTINCT round FROM expand ORDER BY round") == [(1,), (2,)]
     assert query(tmp_path, "SELECT count(*) FROM llm_cache")[0][0] == sum(server.forwarded.values())
+
+
+def _rows(store: DuckDBStore, sql: str) -> list[tuple]:
+    with store.reader(read_only=True) as con:
+        return con.execute(sql).fetchall()
+
+
+def _ask(label: str, n: int = 2) -> list[ChatRequest]:
+    params = {"temperature": 0, "max_tokens": 4}
+    return [ChatRequest(({"role": "user", "content": f"{label}: say {i}."},), params) for i in range(n)]
+
+
+@pytest.mark.e2e
+def test_a_batch_no_round_asks_for_waits_for_settle_which_caches_it_from_its_input_file(tmp_path, llm_server):
+    store = DuckDBStore(tmp_path / "batches.duckdb")
+    store.ensure_schema()
+    with BatchServer(llm_server.base_url) as server:
+        endpoint = LLMEndpointSpec.model_validate(llm(server.base_url, mode="batch", batch_poll_seconds=0.1))
+
+        def runner(timeout_s: float) -> BatchRunner:
+            spec = endpoint.model_copy(update={"batch_timeout_seconds": timeout_s})
+            return BatchRunner(LLMClient(spec, LLMCache(store), stage="s"), BatchKey("p", "s", "hash"))
+
+        gone, asked = _ask("gone"), _ask("asked")
+        server.gate.clear()
+        with pytest.raises(LLMBatchPending):  # a run that ended while its batch ran
+            runner(1).run(gone)
+        server.gate.set()
+        second = runner(300)
+        second.run(asked, only_asked=True)  # one round: it neither waits for nor adopts the other batch
+        statuses = _rows(store, "SELECT cardinality(request_hashes), status FROM llm_batches ORDER BY submitted_at")
+        assert statuses == [(2, "submitted"), (2, "downloaded")] and second.stats.resumed == 0
+        second.settle()  # the end of the stage: the batch no round asked for is downloaded and cached
+        assert second.stats.resumed == 1 and len(server.batches) == 2 and set(server.forwarded.values()) == {1}
+    assert [s for _, s in _rows(store, "SELECT 1, status FROM llm_batches")] == ["downloaded", "downloaded"]
+    cached = dict(_rows(store, "SELECT request_hash, request FROM llm_cache"))
+    assert len(cached) == 4
+    for request in gone:  # cached under the request read back from the input file: its hash is the key
+        body = {"model": endpoint.model, "messages": [dict(m) for m in request.messages], **request.params}
+        text = json.dumps({**body, "attempt": 0}, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        assert json.loads(cached[digest]) == json.loads(text)

@@ -154,9 +154,12 @@ def batch_key(ctx: StageContext) -> BatchKey:
     return BatchKey(ctx.pipeline, ctx.stage, ctx.config_hash, shard)
 
 
-def batch_stats(client: LLMClient) -> dict[str, Any]:
-    """The batch counts of a multi-round stage for metadata (empty in sync mode)."""
-    return client.batch_runner.stats.as_dict() if client.batch_runner is not None else {}
+def settle_batches(client: LLMClient) -> dict[str, Any]:
+    """After a multi-round stage's last round: cache the open batches no round asked for (paid for;
+    their samples went away), and return the batch counts for metadata (empty in sync mode)."""
+    if client.batch_runner is None:
+        return {}
+    return client.batch_runner.settle().as_dict()
 
 
 def _resolve(path: str, base_dir: Path) -> Path:
@@ -196,9 +199,10 @@ def ask_and_parse(
         if not todo:
             break
         if attempt == 0 and client.batch_runner is not None:
-            # llm.mode: batch: this round's first asks go as one Batch job into llm_cache (a batch an
-            # earlier run left open is resumed first); re-asks and unanswered lines go as chat requests
-            client.batch_runner.run(requests)
+            # llm.mode: batch: this round's first asks go as one Batch job into llm_cache (a batch of
+            # them an earlier run left open is resumed instead); re-asks and unanswered lines go as chat
+            # requests
+            client.batch_runner.run(requests, only_asked=True)
         batch = [
             requests[i]
             if attempt == 0

@@ -23,9 +23,9 @@ from curation_assets.stages.core.context import StageContext, StageOutput, iter_
 from curation_assets.stages.core.llm_stage import (
     LLMStageSpec,
     ask_and_parse,
-    batch_stats,
     check_spend,
     planned_stats,
+    settle_batches,
 )
 from curation_assets.stages.core.registry import StageKind, register_kind
 from curation_assets.store.sql_files import execute_sql_file
@@ -200,13 +200,14 @@ def run_lift_expand(spec: LiftExpandSpec, ctx: StageContext) -> StageOutput:
                     parent[sid], current[sid] = child, instruction
             rows.write(pa.table(out, schema=LIFT_EXPAND_SCHEMA))
             new.write_table(pa.table(made, schema=GENERATED_SCHEMA))
+    batched = settle_batches(client)  # llm.mode: batch
     stats = {
         "pending": count,
         "rounds": spec.rounds,
         **planned_stats(plan),
         "generated": statuses.get("ok", 0),
         **{f"status_{k}": v for k, v in statuses.items()},
-        **batch_stats(client),
+        **batched,
         **client.stats.as_dict(),
     }
     return StageOutput(rows.path, rows_in=count, stats=stats, metadata=stats, generated_samples_file=generated_path)

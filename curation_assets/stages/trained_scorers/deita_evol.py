@@ -31,9 +31,9 @@ from curation_assets.stages.core.context import StageContext, StageOutput, iter_
 from curation_assets.stages.core.llm_stage import (
     LLMStageSpec,
     ask_and_parse,
-    batch_stats,
     check_spend,
     planned_stats,
+    settle_batches,
 )
 from curation_assets.stages.core.registry import StageKind, register_kind
 
@@ -240,12 +240,13 @@ def run_deita_evol(spec: DeitaEvolSpec, ctx: StageContext) -> StageOutput:
             for dimension in spec.dimensions:
                 _evolve_dimension(spec, client, dimension, seeds, out, statuses)
             writer.write(pa.table(out, schema=DEITA_EVOL_SCHEMA))
+    batched = settle_batches(client)  # llm.mode: batch
     stats = {
         "pending": count,
         "iterations": spec.iterations,
         **planned_stats(plan),
         **statuses,
-        **batch_stats(client),
+        **batched,
         **client.stats.as_dict(),
     }
     return StageOutput(writer.path, rows_in=count, stats=stats, metadata=stats)
