@@ -112,8 +112,11 @@ def writer_main(store: dict[str, Any], worker: int, commits: int, go: Path) -> d
         files.append(folder / f"chunk{commit}.parquet")
         pq.write_table(table, files[-1])
     print("ready", flush=True)
-    while not go.exists():
-        time.sleep(0.005)
+    deadline = time.monotonic() + 600
+    while not go.exists():  # the barrier: every writer starts committing at once
+        if time.monotonic() > deadline:
+            raise TimeoutError("no start signal from the benchmark within 600 s")
+        time.sleep(0.01)
     started = time.time()
     for path in files:
         with opened.transaction() as con:
@@ -160,18 +163,24 @@ def writers(python: str, store: dict[str, Any], n: int, commits: int, env: dict[
         )  # fmt: skip
         for w in range(n)
     ]
-    for proc in procs:  # every writer connected and its chunks staged
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        if line.strip() != "ready":
-            raise RuntimeError(f"writer did not start: {line} {proc.communicate()[1][-2000:]}")
-    go.touch()
-    outs = []
-    for proc in procs:
-        out, err = proc.communicate()
-        if proc.returncode != 0:
-            raise RuntimeError(f"writer failed: {err[-3000:]}")
-        outs.append(json.loads(out.strip().splitlines()[-1]))
+    try:
+        for proc in procs:  # every writer connected and its chunks staged
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            if line.strip() != "ready":
+                raise RuntimeError(f"writer did not start: {line} {proc.communicate()[1][-2000:]}")
+        go.touch()
+        outs = []
+        for proc in procs:
+            out, err = proc.communicate()
+            if proc.returncode != 0:
+                raise RuntimeError(f"writer failed: {err[-3000:]}")
+            outs.append(json.loads(out.strip().splitlines()[-1]))
+    finally:  # a failed writer must not leave the others waiting for the barrier
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     return sum(o["commits"] for o in outs) / (max(o["end"] for o in outs) - min(o["start"] for o in outs))
 
 
