@@ -249,11 +249,12 @@ def run(quick: bool) -> BenchResult:
 
 
 def main(argv: list[str]) -> None:
-    if argv[0] == "pipeline":
+    mode = argv[0] if argv else ""
+    if mode == "pipeline":
         print(json.dumps(pipeline_main(json.loads(argv[1]), Path(argv[2]), int(argv[3]))))
-    elif argv[0] == "prepare":
+    elif mode == "prepare":
         print(json.dumps(prepare_main(json.loads(argv[1]))))
-    elif argv[0] == "writer":
+    elif mode == "writer":
         print(json.dumps(writer_main(json.loads(argv[1]), int(argv[2]), int(argv[3]), Path(argv[4]))))
     else:
         quick = "--quick" in argv
