@@ -504,7 +504,7 @@ def run(quick: bool) -> FaultTable:
 
     from bench.common import progress
     from curation_assets.llm.local_server import LocalLLMServer, free_port
-    from tests.models_fixtures import build_tiny_causal_lm
+    from tests.support.models import build_tiny_causal_lm
 
     records, jvp_samples, llm_samples = (30_000, 600, 60) if quick else (200_000, 1_500, 300)
     table = FaultTable(f"Faults: SIGKILL of `curation run`, then `curation run` again ({records} records, "

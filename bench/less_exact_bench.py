@@ -242,7 +242,7 @@ def run(quick: bool) -> BenchResult:
     from bench.less_bench import gsm8k_conversations
     from bench.lm_bench import sharegpt_conversations
     from curation_assets.models.causal_lm import PACKAGED_SMOLLM2
-    from tests.models_fixtures import build_tiny_causal_lm
+    from tests.support.models import build_tiny_causal_lm
 
     result = BenchResult("Exact LESS scores (projection: none) vs projected, baseline = the projected run")
     pool, targets = sharegpt_conversations(POOL), gsm8k_conversations(TARGETS)

@@ -22,7 +22,7 @@ from bench.fault_bench import (
     table_digests,
 )
 from curation_assets.llm.cache import LLMCache
-from tests.models_fixtures import build_tiny_causal_lm
+from tests.support.models import build_tiny_causal_lm
 
 pytestmark = pytest.mark.e2e
 

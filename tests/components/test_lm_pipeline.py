@@ -10,14 +10,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from curation_assets.components.standalone import load_pipeline_file, pipeline_definitions
 from curation_assets.models.chat_format import encode_conversation
-from tests.support.files import WORDS, write_pool  # noqa: F401  (WORDS: imported from here)
+from tests.support.files import write_pool
 from tests.support.models import build_tiny_causal_lm
 from tests.support.runs import run_document, run_pipeline
-
-# `tiny_lm` is tests/conftest.py's session fixture; this name stays importable for the modules
-# (tests/evaluation) that still import it from here next to `write_pool`.
-tiny_lm = None
-
 
 def pipeline(tmp_path: Path, model: Path, stages: list[dict]) -> Path:
     document = {"type": "curation_assets.CurationPipeline", "attributes": {

@@ -16,7 +16,7 @@ from curation_assets.evaluation.report import COLUMNS
 from curation_assets.models.chat_format import encode_conversation
 from curation_assets.store import DuckDBStore
 from tests.components.test_less_pipeline import write_targets
-from tests.components.test_lm_pipeline import tiny_lm, write_pool  # noqa: F401  (fixture)
+from tests.support.files import write_pool
 
 LORA = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"], "lr": 0.02, "epochs": 2,
         "batch_size": 2, "warmup_ratio": 0.0}
@@ -71,7 +71,7 @@ def plain_loss(model, tokenizer, messages) -> float:
 
 
 @pytest.fixture(scope="module")
-def evaluated(tmp_path_factory, tiny_lm):  # noqa: F811
+def evaluated(tmp_path_factory, tiny_lm):
     folder = tmp_path_factory.mktemp("evaluation")
     write_pool(folder / "pool.jsonl", 24)
     write_targets(folder / "target.jsonl")
@@ -81,7 +81,7 @@ def evaluated(tmp_path_factory, tiny_lm):  # noqa: F811
     return folder, component, first, second
 
 
-def test_losses_equal_plain_transformers_and_peft(evaluated, tiny_lm):  # noqa: F811
+def test_losses_equal_plain_transformers_and_peft(evaluated, tiny_lm):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -166,7 +166,7 @@ def test_a_held_out_target_used_for_selection_is_refused(tmp_path):
         check_no_leak(store, heldout, ["less_top"])
 
 
-def test_unknown_selection_fails_at_load_time(tmp_path, tiny_lm):  # noqa: F811
+def test_unknown_selection_fails_at_load_time(tmp_path, tiny_lm):
     doc = document(tiny_lm)
     doc["attributes"]["evaluation"]["selections"] = ["longest", "nope"]
     write_pool(tmp_path / "pool.jsonl", 5)

@@ -17,7 +17,7 @@ from curation_assets.evaluation.finetune_cache import members_hash
 from curation_assets.evaluation.report import COLUMNS
 from curation_assets.models.chat_format import encode_conversation
 from curation_assets.store import DuckDBStore
-from tests.components.test_lm_pipeline import tiny_lm, write_pool  # noqa: F401  (fixture)
+from tests.support.files import write_pool
 from tests.evaluation.test_evaluation import LORA, write_general
 
 SEEDS = 5
@@ -34,7 +34,7 @@ def write_target(path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def evaluated(tmp_path_factory, tiny_lm):  # noqa: F811
+def evaluated(tmp_path_factory, tiny_lm):
     folder = tmp_path_factory.mktemp("evaluation_statistics")
     write_pool(folder / "pool.jsonl", 24)
     write_target(folder / "target.jsonl")
@@ -125,7 +125,7 @@ def test_delta_interval_and_beating_every_seed_equal_a_direct_computation(evalua
     assert results["random_s0"]["beats_all_random"] is None
 
 
-def test_token_matched_subsets_equal_a_direct_computation(evaluated, tiny_lm):  # noqa: F811
+def test_token_matched_subsets_equal_a_direct_computation(evaluated, tiny_lm):
     folder, _ = evaluated
     results, losses, pool, members = stored(folder)
     tokenizer = AutoTokenizer.from_pretrained(tiny_lm)

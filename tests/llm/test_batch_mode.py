@@ -26,7 +26,7 @@ from curation_assets.stages.core.registry import get_kind
 from curation_assets.store import DuckDBStore
 from tests.components.test_llm_pipeline import document, llm, query, write_pool
 from tests.llm.batch_server import BatchServer
-from tests.pipeline_runs import materialize_document
+from tests.support.runs import materialize_document
 
 
 def test_batch_mode_keys_leave_the_config_hash_alone():

@@ -6,7 +6,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from curation_assets.methods.lm_signals import forward_signals, response_token_signals
 from curation_assets.models.chat_format import collate, encode_conversation
-from tests.models_fixtures import build_tiny_causal_lm
+from tests.support.models import build_tiny_causal_lm
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from curation_assets.methods.lm_signals import forward_signals
 from curation_assets.models.chat_format import IGNORE_INDEX, ChatTemplateError, collate, encode_conversation
 from curation_assets.models.gradients import per_sample_response_losses
-from tests.models_fixtures import build_tiny_causal_lm
+from tests.support.models import build_tiny_causal_lm
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from curation_assets.models.digit_scorer import (
     encode_prompt,
     training_sample,
 )
-from tests.models_fixtures import build_tiny_causal_lm
+from tests.support.models import build_tiny_causal_lm
 
 DIGITS = ("1", "2", "3", "4", "5", "6")
 

@@ -5,7 +5,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from curation_assets.models.chat_format import collate, encode_conversation
 from curation_assets.models.gradients import LoraGradientCapture, per_sample_grad_norms, per_sample_response_losses
 from curation_assets.models.lora import LoraSettings, attach_lora, lora_finetune
-from tests.models_fixtures import build_tiny_causal_lm
+from tests.support.models import build_tiny_causal_lm
 
 
 @pytest.fixture(scope="module")

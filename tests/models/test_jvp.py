@@ -8,7 +8,7 @@ import torch
 from curation_assets.methods.projection import DenseRademacherProjector
 from curation_assets.models.chat_format import collate, encode_conversation
 from curation_assets.models.jvp import JvpEmbedder
-from tests.models_fixtures import build_tiny_causal_lm
+from tests.support.models import build_tiny_causal_lm
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from curation_assets.models.chat_format import collate, encode_conversation
 from curation_assets.models.lora import attach_lora, lora_finetune
 from curation_assets.stages.influence.lora_warmup import LESS_LORA, LoraWarmupSpec
-from tests.models_fixtures import build_tiny_causal_lm
+from tests.support.models import build_tiny_causal_lm
 
 N_SAMPLES, EPOCHS = 40, 2
 

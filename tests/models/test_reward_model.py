@@ -5,7 +5,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from curation_assets.models.reward_model import reward_scores
-from tests.models_fixtures import build_tiny_reward_model
+from tests.support.models import build_tiny_reward_model
 
 QUESTIONS = ["what is two plus two", "say hello", "explain the world in detail please", "why"]
 ANSWERS = ["four", "hello there", "the world is big and round " * 40, "because"]

@@ -13,7 +13,7 @@ from curation_assets.models.weight_warmup import (
     save_weight_warmup,
     warm_up_weights,
 )
-from tests.models_fixtures import build_tiny_causal_lm
+from tests.support.models import build_tiny_causal_lm
 
 
 @pytest.fixture(scope="module")
