@@ -27,7 +27,7 @@ help:
 	@echo "make test   set up, lint (make lint) and run the tests"
 	@echo "make test-ducklake  the DuckLake store tests in $(VENV_DL) (duckdb 1.5.5; starts a throw-away PostgreSQL)"
 	@echo "make test-distributed  two Celery workers run a sharded pipeline on a DuckLake (starts PostgreSQL and Redis)"
-	@echo "make lint   ruff check, ruff format --check and pyright on curation_assets/ (config in pyproject.toml)"
+	@echo "make lint   ruff check and ruff format --check on curation_assets/, tests/, bench/; pyright on curation_assets/ (config in pyproject.toml)"
 	@echo "make ui     open the Dagster UI on http://127.0.0.1:$(UI_PORT)"
 	@echo "make bench  run the benchmarks under bench/ (BENCH_ARGS=--quick for a short run)"
 	@echo "make eval   fine-tune on each selection, held-out losses vs random (EVAL_ARGS='--pool 200 --epochs 1 --heldout 100 --no-judge' for a reduced run)"
@@ -107,8 +107,8 @@ redis:
 
 # the gate before the tests: lint rules, formatting and types (pyright basic; about half a minute on 2 cores)
 lint: setup
-	$(BIN)/ruff check curation_assets
-	$(BIN)/ruff format --check curation_assets
+	$(BIN)/ruff check curation_assets tests bench
+	$(BIN)/ruff format --check curation_assets tests bench
 	$(BIN)/pyright --pythonpath $(BIN)/python
 
 test: setup lint browser

@@ -17,19 +17,42 @@ class BenchResult:
     rows: list[dict] = field(default_factory=list)  # each: measure, baseline, ours, unit, ratio, goal, met
     notes: list[str] = field(default_factory=list)
 
-    def add(self, measure: str, baseline: float, ours: float, unit: str, goal: str, met: bool | None,
-            higher_is_better: bool = False) -> None:
+    def add(
+        self,
+        measure: str,
+        baseline: float,
+        ours: float,
+        unit: str,
+        goal: str,
+        met: bool | None,
+        higher_is_better: bool = False,
+    ) -> None:
         ratio = (ours / baseline if higher_is_better else baseline / ours) if ours and baseline else float("nan")
-        self.rows.append({"measure": measure, "baseline": baseline, "ours": ours, "unit": unit,
-                          "ratio": ratio, "goal": goal, "met": met})
+        self.rows.append(
+            {
+                "measure": measure,
+                "baseline": baseline,
+                "ours": ours,
+                "unit": unit,
+                "ratio": ratio,
+                "goal": goal,
+                "met": met,
+            }
+        )
 
     def markdown(self) -> str:
-        lines = [f"## {self.name}", "", "| measure | baseline | ours | unit | ratio (x better) | goal | met |",
-                 "|---|---|---|---|---|---|---|"]
+        lines = [
+            f"## {self.name}",
+            "",
+            "| measure | baseline | ours | unit | ratio (x better) | goal | met |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for r in self.rows:
             met = "n/a" if r["met"] is None else ("yes" if r["met"] else "no")
-            lines.append(f"| {r['measure']} | {r['baseline']:.4g} | {r['ours']:.4g} | {r['unit']} | "
-                         f"{r['ratio']:.2f} | {r['goal']} | {met} |")
+            lines.append(
+                f"| {r['measure']} | {r['baseline']:.4g} | {r['ours']:.4g} | {r['unit']} | "
+                f"{r['ratio']:.2f} | {r['goal']} | {met} |"
+            )
         lines += [""] + [f"- {n}" for n in self.notes] + [""]
         return "\n".join(lines)
 
@@ -51,9 +74,11 @@ def machine() -> str:
 
     device = compute_device()
     gpu = f" ({torch.cuda.get_device_name()})" if device.name == "cuda" else ""
-    return (f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} with "
-            f"{torch.get_num_threads()} threads, device {device.name}{gpu} {device.dtype_name}, "
-            f"Python {platform.python_version()}")
+    return (
+        f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} with "
+        f"{torch.get_num_threads()} threads, device {device.name}{gpu} {device.dtype_name}, "
+        f"Python {platform.python_version()}"
+    )
 
 
 def progress(message: str) -> None:

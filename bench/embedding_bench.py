@@ -28,27 +28,53 @@ def run(quick: bool) -> BenchResult:
         store.ensure_schema([kind.schema_file])
 
         def ingest(limit: int) -> None:
-            run_ingest(SourceSpec(name="sharegpt", package="sharegpt", limit=limit), pipeline="bench",
-                       base_dir=Path(tmp), store=store)
+            run_ingest(
+                SourceSpec(name="sharegpt", package="sharegpt", limit=limit),
+                pipeline="bench",
+                base_dir=Path(tmp),
+                store=store,
+            )
 
         def stage(name: str = "embed") -> object:
             named = spec.model_copy(update={"name": name})
-            return run_stage(kind, named, pipeline="bench", store=store,
-                             stage_hashes={name: kind.config_hash(named)}, stage_tables={name: "embeddings"})
+            return run_stage(
+                kind,
+                named,
+                pipeline="bench",
+                store=store,
+                stage_hashes={name: kind.config_hash(named)},
+                stage_tables={name: "embeddings"},
+            )
 
         ingest(n)
         with store.reader() as con:
             texts = [r[0].strip() for r in con.execute("SELECT instruction FROM samples ORDER BY sample_id").fetchall()]
         # best of two on both sides (2 shared cores are noisy); a new stage name recomputes everything
-        direct_s, _ = timed(lambda: embedder.model.encode(texts, batch_size=64, normalize_embeddings=True,
-                                                          show_progress_bar=False), repeat=2)
+        direct_s, _ = timed(
+            lambda: embedder.model.encode(texts, batch_size=64, normalize_embeddings=True, show_progress_bar=False),
+            repeat=2,
+        )
         full_s = min(timed(lambda: stage("warm"))[0], timed(stage)[0])
         ingest(grown)
         rerun_s, rerun = timed(stage)
-    result.add("stage vs direct encode (same texts)", direct_s, full_s, "s", "overhead <= 5% (ratio >= 0.95)",
-               direct_s / full_s >= 0.95)
-    result.add("re-run after +1% samples vs full run", full_s, rerun_s, "s", "<= 3% of full (ratio >= 33)",
-               rerun_s <= 0.03 * full_s)
-    result.notes.append(f"{len(texts)} samples embedded in the full run ({len(texts) / full_s:.1f}/s); "
-                        f"the re-run embedded {rerun.rows_out} new samples")  # type: ignore[attr-defined]
+    result.add(
+        "stage vs direct encode (same texts)",
+        direct_s,
+        full_s,
+        "s",
+        "overhead <= 5% (ratio >= 0.95)",
+        direct_s / full_s >= 0.95,
+    )
+    result.add(
+        "re-run after +1% samples vs full run",
+        full_s,
+        rerun_s,
+        "s",
+        "<= 3% of full (ratio >= 33)",
+        rerun_s <= 0.03 * full_s,
+    )
+    result.notes.append(
+        f"{len(texts)} samples embedded in the full run ({len(texts) / full_s:.1f}/s); "
+        f"the re-run embedded {rerun.rows_out} new samples"
+    )  # type: ignore[attr-defined]
     return result

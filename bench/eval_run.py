@@ -89,10 +89,20 @@ def _pools_keeping(evaluation: dict[str, Any], methods: set[str]) -> list[dict[s
     return kept
 
 
-def derive(document: dict[str, Any], *, pool: int | None = None, epochs: int | None = None,
-           heldout: int | None = None, drop: set[str] = frozenset(), no_judge: bool = False,
-           only: set[str] = frozenset(), output_dir: str | None = None, training_seeds: int | None = None,
-           token_matched: int | None = None, full_pool: bool = True) -> tuple[dict[str, Any], str]:
+def derive(
+    document: dict[str, Any],
+    *,
+    pool: int | None = None,
+    epochs: int | None = None,
+    heldout: int | None = None,
+    drop: set[str] = frozenset(),
+    no_judge: bool = False,
+    only: set[str] = frozenset(),
+    output_dir: str | None = None,
+    training_seeds: int | None = None,
+    token_matched: int | None = None,
+    full_pool: bool = True,
+) -> tuple[dict[str, Any], str]:
     """A modified copy of the pipeline document and the variant's name (`full` when unchanged)."""
     document = yaml.safe_load(yaml.safe_dump(document))
     attributes = document["attributes"]
@@ -174,17 +184,27 @@ def main(argv: list[str] | None = None) -> None:
     drop = {name for name in args.without.split(",") if name}
     only = {name for name in args.only.split(",") if name}
     report_dir = (PROJECT / args.output_dir).resolve() if args.output_dir else PROJECT / "bench" / "results"
-    derived, variant = derive(document, pool=args.pool, epochs=args.epochs, heldout=args.heldout, drop=drop,
-                              no_judge=args.no_judge, only=only,
-                              output_dir=str(report_dir) if args.output_dir else None,
-                              training_seeds=args.training_seeds, token_matched=args.token_matched,
-                              full_pool=not args.no_full_pool)
+    derived, variant = derive(
+        document,
+        pool=args.pool,
+        epochs=args.epochs,
+        heldout=args.heldout,
+        drop=drop,
+        no_judge=args.no_judge,
+        only=only,
+        output_dir=str(report_dir) if args.output_dir else None,
+        training_seeds=args.training_seeds,
+        token_matched=args.token_matched,
+        full_pool=not args.no_full_pool,
+    )
     path = SHIPPED
     if variant != "full":
         path = PROJECT / ".curation" / f"eval_{variant}" / "defs.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(f"# Written by bench/eval_run.py from {SHIPPED.relative_to(PROJECT)}\n"
-                        + yaml.safe_dump(derived, sort_keys=False, width=120))
+        path.write_text(
+            f"# Written by bench/eval_run.py from {SHIPPED.relative_to(PROJECT)}\n"
+            + yaml.safe_dump(derived, sort_keys=False, width=120)
+        )
         print(f"variant {variant}: {path}", flush=True)
     command = [sys.executable, "-m", "curation_assets.cli", "check" if args.dry_run else "run", str(path)]
     if not args.dry_run:

@@ -40,8 +40,10 @@ PIPELINE = "faults"
 VOLATILE_TYPES = ("TIMESTAMP",)
 VOLATILE_COLUMNS = {"latency_s", "stage_run_id", "dagster_run_id"}
 SKIPPED_TABLES = {"stage_runs", "llm_failures"}  # run bookkeeping: a killed run adds its own rows
-WORDS = ("the a of to is and in it you that for on with as are this be what how why write explain answer "
-         "question code list one two three four five hello world yes no").split()
+WORDS = (
+    "the a of to is and in it you that for on with as are this be what how why write explain answer "
+    "question code list one two three four five hello world yes no"
+).split()
 
 
 # ---- a counting (and optionally holding) proxy in front of the llama.cpp server --------------------
@@ -124,13 +126,32 @@ def write_pipeline(folder: Path, settings: FaultPipeline, llm_base_url: str) -> 
     (folder / "prompts" / "user.txt").write_text("{instruction} {response}\nScore 0-5:", encoding="utf-8")
     stages = {
         "lengths": {"name": "lengths", "kind": "text_stats"},
-        "jvp": {"name": "jvp", "kind": "jvp_embeddings", "input_selection": "jvp_subset",
-                "model": str(settings.jvp_model), "num_blocks": 1, "dim": 32, "max_length": 48, "batch_size": 32},
-        "judge": {"name": "judge", "kind": "alpagasus", "input_selection": "llm_subset", "max_tokens": 2,
-                  "parse_retries": 0, "prompts": {"alpagasus_system": "prompts/system.txt",
-                                                  "alpagasus_user": "prompts/user.txt"},
-                  "llm": {"base_url": llm_base_url, "model": "smollm2-135m-instruct", "max_concurrency": 2,
-                          "timeout_s": 120, "backoff_s": 0.05, "backoff_max_s": 0.5}},
+        "jvp": {
+            "name": "jvp",
+            "kind": "jvp_embeddings",
+            "input_selection": "jvp_subset",
+            "model": str(settings.jvp_model),
+            "num_blocks": 1,
+            "dim": 32,
+            "max_length": 48,
+            "batch_size": 32,
+        },
+        "judge": {
+            "name": "judge",
+            "kind": "alpagasus",
+            "input_selection": "llm_subset",
+            "max_tokens": 2,
+            "parse_retries": 0,
+            "prompts": {"alpagasus_system": "prompts/system.txt", "alpagasus_user": "prompts/user.txt"},
+            "llm": {
+                "base_url": llm_base_url,
+                "model": "smollm2-135m-instruct",
+                "max_concurrency": 2,
+                "timeout_s": 120,
+                "backoff_s": 0.05,
+                "backoff_max_s": 0.5,
+            },
+        },
     }
     selections = []
     if "jvp" in settings.stages:
@@ -138,17 +159,23 @@ def write_pipeline(folder: Path, settings: FaultPipeline, llm_base_url: str) -> 
     if "judge" in settings.stages:
         selections.append({"name": "llm_subset", "kind": "random", "budget": settings.llm_samples, "seed": 2})
     if "lengths" in settings.stages:
-        selections.append({"name": "longest", "kind": "top_score", "stage": "lengths", "column": "output_words",
-                           "budget": 100})
+        selections.append(
+            {"name": "longest", "kind": "top_score", "stage": "lengths", "column": "output_words", "budget": 100}
+        )
     attributes: dict[str, Any] = {
-        "name": PIPELINE, "duckdb_path": DB_NAME, "automation": {"condition": "none"},
+        "name": PIPELINE,
+        "duckdb_path": DB_NAME,
+        "automation": {"condition": "none"},
         "sources": [{"name": "pool", "path": "pool.jsonl", "format": "alpaca"}],
-        "stages": [stages[name] for name in settings.stages], "selections": selections}
+        "stages": [stages[name] for name in settings.stages],
+        "selections": selections,
+    }
     if settings.export:
         attributes["exports"] = [{"selection": "samples", "path": "out/samples.jsonl", "format": "jsonl"}]
     path = folder / "defs.yaml"
-    path.write_text(yaml.safe_dump({"type": "curation_assets.CurationPipeline", "attributes": attributes}),
-                    encoding="utf-8")
+    path.write_text(
+        yaml.safe_dump({"type": "curation_assets.CurationPipeline", "attributes": attributes}), encoding="utf-8"
+    )
     return path
 
 
@@ -156,12 +183,22 @@ def write_pipeline(folder: Path, settings: FaultPipeline, llm_base_url: str) -> 
 def start_run(folder: Path, log_name: str = "run.log", log_level: str = "INFO") -> subprocess.Popen:
     """`curation run defs.yaml` in a subprocess, output to `folder/log_name`, TMPDIR `folder/tmp`."""
     (folder / "tmp").mkdir(exist_ok=True)
-    env = {**os.environ, "TMPDIR": str(folder / "tmp"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-           "TOKENIZERS_PARALLELISM": "false"}
+    env = {
+        **os.environ,
+        "TMPDIR": str(folder / "tmp"),
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
     env.pop("DAGSTER_HOME", None)  # an ephemeral instance, like a plain `curation run`
     log = open(folder / log_name, "ab")  # noqa: SIM115 - closed with the process by the OS
-    return subprocess.Popen([sys.executable, "-m", "curation_assets.cli", "run", str(folder / "defs.yaml"),
-                             "--log-level", log_level], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "-m", "curation_assets.cli", "run", str(folder / "defs.yaml"), "--log-level", log_level],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def run_to_end(folder: Path, timeout_s: float = 900, log_name: str = "run.log") -> int:
@@ -174,8 +211,9 @@ def run_to_end(folder: Path, timeout_s: float = 900, log_name: str = "run.log") 
         raise
 
 
-def kill_when(process: subprocess.Popen, condition: Callable[[], bool], timeout_s: float = 600,
-              poll_s: float = 0.005) -> bool:
+def kill_when(
+    process: subprocess.Popen, condition: Callable[[], bool], timeout_s: float = 600, poll_s: float = 0.005
+) -> bool:
     """SIGKILL `process` as soon as `condition()` holds; False when it ended (or timed out) first."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -210,19 +248,37 @@ def _stage_committed(stage: str) -> Callable[[Path], bool]:
 
 def phases(settings: FaultPipeline) -> list[Phase]:
     artifacts = f"{Path(DB_NAME).stem}.artifacts"
-    found: list[Phase] = [Phase(
-        "during ingest", lambda f, p: any((f / artifacts / ".staging").glob("ingest-pool-*/pool.samples.parquet")),
-        _stage_committed("pool"))]
+    found: list[Phase] = [
+        Phase(
+            "during ingest",
+            lambda f, p: any((f / artifacts / ".staging").glob("ingest-pool-*/pool.samples.parquet")),
+            _stage_committed("pool"),
+        )
+    ]
     if "jvp" in settings.stages:
-        found.append(Phase("during a stage's chunk writes (JVP parts)",
-                           lambda f, p: any((f / artifacts / "jvp").glob("*/partial/part-*.parquet")),
-                           _stage_committed("jvp")))
+        found.append(
+            Phase(
+                "during a stage's chunk writes (JVP parts)",
+                lambda f, p: any((f / artifacts / "jvp").glob("*/partial/part-*.parquet")),
+                _stage_committed("jvp"),
+            )
+        )
     if "judge" in settings.stages:
-        found.append(Phase("during an LLM stage", lambda f, p: p.forwarded >= max(1, settings.llm_samples // 3),
-                           _stage_committed("judge")))
+        found.append(
+            Phase(
+                "during an LLM stage",
+                lambda f, p: p.forwarded >= max(1, settings.llm_samples // 3),
+                _stage_committed("judge"),
+            )
+        )
     if settings.export:
-        found.append(Phase("during an export", lambda f, p: any((f / "out").glob(".samples.jsonl.export-tmp-*")),
-                           lambda f: (f / "out" / ".samples.jsonl.curation-export.json").exists()))
+        found.append(
+            Phase(
+                "during an export",
+                lambda f, p: any((f / "out").glob(".samples.jsonl.export-tmp-*")),
+                lambda f: (f / "out" / ".samples.jsonl.curation-export.json").exists(),
+            )
+        )
     return found
 
 
@@ -246,18 +302,30 @@ def table_contents(folder: Path) -> tuple[dict[str, Counter], dict[tuple, np.nda
     rows: dict[str, Counter] = {}
     vectors: dict[tuple, np.ndarray] = {}
     try:
-        tables = [t for (t,) in con.execute("SELECT table_name FROM information_schema.tables "
-                                            "WHERE table_type = 'BASE TABLE' ORDER BY 1").fetchall()
-                  if t not in SKIPPED_TABLES]
+        tables = [
+            t
+            for (t,) in con.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE' ORDER BY 1"
+            ).fetchall()
+            if t not in SKIPPED_TABLES
+        ]
         for table in tables:
-            columns = con.execute("SELECT column_name, data_type FROM information_schema.columns "
-                                  "WHERE table_name = $t ORDER BY ordinal_position", {"t": table}).fetchall()
-            plain = [c for c, kind in columns if c not in VOLATILE_COLUMNS and not kind.startswith(VOLATILE_TYPES)
-                     and kind != "FLOAT[]"]
+            columns = con.execute(
+                "SELECT column_name, data_type FROM information_schema.columns "
+                "WHERE table_name = $t ORDER BY ordinal_position",
+                {"t": table},
+            ).fetchall()
+            plain = [
+                c
+                for c, kind in columns
+                if c not in VOLATILE_COLUMNS and not kind.startswith(VOLATILE_TYPES) and kind != "FLOAT[]"
+            ]
             floats = [c for c, kind in columns if kind == "FLOAT[]"]
             keys = [c for c in ("stage", "sample_id", "checkpoint") if c in plain]
-            rows[table] = Counter(tuple(json.dumps(v, default=str, sort_keys=True) for v in row) for row in
-                                  con.execute(f"SELECT {', '.join(plain)} FROM {table}").fetchall())  # noqa: S608
+            rows[table] = Counter(
+                tuple(json.dumps(v, default=str, sort_keys=True) for v in row)
+                for row in con.execute(f"SELECT {', '.join(plain)} FROM {table}").fetchall()
+            )
             for column in floats:
                 for *key, vector in con.execute(f"SELECT {', '.join(keys)}, {column} FROM {table}").fetchall():
                     vectors[(table, column, *key)] = np.asarray(vector, dtype=np.float32)
@@ -290,8 +358,11 @@ def compare(reference: tuple[dict, dict], got: tuple[dict, dict]) -> Comparison:
         if expected != have:
             differing.append(table)
     missing = sum(key not in vectors for key in ref_vectors)
-    diffs = [float(np.max(np.abs(vectors[k] - v))) if vectors[k].shape == v.shape else float("inf")
-             for k, v in ref_vectors.items() if k in vectors and v.size]
+    diffs = [
+        float(np.max(np.abs(vectors[k] - v))) if vectors[k].shape == v.shape else float("inf")
+        for k, v in ref_vectors.items()
+        if k in vectors and v.size
+    ]
     return Comparison(lost, extra, missing, max(diffs, default=0.0), differing)
 
 
@@ -308,12 +379,12 @@ def table_digests(contents: tuple[dict[str, Counter], dict]) -> dict[str, tuple[
 def temporaries_left(folder: Path) -> list[str]:
     """Temporary files a run leaves behind: staging folders, parts, *.tmp, export temporaries, TMPDIR."""
     root = folder / f"{Path(DB_NAME).stem}.artifacts"
-    left = [p for p in (root / ".staging").glob("*")] if (root / ".staging").exists() else []
+    left = list((root / ".staging").glob("*")) if (root / ".staging").exists() else []
     left += list(root.glob("*/*/partial*"))
-    left += [p for p in folder.rglob("*.tmp")]
+    left += list(folder.rglob("*.tmp"))
     left += list((folder / "out").glob(".*export-tmp-*")) if (folder / "out").exists() else []
     left += [p for p in (folder / "tmp").rglob("*") if p.is_file()] if (folder / "tmp").exists() else []
-    left += [p for p in (folder / DB_NAME, ) if Path(f"{p}.wal").exists()]
+    left += [p for p in (folder / DB_NAME,) if Path(f"{p}.wal").exists()]
     return sorted(str(p.relative_to(folder)) for p in left)
 
 
@@ -341,12 +412,18 @@ class FaultOutcome:
 
     @property
     def ok(self) -> bool:
-        return (self.killed_in_phase and self.recovered and self.comparison.equal and self.export_equal
-                and not self.temporaries)
+        return (
+            self.killed_in_phase
+            and self.recovered
+            and self.comparison.equal
+            and self.export_equal
+            and not self.temporaries
+        )
 
 
-def reference_run(folder: Path, settings: FaultPipeline, llm_upstream: str) -> tuple[tuple[dict, dict], str | None,
-                                                                                      int]:
+def reference_run(
+    folder: Path, settings: FaultPipeline, llm_upstream: str
+) -> tuple[tuple[dict, dict], str | None, int]:
     """An uninterrupted run: its tables, its export digest and the requests its server answered."""
     with CountingProxy(llm_upstream) as proxy:
         write_pipeline(folder, settings, proxy.base_url)
@@ -356,8 +433,14 @@ def reference_run(folder: Path, settings: FaultPipeline, llm_upstream: str) -> t
         return table_contents(folder), export_digest(folder), proxy.forwarded
 
 
-def inject(folder: Path, settings: FaultPipeline, phase: Phase, llm_upstream: str,
-           reference: tuple[dict, dict], reference_export: str | None) -> FaultOutcome:
+def inject(
+    folder: Path,
+    settings: FaultPipeline,
+    phase: Phase,
+    llm_upstream: str,
+    reference: tuple[dict, dict],
+    reference_export: str | None,
+) -> FaultOutcome:
     """SIGKILL `curation run` when `phase` is reached, then run it again and compare."""
     started = time.perf_counter()
     with CountingProxy(llm_upstream) as proxy:
@@ -370,13 +453,22 @@ def inject(folder: Path, settings: FaultPipeline, phase: Phase, llm_upstream: st
         recovered = run_to_end(folder, log_name="recovery.log") == 0
         comparison = compare(reference, table_contents(folder)) if recovered else Comparison(-1, -1, -1, float("inf"))
         paid_twice = proxy.forwarded - cached_requests(folder) if recovered else -1
-    return FaultOutcome(phase.name, killed_in_phase, recovered, comparison,
-                        export_digest(folder) == reference_export, paid_twice, answered_before - cached_before,
-                        temporaries_left(folder), time.perf_counter() - started)
+    return FaultOutcome(
+        phase.name,
+        killed_in_phase,
+        recovered,
+        comparison,
+        export_digest(folder) == reference_export,
+        paid_twice,
+        answered_before - cached_before,
+        temporaries_left(folder),
+        time.perf_counter() - started,
+    )
 
 
-def run_twice_at_once(folder: Path, settings: FaultPipeline, llm_upstream: str,
-                      timeout_s: float = 600) -> dict[str, Any]:
+def run_twice_at_once(
+    folder: Path, settings: FaultPipeline, llm_upstream: str, timeout_s: float = 600
+) -> dict[str, Any]:
     """Two `curation run` of the same pipeline: the first run's LLM answers are held at the proxy
     until the second logs that it waits for the stage's lock (or sends requests itself, which
     a run without the lock does); then both finish. Returns counts for the table and the test."""
@@ -401,9 +493,16 @@ def run_twice_at_once(folder: Path, settings: FaultPipeline, llm_upstream: str,
         codes = [first.wait(timeout=timeout_s), second.wait(timeout=timeout_s)]
         judged = _query(folder, "SELECT count(*), count(DISTINCT sample_id) FROM alpagasus WHERE stage = 'judge'")[0]
         runs = _query(folder, "SELECT rows_in FROM stage_runs WHERE stage = 'judge' ORDER BY finished_at")
-        return {"exit_codes": codes, "second_waited": waited, "rows": judged[0], "distinct_rows": judged[1],
-                "judge_rows_in": [r[0] for r in runs], "requests_answered": proxy.forwarded,
-                "requests_cached": cached_requests(folder), "temporaries": temporaries_left(folder)}
+        return {
+            "exit_codes": codes,
+            "second_waited": waited,
+            "rows": judged[0],
+            "distinct_rows": judged[1],
+            "judge_rows_in": [r[0] for r in runs],
+            "requests_answered": proxy.forwarded,
+            "requests_cached": cached_requests(folder),
+            "temporaries": temporaries_left(folder),
+        }
 
 
 # ---- peak memory of a single huge line --------------------------------------------------------------
@@ -421,8 +520,9 @@ print(result.records_read, result.rejected, int(peak.split()[1]) * 1024)
 """
 
 
-def single_line_jsonl_peak_memory(folder: Path, line_bytes: int = 1_500_000_000,
-                                  max_record_bytes: int = 16_000_000) -> dict[str, float]:
+def single_line_jsonl_peak_memory(
+    folder: Path, line_bytes: int = 1_500_000_000, max_record_bytes: int = 16_000_000
+) -> dict[str, float]:
     """Peak RSS (bytes) of ingesting a JSONL whose one line holds `line_bytes`, next to the same
     ingest of the file without that line. With `max_record_bytes`, the source reader skips the
     line unread, so the peak should grow by about `max_record_bytes` at most, not by the line."""
@@ -445,12 +545,36 @@ def single_line_jsonl_peak_memory(folder: Path, line_bytes: int = 1_500_000_000,
                 handle.write('", "input": "", "output": "y"}\n')
             handle.write("\n".join(small[50:]) + "\n")
         defs = folder / f"{name}.yaml"
-        defs.write_text(yaml.safe_dump({"type": "curation_assets.CurationPipeline", "attributes": {
-            "name": "line", "duckdb_path": f"{name}.duckdb", "automation": {"condition": "none"},
-            "sources": [{"name": "pool", "path": data.name, "format": "alpaca",
-                         "max_record_bytes": max_record_bytes, "max_rejected_fraction": 0.5}]}}))
-        out = subprocess.run([sys.executable, "-c", INGEST_PEAK, str(defs)], cwd=ROOT, capture_output=True,
-                             text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=1800)
+        defs.write_text(
+            yaml.safe_dump(
+                {
+                    "type": "curation_assets.CurationPipeline",
+                    "attributes": {
+                        "name": "line",
+                        "duckdb_path": f"{name}.duckdb",
+                        "automation": {"condition": "none"},
+                        "sources": [
+                            {
+                                "name": "pool",
+                                "path": data.name,
+                                "format": "alpaca",
+                                "max_record_bytes": max_record_bytes,
+                                "max_rejected_fraction": 0.5,
+                            }
+                        ],
+                    },
+                }
+            )
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", INGEST_PEAK, str(defs)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+            timeout=1800,
+            check=False,
+        )
         data.unlink()
         if out.returncode != 0:
             raise RuntimeError(f"ingest of the {name}-line file failed: {out.stderr[-2000:]}")
@@ -473,28 +597,40 @@ class FaultTable:
     notes: list[str] = field(default_factory=list)
 
     def markdown(self) -> str:
-        lines = [f"## {self.title}", "",
-                 "| fault (SIGKILL of `curation run`) | faults injected | runs recovered | rows lost (goal 0) | "
-                 "requests paid twice (goal 0) | temporaries left | seconds |", "|---|---|---|---|---|---|---|"]
+        lines = [
+            f"## {self.title}",
+            "",
+            "| fault (SIGKILL of `curation run`) | faults injected | runs recovered | rows lost (goal 0) | "
+            "requests paid twice (goal 0) | temporaries left | seconds |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for o in self.outcomes:
             recovered = int(o.recovered and o.comparison.equal and o.export_equal)
-            lines.append(f"| {o.fault} | {int(o.killed_in_phase)} | {recovered} | {max(o.comparison.rows_lost, 0)} | "
-                         f"{o.paid_twice} | {len(o.temporaries)} | {o.seconds:.0f} |")
+            lines.append(
+                f"| {o.fault} | {int(o.killed_in_phase)} | {recovered} | {max(o.comparison.rows_lost, 0)} | "
+                f"{o.paid_twice} | {len(o.temporaries)} | {o.seconds:.0f} |"
+            )
         if self.concurrent is not None:
             c = self.concurrent
             twice = c["requests_answered"] - c["requests_cached"]
             ok = int(c["exit_codes"] == [0, 0] and c["rows"] == c["distinct_rows"])
-            lines.append(f"| two `curation run` of one LLM stage at once (no kill) | 1 | {ok} | 0 | {twice} | "
-                         f"{len(c['temporaries'])} | - |")
+            lines.append(
+                f"| two `curation run` of one LLM stage at once (no kill) | 1 | {ok} | 0 | {twice} | "
+                f"{len(c['temporaries'])} | - |"
+            )
         if self.memory is not None:
             m = self.memory
             growth = m["with_peak"] - m["without_peak"]
-            lines += ["", "| ingest of a JSONL with one huge line | peak RSS | goal | met |", "|---|---|---|---|",
-                      f"| without the line (baseline) | {m['without_peak'] / 1e6:.0f} MB | - | - |",
-                      f"| with one {m['line_bytes'] / 1e9:.1f} GB line | {m['with_peak'] / 1e6:.0f} MB "
-                      f"({growth / 1e6:+.0f} MB) | growth bounded by max_record_bytes "
-                      f"({m['max_record_bytes'] / 1e6:.0f} MB) x 3, not the line | "
-                      f"{'yes' if growth <= 3 * m['max_record_bytes'] else 'no'} |"]
+            lines += [
+                "",
+                "| ingest of a JSONL with one huge line | peak RSS | goal | met |",
+                "|---|---|---|---|",
+                f"| without the line (baseline) | {m['without_peak'] / 1e6:.0f} MB | - | - |",
+                f"| with one {m['line_bytes'] / 1e9:.1f} GB line | {m['with_peak'] / 1e6:.0f} MB "
+                f"({growth / 1e6:+.0f} MB) | growth bounded by max_record_bytes "
+                f"({m['max_record_bytes'] / 1e6:.0f} MB) x 3, not the line | "
+                f"{'yes' if growth <= 3 * m['max_record_bytes'] else 'no'} |",
+            ]
         lines += [""] + [f"- {n}" for n in self.notes] + [""]
         return "\n".join(lines)
 
@@ -507,8 +643,10 @@ def run(quick: bool) -> FaultTable:
     from tests.support.models import build_tiny_causal_lm
 
     records, jvp_samples, llm_samples = (30_000, 600, 60) if quick else (200_000, 1_500, 300)
-    table = FaultTable(f"Faults: SIGKILL of `curation run`, then `curation run` again ({records} records, "
-                       f"JVP on {jvp_samples}, AlpaGasus on {llm_samples} via llama.cpp)")
+    table = FaultTable(
+        f"Faults: SIGKILL of `curation run`, then `curation run` again ({records} records, "
+        f"JVP on {jvp_samples}, AlpaGasus on {llm_samples} via llama.cpp)"
+    )
     with tempfile.TemporaryDirectory(prefix="fault-bench-") as scratch:
         root = Path(scratch)
         settings = FaultPipeline(records, jvp_samples, llm_samples, build_tiny_causal_lm(root))
@@ -518,11 +656,15 @@ def run(quick: bool) -> FaultTable:
             reference, reference_export, answered = reference_run(root / "reference", settings, server.base_url)
             for i, phase in enumerate(phases(settings)):
                 progress(f"faults: SIGKILL {phase.name}")
-                table.outcomes.append(inject(root / f"fault-{i}", settings, phase, server.base_url, reference,
-                                             reference_export))
+                table.outcomes.append(
+                    inject(root / f"fault-{i}", settings, phase, server.base_url, reference, reference_export)
+                )
             progress("faults: two runs at once")
-            table.concurrent = run_twice_at_once(root / "concurrent", FaultPipeline(
-                records // 10, 0, llm_samples, settings.jvp_model, stages=("judge",), export=False), server.base_url)
+            table.concurrent = run_twice_at_once(
+                root / "concurrent",
+                FaultPipeline(records // 10, 0, llm_samples, settings.jvp_model, stages=("judge",), export=False),
+                server.base_url,
+            )
         finally:
             server.stop()
         progress("faults: one 1.5 GB line")
@@ -537,15 +679,19 @@ def run(quick: bool) -> FaultTable:
         "requests paid twice = requests the server answered (killed run + recovery) - distinct requests cached; "
         f"an LLM-stage kill loses the answers of the last cache flush interval (LLMCache: {flush['flush_every']} "
         f"answers or {flush['flush_after_s']:g} s) plus the requests in flight, so that row cannot reach 0: "
-        + (", ".join(f"{o.fault}: {o.answers_lost} answered but not yet written when killed" for o in lost) or
-           "no answers were lost"),
+        + (
+            ", ".join(f"{o.fault}: {o.answers_lost} answered but not yet written when killed" for o in lost)
+            or "no answers were lost"
+        ),
         "temporaries: staging folders (<db>.artifacts/.staging), part files, *.tmp, export temporaries, "
         "files in TMPDIR, a DuckDB .wal, after the recovery (Dagster's ephemeral instance of the killed run "
         "leaves an empty tmp* folder in TMPDIR; it holds no file)",
     ]
     if table.concurrent is not None:
         c = table.concurrent
-        table.notes.append(f"two runs at once: second waited for the lock: {c['second_waited']}; judge rows "
-                           f"{c['rows']} ({c['distinct_rows']} distinct); runs of the stage computed "
-                           f"{c['judge_rows_in']} samples")
+        table.notes.append(
+            f"two runs at once: second waited for the lock: {c['second_waited']}; judge rows "
+            f"{c['rows']} ({c['distinct_rows']} distinct); runs of the stage computed "
+            f"{c['judge_rows_in']} samples"
+        )
     return table

@@ -36,8 +36,15 @@ def run(quick: bool) -> BenchResult:
     n, landmarks, max_length, dim, n_targets = (32, 8, 128, 2048, 8) if quick else (400, 32, 256, 8192, 16)
     batch = 8
     k = max(1, n // 10)
-    settings = LoraSettings(r=8, alpha=32, dropout=0.0, target_modules=("q_proj", "k_proj", "v_proj", "o_proj"),
-                            lr=2e-4, max_steps=2, batch_size=4)
+    settings = LoraSettings(
+        r=8,
+        alpha=32,
+        dropout=0.0,
+        target_modules=("q_proj", "k_proj", "v_proj", "o_proj"),
+        lr=2e-4,
+        max_steps=2,
+        batch_size=4,
+    )
     model, tokenizer = fresh_causal_lm(PACKAGED_SMOLLM2)
     model = attach_lora(model, settings, seed=0)
     pad = tokenizer.pad_token_id
@@ -48,12 +55,21 @@ def run(quick: bool) -> BenchResult:
     params = [p for p in model.parameters() if p.requires_grad]
     checkpoints = []  # (adapter state, moments) after each short warm-up phase
     for phase in range(CHECKPOINTS):
-        optimizer = lora_finetune(model, pool[8 * phase:8 * phase + 8], settings, pad_token_id=pad,
-                                  seed=phase, device=dev).optimizer
-        checkpoints.append(({name: p.detach().clone() for name, p in zip(names, params)},
-                            {name[: -len(".weight")]: (optimizer.state[p]["exp_avg"].clone(),
-                                                       optimizer.state[p]["exp_avg_sq"].clone())
-                             for name, p in zip(names, params)}))
+        optimizer = lora_finetune(
+            model, pool[8 * phase : 8 * phase + 8], settings, pad_token_id=pad, seed=phase, device=dev
+        ).optimizer
+        checkpoints.append(
+            (
+                {name: p.detach().clone() for name, p in zip(names, params)},
+                {
+                    name[: -len(".weight")]: (
+                        optimizer.state[p]["exp_avg"].clone(),
+                        optimizer.state[p]["exp_avg_sq"].clone(),
+                    )
+                    for name, p in zip(names, params)
+                },
+            )
+        )
     model.eval()
     projector = KroneckerProjector([tuple(m.weight.shape) for m in capture.layers.values()], dim, seed=0)
 
@@ -70,9 +86,12 @@ def run(quick: bool) -> BenchResult:
         out = np.zeros((len(samples), projector.dim), dtype=np.float32)
         order = longest_first(samples)
         for i in range(0, len(samples), batch):
-            idx = order[i:i + batch]
-            out[idx] = to_numpy(per_sample_gradient_features(model, collate([samples[j] for j in idx], pad, dev),
-                                                             projector, moments, capture=capture))
+            idx = order[i : i + batch]
+            out[idx] = to_numpy(
+                per_sample_gradient_features(
+                    model, collate([samples[j] for j in idx], pad, dev), projector, moments, capture=capture
+                )
+            )
         return out
 
     started = time.perf_counter()
@@ -96,7 +115,7 @@ def run(quick: bool) -> BenchResult:
     embeddings = np.zeros((n, embedder.dim), dtype=np.float32)
     order = longest_first(pool)
     for i in range(0, n, batch):
-        idx = order[i:i + batch]
+        idx = order[i : i + batch]
         tensors = collate([pool[j] for j in idx], pad, dev)
         embeddings[idx] = to_numpy(embedder.embed({key: tensors[key] for key in ("input_ids", "attention_mask")}))
     jvp_s = time.perf_counter() - started
@@ -117,21 +136,44 @@ def run(quick: bool) -> BenchResult:
     rho = float(spearmanr(p[others], exact_p[others]).statistic)
     exact_top = set(np.argsort(-exact_p)[:k])
 
-    result = BenchResult(f"Influence Distillation vs LESS, {n} ShareGPT samples <= {max_length} tokens, "
-                         f"{n_targets} GSM8K targets, SmolLM2-135M + LoRA r8 q/k/v/o, {dim} dims, {landmarks} landmarks")
-    result.add(f"selection seconds, ID vs LESS with {CHECKPOINTS} checkpoints (published)", less_s, id_s, "s",
-               ">= 4x", less_s / id_s >= 4)
+    result = BenchResult(
+        f"Influence Distillation vs LESS, {n} ShareGPT samples <= {max_length} tokens, "
+        f"{n_targets} GSM8K targets, SmolLM2-135M + LoRA r8 q/k/v/o, {dim} dims, {landmarks} landmarks"
+    )
+    result.add(
+        f"selection seconds, ID vs LESS with {CHECKPOINTS} checkpoints (published)",
+        less_s,
+        id_s,
+        "s",
+        ">= 4x",
+        less_s / id_s >= 4,
+    )
     result.add("selection seconds, ID vs LESS with 1 checkpoint", one_checkpoint_s, id_s, "s", "(context)", None)
-    result.add(f"top-{k} overlap with the exact first-order selection (all gradients): ID vs a random pick",
-               k / n, len(id_top & exact_top) / k, "fraction", "(context)", None, higher_is_better=True)
-    result.notes.append(f"ID: JVP embeddings {jvp_s:.1f} s ({n / jvp_s:.1f} samples/s), landmark + target gradients, "
-                        f"KRR and weights {id_s - jvp_s:.1f} s; LESS {less_s:.1f} s for {CHECKPOINTS} x {n} gradients")
-    result.notes.append(f"Spearman of ID's propagated influence with the exact influence on the {others.size} "
-                        f"non-landmark samples: {rho:.3f}; LESS's top-{k} overlap with the exact selection "
-                        f"{len(less_top & exact_top) / k:.2f}; {peak_memory()}")
-    result.notes.append("the landmark approximation needs many landmarks (published: 4,096 of 200,000); at this "
-                        "CPU scale the propagated influence is only weakly rank-correlated with the exact one")
-    result.notes.append("LESS and the exact selection differ by design (LESS: cosine summed over checkpoints; exact "
-                        "first-order: inner products at the last checkpoint); target-loss parity is the job of "
-                        "`make eval`")
+    result.add(
+        f"top-{k} overlap with the exact first-order selection (all gradients): ID vs a random pick",
+        k / n,
+        len(id_top & exact_top) / k,
+        "fraction",
+        "(context)",
+        None,
+        higher_is_better=True,
+    )
+    result.notes.append(
+        f"ID: JVP embeddings {jvp_s:.1f} s ({n / jvp_s:.1f} samples/s), landmark + target gradients, "
+        f"KRR and weights {id_s - jvp_s:.1f} s; LESS {less_s:.1f} s for {CHECKPOINTS} x {n} gradients"
+    )
+    result.notes.append(
+        f"Spearman of ID's propagated influence with the exact influence on the {others.size} "
+        f"non-landmark samples: {rho:.3f}; LESS's top-{k} overlap with the exact selection "
+        f"{len(less_top & exact_top) / k:.2f}; {peak_memory()}"
+    )
+    result.notes.append(
+        "the landmark approximation needs many landmarks (published: 4,096 of 200,000); at this "
+        "CPU scale the propagated influence is only weakly rank-correlated with the exact one"
+    )
+    result.notes.append(
+        "LESS and the exact selection differ by design (LESS: cosine summed over checkpoints; exact "
+        "first-order: inner products at the last checkpoint); target-loss parity is the job of "
+        "`make eval`"
+    )
     return result

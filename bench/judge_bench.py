@@ -29,10 +29,12 @@ def _content(tag: str, i: int) -> str:
 
 def _bare(base_url: str, tag: str, n: int, workers: int = 8) -> float:
     def post(i: int) -> None:
-        body = json.dumps({"model": "smollm2-135m-instruct", "messages": [{"role": "user",
-                                                                          "content": _content(tag, i)}], **PARAMS})
-        request = urllib.request.Request(f"{base_url}/chat/completions", data=body.encode(),
-                                         headers={"Content-Type": "application/json"})
+        body = json.dumps(
+            {"model": "smollm2-135m-instruct", "messages": [{"role": "user", "content": _content(tag, i)}], **PARAMS}
+        )
+        request = urllib.request.Request(
+            f"{base_url}/chat/completions", data=body.encode(), headers={"Content-Type": "application/json"}
+        )
         with urllib.request.urlopen(request, timeout=300) as response:
             json.loads(response.read())
 
@@ -56,20 +58,37 @@ def run(quick: bool) -> BenchResult:
             endpoint = server.endpoint()
             # warm-up as for the bare client: the first call imports the OpenAI SDK and opens DuckDB
             LLMClient(endpoint, LLMCache(store)).complete_all(
-                [ChatRequest(({"role": "user", "content": _content("warm-ours", i)},), PARAMS) for i in range(4)])
+                [ChatRequest(({"role": "user", "content": _content("warm-ours", i)},), PARAMS) for i in range(4)]
+            )
             for concurrency in (1, 2, 4, 8):
                 client = LLMClient(endpoint.model_copy(update={"max_concurrency": concurrency}), LLMCache(store))
-                requests = [ChatRequest(({"role": "user", "content": _content(f"c{concurrency}", i)},), PARAMS)
-                            for i in range(n)]
+                requests = [
+                    ChatRequest(({"role": "user", "content": _content(f"c{concurrency}", i)},), PARAMS)
+                    for i in range(n)
+                ]
                 started = time.perf_counter()
                 client.complete_all(requests)
                 seconds = time.perf_counter() - started
                 ours = n / seconds
-                result.add(f"requests/s at concurrency {concurrency} vs saturated server", saturated, ours,
-                           "req/s", ">= 0.9 of saturated", ours >= 0.9 * saturated, higher_is_better=True)
+                result.add(
+                    f"requests/s at concurrency {concurrency} vs saturated server",
+                    saturated,
+                    ours,
+                    "req/s",
+                    ">= 0.9 of saturated",
+                    ours >= 0.9 * saturated,
+                    higher_is_better=True,
+                )
                 if concurrency == 1:
-                    result.add("requests/s at concurrency 1 vs bare client, 1 thread", serial, ours, "req/s",
-                               ">= 0.95 (client overhead <= 5%)", ours >= 0.95 * serial, higher_is_better=True)
+                    result.add(
+                        "requests/s at concurrency 1 vs bare client, 1 thread",
+                        serial,
+                        ours,
+                        "req/s",
+                        ">= 0.95 (client overhead <= 5%)",
+                        ours >= 0.95 * serial,
+                        higher_is_better=True,
+                    )
                 if concurrency == 4:
                     first_s, cached_requests = seconds, requests
             again = LLMClient(endpoint.model_copy(update={"max_concurrency": 4}), LLMCache(store))
@@ -78,12 +97,20 @@ def run(quick: bool) -> BenchResult:
             rerun_s = time.perf_counter() - started
         finally:
             server.stop()
-    result.add("fully cached re-run vs first run (concurrency 4)", first_s, rerun_s, "s",
-               "0 requests and < 2% of the first run's time (ratio > 50)",
-               again.stats.sent == 0 and rerun_s < 0.02 * first_s)
-    result.notes.append(f"the cached re-run sent {again.stats.sent} HTTP requests "
-                        f"({again.stats.cache_hits} cache hits)")
-    result.notes.append("llama-cpp-python's server answers one request at a time: with one request in flight "
-                        "it idles between requests (compare the bare client with 1 thread), from about 4 in "
-                        "flight it stays busy. Remote endpoints (vLLM, OpenAI) gain far more from concurrency.")
+    result.add(
+        "fully cached re-run vs first run (concurrency 4)",
+        first_s,
+        rerun_s,
+        "s",
+        "0 requests and < 2% of the first run's time (ratio > 50)",
+        again.stats.sent == 0 and rerun_s < 0.02 * first_s,
+    )
+    result.notes.append(
+        f"the cached re-run sent {again.stats.sent} HTTP requests ({again.stats.cache_hits} cache hits)"
+    )
+    result.notes.append(
+        "llama-cpp-python's server answers one request at a time: with one request in flight "
+        "it idles between requests (compare the bare client with 1 thread), from about 4 in "
+        "flight it stays busy. Remote endpoints (vLLM, OpenAI) gain far more from concurrency."
+    )
     return result

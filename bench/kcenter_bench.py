@@ -52,7 +52,7 @@ def sklearn_style_step_seconds(x: np.ndarray, steps: int) -> float:
     start = time.perf_counter()
     for _ in range(steps):
         centre = int(np.argmax(min_distances))
-        d = pairwise_distances(x, x[centre:centre + 1], metric="euclidean")[:, 0]
+        d = pairwise_distances(x, x[centre : centre + 1], metric="euclidean")[:, 0]
         min_distances = np.minimum(min_distances, d)
     return (time.perf_counter() - start) / steps
 
@@ -98,7 +98,7 @@ def memmap_peak_rss(n: int, d: int, k: int) -> tuple[float, float]:
         mm = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, d))
         rng = np.random.default_rng(0)
         for start in range(0, n, 100_000):
-            mm[start:start + 100_000] = rng.standard_normal((min(100_000, n - start), d), dtype=np.float32)
+            mm[start : start + 100_000] = rng.standard_normal((min(100_000, n - start), d), dtype=np.float32)
         mm.flush()
         del mm
         code = textwrap.dedent(f"""
@@ -138,27 +138,52 @@ def run(quick: bool) -> BenchResult:
     bound_step = n * d * 4 / (bandwidth * 1e9)
     for name, ours, ours_step, plain_step, same, sklearn_step in timings:
         if sklearn_step is not None:
-            result.add(f"{name}: s/step vs sklearn pairwise_distances loop", sklearn_step, ours_step, "s/step",
-                       ">= 1x (same picks)", ours_step <= sklearn_step and same)
-        result.add(f"{name}: s/step vs plain per-step min-update", plain_step, ours_step, "s/step",
-                   "identical picks", same)
-        result.add(f"{name}: s/step vs brute-force bandwidth bound", bound_step, ours_step, "s/step",
-                   "> 1x (beat the bound), identical picks", ours_step < bound_step and same)
-        result.notes.append(f"{name}: picks identical to the plain update: {'yes' if same else 'NO'}; total ours "
-                            f"{ours_step * k:.2f} s for k={k}; coverage radius {ours.coverage_radius:.4f}")
-    result.notes.append(f"read bandwidth measured {bandwidth:.1f} GB/s, the best of a measurement before and one "
-                        "after the timings (bound = n·d·4 bytes per step at that rate)")
-    result.notes.append("data: `uniform` = random unit vectors; `clustered` = synthetic sentence-embedding-like "
-                        "mixture (1,000 topics, Zipf sizes, within-topic cosine ~0.5-0.8), not real embeddings")
-    result.notes.append("ours batches up to 128 centres per pass over x (matrix-matrix products) and between "
-                        "passes updates only the rows whose stale distance could still be the farthest; "
-                        "near-ties are re-checked in float64")
+            result.add(
+                f"{name}: s/step vs sklearn pairwise_distances loop",
+                sklearn_step,
+                ours_step,
+                "s/step",
+                ">= 1x (same picks)",
+                ours_step <= sklearn_step and same,
+            )
+        result.add(
+            f"{name}: s/step vs plain per-step min-update", plain_step, ours_step, "s/step", "identical picks", same
+        )
+        result.add(
+            f"{name}: s/step vs brute-force bandwidth bound",
+            bound_step,
+            ours_step,
+            "s/step",
+            "> 1x (beat the bound), identical picks",
+            ours_step < bound_step and same,
+        )
+        result.notes.append(
+            f"{name}: picks identical to the plain update: {'yes' if same else 'NO'}; total ours "
+            f"{ours_step * k:.2f} s for k={k}; coverage radius {ours.coverage_radius:.4f}"
+        )
+    result.notes.append(
+        f"read bandwidth measured {bandwidth:.1f} GB/s, the best of a measurement before and one "
+        "after the timings (bound = n·d·4 bytes per step at that rate)"
+    )
+    result.notes.append(
+        "data: `uniform` = random unit vectors; `clustered` = synthetic sentence-embedding-like "
+        "mixture (1,000 topics, Zipf sizes, within-topic cosine ~0.5-0.8), not real embeddings"
+    )
+    result.notes.append(
+        "ours batches up to 128 centres per pass over x (matrix-matrix products) and between "
+        "passes updates only the rows whose stale distance could still be the farthest; "
+        "near-ties are re-checked in float64"
+    )
     result.notes.append("the sklearn loop is timed over min(k, 100) steps and reported per step")
-    result.notes.append(f"1-minute load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after the timings, "
-                        f"on {os.cpu_count()} cores (a shared machine: bandwidth, and so the bound, drop under load)")
+    result.notes.append(
+        f"1-minute load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after the timings, "
+        f"on {os.cpu_count()} cores (a shared machine: bandwidth, and so the bound, drop under load)"
+    )
     mm_n, mm_k = (200_000, 100) if quick else (1_000_000, 1_000)
     peak, seconds = memmap_peak_rss(mm_n, d, mm_k)
     result.add(f"peak RSS, memmapped {mm_n:,} x {d}, k={mm_k}", 4096.0, peak, "MB", "< 4096 MB", peak < 4096)
-    result.notes.append(f"memmapped run: {seconds:.1f} s for k={mm_k}; peak RSS includes the memmapped file's "
-                        f"pages the scan touched (reclaimable page cache, {mm_n * d * 4 / 2**20:,.0f} MB file)")
+    result.notes.append(
+        f"memmapped run: {seconds:.1f} s for k={mm_k}; peak RSS includes the memmapped file's "
+        f"pages the scan touched (reclaimable page cache, {mm_n * d * 4 / 2**20:,.0f} MB file)"
+    )
     return result

@@ -54,7 +54,7 @@ def matmul_peak_flops(device: str, size: int = 2048, repeat: int = 5) -> float:
         start = time.perf_counter()
         (a @ a).sum().item()
         best = min(best, time.perf_counter() - start)
-    return 2 * size ** 3 / best
+    return 2 * size**3 / best
 
 
 def cpu_has_bf16_matmul() -> bool:
@@ -65,15 +65,16 @@ def cpu_has_bf16_matmul() -> bool:
         return False
 
 
-def batched_losses(model: torch.nn.Module, encoded: list, pad: int, batch_size: int, device: str
-                   ) -> tuple[float, np.ndarray]:
+def batched_losses(
+    model: torch.nn.Module, encoded: list, pad: int, batch_size: int, device: str
+) -> tuple[float, np.ndarray]:
     """(seconds, per-sample response losses) of the length-sorted, padded batched pass."""
     order = longest_first(encoded)
     losses = np.zeros(len(encoded))
     with torch.inference_mode():
         start = time.perf_counter()
         for i in range(0, len(encoded), batch_size):
-            idx = order[i:i + batch_size]
+            idx = order[i : i + batch_size]
             losses[idx] = to_numpy(forward_signals(model, collate([encoded[j] for j in idx], pad, device)).loss)
         return time.perf_counter() - start, losses
 
@@ -94,12 +95,25 @@ def run(quick: bool) -> BenchResult:
         batched_s, batched = batched_losses(model, encoded, pad, batch_size, dev)
         loop_flops = sum(counted_flops(lambda e=e: forward_signals(model, collate([e], pad, dev))) for e in encoded)
     agree = float(np.max(np.abs(batched - np.array(single)) / np.abs(np.array(single))))
-    result.add("response loss: samples/s, batched vs one per forward", n / loop_s, n / batched_s, "samples/s",
-               ">= 3x", (n / batched_s) / (n / loop_s) >= 3, higher_is_better=True)
+    result.add(
+        "response loss: samples/s, batched vs one per forward",
+        n / loop_s,
+        n / batched_s,
+        "samples/s",
+        ">= 3x",
+        (n / batched_s) / (n / loop_s) >= 3,
+        higher_is_better=True,
+    )
     peak = matmul_peak_flops(dev)
-    result.add("response loss, one per forward: achieved matmul FLOP/s vs this machine's measured matmul peak",
-               peak / 1e9, loop_flops / loop_s / 1e9, "GFLOP/s", "(context: the most any batching can gain "
-               "is peak / achieved)", None, higher_is_better=True)
+    result.add(
+        "response loss, one per forward: achieved matmul FLOP/s vs this machine's measured matmul peak",
+        peak / 1e9,
+        loop_flops / loop_s / 1e9,
+        "GFLOP/s",
+        "(context: the most any batching can gain is peak / achieved)",
+        None,
+        higher_is_better=True,
+    )
     result.notes.append(f"loss: max relative difference batched vs single {agree:.2e}")
     if dev == "cpu" and compute_device().dtype_name == "float32" and cpu_has_bf16_matmul():
         half = copy.deepcopy(model).to(torch.bfloat16)
@@ -108,11 +122,19 @@ def run(quick: bool) -> BenchResult:
         bf16_s, bf16_losses = batched_losses(half, encoded, pad, batch_size, dev)
         del half
         bf16_error = float(np.max(np.abs(bf16_losses - batched) / np.abs(batched)))
-        result.add("response loss batched: bfloat16 (CURATION_DTYPE=bfloat16) vs float32, this CPU's bf16 matmul",
-                   n / batched_s, n / bf16_s, "samples/s", "(context: a precision choice, not batching)", None,
-                   higher_is_better=True)
-        result.notes.append(f"bfloat16 on this CPU: losses within {bf16_error:.1e} relative of float32; "
-                            f"vs the float32 one-per-forward loop {loop_s / bf16_s:.2f}x")
+        result.add(
+            "response loss batched: bfloat16 (CURATION_DTYPE=bfloat16) vs float32, this CPU's bf16 matmul",
+            n / batched_s,
+            n / bf16_s,
+            "samples/s",
+            "(context: a precision choice, not batching)",
+            None,
+            higher_is_better=True,
+        )
+        result.notes.append(
+            f"bfloat16 on this CPU: losses within {bf16_error:.1e} relative of float32; "
+            f"vs the float32 one-per-forward loop {loop_s / bf16_s:.2f}x"
+        )
 
     peft_model = attach_lora(model, LoraSettings(r=8, dropout=0.0), seed=0)
     peft_model.eval()
@@ -131,23 +153,40 @@ def run(quick: bool) -> BenchResult:
     fast = np.zeros(m)
     start = time.perf_counter()
     for i in range(0, m, batch_size):
-        idx = order[i:i + batch_size]
+        idx = order[i : i + batch_size]
         fast[idx] = to_numpy(per_sample_grad_norms(peft_model, collate([encoded[j] for j in idx], pad, dev)))
     grand_s = time.perf_counter() - start
     tolerance = 1e-4 if compute_device().dtype_name == "float32" else 2e-2  # bf16 keeps ~3 significant digits
     grand_agree = float(np.max(np.abs(fast - np.array(loop_norms)) / np.array(loop_norms)))
-    result.add("GraNd: samples/s, batched per-sample grads vs backward per sample", m / grand_loop_s, m / grand_s,
-               "samples/s", f">= 3x and equal to {tolerance:g}", (grand_loop_s / grand_s) >= 3 and grand_agree < tolerance,
-               higher_is_better=True)
-    grand_flops = sum(counted_flops(lambda e=e: per_sample_response_losses(peft_model, collate([e], pad, dev))[0]
-                                    .backward()) for e in encoded[:m])
-    result.add("GraNd, backward per sample: achieved matmul FLOP/s vs the measured matmul peak", peak / 1e9,
-               grand_flops / grand_loop_s / 1e9, "GFLOP/s", "(context)", None, higher_is_better=True)
-    result.notes.append(f"useful matmul FLOP/s (padding not counted): loss one per forward {loop_flops / loop_s / 1e9:.0f}, "
-                        f"batched {loop_flops / batched_s / 1e9:.0f}; GraNd loop {grand_flops / grand_loop_s / 1e9:.0f}, "
-                        f"batched {grand_flops / grand_s / 1e9:.0f}; a {2048}x{2048} matmul {peak / 1e9:.0f}. The rest "
-                        "of the time is work batching does not shrink (attention, norms, activations, the "
-                        "vocabulary log-softmax, padding); a GPU, where one sample leaves the device idle, is "
-                        "where batching pays")
+    result.add(
+        "GraNd: samples/s, batched per-sample grads vs backward per sample",
+        m / grand_loop_s,
+        m / grand_s,
+        "samples/s",
+        f">= 3x and equal to {tolerance:g}",
+        (grand_loop_s / grand_s) >= 3 and grand_agree < tolerance,
+        higher_is_better=True,
+    )
+    grand_flops = sum(
+        counted_flops(lambda e=e: per_sample_response_losses(peft_model, collate([e], pad, dev))[0].backward())
+        for e in encoded[:m]
+    )
+    result.add(
+        "GraNd, backward per sample: achieved matmul FLOP/s vs the measured matmul peak",
+        peak / 1e9,
+        grand_flops / grand_loop_s / 1e9,
+        "GFLOP/s",
+        "(context)",
+        None,
+        higher_is_better=True,
+    )
+    result.notes.append(
+        f"useful matmul FLOP/s (padding not counted): loss one per forward {loop_flops / loop_s / 1e9:.0f}, "
+        f"batched {loop_flops / batched_s / 1e9:.0f}; GraNd loop {grand_flops / grand_loop_s / 1e9:.0f}, "
+        f"batched {grand_flops / grand_s / 1e9:.0f}; a {2048}x{2048} matmul {peak / 1e9:.0f}. The rest "
+        "of the time is work batching does not shrink (attention, norms, activations, the "
+        "vocabulary log-softmax, padding); a GPU, where one sample leaves the device idle, is "
+        "where batching pays"
+    )
     result.notes.append(f"GraNd: max relative difference {grand_agree:.2e} over {m} samples (LoRA r=8 on q,v)")
     return result

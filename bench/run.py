@@ -35,8 +35,10 @@ def main() -> None:
     parser.add_argument("--only", choices=sorted(BENCHMARKS), action="append", help="run only these")
     args = parser.parse_args()
     RESULTS.mkdir(exist_ok=True)
-    stamp = (f"{'quick' if args.quick else 'full'} run, {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC; "
-             f"machine: {machine()}")
+    stamp = (
+        f"{'quick' if args.quick else 'full'} run, {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC; "
+        f"machine: {machine()}"
+    )
     suffix = result_suffix()
     started = time.perf_counter()
     for name in args.only or BENCHMARKS:
@@ -51,10 +53,19 @@ def main() -> None:
 
 def write_latest() -> None:
     """bench/results/latest.md: every benchmark's last result file, CPU and GPU."""
-    sections = ["# Benchmarks", "", "Baseline and ours are measured in the same run; ratio > 1 means ours is better.",
-                "Each section was last run as stated under it; `-cuda` sections ran on a GPU.", ""]
-    sections += [(RESULTS / f"{name}{tag}.md").read_text() for name in BENCHMARKS for tag in ("", "-cuda")
-                 if (RESULTS / f"{name}{tag}.md").exists()]
+    sections = [
+        "# Benchmarks",
+        "",
+        "Baseline and ours are measured in the same run; ratio > 1 means ours is better.",
+        "Each section was last run as stated under it; `-cuda` sections ran on a GPU.",
+        "",
+    ]
+    sections += [
+        (RESULTS / f"{name}{tag}.md").read_text()
+        for name in BENCHMARKS
+        for tag in ("", "-cuda")
+        if (RESULTS / f"{name}{tag}.md").exists()
+    ]
     (RESULTS / "latest.md").write_text("\n".join(sections))
     print(f"wrote {RESULTS / 'latest.md'}")
 

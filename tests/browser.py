@@ -13,8 +13,10 @@ import pytest
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
-INSTALL_HINT = ("the browser test needs Debian's Chromium and its driver: `apt-get install chromium chromium-driver` "
-                "(as root; `make test` installs them itself when it runs as root)")
+INSTALL_HINT = (
+    "the browser test needs Debian's Chromium and its driver: `apt-get install chromium chromium-driver` "
+    "(as root; `make test` installs them itself when it runs as root)"
+)
 
 
 def chromium(window: tuple[int, int] = (1600, 1000)) -> Any:
@@ -29,8 +31,15 @@ def chromium(window: tuple[int, int] = (1600, 1000)) -> Any:
         pytest.fail("selenium is not installed: `make setup` installs the `dev` extra", pytrace=False)
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                     f"--window-size={window[0]},{window[1]}", "--no-first-run", "--disable-extensions"):
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        f"--window-size={window[0]},{window[1]}",
+        "--no-first-run",
+        "--disable-extensions",
+    ):
         options.add_argument(argument)
     return webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
 
@@ -61,18 +70,26 @@ def buttons_named(driver: Any, text: str) -> list[Any]:
     """Visible buttons whose text contains `text` (Dagster's CSS classes change between versions)."""
     from selenium.webdriver.common.by import By
 
-    return [b for b in driver.find_elements(By.XPATH, f"//button[contains(normalize-space(.), '{text}')]")
-            if b.is_displayed()]
+    return [
+        b
+        for b in driver.find_elements(By.XPATH, f"//button[contains(normalize-space(.), '{text}')]")
+        if b.is_displayed()
+    ]
 
 
 def click_text(driver: Any, text: str, timeout_s: float = 20.0) -> None:
     """Click the first visible element (button, link or span) whose own text is `text`."""
     from selenium.webdriver.common.by import By
 
-    xpath = (f"//*[self::button or self::a or self::span or self::div][normalize-space(text())='{text}' or "
-             f"normalize-space(.)='{text}'][not(*[normalize-space(.)='{text}'])]")
-    element = wait_for(lambda: next((e for e in driver.find_elements(By.XPATH, xpath) if e.is_displayed()), None),
-                       timeout_s, f"something to click named {text!r}")
+    xpath = (
+        f"//*[self::button or self::a or self::span or self::div][normalize-space(text())='{text}' or "
+        f"normalize-space(.)='{text}'][not(*[normalize-space(.)='{text}'])]"
+    )
+    element = wait_for(
+        lambda: next((e for e in driver.find_elements(By.XPATH, xpath) if e.is_displayed()), None),
+        timeout_s,
+        f"something to click named {text!r}",
+    )
     driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", element)
     element.click()
 

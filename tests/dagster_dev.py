@@ -44,9 +44,16 @@ class Workspace:
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("DAGSTER_")}
-        env.update(DAGSTER_HOME=str(self.home), PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
-                   VIRTUAL_ENV=str(BIN.parent), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
-                   TOKENIZERS_PARALLELISM="false", NO_COLOR="1", PYTHONUNBUFFERED="1")
+        env.update(
+            DAGSTER_HOME=str(self.home),
+            PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+            VIRTUAL_ENV=str(BIN.parent),
+            HF_HUB_OFFLINE="1",
+            HF_DATASETS_OFFLINE="1",
+            TOKENIZERS_PARALLELISM="false",
+            NO_COLOR="1",
+            PYTHONUNBUFFERED="1",
+        )
         return env
 
 
@@ -60,7 +67,8 @@ def write_workspace(pipeline_yaml: Path, location: str = "curation_e2e", in_proc
     workspace_file = folder / "workspace.yaml"
     workspace_file.write_text(
         "load_from:\n  - python_file:\n      relative_path: pipeline_defs.py\n"
-        f"      working_directory: .\n      location_name: {location}\n")
+        f"      working_directory: .\n      location_name: {location}\n"
+    )
     home = folder / "dagster_home"
     home.mkdir(exist_ok=True)
     shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
@@ -74,9 +82,15 @@ class DagsterProcess:
         self.workspace = workspace
         self.log_path = workspace.folder / log_name
         self._log = self.log_path.open("wb")
-        self.process = subprocess.Popen([str(BIN / args[0]), *args[1:]], cwd=workspace.folder, env=workspace.env(),
-                                        stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                        start_new_session=True)
+        self.process = subprocess.Popen(
+            [str(BIN / args[0]), *args[1:]],
+            cwd=workspace.folder,
+            env=workspace.env(),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
     def log_tail(self, chars: int = 6000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
@@ -117,8 +131,11 @@ class DagsterDev(DagsterProcess):
 
     def __init__(self, workspace: Workspace) -> None:
         self.port = free_port()
-        super().__init__(["dagster", "dev", "-w", str(workspace.workspace_file), "-h", "127.0.0.1",
-                          "-p", str(self.port)], workspace, "dagster_dev.log")
+        super().__init__(
+            ["dagster", "dev", "-w", str(workspace.workspace_file), "-h", "127.0.0.1", "-p", str(self.port)],
+            workspace,
+            "dagster_dev.log",
+        )
 
     @property
     def url(self) -> str:
@@ -126,8 +143,7 @@ class DagsterDev(DagsterProcess):
 
     def graphql(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
         body = json.dumps({"query": query, "variables": variables or {}}).encode()
-        request = urllib.request.Request(f"{self.url}/graphql", data=body,
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(f"{self.url}/graphql", data=body, headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=30) as response:
             payload = json.loads(response.read())
         if payload.get("errors"):
@@ -136,8 +152,10 @@ class DagsterDev(DagsterProcess):
 
     def wait_until_loaded(self, timeout_s: float = 180.0) -> None:
         """Until the webserver answers and the code location has loaded (its errors are raised)."""
-        query = ("{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus "
-                 "locationOrLoadError { __typename ... on PythonError { message } } } } } }")
+        query = (
+            "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus "
+            "locationOrLoadError { __typename ... on PythonError { message } } } } } }"
+        )
         deadline = time.monotonic() + timeout_s
         while True:
             self.check_alive()
@@ -160,5 +178,6 @@ class DagsterDaemon(DagsterProcess):
     """`dagster-daemon run` alone (scheduler, sensors, automation, run queue), no webserver."""
 
     def __init__(self, workspace: Workspace) -> None:
-        super().__init__(["dagster-daemon", "run", "-w", str(workspace.workspace_file)], workspace,
-                         "dagster_daemon.log")
+        super().__init__(
+            ["dagster-daemon", "run", "-w", str(workspace.workspace_file)], workspace, "dagster_daemon.log"
+        )

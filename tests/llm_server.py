@@ -72,8 +72,11 @@ class FaultProxy(LoopbackServer):
                         with proxy.script.lock:
                             proxy.script.in_flight -= 1
                 elif fault in ("429", "429-slow"):
-                    self.reply(429, b'{"error": {"message": "rate limited"}}',
-                               headers={"Retry-After": "1" if fault == "429" else "3"})
+                    self.reply(
+                        429,
+                        b'{"error": {"message": "rate limited"}}',
+                        headers={"Retry-After": "1" if fault == "429" else "3"},
+                    )
                 elif fault in ("500", "503", "400", "401", "404"):
                     self.reply(int(fault), b'{"error": {"message": "injected fault"}}')
                 elif fault == "timeout":
@@ -102,9 +105,11 @@ class FaultProxy(LoopbackServer):
 
 def chat_json(base_url: str, content: str, max_tokens: int = 4) -> dict:
     """One direct chat request (to check the server independently of our client)."""
-    body = json.dumps({"model": "x", "messages": [{"role": "user", "content": content}],
-                       "max_tokens": max_tokens, "temperature": 0}).encode()
-    request = urllib.request.Request(f"{base_url}/chat/completions", data=body,
-                                     headers={"Content-Type": "application/json"})
+    body = json.dumps(
+        {"model": "x", "messages": [{"role": "user", "content": content}], "max_tokens": max_tokens, "temperature": 0}
+    ).encode()
+    request = urllib.request.Request(
+        f"{base_url}/chat/completions", data=body, headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(request, timeout=120) as response:
         return json.loads(response.read())

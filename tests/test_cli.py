@@ -53,8 +53,13 @@ def ran(tmp_path_factory) -> dict:
         mp.chdir(root / "elsewhere")  # relative paths must resolve against the YAML's folder
         result = CliRunner().invoke(main, ["run", str(yaml_file)], catch_exceptions=False)
     source_lines = (yaml_file.parent / "data" / "alpaca.jsonl").read_text().splitlines()
-    return {"yaml": yaml_file, "db": yaml_file.parent / "tiny.duckdb", "result": result, "root": root,
-            "records": [json.loads(line) for line in source_lines]}
+    return {
+        "yaml": yaml_file,
+        "db": yaml_file.parent / "tiny.duckdb",
+        "result": result,
+        "root": root,
+        "records": [json.loads(line) for line in source_lines],
+    }
 
 
 def query_json(ran: dict, sql: str) -> list[dict]:
@@ -64,6 +69,7 @@ def query_json(ran: dict, sql: str) -> list[dict]:
 
 
 # ---- run ---------------------------------------------------------------------------------------
+
 
 def test_run_prints_summary_with_every_stage_and_the_db(ran: dict) -> None:
     result = ran["result"]
@@ -88,7 +94,11 @@ def test_run_materialises_the_pipeline_exports(ran: dict) -> None:
 def test_run_records_stage_runs(ran: dict) -> None:
     rows = query_json(ran, "SELECT stage, kind, rows_out FROM stage_runs ORDER BY started_at")
     assert [(r["stage"], r["kind"]) for r in rows] == [
-        ("alpaca", "source"), ("lengths", "text_stats"), ("random_few", "random"), ("longest", "top_score")]
+        ("alpaca", "source"),
+        ("lengths", "text_stats"),
+        ("random_few", "random"),
+        ("longest", "top_score"),
+    ]
 
 
 def test_second_run_recomputes_nothing_for_unchanged_stage(tmp_path: Path) -> None:
@@ -111,9 +121,11 @@ def test_run_select_materialises_only_the_selection(tmp_path: Path) -> None:
 
 # ---- query -------------------------------------------------------------------------------------
 
+
 def test_query_prints_a_table(ran: dict) -> None:
-    result = invoke("query", "SELECT selection, count(*) AS n FROM selections GROUP BY 1 ORDER BY 1",
-                    "--pipeline", ran["yaml"])
+    result = invoke(
+        "query", "SELECT selection, count(*) AS n FROM selections GROUP BY 1 ORDER BY 1", "--pipeline", ran["yaml"]
+    )
     assert result.exit_code == 0, result.output
     rows = table_rows(result.output)
     assert rows["selection"] == ["n"]
@@ -135,27 +147,44 @@ def test_query_json(ran: dict) -> None:
 
 
 def test_query_csv(ran: dict) -> None:
-    result = invoke("query", "SELECT rank, score FROM selections WHERE selection = 'longest' ORDER BY rank",
-                    "--db", ran["db"], "--format", "csv")
+    result = invoke(
+        "query",
+        "SELECT rank, score FROM selections WHERE selection = 'longest' ORDER BY rank",
+        "--db",
+        ran["db"],
+        "--format",
+        "csv",
+    )
     assert result.exit_code == 0, result.output
     rows = list(csv.reader(io.StringIO(result.output)))
     assert rows[0] == ["rank", "score"]
     assert [(int(r), float(s)) for r, s in rows[1:]] == [(i + 1, float(30 - i)) for i in range(TOP_BUDGET)]
 
 
-@pytest.mark.parametrize("statement", [
-    "DELETE FROM samples",
-    "UPDATE samples SET active = false",
-    "DROP TABLE selections",
-])
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "DELETE FROM samples",
+        "UPDATE samples SET active = false",
+        "DROP TABLE selections",
+    ],
+)
 def test_query_refuses_writes(ran: dict, statement: str) -> None:
-    before = query_json(ran, "SELECT (SELECT count(*) FROM samples WHERE active) AS samples, "
-                             "(SELECT count(*) FROM selections) AS members")
+    before = query_json(
+        ran,
+        "SELECT (SELECT count(*) FROM samples WHERE active) AS samples, (SELECT count(*) FROM selections) AS members",
+    )
     result = invoke("query", statement, "--db", ran["db"])
     assert result.exit_code != 0
     assert "`curation query` is read-only" in result.output
-    assert query_json(ran, "SELECT (SELECT count(*) FROM samples WHERE active) AS samples, "
-                           "(SELECT count(*) FROM selections) AS members") == before
+    assert (
+        query_json(
+            ran,
+            "SELECT (SELECT count(*) FROM samples WHERE active) AS samples, "
+            "(SELECT count(*) FROM selections) AS members",
+        )
+        == before
+    )
     assert before == [{"samples": N_RECORDS, "members": TOP_BUDGET + 4}]
 
 
@@ -175,6 +204,7 @@ def test_query_without_a_db_file_says_run_first(tmp_path: Path) -> None:
 
 # ---- export ------------------------------------------------------------------------------------
 
+
 def test_export_jsonl_writes_original_records_in_rank_order(ran: dict, tmp_path: Path) -> None:
     out = tmp_path / "longest.jsonl"
     result = invoke("export", "longest", "--pipeline", ran["yaml"], "--out", out)
@@ -189,8 +219,11 @@ def test_export_jsonl_writes_original_records_in_rank_order(ran: dict, tmp_path:
 def test_export_jsonl_of_random_selection_follows_its_ranks(ran: dict, tmp_path: Path) -> None:
     out = tmp_path / "random.jsonl"
     assert invoke("export", "random_few", "--db", ran["db"], "--out", out).exit_code == 0
-    ranked = query_json(ran, "SELECT s.raw_record FROM selections m JOIN samples s USING (sample_id) "
-                             "WHERE m.selection = 'random_few' ORDER BY m.rank")
+    ranked = query_json(
+        ran,
+        "SELECT s.raw_record FROM selections m JOIN samples s USING (sample_id) "
+        "WHERE m.selection = 'random_few' ORDER BY m.rank",
+    )
     exported = [json.loads(line) for line in out.read_text().splitlines()]
     assert exported == [json.loads(r["raw_record"]) for r in ranked]
     assert len(exported) == 4 and all(record in ran["records"] for record in exported)
@@ -208,8 +241,19 @@ def test_export_parquet_has_normalised_columns(ran: dict, tmp_path: Path) -> Non
     result = invoke("export", "longest", "--format", "parquet", "--db", ran["db"], "--out", out)
     assert result.exit_code == 0, result.output
     table = pq.read_table(out)
-    assert {"sample_id", "source", "format", "instruction", "input", "output", "messages", "n_turns",
-            "raw_record", "rank", "score"} <= set(table.column_names)
+    assert {
+        "sample_id",
+        "source",
+        "format",
+        "instruction",
+        "input",
+        "output",
+        "messages",
+        "n_turns",
+        "raw_record",
+        "rank",
+        "score",
+    } <= set(table.column_names)
     rows = table.to_pylist()
     expected = [ran["records"][i] for i in range(29, 29 - TOP_BUDGET, -1)]
     assert [r["rank"] for r in rows] == list(range(1, TOP_BUDGET + 1))
@@ -258,11 +302,11 @@ def test_export_unknown_selection_names_the_known_ones(ran: dict, tmp_path: Path
 
 # ---- check and invalid pipelines ---------------------------------------------------------------
 
+
 def test_check_validates(ran: dict) -> None:
     result = invoke("check", ran["yaml"])
     assert result.exit_code == 0, result.output
-    assert (f"ok: pipeline 'tiny': 1 sources, 1 stages, 2 selections, 1 exports; DuckDB {ran['db']}"
-            in result.output)
+    assert f"ok: pipeline 'tiny': 1 sources, 1 stages, 2 selections, 1 exports; DuckDB {ran['db']}" in result.output
 
 
 def test_check_missing_file(tmp_path: Path) -> None:
@@ -274,21 +318,34 @@ def test_check_missing_file(tmp_path: Path) -> None:
 # (YAML text, needles of the acceptable error lines, message). Errors inside a stage/selection entry
 # may point at the entry's first line (see the union line bug in tests/components/test_pipeline_yaml.py).
 INVALID = {
-    "bad_reference": (PIPELINE_TEXT.replace("stage: lengths", "stage: nowhere"), ["stage: nowhere"],
-                      "no stage or selection named 'nowhere'"),
-    "missing_source": (PIPELINE_TEXT.replace("path: data/alpaca.jsonl", "path: data/gone.jsonl"),
-                       ["path: data/gone.jsonl"], "source file not found"),
-    "bad_type": (PIPELINE_TEXT.replace("budget: 4", "budget: four"), ["- name: random_few", "budget: four"],
-                 "valid integer"),
-    "unknown_stage_kind": (PIPELINE_TEXT.replace("kind: text_stats", "kind: word_vectors"),
-                           ["- name: lengths", "kind: word_vectors"], "'word_vectors'"),
+    "bad_reference": (
+        PIPELINE_TEXT.replace("stage: lengths", "stage: nowhere"),
+        ["stage: nowhere"],
+        "no stage or selection named 'nowhere'",
+    ),
+    "missing_source": (
+        PIPELINE_TEXT.replace("path: data/alpaca.jsonl", "path: data/gone.jsonl"),
+        ["path: data/gone.jsonl"],
+        "source file not found",
+    ),
+    "bad_type": (
+        PIPELINE_TEXT.replace("budget: 4", "budget: four"),
+        ["- name: random_few", "budget: four"],
+        "valid integer",
+    ),
+    "unknown_stage_kind": (
+        PIPELINE_TEXT.replace("kind: text_stats", "kind: word_vectors"),
+        ["- name: lengths", "kind: word_vectors"],
+        "'word_vectors'",
+    ),
 }
 
 
 @pytest.mark.parametrize("command", ["run", "check"])
 @pytest.mark.parametrize(("text", "needles", "message"), list(INVALID.values()), ids=list(INVALID))
-def test_invalid_pipeline_exits_nonzero_with_yaml_line(tmp_path: Path, command: str, text: str,
-                                                       needles: list[str], message: str) -> None:
+def test_invalid_pipeline_exits_nonzero_with_yaml_line(
+    tmp_path: Path, command: str, text: str, needles: list[str], message: str
+) -> None:
     yaml_file = write_pipeline(tmp_path / "pipe", text)
     result = invoke(command, yaml_file)
     assert result.exit_code != 0
@@ -319,7 +376,9 @@ def test_records_helper_is_distinct() -> None:
 
 def test_query_reads_sql_from_a_file_starting_with_a_comment(ran: dict, tmp_path: Path) -> None:
     query_file = tmp_path / "q.sql"
-    query_file.write_text("-- selections and their sizes\nSELECT selection, count(*) AS n FROM selections GROUP BY 1;\n")
+    query_file.write_text(
+        "-- selections and their sizes\nSELECT selection, count(*) AS n FROM selections GROUP BY 1;\n"
+    )
     result = invoke("query", "--file", str(query_file), "--db", ran["db"])
     assert result.exit_code == 0, result.output
     assert table_rows(result.output)["random_few"] == ["4"]
@@ -375,7 +434,8 @@ def test_invalid_yaml_syntax_is_one_line_with_its_position(tmp_path: Path) -> No
         assert result.exit_code != 0
         assert result.output.strip().splitlines() == [
             f"Error: {yaml_file}:4:1: not valid YAML: while parsing a flow sequence expected ',' or ']', "
-            f"but got '<stream end>'"]
+            f"but got '<stream end>'"
+        ]
 
 
 def test_unforeseen_errors_end_in_one_line_unless_verbose(tmp_path: Path) -> None:
@@ -387,14 +447,26 @@ def test_unforeseen_errors_end_in_one_line_unless_verbose(tmp_path: Path) -> Non
     db.write_text("this is not a DuckDB file\n")
     curation = Path(sys.executable).parent / "curation"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    plain = subprocess.run([str(curation), "report", "x", "--db", str(db), "--out", str(tmp_path / "r.html")],
-                           capture_output=True, text=True, env=env, timeout=120)
+    plain = subprocess.run(
+        [str(curation), "report", "x", "--db", str(db), "--out", str(tmp_path / "r.html")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
     assert plain.returncode == 1
     lines = (plain.stdout + plain.stderr).strip().splitlines()
     assert "Traceback" not in plain.stderr and len(lines) <= 3, plain.stderr
     assert lines[-1].startswith("Error: ") and str(db) in lines[-1], lines
-    verbose = subprocess.run([str(curation), "--verbose", "report", "x", "--db", str(db)],
-                             capture_output=True, text=True, env=env, timeout=120)
+    verbose = subprocess.run(
+        [str(curation), "--verbose", "report", "x", "--db", str(db)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
     assert verbose.returncode == 1 and "Traceback" in verbose.stderr
     assert verbose.stderr.strip().splitlines()[-1] == lines[-1]
 

@@ -17,8 +17,13 @@ from tests.support.files import valid_pipeline_yaml, write_pipeline
 def _run(yaml_file: Path, tmpdir: Path) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
     env.update(TMPDIR=str(tmpdir), HF_HUB_OFFLINE="1")
-    return subprocess.Popen([sys.executable, "-m", "curation_assets.cli", "run", str(yaml_file)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "curation_assets.cli", "run", str(yaml_file)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_a_killed_run_leaves_no_instance_files_behind(tmp_path: Path) -> None:

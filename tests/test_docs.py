@@ -22,8 +22,11 @@ def test_kind_pages_list_every_key_and_output_column():
         if kind.table:
             ddl = (ROOT / "sql" / kind.schema_file).read_text()
             body = re.search(rf"CREATE TABLE IF NOT EXISTS {kind.table}\s*\((.*?)\n\);", ddl, re.S).group(1)
-            columns = {line.split()[0] for line in body.splitlines()
-                       if line.strip() and not line.strip().startswith(("PRIMARY", "--"))}
+            columns = {
+                line.split()[0]
+                for line in body.splitlines()
+                if line.strip() and not line.strip().startswith(("PRIMARY", "--"))
+            }
             assert columns <= keys, (name, columns - keys)
         for field in kind.spec.model_fields.values():
             if field.description:
@@ -41,8 +44,12 @@ def test_check_names_stale_missing_and_stray_pages(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text(re.sub(r"^\| \[`top_score`\].*\n", "", readme.read_text(), flags=re.MULTILINE))
     stale = docs.stale_pages(tmp_path)
-    assert set(stale) == {"docs/reference/kinds/lm_loss.md", "docs/reference/kinds/random.md",
-                          "docs/reference/kinds/gone_kind.md (no such kind)", "README.md (kinds table)"}
+    assert set(stale) == {
+        "docs/reference/kinds/lm_loss.md",
+        "docs/reference/kinds/random.md",
+        "docs/reference/kinds/gone_kind.md (no such kind)",
+        "README.md (kinds table)",
+    }
     docs.write_pages(tmp_path)
     assert docs.stale_pages(tmp_path) == []
     assert not (kinds_dir / "gone_kind.md").exists()

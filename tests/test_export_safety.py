@@ -70,12 +70,15 @@ def pipe(tmp_path_factory) -> dict:
 
 def expected_longest(pipe: dict) -> list[dict]:
     with duckdb.connect(str(pipe["db"]), read_only=True) as con:
-        rows = con.execute("SELECT s.raw_record FROM selections m JOIN samples s USING (sample_id) "
-                           "WHERE m.selection = 'longest' ORDER BY m.rank").fetchall()
+        rows = con.execute(
+            "SELECT s.raw_record FROM selections m JOIN samples s USING (sample_id) "
+            "WHERE m.selection = 'longest' ORDER BY m.rank"
+        ).fetchall()
     return [json.loads(r[0]) for r in rows]
 
 
 # ---- targets the export did not write -----------------------------------------------------------
+
 
 def test_export_refuses_a_folder_it_did_not_write(pipe: dict, tmp_path: Path) -> None:
     out = tmp_path / "mine"
@@ -190,7 +193,7 @@ def test_cli_refuses_the_projects_own_files(pipe: dict, case: str, force: bool) 
 @pytest.mark.parametrize("case", list(PROTECTED))
 def test_yaml_export_onto_the_projects_own_files_fails_to_load(tmp_path: Path, case: str) -> None:
     relative, says = PROTECTED[case]
-    text = valid_pipeline_yaml(exports=f"- selection: longest\n  path: \"{relative}\"\n  overwrite: true\n")
+    text = valid_pipeline_yaml(exports=f'- selection: longest\n  path: "{relative}"\n  overwrite: true\n')
     line = line_of(text, f'path: "{relative}"')
     yaml_file = write_pipeline(tmp_path / "pipe", text)
     (tmp_path / "pipe" / "tiny.artifacts").mkdir()
@@ -211,8 +214,9 @@ def test_yaml_export_onto_the_projects_own_files_fails_to_load(tmp_path: Path, c
 
 
 def test_two_exports_to_one_path_fail_to_load(tmp_path: Path) -> None:
-    text = valid_pipeline_yaml(exports="- selection: longest\n  path: out.jsonl\n"
-                                        "- selection: random_few\n  path: ./out.jsonl\n")
+    text = valid_pipeline_yaml(
+        exports="- selection: longest\n  path: out.jsonl\n- selection: random_few\n  path: ./out.jsonl\n"
+    )
     yaml_file = write_pipeline(tmp_path / "pipe", text)
     with pytest.raises(Exception, match="exports.0 already writes") as info:
         load_pipeline_file(yaml_file)
@@ -240,6 +244,7 @@ def test_pipeline_export_refuses_a_users_file_unless_overwrite(tmp_path: Path) -
 
 # ---- killed exports -----------------------------------------------------------------------------
 
+
 def _inflate(db: Path, copies: int, record_bytes: int) -> int:
     """Add `copies` copies of every sample with large raw records, so exporting `samples` takes seconds."""
     with duckdb.connect(str(db)) as con:
@@ -261,8 +266,12 @@ def test_a_killed_export_leaves_the_previous_export_and_the_next_one_cleans_up(t
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     env.pop("DAGSTER_HOME", None)
-    process = subprocess.Popen([str(BIN / "curation"), "export", "samples", "--db", str(db), "--out", str(out)],
-                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [str(BIN / "curation"), "export", "samples", "--db", str(db), "--out", str(out)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     staged_size = 0
     deadline = time.monotonic() + 120
     while process.poll() is None and time.monotonic() < deadline:

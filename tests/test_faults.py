@@ -32,8 +32,9 @@ MAX_CONCURRENCY = 2  # the pipeline's llm.max_concurrency (bench/fault_bench.py)
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory) -> FaultPipeline:
     # 20,000 records: the ingest lasts long enough to be killed in; JVP on 600 samples: 3 parts
-    return FaultPipeline(records=20_000, jvp_samples=600, llm_samples=45,
-                         jvp_model=build_tiny_causal_lm(tmp_path_factory.mktemp("lm")))
+    return FaultPipeline(
+        records=20_000, jvp_samples=600, llm_samples=45, jvp_model=build_tiny_causal_lm(tmp_path_factory.mktemp("lm"))
+    )
 
 
 @pytest.fixture(scope="module")
@@ -44,10 +45,11 @@ def reference(tmp_path_factory, settings, llm_server):
     return contents, export
 
 
-@pytest.mark.parametrize("phase_name", ["during ingest", "during a stage's chunk writes (JVP parts)",
-                                        "during an LLM stage", "during an export"])
-def test_sigkill_then_run_again_gives_the_uninterrupted_tables(phase_name, tmp_path, settings, reference,
-                                                               llm_server):
+@pytest.mark.parametrize(
+    "phase_name",
+    ["during ingest", "during a stage's chunk writes (JVP parts)", "during an LLM stage", "during an export"],
+)
+def test_sigkill_then_run_again_gives_the_uninterrupted_tables(phase_name, tmp_path, settings, reference, llm_server):
     reference_contents, reference_export = reference
     phase = {p.name: p for p in phases(settings)}[phase_name]
     outcome = inject(tmp_path / "run", settings, phase, llm_server.base_url, reference_contents, reference_export)
@@ -70,8 +72,9 @@ def test_sigkill_then_run_again_gives_the_uninterrupted_tables(phase_name, tmp_p
 
 
 def test_two_runs_of_one_stage_at_once_compute_it_once(tmp_path, settings, llm_server):
-    single = FaultPipeline(records=2_000, jvp_samples=0, llm_samples=30, jvp_model=settings.jvp_model,
-                           stages=("judge",), export=False)
+    single = FaultPipeline(
+        records=2_000, jvp_samples=0, llm_samples=30, jvp_model=settings.jvp_model, stages=("judge",), export=False
+    )
     result = run_twice_at_once(tmp_path / "run", single, llm_server.base_url)
     assert result["exit_codes"] == [0, 0], (tmp_path / "run" / "second.log").read_text()[-3000:]
     assert result["second_waited"]  # it reached the stage while the first held the lock
@@ -79,4 +82,3 @@ def test_two_runs_of_one_stage_at_once_compute_it_once(tmp_path, settings, llm_s
     assert result["requests_answered"] == result["requests_cached"] == 30  # no request paid twice
     assert sorted(result["judge_rows_in"]) == [0, 30]  # the waiting run found nothing left to compute
     assert result["temporaries"] == []
-

@@ -15,12 +15,17 @@ def write_pool(path: Path, n: int) -> None:
 
 
 def pipeline(tmp_path: Path, automation: dict | None = None) -> Path:
-    document = {"type": "curation_assets.CurationPipeline", "attributes": {
-        "name": "auto", "duckdb_path": "auto.duckdb",
-        "sources": [{"name": "pool", "path": "pool.jsonl"}],
-        "stages": [{"name": "lengths", "kind": "text_stats"}],
-        "selections": [{"name": "some", "kind": "random", "fraction": 0.5}],
-        **({"automation": automation} if automation is not None else {})}}
+    document = {
+        "type": "curation_assets.CurationPipeline",
+        "attributes": {
+            "name": "auto",
+            "duckdb_path": "auto.duckdb",
+            "sources": [{"name": "pool", "path": "pool.jsonl"}],
+            "stages": [{"name": "lengths", "kind": "text_stats"}],
+            "selections": [{"name": "some", "kind": "random", "fraction": 0.5}],
+            **({"automation": automation} if automation is not None else {}),
+        },
+    }
     path = tmp_path / "defs.yaml"
     path.write_text(yaml.safe_dump(document))
     return path
@@ -39,8 +44,11 @@ def test_sensor_runs_by_default_and_observation_schedule_exists(tmp_path):
 
 def test_none_turns_automation_off_and_schedule_knob_adds_a_recuration_job(tmp_path):
     write_pool(tmp_path / "pool.jsonl", 5)
-    defs = pipeline_definitions(load_pipeline_file(pipeline(tmp_path, {"condition": "none", "schedule": "0 3 * * *",
-                                                                      "observe_sources_cron": None})))
+    defs = pipeline_definitions(
+        load_pipeline_file(
+            pipeline(tmp_path, {"condition": "none", "schedule": "0 3 * * *", "observe_sources_cron": None})
+        )
+    )
     assert not list(defs.sensors or [])
     assert [s.name for s in defs.schedules] == ["auto_recurate_schedule"]
     graph = defs.resolve_asset_graph()
@@ -66,8 +74,12 @@ def test_changed_source_makes_automation_request_the_pipeline_and_only_new_sampl
         assert result.get_num_requested(dg.AssetKey(["auto", "pool"])) == 1  # the changed source is re-ingested
     dg.materialize(assets, raise_on_error=True)
     with component.store.reader() as con:
-        computed = [r[0] for r in con.execute("SELECT rows_out FROM stage_runs WHERE stage = 'lengths' "
-                                              "ORDER BY started_at").fetchall()]
+        computed = [
+            r[0]
+            for r in con.execute(
+                "SELECT rows_out FROM stage_runs WHERE stage = 'lengths' ORDER BY started_at"
+            ).fetchall()
+        ]
     assert computed == [100, 1]
 
 

@@ -32,9 +32,17 @@ FINISHED = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus
 
 
 def records(start: int, stop: int) -> str:
-    return "".join(json.dumps({"instruction": f"question {i} about topic {i % 7}", "input": "",
-                               "output": " ".join(["answer"] * (1 + i % 13)) + f" {i}"}) + "\n"
-                   for i in range(start, stop))
+    return "".join(
+        json.dumps(
+            {
+                "instruction": f"question {i} about topic {i % 7}",
+                "input": "",
+                "output": " ".join(["answer"] * (1 + i % 13)) + f" {i}",
+            }
+        )
+        + "\n"
+        for i in range(start, stop)
+    )
 
 
 def append_atomically(path: Path, text: str) -> None:
@@ -45,16 +53,24 @@ def append_atomically(path: Path, text: str) -> None:
 
 
 def eager_pipeline(folder: Path, sentence_model: Path) -> Path:
-    document = {"type": "curation_assets.CurationPipeline", "attributes": {
-        "name": "auto", "duckdb_path": "auto.duckdb",
-        "sources": [{"name": "pool", "path": "pool.jsonl"}],
-        "stages": [{"name": "lengths", "kind": "text_stats"},
-                   {"name": "embed", "kind": "embedding", "model": str(sentence_model)}],
-        "selections": [{"name": "some", "kind": "random", "fraction": 0.1, "seed": 0},
-                       {"name": "longest", "kind": "top_score", "stage": "lengths", "column": "output_words",
-                        "budget": 10}],
-        # eager is the default; sources are fingerprinted every minute instead of every 15
-        "automation": {"condition": "eager", "observe_sources_cron": "* * * * *"}}}
+    document = {
+        "type": "curation_assets.CurationPipeline",
+        "attributes": {
+            "name": "auto",
+            "duckdb_path": "auto.duckdb",
+            "sources": [{"name": "pool", "path": "pool.jsonl"}],
+            "stages": [
+                {"name": "lengths", "kind": "text_stats"},
+                {"name": "embed", "kind": "embedding", "model": str(sentence_model)},
+            ],
+            "selections": [
+                {"name": "some", "kind": "random", "fraction": 0.1, "seed": 0},
+                {"name": "longest", "kind": "top_score", "stage": "lengths", "column": "output_words", "budget": 10},
+            ],
+            # eager is the default; sources are fingerprinted every minute instead of every 15
+            "automation": {"condition": "eager", "observe_sources_cron": "* * * * *"},
+        },
+    }
     path = folder / "defs.yaml"
     path.write_text(yaml.safe_dump(document))
     return path
@@ -78,8 +94,7 @@ def test_appended_records_flow_through_daemon_observation_automation_and_runs(
     pool = project / "pool.jsonl"
     pool.write_text(records(0, POOL))
     # runs in one process each: the chain, not Dagster's per-step process start-up, is under test
-    workspace = write_workspace(eager_pipeline(project, tiny_sentence_model),
-                                in_process=True)
+    workspace = write_workspace(eager_pipeline(project, tiny_sentence_model), in_process=True)
     component = load_pipeline_file(project / "defs.yaml")
     defs = pipeline_definitions(component)
     raw = dg.AssetKey(["auto", "raw", "pool"])
@@ -116,14 +131,18 @@ def test_appended_records_flow_through_daemon_observation_automation_and_runs(
                 assert not failed, f"automation run {failed[0].run_id} {failed[0].status}\n{daemon.log_tail()}"
                 run_ids = {r.run_id for r in runs}
                 latest = {key: instance.get_latest_materialization_event(key) for key in targets}
-                if runs and all(r.status in FINISHED for r in runs) and \
-                        all(e is not None and e.run_id in run_ids for e in latest.values()):
+                if (
+                    runs
+                    and all(r.status in FINISHED for r in runs)
+                    and all(e is not None and e.run_id in run_ids for e in latest.values())
+                ):
                     break
                 assert elapsed < CHAIN_TIMEOUT_S, (
                     f"chain incomplete after {CHAIN_TIMEOUT_S} s: observed new version: {observed_after}, "
                     f"automation runs: {[(r.run_id[:8], r.status.value) for r in runs]}, re-materialised: "
                     f"{[k.to_user_string() for k, e in latest.items() if e and e.run_id in run_ids]}\n"
-                    f"{daemon.log_tail()}")
+                    f"{daemon.log_tail()}"
+                )
                 time.sleep(2)
             chain_s = time.monotonic() - started
             assert observed_after is not None
@@ -131,8 +150,8 @@ def test_appended_records_flow_through_daemon_observation_automation_and_runs(
             with DuckDBStore(project / "auto.duckdb").reader(read_only=True) as con:
                 runs_by_stage: dict[str, list[tuple]] = {}
                 for stage, rows_in, rows_out, run_id, config_hash in con.execute(
-                        "SELECT stage, rows_in, rows_out, dagster_run_id, config_hash FROM stage_runs "
-                        "ORDER BY started_at").fetchall():
+                    "SELECT stage, rows_in, rows_out, dagster_run_id, config_hash FROM stage_runs ORDER BY started_at"
+                ).fetchall():
                     runs_by_stage.setdefault(stage, []).append((rows_in, rows_out, run_id, config_hash))
                 active = con.execute("SELECT count(*) FROM samples WHERE active").fetchone()[0]
                 embedded = con.execute("SELECT count(*) FROM embeddings WHERE stage = 'embed'").fetchone()[0]
@@ -149,5 +168,7 @@ def test_appended_records_flow_through_daemon_observation_automation_and_runs(
     assert members["longest"] == 10
     automated = {r[-1][2] for name, r in runs_by_stage.items()}
     assert automated <= run_ids, "the second materialisations come from the automation sensor's runs"
-    print(f"new data observed after {observed_after:.0f} s; chain complete after {chain_s:.0f} s; "
-          f"automation runs: {len(run_ids)}")
+    print(
+        f"new data observed after {observed_after:.0f} s; chain complete after {chain_s:.0f} s; "
+        f"automation runs: {len(run_ids)}"
+    )

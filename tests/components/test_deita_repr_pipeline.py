@@ -10,28 +10,68 @@ from tests.support.runs import run_document
 
 def test_deita_repr_filter_equals_the_sequential_loop(tmp_path, tiny_sentence_model):
     write_samples(tmp_path / "pool.jsonl", 80)
-    document = {"type": "curation_assets.CurationPipeline", "attributes": {
-        "name": "deita", "duckdb_path": "deita.duckdb", "automation": {"condition": "none"},
-        "sources": [{"name": "pool", "path": "pool.jsonl", "format": "alpaca"}],
-        "stages": [{"name": "embed", "kind": "embedding", "model": str(tiny_sentence_model), "batch_size": 16},
-                   {"name": "lengths", "kind": "text_stats"}],
-        "selections": [
-            {"name": "diverse", "kind": "deita_repr_filter", "embedding": "embed", "stage": "lengths",
-             "column": "instruction_words", "budget": 15, "tau": 0.97},
-            {"name": "diverse_all", "kind": "deita_repr_filter", "embedding": "embed", "stage": "lengths",
-             "column": "instruction_words", "fraction": 1.0, "tau": 0.97},
-            {"name": "diverse_short_first", "kind": "deita_repr_filter", "embedding": "embed", "stage": "lengths",
-             "column": "instruction_words", "budget": 10, "tau": 0.97, "order": "ascending"}]}}
+    document = {
+        "type": "curation_assets.CurationPipeline",
+        "attributes": {
+            "name": "deita",
+            "duckdb_path": "deita.duckdb",
+            "automation": {"condition": "none"},
+            "sources": [{"name": "pool", "path": "pool.jsonl", "format": "alpaca"}],
+            "stages": [
+                {"name": "embed", "kind": "embedding", "model": str(tiny_sentence_model), "batch_size": 16},
+                {"name": "lengths", "kind": "text_stats"},
+            ],
+            "selections": [
+                {
+                    "name": "diverse",
+                    "kind": "deita_repr_filter",
+                    "embedding": "embed",
+                    "stage": "lengths",
+                    "column": "instruction_words",
+                    "budget": 15,
+                    "tau": 0.97,
+                },
+                {
+                    "name": "diverse_all",
+                    "kind": "deita_repr_filter",
+                    "embedding": "embed",
+                    "stage": "lengths",
+                    "column": "instruction_words",
+                    "fraction": 1.0,
+                    "tau": 0.97,
+                },
+                {
+                    "name": "diverse_short_first",
+                    "kind": "deita_repr_filter",
+                    "embedding": "embed",
+                    "stage": "lengths",
+                    "column": "instruction_words",
+                    "budget": 10,
+                    "tau": 0.97,
+                    "order": "ascending",
+                },
+            ],
+        },
+    }
     component = run_document(tmp_path, document)
     with component.store.reader() as con:
-        pool = con.execute("SELECT e.sample_id, e.embedding, t.instruction_words FROM embeddings e "
-                           "JOIN text_stats t USING (sample_id) ORDER BY e.sample_id").fetchall()
-        members = {name: con.execute("SELECT sample_id, score FROM selections WHERE selection = $s ORDER BY rank",
-                                     {"s": name}).fetchall() for name in ("diverse", "diverse_all",
-                                                                           "diverse_short_first")}
-        details = {r[0]: (r[1], r[2]) for r in con.execute(
-            "SELECT sample_id, related_id, value FROM selection_details WHERE selection = 'diverse_all' "
-            "AND role = 'too_similar'").fetchall()}
+        pool = con.execute(
+            "SELECT e.sample_id, e.embedding, t.instruction_words FROM embeddings e "
+            "JOIN text_stats t USING (sample_id) ORDER BY e.sample_id"
+        ).fetchall()
+        members = {
+            name: con.execute(
+                "SELECT sample_id, score FROM selections WHERE selection = $s ORDER BY rank", {"s": name}
+            ).fetchall()
+            for name in ("diverse", "diverse_all", "diverse_short_first")
+        }
+        details = {
+            r[0]: (r[1], r[2])
+            for r in con.execute(
+                "SELECT sample_id, related_id, value FROM selection_details WHERE selection = 'diverse_all' "
+                "AND role = 'too_similar'"
+            ).fetchall()
+        }
         stats = con.execute("SELECT stats FROM stage_runs WHERE stage = 'diverse_all'").fetchall()[0][0]
     ids = [r[0] for r in pool]
     x = np.array([r[1] for r in pool], dtype=np.float64)

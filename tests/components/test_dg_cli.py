@@ -22,14 +22,20 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
     home.mkdir()
     shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")  # also turns telemetry (and its banner) off
     env = {k: v for k, v in os.environ.items() if not k.startswith("DAGSTER_")}
-    env.update(DAGSTER_HOME=str(home), PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
-               VIRTUAL_ENV=str(BIN.parent), HF_HUB_OFFLINE="1", NO_COLOR="1")
+    env.update(
+        DAGSTER_HOME=str(home),
+        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+        VIRTUAL_ENV=str(BIN.parent),
+        HF_HUB_OFFLINE="1",
+        NO_COLOR="1",
+    )
     return env
 
 
 def _run(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / args[0]), *args[1:]], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [str(BIN / args[0]), *args[1:]], cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
 
 
 def _output(result: subprocess.CompletedProcess) -> str:
@@ -72,7 +78,8 @@ attributes:
 
 
 def _bad_project(root: Path, pipeline: str) -> Path:
-    (root / "pyproject.toml").write_text(textwrap.dedent("""\
+    (root / "pyproject.toml").write_text(
+        textwrap.dedent("""\
         [project]
         name = "badproj"
         version = "0.0.0"
@@ -82,12 +89,14 @@ def _bad_project(root: Path, pipeline: str) -> Path:
 
         [tool.dg.project]
         root_module = "badproj"
-        """))
+        """)
+    )
     package = root / "badproj"
     (package / "defs" / "bad").mkdir(parents=True)
     (package / "__init__.py").write_text("")
     (package / "defs" / "__init__.py").write_text("")
-    (package / "definitions.py").write_text(textwrap.dedent("""\
+    (package / "definitions.py").write_text(
+        textwrap.dedent("""\
         from pathlib import Path
 
         import dagster as dg
@@ -96,9 +105,11 @@ def _bad_project(root: Path, pipeline: str) -> Path:
         @dg.definitions
         def defs() -> dg.Definitions:
             return dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
-        """))
+        """)
+    )
     (package / "defs" / "bad" / "records.jsonl").write_text(
-        '{"instruction": "Say hi.", "input": "", "output": "Hi."}\n')
+        '{"instruction": "Say hi.", "input": "", "output": "Hi."}\n'
+    )
     yaml_file = package / "defs" / "bad" / "defs.yaml"
     yaml_file.write_text(pipeline)
     return yaml_file
@@ -134,7 +145,8 @@ def test_dg_check_defs_fails_with_yaml_line_for_bad_reference(tmp_path: Path, cl
         "      kind: top_score\n"
         "      stage: lengths\n"
         "      column: answer_words\n"
-        "      budget: 5\n")
+        "      budget: 5\n"
+    )
     yaml_file = _bad_project(tmp_path, pipeline)
     assert pipeline.splitlines()[15 - 1].strip() == "column: answer_words"
     result = _run(["dg", "check", "defs"], tmp_path, cli_env)

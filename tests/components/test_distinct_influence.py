@@ -23,8 +23,12 @@ def split_conversations() -> list[dict]:
         for part in range(5):
             opening = f"tell me about {WORDS[group]}" if part % 2 == 0 else f"{WORDS[group]} then {WORDS[part]}"
             reply = " ".join(WORDS[(group * 3 + part + j) % len(WORDS)] for j in range(2 + (group + part) % 5))
-            records.append({"id": f"c{group}_{part}", "conversations": [
-                {"from": "human", "value": opening}, {"from": "gpt", "value": reply}]})
+            records.append(
+                {
+                    "id": f"c{group}_{part}",
+                    "conversations": [{"from": "human", "value": opening}, {"from": "gpt", "value": reply}],
+                }
+            )
     return records
 
 
@@ -35,23 +39,34 @@ def test_round_robin_skips_parts_of_a_picked_conversation(tmp_path: Path, tiny_l
     document = pipeline(tiny_lm, **PROJECT_VARIANT)
     selection = document["attributes"]["selections"][0]
     selection.pop("fraction")
-    selection.update({"budget": BUDGET, "targets": [{"name": "task", "path": "target.jsonl", "validation_size": 6,
-                                                      "split_seed": 1}]})
+    selection.update(
+        {"budget": BUDGET, "targets": [{"name": "task", "path": "target.jsonl", "validation_size": 6, "split_seed": 1}]}
+    )
     document["attributes"]["selections"].append({**selection, "name": "plain", "distinct": False})
     run_document(tmp_path, document)
 
     with DuckDBStore(tmp_path / "infdist.duckdb").reader(read_only=True) as con:
-        rows = con.execute("SELECT i.sample_id, i.weight, i.influence, s.instruction FROM influence_scores AS i "
-                           "JOIN samples AS s USING (sample_id) WHERE i.selection = 'influential' "
-                           "ORDER BY i.sample_id").fetchall()
-        members = {name: [r[0] for r in con.execute(
-            "SELECT sample_id FROM selections WHERE selection = ? ORDER BY rank", [name]).fetchall()]
-            for name in ("influential", "plain")}
+        rows = con.execute(
+            "SELECT i.sample_id, i.weight, i.influence, s.instruction FROM influence_scores AS i "
+            "JOIN samples AS s USING (sample_id) WHERE i.selection = 'influential' "
+            "ORDER BY i.sample_id"
+        ).fetchall()
+        members = {
+            name: [
+                r[0]
+                for r in con.execute(
+                    "SELECT sample_id FROM selections WHERE selection = ? ORDER BY rank", [name]
+                ).fetchall()
+            ]
+            for name in ("influential", "plain")
+        }
         stats = json.loads(con.execute("SELECT stats FROM stage_runs WHERE stage = 'influential'").fetchone()[0])
     by_turn_and_reply = {(r["conversations"][0]["value"], r["conversations"][1]["value"]): r["id"] for r in records}
     with DuckDBStore(tmp_path / "infdist.duckdb").reader(read_only=True) as con:
-        source_id = {sid: by_turn_and_reply[(instruction, output)] for sid, instruction, output in con.execute(
-            "SELECT sample_id, instruction, output FROM samples").fetchall()}
+        source_id = {
+            sid: by_turn_and_reply[(instruction, output)]
+            for sid, instruction, output in con.execute("SELECT sample_id, instruction, output FROM samples").fetchall()
+        }
 
     # one subtask: the round robin walks the ranking by weight, then influence, then sample_id
     ranked = [r[0] for r in sorted(enumerate(rows), key=lambda e: (-e[1][1], -e[1][2], e[0]))]

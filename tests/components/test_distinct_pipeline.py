@@ -23,19 +23,27 @@ STORY = "Tell me the long story of the lighthouse keeper."
 
 
 def chat(user: str, reply_words: int, tag: str) -> list[dict[str, str]]:
-    return [{"from": "human", "value": user},
-            {"from": "gpt", "value": " ".join(["wave"] * (reply_words - 1) + [tag])},
-            {"from": "human", "value": "More?"}, {"from": "gpt", "value": f"Yes ({tag})."}]
+    return [
+        {"from": "human", "value": user},
+        {"from": "gpt", "value": " ".join(["wave"] * (reply_words - 1) + [tag])},
+        {"from": "human", "value": "More?"},
+        {"from": "gpt", "value": f"Yes ({tag})."},
+    ]
 
 
 def pool_records() -> list[dict]:
-    records = [{"id": f"saga_{part}", "conversations": chat(STORY if part < 4 else f"Go on with chapter {part}.",
-                                                            60 - part, f"part{part}")} for part in range(6)]
-    records.append({"id": "copy_9", "conversations": chat("  tell me THE long story\nof the lighthouse keeper. ",
-                                                          53, "copy")})
+    records = [
+        {
+            "id": f"saga_{part}",
+            "conversations": chat(STORY if part < 4 else f"Go on with chapter {part}.", 60 - part, f"part{part}"),
+        }
+        for part in range(6)
+    ]
+    records.append(
+        {"id": "copy_9", "conversations": chat("  tell me THE long story\nof the lighthouse keeper. ", 53, "copy")}
+    )
     records.append({"conversations": chat("A question without an id?", 52, "noid")})
-    records += [{"id": f"q{i}", "conversations": chat(f"Question {i} about tides?", 10 + i, f"q{i}")}
-                for i in range(8)]
+    records += [{"id": f"q{i}", "conversations": chat(f"Question {i} about tides?", 10 + i, f"q{i}")} for i in range(8)]
     return records
 
 
@@ -65,38 +73,72 @@ def test_distinct_selections_skip_conversation_parts_and_near_copies(tmp_path: P
     (tmp_path / "pool.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     write_target(tmp_path / "target.jsonl")
     target = {"name": "task", "path": "target.jsonl", "validation_size": 5, "split_seed": 2}
-    document = {"type": "curation_assets.CurationPipeline", "attributes": {
-        "name": "dist", "duckdb_path": "dist.duckdb", "automation": {"condition": "none"},
-        "sources": [{"name": "pool", "path": "pool.jsonl", "format": "sharegpt"}],
-        "stages": [{"name": "lengths", "kind": "text_stats"},
-                   {"name": "embed", "kind": "embedding", "model": str(tiny_sentence_model),
-                    "template": "{instruction}", "batch_size": 8}],
-        "selections": [
-            {"name": "longest", "kind": "top_score", "stage": "lengths", "column": "output_words", "budget": 5},
-            {"name": "longest_plain", "kind": "top_score", "stage": "lengths", "column": "output_words",
-             "budget": 5, "distinct": False},
-            {"name": "sim_all", "kind": "target_similarity", "embedding": "embed", "fraction": 1.0,
-             "distinct": False, "targets": [target]},
-            {"name": "sim", "kind": "target_similarity", "embedding": "embed", "budget": 4, "targets": [target]}]}}
+    document = {
+        "type": "curation_assets.CurationPipeline",
+        "attributes": {
+            "name": "dist",
+            "duckdb_path": "dist.duckdb",
+            "automation": {"condition": "none"},
+            "sources": [{"name": "pool", "path": "pool.jsonl", "format": "sharegpt"}],
+            "stages": [
+                {"name": "lengths", "kind": "text_stats"},
+                {
+                    "name": "embed",
+                    "kind": "embedding",
+                    "model": str(tiny_sentence_model),
+                    "template": "{instruction}",
+                    "batch_size": 8,
+                },
+            ],
+            "selections": [
+                {"name": "longest", "kind": "top_score", "stage": "lengths", "column": "output_words", "budget": 5},
+                {
+                    "name": "longest_plain",
+                    "kind": "top_score",
+                    "stage": "lengths",
+                    "column": "output_words",
+                    "budget": 5,
+                    "distinct": False,
+                },
+                {
+                    "name": "sim_all",
+                    "kind": "target_similarity",
+                    "embedding": "embed",
+                    "fraction": 1.0,
+                    "distinct": False,
+                    "targets": [target],
+                },
+                {"name": "sim", "kind": "target_similarity", "embedding": "embed", "budget": 4, "targets": [target]},
+            ],
+        },
+    }
     (tmp_path / "defs.yaml").write_text(yaml.safe_dump(document))
     definitions = pipeline_definitions(load_pipeline_file(tmp_path / "defs.yaml"))
     result = dg.materialize([*definitions.assets, *(definitions.asset_checks or [])], raise_on_error=True)
-    metadata = {event.asset_key.path[-1]: event.materialization.metadata
-                for event in result.get_asset_materialization_events()}
+    metadata = {
+        event.asset_key.path[-1]: event.materialization.metadata for event in result.get_asset_materialization_events()
+    }
 
     with DuckDBStore(tmp_path / "dist.duckdb").reader(read_only=True) as con:
         by_user_turn = {}
         for sample_id, first_user, reply in con.execute(
-                "SELECT sample_id, instruction, output FROM samples").fetchall():
+            "SELECT sample_id, instruction, output FROM samples"
+        ).fetchall():
             by_user_turn[(" ".join(first_user.split()), reply)] = sample_id  # the reader strips white space
-        ids = {by_user_turn[(" ".join(r["conversations"][0]["value"].split()), r["conversations"][1]["value"])]: r
-               for r in records}
+        ids = {
+            by_user_turn[(" ".join(r["conversations"][0]["value"].split()), r["conversations"][1]["value"])]: r
+            for r in records
+        }
         keys = {sample_id: keys_by_hand(record) for sample_id, record in ids.items()}
         words = dict(con.execute("SELECT sample_id, output_words FROM lengths").fetchall())
 
         def members(selection: str) -> list[str]:
-            return [row[0] for row in con.execute(
-                "SELECT sample_id FROM selections WHERE selection = ? ORDER BY rank", [selection]).fetchall()]
+            return [
+                row[0]
+                for row in con.execute(
+                    "SELECT sample_id FROM selections WHERE selection = ? ORDER BY rank", [selection]
+                ).fetchall()
+            ]
 
         by_length = sorted(words, key=lambda sample_id: (-words[sample_id], sample_id))
         assert members("longest_plain") == by_length[:5]
@@ -128,26 +170,39 @@ def test_distinct_selections_skip_conversation_parts_and_near_copies(tmp_path: P
                     kept.append(v)
             assert report.near_duplicates is not None and report.near_duplicates.stage == "embed"
             assert (report.near_duplicates.embedded, report.near_duplicates.clusters) == (len(chosen), len(kept))
-        assert (metadata["longest_plain"]["distinct_conversations"].value,
-                metadata["longest_plain"]["distinct_first_turns"].value) == (1, 2)
-        assert (metadata["longest"]["distinct_conversations"].value,
-                metadata["longest"]["distinct_first_turns"].value) == (5, 5)
+        assert (
+            metadata["longest_plain"]["distinct_conversations"].value,
+            metadata["longest_plain"]["distinct_first_turns"].value,
+        ) == (1, 2)
+        assert (
+            metadata["longest"]["distinct_conversations"].value,
+            metadata["longest"]["distinct_first_turns"].value,
+        ) == (5, 5)
         assert "distinct conversations" in metadata["longest"]["report"].value
 
 
 def test_report_without_embedding_stage_says_so(tmp_path: Path) -> None:
     (tmp_path / "pool.jsonl").write_text("".join(json.dumps(r) + "\n" for r in pool_records()))
-    document = {"type": "curation_assets.CurationPipeline", "attributes": {
-        "name": "dist", "duckdb_path": "dist.duckdb", "automation": {"condition": "none"},
-        "sources": [{"name": "pool", "path": "pool.jsonl", "format": "sharegpt"}],
-        "stages": [{"name": "lengths", "kind": "text_stats"}],
-        "selections": [{"name": "longest", "kind": "top_score", "stage": "lengths", "column": "output_words",
-                        "budget": 3}]}}
+    document = {
+        "type": "curation_assets.CurationPipeline",
+        "attributes": {
+            "name": "dist",
+            "duckdb_path": "dist.duckdb",
+            "automation": {"condition": "none"},
+            "sources": [{"name": "pool", "path": "pool.jsonl", "format": "sharegpt"}],
+            "stages": [{"name": "lengths", "kind": "text_stats"}],
+            "selections": [
+                {"name": "longest", "kind": "top_score", "stage": "lengths", "column": "output_words", "budget": 3}
+            ],
+        },
+    }
     (tmp_path / "defs.yaml").write_text(yaml.safe_dump(document))
     definitions = pipeline_definitions(load_pipeline_file(tmp_path / "defs.yaml"))
     result = dg.materialize([*definitions.assets, *(definitions.asset_checks or [])], raise_on_error=True)
-    report = next(e.materialization.metadata["report"].value for e in result.get_asset_materialization_events()
-                  if e.asset_key.path[-1] == "longest")
+    report = next(
+        e.materialization.metadata["report"].value
+        for e in result.get_asset_materialization_events()
+        if e.asset_key.path[-1] == "longest"
+    )
     assert "| distinct conversations | 3 of 3 |" in report
     assert "not counted: the pipeline has no embedding stage" in report
-

@@ -14,21 +14,36 @@ from tests.support.runs import run_pipeline
 
 
 def pipeline(tmp_path: Path, model: Path) -> Path:
-    document = {"type": "curation_assets.CurationPipeline", "attributes": {
-        "name": "div", "duckdb_path": "div.duckdb",
-        "sources": [{"name": "pool", "path": "pool.jsonl", "format": "alpaca"}],
-        "stages": [{"name": "embed", "kind": "embedding", "model": str(model), "batch_size": 8}],
-        "selections": [
-            {"name": "kcenter", "kind": "kcenter_greedy", "embedding": "embed", "budget": 10},
-            {"name": "kcenter_more", "kind": "kcenter_greedy", "embedding": "embed", "budget": 15,
-             "seed_selection": "kcenter"},
-            {"name": "kmeans", "kind": "kmeans_coreset", "embedding": "embed", "fraction": 0.2, "n_clusters": 4},
-            {"name": "deft", "kind": "deft_ucs", "embedding": "embed", "budget": 12, "n_clusters": 3},
-            {"name": "lift", "kind": "lift_variance", "embedding": "embed"},
-            {"name": "dedup", "kind": "near_dedup", "embedding": "embed", "threshold": 0.999},
-            {"name": "kcenter_deduped", "kind": "kcenter_greedy", "embedding": "embed", "budget": 8,
-             "input_selection": "dedup"},
-        ]}}
+    document = {
+        "type": "curation_assets.CurationPipeline",
+        "attributes": {
+            "name": "div",
+            "duckdb_path": "div.duckdb",
+            "sources": [{"name": "pool", "path": "pool.jsonl", "format": "alpaca"}],
+            "stages": [{"name": "embed", "kind": "embedding", "model": str(model), "batch_size": 8}],
+            "selections": [
+                {"name": "kcenter", "kind": "kcenter_greedy", "embedding": "embed", "budget": 10},
+                {
+                    "name": "kcenter_more",
+                    "kind": "kcenter_greedy",
+                    "embedding": "embed",
+                    "budget": 15,
+                    "seed_selection": "kcenter",
+                },
+                {"name": "kmeans", "kind": "kmeans_coreset", "embedding": "embed", "fraction": 0.2, "n_clusters": 4},
+                {"name": "deft", "kind": "deft_ucs", "embedding": "embed", "budget": 12, "n_clusters": 3},
+                {"name": "lift", "kind": "lift_variance", "embedding": "embed"},
+                {"name": "dedup", "kind": "near_dedup", "embedding": "embed", "threshold": 0.999},
+                {
+                    "name": "kcenter_deduped",
+                    "kind": "kcenter_greedy",
+                    "embedding": "embed",
+                    "budget": 8,
+                    "input_selection": "dedup",
+                },
+            ],
+        },
+    }
     path = tmp_path / "defs.yaml"
     path.write_text(yaml.safe_dump(document))
     return path
@@ -48,18 +63,29 @@ def test_embeddings_and_selections(tmp_path, tiny_sentence_model):
         ids, vectors = zip(*con.execute("SELECT sample_id, embedding FROM embeddings ORDER BY sample_id").fetchall())
         instructions = dict(con.execute("SELECT sample_id, instruction FROM samples").fetchall())
         sizes = dict(con.execute("SELECT selection, count(*) FROM selections GROUP BY 1").fetchall())
-        seeded = [r[0] for r in con.execute("SELECT sample_id FROM selections WHERE selection = 'kcenter_more' "
-                                            "ORDER BY rank LIMIT 10").fetchall()]
-        first = [r[0] for r in con.execute("SELECT sample_id FROM selections WHERE selection = 'kcenter' "
-                                           "ORDER BY rank").fetchall()]
-        roles = dict(con.execute("SELECT role, count(*) FROM selection_details WHERE selection = 'deft' "
-                                 "GROUP BY 1").fetchall())
+        seeded = [
+            r[0]
+            for r in con.execute(
+                "SELECT sample_id FROM selections WHERE selection = 'kcenter_more' ORDER BY rank LIMIT 10"
+            ).fetchall()
+        ]
+        first = [
+            r[0]
+            for r in con.execute(
+                "SELECT sample_id FROM selections WHERE selection = 'kcenter' ORDER BY rank"
+            ).fetchall()
+        ]
+        roles = dict(
+            con.execute("SELECT role, count(*) FROM selection_details WHERE selection = 'deft' GROUP BY 1").fetchall()
+        )
         dup = con.execute("SELECT related_id, value FROM selection_details WHERE selection = 'dedup'").fetchall()
     assert len(ids) == 61
     # stored vectors equal an independent encode of the same text with the same model
     from sentence_transformers import SentenceTransformer
+
     reference = SentenceTransformer(str(tiny_sentence_model), device="cpu").encode(
-        [instructions[i] for i in ids], normalize_embeddings=True)
+        [instructions[i] for i in ids], normalize_embeddings=True
+    )
     assert np.allclose(np.array(vectors), reference, atol=1e-5)
     assert sizes["kcenter"] == 10 and sizes["kcenter_more"] == 15 and sizes["deft"] == 12
     assert sizes["kmeans"] == 12  # round(0.2 · 61)
@@ -68,11 +94,18 @@ def test_embeddings_and_selections(tmp_path, tiny_sentence_model):
     assert roles == {"easy": 6, "hard": 6}
     assert sizes["dedup"] == 61 - len(dup)
     with component.store.reader() as con:
-        outside = con.execute("SELECT count(*) FROM selections m WHERE selection = 'kcenter_deduped' AND sample_id "
-                              "NOT IN (SELECT sample_id FROM selections WHERE selection = 'dedup')").fetchall()[0][0]
+        outside = con.execute(
+            "SELECT count(*) FROM selections m WHERE selection = 'kcenter_deduped' AND sample_id "
+            "NOT IN (SELECT sample_id FROM selections WHERE selection = 'dedup')"
+        ).fetchall()[0][0]
     assert sizes["kcenter_deduped"] == 8 and outside == 0
-    deps = {k.to_user_string() for k in pipeline_definitions(component).resolve_asset_graph()
-            .get(dg.AssetKey(["div", "kcenter_deduped"])).parent_keys}
+    deps = {
+        k.to_user_string()
+        for k in pipeline_definitions(component)
+        .resolve_asset_graph()
+        .get(dg.AssetKey(["div", "kcenter_deduped"]))
+        .parent_keys
+    }
     assert {"div/dedup", "div/embed"} <= deps
 
 
@@ -83,8 +116,10 @@ def test_rerun_embeds_only_new_samples(tmp_path, tiny_sentence_model):
     write_samples(tmp_path / "pool.jsonl", 5, start=1000)
     run_pipeline(load_pipeline_file(path))
     with component.store.reader() as con:
-        computed = [r[0] for r in con.execute(
-            "SELECT rows_out FROM stage_runs WHERE stage = 'embed' ORDER BY started_at").fetchall()]
+        computed = [
+            r[0]
+            for r in con.execute("SELECT rows_out FROM stage_runs WHERE stage = 'embed' ORDER BY started_at").fetchall()
+        ]
         total = con.execute("SELECT count(*) FROM embeddings").fetchall()[0][0]
     assert computed[0] == 41 and 0 < computed[1] <= 6 and total == sum(computed)
 

@@ -21,23 +21,66 @@ from tests.support.runs import run_document
 
 # the project's earlier variant, kept as options: LoRA gradients, LESS directions, raw inner
 # products, exact landmark rows, weights per subtask picked in turn
-PROJECT_VARIANT = {"params": "lora", "adam_direction": "less", "normalize": False, "exact_landmarks": True,
-                   "round_robin": "subtasks"}
+PROJECT_VARIANT = {
+    "params": "lora",
+    "adam_direction": "less",
+    "normalize": False,
+    "exact_landmarks": True,
+    "round_robin": "subtasks",
+}
 
 
 def pipeline(tiny_lm, **selection):
-    return {"type": "curation_assets.CurationPipeline", "attributes": {
-        "name": "infdist", "duckdb_path": "infdist.duckdb", "sources": [{"name": "pool", "path": "pool.jsonl"}],
-        "automation": {"condition": "none"},
-        "stages": [
-            {"name": "warmup", "kind": "lora_warmup", "model": str(tiny_lm), "max_length": 64,
-             "train_fraction": 0.3, "lora": LORA},
-            {"name": "jvp", "kind": "jvp_embeddings", "model": str(tiny_lm), "max_length": 64, "num_blocks": 1,
-             "batch_size": 4}],
-        "selections": [{"name": "influential", "kind": "influence_distillation", "jvp": "jvp", "warmup": "warmup",
-                        "fraction": 0.25, "landmarks": 8, "projection": "dense", "dim": 64, "batch_size": 4,
-                        "targets": [{"name": "task", "path": "target.jsonl", "subtask_field": "cat",
-                                     "validation_size": 6, "split_seed": 1}], **selection}]}}
+    return {
+        "type": "curation_assets.CurationPipeline",
+        "attributes": {
+            "name": "infdist",
+            "duckdb_path": "infdist.duckdb",
+            "sources": [{"name": "pool", "path": "pool.jsonl"}],
+            "automation": {"condition": "none"},
+            "stages": [
+                {
+                    "name": "warmup",
+                    "kind": "lora_warmup",
+                    "model": str(tiny_lm),
+                    "max_length": 64,
+                    "train_fraction": 0.3,
+                    "lora": LORA,
+                },
+                {
+                    "name": "jvp",
+                    "kind": "jvp_embeddings",
+                    "model": str(tiny_lm),
+                    "max_length": 64,
+                    "num_blocks": 1,
+                    "batch_size": 4,
+                },
+            ],
+            "selections": [
+                {
+                    "name": "influential",
+                    "kind": "influence_distillation",
+                    "jvp": "jvp",
+                    "warmup": "warmup",
+                    "fraction": 0.25,
+                    "landmarks": 8,
+                    "projection": "dense",
+                    "dim": 64,
+                    "batch_size": 4,
+                    "targets": [
+                        {
+                            "name": "task",
+                            "path": "target.jsonl",
+                            "subtask_field": "cat",
+                            "validation_size": 6,
+                            "split_seed": 1,
+                        }
+                    ],
+                    **selection,
+                }
+            ],
+        },
+    }
 
 
 @pytest.mark.parametrize("adam_direction", ["less", "released"])
@@ -50,18 +93,32 @@ def test_influence_distillation_equals_an_independent_computation(tmp_path, tiny
 
     with DuckDBStore(tmp_path / "infdist.duckdb").reader(read_only=True) as con:
         path = con.execute("SELECT path FROM lora_checkpoints ORDER BY epoch DESC LIMIT 1").fetchall()[0][0]
-        pool = con.execute("SELECT s.sample_id, s.messages, j.embedding FROM samples AS s JOIN jvp_embeddings AS j "
-                           "USING (sample_id) WHERE s.active ORDER BY s.sample_id").fetchall()
-        targets = con.execute("SELECT sample_id, subtask, messages FROM target_samples "
-                              "WHERE split = 'validation'").fetchall()
-        landmarks = {r[0] for r in con.execute("SELECT DISTINCT sample_id FROM influence_scores "
-                                               "WHERE selection = 'influential' AND landmark").fetchall()}
-        influence = {(sid, sub): value for sid, sub, value in con.execute(
-            "SELECT sample_id, subtask, influence FROM influence_scores").fetchall()}
-        members = [r[0] for r in con.execute("SELECT sample_id FROM selections WHERE selection = 'influential' "
-                                             "ORDER BY rank").fetchall()]
-        weights = con.execute("SELECT sum(weight), count(*) FILTER (weight > 0) FROM influence_scores "
-                              "GROUP BY subtask").fetchall()
+        pool = con.execute(
+            "SELECT s.sample_id, s.messages, j.embedding FROM samples AS s JOIN jvp_embeddings AS j "
+            "USING (sample_id) WHERE s.active ORDER BY s.sample_id"
+        ).fetchall()
+        targets = con.execute(
+            "SELECT sample_id, subtask, messages FROM target_samples WHERE split = 'validation'"
+        ).fetchall()
+        landmarks = {
+            r[0]
+            for r in con.execute(
+                "SELECT DISTINCT sample_id FROM influence_scores WHERE selection = 'influential' AND landmark"
+            ).fetchall()
+        }
+        influence = {
+            (sid, sub): value
+            for sid, sub, value in con.execute("SELECT sample_id, subtask, influence FROM influence_scores").fetchall()
+        }
+        members = [
+            r[0]
+            for r in con.execute(
+                "SELECT sample_id FROM selections WHERE selection = 'influential' ORDER BY rank"
+            ).fetchall()
+        ]
+        weights = con.execute(
+            "SELECT sum(weight), count(*) FILTER (weight > 0) FROM influence_scores GROUP BY subtask"
+        ).fetchall()
     assert len(pool) == 21 and len(landmarks) == 8 and len(members) == 5  # 20 + one empty response
     for total, nonzero in weights:
         assert total == pytest.approx(21) and nonzero == 5
@@ -85,8 +142,9 @@ def test_influence_distillation_equals_an_independent_computation(tmp_path, tiny
         for index, p in enumerate(named):
             g = p.grad
             if precondition and adam_direction == "less":
-                g = adam_precondition(g.unsqueeze(0), state["state"][index]["exp_avg"],
-                                      state["state"][index]["exp_avg_sq"])[0]
+                g = adam_precondition(
+                    g.unsqueeze(0), state["state"][index]["exp_avg"], state["state"][index]["exp_avg_sq"]
+                )[0]
             elif precondition:  # the released coefficient, from the checkpoint's v and step count
                 t, v = int(state["state"][index]["step"]), state["state"][index]["exp_avg_sq"]
                 g = g * (1 - 0.9) / (1 - 0.9 ** (t + 1)) / ((v / (1 - 0.999 ** (t + 1))).sqrt() + 1e-8)
@@ -100,7 +158,7 @@ def test_influence_distillation_equals_an_independent_computation(tmp_path, tiny
     embeddings = np.array([r[2] for r in pool], dtype=np.float64)
     distances = np.sort(pdist(embeddings[rows]))
     sigma = distances[(len(distances) - 1) // 2]  # the lower median, as torch.median
-    krr = KernelRidge(alpha=1e-2, kernel="rbf", gamma=1 / (2 * sigma ** 2)).fit(embeddings[rows], exact)
+    krr = KernelRidge(alpha=1e-2, kernel="rbf", gamma=1 / (2 * sigma**2)).fit(embeddings[rows], exact)
     inner = krr.predict(embeddings)
     inner[rows] = exact
     rankings = {}
@@ -122,12 +180,22 @@ def test_influence_distillation_equals_an_independent_computation(tmp_path, tiny
 def test_second_order_and_kcenter_landmarks_run_end_to_end(tmp_path, tiny_lm):
     write_pool(tmp_path / "pool.jsonl", 20)
     write_targets(tmp_path / "target.jsonl")
-    run_document(tmp_path, pipeline(tiny_lm, order="second", landmark_selection="kcenter",
-                                            optimizer="sgd", learning_rate=1.0, projection="hadamard",
-                                            round_robin="subtasks"))
+    run_document(
+        tmp_path,
+        pipeline(
+            tiny_lm,
+            order="second",
+            landmark_selection="kcenter",
+            optimizer="sgd",
+            learning_rate=1.0,
+            projection="hadamard",
+            round_robin="subtasks",
+        ),
+    )
     with DuckDBStore(tmp_path / "infdist.duckdb").reader(read_only=True) as con:
-        members = con.execute("SELECT count(*), min(score) FROM selections "
-                              "WHERE selection = 'influential'").fetchall()[0]
+        members = con.execute("SELECT count(*), min(score) FROM selections WHERE selection = 'influential'").fetchall()[
+            0
+        ]
         stats = con.execute("SELECT stats FROM stage_runs WHERE stage = 'influential'").fetchall()[0][0]
     assert members[0] == 5 and members[1] > 0
     assert '"order": "second"' in stats
@@ -147,12 +215,21 @@ def released_selection(tiny_lm, folder: Path, selection: str, *, normalize: bool
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     with DuckDBStore(folder / "infdist.duckdb").reader(read_only=True) as con:
-        pool = con.execute("SELECT s.sample_id, s.messages, j.embedding FROM samples AS s JOIN jvp_embeddings AS j "
-                           "USING (sample_id) WHERE s.active ORDER BY s.sample_id").fetchall()
-        targets = con.execute("SELECT messages FROM target_samples WHERE selection = $s AND split = 'validation' "
-                              "ORDER BY target, sample_id", {"s": selection}).fetchall()
-        landmarks = {r[0] for r in con.execute("SELECT DISTINCT sample_id FROM influence_scores "
-                                               "WHERE selection = $s AND landmark", {"s": selection}).fetchall()}
+        pool = con.execute(
+            "SELECT s.sample_id, s.messages, j.embedding FROM samples AS s JOIN jvp_embeddings AS j "
+            "USING (sample_id) WHERE s.active ORDER BY s.sample_id"
+        ).fetchall()
+        targets = con.execute(
+            "SELECT messages FROM target_samples WHERE selection = $s AND split = 'validation' "
+            "ORDER BY target, sample_id",
+            {"s": selection},
+        ).fetchall()
+        landmarks = {
+            r[0]
+            for r in con.execute(
+                "SELECT DISTINCT sample_id FROM influence_scores WHERE selection = $s AND landmark", {"s": selection}
+            ).fetchall()
+        }
     (saved,) = (folder / "infdist.artifacts" / selection).glob("*/weight-warmup-epoch-*.pt")
     state = torch.load(saved)
     tokenizer = AutoTokenizer.from_pretrained(tiny_lm)
@@ -163,8 +240,10 @@ def released_selection(tiny_lm, folder: Path, selection: str, *, normalize: bool
         for name, param in zip(names, params):
             param.copy_(state["weights"][name])
     (beta1, beta2), eps, t = state["betas"], state["eps"], state["step"]
-    coefficient = [(1 - beta1) / (1 - beta1 ** (t + 1)) / ((state["exp_avg_sq"][name] / (1 - beta2 ** (t + 1))).sqrt()
-                                                          + eps) for name in names]
+    coefficient = [
+        (1 - beta1) / (1 - beta1 ** (t + 1)) / ((state["exp_avg_sq"][name] / (1 - beta2 ** (t + 1))).sqrt() + eps)
+        for name in names
+    ]
 
     def gradient(messages, landmark):
         batch = collate([encode_conversation(tokenizer, messages, 64)], tokenizer.pad_token_id)
@@ -187,12 +266,15 @@ def released_selection(tiny_lm, folder: Path, selection: str, *, normalize: bool
     target_grads = np.stack([unit(gradient(m, False)[0]) for (m,) in targets])
     p_landmarks = landmark_grads @ target_grads.T
     embeddings = np.array([r[2] for r in pool], dtype=np.float64)
-    squared = [((embeddings[rows[i]] - embeddings[rows[j]]) ** 2).sum()
-               for i in range(len(rows)) for j in range(i + 1, len(rows))]
+    squared = [
+        ((embeddings[rows[i]] - embeddings[rows[j]]) ** 2).sum()
+        for i in range(len(rows))
+        for j in range(i + 1, len(rows))
+    ]
     sigma = np.sqrt(sorted(squared)[(len(squared) - 1) // 2])
 
     def rbf(a, b):
-        return np.exp(-((a[:, None] - b[None]) ** 2).sum(-1) / (2 * sigma ** 2))
+        return np.exp(-((a[:, None] - b[None]) ** 2).sum(-1) / (2 * sigma**2))
 
     scores = []
     for target in range(len(targets)):  # the released loop: one KRR per target sample
@@ -225,12 +307,16 @@ def test_normalisation_changes_the_picks_and_both_equal_the_released_algorithm(t
     import json
 
     write_pool(tmp_path / "pool.jsonl", 20)
-    words = ("the answer is one two three and that is it for this question you are what how why write explain "
-             "the code list four five yes no").split()
+    words = (
+        "the answer is one two three and that is it for this question you are what how why write explain "
+        "the code list four five yes no"
+    ).split()
     target = {"instruction": "explain the answer q1", "input": "", "output": " ".join(words)}
     related = {"instruction": "explain the answer q0", "input": "", "output": " ".join(words[:8] + ["hello"] * 20)}
-    shorts = [{"instruction": f"explain the answer {w}", "input": "", "output": w}
-              for w in ("the", "answer", "one", "yes", "no", "is", "what", "code")]
+    shorts = [
+        {"instruction": f"explain the answer {w}", "input": "", "output": w}
+        for w in ("the", "answer", "one", "yes", "no", "is", "what", "code")
+    ]
     with (tmp_path / "pool.jsonl").open("a") as pool:
         pool.writelines(json.dumps(record) + "\n" for record in [related, *shorts])
     (tmp_path / "target.jsonl").write_text(json.dumps(target) + "\n")
@@ -243,9 +329,15 @@ def test_normalisation_changes_the_picks_and_both_equal_the_released_algorithm(t
     run_document(tmp_path, document)
 
     with DuckDBStore(tmp_path / "infdist.duckdb").reader(read_only=True) as con:
-        members = {name: [r[0] for r in con.execute("SELECT sample_id FROM selections WHERE selection = $s "
-                                                    "ORDER BY rank", {"s": name}).fetchall()]
-                   for name in ("influential", "raw")}
+        members = {
+            name: [
+                r[0]
+                for r in con.execute(
+                    "SELECT sample_id FROM selections WHERE selection = $s ORDER BY rank", {"s": name}
+                ).fetchall()
+            ]
+            for name in ("influential", "raw")
+        }
     expected, facts = released_selection(tiny_lm, tmp_path, "influential", normalize=True, k=1)
     expected_raw, _ = released_selection(tiny_lm, tmp_path, "raw", normalize=False, k=1)
     assert members["influential"] == expected and members["raw"] == expected_raw
@@ -266,10 +358,15 @@ def test_released_defaults_over_several_target_samples_equal_the_released_algori
         released.pop(key)
     run_document(tmp_path, document)
     with DuckDBStore(tmp_path / "infdist.duckdb").reader(read_only=True) as con:
-        members = [r[0] for r in con.execute("SELECT sample_id FROM selections WHERE selection = 'influential' "
-                                             "ORDER BY rank").fetchall()]
-        roles = con.execute("SELECT count(DISTINCT role) FROM selection_details "
-                            "WHERE selection = 'influential'").fetchall()[0][0]
+        members = [
+            r[0]
+            for r in con.execute(
+                "SELECT sample_id FROM selections WHERE selection = 'influential' ORDER BY rank"
+            ).fetchall()
+        ]
+        roles = con.execute(
+            "SELECT count(DISTINCT role) FROM selection_details WHERE selection = 'influential'"
+        ).fetchall()[0][0]
     expected, _ = released_selection(tiny_lm, tmp_path, "influential", normalize=True, k=5)
     assert members == expected
     assert roles > 2  # picked by more target samples than there are subtasks
@@ -283,19 +380,40 @@ def test_every_released_or_project_option_changes_the_config_hash_and_second_ord
         InfluenceDistillationSpec,
     )
 
-    base = {"name": "infl", "kind": "influence_distillation", "jvp": "jvp", "warmup": "warmup", "budget": 5,
-            "targets": [{"name": "t", "path": "t.jsonl"}]}
+    base = {
+        "name": "infl",
+        "kind": "influence_distillation",
+        "jvp": "jvp",
+        "warmup": "warmup",
+        "budget": 5,
+        "targets": [{"name": "t", "path": "t.jsonl"}],
+    }
 
     def digest(**options):
         spec = InfluenceDistillationSpec(**base, **options)
         return INFLUENCE_DISTILLATION.config_hash(spec, {"warmup": "0" * 16})
 
     defaults = digest()
-    assert digest(params=["down_proj"], normalize=True, round_robin="targets", adam_direction="released",
-                  exact_landmarks=False, dim=32768) == defaults
-    changed = [digest(params="lora"), digest(params=["down_proj", "o_proj"]), digest(normalize=False),
-               digest(round_robin="subtasks"), digest(adam_direction="less"), digest(exact_landmarks=True),
-               digest(dim=8192)]
+    assert (
+        digest(
+            params=["down_proj"],
+            normalize=True,
+            round_robin="targets",
+            adam_direction="released",
+            exact_landmarks=False,
+            dim=32768,
+        )
+        == defaults
+    )
+    changed = [
+        digest(params="lora"),
+        digest(params=["down_proj", "o_proj"]),
+        digest(normalize=False),
+        digest(round_robin="subtasks"),
+        digest(adam_direction="less"),
+        digest(exact_landmarks=True),
+        digest(dim=8192),
+    ]
     assert len({defaults, *changed}) == 1 + len(changed)
     assert digest(batch_size=1) == defaults
     with pytest.raises(ValidationError, match="round_robin: subtasks"):

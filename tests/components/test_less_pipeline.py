@@ -17,45 +17,95 @@ from curation_assets.store import DuckDBStore
 from tests.support.files import write_pool
 from tests.support.runs import materialize_document
 
-LORA = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"], "lr": 0.01, "epochs": 2,
-        "batch_size": 2, "warmup_ratio": 0.0}
+LORA = {
+    "r": 4,
+    "alpha": 8,
+    "dropout": 0.0,
+    "target_modules": ["q_proj", "v_proj"],
+    "lr": 0.01,
+    "epochs": 2,
+    "batch_size": 2,
+    "warmup_ratio": 0.0,
+}
 
 
 def write_targets(path: Path) -> None:
     words = "the a of to is and in it you that for on with as are this".split()
-    records = [{"instruction": f"t{i} {' '.join(words[i % 5:i % 5 + 3])}", "input": "",
-                "output": " ".join(words[i % 7:i % 7 + 2]), "cat": "alpha" if i % 2 else "beta"}
-               for i in range(10)]
+    records = [
+        {
+            "instruction": f"t{i} {' '.join(words[i % 5 : i % 5 + 3])}",
+            "input": "",
+            "output": " ".join(words[i % 7 : i % 7 + 2]),
+            "cat": "alpha" if i % 2 else "beta",
+        }
+        for i in range(10)
+    ]
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
 
 
 def test_less_selection_equals_a_direct_computation(tmp_path, tiny_lm):
     write_pool(tmp_path / "pool.jsonl", 20)
     write_targets(tmp_path / "target.jsonl")
-    document = {"type": "curation_assets.CurationPipeline", "attributes": {
-        "name": "less", "duckdb_path": "less.duckdb", "sources": [{"name": "pool", "path": "pool.jsonl"}],
-        "automation": {"condition": "none"},
-        "stages": [
-            {"name": "warmup", "kind": "lora_warmup", "model": str(tiny_lm), "max_length": 64,
-             "train_fraction": 0.3, "lora": LORA},
-            {"name": "grads", "kind": "grad_features", "warmup": "warmup", "projection": "dense", "dim": 64,
-             "batch_size": 4}],
-        "selections": [{"name": "less_top", "kind": "less", "features": "grads", "fraction": 0.25,
-                        "targets": [{"name": "task", "path": "target.jsonl", "subtask_field": "cat",
-                                     "validation_size": 6, "split_seed": 1}]}]}}
+    document = {
+        "type": "curation_assets.CurationPipeline",
+        "attributes": {
+            "name": "less",
+            "duckdb_path": "less.duckdb",
+            "sources": [{"name": "pool", "path": "pool.jsonl"}],
+            "automation": {"condition": "none"},
+            "stages": [
+                {
+                    "name": "warmup",
+                    "kind": "lora_warmup",
+                    "model": str(tiny_lm),
+                    "max_length": 64,
+                    "train_fraction": 0.3,
+                    "lora": LORA,
+                },
+                {
+                    "name": "grads",
+                    "kind": "grad_features",
+                    "warmup": "warmup",
+                    "projection": "dense",
+                    "dim": 64,
+                    "batch_size": 4,
+                },
+            ],
+            "selections": [
+                {
+                    "name": "less_top",
+                    "kind": "less",
+                    "features": "grads",
+                    "fraction": 0.25,
+                    "targets": [
+                        {
+                            "name": "task",
+                            "path": "target.jsonl",
+                            "subtask_field": "cat",
+                            "validation_size": 6,
+                            "split_seed": 1,
+                        }
+                    ],
+                }
+            ],
+        },
+    }
     materialize_document(tmp_path, document)
 
     with DuckDBStore(tmp_path / "less.duckdb").reader(read_only=True) as con:
         checkpoints = con.execute("SELECT epoch, path, mean_lr FROM lora_checkpoints ORDER BY epoch").fetchall()
         pool = con.execute("SELECT sample_id, messages FROM samples WHERE active ORDER BY sample_id").fetchall()
         trained = con.execute("SELECT count(*) FROM lora_warmup WHERE in_training_set").fetchall()[0][0]
-        targets = con.execute("SELECT sample_id, split, subtask, messages FROM target_samples "
-                              "WHERE split = 'validation'").fetchall()
+        targets = con.execute(
+            "SELECT sample_id, split, subtask, messages FROM target_samples WHERE split = 'validation'"
+        ).fetchall()
         heldout = con.execute("SELECT count(*) FROM target_samples WHERE split = 'heldout'").fetchall()[0][0]
-        members = con.execute("SELECT sample_id, score FROM selections WHERE selection = 'less_top' "
-                              "ORDER BY rank").fetchall()
-        details = con.execute("SELECT sample_id, subtask, score FROM less_scores "
-                              "WHERE selection = 'less_top'").fetchall()
+        members = con.execute(
+            "SELECT sample_id, score FROM selections WHERE selection = 'less_top' ORDER BY rank"
+        ).fetchall()
+        details = con.execute(
+            "SELECT sample_id, subtask, score FROM less_scores WHERE selection = 'less_top'"
+        ).fetchall()
         n_features = con.execute("SELECT count(*) FROM grad_features").fetchall()[0][0]
         scores_rows = con.execute("SELECT count(*), count(DISTINCT sample_id) FROM sample_scores").fetchall()[0]
     assert [c[0] for c in checkpoints] == [1, 2] and trained == round(0.3 * len(pool))
@@ -96,13 +146,14 @@ def test_less_selection_equals_a_direct_computation(tmp_path, tiny_lm):
         val = np.stack([features(m) for _, _, _, m in targets])
         influence += weight * train @ val.T
     subtasks = sorted({t[2] for t in targets})
-    expected = {f"task:{s}": influence[:, [j for j, t in enumerate(targets) if t[2] == s]].mean(axis=1)
-                for s in subtasks}
+    expected = {
+        f"task:{s}": influence[:, [j for j, t in enumerate(targets) if t[2] == s]].mean(axis=1) for s in subtasks
+    }
     got = {(sid, role): value for sid, role, value in details}
     for i, (sid, _) in enumerate(pool):
         for role, values in expected.items():
             assert got[(sid, role)] == pytest.approx(values[i], abs=1e-4)
     best = np.max(np.stack(list(expected.values())), axis=0)
-    order = sorted(range(len(pool)), key=lambda i: -best[i])[:round(0.25 * len(pool))]
+    order = sorted(range(len(pool)), key=lambda i: -best[i])[: round(0.25 * len(pool))]
     assert [m[0] for m in members] == [pool[i][0] for i in order]
     assert [m[1] for m in members] == pytest.approx([best[i] for i in order], abs=1e-4)

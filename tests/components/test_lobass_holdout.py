@@ -3,6 +3,7 @@ checked by recomputing every sample's loss under each saved adapter with a plain
 (transformers' own loss over the response tokens)."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,20 +13,40 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from tests.support.files import write_pool
 from tests.support.runs import run_document
 
-LORA = {"r": 8, "dropout": 0.0, "lr": 0.05, "epochs": 4, "batch_size": 4, "scheduler": "constant",
-        "warmup_ratio": 0.0}
+LORA = {"r": 8, "dropout": 0.0, "lr": 0.05, "epochs": 4, "batch_size": 4, "scheduler": "constant", "warmup_ratio": 0.0}
 
 
 def run(tmp_path, tiny_lm, n, **lobass):
     write_pool(tmp_path / "pool.jsonl", n)
-    component = run_document(tmp_path, {"type": "curation_assets.CurationPipeline", "attributes": {
-        "name": "lob", "duckdb_path": "lob.duckdb", "automation": {"condition": "none"},
-        "sources": [{"name": "pool", "path": "pool.jsonl"}],
-        "stages": [{"name": "lobass", "kind": "lobass", "model": str(tiny_lm), "max_length": 48, "lora": LORA,
-                    **lobass}]}})
+    component = run_document(
+        tmp_path,
+        {
+            "type": "curation_assets.CurationPipeline",
+            "attributes": {
+                "name": "lob",
+                "duckdb_path": "lob.duckdb",
+                "automation": {"condition": "none"},
+                "sources": [{"name": "pool", "path": "pool.jsonl"}],
+                "stages": [
+                    {
+                        "name": "lobass",
+                        "kind": "lobass",
+                        "model": str(tiny_lm),
+                        "max_length": 48,
+                        "lora": LORA,
+                        **lobass,
+                    }
+                ],
+            },
+        },
+    )
     with component.store.reader() as con:
-        rows = {r[0]: r[1:] for r in con.execute(
-            "SELECT sample_id, loss_base, loss_finetuned, learnability, in_training_set FROM lobass_scores").fetchall()}
+        rows = {
+            r[0]: r[1:]
+            for r in con.execute(
+                "SELECT sample_id, loss_base, loss_finetuned, learnability, in_training_set FROM lobass_scores"
+            ).fetchall()
+        }
         messages = dict(con.execute("SELECT sample_id, messages FROM samples WHERE active").fetchall())
         stats = json.loads(con.execute("SELECT stats FROM stage_runs WHERE stage = 'lobass'").fetchall()[0][0])
     return rows, messages, stats
@@ -46,7 +67,7 @@ def plain_losses(tiny_lm, messages, adapter=None):
     for sid, turns in messages.items():
         prompt = ids(tokenizer.apply_chat_template(turns[:-1], add_generation_prompt=True, tokenize=True))
         full = ids(tokenizer.apply_chat_template(turns, tokenize=True))[:48]
-        labels = [-100] * len(prompt) + full[len(prompt):]
+        labels = [-100] * len(prompt) + full[len(prompt) :]
         if all(label == -100 for label in labels[1:]):
             continue  # no response token: no loss
         with torch.no_grad():
@@ -60,7 +81,7 @@ def test_cross_fit_scores_each_sample_with_the_model_trained_on_the_other_half(t
     assert stats["holdout"] == "cross_fit" and stats["scored_by_model_that_saw_them"] == 0
     references = stats["references"]
     assert [r["name"] for r in references] == ["half-0", "half-1"]
-    trained_on = [set(json.loads(open(r["training_ids_file"]).read())) for r in references]
+    trained_on = [set(json.loads(Path(r["training_ids_file"]).read_text())) for r in references]
     assert not trained_on[0] & trained_on[1] and trained_on[0] | trained_on[1] == set(messages)  # halves
     assert sum(r["scored"] for r in references) == len(rows) == len(messages)
     base = plain_losses(tiny_lm, messages)
@@ -87,7 +108,7 @@ def test_cross_fit_scores_each_sample_with_the_model_trained_on_the_other_half(t
 def test_exclude_leaves_the_training_draw_unranked_and_none_records_the_bias(tmp_path, tiny_lm):
     rows, messages, stats = run(tmp_path, tiny_lm, 11, holdout="exclude", train_fraction=0.5)
     (reference,) = stats["references"]
-    trained_on = set(json.loads(open(reference["training_ids_file"]).read()))
+    trained_on = set(json.loads(Path(reference["training_ids_file"]).read_text()))
     assert len(trained_on) == round(0.5 * len(messages)) and stats["excluded_from_ranking"] == len(trained_on)
     tuned = plain_losses(tiny_lm, messages, reference["checkpoints"][-1]["path"])
     for sid, (loss_base, loss_finetuned, learnability, in_training_set) in rows.items():

@@ -52,14 +52,27 @@ def materialize(path: Path) -> tuple[dg.ExecuteInProcessResult, object]:
 def test_small_demo_materialises_every_asset_with_metadata_and_checks(tmp_path, tiny_model):
     result, component = materialize(demo_copy(tmp_path, limit=200, model=tiny_model))
     assert result.success
-    materialized = {e.asset_key.to_user_string(): e.materialization.metadata
-                    for e in result.get_asset_materialization_events()}
-    assert set(materialized) == {"demo/sharegpt", "demo/lengths", "demo/embed", "demo/random_5pct",
-                                 "demo/longest_answers", "demo/deita_diverse_5pct", "demo/dedup", "demo/kcenter_5pct",
-                                 "demo/kmeans_coreset_5pct",
-                                 "demo/deft_ucs_5pct", "demo/lift_variance", "demo/smollm_loss",
-                                 "demo/hardest_for_smollm", "demo/judge_pool", "demo/export_random_5pct",
-                                 "demo/export_kcenter_5pct"}
+    materialized = {
+        e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()
+    }
+    assert set(materialized) == {
+        "demo/sharegpt",
+        "demo/lengths",
+        "demo/embed",
+        "demo/random_5pct",
+        "demo/longest_answers",
+        "demo/deita_diverse_5pct",
+        "demo/dedup",
+        "demo/kcenter_5pct",
+        "demo/kmeans_coreset_5pct",
+        "demo/deft_ucs_5pct",
+        "demo/lift_variance",
+        "demo/smollm_loss",
+        "demo/hardest_for_smollm",
+        "demo/judge_pool",
+        "demo/export_random_5pct",
+        "demo/export_kcenter_5pct",
+    }
     for key in ("demo/sharegpt", "demo/lengths", "demo/random_5pct", "demo/longest_answers"):
         metadata = materialized[key]
         assert {"dagster/row_count", "dagster/table_name", "dagster/column_schema"} <= set(metadata)
@@ -69,8 +82,12 @@ def test_small_demo_materialises_every_asset_with_metadata_and_checks(tmp_path, 
     assert [(d.asset_key.to_user_string(), d.column_name) for d in score_lineage] == [("demo/lengths", "output_words")]
     checks = result.get_asset_check_evaluations()
     assert checks and all(c.passed for c in checks)
-    assert {c.check_name for c in checks} == {"counts_balance", "sample_ids_unique", "covers_active_samples",
-                                              "members_are_active"}
+    assert {c.check_name for c in checks} == {
+        "counts_balance",
+        "sample_ids_unique",
+        "covers_active_samples",
+        "members_are_active",
+    }
 
     with component.store.reader() as con:
         samples = con.execute("SELECT count(*) FROM samples WHERE active").fetchall()[0][0]
@@ -78,12 +95,16 @@ def test_small_demo_materialises_every_asset_with_metadata_and_checks(tmp_path, 
         runs = dict(con.execute("SELECT stage, rows_out FROM stage_runs").fetchall())
         assert runs["lengths"] == samples
         assert runs["random_5pct"] == round(0.05 * samples)
-        stats = con.execute("SELECT stats->>'records_read', stats->>'rejected', stats->>'duplicates' "
-                            "FROM stage_runs WHERE stage = 'sharegpt'").fetchall()[0]
+        stats = con.execute(
+            "SELECT stats->>'records_read', stats->>'rejected', stats->>'duplicates' "
+            "FROM stage_runs WHERE stage = 'sharegpt'"
+        ).fetchall()[0]
         assert int(stats[0]) == 200 and int(stats[0]) == samples + int(stats[1]) + int(stats[2])
-        top = con.execute("SELECT s.sample_id, sel.score, t.output_words FROM selections sel "
-                          "JOIN text_stats t USING (sample_id) JOIN samples s USING (sample_id) "
-                          "WHERE sel.selection = 'longest_answers' ORDER BY sel.rank").fetchall()
+        top = con.execute(
+            "SELECT s.sample_id, sel.score, t.output_words FROM selections sel "
+            "JOIN text_stats t USING (sample_id) JOIN samples s USING (sample_id) "
+            "WHERE sel.selection = 'longest_answers' ORDER BY sel.rank"
+        ).fetchall()
         assert all(score == words for _, score, words in top)
         assert [r[1] for r in top] == sorted((r[1] for r in top), reverse=True)
         assert all(score >= 20 for _, score, _ in top)
@@ -96,8 +117,10 @@ def test_small_demo_materialises_every_asset_with_metadata_and_checks(tmp_path, 
         assert int(wide["in_random_5pct"].sum()) == runs["random_5pct"]
         summary = dict(con.execute("SELECT selection, size FROM selection_summary").fetchall())
         assert summary["random_5pct"] == runs["random_5pct"] and summary["longest_answers"] == 100
-        overlap = con.execute("SELECT shared, jaccard FROM selection_overlap WHERE selection_a = 'hardest_for_smollm' "
-                              "AND selection_b = 'kcenter_5pct'").fetchall()
+        overlap = con.execute(
+            "SELECT shared, jaccard FROM selection_overlap WHERE selection_a = 'hardest_for_smollm' "
+            "AND selection_b = 'kcenter_5pct'"
+        ).fetchall()
         assert overlap and overlap[0][0] == summary["hardest_for_smollm"]  # a subset of the k-center members
         history = con.execute("SELECT stage FROM stage_history LIMIT 1").fetchall()
         assert history and history[0][0] in runs
@@ -105,6 +128,7 @@ def test_small_demo_materialises_every_asset_with_metadata_and_checks(tmp_path, 
         assert set(scored["sample_id"]) == set(wide[wide["in_kcenter_5pct"]]["sample_id"])
         # every example query in sql/queries runs on the demo database and returns its columns
         from curation_assets.store.sql_files import SQL_DIR
+
         queries = sorted((SQL_DIR / "queries").glob("*.sql"))
         assert len(queries) >= 12
         results = {q.name: con.execute(q.read_text()).fetchall() for q in queries}
@@ -124,7 +148,9 @@ def test_second_run_is_incremental_and_same_selection(tmp_path, tiny_model):
     run_pipeline(load_pipeline_file(path))
     with component.store.reader() as con:
         runs = con.execute("SELECT stage, rows_out FROM stage_runs ORDER BY started_at").fetchall()
-        second = con.execute("SELECT sample_id FROM selections WHERE selection = 'random_5pct' ORDER BY rank").fetchall()
+        second = con.execute(
+            "SELECT sample_id FROM selections WHERE selection = 'random_5pct' ORDER BY rank"
+        ).fetchall()
     by_stage: dict[str, list[int]] = {}
     for stage, rows_out in runs:
         by_stage.setdefault(stage, []).append(rows_out)
@@ -143,7 +169,8 @@ def test_growing_the_source_scores_only_new_samples(tmp_path, tiny_model):
     with component.store.reader() as con:
         new_samples, computed = con.execute(
             "SELECT (SELECT rows_out FROM stage_runs WHERE stage = 'sharegpt' ORDER BY started_at DESC LIMIT 1), "
-            "(SELECT rows_out FROM stage_runs WHERE stage = 'lengths' ORDER BY started_at DESC LIMIT 1)").fetchall()[0]
+            "(SELECT rows_out FROM stage_runs WHERE stage = 'lengths' ORDER BY started_at DESC LIMIT 1)"
+        ).fetchall()[0]
         total = con.execute("SELECT count(*) FROM text_stats").fetchall()[0][0]
         active = con.execute("SELECT count(*) FROM samples WHERE active").fetchall()[0][0]
     assert 0 < new_samples <= 30
@@ -171,8 +198,10 @@ def test_shipped_demo_pipeline_end_to_end(tmp_path, monkeypatch, llm_server):
     with component.store.reader() as con:
         assert con.execute("SELECT count(*) FROM rejected_samples").fetchall()[0][0] > 0
         kept = con.execute("SELECT count(*) FROM samples").fetchall()[0][0]
-        judged = con.execute("SELECT (SELECT count(*) FROM judge_accuracy), (SELECT count(*) FROM judge_rubric), "
-                             "(SELECT count(*) FROM selections WHERE selection = 'lift_top4')").fetchall()[0]
+        judged = con.execute(
+            "SELECT (SELECT count(*) FROM judge_accuracy), (SELECT count(*) FROM judge_rubric), "
+            "(SELECT count(*) FROM selections WHERE selection = 'lift_top4')"
+        ).fetchall()[0]
         cached = con.execute("SELECT count(*) FROM llm_cache").fetchall()[0][0]
     assert 1_900 <= kept <= 2_000
     assert judged[:2] == (8, 8) and 1 <= judged[2] <= 4  # the 135M judge parses at least some rubrics

@@ -17,29 +17,62 @@ from tests.support.files import write_jsonl
 from tests.support.runs import run_document
 
 WORDS = "what how why write explain answer question code list one two three four five hello world yes no".split()
-LORA = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"], "lr": 0.01, "epochs": 1,
-        "batch_size": 2}
+LORA = {
+    "r": 4,
+    "alpha": 8,
+    "dropout": 0.0,
+    "target_modules": ["q_proj", "v_proj"],
+    "lr": 0.01,
+    "epochs": 1,
+    "batch_size": 2,
+}
 
 
 def records(n: int) -> list[dict]:
     rng = np.random.default_rng(5)
-    return [{"instruction": " ".join(rng.choice(WORDS, 5)) + f" q{i % 10}", "input": "",
-             "output": " ".join(rng.choice(WORDS, 6))} for i in range(n)]
+    return [
+        {
+            "instruction": " ".join(rng.choice(WORDS, 5)) + f" q{i % 10}",
+            "input": "",
+            "output": " ".join(rng.choice(WORDS, 6)),
+        }
+        for i in range(n)
+    ]
 
 
 def mods_selection(lm: Path, **keys) -> dict:
     seeds = {} if "seed_count" in keys else {"seed_fraction": 0.5}
-    return {"name": "mods", "kind": "mods", "embedding": "embed", "reward": "rm", "model": str(lm), "budget": 8,
-            **seeds, "max_length": 64, "max_new_tokens": 6, "batch_size": 3, "lora": LORA, **keys}
+    return {
+        "name": "mods",
+        "kind": "mods",
+        "embedding": "embed",
+        "reward": "rm",
+        "model": str(lm),
+        "budget": 8,
+        **seeds,
+        "max_length": 64,
+        "max_new_tokens": 6,
+        "batch_size": 3,
+        "lora": LORA,
+        **keys,
+    }
 
 
 def document(sentence_model: Path, reward: Path, selections: list[dict]) -> dict:
-    return {"type": "curation_assets.CurationPipeline", "attributes": {
-        "name": "m", "duckdb_path": "m.duckdb", "sources": [{"name": "pool", "path": "pool.jsonl"}],
-        "automation": {"condition": "none"},
-        "stages": [{"name": "embed", "kind": "embedding", "model": str(sentence_model)},
-                   {"name": "rm", "kind": "reward_scores", "model": str(reward), "max_length": 64}],
-        "selections": selections}}
+    return {
+        "type": "curation_assets.CurationPipeline",
+        "attributes": {
+            "name": "m",
+            "duckdb_path": "m.duckdb",
+            "sources": [{"name": "pool", "path": "pool.jsonl"}],
+            "automation": {"condition": "none"},
+            "stages": [
+                {"name": "embed", "kind": "embedding", "model": str(sentence_model)},
+                {"name": "rm", "kind": "reward_scores", "model": str(reward), "max_length": 64},
+            ],
+            "selections": selections,
+        },
+    }
 
 
 def query(folder: Path, sql: str) -> list[tuple]:
@@ -59,13 +92,20 @@ def direct_reward(reward: Path, pairs: list[tuple[str, str]]) -> list[float]:
     scorer = AutoModelForSequenceClassification.from_pretrained(reward).eval()
     tokenizer = AutoTokenizer.from_pretrained(reward)
     with torch.inference_mode():
-        return [scorer(**tokenizer(q, a, truncation="longest_first", max_length=64, return_tensors="pt")
-                       ).logits[0, 0].item() for q, a in pairs]
+        return [
+            scorer(**tokenizer(q, a, truncation="longest_first", max_length=64, return_tensors="pt"))
+            .logits[0, 0]
+            .item()
+            for q, a in pairs
+        ]
 
 
 def members(folder: Path, selection: str) -> list[tuple[str, str]]:
-    return query(folder, f"SELECT m.sample_id, d.role FROM selections m JOIN selection_details d "
-                         f"USING (selection, sample_id) WHERE selection = '{selection}' ORDER BY m.rank")
+    return query(
+        folder,
+        f"SELECT m.sample_id, d.role FROM selections m JOIN selection_details d "
+        f"USING (selection, sample_id) WHERE selection = '{selection}' ORDER BY m.rank",
+    )
 
 
 @pytest.fixture
@@ -80,9 +120,17 @@ def test_mods_steps_match_an_independent_computation(tmp_path, models):
     # (1) quality threshold from the reward model called directly: about 70% of the pool passes
     threshold = float(np.quantile(direct_reward(reward, [(r["instruction"], r["output"]) for r in pool]), 0.3))
     # pass A: every generation necessary (threshold +inf); `mods_cut` asks 10 seeds of a budget of 3
-    run_document(tmp_path, document(sentence, reward, [
-        mods_selection(lm, reward_threshold=threshold, necessity_threshold=1e9),
-        mods_selection(lm, name="mods_cut", reward_threshold=threshold, budget=3, seed_count=10)]))
+    run_document(
+        tmp_path,
+        document(
+            sentence,
+            reward,
+            [
+                mods_selection(lm, reward_threshold=threshold, necessity_threshold=1e9),
+                mods_selection(lm, name="mods_cut", reward_threshold=threshold, budget=3, seed_count=10),
+            ],
+        ),
+    )
 
     ids, vectors = zip(*query(tmp_path, "SELECT sample_id, embedding FROM embed ORDER BY sample_id"))
     x = np.array(vectors, dtype=np.float32)
@@ -102,10 +150,12 @@ def test_mods_steps_match_an_independent_computation(tmp_path, models):
     seeds = [quality[j] for j in brute_kcenter(x[quality], 4, seed=0)]
     candidates = sorted(set(quality) - set(seeds))
     augmentation = [candidates[j] for j in brute_kcenter(x[candidates], 4, seed=0)]
-    assert members(tmp_path, "mods") == [(ids[i], "seed") for i in seeds] + [(ids[i], "necessity")
-                                                                           for i in augmentation]
-    generated = dict(query(tmp_path, "SELECT sample_id, generated_reward FROM mods_generations "
-                                     "WHERE selection = 'mods'"))
+    assert members(tmp_path, "mods") == [(ids[i], "seed") for i in seeds] + [
+        (ids[i], "necessity") for i in augmentation
+    ]
+    generated = dict(
+        query(tmp_path, "SELECT sample_id, generated_reward FROM mods_generations WHERE selection = 'mods'")
+    )
     assert sorted(generated) == [ids[i] for i in candidates]
 
     # pass B: half of the generations fall below the necessity threshold
@@ -113,12 +163,18 @@ def test_mods_steps_match_an_independent_computation(tmp_path, models):
     # batched and the one-at-a-time reward could round to different sides)
     middle = sorted(generated.values())
     necessity = (middle[len(middle) // 2 - 1] + middle[len(middle) // 2]) / 2
-    run_document(tmp_path, document(sentence, reward, [
-        mods_selection(lm, reward_threshold=threshold, necessity_threshold=necessity)]))
-    (config_hash,) = query(tmp_path, "SELECT config_hash FROM stage_runs WHERE stage = 'mods' "
-                                     "ORDER BY finished_at DESC LIMIT 1")[0]
-    rows = query(tmp_path, "SELECT sample_id, question, generated, generated_reward, necessary, failure, config_hash "
-                           "FROM mods_generations WHERE selection = 'mods' ORDER BY sample_id")
+    run_document(
+        tmp_path,
+        document(sentence, reward, [mods_selection(lm, reward_threshold=threshold, necessity_threshold=necessity)]),
+    )
+    (config_hash,) = query(
+        tmp_path, "SELECT config_hash FROM stage_runs WHERE stage = 'mods' ORDER BY finished_at DESC LIMIT 1"
+    )[0]
+    rows = query(
+        tmp_path,
+        "SELECT sample_id, question, generated, generated_reward, necessary, failure, config_hash "
+        "FROM mods_generations WHERE selection = 'mods' ORDER BY sample_id",
+    )
     assert [r[0] for r in rows] == [ids[i] for i in candidates]
     assert {r[6] for r in rows} == {config_hash} and {r[5] for r in rows} == {None}
 
@@ -129,12 +185,18 @@ def test_mods_steps_match_an_independent_computation(tmp_path, models):
     hand_texts = []
     for sid, question, _, _, _, _, _ in rows:
         assert question == texts[sid]
-        prompt = tokenizer.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True,
-                                               tokenize=True, return_dict=True)["input_ids"]
+        prompt = tokenizer.apply_chat_template(
+            [{"role": "user", "content": question}], add_generation_prompt=True, tokenize=True, return_dict=True
+        )["input_ids"]
         with torch.inference_mode():
-            out = tuned.generate(input_ids=torch.tensor([prompt]), max_new_tokens=6, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-        hand_texts.append(tokenizer.decode(out[0, len(prompt):], skip_special_tokens=True).strip())
+            out = tuned.generate(
+                input_ids=torch.tensor([prompt]),
+                max_new_tokens=6,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+        hand_texts.append(tokenizer.decode(out[0, len(prompt) :], skip_special_tokens=True).strip())
     assert [r[2] for r in rows] == hand_texts
     hand_rewards = direct_reward(reward, [(r[1], text) for r, text in zip(rows, hand_texts)])
     assert [r[3] for r in rows] == pytest.approx(hand_rewards, abs=1e-5)
@@ -144,10 +206,14 @@ def test_mods_steps_match_an_independent_computation(tmp_path, models):
 
     # (4) final = seeds ∪ k-center over the necessary set; reasons and values stored
     augmentation = [necessary[j] for j in brute_kcenter(x[necessary], min(4, len(necessary)), seed=0)]
-    assert members(tmp_path, "mods") == [(ids[i], "seed") for i in seeds] + [(ids[i], "necessity")
-                                                                           for i in augmentation]
-    values = dict(query(tmp_path, "SELECT sample_id, value FROM selection_details WHERE selection = 'mods' "
-                                  "AND role = 'necessity'"))
+    assert members(tmp_path, "mods") == [(ids[i], "seed") for i in seeds] + [
+        (ids[i], "necessity") for i in augmentation
+    ]
+    values = dict(
+        query(
+            tmp_path, "SELECT sample_id, value FROM selection_details WHERE selection = 'mods' AND role = 'necessity'"
+        )
+    )
     assert values == pytest.approx({ids[i]: hand_rewards[candidates.index(i)] for i in augmentation}, abs=1e-5)
     scores = dict(query(tmp_path, "SELECT sample_id, score FROM selections WHERE selection = 'mods'"))
     assert scores == pytest.approx({ids[i]: rewards[ids[i]] for i in seeds + augmentation}, abs=1e-5)
@@ -162,13 +228,16 @@ def test_mods_names_an_empty_quality_set(tmp_path, models):
     assert "mods" in message and "`reward_threshold` 1000000000.0" in message and "'rm'" in message
 
 
-@pytest.mark.parametrize(("keys", "message"), [
-    ({"reward": "embed"}, "'embed' is not a reward_scores stage"),
-    ({"reward": "nowhere"}, "no stage or selection named 'nowhere'"),
-    ({"seed_count": 5, "seed_fraction": 0.5}, "at most one of `seed_count`"),
-    ({"max_new_tokens": 64}, "`max_new_tokens` (64) must be below `max_length` (64)"),
-    ({"seed_fraction": 0}, "seed_fraction"),
-])
+@pytest.mark.parametrize(
+    ("keys", "message"),
+    [
+        ({"reward": "embed"}, "'embed' is not a reward_scores stage"),
+        ({"reward": "nowhere"}, "no stage or selection named 'nowhere'"),
+        ({"seed_count": 5, "seed_fraction": 0.5}, "at most one of `seed_count`"),
+        ({"max_new_tokens": 64}, "`max_new_tokens` (64) must be below `max_length` (64)"),
+        ({"seed_fraction": 0}, "seed_fraction"),
+    ],
+)
 def test_mods_yaml_errors(tmp_path, models, keys, message):
     lm, reward, sentence = models
     write_jsonl(tmp_path / "pool.jsonl", records(6))

@@ -27,91 +27,149 @@ BASE = valid_pipeline_yaml()
 # ---- error cases ------------------------------------------------------------------------------
 # Each case: (function making the YAML text, (needle, occurrence) of the line the error must point at, message fragments).
 
+
 def _replace(old: str, new: str) -> Callable[[], str]:
     def make() -> str:
         assert old in BASE, old
         return BASE.replace(old, new, 1)
+
     return make
 
 
 ERROR_CASES = {
     "source_path_missing": (
-        _replace("path: data/alpaca.jsonl", "path: data/missing.jsonl"), ("path: data/missing.jsonl", 1),
-        ["sources.0.path", "source file not found", "missing.jsonl"]),
+        _replace("path: data/alpaca.jsonl", "path: data/missing.jsonl"),
+        ("path: data/missing.jsonl", 1),
+        ["sources.0.path", "source file not found", "missing.jsonl"],
+    ),
     "top_score_unknown_stage": (
-        _replace("stage: lengths", "stage: lenghts"), ("stage: lenghts", 1),
-        ["selections.1.stage", "no stage or selection named 'lenghts'", "known: lengths, longest, random_few"]),
+        _replace("stage: lengths", "stage: lenghts"),
+        ("stage: lenghts", 1),
+        ["selections.1.stage", "no stage or selection named 'lenghts'", "known: lengths, longest, random_few"],
+    ),
     "top_score_stage_is_selection": (
-        _replace("stage: lengths", "stage: random_few"), ("stage: random_few", 1),
-        ["selections.1.stage", "'random_few' must be a stage"]),
+        _replace("stage: lengths", "stage: random_few"),
+        ("stage: random_few", 1),
+        ["selections.1.stage", "'random_few' must be a stage"],
+    ),
     "top_score_unknown_column": (
-        _replace("column: output_words", "column: output_tokens"), ("column: output_tokens", 1),
-        ["selections.1.column", "has no column 'output_tokens'", "output_words"]),
+        _replace("column: output_words", "column: output_tokens"),
+        ("column: output_tokens", 1),
+        ["selections.1.column", "has no column 'output_tokens'", "output_words"],
+    ),
     "duplicate_name": (
-        _replace("name: random_few", "name: lengths"), ("name: lengths", 2),
-        ["selections.0.name", "name 'lengths' is already used at stages.0.name"]),
+        _replace("name: random_few", "name: lengths"),
+        ("name: lengths", 2),
+        ["selections.0.name", "name 'lengths' is already used at stages.0.name"],
+    ),
     "reserved_name": (
-        _replace("name: random_few", "name: samples"), ("name: samples", 1),
-        ["selections.0.name", "'samples' is a reserved table name"]),
+        _replace("name: random_few", "name: samples"),
+        ("name: samples", 1),
+        ["selections.0.name", "'samples' is a reserved table name"],
+    ),
     "source_path_and_package": (
-        _replace("format: alpaca", "format: alpaca\n      package: sharegpt"), ("- name: alpaca", 1),
-        ["sources.0", "give exactly one of path, package, hf_dataset", "'path', 'package'"]),
+        _replace("format: alpaca", "format: alpaca\n      package: sharegpt"),
+        ("- name: alpaca", 1),
+        ["sources.0", "give exactly one of path, package, hf_dataset", "'path', 'package'"],
+    ),
     "custom_format_without_fields": (
-        _replace("format: alpaca", "format: custom"), ("- name: alpaca", 1),
-        ["sources.0", "format 'custom' needs `fields`"]),
+        _replace("format: alpaca", "format: custom"),
+        ("- name: alpaca", 1),
+        ["sources.0", "format 'custom' needs `fields`"],
+    ),
     "export_unknown_selection": (
         lambda: valid_pipeline_yaml(exports="- selection: best_ones\n  path: out.jsonl\n"),
         ("selection: best_ones", 1),
-        ["exports.0.selection", "no selection named 'best_ones'", "known: samples, longest, random_few"]),
+        ["exports.0.selection", "no selection named 'best_ones'", "known: samples, longest, random_few"],
+    ),
     "prompt_file_missing": (
-        _replace("      kind: text_stats\n", "      kind: text_stats\n    - name: judge\n      kind: alpagasus\n"
-                 "      prompts:\n        alpagasus_user: prompts/nope.txt\n"), ("prompts:", 1),
-        ["stages.1.prompts", "prompt file not found", "nope.txt"]),
+        _replace(
+            "      kind: text_stats\n",
+            "      kind: text_stats\n    - name: judge\n      kind: alpagasus\n"
+            "      prompts:\n        alpagasus_user: prompts/nope.txt\n",
+        ),
+        ("prompts:", 1),
+        ["stages.1.prompts", "prompt file not found", "nope.txt"],
+    ),
     "prompt_name_unknown": (
-        _replace("      kind: text_stats\n", "      kind: text_stats\n    - name: judge\n      kind: alpagasus\n"
-                 "      prompts:\n        lift_quality_user: x.txt\n"), ("prompts:", 1),
-        ["stages.1.prompts", "alpagasus has no prompt 'lift_quality_user'", "alpagasus_system, alpagasus_user"]),
+        _replace(
+            "      kind: text_stats\n",
+            "      kind: text_stats\n    - name: judge\n      kind: alpagasus\n"
+            "      prompts:\n        lift_quality_user: x.txt\n",
+        ),
+        ("prompts:", 1),
+        ["stages.1.prompts", "alpagasus has no prompt 'lift_quality_user'", "alpagasus_system, alpagasus_user"],
+    ),
     "lift_expand_reads_a_selection": (
-        _replace("      kind: text_stats\n", "      kind: text_stats\n    - name: grow\n      kind: lift_expand\n"
-                 "      input_selection: random_few\n"), ("input_selection: random_few", 1),
-        ["stages.1.input_selection", "cannot read another stage or selection"]),
+        _replace(
+            "      kind: text_stats\n",
+            "      kind: text_stats\n    - name: grow\n      kind: lift_expand\n      input_selection: random_few\n",
+        ),
+        ("input_selection: random_few", 1),
+        ["stages.1.input_selection", "cannot read another stage or selection"],
+    ),
     "influence_distillation_reads_wrong_stages": (
-        _replace("      budget: 4\n", "      budget: 4\n    - name: infl\n      kind: influence_distillation\n"
-                 "      jvp: lengths\n      warmup: lengths\n      budget: 2\n"
-                 "      targets: [{name: t, path: data/alpaca.jsonl}]\n"), ("jvp: lengths", 1),
-        ["selections.1.jvp", "'lengths' is not a jvp_embeddings stage", "selections.1.warmup",
-         "'lengths' is not a lora_warmup stage"]),
+        _replace(
+            "      budget: 4\n",
+            "      budget: 4\n    - name: infl\n      kind: influence_distillation\n"
+            "      jvp: lengths\n      warmup: lengths\n      budget: 2\n"
+            "      targets: [{name: t, path: data/alpaca.jsonl}]\n",
+        ),
+        ("jvp: lengths", 1),
+        [
+            "selections.1.jvp",
+            "'lengths' is not a jvp_embeddings stage",
+            "selections.1.warmup",
+            "'lengths' is not a lora_warmup stage",
+        ],
+    ),
     "missing_required_key": (
-        _replace("  duckdb_path: tiny.duckdb\n", ""), ("attributes:", 1),
-        ["duckdb_path", "set `duckdb_path` (a DuckDB file) or `store: {resource: NAME}`"]),
+        _replace("  duckdb_path: tiny.duckdb\n", ""),
+        ("attributes:", 1),
+        ["duckdb_path", "set `duckdb_path` (a DuckDB file) or `store: {resource: NAME}`"],
+    ),
 }
 
 # Errors inside a stage or selection: each section is a union of kind specs, and the error
 # must still point at the offending key's line, not the entry's first line.
 UNION_ERROR_CASES = {
     "wrong_type_budget": (
-        _replace("budget: 5", "budget: many"), ("budget: many", 1),
-        ["selections.1.budget", "many", "integer"]),
+        _replace("budget: 5", "budget: many"),
+        ("budget: many", 1),
+        ["selections.1.budget", "many", "integer"],
+    ),
     "unknown_key_in_selection": (
-        _replace("column: output_words", "column: output_words\n      budgett: 3"), ("budgett", 1),
-        ["selections.1", "budgett", "Extra inputs are not permitted"]),
+        _replace("column: output_words", "column: output_words\n      budgett: 3"),
+        ("budgett", 1),
+        ["selections.1", "budgett", "Extra inputs are not permitted"],
+    ),
     "unknown_key_in_stage": (
-        _replace("kind: text_stats", "kind: text_stats\n      colour: blue"), ("colour: blue", 1),
-        ["stages.0", "colour", "Extra inputs are not permitted"]),
+        _replace("kind: text_stats", "kind: text_stats\n      colour: blue"),
+        ("colour: blue", 1),
+        ["stages.0", "colour", "Extra inputs are not permitted"],
+    ),
     "unknown_stage_kind": (
-        _replace("kind: text_stats", "kind: text_statz"), ("kind: text_statz", 1),
-        ["stages.0", "text_statz", "text_stats"]),
+        _replace("kind: text_stats", "kind: text_statz"),
+        ("kind: text_statz", 1),
+        ["stages.0", "text_statz", "text_stats"],
+    ),
     "unknown_selection_kind": (
-        _replace("kind: random", "kind: shuffled"), ("kind: shuffled", 1),
-        ["selections.0", "shuffled", "random", "top_score"]),
+        _replace("kind: random", "kind: shuffled"),
+        ("kind: shuffled", 1),
+        ["selections.0", "shuffled", "random", "top_score"],
+    ),
     "api_key_given_instead_of_variable_name": (
-        _replace("      kind: text_stats\n", "      kind: text_stats\n    - name: judge\n      kind: alpagasus\n"
-                 "      llm:\n        api_key_env: sk-abc123\n"), ("api_key_env", 1),
-        ["stages.1.llm.api_key_env", "looks like an API key"]),
-    "wrong_type_seed": (
-        _replace("seed: 0", "seed: [1, 2]"), ("seed: [1, 2]", 1),
-        ["selections.0.seed", "integer"]),
+        _replace(
+            "      kind: text_stats\n",
+            "      kind: text_stats\n    - name: judge\n      kind: alpagasus\n"
+            "      llm:\n        api_key_env: sk-abc123\n",
+        ),
+        ("api_key_env", 1),
+        ["stages.1.llm.api_key_env", "looks like an API key"],
+    ),
+    "wrong_type_seed": (_replace("seed: 0", "seed: [1, 2]"), ("seed: [1, 2]", 1), ["selections.0.seed", "integer"]),
 }
+
 
 def _params(cases: dict) -> list:
     return [pytest.param(*case, id=name) for name, case in cases.items()]
@@ -182,8 +240,7 @@ def test_entry_errors_name_the_problem_and_the_entry(tmp_path: Path, loader, mak
 
 
 def test_several_problems_are_all_reported_with_their_lines(tmp_path: Path) -> None:
-    text = (BASE.replace("stage: lengths", "stage: nowhere")
-            .replace("name: random_few", "name: samples"))
+    text = BASE.replace("stage: lengths", "stage: nowhere").replace("name: random_few", "name: samples")
     yaml_file = write_pipeline(tmp_path / "pipe", text)
     with pytest.raises(Exception) as info:
         load_pipeline_file(yaml_file)
@@ -307,8 +364,11 @@ def test_relative_source_path_is_not_resolved_against_cwd(tmp_path: Path, monkey
 
 def _code_versions(tmp_path: Path, name: str, text: str) -> dict[str, str]:
     component = load_pipeline_file(write_pipeline(tmp_path / name, text))
-    return {spec.key.path[-1]: spec.code_version for spec in _specs(pipeline_definitions(component)).values()
-            if spec.key.path[0] == "tiny" and len(spec.key.path) == 2}
+    return {
+        spec.key.path[-1]: spec.code_version
+        for spec in _specs(pipeline_definitions(component)).values()
+        if spec.key.path[0] == "tiny" and len(spec.key.path) == 2
+    }
 
 
 def test_code_versions_follow_stage_config_not_description(tmp_path: Path) -> None:
@@ -327,7 +387,9 @@ def test_code_versions_follow_stage_config_not_description(tmp_path: Path) -> No
     assert described == base
 
     # text_stats' batch_size does not change its numbers, so not its code version either
-    batched = _code_versions(tmp_path, "batched", BASE.replace("kind: text_stats", "kind: text_stats\n      batch_size: 7"))
+    batched = _code_versions(
+        tmp_path, "batched", BASE.replace("kind: text_stats", "kind: text_stats\n      batch_size: 7")
+    )
     assert batched == base
 
 
@@ -336,8 +398,11 @@ def test_code_versions_match_between_loaders(tmp_path: Path) -> None:
     with create_defs_folder_sandbox() as sandbox:
         write_pipeline(sandbox.defs_folder_path / "tiny", VALID_TEXT)
         with sandbox.build_all_defs() as defs:
-            dagster = {s.key.path[-1]: s.code_version for s in defs.resolve_all_asset_specs()
-                       if s.key.path[0] == "tiny" and len(s.key.path) == 2}
+            dagster = {
+                s.key.path[-1]: s.code_version
+                for s in defs.resolve_all_asset_specs()
+                if s.key.path[0] == "tiny" and len(s.key.path) == 2
+            }
     assert dagster == standalone
 
 
@@ -348,8 +413,9 @@ def test_description_reaches_the_asset(tmp_path: Path) -> None:
     assert specs[K(["tiny", "lengths"])].description  # the kind's summary by default
 
 
-ENV_TEXT = BASE.replace("duckdb_path: tiny.duckdb", 'duckdb_path: "{{ env.CURATION_TEST_DIR }}/db/tiny.duckdb"') \
-               .replace("path: data/alpaca.jsonl", 'path: "{{ env.CURATION_TEST_DIR }}/src.jsonl"')
+ENV_TEXT = BASE.replace(
+    "duckdb_path: tiny.duckdb", 'duckdb_path: "{{ env.CURATION_TEST_DIR }}/db/tiny.duckdb"'
+).replace("path: data/alpaca.jsonl", 'path: "{{ env.CURATION_TEST_DIR }}/src.jsonl"')
 
 
 def test_env_templates_render_standalone(tmp_path: Path, monkeypatch) -> None:
@@ -406,8 +472,11 @@ def test_two_pipelines_in_one_project_keep_apart(tmp_path: Path) -> None:
         write_pipeline(sandbox.defs_folder_path / "two", VALID_TEXT.replace("name: tiny", "name: other"))
         with sandbox.build_all_defs() as defs:
             specs = _specs(defs)
-    groups = {spec.group_name for key, spec in specs.items() if key.path[0] in ("tiny", "other")
-              and spec.group_name != "default"}
+    groups = {
+        spec.group_name
+        for key, spec in specs.items()
+        if key.path[0] in ("tiny", "other") and spec.group_name != "default"
+    }
     assert groups == {"tiny", "other"}
     assert K(["other", "longest"]) in specs and K(["tiny", "longest"]) in specs
 
@@ -416,8 +485,9 @@ def test_shipped_demo_pipeline_loads() -> None:
     demo = Path(__file__).resolve().parents[2] / "curation_assets" / "defs" / "demo" / "defs.yaml"
     component = load_pipeline_file(demo)
     keys = set(_specs(pipeline_definitions(component)))
-    assert {K(["demo", n]) for n in ("sharegpt", "lengths", "random_5pct", "longest_answers",
-                                     "export_random_5pct")} <= keys
+    assert {
+        K(["demo", n]) for n in ("sharegpt", "lengths", "random_5pct", "longest_answers", "export_random_5pct")
+    } <= keys
     assert component.store.path == demo.parents[3] / ".curation" / "demo.duckdb"
 
 

@@ -30,16 +30,33 @@ PASSWORD = "urlpw5c7e9a1b3d"  # lower case and digits: survives any slug made of
 
 
 def pipeline(stage_llm: dict, *, extra_stages: tuple[dict, ...] = ()) -> dict:
-    return {"type": "curation_assets.CurationPipeline", "attributes": {
-        "name": "judge", "duckdb_path": "judge.duckdb", "sources": [{"name": "pool", "path": "pool.jsonl"}],
-        "stages": [{"name": "judge", "kind": "alpagasus", "max_tokens": 8, "parse_retries": 0,
-                    "structured_output": "llama_cpp", "llm": stage_llm}, *extra_stages],
-        "automation": {"condition": "none"}}}
+    return {
+        "type": "curation_assets.CurationPipeline",
+        "attributes": {
+            "name": "judge",
+            "duckdb_path": "judge.duckdb",
+            "sources": [{"name": "pool", "path": "pool.jsonl"}],
+            "stages": [
+                {
+                    "name": "judge",
+                    "kind": "alpagasus",
+                    "max_tokens": 8,
+                    "parse_retries": 0,
+                    "structured_output": "llama_cpp",
+                    "llm": stage_llm,
+                },
+                *extra_stages,
+            ],
+            "automation": {"condition": "none"},
+        },
+    }
 
 
 def write_pool(folder: Path, n: int = 3) -> None:
-    write_jsonl(folder / "pool.jsonl",
-                [{"instruction": f"What is {i} plus {i}?", "input": "", "output": f"{2 * i}."} for i in range(n)])
+    write_jsonl(
+        folder / "pool.jsonl",
+        [{"instruction": f"What is {i} plus {i}?", "input": "", "output": f"{2 * i}."} for i in range(n)],
+    )
 
 
 def check(folder: Path, document: dict) -> tuple[int, str]:
@@ -86,10 +103,26 @@ def test_environment_variable_names_are_still_accepted(tmp_path: Path) -> None:
 
 
 def test_dg_check_defs_does_not_repeat_a_pasted_key(tmp_path: Path, cli_env) -> None:  # noqa: F811
-    yaml_file = _bad_project(tmp_path, yaml.safe_dump({"type": "curation_assets.CurationPipeline", "attributes": {
-        "name": "bad", "duckdb_path": "bad.duckdb", "sources": [{"name": "records", "path": "records.jsonl"}],
-        "stages": [{"name": "judge", "kind": "alpagasus",
-                    "llm": {"base_url": f"https://u:{PASSWORD}@api.example.com/v1", "api_key_env": KEY}}]}}))
+    yaml_file = _bad_project(
+        tmp_path,
+        yaml.safe_dump(
+            {
+                "type": "curation_assets.CurationPipeline",
+                "attributes": {
+                    "name": "bad",
+                    "duckdb_path": "bad.duckdb",
+                    "sources": [{"name": "records", "path": "records.jsonl"}],
+                    "stages": [
+                        {
+                            "name": "judge",
+                            "kind": "alpagasus",
+                            "llm": {"base_url": f"https://u:{PASSWORD}@api.example.com/v1", "api_key_env": KEY},
+                        }
+                    ],
+                },
+            }
+        ),
+    )
     result = _run(["dg", "check", "defs"], tmp_path, cli_env)
     output = _output(result)
     assert result.returncode != 0, output
@@ -102,14 +135,22 @@ def test_dg_check_defs_does_not_repeat_a_pasted_key(tmp_path: Path, cli_env) -> 
 
 def test_plain_http_to_another_host_with_a_key_is_refused_at_load(tmp_path: Path) -> None:
     write_pool(tmp_path)
-    code, output = check(tmp_path, pipeline({"base_url": f"http://bob:{PASSWORD}@judge.example.com:8000/v1",
-                                             "api_key_env": "JUDGE_API_KEY"}))
+    code, output = check(
+        tmp_path,
+        pipeline({"base_url": f"http://bob:{PASSWORD}@judge.example.com:8000/v1", "api_key_env": "JUDGE_API_KEY"}),
+    )
     assert code != 0
-    assert "stage 'judge': refusing to send the API key from $JUDGE_API_KEY over plain http:// to judge.example.com" \
+    assert (
+        "stage 'judge': refusing to send the API key from $JUDGE_API_KEY over plain http:// to judge.example.com"
         in output
+    )
     assert PASSWORD not in output
-    for url in ("https://judge.example.com/v1", "http://127.0.0.1:8000/v1", "http://localhost:8000/v1",
-                "http://[::1]:8000/v1"):
+    for url in (
+        "https://judge.example.com/v1",
+        "http://127.0.0.1:8000/v1",
+        "http://localhost:8000/v1",
+        "http://[::1]:8000/v1",
+    ):
         code, output = check(tmp_path, pipeline({"base_url": url, "api_key_env": "JUDGE_API_KEY"}))
         assert code == 0, (url, output)
     code, output = check(tmp_path, pipeline({"base_url": "http://judge.example.com/v1"}))  # no key: allowed
@@ -146,9 +187,14 @@ def test_client_never_sends_a_key_over_plain_http_to_a_non_loopback_address(monk
     try:
         monkeypatch.setenv("JUDGE_API_KEY", KEY)
         # built in code, past the YAML checks: the client refuses by itself
-        endpoint = LLMEndpointSpec.model_construct(**{
-            **LLMEndpointSpec().model_dump(), "base_url": f"http://{address}:{server.server_port}/v1",
-            "api_key_env": "JUDGE_API_KEY", "max_retries": 0})
+        endpoint = LLMEndpointSpec.model_construct(
+            **{
+                **LLMEndpointSpec().model_dump(),
+                "base_url": f"http://{address}:{server.server_port}/v1",
+                "api_key_env": "JUDGE_API_KEY",
+                "max_retries": 0,
+            }
+        )
         client = LLMClient(endpoint, None, stage="judge")
         with pytest.raises(LLMConfigError, match="stage 'judge': refusing to send the API key"):
             client.complete_all([ChatRequest(({"role": "user", "content": "hi"},), {"max_tokens": 1})])
@@ -171,18 +217,31 @@ def _grep_files(folder: Path, needles: list[str]) -> list[str]:
 
 
 @pytest.mark.e2e
-def test_judged_run_stores_and_logs_neither_key_nor_url_password(tmp_path: Path, llm_server, monkeypatch,
-                                                                   capfd) -> None:
+def test_judged_run_stores_and_logs_neither_key_nor_url_password(
+    tmp_path: Path, llm_server, monkeypatch, capfd
+) -> None:
     write_pool(tmp_path)
     port = llm_server.base_url.rsplit(":", 1)[1].split("/")[0]
     dead = free_port()  # nothing listens: this stage fails, and its error must not show the password
     monkeypatch.setenv("JUDGE_API_KEY", KEY)
     monkeypatch.setenv("JUDGE_URL", f"http://judgeuser:{PASSWORD}@127.0.0.1:{port}/v1")
     monkeypatch.setenv("DEAD_URL", f"http://judgeuser:{PASSWORD}@127.0.0.1:{dead}/v1")
-    llm = {"base_url": "{{ env.JUDGE_URL }}", "api_key_env": "JUDGE_API_KEY", "model": "smollm2-135m-instruct",
-           "max_concurrency": 2, "backoff_s": 0.05, "backoff_max_s": 0.1, "max_retries": 1}
-    broken = {"name": "unreachable", "kind": "alpagasus", "max_tokens": 8, "parse_retries": 0,
-              "llm": {**llm, "base_url": "{{ env.DEAD_URL }}"}}
+    llm = {
+        "base_url": "{{ env.JUDGE_URL }}",
+        "api_key_env": "JUDGE_API_KEY",
+        "model": "smollm2-135m-instruct",
+        "max_concurrency": 2,
+        "backoff_s": 0.05,
+        "backoff_max_s": 0.1,
+        "max_retries": 1,
+    }
+    broken = {
+        "name": "unreachable",
+        "kind": "alpagasus",
+        "max_tokens": 8,
+        "parse_retries": 0,
+        "llm": {**llm, "base_url": "{{ env.DEAD_URL }}"},
+    }
     path = tmp_path / "defs.yaml"
     path.write_text(yaml.safe_dump(pipeline(llm, extra_stages=(broken,))))
     home = tmp_path / "dagster_home"
@@ -190,8 +249,9 @@ def test_judged_run_stores_and_logs_neither_key_nor_url_password(tmp_path: Path,
 
     with dg.instance_for_test(temp_dir=str(home)) as instance:
         definitions = pipeline_definitions(load_pipeline_file(path))
-        result = dg.materialize([*definitions.assets, *(definitions.asset_checks or [])], instance=instance,
-                                raise_on_error=False)
+        result = dg.materialize(
+            [*definitions.assets, *(definitions.asset_checks or [])], instance=instance, raise_on_error=False
+        )
         events = instance.all_logs(result.run_id)
         failures = [e.event_specific_data.error for e in result.get_step_failure_events()]
         runs_and_tags = [serialize_value(r) for r in instance.get_runs()]
@@ -204,18 +264,28 @@ def test_judged_run_stores_and_logs_neither_key_nor_url_password(tmp_path: Path,
     assert any(f"http://***@127.0.0.1:{dead}/v1" in m for m in messages), messages
 
     with duckdb.connect(str(tmp_path / "judge.duckdb"), read_only=True) as con:
-        judged = con.execute("SELECT count(*) FROM judge WHERE status <> 'request_rejected' AND NOT "
-                             "list_has_any(answers, ['']) AND NOT answers[1] LIKE '[request failed]%'").fetchone()[0]
+        judged = con.execute(
+            "SELECT count(*) FROM judge WHERE status <> 'request_rejected' AND NOT "
+            "list_has_any(answers, ['']) AND NOT answers[1] LIKE '[request failed]%'"
+        ).fetchone()[0]
         config = con.execute("SELECT config FROM stage_runs WHERE stage = 'judge'").fetchone()[0]
-        tables = [t for (t,) in con.execute(
-            "SELECT table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE'").fetchall()]
+        tables = [
+            t
+            for (t,) in con.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE'"
+            ).fetchall()
+        ]
         dumped = {t: repr(con.execute(f'SELECT * FROM "{t}"').fetchall()) for t in tables}
     assert judged == 3  # the judge answered every sample: this was a real run
     assert json.loads(config)["llm"]["base_url"] == f"http://***@127.0.0.1:{port}/v1"
 
     leaks = [f"table {t}: {needle}" for t, text in dumped.items() for needle in (KEY, PASSWORD) if needle in text]
-    leaks += [f"event {e.dagster_event_type}: {needle}" for e in events for needle in (KEY, PASSWORD)
-              if needle in serialize_value(e)]
+    leaks += [
+        f"event {e.dagster_event_type}: {needle}"
+        for e in events
+        for needle in (KEY, PASSWORD)
+        if needle in serialize_value(e)
+    ]
     leaks += [f"run record: {needle}" for text in runs_and_tags for needle in (KEY, PASSWORD) if needle in text]
     captured = capfd.readouterr()
     leaks += [f"output: {needle}" for needle in (KEY, PASSWORD) if needle in captured.out + captured.err]

@@ -27,14 +27,23 @@ BIN = Path(sys.executable).parent
 
 def document(model: Path, shards: int | None) -> dict:
     sharded = {"shards": shards} if shards else {}
-    return {"type": "curation_assets.CurationPipeline", "attributes": {
-        "name": "sharded", "duckdb_path": "sharded.duckdb", "automation": {"condition": "none"},
-        "sources": [{"name": "pool", "path": "pool.jsonl", "format": "alpaca"}],
-        "stages": [{"name": "embed", "kind": "embedding", "model": str(model), "batch_size": 8, **sharded},
-                   {"name": "lengths", "kind": "text_stats", **sharded}],
-        "selections": [{"name": "kcenter", "kind": "kcenter_greedy", "embedding": "embed", "budget": 12},
-                       {"name": "longest", "kind": "top_score", "stage": "lengths", "column": "output_words",
-                        "budget": 5}]}}
+    return {
+        "type": "curation_assets.CurationPipeline",
+        "attributes": {
+            "name": "sharded",
+            "duckdb_path": "sharded.duckdb",
+            "automation": {"condition": "none"},
+            "sources": [{"name": "pool", "path": "pool.jsonl", "format": "alpaca"}],
+            "stages": [
+                {"name": "embed", "kind": "embedding", "model": str(model), "batch_size": 8, **sharded},
+                {"name": "lengths", "kind": "text_stats", **sharded},
+            ],
+            "selections": [
+                {"name": "kcenter", "kind": "kcenter_greedy", "embedding": "embed", "budget": 12},
+                {"name": "longest", "kind": "top_score", "stage": "lengths", "column": "output_words", "budget": 5},
+            ],
+        },
+    }
 
 
 def run_with_multiprocess_executor(folder: Path) -> subprocess.CompletedProcess:
@@ -44,27 +53,38 @@ def run_with_multiprocess_executor(folder: Path) -> subprocess.CompletedProcess:
         "from curation_assets.components.standalone import load_pipeline_file, pipeline_definitions\n"
         "defs = dg.Definitions.merge(\n"
         "    pipeline_definitions(load_pipeline_file(Path(__file__).parent / 'defs.yaml')),\n"
-        "    dg.Definitions(jobs=[dg.define_asset_job('everything', selection=dg.AssetSelection.all())]))\n")
-    (folder / "run.yaml").write_text(yaml.safe_dump(
-        {"execution": {"config": {"multiprocess": {"max_concurrent": 2}}}}))
+        "    dg.Definitions(jobs=[dg.define_asset_job('everything', selection=dg.AssetSelection.all())]))\n"
+    )
+    (folder / "run.yaml").write_text(yaml.safe_dump({"execution": {"config": {"multiprocess": {"max_concurrent": 2}}}}))
     home = folder / "dagster_home"
     home.mkdir()
     shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
     env = {**os.environ, "DAGSTER_HOME": str(home), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    return subprocess.run([str(BIN / "dagster"), "job", "execute", "-f", "defs_module.py", "-j", "everything",
-                           "-c", "run.yaml"], cwd=folder, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [str(BIN / "dagster"), "job", "execute", "-f", "defs_module.py", "-j", "everything", "-c", "run.yaml"],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
 
 
 def tables(folder: Path) -> dict:
     with duckdb.connect(str(folder / "sharded.duckdb"), read_only=True) as con:
         return {
             "embed": dict(con.execute("SELECT sample_id, embedding FROM embeddings").fetchall()),
-            "lengths": con.execute("SELECT sample_id, output_words, instruction_words FROM text_stats "
-                                   "ORDER BY sample_id").fetchall(),
-            "selections": con.execute("SELECT selection, sample_id, rank FROM selections "
-                                      "ORDER BY selection, rank").fetchall(),
-            "runs": con.execute("SELECT stage, rows_in, rows_out, json_extract_string(stats, '$.shard') "
-                                "FROM stage_runs WHERE kind <> 'source' ORDER BY stage, started_at").fetchall(),
+            "lengths": con.execute(
+                "SELECT sample_id, output_words, instruction_words FROM text_stats ORDER BY sample_id"
+            ).fetchall(),
+            "selections": con.execute(
+                "SELECT selection, sample_id, rank FROM selections ORDER BY selection, rank"
+            ).fetchall(),
+            "runs": con.execute(
+                "SELECT stage, rows_in, rows_out, json_extract_string(stats, '$.shard') "
+                "FROM stage_runs WHERE kind <> 'source' ORDER BY stage, started_at"
+            ).fetchall(),
         }
 
 
@@ -122,8 +142,12 @@ def test_shards_do_not_change_the_config_hash_and_only_per_sample_stages_shard(t
 def test_shard_of_matches_duckdb():
     ids = [f"{i:032x}" for i in range(0, 10**6, 7919)]
     with duckdb.connect() as con:
-        got = [r[0] for r in con.execute(
-            "SELECT ('0x' || substr(md5(s), 1, 8))::UBIGINT % 5 FROM unnest($ids) AS t(s)", {"ids": ids}).fetchall()]
+        got = [
+            r[0]
+            for r in con.execute(
+                "SELECT ('0x' || substr(md5(s), 1, 8))::UBIGINT % 5 FROM unnest($ids) AS t(s)", {"ids": ids}
+            ).fetchall()
+        ]
     assert got == [shard_of(s, 5) for s in ids]
     assert len(set(got)) == 5
 
@@ -135,8 +159,9 @@ def test_gpu_op_tags_go_to_model_stages_only(tmp_path, tiny_sentence_model):
     doc = document(tiny_sentence_model, None)
     tags = yaml.safe_load((ROOT / "curation_assets" / "deploy" / "gpu_op_tags.yaml").read_text())["gpu_op_tags"]
     doc["attributes"]["gpu_op_tags"] = tags
-    doc["attributes"]["stages"].append({"name": "embed_sharded", "kind": "embedding", "model": str(tiny_sentence_model),
-                                        "shards": 2})
+    doc["attributes"]["stages"].append(
+        {"name": "embed_sharded", "kind": "embedding", "model": str(tiny_sentence_model), "shards": 2}
+    )
     (tmp_path / "defs.yaml").write_text(yaml.safe_dump(doc))
     definitions = pipeline_definitions(load_pipeline_file(tmp_path / "defs.yaml"))
     by_name = {a.key.path[-1]: a for a in definitions.assets if isinstance(a, dg.AssetsDefinition)}

@@ -14,8 +14,15 @@ from tests.support.runs import run_document
 
 def write_target(path, n=9):
     words = ["alpha", "beta", "gamma", "delta", "omega"]
-    records = [{"instruction": f"Solve {' '.join(words[i % 5:i % 5 + 2])}", "input": f"x = {i}" if i % 2 else "",
-                "output": f"{i}", "cat": "odd" if i % 2 else "even"} for i in range(n)]
+    records = [
+        {
+            "instruction": f"Solve {' '.join(words[i % 5 : i % 5 + 2])}",
+            "input": f"x = {i}" if i % 2 else "",
+            "output": f"{i}",
+            "cat": "odd" if i % 2 else "even",
+        }
+        for i in range(n)
+    ]
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
 
 
@@ -23,23 +30,56 @@ def test_target_similarity_equals_brute_force(tmp_path, tiny_sentence_model):
     write_samples(tmp_path / "pool.jsonl", 30)
     write_target(tmp_path / "target.jsonl")
     template = "{instruction}\n{input}"
-    run_document(tmp_path, {"type": "curation_assets.CurationPipeline", "attributes": {
-        "name": "sim", "duckdb_path": "sim.duckdb", "automation": {"condition": "none"},
-        "sources": [{"name": "pool", "path": "pool.jsonl", "format": "alpaca"}],
-        "stages": [{"name": "embed", "kind": "embedding", "model": str(tiny_sentence_model), "template": template,
-                    "batch_size": 8}],
-        "selections": [{"name": "closest", "kind": "target_similarity", "embedding": "embed", "budget": 6,
+    run_document(
+        tmp_path,
+        {
+            "type": "curation_assets.CurationPipeline",
+            "attributes": {
+                "name": "sim",
+                "duckdb_path": "sim.duckdb",
+                "automation": {"condition": "none"},
+                "sources": [{"name": "pool", "path": "pool.jsonl", "format": "alpaca"}],
+                "stages": [
+                    {
+                        "name": "embed",
+                        "kind": "embedding",
+                        "model": str(tiny_sentence_model),
+                        "template": template,
+                        "batch_size": 8,
+                    }
+                ],
+                "selections": [
+                    {
+                        "name": "closest",
+                        "kind": "target_similarity",
+                        "embedding": "embed",
+                        "budget": 6,
                         "distinct": False,  # plain top-k: the brute force below ranks every sample
-                        "targets": [{"name": "task", "path": "target.jsonl", "subtask_field": "cat",
-                                     "validation_size": 5, "split_seed": 2}]}]}})
+                        "targets": [
+                            {
+                                "name": "task",
+                                "path": "target.jsonl",
+                                "subtask_field": "cat",
+                                "validation_size": 5,
+                                "split_seed": 2,
+                            }
+                        ],
+                    }
+                ],
+            },
+        },
+    )
 
     with DuckDBStore(tmp_path / "sim.duckdb").reader(read_only=True) as con:
-        pool = con.execute("SELECT sample_id, instruction, input FROM samples WHERE active "
-                           "ORDER BY sample_id").fetchall()
-        members = con.execute("SELECT sample_id, score FROM selections WHERE selection = 'closest' "
-                              "ORDER BY rank").fetchall()
-        targets = con.execute("SELECT t.split, t.subtask, t.messages[1].content FROM target_samples AS t "
-                              "WHERE selection = 'closest'").fetchall()
+        pool = con.execute(
+            "SELECT sample_id, instruction, input FROM samples WHERE active ORDER BY sample_id"
+        ).fetchall()
+        members = con.execute(
+            "SELECT sample_id, score FROM selections WHERE selection = 'closest' ORDER BY rank"
+        ).fetchall()
+        targets = con.execute(
+            "SELECT t.split, t.subtask, t.messages[1].content FROM target_samples AS t WHERE selection = 'closest'"
+        ).fetchall()
     assert len(targets) == 9 and sum(t[0] == "validation" for t in targets) == 5
 
     model = SentenceTransformer(str(tiny_sentence_model), device="cpu")

@@ -37,8 +37,12 @@ def small_demo(folder: Path, sentence_model: Path) -> Path:
         if stages[name]["kind"] == "embedding":
             stages[name]["model"] = str(sentence_model)
     attributes.update(
-        duckdb_path="demo.duckdb", exports=[], automation={"condition": "none", "observe_sources_cron": None},
-        stages=[stages[n] for n in STAGES], selections=[selections[n] for n in SELECTIONS])
+        duckdb_path="demo.duckdb",
+        exports=[],
+        automation={"condition": "none", "observe_sources_cron": None},
+        stages=[stages[n] for n in STAGES],
+        selections=[selections[n] for n in SELECTIONS],
+    )
     attributes["sources"][0]["limit"] = LIMIT
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "defs.yaml"
@@ -68,14 +72,18 @@ def test_materialize_all_in_chromium_then_asset_page_shows_rows_schema_lineage(
         dev.wait_until_loaded()
         driver.get(f"{dev.url}/locations/{workspace.location}/asset-groups/demo")
         wait_for(lambda: buttons_named(driver, "Materialize all"), 60, "the Materialize all button")
-        wait_for(lambda: all(name in body_text(driver) for name in (*STAGES, *SELECTIONS)), 30,
-                 f"the asset graph showing {STAGES + SELECTIONS}")
+        wait_for(
+            lambda: all(name in body_text(driver) for name in (*STAGES, *SELECTIONS)),
+            30,
+            f"the asset graph showing {STAGES + SELECTIONS}",
+        )
         dismiss_dialogs(driver)
         shot("01_asset_graph")
 
         click_button(driver, "Materialize all")
-        launched = wait_for(lambda: re.search(r"Launched run ([0-9a-f]{8})", body_text(driver)), 30,
-                            "the 'Launched run' notice")
+        launched = wait_for(
+            lambda: re.search(r"Launched run ([0-9a-f]{8})", body_text(driver)), 30, "the 'Launched run' notice"
+        )
         shot("02_run_launched")
         run_id, status = wait_for(lambda: run_status(dev, launched.group(1)), 30, "the launched run")
 
@@ -101,21 +109,27 @@ def test_materialize_all_in_chromium_then_asset_page_shows_rows_schema_lineage(
         assert lengths_rows == samples > 0
 
         driver.get(f"{dev.url}/assets/demo/lengths")
-        text = wait_for(lambda: (t := body_text(driver)) and "Row count" in t and "Columns" in t and
-                        "column_lineage" in t and t, 60, "the asset page of demo/lengths")
+        text = wait_for(
+            lambda: (t := body_text(driver)) and "Row count" in t and "Columns" in t and "column_lineage" in t and t,
+            60,
+            "the asset page of demo/lengths",
+        )
         shot("04_asset_page")
         row_count = re.search(r"Row count\s+([\d,]+)", text)
         assert row_count and int(row_count.group(1).replace(",", "")) == samples
-        columns_part = text[text.index("Columns"):]
+        columns_part = text[text.index("Columns") :]
         assert all(column in columns_part for column in columns), (columns, columns_part[:2000])
         assert "non-nullable" in columns_part and "int" in columns_part
 
-        if "[Show Markdown]" in text[text.index("column_lineage"):][:200]:
+        if "[Show Markdown]" in text[text.index("column_lineage") :][:200]:
             click_text(driver, "[Show Markdown]")
-        lineage = wait_for(lambda: "demo/sharegpt.output" in body_text(driver) and body_text(driver), 30,
-                           "the column lineage table")
-        driver.execute_script("arguments[0].scrollIntoView({block: 'center'});",
-                              driver.find_element("xpath", "//*[normalize-space(text())='column_lineage']"))
+        lineage = wait_for(
+            lambda: "demo/sharegpt.output" in body_text(driver) and body_text(driver), 30, "the column lineage table"
+        )
+        driver.execute_script(
+            "arguments[0].scrollIntoView({block: 'center'});",
+            driver.find_element("xpath", "//*[normalize-space(text())='column_lineage']"),
+        )
         shot("05_column_lineage")
         assert re.search(r"output_words\s*\|?\s*demo/sharegpt\.output", lineage), lineage[-3000:]
         print(f"screenshots: {shots}")

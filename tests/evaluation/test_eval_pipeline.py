@@ -9,9 +9,12 @@ from curation_assets.components.standalone import load_pipeline_file, pipeline_d
 
 
 def _asset_deps(component) -> dict[dg.AssetKey, set[dg.AssetKey]]:
-    return {key: {dep.asset_key for dep in spec.deps}
-            for asset in pipeline_definitions(component).assets or [] if isinstance(asset, dg.AssetsDefinition)
-            for key, spec in asset.specs_by_key.items()}
+    return {
+        key: {dep.asset_key for dep in spec.deps}
+        for asset in pipeline_definitions(component).assets or []
+        if isinstance(asset, dg.AssetsDefinition)
+        for key, spec in asset.specs_by_key.items()
+    }
 
 
 def test_shipped_eval_pipeline_loads_with_every_method():
@@ -19,9 +22,21 @@ def test_shipped_eval_pipeline_loads_with_every_method():
     evaluation = component.spec.evaluation
     assert evaluation.baselines == [f"random_s{s}" for s in range(5)]  # issue #19: at least 5 random seeds
     assert (evaluation.training_seeds, evaluation.token_matched_draws, evaluation.full_pool) == (2, 1, True)
-    assert {"target_similarity", "kcenter", "deft_ucs", "el2n_top", "lobass_top", "instruction_mining", "less",
-            "less_v0", "influence_distillation", "influence_distillation_v0", "alpagasus_top", "mods",
-            "deita"} == set(evaluation.selections)
+    assert {
+        "target_similarity",
+        "kcenter",
+        "deft_ucs",
+        "el2n_top",
+        "lobass_top",
+        "instruction_mining",
+        "less",
+        "less_v0",
+        "influence_distillation",
+        "influence_distillation_v0",
+        "alpagasus_top",
+        "mods",
+        "deita",
+    } == set(evaluation.selections)
     selections = {s.name: s for s in component.spec.selections}
     for name in [*evaluation.baselines, *evaluation.selections]:  # k = 5% of the pool
         assert getattr(selections[name], "fraction", None) == 0.05 or name == "mods"
@@ -31,7 +46,10 @@ def test_shipped_eval_pipeline_loads_with_every_method():
     for name in ("target_similarity", "less", "less_v0", "influence_distillation", "influence_distillation_v0"):
         [target] = selections[name].targets
         assert (target.package, target.validation_size, target.split_seed) == (
-            evaluation.target.package, evaluation.target.validation_size, evaluation.target.split_seed)
+            evaluation.target.package,
+            evaluation.target.validation_size,
+            evaluation.target.split_seed,
+        )
 
 
 def test_reduced_judge_free_variant_validates(tmp_path):
@@ -42,8 +60,16 @@ def test_reduced_judge_free_variant_validates(tmp_path):
     assert variant == "nojudge_n200_e1_h100"
     attributes = derived["attributes"]
     names = {s["name"] for s in attributes["stages"] + attributes["selections"]}
-    assert not names & {"judge", "reward", "deita_labels", "deita_scorers", "deita_score", "alpagasus_top",
-                        "mods", "deita"}
+    assert not names & {
+        "judge",
+        "reward",
+        "deita_labels",
+        "deita_scorers",
+        "deita_score",
+        "alpagasus_top",
+        "mods",
+        "deita",
+    }
     assert "deita" not in attributes["evaluation"]["selections"] and "less" in attributes["evaluation"]["selections"]
     assert attributes["sources"][0]["limit"] == 200 and attributes["evaluation"]["general"]["size"] == 100
     assert attributes["duckdb_path"].endswith("/.curation/eval_nojudge_n200_e1_h100.duckdb")
@@ -54,20 +80,24 @@ def test_reduced_judge_free_variant_validates(tmp_path):
     assert derive(document)[1] == "full"
     cheap, name = derive(document, pool=200, training_seeds=1, token_matched=0, full_pool=False)
     assert name == "n200_s1_t0_nofull"
-    assert {k: cheap["attributes"]["evaluation"][k] for k in ("training_seeds", "token_matched_draws", "full_pool")} \
-        == {"training_seeds": 1, "token_matched_draws": 0, "full_pool": False}
+    assert {
+        k: cheap["attributes"]["evaluation"][k] for k in ("training_seeds", "token_matched_draws", "full_pool")
+    } == {"training_seeds": 1, "token_matched_draws": 0, "full_pool": False}
 
 
 def test_only_variant_keeps_what_the_kept_methods_read(tmp_path):
     document = yaml.safe_load(SHIPPED.read_text())
-    derived, variant = derive(document, pool=200, epochs=1, heldout=100, only={"deita"},
-                              output_dir=str(tmp_path / "out"))
+    derived, variant = derive(
+        document, pool=200, epochs=1, heldout=100, only={"deita"}, output_dir=str(tmp_path / "out")
+    )
     assert variant == "only_deita_n200_e1_h100"
     attributes = derived["attributes"]
-    assert {s["name"] for s in attributes["stages"]} == {"deita_embed", "deita_labels", "deita_scorers",
-                                                         "deita_score"}
-    assert {s["name"] for s in attributes["selections"]} == {*(f"random_s{s}" for s in range(5)),
-                                                             "deita_label_pool", "deita"}
+    assert {s["name"] for s in attributes["stages"]} == {"deita_embed", "deita_labels", "deita_scorers", "deita_score"}
+    assert {s["name"] for s in attributes["selections"]} == {
+        *(f"random_s{s}" for s in range(5)),
+        "deita_label_pool",
+        "deita",
+    }
     assert attributes["evaluation"]["selections"] == ["deita"]
     assert attributes["evaluation"]["output_dir"] == str(tmp_path / "out")
     path = tmp_path / "defs.yaml"
@@ -80,12 +110,19 @@ def _with_sub_pool(document: dict) -> dict:
     attributes = document["attributes"]
     attributes["selections"] += [
         {"name": "sub_pool", "kind": "random", "budget": 100, "seed": 11},
-        *({"name": f"sub_random_s{s}", "kind": "random", "fraction": 0.05, "seed": s, "input_selection": "sub_pool"}
-          for s in range(5)),
+        *(
+            {"name": f"sub_random_s{s}", "kind": "random", "fraction": 0.05, "seed": s, "input_selection": "sub_pool"}
+            for s in range(5)
+        ),
     ]
-    attributes["evaluation"]["pools"] = [{"name": "sub100", "selection": "sub_pool",
-                                          "baselines": [f"sub_random_s{s}" for s in range(5)],
-                                          "selections": ["less", "influence_distillation"]}]
+    attributes["evaluation"]["pools"] = [
+        {
+            "name": "sub100",
+            "selection": "sub_pool",
+            "baselines": [f"sub_random_s{s}" for s in range(5)],
+            "selections": ["less", "influence_distillation"],
+        }
+    ]
     return document
 
 
@@ -94,8 +131,9 @@ def test_variants_keep_a_sub_pool_band_only_while_it_holds_a_kept_method(tmp_pat
     sub_baselines = {f"sub_random_s{s}" for s in range(5)}
     derived, _ = derive(document, pool=200, only={"less"})
     attributes = derived["attributes"]
-    assert attributes["evaluation"]["pools"] == [{"name": "sub100", "selection": "sub_pool",
-                                                  "baselines": sorted(sub_baselines), "selections": ["less"]}]
+    assert attributes["evaluation"]["pools"] == [
+        {"name": "sub100", "selection": "sub_pool", "baselines": sorted(sub_baselines), "selections": ["less"]}
+    ]
     assert sub_baselines | {"sub_pool"} <= {s["name"] for s in attributes["selections"]}
     path = tmp_path / "only.yaml"
     path.write_text(yaml.safe_dump(derived))
@@ -109,7 +147,6 @@ def test_variants_keep_a_sub_pool_band_only_while_it_holds_a_kept_method(tmp_pat
     assert load_pipeline_file(path).spec.evaluation.selections == ["kcenter"]
 
     derived, _ = derive(document, pool=200, drop={"grads"}, no_judge=True)
-    assert [band["selections"] for band in derived["attributes"]["evaluation"]["pools"]] == [
-        ["influence_distillation"]]
+    assert [band["selections"] for band in derived["attributes"]["evaluation"]["pools"]] == [["influence_distillation"]]
     path.write_text(yaml.safe_dump(derived))
     load_pipeline_file(path)

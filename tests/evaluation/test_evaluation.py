@@ -18,35 +18,62 @@ from curation_assets.store import DuckDBStore
 from tests.components.test_less_pipeline import write_targets
 from tests.support.files import write_pool
 
-LORA = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"], "lr": 0.02, "epochs": 2,
-        "batch_size": 2, "warmup_ratio": 0.0}
+LORA = {
+    "r": 4,
+    "alpha": 8,
+    "dropout": 0.0,
+    "target_modules": ["q_proj", "v_proj"],
+    "lr": 0.02,
+    "epochs": 2,
+    "batch_size": 2,
+    "warmup_ratio": 0.0,
+}
 
 
 def document(tiny_lm, lr=LORA["lr"]):
-    return {"type": "curation_assets.CurationPipeline", "attributes": {
-        "name": "ev", "duckdb_path": "ev.duckdb", "automation": {"condition": "none"},
-        "sources": [{"name": "pool", "path": "pool.jsonl"}],
-        "stages": [{"name": "lengths", "kind": "text_stats"}],
-        "selections": [
-            *({"name": f"random_s{s}", "kind": "random", "budget": 4, "seed": s} for s in range(3)),
-            {"name": "longest", "kind": "top_score", "stage": "lengths", "column": "output_words", "budget": 4},
-            {"name": "same_as_random_s0", "kind": "random", "budget": 4, "seed": 0}],
-        "evaluation": {
-            "selections": ["longest", "same_as_random_s0"], "baselines": ["random_s0", "random_s1", "random_s2"],
-            "target": {"name": "task", "path": "target.jsonl", "validation_size": 4, "split_seed": 1},
-            "target_heldout_size": 5,
-            "general": {"name": "general", "path": "general.jsonl", "size": 5, "seed": 3},
-            "finetune": {"model": str(tiny_lm), "max_length": 64, "lora": {**LORA, "lr": lr}, "batch_size": 3},
-            # one fine-tune per set, no extra rows: the seeds and statistics are test_evaluation_statistics.py's
-            "training_seeds": 1, "token_matched_draws": 0, "full_pool": False,
-            "output_dir": "out"}}}
+    return {
+        "type": "curation_assets.CurationPipeline",
+        "attributes": {
+            "name": "ev",
+            "duckdb_path": "ev.duckdb",
+            "automation": {"condition": "none"},
+            "sources": [{"name": "pool", "path": "pool.jsonl"}],
+            "stages": [{"name": "lengths", "kind": "text_stats"}],
+            "selections": [
+                *({"name": f"random_s{s}", "kind": "random", "budget": 4, "seed": s} for s in range(3)),
+                {"name": "longest", "kind": "top_score", "stage": "lengths", "column": "output_words", "budget": 4},
+                {"name": "same_as_random_s0", "kind": "random", "budget": 4, "seed": 0},
+            ],
+            "evaluation": {
+                "selections": ["longest", "same_as_random_s0"],
+                "baselines": ["random_s0", "random_s1", "random_s2"],
+                "target": {"name": "task", "path": "target.jsonl", "validation_size": 4, "split_seed": 1},
+                "target_heldout_size": 5,
+                "general": {"name": "general", "path": "general.jsonl", "size": 5, "seed": 3},
+                "finetune": {"model": str(tiny_lm), "max_length": 64, "lora": {**LORA, "lr": lr}, "batch_size": 3},
+                # one fine-tune per set, no extra rows: the seeds and statistics are test_evaluation_statistics.py's
+                "training_seeds": 1,
+                "token_matched_draws": 0,
+                "full_pool": False,
+                "output_dir": "out",
+            },
+        },
+    }
 
 
 def write_general(path: Path, pool_file: Path) -> None:
     """Ten records of the pool (must be skipped) and twelve new ones."""
     pool = pool_file.read_text().splitlines()[:10]
-    new = [json.dumps({"instruction": f"q{i} why is the answer {i % 3}", "input": "",
-                       "output": " ".join(["yes", "no", "the", "world"][: 1 + i % 4])}) for i in range(12)]
+    new = [
+        json.dumps(
+            {
+                "instruction": f"q{i} why is the answer {i % 3}",
+                "input": "",
+                "output": " ".join(["yes", "no", "the", "world"][: 1 + i % 4]),
+            }
+        )
+        for i in range(12)
+    ]
     path.write_text("\n".join(pool + new) + "\n")
 
 
@@ -58,8 +85,7 @@ def materialize(folder: Path, doc: dict) -> tuple[object, dg.ExecuteInProcessRes
 
 
 def evaluation_metadata(result) -> dict:
-    [event] = [e for e in result.get_asset_materialization_events()
-               if e.asset_key == dg.AssetKey(["ev", "evaluation"])]
+    [event] = [e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey(["ev", "evaluation"])]
     return event.materialization.metadata
 
 
@@ -87,14 +113,18 @@ def test_losses_equal_plain_transformers_and_peft(evaluated, tiny_lm):
 
     folder, _, _, _ = evaluated
     with DuckDBStore(folder / "ev.duckdb").reader(read_only=True) as con:
-        results = {r[0]: r[1:] for r in con.execute(
-            "SELECT selection, role, k, finetune_key, target_loss, general_loss, target_delta, training_steps "
-            "FROM evaluation_results").fetchall()}
-        heldout = con.execute("SELECT heldout_set, sample_id, messages FROM evaluation_samples "
-                              "ORDER BY heldout_set, position").fetchall()
+        results = {
+            r[0]: r[1:]
+            for r in con.execute(
+                "SELECT selection, role, k, finetune_key, target_loss, general_loss, target_delta, training_steps "
+                "FROM evaluation_results"
+            ).fetchall()
+        }
+        heldout = con.execute(
+            "SELECT heldout_set, sample_id, messages FROM evaluation_samples ORDER BY heldout_set, position"
+        ).fetchall()
         pool_ids = {r[0] for r in con.execute("SELECT sample_id FROM samples").fetchall()}
-        members = [r[0] for r in con.execute("SELECT sample_id FROM selections WHERE selection = 'longest'")
-                   .fetchall()]
+        members = [r[0] for r in con.execute("SELECT sample_id FROM selections WHERE selection = 'longest'").fetchall()]
     target = [m for name, _, m in heldout if name == "target:task"]
     general = [(sid, m) for name, sid, m in heldout if name == "general:general"]
     assert len(target) == 5 and len(general) == 5 and not {sid for sid, _ in general} & pool_ids
@@ -106,8 +136,9 @@ def test_losses_equal_plain_transformers_and_peft(evaluated, tiny_lm):
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_lm)
     base = AutoModelForCausalLM.from_pretrained(tiny_lm).eval()
-    assert results["base_model"][3] == pytest.approx(np.mean([plain_loss(base, tokenizer, m) for m in target]),
-                                                     rel=1e-5)
+    assert results["base_model"][3] == pytest.approx(
+        np.mean([plain_loss(base, tokenizer, m) for m in target]), rel=1e-5
+    )
     role, k, key, target_loss, general_loss, _, steps = results["longest"]
     assert (role, k, steps) == ("method", 4, 4)  # 4 samples, batch 2, 2 epochs
     adapter = folder / "ev.artifacts" / "evaluation" / "finetunes" / key / "adapter"
@@ -139,10 +170,22 @@ def test_report_table_and_files(evaluated):
     report = metadata["report"].value
     header = "| " + " | ".join(COLUMNS) + " |"
     assert header in report and "data:image/png;base64," in report
-    assert COLUMNS == ("method", "pool", "kind", "k", "response tokens", "target loss",
-                       "Δ target vs random [95% CI]", "beats all random seeds?",
-                       "Δ target vs token-matched random [95% CI]", "general loss", "Δ general vs random [95% CI]",
-                       "selection s", "incl. upstream s", "target gain per hour")
+    assert COLUMNS == (
+        "method",
+        "pool",
+        "kind",
+        "k",
+        "response tokens",
+        "target loss",
+        "Δ target vs random [95% CI]",
+        "beats all random seeds?",
+        "Δ target vs token-matched random [95% CI]",
+        "general loss",
+        "Δ general vs random [95% CI]",
+        "selection s",
+        "incl. upstream s",
+        "target gain per hour",
+    )
     table = metadata["results"].value
     labels = [record.data["method"] for record in table.records]
     assert labels[:2] == ["base model (no fine-tune)", "**random band** (3 seeds, mean ± std)"]
@@ -158,8 +201,10 @@ def test_a_held_out_target_used_for_selection_is_refused(tmp_path):
     store = DuckDBStore(tmp_path / "leak.duckdb")
     store.ensure_schema()
     with store.transaction() as con:
-        con.execute("INSERT INTO target_samples VALUES ('less_top', 'gsm8k', 'abc', 'validation', 'all', 'q', 'a', "
-                    "[{'role': 'user', 'content': 'q'}])")
+        con.execute(
+            "INSERT INTO target_samples VALUES ('less_top', 'gsm8k', 'abc', 'validation', 'all', 'q', 'a', "
+            "[{'role': 'user', 'content': 'q'}])"
+        )
     heldout = HeldoutSet("target:gsm8k", ["abc", "def"], [[], []])
     check_no_leak(store, heldout, ["other_selection"])  # another pipeline's selection: not ours
     with pytest.raises(LeakError, match="less_top .gsm8k: 1 samples.*split_seed"):

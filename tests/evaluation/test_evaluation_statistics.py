@@ -17,8 +17,8 @@ from curation_assets.evaluation.finetune_cache import members_hash
 from curation_assets.evaluation.report import COLUMNS
 from curation_assets.models.chat_format import encode_conversation
 from curation_assets.store import DuckDBStore
-from tests.support.files import write_pool
 from tests.evaluation.test_evaluation import LORA, write_general
+from tests.support.files import write_pool
 
 SEEDS = 5
 RESAMPLES = 500
@@ -28,9 +28,19 @@ MAX_LENGTH = 64
 
 def write_target(path: Path) -> None:
     words = "the a of to is and in it you that for on with as are this".split()
-    path.write_text("".join(json.dumps({"instruction": f"t{i} {' '.join(words[i % 5:i % 5 + 3])}", "input": "",
-                                        "output": " ".join(words[i % 7:i % 7 + 1 + i % 3])}) + "\n"
-                            for i in range(20)))
+    path.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "instruction": f"t{i} {' '.join(words[i % 5 : i % 5 + 3])}",
+                    "input": "",
+                    "output": " ".join(words[i % 7 : i % 7 + 1 + i % 3]),
+                }
+            )
+            + "\n"
+            for i in range(20)
+        )
+    )
 
 
 @pytest.fixture(scope="module")
@@ -39,24 +49,39 @@ def evaluated(tmp_path_factory, tiny_lm):
     write_pool(folder / "pool.jsonl", 24)
     write_target(folder / "target.jsonl")
     write_general(folder / "general.jsonl", folder / "pool.jsonl")
-    document = {"type": "curation_assets.CurationPipeline", "attributes": {
-        "name": "st", "duckdb_path": "st.duckdb", "automation": {"condition": "none"},
-        "sources": [{"name": "pool", "path": "pool.jsonl"}],
-        "stages": [{"name": "lengths", "kind": "text_stats"}],
-        "selections": [
-            *({"name": f"random_s{s}", "kind": "random", "budget": 4, "seed": s} for s in range(SEEDS)),
-            {"name": "longest", "kind": "top_score", "stage": "lengths", "column": "output_words", "budget": 4}],
-        "evaluation": {
-            "selections": ["longest"], "baselines": [f"random_s{s}" for s in range(SEEDS)],
-            "target": {"name": "task", "path": "target.jsonl", "validation_size": 4, "split_seed": 1},
-            "target_heldout_size": None,
-            "general": {"name": "general", "path": "general.jsonl", "size": 8, "seed": 3},
-            "finetune": {"model": str(tiny_lm), "max_length": MAX_LENGTH, "lora": LORA, "batch_size": 3},
-            "training_seeds": 2, "token_matched_draws": DRAWS, "token_matched_seed": 11, "full_pool": True,
-            "bootstrap_resamples": RESAMPLES, "bootstrap_seed": 5, "output_dir": "out"}}}
+    document = {
+        "type": "curation_assets.CurationPipeline",
+        "attributes": {
+            "name": "st",
+            "duckdb_path": "st.duckdb",
+            "automation": {"condition": "none"},
+            "sources": [{"name": "pool", "path": "pool.jsonl"}],
+            "stages": [{"name": "lengths", "kind": "text_stats"}],
+            "selections": [
+                *({"name": f"random_s{s}", "kind": "random", "budget": 4, "seed": s} for s in range(SEEDS)),
+                {"name": "longest", "kind": "top_score", "stage": "lengths", "column": "output_words", "budget": 4},
+            ],
+            "evaluation": {
+                "selections": ["longest"],
+                "baselines": [f"random_s{s}" for s in range(SEEDS)],
+                "target": {"name": "task", "path": "target.jsonl", "validation_size": 4, "split_seed": 1},
+                "target_heldout_size": None,
+                "general": {"name": "general", "path": "general.jsonl", "size": 8, "seed": 3},
+                "finetune": {"model": str(tiny_lm), "max_length": MAX_LENGTH, "lora": LORA, "batch_size": 3},
+                "training_seeds": 2,
+                "token_matched_draws": DRAWS,
+                "token_matched_seed": 11,
+                "full_pool": True,
+                "bootstrap_resamples": RESAMPLES,
+                "bootstrap_seed": 5,
+                "output_dir": "out",
+            },
+        },
+    }
     (folder / "defs.yaml").write_text(yaml.safe_dump(document))
-    result = dg.materialize(list(pipeline_definitions(load_pipeline_file(folder / "defs.yaml")).assets),
-                            raise_on_error=True)
+    result = dg.materialize(
+        list(pipeline_definitions(load_pipeline_file(folder / "defs.yaml")).assets), raise_on_error=True
+    )
     [event] = [e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey(["st", "evaluation"])]
     return folder, event.materialization.metadata
 
@@ -64,14 +89,20 @@ def evaluated(tmp_path_factory, tiny_lm):
 def stored(folder: Path):
     with DuckDBStore(folder / "st.duckdb").reader(read_only=True) as con:
         columns = [d[0] for d in con.execute("SELECT * FROM evaluation_results LIMIT 0").description]
-        results = {row[columns.index("selection")]: dict(zip(columns, row))
-                   for row in con.execute("SELECT * FROM evaluation_results").fetchall()}
-        losses = con.execute("SELECT selection, training_seed, heldout_set, position, loss FROM evaluation_losses"
-                             ).fetchall()
+        results = {
+            row[columns.index("selection")]: dict(zip(columns, row))
+            for row in con.execute("SELECT * FROM evaluation_results").fetchall()
+        }
+        losses = con.execute(
+            "SELECT selection, training_seed, heldout_set, position, loss FROM evaluation_losses"
+        ).fetchall()
         pool = con.execute("SELECT sample_id, messages FROM samples WHERE active ORDER BY sample_id").fetchall()
-        members = {name: sorted(r[0] for r in con.execute(
-            "SELECT sample_id FROM selections WHERE selection = ?", [name]).fetchall())
-            for name in ["longest", *(f"random_s{s}" for s in range(SEEDS))]}
+        members = {
+            name: sorted(
+                r[0] for r in con.execute("SELECT sample_id FROM selections WHERE selection = ?", [name]).fetchall()
+            )
+            for name in ["longest", *(f"random_s{s}" for s in range(SEEDS))]
+        }
     return results, losses, pool, members
 
 
@@ -102,8 +133,12 @@ def test_delta_interval_and_beating_every_seed_equal_a_direct_computation(evalua
         seeds_of.setdefault(name, set()).add(seed)
     assert seeds_of["longest"] == {0, 1} and seeds_of["base_model"] == {-1}
     assert results["longest"]["training_seeds"] == 2
-    seed0 = [loss for name, seed, s, _, loss in sorted(losses) if name == "longest" and seed == 0 and s == "target:task"]
-    seed1 = [loss for name, seed, s, _, loss in sorted(losses) if name == "longest" and seed == 1 and s == "target:task"]
+    seed0 = [
+        loss for name, seed, s, _, loss in sorted(losses) if name == "longest" and seed == 0 and s == "target:task"
+    ]
+    seed1 = [
+        loss for name, seed, s, _, loss in sorted(losses) if name == "longest" and seed == 1 and s == "target:task"
+    ]
     assert len(seed0) == 16 and max(abs(a - b) for a, b in zip(seed0, seed1)) > 1e-4  # two different fine-tunes
 
     for heldout, column in (("target:task", "target"), ("general:general", "general")):
@@ -116,7 +151,8 @@ def test_delta_interval_and_beating_every_seed_equal_a_direct_computation(evalua
             delta, low, high = bootstrap_by_hand(d, seed=5)
             row = results[name]
             assert (row[f"{column}_delta"], row[f"{column}_ci_low"], row[f"{column}_ci_high"]) == pytest.approx(
-                (delta, low, high), rel=1e-9, abs=1e-12)
+                (delta, low, high), rel=1e-9, abs=1e-12
+            )
             assert low < high
     target_losses = {s: sum(per_sample(losses, f"random_s{s}", "target:task")) for s in range(SEEDS)}
     for name in ("longest", "base_model", "full_pool"):
@@ -161,7 +197,8 @@ def test_token_matched_subsets_equal_a_direct_computation(evaluated, tiny_lm):
     delta, low, high = bootstrap_by_hand(d, seed=5)
     row = results["longest"]
     assert (row["token_matched_delta"], row["token_matched_ci_low"], row["token_matched_ci_high"]) == pytest.approx(
-        (delta, low, high), rel=1e-9, abs=1e-12)
+        (delta, low, high), rel=1e-9, abs=1e-12
+    )
 
 
 def test_report_shows_the_statistics(evaluated):
@@ -169,14 +206,19 @@ def test_report_shows_the_statistics(evaluated):
     report = (folder / "out" / "eval.md").read_text()
     assert "| " + " | ".join(COLUMNS) + " |" in report
     labels = [record.data["method"] for record in metadata["results"].value.records]
-    assert labels == ["base model (no fine-tune)", "full pool (every active sample)",
-                      f"**random band** ({SEEDS} seeds, mean ± std)", *(f"random_s{s}" for s in range(SEEDS)),
-                      "**longest**"]
+    assert labels == [
+        "base model (no fine-tune)",
+        "full pool (every active sample)",
+        f"**random band** ({SEEDS} seeds, mean ± std)",
+        *(f"random_s{s}" for s in range(SEEDS)),
+        "**longest**",
+    ]
     longest = {r.data["method"]: r.data for r in metadata["results"].value.records}["**longest**"]
     results, _, _, _ = stored(folder)
     row = results["longest"]
     assert longest["Δ target vs random [95% CI]"] == (
-        f"{row['target_delta']:+.4f} [{row['target_ci_low']:+.4f}, {row['target_ci_high']:+.4f}]")
+        f"{row['target_delta']:+.4f} [{row['target_ci_low']:+.4f}, {row['target_ci_high']:+.4f}]"
+    )
     assert longest["beats all random seeds?"].startswith("yes" if row["beats_all_random"] else "no")
     gain = -row["target_delta"] / (row["upstream_seconds"] / 3600.0)
     assert longest["target gain per hour"] == f"{gain:+.4f}"

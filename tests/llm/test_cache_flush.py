@@ -18,17 +18,20 @@ from tests.llm_server import FaultProxy, chat_json
 
 # Another process opens the DuckDB file for writing (DuckDB allows one writer process) and
 # holds it; it prints the monotonic clock (system-wide on Linux) when it got and gives up the lock.
-HOLD_STORE = ("import duckdb, sys, time\n"
-              "con = duckdb.connect(sys.argv[1])\n"
-              "print(time.monotonic(), flush=True)\n"
-              "time.sleep(float(sys.argv[2]))\n"
-              "print(time.monotonic(), flush=True)\n"
-              "con.close()\n")
+HOLD_STORE = (
+    "import duckdb, sys, time\n"
+    "con = duckdb.connect(sys.argv[1])\n"
+    "print(time.monotonic(), flush=True)\n"
+    "time.sleep(float(sys.argv[2]))\n"
+    "print(time.monotonic(), flush=True)\n"
+    "con.close()\n"
+)
 
 
 def hold_store(path, seconds: float) -> subprocess.Popen:
-    process = subprocess.Popen([sys.executable, "-c", HOLD_STORE, str(path), str(seconds)],
-                               stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-c", HOLD_STORE, str(path), str(seconds)], stdout=subprocess.PIPE, text=True
+    )
     return process
 
 
@@ -38,8 +41,7 @@ def rows(store: DuckDBStore) -> int:
 
 
 def answer(i: int) -> ChatAnswer:
-    return ChatAnswer(text=f"answer {i}", finish_reason="stop", prompt_tokens=3, completion_tokens=2,
-                      latency_s=0.1)
+    return ChatAnswer(text=f"answer {i}", finish_reason="stop", prompt_tokens=3, completion_tokens=2, latency_s=0.1)
 
 
 @pytest.fixture()
@@ -95,14 +97,27 @@ def test_a_write_refused_by_a_locked_store_is_kept_and_written_later(tmp_path):
 @pytest.mark.e2e
 def test_a_cache_write_waiting_for_the_store_does_not_stall_requests(llm_server, store):
     n = 12
-    requests = [ChatRequest(({"role": "user", "content": f"r{i}: say a number"},),
-                            {"temperature": 0, "max_tokens": 3}, sample_id=f"s{i}") for i in range(n)]
+    requests = [
+        ChatRequest(
+            ({"role": "user", "content": f"r{i}: say a number"},),
+            {"temperature": 0, "max_tokens": 3},
+            sample_id=f"s{i}",
+        )
+        for i in range(n)
+    ]
     cache = LLMCache(store, flush_every=2, flush_after_s=0.5)
     holder: dict[str, subprocess.Popen] = {}
     chat_json(llm_server.base_url, "warm up")  # the server's first answer is slow (model load)
     with FaultProxy(llm_server.base_url) as proxy:
-        endpoint = LLMEndpointSpec(base_url=proxy.base_url, model="smollm2-135m-instruct", max_concurrency=2,
-                                   timeout_s=5, max_retries=3, backoff_s=0.01, backoff_max_s=0.05)
+        endpoint = LLMEndpointSpec(
+            base_url=proxy.base_url,
+            model="smollm2-135m-instruct",
+            max_concurrency=2,
+            timeout_s=5,
+            max_retries=3,
+            backoff_s=0.01,
+            backoff_max_s=0.05,
+        )
 
         def lock_the_store_once_requests_flow() -> None:  # after the cache lookup, which reads the store
             while proxy.script.received < 1:

@@ -13,13 +13,26 @@ pytestmark = pytest.mark.e2e
 
 
 def _requests(n, tag="q"):
-    return [ChatRequest(({"role": "user", "content": f"{tag} {i}: say a number"},),
-                        {"temperature": 0, "max_tokens": 3}, sample_id=f"s{i}") for i in range(n)]
+    return [
+        ChatRequest(
+            ({"role": "user", "content": f"{tag} {i}: say a number"},),
+            {"temperature": 0, "max_tokens": 3},
+            sample_id=f"s{i}",
+        )
+        for i in range(n)
+    ]
 
 
 def _endpoint(base_url, **overrides):
-    settings = {"base_url": base_url, "model": "smollm2-135m-instruct", "max_concurrency": 2, "timeout_s": 60,
-                "max_retries": 5, "backoff_s": 0.01, "backoff_max_s": 0.05}
+    settings = {
+        "base_url": base_url,
+        "model": "smollm2-135m-instruct",
+        "max_concurrency": 2,
+        "timeout_s": 60,
+        "max_retries": 5,
+        "backoff_s": 0.01,
+        "backoff_max_s": 0.05,
+    }
     return LLMEndpointSpec(**{**settings, **overrides})
 
 
@@ -78,8 +91,9 @@ def test_5xx_timeouts_malformed_and_dropped_connections_are_retried(proxy, store
 def test_exhausted_retries_are_recorded_and_fail_the_stage(proxy, store):
     proxy.script.faults.extend(["500", "500", "500"])
     proxy.script.match = "fail 0:"
-    client = LLMClient(_endpoint(proxy.base_url, max_concurrency=1, max_retries=2), LLMCache(store),
-                       pipeline="p", stage="judge")
+    client = LLMClient(
+        _endpoint(proxy.base_url, max_concurrency=1, max_retries=2), LLMCache(store), pipeline="p", stage="judge"
+    )
     requests = _requests(3, tag="fail")
     with pytest.raises(LLMRequestsFailed, match="1 request"):
         ask_and_parse(client, requests, lambda text: text, parse_retries=0, retry_temperature=0.7)

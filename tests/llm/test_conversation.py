@@ -8,12 +8,18 @@ def test_single_turn_keeps_alpaca_input_separate():
 
 
 def test_multi_turn_rates_each_reply_with_earlier_context():
-    messages = [{"role": "system", "content": "be nice"},
-                {"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
-                {"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]
+    messages = [
+        {"role": "system", "content": "be nice"},
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "hello"},
+        {"role": "user", "content": "2+2?"},
+        {"role": "assistant", "content": "4"},
+    ]
     turns = judged_turns(messages, "hi", "", "hello")
     assert [(t.instruction, t.input, t.response) for t in turns] == [
-        ("hi", "", "hello"), ("2+2?", "User: hi\nAssistant: hello", "4")]
+        ("hi", "", "hello"),
+        ("2+2?", "User: hi\nAssistant: hello", "4"),
+    ]
     assert [t.response for t in judged_turns(messages, "hi", "", "hello", which="last")] == ["4"]
     assert [t.response for t in judged_turns(messages, "hi", "", "hello", which="first")] == ["hello"]
 

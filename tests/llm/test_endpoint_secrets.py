@@ -9,16 +9,19 @@ from curation_assets.llm.endpoint import LLMConfigError, LLMEndpointSpec, is_loo
 from curation_assets.redact import looks_like_secret, redact_config, redact_text, redact_url
 
 
-@pytest.mark.parametrize(("url", "shown"), [
-    ("https://api.openai.com/v1", "https://api.openai.com/v1"),
-    ("http://127.0.0.1:8765/v1", "http://127.0.0.1:8765/v1"),
-    ("https://user:pass@host.example:8443/v1", "https://***@host.example:8443/v1"),
-    ("https://token@host.example/v1", "https://***@host.example/v1"),
-    ("https://host.example/v1?api-key=abc&x=1", "https://host.example/v1?***"),
-    ("https://host.example/v1#access_token=abc", "https://host.example/v1#***"),
-    ("http://u:p@[::1]:9000/v1?k=v", "http://***@[::1]:9000/v1?***"),
-    ("https://host.example:notaport/v1", "***"),
-])
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://api.openai.com/v1", "https://api.openai.com/v1"),
+        ("http://127.0.0.1:8765/v1", "http://127.0.0.1:8765/v1"),
+        ("https://user:pass@host.example:8443/v1", "https://***@host.example:8443/v1"),
+        ("https://token@host.example/v1", "https://***@host.example/v1"),
+        ("https://host.example/v1?api-key=abc&x=1", "https://host.example/v1?***"),
+        ("https://host.example/v1#access_token=abc", "https://host.example/v1#***"),
+        ("http://u:p@[::1]:9000/v1?k=v", "http://***@[::1]:9000/v1?***"),
+        ("https://host.example:notaport/v1", "***"),
+    ],
+)
 def test_redact_url(url: str, shown: str) -> None:
     assert redact_url(url) == shown
 
@@ -26,18 +29,29 @@ def test_redact_url(url: str, shown: str) -> None:
 def test_redact_text_and_config_find_urls_anywhere() -> None:
     text = "request to 'https://al:pw9@h.example/v1?key=s3' failed; retry http://h2/x"
     assert redact_text(text) == "request to 'https://***@h.example/v1?***' failed; retry http://h2/x"
-    config = {"llm": {"base_url": "https://al:pw9@h.example/v1", "model": "m"}, "list": ["x", "https://h/?q=1"],
-              "n": 3}
-    assert redact_config(config) == {"llm": {"base_url": "https://***@h.example/v1", "model": "m"},
-                                     "list": ["x", "https://h/?***"], "n": 3}
+    config = {"llm": {"base_url": "https://al:pw9@h.example/v1", "model": "m"}, "list": ["x", "https://h/?q=1"], "n": 3}
+    assert redact_config(config) == {
+        "llm": {"base_url": "https://***@h.example/v1", "model": "m"},
+        "list": ["x", "https://h/?***"],
+        "n": 3,
+    }
 
 
-@pytest.mark.parametrize(("value", "secret"), [
-    ("sk-proj-abc", True), ("hf_AbCdEfGhIjKlMnOp", True), ("AKIAIOSFODNN7EXAMPLE", True),
-    ("Zq81Xw4TkLm0Np7Rv2Ys5Ub9", True), ("3f9a1c0e7b2d4f6a8c0e1b3d5f7a9c2e", True),
-    ("OPENAI_API_KEY", False), ("MY_TEAM_JUDGE_API_KEY_2024_05_01", False), ("judge_key", False),
-    ("smollm2-135m-instruct", False), ("gpt-4o-mini-2024-07-18", False),
-])
+@pytest.mark.parametrize(
+    ("value", "secret"),
+    [
+        ("sk-proj-abc", True),
+        ("hf_AbCdEfGhIjKlMnOp", True),
+        ("AKIAIOSFODNN7EXAMPLE", True),
+        ("Zq81Xw4TkLm0Np7Rv2Ys5Ub9", True),
+        ("3f9a1c0e7b2d4f6a8c0e1b3d5f7a9c2e", True),
+        ("OPENAI_API_KEY", False),
+        ("MY_TEAM_JUDGE_API_KEY_2024_05_01", False),
+        ("judge_key", False),
+        ("smollm2-135m-instruct", False),
+        ("gpt-4o-mini-2024-07-18", False),
+    ],
+)
 def test_looks_like_secret(value: str, secret: bool) -> None:
     assert looks_like_secret(value) is secret
 
@@ -60,10 +74,20 @@ def test_pool_name_has_no_credentials_and_is_unchanged_for_plain_urls() -> None:
     assert secret.hashed_config() == {"model": secret.model}
 
 
-@pytest.mark.parametrize(("host", "local"), [
-    ("localhost", True), ("127.0.0.1", True), ("127.3.2.1", True), ("::1", True), ("[::1]", True),
-    ("judge.localhost", True), ("10.0.0.5", False), ("example.com", False), ("0.0.0.0", False),
-])
+@pytest.mark.parametrize(
+    ("host", "local"),
+    [
+        ("localhost", True),
+        ("127.0.0.1", True),
+        ("127.3.2.1", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("judge.localhost", True),
+        ("10.0.0.5", False),
+        ("example.com", False),
+        ("0.0.0.0", False),
+    ],
+)
 def test_loopback_hosts(host: str, local: bool) -> None:
     assert is_loopback(host) is local
 

@@ -8,21 +8,24 @@ from curation_assets.llm.parsing import (
 )
 
 
-@pytest.mark.parametrize(("answer", "expected"), [
-    ("4.5\nThe response is accurate.", 4.5),
-    ("5", 5.0),
-    ("  3 \n\nexplanation", 3.0),
-    ("**4**\nGood.", 4.0),
-    ("Score: 2.5\nMeh.", 2.5),
-    ("4/5\nfine", 4.0),
-    ("The answer is decent.\nscore: 3", 3.0),  # first line is no number -> number after "score:"
-    ("I would rate it highly. Score is 4.", 4.0),
-    ("The response is wrong.", None),
-    ("7\ntoo high", None),  # out of the 0-5 scale
-    ("-1", None),
-    ("", None),
-    ("nan", None),
-])
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        ("4.5\nThe response is accurate.", 4.5),
+        ("5", 5.0),
+        ("  3 \n\nexplanation", 3.0),
+        ("**4**\nGood.", 4.0),
+        ("Score: 2.5\nMeh.", 2.5),
+        ("4/5\nfine", 4.0),
+        ("The answer is decent.\nscore: 3", 3.0),  # first line is no number -> number after "score:"
+        ("I would rate it highly. Score is 4.", 4.0),
+        ("The response is wrong.", None),
+        ("7\ntoo high", None),  # out of the 0-5 scale
+        ("-1", None),
+        ("", None),
+        ("nan", None),
+    ],
+)
 def test_alpagasus_score(answer, expected):
     assert parse_alpagasus_score(answer) == expected
 

@@ -46,7 +46,7 @@ def test_deft_ucs_proportional_easy_and_hard_match_the_definition():
         chosen = result.indices[np.isin(result.indices, members)]
         roles = result.role[np.isin(result.indices, members)]
         assert set(chosen[roles == "easy"].tolist()) == set(ranked[:n_easy].tolist())
-        assert set(chosen[roles == "hard"].tolist()) == set(ranked[::-1][:budget - n_easy].tolist())
+        assert set(chosen[roles == "hard"].tolist()) == set(ranked[::-1][: budget - n_easy].tolist())
     assert result.indices.size == 40
 
 
@@ -58,26 +58,31 @@ def plain_deft_ucs_per_cluster(x, labels, centroids, available, amount, alpha, b
     for cluster in range(len(centroids)):
         c = centroids[cluster]
         points = [i for i in range(len(x)) if labels[i] == cluster and available[i]]
-        dist = {i: 1 - float(np.dot(x[i], c)) / (float(np.linalg.norm(x[i])) * float(np.linalg.norm(c)))
-                for i in points}
+        dist = {
+            i: 1 - float(np.dot(x[i], c)) / (float(np.linalg.norm(x[i])) * float(np.linalg.norm(c))) for i in points
+        }
         ranked = sorted(points, key=lambda i: (dist[i], i))
         n_easy = min(round(alpha * amount), len(ranked))
         n_hard = min(round((alpha + beta) * amount) - round(alpha * amount), len(ranked) - n_easy)
         easy[cluster] = set(ranked[:n_easy])
-        hard[cluster] = set(ranked[len(ranked) - n_hard:])
+        hard[cluster] = set(ranked[len(ranked) - n_hard :])
     return easy, hard
 
 
-@pytest.mark.parametrize(("sizes", "amount", "alpha", "beta"), [
-    ((200, 100, 50), 40, 0.25, 0.5),  # alpha and beta independent: 10 easy + 20 hard per cluster
-    ((200, 100, 8), 12, 0.5, 0.5),  # the small cluster gives all its 8 points
-    ((200, 100, 50), 30, 0.0, 1.0),  # the paper's hard sampling
-])
+@pytest.mark.parametrize(
+    ("sizes", "amount", "alpha", "beta"),
+    [
+        ((200, 100, 50), 40, 0.25, 0.5),  # alpha and beta independent: 10 easy + 20 hard per cluster
+        ((200, 100, 8), 12, 0.5, 0.5),  # the small cluster gives all its 8 points
+        ((200, 100, 50), 30, 0.0, 1.0),  # the paper's hard sampling
+    ],
+)
 def test_deft_ucs_per_cluster_counts_equal_a(sizes, amount, alpha, beta):
     x = blobs(sizes, seed=4)
     result = deft_ucs(x, n_clusters=3, per_cluster=amount, alpha=alpha, beta=beta, seed=3)
-    easy, hard = plain_deft_ucs_per_cluster(x, result.labels, result.centroids, np.ones(len(x), bool), amount,
-                                            alpha, beta)
+    easy, hard = plain_deft_ucs_per_cluster(
+        x, result.labels, result.centroids, np.ones(len(x), bool), amount, alpha, beta
+    )
     for cluster in range(3):
         in_cluster = result.labels[result.indices] == cluster
         chosen = result.indices[in_cluster]

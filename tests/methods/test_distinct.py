@@ -10,6 +10,7 @@ from curation_assets.methods.distinct import distinct_top_k
 
 def plain_walk(scores, keys, k, descending):
     """Best first (NaN last, ties in input order); skip a sample whose any key is already taken."""
+
     def rank(i):
         if math.isnan(scores[i]):
             return (1, 0.0, i)

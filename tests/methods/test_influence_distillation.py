@@ -29,9 +29,14 @@ def test_simplex_projection_is_the_closest_point():
         v = rng.normal(size=n) * 3
         w = project_to_simplex(v, float(n))
         assert w.min() >= 0 and w.sum() == pytest.approx(n)
-        reference = minimize(lambda x: ((x - v) ** 2).sum(), np.full(n, 1.0), method="SLSQP",
-                             bounds=[(0, None)] * n,
-                             constraints=[{"type": "eq", "fun": lambda x: x.sum() - n}], options={"ftol": 1e-14})
+        reference = minimize(
+            lambda x, v=v: ((x - v) ** 2).sum(),
+            np.full(n, 1.0),
+            method="SLSQP",
+            bounds=[(0, None)] * n,
+            constraints=[{"type": "eq", "fun": lambda x, n=n: x.sum() - n}],
+            options={"ftol": 1e-14},
+        )
         np.testing.assert_allclose(w, reference.x, atol=1e-5)
 
 
@@ -52,7 +57,7 @@ def test_kernel_ridge_matches_the_closed_form_and_interpolates_landmarks():
     landmarks, values, queries = rng.normal(size=(12, 5)), rng.normal(size=(12, 3)), rng.normal(size=(9, 5))
     krr = KernelRidge.fit(landmarks, values)
     sigma = lower_median(pdist(landmarks))
-    kernel = lambda a, b: np.exp(-((a[:, None] - b[None]) ** 2).sum(-1) / (2 * sigma ** 2))  # noqa: E731
+    kernel = lambda a, b: np.exp(-((a[:, None] - b[None]) ** 2).sum(-1) / (2 * sigma**2))  # noqa: E731
     k_ll = kernel(landmarks, landmarks)
     expected = kernel(queries, landmarks) @ np.linalg.solve(k_ll + 1e-2 * np.eye(12), values)
     np.testing.assert_allclose(krr.predict(queries, block_rows=4), expected, rtol=1e-8, atol=1e-10)
@@ -80,9 +85,15 @@ def test_second_order_weights_match_a_generic_qp_solver():
     ours = problem.solve(lam, iters=20000, tol=1e-14)
     q = problem.q_scale() * a @ a.T
     objective = lambda w: -problem.p @ w + 0.5 * w @ q @ w + 0.5 * lam * w @ w  # noqa: E731
-    reference = minimize(objective, np.ones(n), jac=lambda w: -problem.p + q @ w + lam * w, method="SLSQP",
-                         bounds=[(0, None)] * n, constraints=[{"type": "eq", "fun": lambda w: w.sum() - n}],
-                         options={"ftol": 1e-15, "maxiter": 1000})
+    reference = minimize(
+        objective,
+        np.ones(n),
+        jac=lambda w: -problem.p + q @ w + lam * w,
+        method="SLSQP",
+        bounds=[(0, None)] * n,
+        constraints=[{"type": "eq", "fun": lambda w: w.sum() - n}],
+        options={"ftol": 1e-15, "maxiter": 1000},
+    )
     assert problem.objective(ours, lam) == pytest.approx(objective(reference.x), rel=1e-7, abs=1e-9)
     np.testing.assert_allclose(ours, reference.x, atol=1e-4)
     # the quadratic term matters here: the first-order solution is different
@@ -145,9 +156,9 @@ def test_column_rankings_keep_every_row_tied_at_the_cut():
 
 def test_released_adam_coefficient_is_the_linear_part_of_the_next_adamw_step():
     v, step, betas, eps = np.array([4e-6, 1e-8, 0.0]), 9, (0.9, 0.999), 1e-8
-    by_hand = [(1 - 0.9) / (1 - 0.9 ** 10) / ((x / (1 - 0.999 ** 10)) ** 0.5 + 1e-8) for x in v]
+    by_hand = [(1 - 0.9) / (1 - 0.9**10) / ((x / (1 - 0.999**10)) ** 0.5 + 1e-8) for x in v]
     np.testing.assert_allclose(released_adam_coefficient(v, step, betas, eps), by_hand, rtol=1e-12)
-    assert by_hand[2] == pytest.approx(0.1 / (1 - 0.9 ** 10) / 1e-8)
+    assert by_hand[2] == pytest.approx(0.1 / (1 - 0.9**10) / 1e-8)
     # torch's AdamW after 9 steps, then one more step with a tiny gradient g against one with
     # g = 0: the difference is lr · a · g up to √β2 (AdamW's v' = β2·v + (1−β2)·g² where the
     # released code keeps v as stored) — checks the step count t+1 of the bias corrections

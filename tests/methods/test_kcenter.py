@@ -34,8 +34,13 @@ def layout(request, monkeypatch):
     """Default constants, or tiny ones so that small inputs go through every lazy path:
     several full passes, pool widening, rows leaving the pool, blocked reads."""
     if request.param == "tiny_batches":
-        for name, value in [("_BATCH", 4), ("_POOL_ROWS", 8), ("_POOL_LIMIT", 2), ("_BLOCK_ROWS", 37),
-                            ("_CHUNK_ROWS", 5)]:
+        for name, value in [
+            ("_BATCH", 4),
+            ("_POOL_ROWS", 8),
+            ("_POOL_LIMIT", 2),
+            ("_BLOCK_ROWS", 37),
+            ("_CHUNK_ROWS", 5),
+        ]:
             monkeypatch.setattr(kcenter, name, value)
     return request.param
 
@@ -54,7 +59,8 @@ DATASETS = {
     "normal_0": lambda rng: rng.normal(size=(300, 16)).astype(np.float32),
     "normal_1": lambda rng: rng.normal(size=(250, 5)).astype(np.float32),
     "unit_sphere": lambda rng: (lambda v: v / np.linalg.norm(v, axis=1, keepdims=True))(
-        rng.normal(size=(400, 32)).astype(np.float32)),
+        rng.normal(size=(400, 32)).astype(np.float32)
+    ),
     "clustered": lambda rng: clustered(rng, 400, 12, 6, 0.3),
     "clustered_tight": lambda rng: clustered(rng, 300, 8, 40, 0.01),
     "duplicates": lambda rng: with_duplicates(rng, rng.normal(size=(40, 6)).astype(np.float32), 3),

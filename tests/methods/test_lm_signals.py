@@ -16,10 +16,14 @@ def tiny(tmp_path_factory):
 
 
 def conversations():
-    return [[{"role": "user", "content": "q1 what is it"}, {"role": "assistant", "content": "yes it is"}],
-            [{"role": "user", "content": "q2 write code for the list"},
-             {"role": "assistant", "content": "one two three four five and code"}],
-            [{"role": "user", "content": "hello"}, {"role": "assistant", "content": ""}]]
+    return [
+        [{"role": "user", "content": "q1 what is it"}, {"role": "assistant", "content": "yes it is"}],
+        [
+            {"role": "user", "content": "q2 write code for the list"},
+            {"role": "assistant", "content": "one two three four five and code"},
+        ],
+        [{"role": "user", "content": "hello"}, {"role": "assistant", "content": ""}],
+    ]
 
 
 def test_batched_loss_and_el2n_equal_one_sample_at_a_time_references(tiny):

@@ -32,18 +32,24 @@ def test_top_k_matches_sorted_reference_with_nans_last():
     assert got.tolist() == reference
     assert top_k(scores, 200)[-3:].tolist() == [3, 50, 77]
     ascending = top_k(scores, 5, descending=False)
-    assert ascending.tolist() == sorted((i for i in range(200) if not np.isnan(scores[i])),
-                                        key=lambda i: scores[i])[:5]
+    assert ascending.tolist() == sorted((i for i in range(200) if not np.isnan(scores[i])), key=lambda i: scores[i])[:5]
 
 
 def test_top_k_ties_keep_input_order():
     assert top_k(np.array([1.0, 2.0, 2.0, 1.0]), 3).tolist() == [1, 2, 0]
 
 
-@pytest.mark.parametrize(("pool", "count", "fraction", "expected"), [
-    (100, 10, None, 10), (5, 10, None, 5), (200, None, 0.05, 10), (30, None, 0.01, 1),
-    (0, None, 0.5, 0), (101, None, 0.5, 51),
-])
+@pytest.mark.parametrize(
+    ("pool", "count", "fraction", "expected"),
+    [
+        (100, 10, None, 10),
+        (5, 10, None, 5),
+        (200, None, 0.05, 10),
+        (30, None, 0.01, 1),
+        (0, None, 0.5, 0),
+        (101, None, 0.5, 51),
+    ],
+)
 def test_resolve_budget(pool, count, fraction, expected):
     assert resolve_budget(pool, count=count, fraction=fraction) == expected
 

@@ -20,25 +20,31 @@ def tokenizer(lm_folder):
     return AutoTokenizer.from_pretrained(lm_folder)
 
 
-CONVERSATION = [{"role": "system", "content": "you are a assistant"}, {"role": "user", "content": "q1 hello"},
-                {"role": "assistant", "content": "yes"}, {"role": "user", "content": "q2 write code"},
-                {"role": "assistant", "content": "one two three"}]
+CONVERSATION = [
+    {"role": "system", "content": "you are a assistant"},
+    {"role": "user", "content": "q1 hello"},
+    {"role": "assistant", "content": "yes"},
+    {"role": "user", "content": "q2 write code"},
+    {"role": "assistant", "content": "one two three"},
+]
 
 
 def test_labels_cover_only_the_last_assistant_turn(tokenizer):
     encoded = encode_conversation(tokenizer, CONVERSATION, max_length=200, turns="last")
     prompt = tokenizer.apply_chat_template(CONVERSATION[:4], add_generation_prompt=True, tokenize=True)
     prompt = prompt["input_ids"] if hasattr(prompt, "keys") else prompt
-    assert encoded.input_ids[:len(prompt)] == list(prompt)
-    assert encoded.labels[:len(prompt)] == [IGNORE_INDEX] * len(prompt)
+    assert encoded.input_ids[: len(prompt)] == list(prompt)
+    assert encoded.labels[: len(prompt)] == [IGNORE_INDEX] * len(prompt)
     scored = [t for t in encoded.labels if t != IGNORE_INDEX]
     assert tokenizer.decode(scored).split() == ["one", "two", "three", "<|im_end|>"]
     assert not encoded.truncated and encoded.n_response_tokens == 4
 
 
 def test_truncation_keeps_the_response_start_and_counts(tokenizer):
-    long = [{"role": "user", "content": " ".join(["hello"] * 100)},
-            {"role": "assistant", "content": " ".join(["yes"] * 100)}]
+    long = [
+        {"role": "user", "content": " ".join(["hello"] * 100)},
+        {"role": "assistant", "content": " ".join(["yes"] * 100)},
+    ]
     encoded = encode_conversation(tokenizer, long, max_length=64, turns="last")
     assert encoded.truncated and len(encoded.input_ids) == 64
     assert encoded.n_response_tokens == 32  # half the budget goes to the response when the prompt is long
@@ -57,19 +63,60 @@ def test_collate_pads_right_with_ignored_labels(tokenizer):
     batch = collate([a, b], tokenizer.pad_token_id)
     assert batch["input_ids"].shape == (2, len(a.input_ids))
     assert batch["attention_mask"][1].sum().item() == len(b.input_ids)
-    assert (batch["labels"][1, len(b.input_ids):] == IGNORE_INDEX).all()
+    assert (batch["labels"][1, len(b.input_ids) :] == IGNORE_INDEX).all()
 
 
-THREE_TURNS = [{"role": "system", "content": "you are a assistant"},
-               {"role": "user", "content": "q1 hello"}, {"role": "assistant", "content": "yes"},
-               {"role": "user", "content": "q2 write code"}, {"role": "assistant", "content": "one two"},
-               {"role": "user", "content": "q3 list"}, {"role": "assistant", "content": "three four five"}]
+THREE_TURNS = [
+    {"role": "system", "content": "you are a assistant"},
+    {"role": "user", "content": "q1 hello"},
+    {"role": "assistant", "content": "yes"},
+    {"role": "user", "content": "q2 write code"},
+    {"role": "assistant", "content": "one two"},
+    {"role": "user", "content": "q3 list"},
+    {"role": "assistant", "content": "three four five"},
+]
 # the ChatML rendering of THREE_TURNS, token by token (word-level vocabulary), written out by hand
 S, E = "<|im_start|>", "<|im_end|>"
-THREE_TURN_TOKENS = [S, "system", "you", "are", "a", "assistant", E,
-                     S, "user", "q1", "hello", E, S, "assistant", "yes", E,
-                     S, "user", "q2", "write", "code", E, S, "assistant", "one", "two", E,
-                     S, "user", "q3", "list", E, S, "assistant", "three", "four", "five", E]
+THREE_TURN_TOKENS = [
+    S,
+    "system",
+    "you",
+    "are",
+    "a",
+    "assistant",
+    E,
+    S,
+    "user",
+    "q1",
+    "hello",
+    E,
+    S,
+    "assistant",
+    "yes",
+    E,
+    S,
+    "user",
+    "q2",
+    "write",
+    "code",
+    E,
+    S,
+    "assistant",
+    "one",
+    "two",
+    E,
+    S,
+    "user",
+    "q3",
+    "list",
+    E,
+    S,
+    "assistant",
+    "three",
+    "four",
+    "five",
+    E,
+]
 # positions of the assistant turns' tokens (each turn's words and its <|im_end|>)
 ALL_TURN_POSITIONS = [14, 15, 24, 25, 26, 34, 35, 36, 37]
 LAST_TURN_POSITIONS = [34, 35, 36, 37]
@@ -115,14 +162,18 @@ def test_all_turns_truncation_keeps_the_start(tokenizer):
 
 
 def test_all_turns_keeps_the_first_turn_when_its_context_fills_the_budget(tokenizer):
-    long = [{"role": "user", "content": " ".join(["hello"] * 100)}, {"role": "assistant", "content": "yes no"},
-            {"role": "user", "content": "q2"}, {"role": "assistant", "content": "one"}]
+    long = [
+        {"role": "user", "content": " ".join(["hello"] * 100)},
+        {"role": "assistant", "content": "yes no"},
+        {"role": "user", "content": "q2"},
+        {"role": "assistant", "content": "one"},
+    ]
     encoded = encode_conversation(tokenizer, long, max_length=40, turns="all")
     assert encoded.truncated and len(encoded.input_ids) == 40
     # the user turn loses its start; the first assistant turn (yes no <|im_end|> ...) stays labelled
     labelled = [t for t in encoded.labels if t != IGNORE_INDEX]
     assert tokenizer.convert_ids_to_tokens(labelled)[:3] == ["yes", "no", E]
-    assert tokenizer.convert_ids_to_tokens(encoded.input_ids[-len(labelled) - 2:-len(labelled)]) == [S, "assistant"]
+    assert tokenizer.convert_ids_to_tokens(encoded.input_ids[-len(labelled) - 2 : -len(labelled)]) == [S, "assistant"]
 
 
 # Qwen3-like: only the conversation's final assistant turn gets an extra word, so a prefix ending
@@ -130,7 +181,8 @@ def test_all_turns_keeps_the_first_turn_when_its_context_fills_the_budget(tokeni
 RERENDERING_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% if m['role'] == 'assistant' and loop.last %}the "
     "{% endif %}{{ m['content'] }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n"
-    "{% endif %}")
+    "{% endif %}"
+)
 
 
 def test_all_turns_under_a_template_that_rerenders_earlier_turns(tmp_path):
@@ -141,8 +193,11 @@ def test_all_turns_under_a_template_that_rerenders_earlier_turns(tmp_path):
     assert labelled == ["yes", E, "one", "two", E, "the", "three", "four", "five", E]
 
 
-OPENS_WITH_ASSISTANT = [{"role": "assistant", "content": "hello"}, {"role": "user", "content": "q1 list"},
-                        {"role": "assistant", "content": "one two"}]
+OPENS_WITH_ASSISTANT = [
+    {"role": "assistant", "content": "hello"},
+    {"role": "user", "content": "q1 list"},
+    {"role": "assistant", "content": "one two"},
+]
 
 
 def test_a_conversation_that_opens_with_the_assistant_labels_both_turns(tokenizer):

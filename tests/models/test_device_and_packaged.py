@@ -53,8 +53,10 @@ def test_collate_moves_to_the_device() -> None:
 def test_dense_projection_draws_on_cpu_unless_asked() -> None:
     """Features must not depend on the device: device_rng only changes anything off the CPU."""
     x = torch.randn(3, 1000)
-    assert torch.equal(DenseRademacherProjector(1000, 64, seed=3, block_rows=256).project(x),
-                       DenseRademacherProjector(1000, 64, seed=3, block_rows=256, device_rng=True).project(x))
+    assert torch.equal(
+        DenseRademacherProjector(1000, 64, seed=3, block_rows=256).project(x),
+        DenseRademacherProjector(1000, 64, seed=3, block_rows=256, device_rng=True).project(x),
+    )
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
@@ -67,8 +69,10 @@ def test_device_rng_projection_keeps_norms_on_gpu() -> None:
 
 def test_model_layer_imports_without_dagster() -> None:
     """bench/ runs the model benchmarks on a GPU box that has PyTorch but not Dagster/DuckDB."""
-    code = ("import sys, curation_assets.models.gradients, curation_assets.models.jvp, "
-            "curation_assets.models.lora, curation_assets.methods.less, curation_assets.methods.projection; "
-            "print(sorted(m for m in ('dagster', 'duckdb') if m in sys.modules))")
+    code = (
+        "import sys, curation_assets.models.gradients, curation_assets.models.jvp, "
+        "curation_assets.models.lora, curation_assets.methods.less, curation_assets.methods.projection; "
+        "print(sorted(m for m in ('dagster', 'duckdb') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

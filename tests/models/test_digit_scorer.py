@@ -47,7 +47,7 @@ def test_expectation_matches_a_hand_computation_from_full_logits(scorer):
             logits = model(input_ids=torch.tensor([prompt])).logits[0, -1].tolist()  # no padding, full vocab
             weights = [math.exp(logits[i]) for i in digit_ids]
             assert got == pytest.approx(sum((k + 1) * w for k, w in enumerate(weights)) / sum(weights), abs=1e-5)
-    assert len(set(round(v, 6) for v in batched)) > 1
+    assert len({round(v, 6) for v in batched}) > 1
 
 
 def test_non_finite_logits_give_nan_not_a_default(scorer, tmp_path):
@@ -69,7 +69,7 @@ def test_prompt_fits_untouched_or_keeps_the_cue_when_cut(scorer):
     long_instruction, long_output = "what " * 300, "yes " * 300
     cut = encode_prompt(tokenizer, QUALITY_TEMPLATE, 100, instruction=long_instruction, output=long_output)
     ending = tokenizer(" \n##Quality: ", add_special_tokens=False)["input_ids"]
-    assert cut.truncated and len(cut.input_ids) == 100 and cut.input_ids[-len(ending):] == ending
+    assert cut.truncated and len(cut.input_ids) == 100 and cut.input_ids[-len(ending) :] == ending
     yes, what = tokenizer.convert_tokens_to_ids("yes"), tokenizer.convert_tokens_to_ids("what")
     assert cut.input_ids.count(yes) >= cut.input_ids.count(what)  # the response keeps at least half
     with pytest.raises(ValueError, match="no room"):

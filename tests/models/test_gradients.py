@@ -15,8 +15,13 @@ def folder(tmp_path_factory):
 
 def encoded_samples(tokenizer, n=6):
     words = "the a of to is and in it you that for on with as are this".split()
-    convs = [[{"role": "user", "content": " ".join(words[i:i + 3 + i])},
-              {"role": "assistant", "content": " ".join(words[2 * i % 7:2 * i % 7 + 1 + i])}] for i in range(n)]
+    convs = [
+        [
+            {"role": "user", "content": " ".join(words[i : i + 3 + i])},
+            {"role": "assistant", "content": " ".join(words[2 * i % 7 : 2 * i % 7 + 1 + i])},
+        ]
+        for i in range(n)
+    ]
     return [encode_conversation(tokenizer, c, 64) for c in convs]
 
 
@@ -31,8 +36,13 @@ def test_batched_per_sample_grad_norms_equal_a_backward_per_sample_loop(folder):
     tokenizer = AutoTokenizer.from_pretrained(folder)
     samples = encoded_samples(tokenizer)
     model = lora_model(folder)
-    lora_finetune(model, samples, LoraSettings(r=4, dropout=0.0, max_steps=3, batch_size=2, lr=1e-2),
-                  pad_token_id=tokenizer.pad_token_id, seed=0)
+    lora_finetune(
+        model,
+        samples,
+        LoraSettings(r=4, dropout=0.0, max_steps=3, batch_size=2, lr=1e-2),
+        pad_token_id=tokenizer.pad_token_id,
+        seed=0,
+    )
     model.eval()
     batch = collate(samples, tokenizer.pad_token_id)
     batched = per_sample_grad_norms(model, batch)
@@ -56,8 +66,9 @@ def test_finetune_lowers_the_training_loss_and_checkpoints(folder, tmp_path):
     samples = encoded_samples(tokenizer, 8)
     model = lora_model(folder)
     settings = LoraSettings(r=8, dropout=0.0, lr=5e-2, epochs=3, batch_size=4, scheduler="constant", warmup_ratio=0)
-    result = lora_finetune(model, samples, settings, pad_token_id=tokenizer.pad_token_id, seed=0,
-                           checkpoint_dir=tmp_path)
+    result = lora_finetune(
+        model, samples, settings, pad_token_id=tokenizer.pad_token_id, seed=0, checkpoint_dir=tmp_path
+    )
     assert result.step_losses[-1] < result.step_losses[0]
     assert [c.epoch for c in result.checkpoints] == [1, 2, 3]
     assert all((c.folder / "optimizer.pt").exists() and len(c.adapter_sha256) == 64 for c in result.checkpoints)
@@ -84,8 +95,14 @@ def test_batched_preconditioned_projected_features_equal_a_backward_per_sample_l
     tokenizer = AutoTokenizer.from_pretrained(folder)
     samples = encoded_samples(tokenizer)
     model = lora_model(folder)
-    result = lora_finetune(model, samples, LoraSettings(r=4, dropout=0.0, max_steps=3, batch_size=2, lr=1e-2),
-                           pad_token_id=tokenizer.pad_token_id, seed=0, checkpoint_dir=tmp_path)
+    result = lora_finetune(
+        model,
+        samples,
+        LoraSettings(r=4, dropout=0.0, max_steps=3, batch_size=2, lr=1e-2),
+        pad_token_id=tokenizer.pad_token_id,
+        seed=0,
+        checkpoint_dir=tmp_path,
+    )
     model.eval()
     state = torch.load(result.checkpoints[-1].folder / "optimizer.pt")  # as saved with the checkpoint
     moments = lora_optimizer_moments(model, state)

@@ -18,8 +18,13 @@ def folder(tmp_path_factory):
 
 def conversations(n=5):
     words = "the a of to is and in it you that for on with as are this".split()
-    return [[{"role": "user", "content": " ".join(words[i:i + 2 + i])},
-             {"role": "assistant", "content": " ".join(words[2 * i:2 * i + 3])}] for i in range(n)]
+    return [
+        [
+            {"role": "user", "content": " ".join(words[i : i + 2 + i])},
+            {"role": "assistant", "content": " ".join(words[2 * i : 2 * i + 3])},
+        ]
+        for i in range(n)
+    ]
 
 
 def load(folder):

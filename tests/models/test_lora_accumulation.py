@@ -25,8 +25,13 @@ def folder(tmp_path_factory):
 
 def conversations(n):
     words = "the a of to is and in it you that for on with as are this".split()
-    return [[{"role": "user", "content": " ".join(words[i % 9:i % 9 + 2 + i % 4])},
-             {"role": "assistant", "content": " ".join(words[i % 5:i % 5 + 1 + i % 3])}] for i in range(n)]
+    return [
+        [
+            {"role": "user", "content": " ".join(words[i % 9 : i % 9 + 2 + i % 4])},
+            {"role": "assistant", "content": " ".join(words[i % 5 : i % 5 + 1 + i % 3])},
+        ]
+        for i in range(n)
+    ]
 
 
 def test_less_defaults_are_the_released_scripts():
@@ -55,8 +60,9 @@ def test_warmup_takes_ceil_n_over_32_steps_per_epoch_on_the_mean_clipped_gradien
         return original_step(optimizer, *args, **kwargs)
 
     monkeypatch.setattr(torch.optim.AdamW, "step", recording_step)
-    result = lora_finetune(model, samples, settings, pad_token_id=tokenizer.pad_token_id, seed=0,
-                           checkpoint_dir=tmp_path)
+    result = lora_finetune(
+        model, samples, settings, pad_token_id=tokenizer.pad_token_id, seed=0, checkpoint_dir=tmp_path
+    )
 
     per_epoch = math.ceil(N_SAMPLES / 32)
     assert len(steps) == EPOCHS * per_epoch == len(result.step_losses) == 4

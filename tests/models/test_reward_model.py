@@ -18,8 +18,10 @@ def test_batched_scores_equal_one_pair_at_a_time(tmp_path, architecture):
     tokenizer = AutoTokenizer.from_pretrained(folder)
     with torch.inference_mode():
         batch = reward_scores(model, tokenizer, QUESTIONS, ANSWERS, max_length=64)
-        single = [model(**tokenizer(q, a, truncation="longest_first", max_length=64, return_tensors="pt")
-                        ).logits[0, 0].item() for q, a in zip(QUESTIONS, ANSWERS)]
+        single = [
+            model(**tokenizer(q, a, truncation="longest_first", max_length=64, return_tensors="pt")).logits[0, 0].item()
+            for q, a in zip(QUESTIONS, ANSWERS)
+        ]
     assert batch.scores.tolist() == pytest.approx(single, abs=1e-5)
     assert batch.truncated == [False, False, True, False]
     assert len({round(s, 4) for s in single}) == len(single)  # the tiny model tells pairs apart

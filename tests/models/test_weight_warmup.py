@@ -26,8 +26,13 @@ def tiny(tmp_path_factory):
 
 def conversations(n):
     words = "the a of to is and in it you that for on".split()
-    return [[{"role": "user", "content": f"q{i} {words[i % 12]}"},
-             {"role": "assistant", "content": " ".join(words[i % 5:i % 5 + 1 + i % 4])}] for i in range(n)]
+    return [
+        [
+            {"role": "user", "content": f"q{i} {words[i % 12]}"},
+            {"role": "assistant", "content": " ".join(words[i % 5 : i % 5 + 1 + i % 4])},
+        ]
+        for i in range(n)
+    ]
 
 
 def test_only_the_selected_weights_train_and_the_saved_file_restores_them(tmp_path, tiny):
@@ -37,8 +42,9 @@ def test_only_the_selected_weights_train_and_the_saved_file_restores_them(tmp_pa
     assert list(layers) == ["model.layers.0.mlp.down_proj", "model.layers.1.mlp.down_proj"]
     samples = [encode_conversation(tokenizer, c, 64) for c in conversations(6)]
     settings = LoraSettings(lr=1e-2, epochs=3, batch_size=2, warmup_ratio=0.0)
-    adam, info = warm_up_weights(model, layers, samples, settings, epochs=2, pad_token_id=tokenizer.pad_token_id,
-                                 seed=0)
+    adam, info = warm_up_weights(
+        model, layers, samples, settings, epochs=2, pad_token_id=tokenizer.pad_token_id, seed=0
+    )
     assert adam.step == info["warmup_steps"] == 6  # 2 of 3 planned epochs, 3 steps each
     reference = dict(before.named_parameters())
     for name, parameter in model.named_parameters():
@@ -74,11 +80,19 @@ def test_batched_normalised_directions_equal_one_backward_per_sample(tiny):
     n_params = sum(a * b for a, b in shapes)
     projector = layer_projector(shapes, "hadamard", 1 << 20, seed=0)
     assert projector.dim == n_params  # at most the gradient's length
-    scale = {name: torch.rand(m.weight.shape, generator=torch.Generator().manual_seed(1)) + 0.5
-             for name, m in capture.layers.items()}
+    scale = {
+        name: torch.rand(m.weight.shape, generator=torch.Generator().manual_seed(1)) + 0.5
+        for name, m in capture.layers.items()
+    }
     samples = [encode_conversation(tokenizer, c, 64) for c in conversations(5)]
-    batched = projected_directions(model, collate(samples, tokenizer.pad_token_id), capture, projector,
-                                   lambda name, g: g * scale[name], normalize=True)
+    batched = projected_directions(
+        model,
+        collate(samples, tokenizer.pad_token_id),
+        capture,
+        projector,
+        lambda name, g: g * scale[name],
+        normalize=True,
+    )
     params = [m.weight for m in capture.layers.values()]
     for row, sample in enumerate(samples):
         batch = collate([sample], tokenizer.pad_token_id)

@@ -88,8 +88,10 @@ def query(ran: dict, sql: str, params: dict | None = None) -> list[tuple]:
 
 def output_words(ran: dict, selection: str | None = None) -> np.ndarray:
     """`text_stats.output_words` of active samples (of one selection's members), from the raw table."""
-    sql = ("SELECT t.output_words FROM text_stats t JOIN samples s USING (sample_id) "
-           "WHERE s.active AND t.stage = 'lengths'")
+    sql = (
+        "SELECT t.output_words FROM text_stats t JOIN samples s USING (sample_id) "
+        "WHERE s.active AND t.stage = 'lengths'"
+    )
     if selection:
         sql += " AND t.sample_id IN (SELECT sample_id FROM selections WHERE selection = $sel)"
     return np.array([r[0] for r in query(ran, sql, {"sel": selection} if selection else None)], dtype=float)
@@ -146,10 +148,15 @@ def test_score_table_means_and_medians_match_the_tables(ran: dict) -> None:
         md = report_md(ran, selection)
         pool, chosen = output_words(ran), output_words(ran, selection)
         pool_n, selected_n, pool_mean, selected_mean, pool_median, selected_median = table_cells(
-            md, "`lengths.output_words`")
+            md, "`lengths.output_words`"
+        )
         assert (int(pool_n), int(selected_n)) == (pool.size, chosen.size)
-        for cell, expected in ((pool_mean, pool.mean()), (selected_mean, chosen.mean()),
-                               (pool_median, np.median(pool)), (selected_median, np.median(chosen))):
+        for cell, expected in (
+            (pool_mean, pool.mean()),
+            (selected_mean, chosen.mean()),
+            (pool_median, np.median(pool)),
+            (selected_median, np.median(chosen)),
+        ):
             assert float(cell) == pytest.approx(expected, rel=1e-3), (selection, cell, expected)
     # the selection's own score exists only for members: no pool figures
     scores = np.array([r[0] for r in query(ran, "SELECT score FROM selections WHERE selection = 'longest'")])
@@ -199,8 +206,9 @@ def test_selection_that_kept_nothing_still_gets_a_report(ran: dict) -> None:
 
 def test_cli_writes_a_standalone_html_report(ran: dict, tmp_path: Path) -> None:
     out = tmp_path / "nested" / "longest.html"
-    result = CliRunner().invoke(main, ["report", "longest", "--pipeline", str(ran["yaml"]), "--out", str(out)],
-                                catch_exceptions=False)
+    result = CliRunner().invoke(
+        main, ["report", "longest", "--pipeline", str(ran["yaml"]), "--out", str(out)], catch_exceptions=False
+    )
     assert result.exit_code == 0, result.output
     html = out.read_text(encoding="utf-8")
     assert html.startswith("<!DOCTYPE html>") and html.rstrip().endswith("</html>")
@@ -208,12 +216,15 @@ def test_cli_writes_a_standalone_html_report(ran: dict, tmp_path: Path) -> None:
     images = png_images(html)
     assert images and all(png_size(png)[0] > 0 for png in images)
     pool = output_words(ran)
-    assert f"<td class=\"num\">{int(pool.size)}</td>" in html
+    assert f'<td class="num">{int(pool.size)}</td>' in html
     assert re.search(r"<th>budget</th><td>5</td>", html)
 
     md_out = tmp_path / "random_few.md"
-    result = CliRunner().invoke(main, ["report", "random_few", "--db", str(ran["db"]), "--format", "md",
-                                       "--out", str(md_out)], catch_exceptions=False)
+    result = CliRunner().invoke(
+        main,
+        ["report", "random_few", "--db", str(ran["db"]), "--format", "md", "--out", str(md_out)],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     assert md_out.read_text(encoding="utf-8").startswith("## Selection `random_few`")
 

@@ -68,8 +68,14 @@ def _write_huge_file(path: Path, *, array: bool, huge: bool) -> int:
 
 
 def _peak_ingest(path: Path, staging: Path) -> dict:
-    done = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, str(path), str(staging), str(LIMIT)],
-                          capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    done = subprocess.run(
+        [sys.executable, "-c", PEAK_SCRIPT, str(path), str(staging), str(LIMIT)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -120,8 +126,9 @@ def test_jsonl_oversized_line_is_rejected_with_length_and_the_rest_read(tmp_path
 
 
 @pytest.mark.parametrize("chunk", [7, 4096])
-def test_json_array_oversized_element_is_skipped_across_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                                chunk: int) -> None:
+def test_json_array_oversized_element_is_skipped_across_chunks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int
+) -> None:
     monkeypatch.setattr(records, "_CHUNK_CHARS", chunk)
     elements = [SMALL[0], _oversized(300), SMALL[1], "a plain string", 12345, _oversized(2), SMALL[2]]
     texts = [json.dumps(e, ensure_ascii=False) for e in elements]
@@ -133,8 +140,7 @@ def test_json_array_oversized_element_is_skipped_across_chunks(tmp_path: Path, m
     got = list(read_records(path, max_record_bytes=limit))
 
     # an independent expectation: every element decodes as json.loads does, but the oversized one
-    assert [r.value for r in got if r.error is None] == [e for e, t in zip(elements, texts)
-                                                          if len(t.encode()) <= limit]
+    assert [r.value for r in got if r.error is None] == [e for e, t in zip(elements, texts) if len(t.encode()) <= limit]
     [rejected] = [r for r in got if r.error is not None]
     assert rejected.record_no == 2
     assert rejected.error.startswith(f"record too large: {len(texts[1].encode())} bytes > max_record_bytes {limit}")
@@ -155,8 +161,9 @@ def test_json_array_truncated_inside_an_oversized_element(tmp_path: Path, monkey
     assert len(got) == 2
 
 
-def test_data_after_the_array_is_reported_without_reading_it_all(tmp_path: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_data_after_the_array_is_reported_without_reading_it_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(records, "_CHUNK_CHARS", 16)
     path = tmp_path / "tail.json"
     path.write_text("[" + json.dumps(SMALL[0]) + "]" + " " * 100 + "junk" * 10_000, encoding="utf-8")

@@ -54,13 +54,21 @@ def stage(tmp_path: Path, spec: SourceSpec) -> IngestResult:
 
 
 def test_records_read_equals_samples_plus_duplicates_plus_rejected(tmp_path: Path, store: DuckDBStore) -> None:
-    write_jsonl(tmp_path / "mix.jsonl", [
-        alpaca(1), alpaca(2), alpaca(1), alpaca(3), alpaca(1), alpaca(2),  # 3 distinct, 3 duplicates
-        '{"instruction": "broken',  # malformed
-        {"instruction": "", "output": ""},  # empty
-        {"messages": [{"role": "user", "content": "no reply"}]},  # no assistant turn
-        alpaca(4),
-    ])
+    write_jsonl(
+        tmp_path / "mix.jsonl",
+        [
+            alpaca(1),
+            alpaca(2),
+            alpaca(1),
+            alpaca(3),
+            alpaca(1),
+            alpaca(2),  # 3 distinct, 3 duplicates
+            '{"instruction": "broken',  # malformed
+            {"instruction": "", "output": ""},  # empty
+            {"messages": [{"role": "user", "content": "no reply"}]},  # no assistant turn
+            alpaca(4),
+        ],
+    )
     spec = SourceSpec(name="mix", path="mix.jsonl")
 
     result = ingest(store, spec, tmp_path)
@@ -68,8 +76,11 @@ def test_records_read_equals_samples_plus_duplicates_plus_rejected(tmp_path: Pat
     assert result.records_read == 10
     assert (result.samples, result.duplicates, result.rejected) == (4, 3, 3)
     assert result.balanced
-    assert result.reject_reasons == {"malformed JSON": 1, "empty instruction and empty output": 1,
-                                     "conversation has no assistant turn": 1}
+    assert result.reject_reasons == {
+        "malformed JSON": 1,
+        "empty instruction and empty output": 1,
+        "conversation has no assistant turn": 1,
+    }
     assert counts(store) == {"samples": 4, "source_samples": 4, "rejected_samples": 3, "stage_runs": 1}
     [(rows_in, rows_out, stats)] = query(store, "SELECT rows_in, rows_out, stats FROM stage_runs")
     assert (rows_in, rows_out) == (10, 4)
@@ -81,23 +92,30 @@ def test_exact_duplicates_collapse_into_one_sample_with_record_count(tmp_path: P
 
     ingest(store, SourceSpec(name="dups", path="dups.jsonl"), tmp_path)
 
-    rows = query(store, """
+    rows = query(
+        store,
+        """
         SELECT s.instruction, ss.n_records, ss.first_record_no
-        FROM samples s JOIN source_samples ss USING (sample_id) ORDER BY ss.first_record_no""")
+        FROM samples s JOIN source_samples ss USING (sample_id) ORDER BY ss.first_record_no""",
+    )
     assert rows == [("Question x?", 3, 1), ("Question y?", 1, 2)]
 
 
 def test_duplicates_across_formats_collapse(tmp_path: Path, store: DuckDBStore) -> None:
-    write_jsonl(tmp_path / "forms.jsonl", [
-        {"instruction": "Hi?", "input": "", "output": "Hello."},
-        {"messages": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello."}]},
-    ])
+    write_jsonl(
+        tmp_path / "forms.jsonl",
+        [
+            {"instruction": "Hi?", "input": "", "output": "Hello."},
+            {"messages": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello."}]},
+        ],
+    )
 
     result = ingest(store, SourceSpec(name="forms", path="forms.jsonl"), tmp_path)
 
     assert (result.samples, result.duplicates) == (1, 1)
     assert query(store, "SELECT format, n_records FROM samples JOIN source_samples USING (sample_id)") == [
-        ("alpaca", 2)]
+        ("alpaca", 2)
+    ]
 
 
 def test_reingest_of_same_file_adds_nothing(tmp_path: Path, store: DuckDBStore) -> None:
@@ -126,7 +144,9 @@ def test_same_sample_from_two_sources_is_stored_once(tmp_path: Path, store: Duck
     assert counts(store)["samples"] == 3
     assert query(store, "SELECT source, count(*) FROM samples GROUP BY source ORDER BY source") == [("a", 2), ("b", 1)]
     assert query(store, "SELECT source, count(*) FROM source_samples GROUP BY source ORDER BY source") == [
-        ("a", 2), ("b", 2)]
+        ("a", 2),
+        ("b", 2),
+    ]
     assert second.samples == 2
 
 
@@ -141,8 +161,11 @@ def test_five_megabyte_record_is_ingested_intact(tmp_path: Path, store: DuckDBSt
 
     assert (result.samples, result.rejected) == (3, 0)
     [(length, matches, raw_length)] = query(
-        store, "SELECT length(output), output = $big, length(raw_record::VARCHAR) FROM samples "
-               "WHERE instruction = 'Question big?'", {"big": big.strip()})
+        store,
+        "SELECT length(output), output = $big, length(raw_record::VARCHAR) FROM samples "
+        "WHERE instruction = 'Question big?'",
+        {"big": big.strip()},
+    )
     assert length == len(big.strip()) and length > 4_900_000
     assert matches
     assert raw_length > 4_900_000
@@ -154,8 +177,7 @@ def test_record_above_max_record_bytes_is_rejected(tmp_path: Path, store: DuckDB
     result = ingest(store, SourceSpec(name="big", path="big.jsonl", max_record_bytes=1_000_000), tmp_path)
 
     assert (result.samples, result.rejected) == (2, 1)
-    [(location, reason, raw_length)] = query(
-        store, "SELECT location, reason, length(raw_record) FROM rejected_samples")
+    [(location, reason, raw_length)] = query(store, "SELECT location, reason, length(raw_record) FROM rejected_samples")
     assert location == "line 2"
     assert reason.startswith("record too large: ")
     line_bytes = len(json.dumps(alpaca("big", output="x" * 5_000_000)).encode())
@@ -170,8 +192,9 @@ def test_record_above_max_record_bytes_is_rejected(tmp_path: Path, store: DuckDB
 
 def test_mostly_failing_source_raises_and_writes_nothing(tmp_path: Path, store: DuckDBStore) -> None:
     path = write_jsonl(tmp_path / "alpaca.jsonl", [alpaca(i) for i in range(5)])
-    spec = SourceSpec(name="wrong", path="alpaca.jsonl",
-                      fields=FieldMappingSpec(instruction="prompt", output="completion"))
+    spec = SourceSpec(
+        name="wrong", path="alpaca.jsonl", fields=FieldMappingSpec(instruction="prompt", output="completion")
+    )
 
     with pytest.raises(IngestError) as info:
         run_ingest(spec, pipeline="test", base_dir=tmp_path, store=store)
@@ -236,7 +259,12 @@ def test_mixed_formats_with_auto_are_all_ingested(tmp_path: Path, store: DuckDBS
 
     assert (result.samples, result.rejected) == (5, 0)
     assert query(store, "SELECT instruction, format FROM samples ORDER BY instruction") == [
-        ("A?", "alpaca"), ("B?", "sharegpt"), ("C?", "messages"), ("D?", "alpaca"), ("E?", "alpaca")]
+        ("A?", "alpaca"),
+        ("B?", "sharegpt"),
+        ("C?", "messages"),
+        ("D?", "alpaca"),
+        ("E?", "alpaca"),
+    ]
 
 
 def test_mixed_formats_with_alpaca_reject_the_others_with_reasons(tmp_path: Path, store: DuckDBStore) -> None:
@@ -253,28 +281,42 @@ def test_mixed_formats_with_alpaca_reject_the_others_with_reasons(tmp_path: Path
 
 
 def test_custom_field_mapping_ingest(tmp_path: Path, store: DuckDBStore) -> None:
-    write_jsonl(tmp_path / "qa.jsonl", [{"q": {"text": "Why?"}, "a": "Because."},
-                                        {"q": {"text": "How?"}, "a": "Like this."}])
-    spec = SourceSpec(name="qa", path="qa.jsonl", format="custom",
-                      fields=FieldMappingSpec(instruction="q.text", output="a"))
+    write_jsonl(
+        tmp_path / "qa.jsonl", [{"q": {"text": "Why?"}, "a": "Because."}, {"q": {"text": "How?"}, "a": "Like this."}]
+    )
+    spec = SourceSpec(
+        name="qa", path="qa.jsonl", format="custom", fields=FieldMappingSpec(instruction="q.text", output="a")
+    )
 
     ingest(store, spec, tmp_path)
 
     assert query(store, "SELECT format, instruction, output FROM samples ORDER BY instruction") == [
-        ("custom", "How?", "Like this."), ("custom", "Why?", "Because.")]
+        ("custom", "How?", "Like this."),
+        ("custom", "Why?", "Because."),
+    ]
 
 
 def test_stored_sample_keeps_messages_and_raw_record(tmp_path: Path, store: DuckDBStore) -> None:
-    record = {"id": 7, "conversations": [{"from": "system", "value": "S"}, {"from": "human", "value": "Q"},
-                                         {"from": "gpt", "value": "A"}]}
+    record = {
+        "id": 7,
+        "conversations": [
+            {"from": "system", "value": "S"},
+            {"from": "human", "value": "Q"},
+            {"from": "gpt", "value": "A"},
+        ],
+    }
     write_jsonl(tmp_path / "one.jsonl", [record])
 
     ingest(store, SourceSpec(name="one", path="one.jsonl"), tmp_path)
 
     [(sample_id, messages, n_turns, raw, active)] = query(
-        store, "SELECT sample_id, messages, n_turns, raw_record, active FROM samples")
-    expected_messages = [{"role": "system", "content": "S"}, {"role": "user", "content": "Q"},
-                         {"role": "assistant", "content": "A"}]
+        store, "SELECT sample_id, messages, n_turns, raw_record, active FROM samples"
+    )
+    expected_messages = [
+        {"role": "system", "content": "S"},
+        {"role": "user", "content": "Q"},
+        {"role": "assistant", "content": "A"},
+    ]
     assert messages == expected_messages
     assert sample_id == sample_id_for(expected_messages)
     assert (n_turns, active) == (1, True)
@@ -285,13 +327,13 @@ def test_stored_sample_keeps_messages_and_raw_record(tmp_path: Path, store: Duck
 
 
 def test_malformed_jsonl_line_lands_in_rejected_samples(tmp_path: Path, store: DuckDBStore) -> None:
-    path = write_jsonl(tmp_path / "data.jsonl", [alpaca(1), alpaca(2), '{"instruction": "Q3?", "output": }',
-                                                alpaca(4)])
+    path = write_jsonl(tmp_path / "data.jsonl", [alpaca(1), alpaca(2), '{"instruction": "Q3?", "output": }', alpaca(4)])
 
     ingest(store, SourceSpec(name="data", path="data.jsonl"), tmp_path)
 
     [(source, source_file, record_no, location, reason, raw)] = query(
-        store, "SELECT source, source_file, record_no, location, reason, raw_record FROM rejected_samples")
+        store, "SELECT source, source_file, record_no, location, reason, raw_record FROM rejected_samples"
+    )
     assert (source, source_file, record_no, location) == ("data", str(path), 3, "line 3")
     assert reason.startswith("malformed JSON: Expecting value")
     assert raw == '{"instruction": "Q3?", "output": }'
@@ -300,9 +342,11 @@ def test_malformed_jsonl_line_lands_in_rejected_samples(tmp_path: Path, store: D
 
 def test_non_utf8_jsonl_line_is_rejected_during_ingest(tmp_path: Path, store: DuckDBStore) -> None:
     path = tmp_path / "latin1.jsonl"
-    path.write_bytes(b'{"instruction": "a", "output": "b"}\n'
-                     b'{"instruction": "caf\xe9", "output": "d"}\n'
-                     b'{"instruction": "e", "output": "f"}\n')
+    path.write_bytes(
+        b'{"instruction": "a", "output": "b"}\n'
+        b'{"instruction": "caf\xe9", "output": "d"}\n'
+        b'{"instruction": "e", "output": "f"}\n'
+    )
 
     result = ingest(store, SourceSpec(name="latin1", path="latin1.jsonl"), tmp_path)
 
@@ -314,9 +358,12 @@ def test_non_utf8_jsonl_line_is_rejected_during_ingest(tmp_path: Path, store: Du
 
 def test_lone_surrogate_escape_is_rejected_not_fatal(tmp_path: Path) -> None:
     path = tmp_path / "surrogate.jsonl"
-    path.write_text('{"instruction": "a", "output": "b"}\n'
-                    '{"instruction": "half an emoji \\ud83d", "output": "d"}\n'
-                    '{"instruction": "e", "output": "f"}\n', encoding="ascii")
+    path.write_text(
+        '{"instruction": "a", "output": "b"}\n'
+        '{"instruction": "half an emoji \\ud83d", "output": "d"}\n'
+        '{"instruction": "e", "output": "f"}\n',
+        encoding="ascii",
+    )
 
     result = stage(tmp_path, SourceSpec(name="surrogate", path=str(path)))
 
@@ -367,9 +414,11 @@ def test_removed_sample_still_held_by_another_source_stays_active(tmp_path: Path
     write_jsonl(path_a, [alpaca(1)])
     ingest(store, SourceSpec(name="a", path="a.jsonl"), tmp_path)
 
-    assert query(store, "SELECT source, active FROM source_samples WHERE sample_id = "
-                        "(SELECT sample_id FROM samples WHERE instruction = 'Question 2?') ORDER BY source") == [
-        ("a", False), ("b", True)]
+    assert query(
+        store,
+        "SELECT source, active FROM source_samples WHERE sample_id = "
+        "(SELECT sample_id FROM samples WHERE instruction = 'Question 2?') ORDER BY source",
+    ) == [("a", False), ("b", True)]
     assert query(store, "SELECT active FROM samples WHERE instruction = 'Question 2?'") == [(True,)]
 
 
@@ -383,8 +432,7 @@ def test_limit_reads_only_the_first_records(tmp_path: Path, store: DuckDBStore) 
 
     assert result.records_read == 3
     assert (result.samples, result.rejected) == (2, 1)
-    assert query(store, "SELECT instruction FROM samples ORDER BY instruction") == [
-        ("Question 1?",), ("Question 3?",)]
+    assert query(store, "SELECT instruction FROM samples ORDER BY instruction") == [("Question 1?",), ("Question 3?",)]
 
 
 def test_limit_on_json_array(tmp_path: Path) -> None:

@@ -52,21 +52,26 @@ def test_alpaca_missing_input_and_numeric_output() -> None:
 
 
 def test_sharegpt_roles_human_gpt_system() -> None:
-    record = {"id": "x1", "conversations": [
-        {"from": "system", "value": "Be brief."},
-        {"from": "human", "value": "Hi"},
-        {"from": "gpt", "value": "Hello!"},
-        {"from": "human", "value": "Bye"},
-        {"from": "gpt", "value": "Goodbye."},
-    ]}
+    record = {
+        "id": "x1",
+        "conversations": [
+            {"from": "system", "value": "Be brief."},
+            {"from": "human", "value": "Hi"},
+            {"from": "gpt", "value": "Hello!"},
+            {"from": "human", "value": "Bye"},
+            {"from": "gpt", "value": "Goodbye."},
+        ],
+    }
 
     sample = normalise_record(record, "sharegpt")
 
     assert sample.format == "sharegpt"
     assert sample.messages == [
         {"role": "system", "content": "Be brief."},
-        {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
-        {"role": "user", "content": "Bye"}, {"role": "assistant", "content": "Goodbye."},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello!"},
+        {"role": "user", "content": "Bye"},
+        {"role": "assistant", "content": "Goodbye."},
     ]
     assert (sample.instruction, sample.input, sample.output) == ("Hi", "", "Hello!")
     assert sample.n_turns == 2
@@ -81,11 +86,13 @@ def test_sharegpt_conversation_stored_as_json_text() -> None:
 
 
 def test_openai_messages() -> None:
-    record = {"messages": [
-        {"role": "system", "content": "You are helpful."},
-        {"role": "user", "content": "What is 2+2?"},
-        {"role": "assistant", "content": "4"},
-    ]}
+    record = {
+        "messages": [
+            {"role": "system", "content": "You are helpful."},
+            {"role": "user", "content": "What is 2+2?"},
+            {"role": "assistant", "content": "4"},
+        ]
+    }
 
     sample = normalise_record(record, "messages")
 
@@ -102,19 +109,26 @@ def test_custom_flat_mapping_with_dotted_path() -> None:
 
     assert sample.format == "custom"
     assert (sample.instruction, sample.input, sample.output) == ("Summarise.", "Long text", "Short.")
-    assert sample.messages == [{"role": "system", "content": "Be terse."},
-                               *conversation("Summarise.\n\nLong text", "Short.")]
+    assert sample.messages == [
+        {"role": "system", "content": "Be terse."},
+        *conversation("Summarise.\n\nLong text", "Short."),
+    ]
 
 
 def test_custom_messages_mapping_with_role_and_content_keys_and_roles_map() -> None:
-    spec = FieldMappingSpec(messages="chat.turns", role="speaker", content="text",
-                            roles={"Customer": "user", "Agent": "assistant"})
-    record = {"chat": {"turns": [
-        {"speaker": "CUSTOMER", "text": "My order is late."},
-        {"speaker": "agent", "text": "Sorry, let me check."},
-        {"speaker": "user", "text": "Thanks"},  # default role names still work
-        {"speaker": "Agent", "text": "It ships today."},
-    ]}}
+    spec = FieldMappingSpec(
+        messages="chat.turns", role="speaker", content="text", roles={"Customer": "user", "Agent": "assistant"}
+    )
+    record = {
+        "chat": {
+            "turns": [
+                {"speaker": "CUSTOMER", "text": "My order is late."},
+                {"speaker": "agent", "text": "Sorry, let me check."},
+                {"speaker": "user", "text": "Thanks"},  # default role names still work
+                {"speaker": "Agent", "text": "It ships today."},
+            ]
+        }
+    }
 
     sample = normalise_record(record, "custom", spec.to_mapping())
 
@@ -132,15 +146,18 @@ def test_custom_format_without_mapping_is_rejected() -> None:
         normalise_record({"q": "a", "a": "b"}, "custom", None)
 
 
-@pytest.mark.parametrize("record, expected", [
-    ({"instruction": "i", "input": "", "output": "o"}, "alpaca"),
-    ({"instruction": "i", "output": "o"}, "alpaca"),
-    ({"input": "x", "output": "o"}, "alpaca"),
-    ({"conversations": [], "instruction": "i"}, "sharegpt"),
-    ({"messages": []}, "messages"),
-    ({"prompt": "p", "completion": "c"}, "unknown"),
-    ({"output": "o"}, "unknown"),
-])
+@pytest.mark.parametrize(
+    "record, expected",
+    [
+        ({"instruction": "i", "input": "", "output": "o"}, "alpaca"),
+        ({"instruction": "i", "output": "o"}, "alpaca"),
+        ({"input": "x", "output": "o"}, "alpaca"),
+        ({"conversations": [], "instruction": "i"}, "sharegpt"),
+        ({"messages": []}, "messages"),
+        ({"prompt": "p", "completion": "c"}, "unknown"),
+        ({"output": "o"}, "unknown"),
+    ],
+)
 def test_detect_format(record: dict, expected: str) -> None:
     assert detect_format(record) == expected
 
@@ -169,16 +186,19 @@ def test_auto_detection_rejects_unknown_shape_listing_keys() -> None:
 def test_same_conversation_as_alpaca_sharegpt_and_messages_has_one_sample_id() -> None:
     alpaca = normalise_record({"instruction": "Why is the sky blue?", "input": "", "output": "Rayleigh."}, "auto")
     messages = normalise_record({"messages": conversation("Why is the sky blue?", "Rayleigh.")}, "auto")
-    sharegpt = normalise_record({"conversations": [{"from": "human", "value": "Why is the sky blue?"},
-                                                   {"from": "gpt", "value": "Rayleigh."}]}, "auto")
+    sharegpt = normalise_record(
+        {"conversations": [{"from": "human", "value": "Why is the sky blue?"}, {"from": "gpt", "value": "Rayleigh."}]},
+        "auto",
+    )
 
     assert alpaca.sample_id == messages.sample_id == sharegpt.sample_id
     assert alpaca.format != messages.format
 
 
 def test_sample_id_matches_an_independent_computation() -> None:
-    record = {"messages": [{"role": "system", "content": "Sé breve."},
-                           *conversation("¿Qué hora es? 你好 😀", "Las \"tres\".")]}
+    record = {
+        "messages": [{"role": "system", "content": "Sé breve."}, *conversation("¿Qué hora es? 你好 😀", 'Las "tres".')]
+    }
 
     sample = normalise_record(record, "messages")
 
@@ -192,42 +212,58 @@ def test_sample_id_depends_on_content_and_role() -> None:
     base = normalise_record({"messages": conversation("Q", "A")}, "messages").sample_id
 
     assert normalise_record({"messages": conversation("Q", "B")}, "messages").sample_id != base
-    assert normalise_record({"messages": [{"role": "system", "content": "Q"},
-                                          *conversation("Q", "A")]}, "messages").sample_id != base
+    assert (
+        normalise_record(
+            {"messages": [{"role": "system", "content": "Q"}, *conversation("Q", "A")]}, "messages"
+        ).sample_id
+        != base
+    )
 
 
 # ---------------------------------------------------------------- rejections
 
 
-@pytest.mark.parametrize("record, fmt, reason", [
-    ({"instruction": "", "input": "", "output": ""}, "alpaca", "empty instruction and empty output"),
-    ({"instruction": "  ", "output": None}, "alpaca", "empty instruction and empty output"),
-    ({"messages": conversation("", "")}, "messages", "empty instruction and empty output"),
-    ({"output": "o", "input": ""}, "alpaca", "alpaca record has no 'instruction' field"),
-    ({"instruction": "i"}, "alpaca", "alpaca record has no 'output' field"),
-    ({"messages": [{"role": "user", "content": "Hi"}]}, "messages", "conversation has no assistant turn"),
-    ({"conversations": [{"from": "system", "value": "S"}, {"from": "gpt", "value": "Hi"}]}, "sharegpt",
-     "conversation has no user turn"),
-    ({"messages": []}, "messages", "conversation has no user turn"),
-    ({"conversations": [{"from": "human", "value": "Q"}, {"from": "narrator", "value": "A"}]}, "sharegpt",
-     "turn 1 has unknown role 'narrator'"),
-    ({"messages": [{"role": "user", "text": "Q"}]}, "messages", "turn 0 lacks 'role' or 'content'"),
-    ({"messages": ["Q", "A"]}, "messages", "turn 0 is not an object"),
-    ({"messages": {"role": "user"}}, "messages", "conversation must be a list of turns, got dict"),
-    ({"conversations": "not json"}, "sharegpt", "conversation is a string that is not JSON"),
-])
+@pytest.mark.parametrize(
+    "record, fmt, reason",
+    [
+        ({"instruction": "", "input": "", "output": ""}, "alpaca", "empty instruction and empty output"),
+        ({"instruction": "  ", "output": None}, "alpaca", "empty instruction and empty output"),
+        ({"messages": conversation("", "")}, "messages", "empty instruction and empty output"),
+        ({"output": "o", "input": ""}, "alpaca", "alpaca record has no 'instruction' field"),
+        ({"instruction": "i"}, "alpaca", "alpaca record has no 'output' field"),
+        ({"messages": [{"role": "user", "content": "Hi"}]}, "messages", "conversation has no assistant turn"),
+        (
+            {"conversations": [{"from": "system", "value": "S"}, {"from": "gpt", "value": "Hi"}]},
+            "sharegpt",
+            "conversation has no user turn",
+        ),
+        ({"messages": []}, "messages", "conversation has no user turn"),
+        (
+            {"conversations": [{"from": "human", "value": "Q"}, {"from": "narrator", "value": "A"}]},
+            "sharegpt",
+            "turn 1 has unknown role 'narrator'",
+        ),
+        ({"messages": [{"role": "user", "text": "Q"}]}, "messages", "turn 0 lacks 'role' or 'content'"),
+        ({"messages": ["Q", "A"]}, "messages", "turn 0 is not an object"),
+        ({"messages": {"role": "user"}}, "messages", "conversation must be a list of turns, got dict"),
+        ({"conversations": "not json"}, "sharegpt", "conversation is a string that is not JSON"),
+    ],
+)
 def test_rejections_have_clear_reasons(record: dict, fmt: str, reason: str) -> None:
     with pytest.raises(RejectRecord) as info:
         normalise_record(record, fmt)
     assert str(info.value).startswith(reason)
 
 
-@pytest.mark.parametrize("record, type_name", [
-    ([{"instruction": "i", "output": "o"}], "list"),
-    ("just a string", "str"),
-    (42, "int"),
-    (None, "NoneType"),
-])
+@pytest.mark.parametrize(
+    "record, type_name",
+    [
+        ([{"instruction": "i", "output": "o"}], "list"),
+        ("just a string", "str"),
+        (42, "int"),
+        (None, "NoneType"),
+    ],
+)
 def test_record_that_is_not_an_object_is_rejected(record: object, type_name: str) -> None:
     with pytest.raises(RejectRecord, match=f"record is a {type_name}, not a JSON object"):
         normalise_record(record, "auto")
@@ -238,12 +274,15 @@ def test_unknown_role_hint_mentions_roles_mapping() -> None:
         normalise_record({"messages": [*conversation("Q", "A"), {"role": "tool", "content": "{}"}]}, "messages")
 
 
-@pytest.mark.parametrize("mapping, missing, role", [
-    (FieldMapping(instruction="question", output="answer"), "question", "instruction"),
-    (FieldMapping(instruction="prompt", output="reply.text"), "reply.text", "output"),
-    (FieldMapping(instruction="prompt", output="answer", input="ctx"), "ctx", "input"),
-    (FieldMapping(messages="dialogue"), "dialogue", "messages"),
-])
+@pytest.mark.parametrize(
+    "mapping, missing, role",
+    [
+        (FieldMapping(instruction="question", output="answer"), "question", "instruction"),
+        (FieldMapping(instruction="prompt", output="reply.text"), "reply.text", "output"),
+        (FieldMapping(instruction="prompt", output="answer", input="ctx"), "ctx", "input"),
+        (FieldMapping(messages="dialogue"), "dialogue", "messages"),
+    ],
+)
 def test_custom_mapping_with_missing_field_names_the_field(mapping: FieldMapping, missing: str, role: str) -> None:
     record = {"prompt": "P", "answer": "A", "reply": {"html": "<p>A</p>"}}
 
@@ -255,15 +294,29 @@ def test_custom_mapping_with_missing_field_names_the_field(mapping: FieldMapping
     assert "record keys: [answer, prompt, reply]" in message
 
 
-@pytest.mark.parametrize("record, fmt, reason", [
-    ({"instruction": ["a", "b"], "output": "o"}, "alpaca", "instruction must be text, got list"),
-    ({"instruction": "i", "output": {"text": "o"}}, "alpaca", "output must be text, got dict"),
-    ({"instruction": "i", "input": True, "output": "o"}, "alpaca", "input must be text, got bool"),
-    ({"messages": [{"role": "user", "content": [{"type": "text", "text": "Q"}]},
-                   {"role": "assistant", "content": "A"}]}, "messages", "turn 0 content must be text, got list"),
-    ({"conversations": [{"from": "human", "value": "Q"}, {"from": "gpt", "value": False}]}, "sharegpt",
-     "turn 1 value must be text, got bool"),
-])
+@pytest.mark.parametrize(
+    "record, fmt, reason",
+    [
+        ({"instruction": ["a", "b"], "output": "o"}, "alpaca", "instruction must be text, got list"),
+        ({"instruction": "i", "output": {"text": "o"}}, "alpaca", "output must be text, got dict"),
+        ({"instruction": "i", "input": True, "output": "o"}, "alpaca", "input must be text, got bool"),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": [{"type": "text", "text": "Q"}]},
+                    {"role": "assistant", "content": "A"},
+                ]
+            },
+            "messages",
+            "turn 0 content must be text, got list",
+        ),
+        (
+            {"conversations": [{"from": "human", "value": "Q"}, {"from": "gpt", "value": False}]},
+            "sharegpt",
+            "turn 1 value must be text, got bool",
+        ),
+    ],
+)
 def test_non_text_values_are_rejected(record: dict, fmt: str, reason: str) -> None:
     with pytest.raises(RejectRecord, match=f"^{reason}$"):
         normalise_record(record, fmt)

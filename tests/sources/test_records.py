@@ -14,10 +14,9 @@ from curation_assets.sources.records import RawRecord, SourceReadError, read_rec
 # lists and objects: a decoder that scans text instead of parsing it would trip on these.
 TRICKY_ELEMENTS = [
     {"instruction": "split }, { here", "output": "and ], [ here"},
-    {"conversations": [{"from": "human", "value": 'say "hi" \\ {"x": [1, 2]}'},
-                       {"from": "gpt", "value": "ok ]]]}}}"}]},
+    {"conversations": [{"from": "human", "value": 'say "hi" \\ {"x": [1, 2]}'}, {"from": "gpt", "value": "ok ]]]}}}"}]},
     {"nested": {"a": [1, [2, [3, {"b": "}, {"}]]], "c": {"d": {"e": None}}}, "n": -12.5e3},
-    {"unicode": "caf\u00e9 \u2014 \U0001f600 \u4e2d\u6587", "escaped": "\\u005d \\\"", "empty": {}},
+    {"unicode": "caf\u00e9 \u2014 \U0001f600 \u4e2d\u6587", "escaped": '\\u005d \\"', "empty": {}},
     {"list": [], "t": True, "f": False, "long": "x" * 50},
     {"instruction": "last", "output": "one"},
 ]
@@ -56,13 +55,16 @@ def errors(recs: list[RawRecord]) -> list[RawRecord]:
 
 
 def test_jsonl_malformed_line_in_the_middle_is_reported_and_the_rest_read(tmp_path: Path) -> None:
-    path = write_lines(tmp_path / "data.jsonl", [
-        b'{"id": 1}',
-        b'{"id": 2}',
-        b'{"id": 3, "broken": }',
-        b'{"id": 4}',
-        b'{"id": 5}',
-    ])
+    path = write_lines(
+        tmp_path / "data.jsonl",
+        [
+            b'{"id": 1}',
+            b'{"id": 2}',
+            b'{"id": 3, "broken": }',
+            b'{"id": 4}',
+            b'{"id": 5}',
+        ],
+    )
 
     recs = list(read_records(path))
 
@@ -86,11 +88,14 @@ def test_jsonl_blank_lines_are_skipped_but_line_numbers_stay_true(tmp_path: Path
 
 def test_jsonl_non_utf8_line_is_rejected_with_reason_and_others_read(tmp_path: Path) -> None:
     bad_line = b'{"instruction": "caf\xe9", "output": "x"}'  # Latin-1 e-acute, invalid UTF-8
-    path = write_lines(tmp_path / "data.ndjson", [
-        b'{"instruction": "a", "output": "b"}',
-        bad_line,
-        '{"instruction": "caf\u00e9", "output": "y"}'.encode(),  # the same text, valid UTF-8
-    ])
+    path = write_lines(
+        tmp_path / "data.ndjson",
+        [
+            b'{"instruction": "a", "output": "b"}',
+            bad_line,
+            '{"instruction": "caf\u00e9", "output": "y"}'.encode(),  # the same text, valid UTF-8
+        ],
+    )
 
     recs = list(read_records(path))
 
@@ -135,11 +140,14 @@ def test_missing_file_raises_with_path(tmp_path: Path) -> None:
     assert str(path) in str(info.value)
 
 
-@pytest.mark.parametrize("name, content", [
-    ("empty.jsonl", b""),
-    ("empty.json", b""),
-    ("blank.json", b"  \n\t\n"),
-])
+@pytest.mark.parametrize(
+    "name, content",
+    [
+        ("empty.jsonl", b""),
+        ("empty.json", b""),
+        ("blank.json", b"  \n\t\n"),
+    ],
+)
 def test_empty_file_raises_with_path(tmp_path: Path, name: str, content: bytes) -> None:
     path = tmp_path / name
     path.write_bytes(content)
@@ -161,8 +169,9 @@ def test_unsupported_extension_raises_naming_suffix_and_path(tmp_path: Path) -> 
 
 @pytest.mark.parametrize("chunk_chars", [None, 1, 2, 3, 7, 13])
 @pytest.mark.parametrize("indent", [None, 2])
-def test_json_array_streamed_equals_json_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                              chunk_chars: int | None, indent: int | None) -> None:
+def test_json_array_streamed_equals_json_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk_chars: int | None, indent: int | None
+) -> None:
     if chunk_chars is not None:
         monkeypatch.setattr(records, "_CHUNK_CHARS", chunk_chars)
     path = tmp_path / "data.json"
@@ -206,8 +215,9 @@ def test_json_array_leading_whitespace_longer_than_a_chunk(tmp_path: Path, tiny_
     assert ok_values(list(read_records(path))) == [{"a": 1}]
 
 
-def test_json_array_of_scalars_with_tiny_chunks_equals_json_load(tmp_path: Path,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_json_array_of_scalars_with_tiny_chunks_equals_json_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     data = [1.5, 12345.25, -7, 1e10, -0.5e-3, True, None, "str", {"x": [1, 2]}, [1, [2]], {}]
     path = tmp_path / "scalars.json"
     path.write_text(json.dumps(data), encoding="utf-8")
@@ -219,7 +229,8 @@ def test_json_array_of_scalars_with_tiny_chunks_equals_json_load(tmp_path: Path,
 
 @pytest.mark.parametrize("chunk_chars", [None, 7])
 def test_truncated_json_array_yields_complete_elements_and_one_truncated_record(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk_chars: int | None) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk_chars: int | None
+) -> None:
     if chunk_chars is not None:
         monkeypatch.setattr(records, "_CHUNK_CHARS", chunk_chars)
     full = json.dumps(TRICKY_ELEMENTS, ensure_ascii=False)
@@ -235,7 +246,7 @@ def test_truncated_json_array_yields_complete_elements_and_one_truncated_record(
     assert tail is recs[-1]
     assert tail.record_no == len(TRICKY_ELEMENTS)
     assert tail.error.startswith("truncated")
-    assert tail.raw_text == full[full.rindex(last):cut]
+    assert tail.raw_text == full[full.rindex(last) : cut]
 
 
 def test_truncated_json_array_cut_inside_a_nested_list(tmp_path: Path, tiny_chunks: None) -> None:
@@ -260,7 +271,8 @@ def test_json_array_cut_between_elements_is_a_clean_end(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("chunk_chars", [None, 7])
 def test_malformed_element_in_the_middle_is_rejected_and_following_elements_read(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk_chars: int | None) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk_chars: int | None
+) -> None:
     if chunk_chars is not None:
         monkeypatch.setattr(records, "_CHUNK_CHARS", chunk_chars)
     bad = '{"id": 2, "text": "has ] and }", "oops": [1, 2,, 3]}'
@@ -322,10 +334,16 @@ def test_parquet_file_is_read_via_datasets(tmp_path: Path, hf_cache: Path) -> No
     import pyarrow.parquet as pq
 
     path = tmp_path / "data.parquet"
-    pq.write_table(pa.table({
-        "instruction": ["a", "b"], "output": ["x", "y"],
-        "messages": [[{"role": "user", "content": "hi"}], []],
-    }), path)
+    pq.write_table(
+        pa.table(
+            {
+                "instruction": ["a", "b"],
+                "output": ["x", "y"],
+                "messages": [[{"role": "user", "content": "hi"}], []],
+            }
+        ),
+        path,
+    )
 
     recs = list(read_records(path))
 
@@ -360,8 +378,9 @@ def test_save_to_disk_dataset_folder(tmp_path: Path, hf_cache: Path) -> None:
     import datasets
 
     folder = tmp_path / "saved"
-    datasets.Dataset.from_list([{"instruction": "a", "output": "b"},
-                                {"instruction": "c", "output": "d"}]).save_to_disk(str(folder))
+    datasets.Dataset.from_list([{"instruction": "a", "output": "b"}, {"instruction": "c", "output": "d"}]).save_to_disk(
+        str(folder)
+    )
 
     recs = list(read_records(folder))
 
@@ -373,10 +392,12 @@ def test_save_to_disk_dataset_dict_uses_split(tmp_path: Path, hf_cache: Path) ->
     import datasets
 
     folder = tmp_path / "saved_dict"
-    datasets.DatasetDict({
-        "train": datasets.Dataset.from_list([{"instruction": "train", "output": "1"}]),
-        "test": datasets.Dataset.from_list([{"instruction": "test", "output": "2"}]),
-    }).save_to_disk(str(folder))
+    datasets.DatasetDict(
+        {
+            "train": datasets.Dataset.from_list([{"instruction": "train", "output": "1"}]),
+            "test": datasets.Dataset.from_list([{"instruction": "test", "output": "2"}]),
+        }
+    ).save_to_disk(str(folder))
 
     assert [r.value for r in read_records(folder)] == [{"instruction": "train", "output": "1"}]
     assert [r.value for r in read_records(folder, split="test")] == [{"instruction": "test", "output": "2"}]

@@ -22,8 +22,9 @@ TABLES = ("samples", "source_samples", "rejected_samples", "stage_runs")
 
 
 def lines(n: int, start: int = 0) -> str:
-    return "".join(json.dumps({"instruction": f"Q{i}?", "input": "", "output": f"A{i}."}) + "\n"
-                   for i in range(start, start + n))
+    return "".join(
+        json.dumps({"instruction": f"Q{i}?", "input": "", "output": f"A{i}."}) + "\n" for i in range(start, start + n)
+    )
 
 
 @pytest.fixture

@@ -27,15 +27,31 @@ EXTRA_STAGES = [
     {"name": "grand", "kind": "grand", "model": "packaged:SmolLM2-135M-Instruct"},
     {"name": "expand", "kind": "lift_expand", "rounds": 2, "chunk_size": 5},
     {"name": "judge_chunked", "kind": "alpagasus", "chunk_size": 3, "turns": "last"},
-    {"name": "mining_words", "kind": "instruction_mining_indicators", "length_unit": "words",
-     "tokenizer": "packaged:SmolLM2-135M-Instruct", "batch_size": 4},
+    {
+        "name": "mining_words",
+        "kind": "instruction_mining_indicators",
+        "length_unit": "words",
+        "tokenizer": "packaged:SmolLM2-135M-Instruct",
+        "batch_size": 4,
+    },
 ]
 EXTRA_SELECTIONS = [
     {"name": "pool", "kind": "random", "budget": 10, "seed": 3},
-    {"name": "diet", "kind": "data_diet_dynamic", "model": "packaged:SmolLM2-135M-Instruct", "score": "grand",
-     "epochs": 2},
-    {"name": "window", "kind": "quantile_window", "stage": "lengths_pool", "column": "output_words",
-     "size": 0.3, "offset": 0.1},
+    {
+        "name": "diet",
+        "kind": "data_diet_dynamic",
+        "model": "packaged:SmolLM2-135M-Instruct",
+        "score": "grand",
+        "epochs": 2,
+    },
+    {
+        "name": "window",
+        "kind": "quantile_window",
+        "stage": "lengths_pool",
+        "column": "output_words",
+        "size": 0.3,
+        "offset": 0.1,
+    },
 ]
 
 
@@ -51,10 +67,16 @@ def shipped_hashes() -> dict[str, dict[str, str]]:
 def extra_hashes() -> dict[str, str]:
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "pool.jsonl").write_text('{"instruction": "a", "input": "", "output": "b"}\n')
-        document = {"type": "curation_assets.CurationPipeline", "attributes": {
-            "name": "extra", "duckdb_path": str(Path(tmp) / "x.duckdb"),
-            "sources": [{"name": "data", "path": "pool.jsonl"}],
-            "stages": EXTRA_STAGES, "selections": EXTRA_SELECTIONS}}
+        document = {
+            "type": "curation_assets.CurationPipeline",
+            "attributes": {
+                "name": "extra",
+                "duckdb_path": str(Path(tmp) / "x.duckdb"),
+                "sources": [{"name": "data", "path": "pool.jsonl"}],
+                "stages": EXTRA_STAGES,
+                "selections": EXTRA_SELECTIONS,
+            },
+        }
         (Path(tmp) / "defs.yaml").write_text(yaml.safe_dump(document))
         spec = load_pipeline_file(Path(tmp) / "defs.yaml").spec
         return pipeline_config_hashes([*spec.stages, *spec.selections])

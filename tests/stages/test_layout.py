@@ -31,8 +31,11 @@ def test_no_kind_module_imports_another_kind_module():
     offending = {}
     for path in kind_modules():
         own = f"curation_assets.stages.{path.parent.name}.{path.stem}"
-        bad = sorted(name for name in imported_modules(path)
-                     if name != own and any(name == p or name.startswith(p + ".") for p in stage_packages))
+        bad = sorted(
+            name
+            for name in imported_modules(path)
+            if name != own and any(name == p or name.startswith(p + ".") for p in stage_packages)
+        )
         if bad:
             offending[str(path.relative_to(STAGES))] = bad
     assert kind_modules() and not offending, offending
@@ -40,14 +43,18 @@ def test_no_kind_module_imports_another_kind_module():
 
 def test_the_framework_imports_no_kind_module():
     for path in sorted((STAGES / "core").glob("*.py")):
-        bad = [name for name in imported_modules(path)
-               if any(name.startswith(f"curation_assets.stages.{family}") for family in FAMILIES)]
+        bad = [
+            name
+            for name in imported_modules(path)
+            if any(name.startswith(f"curation_assets.stages.{family}") for family in FAMILIES)
+        ]
         assert not bad, f"{path.name} imports {bad}"
 
 
 def test_each_built_in_kind_has_its_own_module_named_after_it():
-    built_in = {name: kind for name, kind in all_kinds().items()
-                if kind.spec.__module__.startswith("curation_assets.stages.")}
+    built_in = {
+        name: kind for name, kind in all_kinds().items() if kind.spec.__module__.startswith("curation_assets.stages.")
+    }
     modules = {name: kind.spec.__module__ for name, kind in built_in.items()}
     assert {m.rsplit(".", 1)[1] for m in modules.values()} == set(modules), modules
     assert all(m.split(".")[2] in FAMILIES for m in modules.values()), modules

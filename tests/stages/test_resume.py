@@ -12,18 +12,33 @@ from tests.support.runs import materialize_document, run_document
 
 
 def document(tiny_lm):
-    return {"type": "curation_assets.CurationPipeline", "attributes": {
-        "name": "resume", "duckdb_path": "resume.duckdb", "sources": [{"name": "pool", "path": "pool.jsonl"}],
-        "automation": {"condition": "none"},
-        "stages": [{"name": "jvp", "kind": "jvp_embeddings", "model": str(tiny_lm), "max_length": 64,
-                    "num_blocks": 1, "batch_size": 4}]}}
+    return {
+        "type": "curation_assets.CurationPipeline",
+        "attributes": {
+            "name": "resume",
+            "duckdb_path": "resume.duckdb",
+            "sources": [{"name": "pool", "path": "pool.jsonl"}],
+            "automation": {"condition": "none"},
+            "stages": [
+                {
+                    "name": "jvp",
+                    "kind": "jvp_embeddings",
+                    "model": str(tiny_lm),
+                    "max_length": 64,
+                    "num_blocks": 1,
+                    "batch_size": 4,
+                }
+            ],
+        },
+    }
 
 
 def rows(folder):
     with DuckDBStore(folder / "resume.duckdb").reader(read_only=True) as con:
         table = con.execute("SELECT sample_id, embedding FROM jvp_embeddings ORDER BY sample_id").fetchall()
-        runs = con.execute("SELECT rows_in, rows_out FROM stage_runs WHERE stage = 'jvp' ORDER BY started_at"
-                           ).fetchall()
+        runs = con.execute(
+            "SELECT rows_in, rows_out FROM stage_runs WHERE stage = 'jvp' ORDER BY started_at"
+        ).fetchall()
     return {sid: np.array(vector) for sid, vector in table}, runs
 
 
@@ -126,8 +141,7 @@ def test_parts_of_two_writers_in_one_folder_never_overwrite_each_other(tmp_path)
 
     folder = tmp_path / "partial"
     folder.mkdir()
-    writers = [subprocess.Popen([sys.executable, "-c", WRITE_PARTS, str(folder), tag, "60"])
-               for tag in ("a", "b")]
+    writers = [subprocess.Popen([sys.executable, "-c", WRITE_PARTS, str(folder), tag, "60"]) for tag in ("a", "b")]
     assert [w.wait(timeout=300) for w in writers] == [0, 0]
     parts = sorted(folder.glob("part-*.parquet"))
     ids = [sid for part in parts for sid in pq.read_table(part).column("sample_id").to_pylist()]

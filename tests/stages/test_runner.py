@@ -12,14 +12,17 @@ from curation_assets.store import DuckDBStore
 
 
 def write_alpaca(path, n):
-    path.write_text("\n".join(json.dumps({"instruction": f"q{i}", "input": "", "output": f"a {i}"})
-                              for i in range(n)) + "\n")
+    path.write_text(
+        "\n".join(json.dumps({"instruction": f"q{i}", "input": "", "output": f"a {i}"}) for i in range(n)) + "\n"
+    )
 
 
 def counts(store):
     with store.reader() as con:
-        return {t: con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0]
-                for t in ("samples", "source_samples", "stage_runs", "text_stats")}
+        return {
+            t: con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0]
+            for t in ("samples", "source_samples", "stage_runs", "text_stats")
+        }
 
 
 def test_ingest_failing_at_the_last_write_leaves_nothing(tmp_path, monkeypatch):

@@ -67,15 +67,19 @@ def _schema_problems(con: duckdb.DuckDBPyConnection, kind: StageKind) -> list[st
     table = _describe(con, kind.table)
     staged = _arrow_columns(con, kind.rows_schema)
     problems = [] if "sample_id" in staged else ["staged rows have no sample_id column"]
-    problems += [f"{kind.table}.{key} is not VARCHAR NOT NULL" for key in KEY_COLUMNS
-                 if table.get(key) != ("VARCHAR", False)]
+    problems += [
+        f"{kind.table}.{key} is not VARCHAR NOT NULL" for key in KEY_COLUMNS if table.get(key) != ("VARCHAR", False)
+    ]
     ddl = {column: info[0] for column, info in table.items() if column not in KEY_COLUMNS}
     if set(ddl) - set(staged):
         problems.append(f"columns only in {kind.schema_file}: {sorted(set(ddl) - set(staged))}")
     if set(staged) - set(ddl):
         problems.append(f"columns only in rows_schema: {sorted(set(staged) - set(ddl))}")
-    problems += [f"{column}: {ddl[column]} in {kind.schema_file}, {staged[column][0]} in rows_schema"
-                 for column in staged if column in ddl and ddl[column] != staged[column][0]]
+    problems += [
+        f"{column}: {ddl[column]} in {kind.schema_file}, {staged[column][0]} in rows_schema"
+        for column in staged
+        if column in ddl and ddl[column] != staged[column][0]
+    ]
     return problems
 
 
@@ -88,11 +92,15 @@ def _lineage_problems(con: duckdb.DuckDBPyConnection, kind: StageKind) -> list[s
     if value_columns - set(kind.column_lineage):
         problems.append(f"column_lineage lacks {sorted(value_columns - set(kind.column_lineage))}")
     if set(kind.column_lineage) - value_columns:
-        problems.append(f"column_lineage names columns {kind.table} lacks: "
-                        f"{sorted(set(kind.column_lineage) - value_columns)}")
+        problems.append(
+            f"column_lineage names columns {kind.table} lacks: {sorted(set(kind.column_lineage) - value_columns)}"
+        )
     samples = set(_describe(con, "samples"))
-    problems += [f"column_lineage[{column!r}] reads {sorted(set(sources) - samples)}, not columns of `samples`"
-                 for column, sources in kind.column_lineage.items() if set(sources) - samples]
+    problems += [
+        f"column_lineage[{column!r}] reads {sorted(set(sources) - samples)}, not columns of `samples`"
+        for column, sources in kind.column_lineage.items()
+        if set(sources) - samples
+    ]
     return problems
 
 
@@ -113,12 +121,16 @@ def test_disagreements_are_found(con: duckdb.DuckDBPyConnection) -> None:
     assert kind.rows_schema is not None
     wider = kind.rows_schema.set(kind.rows_schema.get_field_index("n_turns"), pa.field("n_turns", pa.int64()))
     assert _schema_problems(con, dataclasses.replace(kind, rows_schema=wider)) == [
-        "n_turns: INTEGER in schema/stages/text_stats.sql, BIGINT in rows_schema"]
+        "n_turns: INTEGER in schema/stages/text_stats.sql, BIGINT in rows_schema"
+    ]
     fewer = kind.rows_schema.remove(kind.rows_schema.get_field_index("output_words"))
     assert _schema_problems(con, dataclasses.replace(kind, rows_schema=fewer)) == [
-        "columns only in schema/stages/text_stats.sql: ['output_words']"]
+        "columns only in schema/stages/text_stats.sql: ['output_words']"
+    ]
     lineage = {**kind.column_lineage, "n_words": ("output",), "n_turns": ("turns",)}
     lineage.pop("input_chars")
     assert _lineage_problems(con, dataclasses.replace(kind, column_lineage=lineage)) == [
-        "column_lineage lacks ['input_chars']", "column_lineage names columns text_stats lacks: ['n_words']",
-        "column_lineage['n_turns'] reads ['turns'], not columns of `samples`"]
+        "column_lineage lacks ['input_chars']",
+        "column_lineage names columns text_stats lacks: ['n_words']",
+        "column_lineage['n_turns'] reads ['turns'], not columns of `samples`",
+    ]

@@ -48,8 +48,14 @@ def ingested(tmp_path: Path):
 
 def run_lengths(component, store):
     (spec,) = [s for s in component.spec.stages if s.name == "lengths"]
-    return run_stage(get_kind(spec.kind), spec, pipeline=component.spec.name, store=store,
-                     stage_hashes=component.stage_hashes, stage_tables=component.stage_tables)
+    return run_stage(
+        get_kind(spec.kind),
+        spec,
+        pipeline=component.spec.name,
+        store=store,
+        stage_hashes=component.stage_hashes,
+        stage_tables=component.stage_tables,
+    )
 
 
 def lengths_rows(store) -> int:
@@ -79,7 +85,9 @@ def test_a_run_waits_for_the_stage_lock_and_a_holder_killed_by_sigkill_releases_
 
 def test_staging_folders_of_a_killed_run_are_removed_by_the_next_run(tmp_path):
     component, store = ingested(tmp_path)
-    killed = subprocess.Popen([sys.executable, "-c", IN_STAGING, str(store.work_dir)], stdout=subprocess.PIPE, text=True)
+    killed = subprocess.Popen(
+        [sys.executable, "-c", IN_STAGING, str(store.work_dir)], stdout=subprocess.PIPE, text=True
+    )
     left = Path(killed.stdout.readline().strip())
     live = subprocess.Popen([sys.executable, "-c", IN_STAGING, str(store.work_dir)], stdout=subprocess.PIPE, text=True)
     kept = Path(live.stdout.readline().strip())
@@ -134,12 +142,19 @@ def test_an_ingest_that_waited_reuses_the_other_runs_ingest_of_the_same_file(tmp
     component = load_pipeline_file(defs)
     store = component.prepared_store()
     (source,) = component.spec.sources
-    other = subprocess.Popen([sys.executable, "-c", INGEST_HOLDING_THE_LOCK, str(defs)], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, text=True)
+    other = subprocess.Popen(
+        [sys.executable, "-c", INGEST_HOLDING_THE_LOCK, str(defs)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert other.stdout.readline().strip() == "held"
     log, outcome = Messages(), []
-    waiting = threading.Thread(target=lambda: outcome.append(run_ingest(
-        source, pipeline=component.spec.name, base_dir=component.base_dir, store=store, log=log)))
+    waiting = threading.Thread(
+        target=lambda: outcome.append(
+            run_ingest(source, pipeline=component.spec.name, base_dir=component.base_dir, store=store, log=log)
+        )
+    )
     waiting.start()
     deadline = time.monotonic() + 60
     while not any("waiting for it to finish" in m for m in log.lines) and time.monotonic() < deadline:
@@ -156,8 +171,9 @@ def test_an_ingest_that_waited_reuses_the_other_runs_ingest_of_the_same_file(tmp
     waiting.join(timeout=120)
     summary, result = outcome[0]
     with store.reader() as con:
-        ingests = con.execute("SELECT rows_in, rows_out FROM stage_runs WHERE stage = 'alpaca' "
-                              "ORDER BY finished_at").fetchall()
+        ingests = con.execute(
+            "SELECT rows_in, rows_out FROM stage_runs WHERE stage = 'alpaca' ORDER BY finished_at"
+        ).fetchall()
         samples = con.execute("SELECT count(*) FROM samples").fetchall()[0][0]
     assert result.balanced
     if file_changed:  # read again: the other run's ingest is stale
@@ -193,13 +209,27 @@ def test_a_selection_that_waited_is_not_computed_again(tmp_path):
     defs = tmp_path / "defs.yaml"
     assert run_lengths(component, store).rows_out == 30
     (spec,) = [s for s in component.spec.selections if s.name == "longest"]
-    other = subprocess.Popen([sys.executable, "-c", SELECTION_HOLDING_THE_LOCK, str(defs)], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, text=True)
+    other = subprocess.Popen(
+        [sys.executable, "-c", SELECTION_HOLDING_THE_LOCK, str(defs)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert other.stdout.readline().strip() == "held"
     log, outcome = Messages(), []
-    waiting = threading.Thread(target=lambda: outcome.append(run_stage(
-        get_kind(spec.kind), spec, pipeline=component.spec.name, store=store, stage_hashes=component.stage_hashes,
-        stage_tables=component.stage_tables, log=log)))
+    waiting = threading.Thread(
+        target=lambda: outcome.append(
+            run_stage(
+                get_kind(spec.kind),
+                spec,
+                pipeline=component.spec.name,
+                store=store,
+                stage_hashes=component.stage_hashes,
+                stage_tables=component.stage_tables,
+                log=log,
+            )
+        )
+    )
     waiting.start()
     deadline = time.monotonic() + 60
     while not any("waiting for it to finish" in m for m in log.lines) and time.monotonic() < deadline:

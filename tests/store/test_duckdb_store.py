@@ -37,8 +37,16 @@ def test_named_parameters_go_to_each_statement(tmp_path):
     with store.transaction() as con:
         con.execute("CREATE TEMP TABLE m AS SELECT 'x' AS sample_id, 1 AS rank, 0.5::DOUBLE AS score")
         con.execute("COPY m TO '" + str(tmp_path / "m.parquet") + "' (FORMAT parquet)")
-        execute_sql_file(con, "writes/selection_replace.sql", {
-            "selection": "sel", "config_hash": "h", "members_file": str(tmp_path / "m.parquet"), "now": datetime.datetime(2026, 1, 1)})
+        execute_sql_file(
+            con,
+            "writes/selection_replace.sql",
+            {
+                "selection": "sel",
+                "config_hash": "h",
+                "members_file": str(tmp_path / "m.parquet"),
+                "now": datetime.datetime(2026, 1, 1),
+            },
+        )
         assert fetch_row(con, "SELECT count(*) FROM selections WHERE selection = 'sel'")[0] == 1
     with pytest.raises(KeyError, match="members_file"), store.transaction() as con:
         execute_sql_file(con, "writes/selection_replace.sql", {"selection": "sel", "config_hash": "h", "now": None})
@@ -47,12 +55,20 @@ def test_named_parameters_go_to_each_statement(tmp_path):
 def test_waits_for_a_writer_then_reports_the_lock(tmp_path):
     path = tmp_path / "locked.duckdb"
     DuckDBStore(path).ensure_schema()
-    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
         import duckdb, sys, time
         con = duckdb.connect({str(path)!r})
         print("locked", flush=True)
         time.sleep(30)
-    """)], stdout=subprocess.PIPE, text=True)
+    """),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(StoreLockedError, match="locked by another process"):
