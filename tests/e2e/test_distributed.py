@@ -359,7 +359,7 @@ def model_tables(store_block: dict[str, Any]) -> dict[str, Any]:
                 "SELECT sample_id, checkpoint, features FROM grad_features ORDER BY sample_id, checkpoint"
             ).fetchall(),
             "selections": con.execute(
-                "SELECT selection, sample_id, rank FROM selections ORDER BY selection, rank"
+                "SELECT selection, sample_id, rank, score FROM selections ORDER BY selection, rank"
             ).fetchall(),
             "runs": con.execute(
                 "SELECT stage, kind, config_hash, rows_in, rows_out, coalesce(json_extract_string(stats, '$.shard'), '') "
@@ -403,7 +403,15 @@ def test_llm_judge_and_gradient_features_on_the_workers_equal_the_single_file_ru
     np.testing.assert_allclose(
         np.array([r[2] for r in got["grads"]]), np.array([r[2] for r in expected["grads"]]), rtol=1e-4, atol=1e-6
     )
-    assert got["selections"] == expected["selections"]
+    assert [r[:3] for r in got["selections"] if r[0] == "accurate"] == [
+        r[:3] for r in expected["selections"] if r[0] == "accurate"
+    ]
+    # LESS ranks by scores computed from gradients that agree to ~1e-4 (another process, other thread
+    # counts, summation order), so two near-tied samples may swap; the score at every rank must agree
+    less_got = [r for r in got["selections"] if r[0] == "less_top"]
+    less_expected = [r for r in expected["selections"] if r[0] == "less_top"]
+    assert less_got and [r[2] for r in less_got] == [r[2] for r in less_expected]
+    np.testing.assert_allclose([r[3] for r in less_got], [r[3] for r in less_expected], rtol=1e-3, atol=1e-5)
     assert Counter(got["runs"]) == Counter(expected["runs"])
     # the warm-up's LoRA checkpoints sit in the shared work folder, where the gradient shards read them
     assert len(list((shared / "work" / "warmup").rglob("adapter_model.safetensors"))) == LORA["epochs"]
