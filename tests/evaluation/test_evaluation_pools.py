@@ -22,7 +22,14 @@ from curation_assets.models.chat_format import encode_conversation
 from curation_assets.store import DuckDBStore
 from curation_assets.store.sql_files import execute_sql_file
 from tests.evaluation.test_evaluation import LORA, write_general
-from tests.evaluation.test_evaluation_statistics import RESAMPLES, bootstrap_by_hand, per_sample, write_target
+from tests.evaluation.test_evaluation_statistics import (
+    RESAMPLES,
+    bootstrap_by_hand,
+    materialize_evaluation,
+    per_sample,
+    write_target,
+)
+from tests.evaluation.test_evaluation_statistics import stored as stored_evaluation
 from tests.support.files import write_pool
 
 MAX_LENGTH = 64
@@ -106,32 +113,11 @@ def write_files(folder: Path) -> None:
 def evaluated(tmp_path_factory, tiny_lm):
     folder = tmp_path_factory.mktemp("evaluation_pools")
     write_files(folder)
-    (folder / "defs.yaml").write_text(yaml.safe_dump(document(tiny_lm)))
-    result = dg.materialize(
-        list(pipeline_definitions(load_pipeline_file(folder / "defs.yaml")).assets), raise_on_error=True
-    )
-    [event] = [e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey(["sp", "evaluation"])]
-    return folder, event.materialization.metadata
+    return folder, materialize_evaluation(folder, document(tiny_lm))
 
 
 def stored(folder: Path):
-    with DuckDBStore(folder / "sp.duckdb").reader(read_only=True) as con:
-        columns = [d[0] for d in con.execute("SELECT * FROM evaluation_results LIMIT 0").description]
-        results = {
-            row[columns.index("selection")]: dict(zip(columns, row))
-            for row in con.execute("SELECT * FROM evaluation_results").fetchall()
-        }
-        losses = con.execute(
-            "SELECT selection, training_seed, heldout_set, position, loss FROM evaluation_losses"
-        ).fetchall()
-        pool = con.execute("SELECT sample_id, messages FROM samples WHERE active ORDER BY sample_id").fetchall()
-        members = {
-            name: sorted(
-                r[0] for r in con.execute("SELECT sample_id FROM selections WHERE selection = ?", [name]).fetchall()
-            )
-            for name in ["sub_pool", "longest", "longest_sub"]
-        }
-    return results, losses, pool, members
+    return stored_evaluation(folder, "sp.duckdb", ["sub_pool", "longest", "longest_sub"])
 
 
 def test_sub_pool_method_is_compared_with_the_sub_pool_band(evaluated):

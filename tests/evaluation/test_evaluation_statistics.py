@@ -78,16 +78,24 @@ def evaluated(tmp_path_factory, tiny_lm):
             },
         },
     }
+    return folder, materialize_evaluation(folder, document)
+
+
+def materialize_evaluation(folder: Path, document: dict) -> dict:
+    """Materialise the pipeline `document` in `folder`; the evaluation asset's metadata."""
     (folder / "defs.yaml").write_text(yaml.safe_dump(document))
     result = dg.materialize(
         list(pipeline_definitions(load_pipeline_file(folder / "defs.yaml")).assets), raise_on_error=True
     )
-    [event] = [e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey(["st", "evaluation"])]
-    return folder, event.materialization.metadata
+    key = dg.AssetKey([document["attributes"]["name"], "evaluation"])
+    [event] = [e for e in result.get_asset_materialization_events() if e.asset_key == key]
+    return event.materialization.metadata
 
 
-def stored(folder: Path):
-    with DuckDBStore(folder / "st.duckdb").reader(read_only=True) as con:
+def stored(folder: Path, database: str = "st.duckdb", selections: list[str] | None = None):
+    """evaluation_results by selection, every stored loss, the active pool and the members of `selections`."""
+    names = selections or ["longest", *(f"random_s{s}" for s in range(SEEDS))]
+    with DuckDBStore(folder / database).reader(read_only=True) as con:
         columns = [d[0] for d in con.execute("SELECT * FROM evaluation_results LIMIT 0").description]
         results = {
             row[columns.index("selection")]: dict(zip(columns, row))
@@ -101,7 +109,7 @@ def stored(folder: Path):
             name: sorted(
                 r[0] for r in con.execute("SELECT sample_id FROM selections WHERE selection = ?", [name]).fetchall()
             )
-            for name in ["longest", *(f"random_s{s}" for s in range(SEEDS))]
+            for name in names
         }
     return results, losses, pool, members
 
