@@ -66,6 +66,15 @@ def sample_id_for(messages: list[dict[str, str]]) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32]
 
 
+def generated_sample_id(messages: list[dict[str, str]], parent_id: str, round_no: int) -> str:
+    """Stable id of a generated sample: SHA-256 of the canonical JSON of its conversation, its parent's
+    sample_id and its round (128 bits), so identical text from two parents is two samples, each with
+    its own parent_id, and a generated sample never takes the id of an ingested one."""
+    payload = {"messages": messages, "parent_id": parent_id, "round": round_no}
+    canonical = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32]
+
+
 def normalise_record(record: Any, fmt: FormatName, mapping: FieldMapping | None = None) -> NormalisedSample:
     """Normalise one decoded record, or raise RejectRecord with the reason."""
     if not isinstance(record, Mapping):

@@ -218,7 +218,7 @@ def test_lift_expand_quality_and_top(tmp_path, llm_server):
         tmp_path, "SELECT sample_id, parent_id, format, source, active FROM samples WHERE parent_id IS NOT NULL"
     )
     ok = [r for r in rounds if r[3] == "ok"]
-    assert len(children) == len({r[2] for r in ok}) >= 1
+    assert len(children) == len({r[2] for r in ok}) == len(ok) >= 1  # a child per ok row, even for identical text
     assert all(c[2] == "generated" and c[3] == "expand" and c[4] for c in children)
     parent_of = {c[0]: c[1] for c in children}
     for original, round_no, child, _status in ok:  # round 1's parent is the original, round 2's is round 1's

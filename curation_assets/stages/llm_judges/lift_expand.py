@@ -2,7 +2,9 @@
 What You Need"): an LLM acting as a prompt refinement specialist rewrites and expands each
 original instruction for `rounds` rounds (temperature 0.5); each round's instruction is answered
 by the same endpoint and enters `samples` as a new sample whose parent_id is the previous
-round's sample, so lineage back to the original is one join."""
+round's sample, so lineage back to the original is one join. A child's sample_id is derived from its
+text, its parent and its round (`generated_sample_id`): the same text rewritten from two parents is
+two samples, each with its own parent (LIFT leaves near-copies to its later diversity step)."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from curation_assets.llm.conversation import clip
 from curation_assets.llm.parsing import clean_generation
 from curation_assets.llm.prompts import render
 from curation_assets.llm.spend import message_tokens, prompt_tokens
-from curation_assets.sources.normalise import sample_id_for
+from curation_assets.sources.normalise import generated_sample_id
 from curation_assets.stages.core.context import StageContext, StageOutput, iter_parquet_batches
 from curation_assets.stages.core.llm_stage import (
     LLMStageSpec,
@@ -180,7 +182,7 @@ def run_lift_expand(spec: LiftExpandSpec, ctx: StageContext) -> StageOutput:
                         {"role": "user", "content": instruction},
                         {"role": "assistant", "content": judged.value},
                     ]
-                    child = sample_id_for(messages)
+                    child = generated_sample_id(messages, parent[sid], round_no)
                     lineage = {
                         "generated_by": ctx.stage,
                         "kind": "lift_expand",
@@ -189,7 +191,7 @@ def run_lift_expand(spec: LiftExpandSpec, ctx: StageContext) -> StageOutput:
                         "original_id": sid,
                         "model": spec.llm.model,
                     }
-                    if child not in made_ids:  # identical text is one sample (e.g. a rewrite repeating itself)
+                    if child not in made_ids:  # same parent, round and text: one sample (never two rows)
                         made_ids.add(child)
                         for name, value in zip(
                             GENERATED_SCHEMA.names,
@@ -235,7 +237,7 @@ LIFT_EXPAND = register_kind(
         one_row_per_sample=False,
         spec=LiftExpandSpec,
         run=run_lift_expand,
-        version="1",
+        version="2",  # 2: child ids derived from parent and round as well as text
         summary="LIFT phase 1: an LLM rewrites/expands each original instruction for k rounds and answers it; "
         "the results become new samples with parent_id lineage.",
         table="lift_expand",
