@@ -42,8 +42,8 @@ def _output(result: subprocess.CompletedProcess) -> str:
     return result.stdout + result.stderr
 
 
-def test_dg_check_defs_passes_on_shipped_project(cli_env) -> None:
-    result = _run(["dg", "check", "defs"], REPO, cli_env)
+def test_dg_check_defs_passes_on_shipped_project(shipped_dg_check: subprocess.CompletedProcess) -> None:
+    result = shipped_dg_check  # one `dg check defs` run per session (tests/components/conftest.py)
     assert result.returncode == 0, _output(result)
     assert "All component YAML validated successfully" in _output(result)
     assert "All definitions loaded successfully" in _output(result)
