@@ -34,6 +34,7 @@ import yaml
 from tests.support.postgres import PostgresServer, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
+CELERY_RUN_CONFIG = ROOT / "curation_assets" / "deploy" / "executor-celery.yaml"  # broker from CELERY_BROKER_URL
 CELERY_PACKAGES = ("dagster_celery", "dagster_postgres", "celery", "redis", "psycopg2")
 
 
@@ -48,6 +49,16 @@ def cluster_missing() -> str | None:
     if shutil.which("redis-server") is None:
         return "no redis-server (the Celery broker): apt-get install redis-server"
     return None
+
+
+def worker_config_module(run_config: dict[str, Any], broker: str) -> str:
+    """What `dagster-celery worker start -y <run config>` writes as its worker's `dagster_celery_config`
+    module: the broker the executor submits to and every `config_source` setting (acks_late,
+    the broker's visibility timeout: they act in the worker), from the same run config block."""
+    config = run_config["execution"]["config"]
+    lines = [f"broker_url = {broker!r}", f"result_backend = {broker!r}"]
+    lines += [f"{key} = {value!r}" for key, value in (config.get("config_source") or {}).items()]
+    return "\n".join(lines) + "\n"
 
 
 def _ping(port: int) -> bool:
@@ -112,8 +123,13 @@ def holds_open(pid: int, path: Path) -> bool:
 class Cluster:
     """Workers and runs over one broker and one PostgreSQL server; `root` holds every process's folder."""
 
-    def __init__(self, root: Path, broker: str, pg: PostgresServer, python: Path, shared: Path) -> None:
+    def __init__(
+        self, root: Path, broker: str, pg: PostgresServer, python: Path, shared: Path, run_config: dict | None = None
+    ) -> None:
         self.root, self.broker, self.pg, self.python, self.shared = root, broker, pg, python, shared
+        # the executor's run config (deploy/executor-celery.yaml unless given); the workers' Celery
+        # settings come from the same block, as `dagster-celery worker start -y` takes them
+        self.run_config = run_config if run_config is not None else yaml.safe_load(CELERY_RUN_CONFIG.read_text())
         self.instance_db = f"dagster_{secrets.token_hex(4)}"  # one per cluster: tests share the server
         pg.new_catalog(self.instance_db)  # Dagster's run/event/schedule storage
         self.workers: dict[str, subprocess.Popen] = {}
@@ -157,10 +173,8 @@ class Cluster:
         (folder / "dagster_home").mkdir(parents=True, exist_ok=True)
         (folder / "dagster_home" / "dagster.yaml").write_text(yaml.safe_dump(self.instance_yaml()))
         (folder / "defs.yaml").write_text(yaml.safe_dump(self.document))
-        # what `dagster-celery worker start -y` writes for its worker: the broker the executor submits to
-        (folder / "dagster_celery_config.py").write_text(
-            f"broker_url = {self.broker!r}\nresult_backend = {self.broker!r}\n"
-        )
+        (folder / "dagster_celery_config.py").write_text(worker_config_module(self.run_config, self.broker))
+        (folder / "run_config.yaml").write_text(yaml.safe_dump(self.run_config))
         return folder
 
     def env(self, folder: Path) -> dict[str, str]:
@@ -179,10 +193,12 @@ class Cluster:
 
     # -- workers -----------------------------------------------------------------------------------
     def start_worker(self, name: str) -> subprocess.Popen:
-        """A Celery worker of dagster-celery's app (one task at a time) in its own folder and session."""
+        """A Celery worker of the cluster's app (dagster-celery's, with `RenewUnacked`: deploy/celery_worker.py;
+        one task at a time) in its own folder and session."""
         folder = self.process_folder(name)
         command = [
-            str(self.python), "-m", "celery", "-A", "dagster_celery.app", "worker", "--prefetch-multiplier=1",
+            str(self.python), "-m", "celery", "-A", "curation_assets.deploy.celery_worker", "worker",
+            "--prefetch-multiplier=1",
             "--concurrency=1", "-Q", "dagster", "-n", f"{name}@%h", "--loglevel=INFO",
             "--without-gossip", "--without-mingle",
         ]  # fmt: skip
@@ -207,6 +223,17 @@ class Cluster:
             os.killpg(worker.pid, signal.SIGKILL)
         worker.wait()
 
+    def kill_holder(self, name: str, path: Path) -> int | None:
+        """SIGKILL the process of worker `name` that has `path` open (the pool child running a step),
+        not the worker's main process; its pid, or None when none holds it now."""
+        worker = self.workers[name]
+        for pid in process_group_members(worker.pid):
+            if pid != worker.pid and holds_open(pid, path):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                return pid
+        return None
+
     def worker_log(self, name: str) -> str:
         return (self.root / name / "worker.log").read_text(errors="replace")
 
@@ -214,10 +241,9 @@ class Cluster:
     def _run_command(self) -> tuple[list[str], Path]:
         self._runs += 1
         folder = self.process_folder(f"run{self._runs}")
-        run_config = ROOT / "curation_assets" / "deploy" / "executor-celery.yaml"  # broker from CELERY_BROKER_URL
         command = [
             str(self.python), "-m", "dagster", "job", "execute", "-m", "curation_assets.deploy.location",
-            "-j", "everything", "-c", str(run_config),
+            "-j", "everything", "-c", str(folder / "run_config.yaml"),
         ]  # fmt: skip
         return command, folder
 
