@@ -17,20 +17,25 @@ from curation_assets.store import DuckDBStore
 from tests.llm_server import FaultProxy, chat_json
 
 # Another process opens the DuckDB file for writing (DuckDB allows one writer process) and
-# holds it; it prints the monotonic clock (system-wide on Linux) when it got and gives up the lock.
+# holds it for `seconds`, or less when a line arrives on its stdin; it prints the monotonic clock
+# (system-wide on Linux) when it got and gives up the lock.
 HOLD_STORE = (
-    "import duckdb, sys, time\n"
+    "import duckdb, select, sys, time\n"
     "con = duckdb.connect(sys.argv[1])\n"
     "print(time.monotonic(), flush=True)\n"
-    "time.sleep(float(sys.argv[2]))\n"
+    "select.select([sys.stdin], [], [], float(sys.argv[2]))\n"
     "print(time.monotonic(), flush=True)\n"
     "con.close()\n"
 )
 
 
 def hold_store(path, seconds: float) -> subprocess.Popen:
+    """Holds the store `seconds`; writing a line to its stdin releases it earlier."""
     process = subprocess.Popen(
-        [sys.executable, "-c", HOLD_STORE, str(path), str(seconds)], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", HOLD_STORE, str(path), str(seconds)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     return process
 
@@ -122,7 +127,16 @@ def test_a_cache_write_waiting_for_the_store_does_not_stall_requests(llm_server,
         def lock_the_store_once_requests_flow() -> None:  # after the cache lookup, which reads the store
             while proxy.script.received < 1:
                 time.sleep(0.01)
-            holder["process"] = hold_store(store.path, 15)
+            holder["process"] = process = hold_store(store.path, 15)
+            # Release the store once the server has answered every request, not after the full 15 s
+            # (complete_all itself returns only after the final write). A client stalled by the waiting
+            # write cannot reach that before the 15 s are over: its remaining requests then arrive
+            # after the release, and the asserts below fail as they did with a fixed 15 s hold.
+            while proxy.script.forwarded < n and process.poll() is None:
+                time.sleep(0.01)
+            if process.poll() is None:
+                process.stdin.write("release\n")
+                process.stdin.flush()
 
         locker = threading.Thread(target=lock_the_store_once_requests_flow)
         locker.start()
