@@ -55,3 +55,23 @@ def test_stage_failing_at_the_last_write_keeps_previous_rows(tmp_path, monkeypat
     with pytest.raises(RuntimeError):
         runner.run_stage(kind, spec, pipeline="p", store=store, stage_hashes=hashes, stage_tables=tables)
     assert counts(store)["text_stats"] == before["text_stats"] == 5
+
+
+def test_stage_runs_record_the_device_a_model_kind_ran_on(tmp_path):
+    from curation_assets.models.device import compute_device
+
+    write_alpaca(tmp_path / "a.jsonl", 3)
+    store = DuckDBStore(tmp_path / "db.duckdb")
+    store.ensure_schema(["schema/stages/text_stats.sql"])
+    runner.run_ingest(SourceSpec(name="a", path="a.jsonl"), pipeline="p", base_dir=tmp_path, store=store)
+    kind, spec = get_kind("text_stats"), TextStatsSpec(name="lengths", kind="text_stats")
+    hashes, tables = {"lengths": kind.config_hash(spec)}, {"lengths": "text_stats"}
+    runner.run_stage(kind, spec, pipeline="p", store=store, stage_hashes=hashes, stage_tables=tables)
+    with store.reader() as con:
+        assert con.execute("SELECT device FROM stage_runs WHERE stage = 'lengths'").fetchall() == [("cpu",)]
+    # model kinds record torch's device and dtype (an H200 run recorded "cpu" for every stage before)
+    used = compute_device()
+    for model_kind in ("embedding", "lm_loss", "grad_features", "lora_warmup", "jvp_embeddings"):
+        assert runner.stage_device(get_kind(model_kind)) == f"{used.name}/{used.dtype_name}/{used.threads}t"
+    for plain_kind in ("text_stats", "kcenter_greedy", "random", "alpagasus"):
+        assert runner.stage_device(get_kind(plain_kind)) == "cpu"

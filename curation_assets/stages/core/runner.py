@@ -162,12 +162,13 @@ def run_stage(
     stage_tables: Mapping[str, str],
     dagster_run_id: str | None = None,
     log: Any = None,
-    device: str = "cpu",
+    device: str | None = None,
     stage_specs: Mapping[str, StageSpec] | None = None,
     shard: tuple[int, int] | None = None,
 ) -> RunSummary:
     """Run a stage (appends rows for pending samples) or a selection (replaces its members);
-    `shard` (index, count) limits a stage to one shard of the samples. A run that waited for
+    `shard` (index, count) limits a stage to one shard of the samples; `device` (what `stage_runs`
+    records) defaults to `stage_device(kind)`. A run that waited for
     another run of the same stage, config and shard computes only what that run did not commit:
     a stage's remaining pending samples; nothing for a selection that run committed."""
     current_hash = stage_hashes.get(spec.name) or kind.config_hash(spec, stage_hashes)
@@ -199,10 +200,23 @@ def run_stage(
             stage_tables=stage_tables,
             dagster_run_id=dagster_run_id,
             log=log,
-            device=device,
+            device=device or stage_device(kind),
             stage_specs=stage_specs,
             shard=shard,
         )
+
+
+MODEL_TAGS = frozenset({"torch", "sentence_transformers", "transformers", "peft"})
+
+
+def stage_device(kind: StageKind) -> str:
+    """What `stage_runs.device` records: the torch device and dtype (`cuda/bfloat16/16t`) for a kind
+    whose Dagster kinds name a model library, else "cpu" (numpy, faiss, SQL and HTTP kinds)."""
+    if MODEL_TAGS.isdisjoint(kind.tags):
+        return "cpu"
+    from curation_assets.models.device import compute_device
+
+    return compute_device().describe()
 
 
 def _run_stage(
