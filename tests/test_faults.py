@@ -22,7 +22,6 @@ from bench.fault_bench import (
     table_digests,
 )
 from curation_assets.llm.cache import LLMCache
-from tests.support.models import build_tiny_causal_lm
 
 pytestmark = pytest.mark.e2e
 
@@ -30,11 +29,10 @@ MAX_CONCURRENCY = 2  # the pipeline's llm.max_concurrency (bench/fault_bench.py)
 
 
 @pytest.fixture(scope="module")
-def settings(tmp_path_factory) -> FaultPipeline:
-    # 20,000 records: the ingest lasts long enough to be killed in; JVP on 600 samples: 3 parts
-    return FaultPipeline(
-        records=20_000, jvp_samples=600, llm_samples=45, jvp_model=build_tiny_causal_lm(tmp_path_factory.mktemp("lm"))
-    )
+def settings(tiny_lm) -> FaultPipeline:
+    # 20,000 records: the ingest lasts long enough to be killed in; JVP on 600 samples: 3 parts.
+    # The session's tiny Llama (tests/conftest.py; the JVP stage only reads it), not a second build.
+    return FaultPipeline(records=20_000, jvp_samples=600, llm_samples=45, jvp_model=tiny_lm)
 
 
 @pytest.fixture(scope="module")
