@@ -210,3 +210,16 @@ def test_projection_none_changes_the_config_hash_and_needs_the_selections_target
         chain.append(str(error))
         error = error.__cause__ or getattr(error, "user_exception", None)
     assert any("`targets` differ from those of grad_features stage 'grads'" in text for text in chain), chain
+
+
+def test_a_warm_up_too_short_for_its_schedule_stops_less_with_what_to_change(tmp_path, tiny_lm):
+    # 1 warm-up sample = 1 optimizer step per epoch: the linear warm-up's first step has learning rate 0
+    write_pool(tmp_path / "pool.jsonl", 10)
+    write_targets(tmp_path / "target.jsonl")
+    short = document("pool.jsonl", tiny_lm, {})
+    warmup = short["attributes"]["stages"][0]
+    warmup["train_fraction"] = 0.1
+    warmup["lora"] = {**LORA, "epochs": 1, "warmup_ratio": 0.03}  # the stage default
+    with pytest.raises(ValueError, match=r"warm-up 'warmup': the mean learning rate of every checkpoint is 0") as err:
+        run_document(tmp_path, short)
+    assert "train_fraction" in str(err.value) and "epochs" in str(err.value)

@@ -48,6 +48,18 @@ class LessSpec(BudgetedSelectionSpec, DistinctSpec, TargetsInput):
         ]
 
 
+def check_learning_rates(warmup: str, checkpoints: list[dict[str, Any]]) -> None:
+    """LESS weighs each checkpoint by its epoch's mean learning rate; all zero means no signal at all."""
+    lrs = [float(c["mean_lr"]) for c in checkpoints]
+    if sum(lrs) <= 0:
+        raise ValueError(
+            f"warm-up {warmup!r}: the mean learning rate of every checkpoint is 0 ({lrs}), so LESS has no "
+            "gradient to weigh: its epochs ran too few optimizer steps for the linear warm-up/decay schedule "
+            "(a tiny pool or train_fraction); give the warm-up more samples (`train_fraction`, a larger pool) "
+            "or more `epochs`"
+        )
+
+
 def run_less(spec: LessSpec, ctx: StageContext) -> StageOutput:
     features_spec: Any = ctx.stage_specs.get(spec.features)  # a grad_features spec
     if getattr(features_spec, "kind", None) != "grad_features":
@@ -67,6 +79,7 @@ def run_less(spec: LessSpec, ctx: StageContext) -> StageOutput:
     }
     if exact:  # the stage stored each sample's exact cosine with every validation sample
         checkpoints = checkpoint_records(ctx, features_spec.warmup, ctx.stage_hashes[features_spec.warmup])
+        check_learning_rates(features_spec.warmup, checkpoints)
         ids, cosines = stored_matrices(ctx, spec.features, checkpoints)
         if cosines[0].shape[1] != validation.num_rows:
             raise ValueError(
@@ -77,6 +90,7 @@ def run_less(spec: LessSpec, ctx: StageContext) -> StageOutput:
     else:
         warm = WarmupModel(ctx, features_spec.warmup)
         checkpoints = warm.checkpoints
+        check_learning_rates(features_spec.warmup, checkpoints)
         projector = make_projector(warm.model, features_spec.projection, features_spec.dim, features_spec.seed)
         encoded = warm.encode(validation.column("messages").to_pylist())
         val = []
