@@ -47,7 +47,8 @@ $(STAMP): pyproject.toml constraints.txt
 setup: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 
 # A second venv for the `ducklake` store kind (docs/deployment.md, "Shared store"): the same install
-# without the judge extra, duckdb 1.5.5 instead of 2.0 and the two extension wheels. The wheels come
+# without the judge extra, duckdb 1.5.5 instead of 2.0 and the three extension wheels (httpfs: an s3://
+# data_path), plus moto's S3 server for the object-storage test. The wheels come
 # from the same local indexes/cache as .venv's, so this takes about a minute after `make setup`.
 $(STAMP_DL): pyproject.toml constraints.txt constraints-ducklake.txt
 	@test -x $(BIN_DL)/python || $(PYTHON) -m venv $(VENV_DL)
@@ -56,7 +57,7 @@ $(STAMP_DL): pyproject.toml constraints.txt constraints-ducklake.txt
 	@$(BIN_DL)/pip install -q torch==2.13.0 2>&1 | $(QUIET_PIP)
 	@sed '/^duckdb==/d' constraints.txt | cat - constraints-ducklake.txt > $(VENV_DL)/constraints.txt
 	@$(BIN_DL)/pip install -q -c $(VENV_DL)/constraints.txt -e ".[offline,dev]" \
-	  duckdb-extension-ducklake duckdb-extension-postgres 2>&1 | $(QUIET_PIP)
+	  duckdb-extension-ducklake duckdb-extension-postgres duckdb-extension-httpfs "moto[server]" 2>&1 | $(QUIET_PIP)
 	@rm -f $(VENV_DL)/.installed-* && touch $@
 
 setup-ducklake: $(STAMP_DL)
@@ -119,7 +120,7 @@ test: setup lint browser
 # CURATION_REQUIRE_DUCKLAKE=1: a missing piece (PostgreSQL, the extension wheels) fails instead of skipping
 test-ducklake: setup-ducklake postgres
 	CURATION_REQUIRE_DUCKLAKE=1 HF_HUB_OFFLINE=1 $(BIN_DL)/pytest -q tests/store/test_ducklake_store.py \
-	  tests/store/test_ducklake_pipeline.py
+	  tests/store/test_ducklake_pipeline.py tests/store/test_ducklake_object_storage.py
 
 test-distributed: setup-distributed postgres redis
 	CURATION_REQUIRE_DUCKLAKE=1 HF_HUB_OFFLINE=1 $(BIN_DL)/pytest -q tests/e2e/test_distributed.py

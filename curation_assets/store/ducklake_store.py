@@ -30,6 +30,7 @@ from typing import Any, cast
 import duckdb
 
 from curation_assets.store.config import DUCKLAKE_DUCKDB, INSTALL_HINT, StoreUnavailableError, ducklake_missing
+from curation_assets.store.object_storage import s3_secret
 from curation_assets.store.sql_files import core_schema_files, read_sql, static_view_files
 
 _log = logging.getLogger(__name__)
@@ -224,9 +225,11 @@ class DuckLakeStore:
             )
         return value
 
-    def _redact(self, err: BaseException, password: str | None) -> str:
+    def _redact(self, err: BaseException, *secrets: str | None) -> str:
         text = " ".join(str(err).split())
-        return text.replace(password, "***") if password else text
+        for secret in secrets:
+            text = text.replace(secret, "***") if secret else text
+        return text
 
     def connect(self, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
         """A connection with the lake attached and `USE`d; read_only: attached READ_ONLY, and a lake
@@ -258,6 +261,7 @@ class DuckLakeStore:
                 )
             packages.append(_HTTPFS_PACKAGE)
         links = _extension_links(packages)
+        secret = s3_secret(self.data_path) if self.remote_data else None  # before connecting: a clear error
         con = duckdb.connect(
             config={
                 "autoinstall_known_extensions": False,
@@ -269,9 +273,9 @@ class DuckLakeStore:
         try:
             for link in links:
                 con.execute(f"LOAD '{link}'")
-            if self.remote_data:
-                # credentials from the standard environment variables / config files, never the YAML
-                con.execute("CREATE SECRET (TYPE s3, PROVIDER credential_chain)")
+            if secret is not None:
+                # credentials from the standard AWS environment variables only, never the YAML
+                con.execute(secret.sql)
             if password is not None:
                 # libpq takes the password from this (in-memory) postgres secret; the ATTACH string has none
                 con.execute(f"CREATE SECRET (TYPE postgres, PASSWORD '{_quote(password)}')")
@@ -284,7 +288,7 @@ class DuckLakeStore:
             con.execute(f"USE {ALIAS}")
         except duckdb.Error as err:
             con.close()
-            message = self._redact(err, password)
+            message = self._redact(err, password, *(secret.hidden if secret is not None else ()))
             if read_only and _never_written(message):
                 raise FileNotFoundError(f"no DuckLake at {self.describe()}: run the pipeline first") from None
             # from None: the original exception's text could hold what was redacted here
