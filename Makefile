@@ -120,7 +120,8 @@ test: setup lint browser
 # CURATION_REQUIRE_DUCKLAKE=1: a missing piece (PostgreSQL, the extension wheels) fails instead of skipping
 test-ducklake: setup-ducklake postgres
 	CURATION_REQUIRE_DUCKLAKE=1 HF_HUB_OFFLINE=1 $(BIN_DL)/pytest -q tests/store/test_ducklake_store.py \
-	  tests/store/test_ducklake_pipeline.py tests/store/test_ducklake_object_storage.py
+	  tests/store/test_ducklake_pipeline.py tests/store/test_ducklake_object_storage.py \
+	  tests/store/test_ducklake_maintenance.py
 
 test-distributed: setup-distributed postgres redis
 	CURATION_REQUIRE_DUCKLAKE=1 HF_HUB_OFFLINE=1 $(BIN_DL)/pytest -q tests/e2e/test_distributed.py

@@ -560,6 +560,50 @@ def check(pipeline: Path | None, sets: tuple[str, ...]) -> None:
     )
 
 
+@main.command()
+@click.argument("pipeline", type=click.Path(path_type=Path), default=None, required=False)
+@SET_OPTION
+@click.option(
+    "--older-than",
+    default="7d",
+    show_default=True,
+    help=(
+        "Grace period (e.g. 7d, 12h, 30m): only snapshots, scheduled files and orphaned files older than this "
+        "go. Keep it longer than the longest write transaction and the longest read."
+    ),
+)
+@click.option("--merge", is_flag=True, help="First merge small adjacent data files (ducklake_merge_adjacent_files).")
+@click.option("--dry-run", is_flag=True, help="List what would be expired and deleted; change nothing.")
+@VERBOSE_OPTION
+def maintain(pipeline: Path | None, sets: tuple[str, ...], older_than: str, merge: bool, dry_run: bool) -> None:
+    """Reclaim a DuckLake store's data files: expire snapshots older than --older-than, delete the
+    files only they (or a merge) referenced once scheduled that long ago, and delete orphaned files
+    (written by a writer that never committed) of that age. docs/deployment.md, "Shared store"."""
+    import duckdb
+
+    from curation_assets.store.ducklake_maintenance import MaintenanceRefusedError, parse_duration
+
+    try:
+        grace = parse_duration(older_than)
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint="--older-than") from err
+    store = _cli_store(_load(pipeline, sets))
+    if store.kind != "ducklake":
+        raise click.ClickException(
+            f"`curation maintain` is for a DuckLake store; {store.describe()} is one DuckDB file, which keeps "
+            "no snapshots or orphaned files"
+        )
+    click.echo(_store_label(store), err=True)
+    try:
+        report = store.maintain(older_than=grace, merge=merge, dry_run=dry_run)
+    except (FileNotFoundError, MaintenanceRefusedError, ValueError) as err:
+        raise click.ClickException(str(err)) from err
+    except duckdb.Error as err:
+        raise click.ClickException(" ".join(str(err).split())) from err
+    for line in report.lines():
+        click.echo(line)
+
+
 def _format_table(columns: list[str], rows: list[tuple], max_width: int = 60) -> str:
     def cell(value: Any) -> str:
         text = "" if value is None else str(value).replace("\n", "\\n")

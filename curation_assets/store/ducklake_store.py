@@ -24,13 +24,17 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from datetime import timedelta
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import duckdb
 
 from curation_assets.store.config import DUCKLAKE_DUCKDB, INSTALL_HINT, StoreUnavailableError, ducklake_missing
 from curation_assets.store.object_storage import s3_secret
+
+if TYPE_CHECKING:
+    from curation_assets.store.ducklake_maintenance import MaintenanceReport
 from curation_assets.store.sql_files import core_schema_files, read_sql, static_view_files
 
 _log = logging.getLogger(__name__)
@@ -380,6 +384,17 @@ class DuckLakeStore:
         finally:
             recorder.release()
             con.close()
+
+    def maintain(self, *, older_than: timedelta, merge: bool = False, dry_run: bool = False) -> MaintenanceReport:
+        """Expire old snapshots and delete their files and orphaned files, all older than the grace
+        period `older_than` (curation_assets/store/ducklake_maintenance.py); `merge` compacts first."""
+        from curation_assets.store.ducklake_maintenance import maintain
+
+        return maintain(self, older_than=older_than, merge=merge, dry_run=dry_run)
+
+    def take_write_lock(self) -> Any:
+        """The store's write lock, held (call `.release()`): what non-append transactions hold."""
+        return self._take_write_lock()
 
     def _take_write_lock(self) -> Any:
         """Acquire the store's write lock (waiting up to lock_timeout_s); returns the held lock."""
