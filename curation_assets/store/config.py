@@ -62,7 +62,9 @@ class DuckLakeStoreConfig(SpecModel):
         min_length=1,
         description=(
             "Folder or object-storage URL (`s3://bucket/lake/`) of the Parquet data files; every worker must "
-            "reach it. A local path is relative to the YAML file."
+            "reach it. A local path is relative to the YAML file. For `s3://` the credentials come only from "
+            "the environment: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, and AWS_ENDPOINT_URL / AWS_REGION "
+            "where needed."
         ),
     )
     work_path: str = Field(

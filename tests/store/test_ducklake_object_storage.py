@@ -5,7 +5,8 @@ DuckDB's httpfs extension loaded from its wheel (nothing downloaded). The same s
 (text_stats in 2 shards, a random and a top_score selection) runs with `curation run` on a DuckDB
 file and on a DuckLake with its data in a bucket: the rows must be equal, every data file the
 catalog lists must be an object in the bucket, and the credentials (environment variables only)
-must appear in no output. Runs in the DuckLake environment (make test-ducklake) with PostgreSQL.
+must appear in no output; `DuckLakeStore.maintain` deletes an unlisted object only once it is older
+than the grace period. Runs in the DuckLake environment (make test-ducklake) with PostgreSQL.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -198,6 +200,19 @@ def test_a_pipeline_on_a_ducklake_with_s3_data_equals_the_duckdb_file(
                 for table in ("text_stats", "selections")
                 for row in con.execute(f"SELECT data_file FROM ducklake_list_files('lake', '{table}')").fetchall()
             ]
+
+        # maintenance lists and deletes objects: an unlisted object under the prefix (what a killed
+        # writer leaves) stays while younger than the grace period, then goes; the lake's objects stay
+        orphan = f"{PREFIX}main/text_stats/ducklake-orphan.parquet"
+        s3.put_object(Bucket=BUCKET, Key=orphan, Body=b"PAR1 not a committed file")
+        assert lake.maintain(older_than=timedelta(hours=1)).deleted_orphans == []
+        time.sleep(2.1)  # S3 modification times have one-second resolution
+        report = lake.maintain(older_than=timedelta(seconds=1))
+        assert report.deleted_orphans == [f"s3://{BUCKET}/{orphan}"]
+        after = {o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])}
+        assert after == set(objects)
+        with lake.reader(read_only=True) as con:
+            assert tables(con) == got
 
     print(f"pipeline on a DuckLake with S3 data (moto): {seconds:.1f} s, {len(objects)} objects")
     assert got == expected
