@@ -64,10 +64,14 @@ class MaintenanceReport:
 
     def lines(self) -> list[str]:
         verb = "would delete" if self.dry_run else "deleted"
+        merged = f"merged adjacent files of {len(self.merged_tables)} table(s)" + (
+            f": {', '.join(self.merged_tables)}" if self.merged_tables else ""
+        )
+        if self.dry_run:
+            merged = "no merge in a dry run (DuckLake's merge has none)"
         return [
             f"grace period: files and snapshots older than {self.cutoff.isoformat(timespec='seconds')}",
-            f"merged adjacent files of {len(self.merged_tables)} table(s)"
-            + (f": {', '.join(self.merged_tables)}" if self.merged_tables else ""),
+            merged,
             f"{'would expire' if self.dry_run else 'expired'} {len(self.expired_snapshots)} snapshot(s)",
             f"{verb} {len(self.deleted_old_files)} file(s) of expired snapshots or merges",
             f"{verb} {len(self.deleted_orphans)} orphaned file(s)",
