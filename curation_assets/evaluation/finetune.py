@@ -20,7 +20,6 @@ import numpy as np
 from curation_assets.evaluation.finetune_cache import FinetuneCache, base_model_key
 from curation_assets.evaluation.heldout import HeldoutSet
 from curation_assets.evaluation.spec import FinetuneSettings
-from curation_assets.methods.lm_signals import forward_signals
 from curation_assets.models.chat_format import EncodedSample, collate, encode_conversation, longest_first
 from curation_assets.stages.core.causal_lm import run_batches_with_oom_backoff
 
@@ -35,6 +34,8 @@ def response_losses(
 ) -> np.ndarray:
     """Per-sample mean response-token cross-entropy (NaN for a sample without response tokens)."""
     import torch
+
+    from curation_assets.methods.lm_signals import forward_signals
 
     losses = np.full(len(encoded), np.nan)
 

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # imported where it runs: the DEITA stages' specs load this module without torch
+    import torch
 
 DIGIT_SCORES: tuple[int, ...] = (1, 2, 3, 4, 5, 6)
 
@@ -23,6 +25,8 @@ def digit_expectation(digit_logits: torch.Tensor) -> torch.Tensor:
     """(n, 6) logits of the tokens "1".."6" -> (n,) expected score in [1, 6] (float64)."""
     if digit_logits.ndim != 2 or digit_logits.shape[1] != len(DIGIT_SCORES):
         raise ValueError(f"expected (n, {len(DIGIT_SCORES)}) digit logits, got {tuple(digit_logits.shape)}")
+    import torch
+
     probs = torch.softmax(digit_logits.double(), dim=-1)
     return probs @ torch.tensor(DIGIT_SCORES, dtype=torch.float64, device=probs.device)
 

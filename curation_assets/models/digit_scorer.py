@@ -15,14 +15,14 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from curation_assets.methods.deita_scoring import DIGIT_SCORES, digit_expectation
-from curation_assets.methods.lm_signals import decoder_and_head
 from curation_assets.models.chat_format import IGNORE_INDEX, EncodedSample
 from curation_assets.models.scorer_artifacts import hash_files
+
+if TYPE_CHECKING:  # torch is imported where it runs: the DEITA stages' specs use the templates below
+    import torch
 
 COMPLEXITY_TEMPLATE = (
     "You are a helpful assistant. Please identify the complexity score of the following user "
@@ -107,6 +107,8 @@ def encode_prompt(tokenizer: Any, template: str, max_length: int, **fields: str)
 
 
 def right_padded(prompts: Sequence[Sequence[int]], pad_token_id: int) -> dict[str, torch.Tensor]:
+    import torch
+
     width = max(len(p) for p in prompts)
     input_ids = torch.full((len(prompts), width), pad_token_id, dtype=torch.long)
     attention = torch.zeros((len(prompts), width), dtype=torch.long)
@@ -121,6 +123,10 @@ def digit_logits(
 ) -> torch.Tensor:
     """(n, 6) float32 logits of the digit tokens at the position after each prompt: one forward
     over the right-padded batch, the LM head only on each prompt's last position."""
+    import torch
+
+    from curation_assets.methods.lm_signals import decoder_and_head
+
     batch = {k: v.to(device) for k, v in right_padded(prompts, pad_token_id).items()}
     decoder, head = decoder_and_head(model)
     hidden = decoder(**batch).last_hidden_state
@@ -133,6 +139,8 @@ def digit_scores(
     model: Any, prompts: Sequence[Sequence[int]], digit_ids: Sequence[int], pad_token_id: int, device: str = "cpu"
 ) -> torch.Tensor:
     """Expected 1-6 score per prompt (float64; NaN where the logits are not finite)."""
+    import torch
+
     logits = digit_logits(model, prompts, digit_ids, pad_token_id, device)
     scores = digit_expectation(logits)
     return scores.masked_fill(~torch.isfinite(logits).all(dim=-1), float("nan"))

@@ -4,20 +4,23 @@ build the gradient projector that matches the model's LoRA layers."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
-from curation_assets.methods.projection import DenseRademacherProjector, HadamardProjector, KroneckerProjector
-from curation_assets.models.gradients import LoraGradientCapture, lora_optimizer_moments
-
+# torch and the projectors are imported where they run, so defining a stage's spec (which names
+# ProjectionKind) does not load torch.
 ProjectionKind = Literal["hadamard", "kronecker", "dense"]
 
 
 def load_checkpoint(model: Any, folder: Path) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Put the checkpoint's adapter weights into `model`; return its AdamW moments per LoRA layer."""
+    import torch
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
+
+    from curation_assets.models.gradients import lora_optimizer_moments
 
     adapter = folder / "adapter_model.safetensors"
     if not adapter.exists():
@@ -28,6 +31,9 @@ def load_checkpoint(model: Any, folder: Path) -> dict[str, tuple[torch.Tensor, t
 
 
 def make_projector(model: Any, kind: ProjectionKind, dim: int, seed: int) -> Any:
+    from curation_assets.methods.projection import DenseRademacherProjector, HadamardProjector, KroneckerProjector
+    from curation_assets.models.gradients import LoraGradientCapture
+
     layers = LoraGradientCapture(model).layers
     shapes = [(module.weight.shape[0], module.weight.shape[1]) for module in layers.values()]  # (out, in)
     if kind == "dense":

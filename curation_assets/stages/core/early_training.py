@@ -18,11 +18,9 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
-from curation_assets.methods.lm_signals import forward_signals
 from curation_assets.models.causal_lm import fresh_causal_lm
 from curation_assets.models.chat_format import collate, encode_conversation, longest_first
 from curation_assets.models.device import compute_device
-from curation_assets.models.gradients import LoraGradientCapture, per_sample_grad_norms
 from curation_assets.models.lora import LoraSettings, attach_lora, lora_finetune
 from curation_assets.stages.core.causal_lm import CHUNK_SAMPLES, CausalLMInput, run_batches_with_oom_backoff
 from curation_assets.stages.core.context import StageContext, StageOutput, iter_parquet_batches
@@ -44,6 +42,9 @@ def early_training_schema(signal: str) -> pa.Schema:
 
 def score_early_training(spec: EarlyTrainingSpec, ctx: StageContext, table: str, signal: str) -> StageOutput:
     import torch
+
+    from curation_assets.methods.lm_signals import forward_signals
+    from curation_assets.models.gradients import LoraGradientCapture, per_sample_grad_norms
 
     pending, count = ctx.pending_samples(table, ["messages"])
     device = compute_device()

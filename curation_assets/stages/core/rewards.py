@@ -11,7 +11,6 @@ from curation_assets.llm.conversation import JudgedTurn, TurnChoice, judged_turn
 from curation_assets.models.device import compute_device
 from curation_assets.models.embedding_heads import EmbeddingHead
 from curation_assets.models.embeddings import SentenceEmbedder
-from curation_assets.models.reward_model import RewardModelLoadError, load_reward_model, reward_scores
 from curation_assets.stages.core.causal_lm import run_batches_with_oom_backoff
 from curation_assets.stages.core.context import StageContext
 from curation_assets.stages.core.trained_scorers import (
@@ -43,6 +42,8 @@ def reward_turns(
 
 class ModelRewards:
     def __init__(self, spec: Any, stage: str) -> None:
+        from curation_assets.models.reward_model import RewardModelLoadError, load_reward_model
+
         assert spec.model is not None
         try:
             self.model, self.tokenizer = load_reward_model(spec.model)
@@ -52,6 +53,8 @@ class ModelRewards:
 
     def __call__(self, pairs: list[tuple[str, str]], stats: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
         import torch
+
+        from curation_assets.models.reward_model import reward_scores
 
         scores = np.full(len(pairs), np.nan)
         truncated = np.zeros(len(pairs), dtype=bool)

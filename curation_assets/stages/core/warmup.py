@@ -9,7 +9,6 @@ from typing import Any
 from curation_assets.models.causal_lm import fresh_causal_lm
 from curation_assets.models.chat_format import collate, encode_conversation, longest_first
 from curation_assets.models.device import compute_device
-from curation_assets.models.gradients import LoraGradientCapture, per_sample_gradient_features
 from curation_assets.models.lora import attach_lora
 from curation_assets.models.warmup_checkpoints import load_checkpoint
 from curation_assets.stages.core.causal_lm import run_batches_with_oom_backoff
@@ -41,6 +40,8 @@ class WarmupModel:
             raise ValueError(
                 f"warm-up stage {warmup_stage!r} has no checkpoints for its current config: materialise it first"
             )
+        from curation_assets.models.gradients import LoraGradientCapture
+
         self.device = compute_device()
         model, self.tokenizer = fresh_causal_lm(spec.model, spec.chat_template)
         self.model = attach_lora(model, spec.lora, spec.seed).to(self.device.name)
@@ -70,6 +71,8 @@ class WarmupModel:
         epsilon_inside_sqrt: bool = True,
     ) -> list[Any]:
         """Projected features of `encoded` samples (preconditioned when `moments` is given)."""
+        from curation_assets.models.gradients import per_sample_gradient_features
+
         out: list[Any] = [None] * len(encoded)
 
         def run(batch: list[int]) -> None:

@@ -19,8 +19,6 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field, model_validator
 
-from curation_assets.methods.less import TargetCosines, less_scores_from_cosines, projected_cosines, rank_correlations
-from curation_assets.methods.projection import FlatGradients, PairedProjector
 from curation_assets.models.warmup_checkpoints import ProjectionKind, make_projector
 from curation_assets.stages.core.causal_lm import CHUNK_SAMPLES
 from curation_assets.stages.core.context import StageContext, StageOutput, iter_parquet_batches
@@ -189,6 +187,9 @@ class ExactScoring:
 
     def _target_side(self, epoch: int) -> tuple[Any, np.ndarray | None]:
         """Plain gradients of the validation samples at the loaded checkpoint (one checkpoint held at a time)."""
+        from curation_assets.methods.less import TargetCosines
+        from curation_assets.methods.projection import FlatGradients, PairedProjector
+
         if self._held is None or self._held[0] != epoch:
             self._held = None  # free the previous checkpoint's target gradients first
             projector = FlatGradients() if self.compare is None else PairedProjector(FlatGradients(), self.compare)
@@ -202,6 +203,9 @@ class ExactScoring:
 
     def cosines(self, epoch: int, encoded: list[Any], moments: Any) -> np.ndarray:
         """(samples, validation samples) exact cosines at checkpoint `epoch` (loaded)."""
+        from curation_assets.methods.less import projected_cosines
+        from curation_assets.methods.projection import PairedProjector
+
         exact, projected_targets = self._target_side(epoch)
         projector = exact if self.compare is None else PairedProjector(exact, self.compare)
         rows = np.stack(
@@ -220,6 +224,8 @@ class ExactScoring:
 
     def record_comparison(self) -> None:
         """stats['projection_correlation']: projected vs exact LESS scores of this run's samples."""
+        from curation_assets.methods.less import less_scores_from_cosines, rank_correlations
+
         if self.compare is None:
             return
         epochs = [c["epoch"] for c in self.warm.checkpoints]

@@ -13,7 +13,6 @@ from pydantic import Field
 
 from curation_assets.models.chat_format import collate, longest_first
 from curation_assets.models.device import compute_device
-from curation_assets.models.jvp import JvpEmbedder
 from curation_assets.stages.core.causal_lm import (
     CHUNK_SAMPLES,
     CausalLMInput,
@@ -52,6 +51,7 @@ class JvpEmbeddingsSpec(CausalLMInput):
 
 def run_jvp_embeddings(spec: JvpEmbeddingsSpec, ctx: StageContext) -> StageOutput:
     from curation_assets.models.causal_lm import fresh_causal_lm
+    from curation_assets.models.jvp import JvpEmbedder
 
     pending, count = ctx.pending_samples("jvp_embeddings", ["messages"])
     device = compute_device()

@@ -20,7 +20,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import Field
 
-from curation_assets.methods.less import less_scores, less_scores_from_cosines
 from curation_assets.models.warmup_checkpoints import make_projector
 from curation_assets.stages.core.budget import BudgetedSelectionSpec
 from curation_assets.stages.core.context import StageContext, StageOutput
@@ -61,6 +60,8 @@ def check_learning_rates(warmup: str, checkpoints: list[dict[str, Any]]) -> None
 
 
 def run_less(spec: LessSpec, ctx: StageContext) -> StageOutput:
+    from curation_assets.methods.less import less_scores, less_scores_from_cosines
+
     features_spec: Any = ctx.stage_specs.get(spec.features)  # a grad_features spec
     if getattr(features_spec, "kind", None) != "grad_features":
         raise ValueError(f"{spec.features!r} is not a grad_features stage of this pipeline")

@@ -16,12 +16,10 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from curation_assets.methods.lm_signals import forward_signals
 from curation_assets.methods.quantile_window import quantile_window
 from curation_assets.models.causal_lm import fresh_causal_lm
 from curation_assets.models.chat_format import EncodedSample, collate, encode_conversation, longest_first
 from curation_assets.models.device import compute_device
-from curation_assets.models.gradients import LoraGradientCapture, per_sample_grad_norms
 from curation_assets.models.lora import LoraSettings, LoraTrainer, attach_lora, steps_per_epoch
 from curation_assets.stages.core.causal_lm import CausalLMInput, run_batches_with_oom_backoff
 from curation_assets.stages.core.context import StageContext, StageOutput
@@ -52,6 +50,9 @@ def score_pool(
     model: Any, encoded: list[EncodedSample], score: str, pad_token_id: int, batch_size: int, device: str, stats: dict
 ) -> np.ndarray:
     import torch
+
+    from curation_assets.methods.lm_signals import forward_signals
+    from curation_assets.models.gradients import LoraGradientCapture, per_sample_grad_norms
 
     values = np.full(len(encoded), np.nan)
     capture = LoraGradientCapture(model) if score == "grand" else None

@@ -8,7 +8,6 @@ from typing import Any, Literal
 
 import pyarrow as pa
 
-from curation_assets.methods.lm_signals import forward_signals
 from curation_assets.models.chat_format import collate, longest_first
 from curation_assets.models.device import compute_device
 from curation_assets.stages.core.causal_lm import (
@@ -42,6 +41,8 @@ class LmLossSpec(CausalLMInput):
 
 def run_lm_loss(spec: LmLossSpec, ctx: StageContext) -> StageOutput:
     import torch
+
+    from curation_assets.methods.lm_signals import forward_signals
 
     pending, count = ctx.pending_samples("lm_loss", ["messages"])
     device = compute_device()

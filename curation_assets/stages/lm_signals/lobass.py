@@ -39,7 +39,6 @@ from typing import Any, Literal
 import pyarrow as pa
 from pydantic import Field, model_validator
 
-from curation_assets.methods.lm_signals import forward_signals
 from curation_assets.models.causal_lm import fresh_causal_lm
 from curation_assets.models.chat_format import collate, encode_conversation, longest_first
 from curation_assets.models.device import compute_device
@@ -228,6 +227,8 @@ def _score_twice(
 ) -> tuple[list[float], list[float]]:
     """(loss with adapters disabled, loss with them) for each conversation, batched."""
     import torch
+
+    from curation_assets.methods.lm_signals import forward_signals
 
     device = compute_device()
     encoded = [encode_conversation(tokenizer, m, spec.max_length, spec.model, spec.turns) for m in conversations]

@@ -33,7 +33,6 @@ from pydantic import Field, model_validator
 
 from curation_assets.arrow_compute import pc
 from curation_assets.methods.instruction_mining import LinearRule, fit_linear_rule, random_subsets, subset_means
-from curation_assets.methods.lm_signals import forward_signals
 from curation_assets.models.causal_lm import fresh_causal_lm
 from curation_assets.models.chat_format import EncodedSample, collate, encode_conversation, longest_first
 from curation_assets.models.device import compute_device
@@ -135,6 +134,8 @@ def mean_response_loss(
     """Mean over samples of each sample's mean response-token cross-entropy (samples without a
     response token are skipped)."""
     import torch
+
+    from curation_assets.methods.lm_signals import forward_signals
 
     losses = np.full(len(encoded), np.nan)
 
