@@ -113,3 +113,16 @@ def test_the_code_location_builds_one_job_for_the_named_executor(tmp_path):
     if importlib.util.find_spec("dagster_k8s") is None:
         with pytest.raises(ImportError, match="needs the package dagster-k8s"):
             executor_named("k8s")
+
+
+def test_the_broker_keeps_its_queue_on_a_volume_across_restarts():
+    # with task_acks_late a running step's message lives in Redis until the step ends
+    objects = manifests()
+    pod = objects["Deployment", "curation-redis"]["spec"]["template"]["spec"]
+    (redis,) = pod["containers"]
+    args = redis["args"]
+    assert args[args.index("--appendonly") + 1] == "yes"
+    data_dir = args[args.index("--dir") + 1]
+    (mount,) = [m for m in redis["volumeMounts"] if m["mountPath"] == data_dir]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    assert ("PersistentVolumeClaim", volume["persistentVolumeClaim"]["claimName"]) in objects
