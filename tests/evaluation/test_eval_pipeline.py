@@ -150,3 +150,28 @@ def test_variants_keep_a_sub_pool_band_only_while_it_holds_a_kept_method(tmp_pat
     assert [band["selections"] for band in derived["attributes"]["evaluation"]["pools"]] == [["influence_distillation"]]
     path.write_text(yaml.safe_dump(derived))
     load_pipeline_file(path)
+
+
+def test_the_cpu_plan_puts_the_gradient_methods_on_a_sub_pool_with_its_own_band(tmp_path):
+    derived, name = derive(yaml.safe_load(SHIPPED.read_text()), plan="cpu-3h", training_seeds=1)
+    assert name == "cpu3h_s1"
+    path = tmp_path / "defs.yaml"
+    path.write_text(yaml.safe_dump(derived))
+    spec = load_pipeline_file(path).spec  # the evaluation.pools checks run at load time
+    stages = {s.name: s for s in spec.stages}
+    selections = {s.name: s for s in spec.selections}
+    assert set(stages) == {"embed", "el2n", "warmup", "grads", "jvp"} and stages["el2n"].runs == 1
+    assert stages["embed"].input_selection is None
+    assert all(stages[n].input_selection == "sub_pool" for n in ("el2n", "warmup", "grads", "jvp"))
+    assert selections["sub_pool"].budget == 500
+    evaluation = spec.evaluation
+    (pool,) = evaluation.pools
+    assert pool.selection == "sub_pool" and set(pool.selections) == {"el2n_top", "less", "influence_distillation"}
+    for name in [*evaluation.selections, *evaluation.baselines, *pool.baselines]:
+        assert selections[name].budget == 100 and selections[name].fraction is None, name
+        in_sub_pool = name in pool.selections or name in pool.baselines
+        assert selections[name].input_selection == ("sub_pool" if in_sub_pool else None), name
+    assert not llm_stage_names(derived["attributes"])
+    assert (evaluation.finetune.max_length, evaluation.finetune.lora.epochs) == (256, 1)
+    assert (evaluation.target_heldout_size, evaluation.general.size, evaluation.full_pool) == (200, 100, False)
+    assert evaluation.training_seeds == 1
