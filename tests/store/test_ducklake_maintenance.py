@@ -18,7 +18,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from datetime import timedelta
 from pathlib import Path
 
@@ -39,40 +38,13 @@ import pyarrow.parquet as pq  # noqa: E402
 import yaml  # noqa: E402
 
 from curation_assets.store.ducklake_store import DuckLakeStore  # noqa: E402
-from curation_assets.store.sql_files import SQL_DIR  # noqa: E402
 from curation_assets.store.writes import insert_stage_rows, replace_selection  # noqa: E402
 from tests.store.ducklake_worker import text_stats_rows  # noqa: E402
-from tests.support.postgres import PostgresServer, postgres_server  # noqa: E402
+from tests.support.postgres import PostgresServer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-STAGE_FILES = sorted(f"schema/stages/{p.name}" for p in (SQL_DIR / "schema" / "stages").glob("*.sql"))
 HOUR = timedelta(hours=1)
-
-
-@pytest.fixture(scope="module")
-def pg():
-    with postgres_server() as server:
-        yield server
-
-
-@pytest.fixture
-def lake_args(pg: PostgresServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
-    monkeypatch.setenv(pg.password_env, pg.password)
-    return {
-        "catalog": pg.new_catalog(f"m_{uuid.uuid4().hex[:12]}"),
-        "data_path": str(tmp_path / "lake_data"),
-        "work_path": str(tmp_path / "work"),
-        "password_env": pg.password_env,
-        "lock_timeout_s": 120.0,
-    }
-
-
-@pytest.fixture
-def lake(lake_args: dict) -> DuckLakeStore:
-    store = DuckLakeStore(**lake_args)
-    store.ensure_schema(STAGE_FILES)
-    return store
 
 
 def commit_text_stats(store: DuckLakeStore, folder: Path, prefix: str, rows: int) -> None:

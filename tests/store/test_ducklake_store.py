@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -36,38 +35,12 @@ import pyarrow.parquet as pq  # noqa: E402
 from curation_assets.store import ducklake_store  # noqa: E402
 from curation_assets.store.duckdb_store import DuckDBStore  # noqa: E402
 from curation_assets.store.ducklake_store import DuckLakeStore  # noqa: E402
-from curation_assets.store.sql_files import SQL_DIR, execute_sql_file  # noqa: E402
+from curation_assets.store.sql_files import execute_sql_file  # noqa: E402
 from curation_assets.store.writes import replace_selection  # noqa: E402
-from tests.support.postgres import PostgresServer, postgres_server  # noqa: E402
+from tests.store.conftest import STAGE_FILES  # noqa: E402
+from tests.support.postgres import PostgresServer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-STAGE_FILES = sorted(f"schema/stages/{p.name}" for p in (SQL_DIR / "schema" / "stages").glob("*.sql"))
-
-
-@pytest.fixture(scope="module")
-def pg():
-    with postgres_server() as server:
-        yield server
-
-
-@pytest.fixture
-def lake_args(pg: PostgresServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
-    """A fresh catalog database per test; the password only in the variable the store names."""
-    monkeypatch.setenv(pg.password_env, pg.password)
-    return {
-        "catalog": pg.new_catalog(f"t_{uuid.uuid4().hex[:12]}"),
-        "data_path": str(tmp_path / "lake_data"),
-        "work_path": str(tmp_path / "work"),
-        "password_env": pg.password_env,
-        "lock_timeout_s": 120.0,
-    }
-
-
-@pytest.fixture
-def lake(lake_args: dict) -> DuckLakeStore:
-    store = DuckLakeStore(**lake_args)
-    store.ensure_schema(STAGE_FILES)
-    return store
 
 
 def columns(con: duckdb.DuckDBPyConnection, catalog: str) -> dict[str, list[tuple[str, str, str]]]:
