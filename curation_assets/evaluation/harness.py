@@ -224,14 +224,20 @@ def pool_samples(store: Store) -> tuple[list[str], list[Any]]:
 
 
 def finetuned_over_seeds(
-    runner: FinetuneRunner, spec: EvaluationSpec, sample_ids: list[str], messages: list[Any], log: Any, label: str
+    runner: FinetuneRunner,
+    spec: EvaluationSpec,
+    sample_ids: list[str],
+    messages: list[Any],
+    log: Any,
+    label: str,
+    role: str = "method",
 ) -> tuple[str, Measured, list[tuple[int, Measured]]]:
-    """(members hash, the seeds' mean, each seed's fine-tune) of one training set: `training_seeds`
+    """(members hash, the seeds' mean, each seed's fine-tune) of one training set: `spec.seeds_of(role)`
     fine-tunes with seeds finetune.seed, +1, ..., each cached under its own key."""
     training_set = members_hash(sample_ids)
     base = spec.finetune
     runs = []
-    for offset in range(spec.training_seeds):
+    for offset in range(spec.seeds_of(role)):
         settings = base.model_copy(update={"seed": base.seed + offset})
         if log is not None:
             log.info(f"evaluation: {label} ({len(sample_ids)} samples, training seed {settings.seed})")
@@ -306,7 +312,7 @@ def run_evaluation(
     rows = [ResultRow(BASE_MODEL, "none", "base_model", 0, base, runs=[(-1, base)], response_tokens=0)]
     for role, name, members, pool in planned:
         training_set, measured, runs = finetuned_over_seeds(
-            runner, spec, members, member_messages(store, members), log, name
+            runner, spec, members, member_messages(store, members), log, name, role
         )
         row = ResultRow(
             name,
@@ -352,7 +358,7 @@ def run_evaluation(
             members = sorted(pool_ids[i] for i in chosen)
             name = f"token_matched:{method.selection}:{draw}"
             training_set, measured, runs = finetuned_over_seeds(
-                runner, spec, members, [by_id[m] for m in members], log, name
+                runner, spec, members, [by_id[m] for m in members], log, name, "token_matched"
             )
             rows.append(
                 ResultRow(

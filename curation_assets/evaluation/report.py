@@ -15,7 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from curation_assets.evaluation.harness import BASE_MODEL, FULL_POOL, Band, EvaluationResult, ResultRow
-from curation_assets.evaluation.spec import WHOLE_POOL
+from curation_assets.evaluation.spec import WHOLE_POOL, EvaluationSpec
 
 COLUMNS = (
     "method",
@@ -194,8 +194,7 @@ def markdown(result: EvaluationResult, image: str | None = None) -> str:
         f"`{spec.general.name}` conversations outside the pool. Loss = mean over samples of the mean "
         f"response-token cross-entropy of "
         f"{'every assistant turn' if settings.turns == 'all' else 'the last assistant turn'}; lower is better. "
-        f"Every training set is fine-tuned with {spec.training_seeds} training seed(s) "
-        f"({', '.join(str(settings.seed + i) for i in range(spec.training_seeds))}); a held-out sample's loss is "
+        f"{_seeds_sentence(spec, settings.seed)}; a held-out sample's loss is "
         f"their mean. Δ = mean over held-out samples of (loss − the mean loss of the {result.band.n} baselines "
         f"{', '.join(spec.baselines)}), with a paired bootstrap 95% interval ({spec.bootstrap_resamples:,} "
         'resamples of the held-out samples, percentile). "Beats all random seeds" = a target loss below every '
@@ -364,3 +363,17 @@ __all__ = [
     "token_matched_rows",
     "write_report_files",
 ]
+
+
+def _seeds_sentence(spec: EvaluationSpec, first: int) -> str:
+    """How many training seeds each role was fine-tuned with, and which."""
+
+    def seeds(n: int) -> str:
+        return f"{n} training seed(s) ({', '.join(str(first + i) for i in range(n))})"
+
+    if spec.seeds_of("baseline") == spec.training_seeds:
+        return f"Every training set is fine-tuned with {seeds(spec.training_seeds)}"
+    return (
+        f"Every method (and the full pool) is fine-tuned with {seeds(spec.training_seeds)}, the "
+        f"random baselines and token-matched subsets with {seeds(spec.seeds_of('baseline'))}"
+    )

@@ -120,6 +120,14 @@ class EvaluationSpec(SpecModel):
         ge=1,
         description=("Fine-tunes per training set, with seeds finetune.seed, +1, ...; a sample's loss is their mean."),
     )
+    baseline_training_seeds: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "Fine-tunes per random baseline and token-matched subset (null: `training_seeds`); a band of 5 seeds "
+            "already spans training noise, so 1 here halves their cost while each method keeps `training_seeds`."
+        ),
+    )
     token_matched_draws: int = Field(
         1, ge=0, description=("Random subsets per method holding as many response tokens as its selection (0: none).")
     )
@@ -182,13 +190,22 @@ class EvaluationSpec(SpecModel):
         """Every selection fine-tuned: the baselines (whole pool, then each sub-pool's) and the methods."""
         return [*self.baselines, *(name for band in self.pools for name in band.baselines), *self.selections]
 
+    def seeds_of(self, role: str) -> int:
+        """Training seeds of a row's role: baselines and token-matched subsets may use fewer."""
+        if role in ("baseline", "token_matched") and self.baseline_training_seeds is not None:
+            return self.baseline_training_seeds
+        return self.training_seeds
+
     def pool_of(self, selection: str) -> SubPoolBand | None:
         """The sub-pool band `selection` (a method or a baseline) belongs to; None: the whole pool."""
         return next((b for b in self.pools if selection in b.selections or selection in b.baselines), None)
 
     def config_hash(self) -> str:
         """Code version of the asset: everything that changes results (not where files go)."""
-        excluded = {"output_dir", "name", *(() if self.pools else ("pools",))}  # no pools: the hash before them
+        excluded = {"output_dir", "name"}
+        # unset options hash as before they existed, so older evaluations stay current
+        excluded |= {"pools"} if not self.pools else set()
+        excluded |= {"baseline_training_seeds"} if self.baseline_training_seeds is None else set()
         payload = json.dumps(
             {"version": EVALUATION_VERSION, **self.model_dump(mode="json", exclude=excluded)},
             sort_keys=True,

@@ -153,8 +153,8 @@ def test_variants_keep_a_sub_pool_band_only_while_it_holds_a_kept_method(tmp_pat
 
 
 def test_the_cpu_plan_puts_the_gradient_methods_on_a_sub_pool_with_its_own_band(tmp_path):
-    derived, name = derive(yaml.safe_load(SHIPPED.read_text()), plan="cpu-3h", training_seeds=1)
-    assert name == "cpu3h_s1"
+    derived, name = derive(yaml.safe_load(SHIPPED.read_text()), plan="cpu-3h")
+    assert name == "cpu3h"
     path = tmp_path / "defs.yaml"
     path.write_text(yaml.safe_dump(derived))
     spec = load_pipeline_file(path).spec  # the evaluation.pools checks run at load time
@@ -174,4 +174,6 @@ def test_the_cpu_plan_puts_the_gradient_methods_on_a_sub_pool_with_its_own_band(
     assert not llm_stage_names(derived["attributes"])
     assert (evaluation.finetune.max_length, evaluation.finetune.lora.epochs) == (256, 1)
     assert (evaluation.target_heldout_size, evaluation.general.size, evaluation.full_pool) == (200, 100, False)
-    assert evaluation.training_seeds == 1
+    # each method under 2 training seeds, each random or token-matched set under 1
+    assert (evaluation.training_seeds, evaluation.baseline_training_seeds, evaluation.seeds_of("baseline")) == (2, 1, 1)
+    assert (evaluation.seeds_of("method"), evaluation.seeds_of("token_matched")) == (2, 1)

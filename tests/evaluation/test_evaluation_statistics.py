@@ -69,6 +69,7 @@ def evaluated(tmp_path_factory, tiny_lm):
                 "general": {"name": "general", "path": "general.jsonl", "size": 8, "seed": 3},
                 "finetune": {"model": str(tiny_lm), "max_length": MAX_LENGTH, "lora": LORA, "batch_size": 3},
                 "training_seeds": 2,
+                "baseline_training_seeds": 1,  # the band and the token-matched subsets: one fine-tune each
                 "token_matched_draws": DRAWS,
                 "token_matched_seed": 11,
                 "full_pool": True,
@@ -139,8 +140,9 @@ def test_delta_interval_and_beating_every_seed_equal_a_direct_computation(evalua
     seeds_of = {}
     for name, seed, _, _, _ in losses:
         seeds_of.setdefault(name, set()).add(seed)
-    assert seeds_of["longest"] == {0, 1} and seeds_of["base_model"] == {-1}
-    assert results["longest"]["training_seeds"] == 2
+    assert seeds_of["longest"] == seeds_of["full_pool"] == {0, 1} and seeds_of["base_model"] == {-1}
+    assert seeds_of["random_s3"] == seeds_of["token_matched:longest:1"] == {0}
+    assert results["longest"]["training_seeds"] == 2 and results["random_s3"]["training_seeds"] == 1
     seed0 = [
         loss for name, seed, s, _, loss in sorted(losses) if name == "longest" and seed == 0 and s == "target:task"
     ]
@@ -231,4 +233,5 @@ def test_report_shows_the_statistics(evaluated):
     gain = -row["target_delta"] / (row["upstream_seconds"] / 3600.0)
     assert longest["target gain per hour"] == f"{gain:+.4f}"
     assert "Token-matched random subsets:" in report and "token_matched:longest:1" in report
+    assert "fine-tuned with 2 training seed(s) (0, 1), the random baselines and token-matched subsets with " in report
     assert "Only" not in report.split("| method")[0]  # five seeds: no warning
