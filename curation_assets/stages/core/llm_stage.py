@@ -10,6 +10,7 @@ pays only for the rest; permanent 4xx failures and unparseable answers become ro
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ from curation_assets.llm.client import ChatRequest, LLMClient, RequestFailure
 from curation_assets.llm.endpoint import LLMEndpointSpec
 from curation_assets.llm.prompts import load_prompt
 from curation_assets.llm.spend import SpendGuard, SpendPlan
-from curation_assets.stages.core.context import StageContext, iter_parquet_batches
+from curation_assets.stages.core.context import StageContext, StageOutput, iter_parquet_batches
 from curation_assets.stages.core.registry import StageSpec
 
 T = TypeVar("T")
@@ -374,3 +375,55 @@ def turn_columns(sample_turns: list[Any], judged: list[Judged[Any]]) -> dict[str
         "n_unparseable": sum(j.error is None and j.value is None for j in judged),
         "truncated": any(t.truncated for t in sample_turns),
     }
+
+
+def run_turn_judge(
+    spec: LLMStageSpec,
+    ctx: StageContext,
+    *,
+    table: str,
+    schema: pa.Schema,
+    request: Callable[[str, Any], ChatRequest],
+    parse: Callable[[str], T | None],
+    sample_columns: Callable[[dict[str, Any], list[Judged[T]]], dict[str, Any]],
+    verb: str,
+) -> StageOutput:
+    """The run of a kind that has an LLM judge each sample's turns (AlpaGasus, LIFT quality): the
+    spend check and `llm.mode: batch` prefill over the pending samples, then per chunk every turn
+    asked and one row per sample: its `sample_id`, `sample_columns(row, judged turns)` (the kind's
+    scores) and the `TURN_COLUMNS`."""
+    pending, count = ctx.pending_samples(table, ["instruction", "input", "output", "messages"])
+    client = spec.client(ctx)
+
+    def first(rows: list[dict[str, Any]]) -> list[list[ChatRequest]]:
+        return turn_requests(spec, rows, request)[1]
+
+    plan = check_spend(spec, client, pending, first)  # before anything is sent
+    batched = prefill_by_batch(spec, client, ctx, pending, first)  # llm.mode: batch
+    started = time.perf_counter()
+    statuses: dict[str, int] = {}
+    with ctx.rows_writer(schema) as writer:
+        chunks = iter_parquet_batches(pending, spec.chunk_size)
+        for chunk in ctx.progress(chunks, total=-(-count // spec.chunk_size), desc=f"{verb} {count} samples"):
+            rows = chunk.to_pylist()
+            out: dict[str, list[Any]] = {name: [] for name in schema.names}
+            for row, (sample_turns, judged) in zip(rows, judge_turns_of_chunk(spec, client, rows, request, parse)):
+                columns = {
+                    "sample_id": row["sample_id"],
+                    **sample_columns(row, judged),
+                    **turn_columns(sample_turns, judged),
+                }
+                statuses[columns["status"]] = statuses.get(columns["status"], 0) + 1
+                for name in schema.names:
+                    out[name].append(columns[name])
+            writer.write(pa.table(out, schema=schema))
+    stats = {
+        "pending": count,
+        "model": spec.llm.model,
+        **planned_stats(plan),
+        **batched,
+        **{f"status_{k}": v for k, v in statuses.items()},
+        **client.stats.as_dict(),
+        "seconds_judging": round(time.perf_counter() - started, 3),
+    }
+    return StageOutput(writer.path, rows_in=count, stats=stats, metadata=stats)

@@ -7,7 +7,6 @@ first line (temperature 0, max_tokens 256). Multi-turn: every assistant turn is 
 
 from __future__ import annotations
 
-import time
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -19,18 +18,8 @@ from curation_assets.llm.conversation import TurnChoice
 from curation_assets.llm.parsing import ALPAGASUS_SCHEMA as ALPAGASUS_ANSWER_SCHEMA
 from curation_assets.llm.parsing import parse_alpagasus_score
 from curation_assets.llm.prompts import render
-from curation_assets.stages.core.context import StageContext, StageOutput, iter_parquet_batches
-from curation_assets.stages.core.llm_stage import (
-    TURN_COLUMNS,
-    TURN_FIELDS,
-    LLMStageSpec,
-    check_spend,
-    judge_turns_of_chunk,
-    planned_stats,
-    prefill_by_batch,
-    turn_columns,
-    turn_requests,
-)
+from curation_assets.stages.core.context import StageContext, StageOutput
+from curation_assets.stages.core.llm_stage import TURN_COLUMNS, TURN_FIELDS, Judged, LLMStageSpec, run_turn_judge
 from curation_assets.stages.core.registry import StageKind, register_kind
 
 ALPAGASUS_SCHEMA = pa.schema(
@@ -79,49 +68,25 @@ def alpagasus_requests(spec: AlpagasusSpec, sample_id: str, turns: list[Any]) ->
 
 
 def run_alpagasus(spec: AlpagasusSpec, ctx: StageContext) -> StageOutput:
-    pending, count = ctx.pending_samples("alpagasus", ["instruction", "input", "output", "messages"])
-    client = spec.client(ctx)
+    def scores(row: dict[str, Any], judged: list[Judged[float]]) -> dict[str, Any]:
+        values = [j.value for j in judged]
+        parsed = [v for v in values if v is not None]
+        return {
+            "score": float(np.mean(parsed)) if parsed else None,
+            "min_score": min(parsed) if parsed else None,
+            "turn_scores": values,
+        }
 
-    def first(rows: list[dict[str, Any]]) -> list[list[ChatRequest]]:
-        return turn_requests(spec, rows, lambda sid, turn: alpagasus_requests(spec, sid, [turn])[0])[1]
-
-    plan = check_spend(spec, client, pending, first)  # before anything is sent
-    batched = prefill_by_batch(spec, client, ctx, pending, first)  # llm.mode: batch
-    started = time.perf_counter()
-    status_counts: dict[str, int] = {}
-    with ctx.rows_writer(ALPAGASUS_SCHEMA) as writer:
-        chunks = iter_parquet_batches(pending, spec.chunk_size)
-        for chunk in ctx.progress(chunks, total=-(-count // spec.chunk_size), desc=f"judging {count} samples"):
-            rows = chunk.to_pylist()
-            judged = judge_turns_of_chunk(
-                spec, client, rows, lambda sid, turn: alpagasus_requests(spec, sid, [turn])[0], parse_alpagasus_score
-            )
-            out: dict[str, list[Any]] = {name: [] for name in ALPAGASUS_SCHEMA.names}
-            for row, (sample_turns, mine) in zip(rows, judged):
-                scores = [j.value for j in mine]
-                parsed = [v for v in scores if v is not None]
-                columns = {
-                    "sample_id": row["sample_id"],
-                    "score": float(np.mean(parsed)) if parsed else None,
-                    "min_score": min(parsed) if parsed else None,
-                    "turn_scores": scores,
-                    **turn_columns(sample_turns, mine),
-                }
-                status_counts[columns["status"]] = status_counts.get(columns["status"], 0) + 1
-                for name in ALPAGASUS_SCHEMA.names:
-                    out[name].append(columns[name])
-            writer.write(pa.table(out, schema=ALPAGASUS_SCHEMA))
-    seconds = time.perf_counter() - started
-    stats = {
-        "pending": count,
-        "model": spec.llm.model,
-        **planned_stats(plan),
-        **batched,
-        **{f"status_{k}": v for k, v in status_counts.items()},
-        **client.stats.as_dict(),
-        "seconds_judging": round(seconds, 3),
-    }
-    return StageOutput(writer.path, rows_in=count, stats=stats, metadata=stats)
+    return run_turn_judge(
+        spec,
+        ctx,
+        table="alpagasus",
+        schema=ALPAGASUS_SCHEMA,
+        request=lambda sid, turn: alpagasus_requests(spec, sid, [turn])[0],
+        parse=parse_alpagasus_score,
+        sample_columns=scores,
+        verb="judging",
+    )
 
 
 ALPAGASUS = register_kind(

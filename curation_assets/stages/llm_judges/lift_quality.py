@@ -14,18 +14,8 @@ from curation_assets.llm.client import ChatRequest
 from curation_assets.llm.conversation import TurnChoice
 from curation_assets.llm.parsing import LIFT_RUBRIC, LIFT_RUBRIC_SCHEMA, parse_lift_rubric
 from curation_assets.llm.prompts import render
-from curation_assets.stages.core.context import StageContext, StageOutput, iter_parquet_batches
-from curation_assets.stages.core.llm_stage import (
-    TURN_COLUMNS,
-    TURN_FIELDS,
-    LLMStageSpec,
-    check_spend,
-    judge_turns_of_chunk,
-    planned_stats,
-    prefill_by_batch,
-    turn_columns,
-    turn_requests,
-)
+from curation_assets.stages.core.context import StageContext, StageOutput
+from curation_assets.stages.core.llm_stage import TURN_COLUMNS, TURN_FIELDS, Judged, LLMStageSpec, run_turn_judge
 from curation_assets.stages.core.registry import StageKind, register_kind
 
 LIFT_QUALITY_SCHEMA = pa.schema(
@@ -51,8 +41,6 @@ class LiftQualitySpec(LLMStageSpec):
 
 
 def run_lift_quality(spec: LiftQualitySpec, ctx: StageContext) -> StageOutput:
-    pending, count = ctx.pending_samples("lift_quality", ["instruction", "input", "output", "messages"])
-    client = spec.client(ctx)
     system, user = spec.prompt("lift_quality_system"), spec.prompt("lift_quality_user")
     params = {
         "temperature": spec.temperature,
@@ -71,37 +59,24 @@ def run_lift_quality(spec: LiftQualitySpec, ctx: StageContext) -> StageOutput:
             sample_id=sid,
         )
 
-    plan = check_spend(spec, client, pending, lambda rows: turn_requests(spec, rows, request)[1])  # before sending
-    batched = prefill_by_batch(spec, client, ctx, pending, lambda rows: turn_requests(spec, rows, request)[1])
-    statuses: dict[str, int] = {}
-    with ctx.rows_writer(LIFT_QUALITY_SCHEMA) as writer:
-        chunks = iter_parquet_batches(pending, spec.chunk_size)
-        for chunk in ctx.progress(chunks, total=-(-count // spec.chunk_size), desc=f"rating {count} samples"):
-            rows = chunk.to_pylist()
-            judged = judge_turns_of_chunk(spec, client, rows, request, parse_lift_rubric)
-            out: dict[str, list[Any]] = {name: [] for name in LIFT_QUALITY_SCHEMA.names}
-            for row, (sample_turns, mine) in zip(rows, judged):
-                parsed = [j.value for j in mine if j.value is not None]
-                columns = {
-                    "sample_id": row["sample_id"],
-                    "llm_score": float(np.mean([p["total"] for p in parsed])) if parsed else None,
-                    **{name: float(np.mean([p[name] for p in parsed])) if parsed else None for name in LIFT_RUBRIC},
-                    "response_chars": sum(len(m["content"]) for m in row["messages"] if m["role"] == "assistant"),
-                    **turn_columns(sample_turns, mine),
-                }
-                statuses[columns["status"]] = statuses.get(columns["status"], 0) + 1
-                for name in LIFT_QUALITY_SCHEMA.names:
-                    out[name].append(columns[name])
-            writer.write(pa.table(out, schema=LIFT_QUALITY_SCHEMA))
-    stats = {
-        "pending": count,
-        "model": spec.llm.model,
-        **planned_stats(plan),
-        **batched,
-        **{f"status_{k}": v for k, v in statuses.items()},
-        **client.stats.as_dict(),
-    }
-    return StageOutput(writer.path, rows_in=count, stats=stats, metadata=stats)
+    def rubric(row: dict[str, Any], judged: list[Judged[dict[str, float]]]) -> dict[str, Any]:
+        parsed = [j.value for j in judged if j.value is not None]
+        return {
+            "llm_score": float(np.mean([p["total"] for p in parsed])) if parsed else None,
+            **{name: float(np.mean([p[name] for p in parsed])) if parsed else None for name in LIFT_RUBRIC},
+            "response_chars": sum(len(m["content"]) for m in row["messages"] if m["role"] == "assistant"),
+        }
+
+    return run_turn_judge(
+        spec,
+        ctx,
+        table="lift_quality",
+        schema=LIFT_QUALITY_SCHEMA,
+        request=request,
+        parse=parse_lift_rubric,
+        sample_columns=rubric,
+        verb="rating",
+    )
 
 
 LIFT_QUALITY = register_kind(
