@@ -173,6 +173,15 @@ def steps_per_epoch(n_samples: int, settings: LoraSettings) -> int:
     return max(1, -(-n_samples // (settings.batch_size * settings.grad_accumulation)))
 
 
+def planned_trainer(
+    model: Any, samples: Sequence[EncodedSample], settings: LoraSettings, *, pad_token_id: int, seed: int, device: str
+) -> LoraTrainer:
+    """A trainer whose schedule spans every epoch over `samples` (at most `max_steps` steps)."""
+    planned = steps_per_epoch(len(samples), settings) * settings.epochs
+    total_steps = min(settings.max_steps or planned, planned)
+    return LoraTrainer(model, settings, total_steps=total_steps, pad_token_id=pad_token_id, seed=seed, device=device)
+
+
 def warmup_steps(total_steps: int, settings: LoraSettings) -> int:
     """Linear warm-up steps: ⌈warmup_ratio x total⌉ (transformers' TrainingArguments.get_warmup_steps)."""
     return math.ceil(settings.warmup_ratio * total_steps)
@@ -193,15 +202,7 @@ def lora_finetune(
 
     Loss = mean over response tokens of each micro-batch (transformers' causal LM loss).
     """
-    planned = steps_per_epoch(len(samples), settings) * settings.epochs
-    trainer = LoraTrainer(
-        model,
-        settings,
-        total_steps=min(settings.max_steps or planned, planned),
-        pad_token_id=pad_token_id,
-        seed=seed,
-        device=device,
-    )
+    trainer = planned_trainer(model, samples, settings, pad_token_id=pad_token_id, seed=seed, device=device)
     result = FineTuneResult(model=model, optimizer=trainer.optimizer)
     for epoch in range(settings.epochs):
         mean_lr = trainer.train_epoch(samples, on_step)

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from curation_assets.models.chat_format import EncodedSample
-from curation_assets.models.lora import LoraSettings, LoraTrainer, steps_per_epoch
+from curation_assets.models.lora import LoraSettings, planned_trainer
 
 
 @dataclass
@@ -72,15 +72,7 @@ def warm_up_weights(
     """AdamW on the weights of `layers` for `epochs` passes of the warm-up schedule (its learning
     rate plan spans all `settings.epochs`, as the LoRA warm-up's does); returns the moments."""
     train_only(model, layers)
-    planned = steps_per_epoch(len(samples), settings) * settings.epochs
-    trainer = LoraTrainer(
-        model,
-        settings,
-        total_steps=min(settings.max_steps or planned, planned),
-        pad_token_id=pad_token_id,
-        seed=seed,
-        device=device,
-    )
+    trainer = planned_trainer(model, samples, settings, pad_token_id=pad_token_id, seed=seed, device=device)
     for _ in range(epochs):
         trainer.train_epoch(samples)
         if trainer.step >= trainer.total_steps:
