@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -18,9 +19,10 @@ from curation_assets.arrow_compute import pc
 from curation_assets.sources.ingest import stage_source
 from curation_assets.sources.spec import SourceSpec
 from curation_assets.stages.core.registry import StageSpec
+from curation_assets.store.sql_files import execute_sql_file
 
 if TYPE_CHECKING:
-    from curation_assets.stages.core.context import StageContext
+    from curation_assets.stages.core.context import StageContext, StageOutput
 
 TARGET_SCHEMA = pa.schema(
     [
@@ -101,3 +103,14 @@ def validation_targets(ctx: StageContext, targets: list[TargetSpec]) -> tuple[pa
         f"{t}:{s}" for t, s in zip(validation.column("target").to_pylist(), validation.column("subtask").to_pylist())
     ]
     return table, validation, labels
+
+
+def targets_writer(sql_file: str) -> Callable[[Any, str, str, StageOutput], None]:
+    """The `write_extra` of a target-aware selection: `sql_file` replaces the selection's rows from the
+    run's staged `targets_file` and, where the run staged one, its per-sample `scores_file`."""
+
+    def write_targets(con: Any, stage: str, config_hash: str, output: StageOutput) -> None:
+        files = {key: output.extra[key] for key in ("targets_file", "scores_file") if key in output.extra}
+        execute_sql_file(con, sql_file, {"selection": stage, **files})
+
+    return write_targets

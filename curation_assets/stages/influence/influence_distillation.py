@@ -48,8 +48,8 @@ from curation_assets.stages.core.budget import BudgetedSelectionSpec
 from curation_assets.stages.core.context import StageContext, StageOutput
 from curation_assets.stages.core.conversation_keys import DistinctSpec, conversation_codes
 from curation_assets.stages.core.registry import StageKind, register_kind, stage_reference_problems
-from curation_assets.stages.core.targets import TargetsInput, TargetSpec, read_target
-from curation_assets.store.sql_files import execute_sql_file, read_sql
+from curation_assets.stages.core.targets import TargetsInput, TargetSpec, read_target, targets_writer
+from curation_assets.store.sql_files import read_sql
 
 SCORES_SCHEMA = pa.schema(
     [
@@ -496,14 +496,6 @@ def run_influence_distillation(spec: InfluenceDistillationSpec, ctx: StageContex
     )
 
 
-def write_influence(con: Any, stage: str, config_hash: str, output: StageOutput) -> None:
-    execute_sql_file(
-        con,
-        "writes/influence_replace.sql",
-        {"selection": stage, "targets_file": output.extra["targets_file"], "scores_file": output.extra["scores_file"]},
-    )
-
-
 INFLUENCE_DISTILLATION = register_kind(
     StageKind(
         kind="influence_distillation",
@@ -514,6 +506,6 @@ INFLUENCE_DISTILLATION = register_kind(
         summary="Influence Distillation: landmark gradients propagated by KRR on JVP embeddings, round-robin picks.",
         schema_file="schema/stages/influence_distillation.sql",
         tags=("python", "torch", "numpy"),
-        write_extra=write_influence,
+        write_extra=targets_writer("writes/influence_replace.sql"),
     )
 )

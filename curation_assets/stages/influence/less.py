@@ -25,9 +25,8 @@ from curation_assets.stages.core.budget import BudgetedSelectionSpec
 from curation_assets.stages.core.context import StageContext, StageOutput
 from curation_assets.stages.core.conversation_keys import DistinctSpec, choose_top
 from curation_assets.stages.core.registry import StageKind, register_kind, stage_reference_problems
-from curation_assets.stages.core.targets import TargetsInput, TargetSpec, validation_targets
+from curation_assets.stages.core.targets import TargetsInput, TargetSpec, targets_writer, validation_targets
 from curation_assets.stages.core.warmup import WarmupModel, checkpoint_records
-from curation_assets.store.sql_files import execute_sql_file
 
 
 class LessSpec(BudgetedSelectionSpec, DistinctSpec, TargetsInput):
@@ -144,14 +143,6 @@ def stored_matrices(
     return ids, matrices
 
 
-def write_targets(con: Any, stage: str, config_hash: str, output: StageOutput) -> None:
-    execute_sql_file(
-        con,
-        "writes/less_replace.sql",
-        {"selection": stage, "targets_file": output.extra["targets_file"], "scores_file": output.extra["scores_file"]},
-    )
-
-
 LESS = register_kind(
     StageKind(
         kind="less",
@@ -162,6 +153,6 @@ LESS = register_kind(
         summary="LESS: top samples by checkpoint-weighted gradient cosine with target validation sets.",
         schema_file="schema/stages/less.sql",
         tags=("python", "torch", "numpy"),
-        write_extra=write_targets,
+        write_extra=targets_writer("writes/less_replace.sql"),
     )
 )

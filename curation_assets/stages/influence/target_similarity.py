@@ -29,8 +29,7 @@ from curation_assets.stages.core.conversation_keys import DistinctSpec, choose_t
 from curation_assets.stages.core.embedding_input import EmbeddingInput
 from curation_assets.stages.core.registry import StageKind, register_kind
 from curation_assets.stages.core.sentence_embedding import SentenceEmbeddingInput, render_texts
-from curation_assets.stages.core.targets import TargetsInput, TargetSpec, read_target
-from curation_assets.store.sql_files import execute_sql_file
+from curation_assets.stages.core.targets import TargetsInput, TargetSpec, read_target, targets_writer
 
 
 class TargetSimilaritySpec(EmbeddingInput, BudgetedSelectionSpec, DistinctSpec, TargetsInput):
@@ -105,12 +104,6 @@ def run_target_similarity(spec: TargetSimilaritySpec, ctx: StageContext) -> Stag
     )
 
 
-def write_targets(con: Any, stage: str, config_hash: str, output: StageOutput) -> None:
-    execute_sql_file(
-        con, "writes/target_samples_replace.sql", {"selection": stage, "targets_file": output.extra["targets_file"]}
-    )
-
-
 TARGET_SIMILARITY = register_kind(
     StageKind(
         kind="target_similarity",
@@ -121,6 +114,6 @@ TARGET_SIMILARITY = register_kind(
         summary="Top samples by mean embedding cosine similarity to target validation samples "
         "(LESS's representation baseline).",
         tags=("python", "numpy", "sentence_transformers"),
-        write_extra=write_targets,
+        write_extra=targets_writer("writes/target_samples_replace.sql"),
     )
 )
