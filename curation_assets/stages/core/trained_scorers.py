@@ -1,25 +1,41 @@
 """Trained scorers as stage outputs: training an embedding head with a held-out split, and
 recording / finding the scorer files (`trained_scorers`, SHA-256 per file) of a training
-stage at its config. Shared by `deita_scorer_train` and `reward_scores`."""
+stage at its config. Shared by `deita_scorer_train` and `reward_scores`; the chunk loop of
+the scoring stages `deita_scores` and `reward_scores` too."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+import pyarrow as pa
+from pydantic import AfterValidator
 
 from curation_assets.methods.rank_correlation import spearman
 from curation_assets.methods.ridge import fit_ridge
 from curation_assets.models.embedding_heads import EmbeddingHead, text_features
 from curation_assets.models.embeddings import SentenceEmbedder
 from curation_assets.models.scorer_artifacts import verify_files
-from curation_assets.stages.core.context import StageContext, StageOutput
+from curation_assets.stages.core.context import StageContext, StageOutput, iter_parquet_batches
 from curation_assets.store.sql_files import execute_sql_file, read_sql
 from curation_assets.store.writes import utc_now
+
+CHUNK_SAMPLES = 256  # samples scored together
+
+
+def _positive(alphas: list[float]) -> list[float]:
+    if min(alphas) <= 0:
+        raise ValueError("every ridge penalty in `alphas` must be > 0")
+    return alphas
+
+
+# the `alphas` key of an embedding head: ridge penalties, each > 0
+RidgeAlphas = Annotated[list[float], AfterValidator(_positive)]
 
 
 @dataclass
@@ -170,3 +186,30 @@ def score_digit_prompts(
     if prompts:
         run_batches_with_oom_backoff(run, order, batch_size, stats)
     return scores
+
+
+def write_scored_chunks(
+    ctx: StageContext,
+    pending: Path,
+    count: int,
+    writer: Any,
+    schema: pa.Schema,
+    score_rows: Callable[[list[dict[str, Any]]], dict[str, list[Any]]],
+    stats: dict[str, Any],
+    desc: str,
+) -> None:
+    """Score the `count` pending samples a chunk at a time: `score_rows` gives a chunk's columns
+    (with `status` and `truncated`), written to `writer`; `stats` gains the status and truncated
+    counts and samples_per_second."""
+    started = time.perf_counter()
+    statuses: dict[str, int] = {}
+    chunks = iter_parquet_batches(pending, CHUNK_SAMPLES)
+    for chunk in ctx.progress(chunks, total=-(-count // CHUNK_SAMPLES), desc=desc):
+        out = score_rows(chunk.to_pylist())
+        for status in out["status"]:
+            statuses[status] = statuses.get(status, 0) + 1
+        stats["truncated"] = stats.get("truncated", 0) + sum(out["truncated"])
+        writer.write(pa.table(out, schema=schema))
+    seconds = time.perf_counter() - started
+    stats.update({f"status_{k}": v for k, v in statuses.items()})
+    stats["samples_per_second"] = round(count / seconds, 2) if seconds else None

@@ -27,7 +27,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from curation_assets.methods.deita_scoring import digit_target, rescale_ranked_score
 from curation_assets.methods.heldout import heldout_groups
@@ -49,6 +49,7 @@ from curation_assets.models.lora import LoraSettings, attach_lora, lora_finetune
 from curation_assets.stages.core.context import StageContext, StageOutput
 from curation_assets.stages.core.registry import StageKind, StageSpec, register_kind, stage_reference_problems
 from curation_assets.stages.core.trained_scorers import (
+    RidgeAlphas,
     TrainedScorer,
     as_records,
     heldout_fit,
@@ -99,7 +100,7 @@ class DeitaScorerTrainSpec(StageSpec):
         PACKAGED_MINILM,
         description=("embedding_head: sentence-transformers model (packaged MiniLM by default, offline)."),
     )
-    alphas: list[float] = Field(
+    alphas: RidgeAlphas = Field(
         list(DEFAULT_ALPHAS),
         min_length=1,
         description=("embedding_head: ridge penalties tried; the one with the lowest leave-one-out error is used."),
@@ -124,13 +125,6 @@ class DeitaScorerTrainSpec(StageSpec):
         description=("causal_lm: the quality prompt, with {instruction} then {output} (published by default)."),
     )
     batch_size: int = Field(16, gt=0, description="Texts per forward pass when encoding or scoring.")
-
-    @field_validator("alphas")
-    @classmethod
-    def _positive(cls, alphas: list[float]) -> list[float]:
-        if min(alphas) <= 0:
-            raise ValueError("every ridge penalty in `alphas` must be > 0")
-        return alphas
 
     @model_validator(mode="after")
     def _backend_keys(self) -> DeitaScorerTrainSpec:

@@ -15,7 +15,6 @@ NULL, the reason is stored, and the sample's `score` is NULL; nothing gets a def
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import Any, ClassVar, Literal, Protocol
 
@@ -39,11 +38,10 @@ from curation_assets.models.digit_scorer import (
 )
 from curation_assets.models.embedding_heads import EmbeddingHead
 from curation_assets.models.embeddings import SentenceEmbedder
-from curation_assets.stages.core.context import StageContext, StageOutput, iter_parquet_batches
+from curation_assets.stages.core.context import StageContext, StageOutput
 from curation_assets.stages.core.registry import StageKind, StageSpec, register_kind, stage_reference_problems
-from curation_assets.stages.core.trained_scorers import score_digit_prompts, stored_scorers
+from curation_assets.stages.core.trained_scorers import score_digit_prompts, stored_scorers, write_scored_chunks
 
-CHUNK_SAMPLES = 256
 UNCLIPPED = 10**9
 DEITA_SCORES_SCHEMA = pa.schema(
     [
@@ -315,23 +313,17 @@ def run_deita_scores(spec: DeitaScoresSpec, ctx: StageContext) -> StageOutput:
         complexity_scorer, quality_scorer = (
             trained_scorers(spec, ctx) if spec.scorer else published_scorers(spec, ctx.stage)
         )
-        started = time.perf_counter()
-        statuses: dict[str, int] = {}
-        chunks = iter_parquet_batches(pending, CHUNK_SAMPLES)
-        for chunk in ctx.progress(chunks, total=-(-count // CHUNK_SAMPLES), desc=f"scoring {count} samples"):
-            rows = chunk.to_pylist()
+
+        def score(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
             turns = [deita_turns(r) for r in rows]
             flat = [t for sample_turns in turns for t in sample_turns]
             complexity, cut_c = complexity_scorer([(i,) for i, _ in flat], stats)
             quality, cut_q = quality_scorer(flat, stats)
-            out = sample_rows([r["sample_id"] for r in rows], turns, complexity, quality, cut_c | cut_q)
-            for status in out["status"]:
-                statuses[status] = statuses.get(status, 0) + 1
-            stats["truncated"] = stats.get("truncated", 0) + sum(out["truncated"])
-            writer.write(pa.table(out, schema=DEITA_SCORES_SCHEMA))
-        seconds = time.perf_counter() - started
-        stats.update({f"status_{k}": v for k, v in statuses.items()})
-        stats["samples_per_second"] = round(count / seconds, 2) if seconds else None
+            return sample_rows([r["sample_id"] for r in rows], turns, complexity, quality, cut_c | cut_q)
+
+        write_scored_chunks(
+            ctx, pending, count, writer, DEITA_SCORES_SCHEMA, score, stats, desc=f"scoring {count} samples"
+        )
     writer.close()
     return StageOutput(writer.path, rows_in=count, stats=stats, metadata=dict(stats))
 

@@ -18,12 +18,11 @@ turns. A non-finite output is a failure (NULL + reason), never a default value.
 
 from __future__ import annotations
 
-import time
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pyarrow as pa
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from curation_assets.llm.conversation import TurnChoice
 from curation_assets.methods.heldout import heldout_groups
@@ -31,18 +30,19 @@ from curation_assets.methods.ridge import DEFAULT_ALPHAS
 from curation_assets.models.device import compute_device
 from curation_assets.models.embedding_heads import EmbeddingHead
 from curation_assets.models.embeddings import PACKAGED_MINILM, SentenceEmbedder
-from curation_assets.stages.core.context import StageContext, StageOutput, iter_parquet_batches
+from curation_assets.stages.core.context import StageContext, StageOutput
 from curation_assets.stages.core.registry import StageKind, StageSpec, register_kind, stage_reference_problems
 from curation_assets.stages.core.rewards import HeadRewards, ModelRewards, reward_turns
 from curation_assets.stages.core.trained_scorers import (
+    RidgeAlphas,
     TrainedScorer,
     as_records,
     stored_scorers,
     train_embedding_head,
+    write_scored_chunks,
     write_trained_scorers,
 )
 
-CHUNK_SAMPLES = 256
 REWARD_SCHEMA = pa.schema(
     [
         ("sample_id", pa.string()),
@@ -80,7 +80,7 @@ class RewardScoresSpec(StageSpec):
     max_length: int = Field(512, gt=8, description="`model`: tokens per (question, response) pair.")
     label_index: int = Field(0, ge=0, description="`model`: which output logit is the reward (published: 0).")
     embedding_model: str = Field(PACKAGED_MINILM, description="`judge`: sentence-transformers model of the head.")
-    alphas: list[float] = Field(
+    alphas: RidgeAlphas = Field(
         list(DEFAULT_ALPHAS),
         min_length=1,
         description=("`judge`: ridge penalties tried (lowest leave-one-out error wins)."),
@@ -90,13 +90,6 @@ class RewardScoresSpec(StageSpec):
     turns: TurnChoice = Field("all", description="Which assistant turns of a conversation are scored.")
     context_chars: int = Field(2000, ge=1, description="Earlier turns given with a later turn (its last N chars).")
     batch_size: int = Field(16, gt=0, description="Pairs per forward pass (halved on out-of-memory).")
-
-    @field_validator("alphas")
-    @classmethod
-    def _positive(cls, alphas: list[float]) -> list[float]:
-        if min(alphas) <= 0:
-            raise ValueError("every ridge penalty in `alphas` must be > 0")
-        return alphas
 
     @model_validator(mode="after")
     def _one_source(self) -> RewardScoresSpec:
@@ -219,22 +212,14 @@ def run_reward_scores(spec: RewardScoresSpec, ctx: StageContext) -> StageOutput:
     elif count:
         scorer = ModelRewards(spec, ctx.stage)
     if count:
-        started = time.perf_counter()
-        statuses: dict[str, int] = {}
-        chunks = iter_parquet_batches(pending, CHUNK_SAMPLES)
-        for chunk in ctx.progress(chunks, total=-(-count // CHUNK_SAMPLES), desc=f"rewarding {count} samples"):
-            rows = chunk.to_pylist()
+
+        def score(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
             turns = [reward_turns(r, spec.turns, spec.context_chars) for r in rows]
             flat = [pair for sample_turns in turns for pair in sample_turns]
             scores, truncated = scorer(flat, stats)
-            out = per_sample([r["sample_id"] for r in rows], [len(t) for t in turns], scores, truncated)
-            for status in out["status"]:
-                statuses[status] = statuses.get(status, 0) + 1
-            stats["truncated"] = stats.get("truncated", 0) + sum(out["truncated"])
-            writer.write(pa.table(out, schema=REWARD_SCHEMA))
-        seconds = time.perf_counter() - started
-        stats.update({f"status_{k}": v for k, v in statuses.items()})
-        stats["samples_per_second"] = round(count / seconds, 2) if seconds else None
+            return per_sample([r["sample_id"] for r in rows], [len(t) for t in turns], scores, truncated)
+
+        write_scored_chunks(ctx, pending, count, writer, REWARD_SCHEMA, score, stats, desc=f"rewarding {count} samples")
     writer.close()
     return StageOutput(
         writer.path, rows_in=count, stats=stats, metadata=dict(stats), extra={"trained_scorers": as_records(trained)}
