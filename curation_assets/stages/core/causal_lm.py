@@ -4,12 +4,14 @@ model, encoding conversations, batches that halve on out-of-memory)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import Field
 
-from curation_assets.models.causal_lm import PACKAGED_SMOLLM2, load_causal_lm
+from curation_assets.models.causal_lm import PACKAGED_SMOLLM2, fresh_causal_lm, load_causal_lm
 from curation_assets.models.chat_format import EncodedSample, Turns, encode_conversation
+from curation_assets.models.lora import FineTuneResult, LoraSettings, attach_lora, lora_finetune
 from curation_assets.stages.core.registry import StageSpec
 
 CHUNK_SAMPLES = 256  # samples tokenised and length-sorted together; bounds memory
@@ -51,6 +53,32 @@ def encode_batch(
 ) -> list[EncodedSample]:
     """Encode conversations with the spec's max_length and `turns`."""
     return [encode_conversation(tokenizer, c, spec.max_length, spec.model, spec.turns) for c in conversations]
+
+
+def finetune_fresh_lora(
+    spec: CausalLMInput,
+    conversations: Sequence[list[dict[str, str]]],
+    settings: LoraSettings,
+    *,
+    seed: int,
+    device: str,
+    checkpoint_dir: Path | None = None,
+) -> tuple[FineTuneResult, Any]:
+    """A fresh copy of the spec's causal LM with new LoRA adapters (initialised from `seed`),
+    fine-tuned on `conversations`: (the result, whose `model` is the tuned model, its tokenizer)."""
+    model, tokenizer = fresh_causal_lm(spec.model, spec.chat_template)
+    model = attach_lora(model, settings, seed)
+    training = encode_batch(tokenizer, conversations, spec)
+    result = lora_finetune(
+        model,
+        training,
+        settings,
+        pad_token_id=tokenizer.pad_token_id,
+        seed=seed,
+        device=device,
+        checkpoint_dir=checkpoint_dir,
+    )
+    return result, tokenizer
 
 
 def run_batches_with_oom_backoff(run_batch: Any, indices: list[int], batch_size: int, stats: dict) -> int:

@@ -18,11 +18,15 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
-from curation_assets.models.causal_lm import fresh_causal_lm
 from curation_assets.models.chat_format import collate, encode_conversation, longest_first
 from curation_assets.models.device import compute_device
-from curation_assets.models.lora import LoraSettings, attach_lora, lora_finetune
-from curation_assets.stages.core.causal_lm import CHUNK_SAMPLES, CausalLMInput, run_batches_with_oom_backoff
+from curation_assets.models.lora import LoraSettings
+from curation_assets.stages.core.causal_lm import (
+    CHUNK_SAMPLES,
+    CausalLMInput,
+    finetune_fresh_lora,
+    run_batches_with_oom_backoff,
+)
 from curation_assets.stages.core.context import StageContext, StageOutput, iter_parquet_batches
 
 
@@ -66,20 +70,19 @@ def score_early_training(spec: EarlyTrainingSpec, ctx: StageContext, table: str,
     sample_ids: list[str] = []
     for run in range(spec.runs):
         seed = spec.seed + run
-        model, tokenizer = fresh_causal_lm(spec.model, spec.chat_template)
-        model = attach_lora(model, spec.lora, seed)
         draw = random.Random(seed).sample(
             range(len(train_pool)),
             min(len(train_pool), spec.train_steps * spec.lora.batch_size * spec.lora.grad_accumulation),
         )
-        training = [
-            encode_conversation(tokenizer, train_pool[i], spec.max_length, spec.model, spec.turns) for i in draw
-        ]
+        # only the step plan differs from spec.lora (the adapters are the same)
         settings = spec.lora.model_copy(
             update={"max_steps": spec.train_steps, "epochs": max(spec.lora.epochs, spec.train_steps)}
         )
-        lora_finetune(model, training, settings, pad_token_id=tokenizer.pad_token_id, seed=seed, device=device.name)
-        model.eval()
+        tuned, tokenizer = finetune_fresh_lora(
+            spec, [train_pool[i] for i in draw], settings, seed=seed, device=device.name
+        )
+        model = tuned.model.eval()
+        del tuned  # the optimizer state goes now, the model with `del model` below
         capture = LoraGradientCapture(model) if signal == "grand" else None
         offset = 0
         for chunk in ctx.progress(

@@ -18,11 +18,9 @@ import pyarrow.parquet as pq
 from pydantic import Field
 
 from curation_assets.arrow_compute import pc
-from curation_assets.models.causal_lm import fresh_causal_lm
-from curation_assets.models.chat_format import encode_conversation
 from curation_assets.models.device import compute_device
-from curation_assets.models.lora import LoraSettings, attach_lora, lora_finetune
-from curation_assets.stages.core.causal_lm import CausalLMInput
+from curation_assets.models.lora import LoraSettings
+from curation_assets.stages.core.causal_lm import CausalLMInput, finetune_fresh_lora
 from curation_assets.stages.core.context import StageContext, StageOutput
 from curation_assets.stages.core.registry import StageKind, register_kind
 from curation_assets.stages.core.warmup import checkpoint_records
@@ -80,21 +78,14 @@ def run_lora_warmup(spec: LoraWarmupSpec, ctx: StageContext) -> StageOutput:
             random.Random(spec.seed).sample(range(pool.num_rows), max(1, round(spec.train_fraction * pool.num_rows)))
         )
         device = compute_device()
-        model, tokenizer = fresh_causal_lm(spec.model, spec.chat_template)
-        model = attach_lora(model, spec.lora, spec.seed)
         conversations = pool.column("messages").to_pylist()
-        training = [
-            encode_conversation(tokenizer, conversations[i], spec.max_length, spec.model, spec.turns) for i in draw
-        ]
-        folder = ctx.artifacts_dir
-        result = lora_finetune(
-            model,
-            training,
+        result, _ = finetune_fresh_lora(
+            spec,
+            [conversations[i] for i in draw],
             spec.lora,
-            pad_token_id=tokenizer.pad_token_id,
             seed=spec.seed,
             device=device.name,
-            checkpoint_dir=folder,
+            checkpoint_dir=ctx.artifacts_dir,
         )
         training_ids = {pool.column("sample_id")[i].as_py() for i in draw}
         checkpoints = [c.as_record() for c in result.checkpoints]
@@ -102,7 +93,7 @@ def run_lora_warmup(spec: LoraWarmupSpec, ctx: StageContext) -> StageOutput:
             {
                 "trained": True,
                 "device": device.describe(),
-                "training_samples": len(training),
+                "training_samples": len(draw),
                 "training_steps": len(result.step_losses),
                 "final_training_loss": result.step_losses[-1] if result.step_losses else None,
                 "checkpoints": checkpoints,

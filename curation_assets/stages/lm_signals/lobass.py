@@ -39,11 +39,15 @@ from typing import Any, Literal
 import pyarrow as pa
 from pydantic import Field, model_validator
 
-from curation_assets.models.causal_lm import fresh_causal_lm
 from curation_assets.models.chat_format import collate, encode_conversation, longest_first
 from curation_assets.models.device import compute_device
-from curation_assets.models.lora import LoraSettings, attach_lora, lora_finetune
-from curation_assets.stages.core.causal_lm import CHUNK_SAMPLES, CausalLMInput, run_batches_with_oom_backoff
+from curation_assets.models.lora import LoraSettings
+from curation_assets.stages.core.causal_lm import (
+    CHUNK_SAMPLES,
+    CausalLMInput,
+    finetune_fresh_lora,
+    run_batches_with_oom_backoff,
+)
 from curation_assets.stages.core.context import StageContext, StageOutput, iter_parquet_batches
 from curation_assets.stages.core.registry import StageKind, register_kind
 
@@ -149,25 +153,19 @@ def run_lobass(spec: LobassSpec, ctx: StageContext) -> StageOutput:
         for reference in references:
             folder = ctx.artifacts_dir if reference.scores_half is None else ctx.artifacts_dir / reference.name
             seen = {ids[i] for i in reference.draw}
-            model, tokenizer = fresh_causal_lm(spec.model, spec.chat_template)
-            model = attach_lora(model, spec.lora, reference.seed)
-            training = [
-                encode_conversation(tokenizer, conversations[i], spec.max_length, spec.model, spec.turns)
-                for i in reference.draw
-            ]
-            result = lora_finetune(
-                model,
-                training,
+            result, tokenizer = finetune_fresh_lora(
+                spec,
+                [conversations[i] for i in reference.draw],
                 spec.lora,
-                pad_token_id=tokenizer.pad_token_id,
                 seed=reference.seed,
                 device=device.name,
                 checkpoint_dir=folder,
             )
+            model = result.model
             ids_file = _write_training_ids(folder, sorted(seen))
             record: dict[str, Any] = {
                 "name": reference.name,
-                "training_samples": len(training),
+                "training_samples": len(reference.draw),
                 "training_steps": len(result.step_losses),
                 "final_training_loss": result.step_losses[-1] if result.step_losses else None,
                 "training_ids_file": str(ids_file),

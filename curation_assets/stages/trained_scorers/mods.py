@@ -47,13 +47,12 @@ import pyarrow as pa
 from pydantic import Field, model_validator
 
 from curation_assets.methods.kcenter import k_center_greedy
-from curation_assets.models.causal_lm import fresh_causal_lm
-from curation_assets.models.chat_format import encode_conversation, prompt_ids
+from curation_assets.models.chat_format import prompt_ids
 from curation_assets.models.device import compute_device
 from curation_assets.models.generation import generate_batch
-from curation_assets.models.lora import LoraSettings, attach_lora, lora_finetune
+from curation_assets.models.lora import LoraSettings
 from curation_assets.stages.core.budget import BudgetedSelectionSpec
-from curation_assets.stages.core.causal_lm import CausalLMInput, run_batches_with_oom_backoff
+from curation_assets.stages.core.causal_lm import CausalLMInput, finetune_fresh_lora, run_batches_with_oom_backoff
 from curation_assets.stages.core.context import StageContext, StageOutput
 from curation_assets.stages.core.embedding_input import EmbeddingInput
 from curation_assets.stages.core.registry import StageKind, register_kind, stage_reference_problems
@@ -219,21 +218,15 @@ def necessity(
     """Step 3: fine-tune on the seeds, then per chunk of candidates generate, reward and stage the
     generations; returns the necessary sample_ids."""
     device = compute_device()
-    model, tokenizer = fresh_causal_lm(spec.model, spec.chat_template)
-    model = attach_lora(model, spec.lora, spec.seed)
-    training = [
-        encode_conversation(tokenizer, row["messages"], spec.max_length, spec.model, spec.turns)
-        for row in sample_texts(ctx, seed_ids)
-    ]
-    tuned = lora_finetune(
-        model,
-        training,
+    tuned, tokenizer = finetune_fresh_lora(
+        spec,
+        [row["messages"] for row in sample_texts(ctx, seed_ids)],
         spec.lora,
-        pad_token_id=tokenizer.pad_token_id,
         seed=spec.seed,
         device=device.name,
         checkpoint_dir=ctx.artifacts_dir,
     )
+    model = tuned.model
     model.eval()
     stats.update(
         {
