@@ -28,6 +28,7 @@ from curation_assets.stages.core.causal_lm import (
     run_batches_with_oom_backoff,
 )
 from curation_assets.stages.core.context import StageContext, StageOutput, iter_parquet_batches
+from curation_assets.stages.core.registry import StageKind
 
 
 class EarlyTrainingSpec(CausalLMInput):
@@ -41,6 +42,29 @@ def early_training_schema(signal: str) -> pa.Schema:
     """Rows of the el2n / grand stages: the mean over runs, its standard deviation and the run count."""
     return pa.schema(
         [("sample_id", pa.string()), (signal, pa.float64()), (f"{signal}_std", pa.float64()), ("runs", pa.int32())]
+    )
+
+
+def early_training_kind(
+    signal: str, spec: type[EarlyTrainingSpec], *, version: str, summary: str
+) -> StageKind[EarlyTrainingSpec]:
+    """The kind `signal` (el2n / grand): its rows, `<signal>_scores`, are `early_training_schema(signal)`."""
+
+    def run(spec: EarlyTrainingSpec, ctx: StageContext) -> StageOutput:
+        return score_early_training(spec, ctx, f"{signal}_scores", signal)
+
+    return StageKind(
+        kind=signal,
+        role="stage",
+        spec=spec,
+        run=run,
+        version=version,
+        summary=summary,
+        table=f"{signal}_scores",
+        schema_file="schema/stages/early_training.sql",
+        rows_schema=early_training_schema(signal),
+        column_lineage={signal: ("messages",), f"{signal}_std": ("messages",), "runs": ()},
+        tags=("python", "torch", "peft"),
     )
 
 

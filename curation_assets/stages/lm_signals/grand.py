@@ -6,9 +6,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from curation_assets.stages.core.context import StageContext, StageOutput
-from curation_assets.stages.core.early_training import EarlyTrainingSpec, early_training_schema, score_early_training
-from curation_assets.stages.core.registry import StageKind, register_kind
+from curation_assets.stages.core.early_training import EarlyTrainingSpec, early_training_kind
+from curation_assets.stages.core.registry import register_kind
 
 
 class GrandSpec(EarlyTrainingSpec):
@@ -17,22 +16,11 @@ class GrandSpec(EarlyTrainingSpec):
     kind: Literal["grand"]
 
 
-def run_grand(spec: GrandSpec, ctx: StageContext) -> StageOutput:
-    return score_early_training(spec, ctx, "grand_scores", "grand")
-
-
 GRAND = register_kind(
-    StageKind(
-        kind="grand",
-        role="stage",
-        spec=GrandSpec,
-        run=run_grand,
+    early_training_kind(
+        "grand",
+        GrandSpec,
         version="1",
         summary="GraNd: per-sample LoRA gradient norm after a few steps, averaged over runs (Paul et al. 2021).",
-        table="grand_scores",
-        schema_file="schema/stages/early_training.sql",
-        rows_schema=early_training_schema("grand"),
-        column_lineage={"grand": ("messages",), "grand_std": ("messages",), "runs": ()},
-        tags=("python", "torch", "peft"),
     )
 )
