@@ -38,6 +38,10 @@ class StageSpec(SpecModel):
 
     # keys that do not change results (batch sizes, ...): left out of the config hash, like name and description
     UNHASHED: ClassVar[frozenset[str]] = frozenset()
+    # keys naming a stage this one reads -> the kinds it may be: each is an asset dependency (`references`),
+    # checked by `check_references`; those also in UPSTREAM_KEYS are `upstream_stages`
+    STAGE_KEYS: ClassVar[Mapping[str, tuple[str, ...]]] = {}
+    UPSTREAM_KEYS: ClassVar[tuple[str, ...]] = ()
 
     name: str = Field(pattern=NAME_PATTERN, description="Stage name; the asset is `<pipeline>/<name>`.")
     kind: str
@@ -61,7 +65,8 @@ class StageSpec(SpecModel):
 
     def references(self) -> dict[str, str]:
         """YAML key -> name of another stage or selection this one reads (becomes an asset dep)."""
-        return {"input_selection": self.input_selection} if self.input_selection else {}
+        refs = {"input_selection": self.input_selection} if self.input_selection else {}
+        return {**refs, **{key: name for key in self.STAGE_KEYS if (name := getattr(self, key))}}
 
     def score_sources(self) -> list[tuple[str, str]]:
         """(upstream stage, column) pairs a selection's `score` is taken from (column lineage)."""
@@ -71,7 +76,14 @@ class StageSpec(SpecModel):
         self, stage_kinds: Mapping[str, StageKind[Any]], selection_names: set[str]
     ) -> list[tuple[str, str]]:
         """Checks of what the references point at: (YAML key, message) pairs. Kinds extend it."""
-        return selection_reference_problems("input_selection", self.input_selection, stage_kinds)
+        return [
+            *selection_reference_problems("input_selection", self.input_selection, stage_kinds),
+            *[
+                problem
+                for key, kinds in self.STAGE_KEYS.items()
+                for problem in stage_reference_problems(key, getattr(self, key), kinds, stage_kinds, selection_names)
+            ],
+        ]
 
     def hashed_config(self) -> dict[str, Any]:
         """The settings that change results: everything but name, description and `UNHASHED`."""
@@ -80,7 +92,7 @@ class StageSpec(SpecModel):
     def upstream_stages(self) -> list[str]:
         """Stages whose stored results this stage's rows are computed from (a LoRA warm-up's
         checkpoints, ...): their config hashes enter this stage's config hash."""
-        return []
+        return [name for key in self.UPSTREAM_KEYS if (name := getattr(self, key))]
 
     def pool(self) -> str | None:
         """Dagster pool of the asset; None = the DuckDB writer pool. LLM stages use one per endpoint."""

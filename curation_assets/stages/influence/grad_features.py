@@ -22,7 +22,7 @@ from pydantic import Field, model_validator
 from curation_assets.models.warmup_checkpoints import ProjectionKind, make_projector
 from curation_assets.stages.core.causal_lm import CHUNK_SAMPLES
 from curation_assets.stages.core.context import StageContext, StageOutput, iter_parquet_batches
-from curation_assets.stages.core.registry import StageKind, register_kind, stage_reference_problems
+from curation_assets.stages.core.registry import StageKind, register_kind
 from curation_assets.stages.core.targets import TargetsInput, TargetSpec, validation_targets
 from curation_assets.stages.core.warmup import WarmupModel
 
@@ -76,11 +76,8 @@ class GradFeaturesSpec(TargetsInput):
     )
     batch_size: int = Field(8, gt=0, description="Samples per backward pass (halved on out-of-memory).")
 
-    def references(self) -> dict[str, str]:
-        return {**super().references(), "warmup": self.warmup}
-
-    def upstream_stages(self) -> list[str]:
-        return [self.warmup]
+    STAGE_KEYS: ClassVar[dict[str, tuple[str, ...]]] = {"warmup": ("lora_warmup",)}
+    UPSTREAM_KEYS: ClassVar[tuple[str, ...]] = ("warmup",)
 
     # batch_size does not change results; compare_projection adds stats only
     UNHASHED: ClassVar[frozenset[str]] = frozenset({"batch_size", "compare_projection"})
@@ -116,12 +113,6 @@ class GradFeaturesSpec(TargetsInput):
         else:
             config.pop("targets")  # empty; kept out so projected stages hash as before targets existed
         return config
-
-    def check_references(self, stage_kinds: Any, selection_names: set[str]) -> list[tuple[str, str]]:
-        return [
-            *super().check_references(stage_kinds, selection_names),
-            *stage_reference_problems("warmup", self.warmup, ("lora_warmup",), stage_kinds, selection_names),
-        ]
 
 
 def run_grad_features(spec: GradFeaturesSpec, ctx: StageContext) -> StageOutput:

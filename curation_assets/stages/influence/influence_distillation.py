@@ -47,7 +47,7 @@ from curation_assets.models.warmup_checkpoints import ProjectionKind
 from curation_assets.stages.core.budget import BudgetedSelectionSpec
 from curation_assets.stages.core.context import StageContext, StageOutput
 from curation_assets.stages.core.conversation_keys import DistinctSpec, conversation_codes
-from curation_assets.stages.core.registry import StageKind, register_kind, stage_reference_problems
+from curation_assets.stages.core.registry import StageKind, register_kind
 from curation_assets.stages.core.targets import TargetsInput, TargetSpec, read_target, targets_writer
 from curation_assets.store.sql_files import read_sql
 
@@ -160,20 +160,10 @@ class InfluenceDistillationSpec(BudgetedSelectionSpec, DistinctSpec, TargetsInpu
             raise ValueError("params: give at least one module name (e.g. [down_proj]) or `lora`")
         return self
 
-    def references(self) -> dict[str, str]:
-        return {**super().references(), "jvp": self.jvp, "warmup": self.warmup}
-
-    def upstream_stages(self) -> list[str]:
-        return [self.warmup]
+    STAGE_KEYS: ClassVar[dict[str, tuple[str, ...]]] = {"jvp": ("jvp_embeddings",), "warmup": ("lora_warmup",)}
+    UPSTREAM_KEYS: ClassVar[tuple[str, ...]] = ("warmup",)
 
     UNHASHED: ClassVar[frozenset[str]] = frozenset({"batch_size"})  # does not change results
-
-    def check_references(self, stage_kinds: Any, selection_names: set[str]) -> list[tuple[str, str]]:
-        return (
-            super().check_references(stage_kinds, selection_names)
-            + stage_reference_problems("jvp", self.jvp, ("jvp_embeddings",), stage_kinds, selection_names)
-            + stage_reference_problems("warmup", self.warmup, ("lora_warmup",), stage_kinds, selection_names)
-        )
 
 
 def choose_landmarks(embeddings: np.ndarray, count: int, how: str, seed: int) -> np.ndarray:

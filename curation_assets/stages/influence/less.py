@@ -13,7 +13,7 @@ Per-sample scores per target/subtask go to `less_scores`; the targets to `target
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -24,7 +24,7 @@ from curation_assets.models.warmup_checkpoints import make_projector
 from curation_assets.stages.core.budget import BudgetedSelectionSpec
 from curation_assets.stages.core.context import StageContext, StageOutput
 from curation_assets.stages.core.conversation_keys import DistinctSpec, choose_top
-from curation_assets.stages.core.registry import StageKind, register_kind, stage_reference_problems
+from curation_assets.stages.core.registry import StageKind, register_kind
 from curation_assets.stages.core.targets import TargetsInput, TargetSpec, targets_writer, validation_targets
 from curation_assets.stages.core.warmup import WarmupModel, checkpoint_records
 
@@ -36,14 +36,7 @@ class LessSpec(BudgetedSelectionSpec, DistinctSpec, TargetsInput):
     features: str = Field(description="The `grad_features` stage.")
     targets: list[TargetSpec] = Field(min_length=1, description="Target tasks (validation sets).")
 
-    def references(self) -> dict[str, str]:
-        return {**super().references(), "features": self.features}
-
-    def check_references(self, stage_kinds: Any, selection_names: set[str]) -> list[tuple[str, str]]:
-        return [
-            *super().check_references(stage_kinds, selection_names),
-            *stage_reference_problems("features", self.features, ("grad_features",), stage_kinds, selection_names),
-        ]
+    STAGE_KEYS: ClassVar[dict[str, tuple[str, ...]]] = {"features": ("grad_features",)}
 
 
 def check_learning_rates(warmup: str, checkpoints: list[dict[str, Any]]) -> None:

@@ -47,7 +47,7 @@ from curation_assets.models.digit_scorer import (
 from curation_assets.models.embeddings import PACKAGED_MINILM, SentenceEmbedder
 from curation_assets.models.lora import LoraSettings, attach_lora, lora_finetune
 from curation_assets.stages.core.context import StageContext, StageOutput
-from curation_assets.stages.core.registry import StageKind, StageSpec, register_kind, stage_reference_problems
+from curation_assets.stages.core.registry import StageKind, StageSpec, register_kind
 from curation_assets.stages.core.trained_scorers import (
     RidgeAlphas,
     TrainedScorer,
@@ -142,19 +142,10 @@ class DeitaScorerTrainSpec(StageSpec):
     def template(self, dimension: str) -> str:
         return self.complexity_template if dimension == "complexity" else self.quality_template
 
-    def references(self) -> dict[str, str]:
-        return {**super().references(), "labels": self.labels}
-
-    def upstream_stages(self) -> list[str]:
-        return [self.labels]
+    STAGE_KEYS: ClassVar[dict[str, tuple[str, ...]]] = {"labels": ("deita_evol",)}
+    UPSTREAM_KEYS: ClassVar[tuple[str, ...]] = ("labels",)
 
     UNHASHED: ClassVar[frozenset[str]] = frozenset({"batch_size"})  # does not change results
-
-    def check_references(self, stage_kinds: Any, selection_names: set[str]) -> list[tuple[str, str]]:
-        return [
-            *super().check_references(stage_kinds, selection_names),
-            *stage_reference_problems("labels", self.labels, ("deita_evol",), stage_kinds, selection_names),
-        ]
 
 
 @dataclass

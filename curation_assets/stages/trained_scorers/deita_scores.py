@@ -39,7 +39,7 @@ from curation_assets.models.digit_scorer import (
 from curation_assets.models.embedding_heads import EmbeddingHead
 from curation_assets.models.embeddings import SentenceEmbedder
 from curation_assets.stages.core.context import StageContext, StageOutput
-from curation_assets.stages.core.registry import StageKind, StageSpec, register_kind, stage_reference_problems
+from curation_assets.stages.core.registry import StageKind, StageSpec, register_kind
 from curation_assets.stages.core.trained_scorers import score_digit_prompts, stored_scorers, write_scored_chunks
 
 UNCLIPPED = 10**9
@@ -113,19 +113,10 @@ class DeitaScoresSpec(StageSpec):
         check_template(self.quality_template, "quality")
         return self
 
-    def references(self) -> dict[str, str]:
-        return {**super().references(), **({"scorer": self.scorer} if self.scorer else {})}
-
-    def upstream_stages(self) -> list[str]:
-        return [self.scorer] if self.scorer else []
+    STAGE_KEYS: ClassVar[dict[str, tuple[str, ...]]] = {"scorer": ("deita_scorer_train",)}
+    UPSTREAM_KEYS: ClassVar[tuple[str, ...]] = ("scorer",)
 
     UNHASHED: ClassVar[frozenset[str]] = frozenset({"batch_size"})  # does not change results
-
-    def check_references(self, stage_kinds: Any, selection_names: set[str]) -> list[tuple[str, str]]:
-        return [
-            *super().check_references(stage_kinds, selection_names),
-            *stage_reference_problems("scorer", self.scorer, ("deita_scorer_train",), stage_kinds, selection_names),
-        ]
 
 
 class TurnScorer(Protocol):

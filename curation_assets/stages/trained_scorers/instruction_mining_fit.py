@@ -24,7 +24,7 @@ import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -40,7 +40,7 @@ from curation_assets.models.lora import LoraSettings, attach_lora, lora_finetune
 from curation_assets.stages.core.causal_lm import CausalLMInput, run_batches_with_oom_backoff
 from curation_assets.stages.core.context import StageContext, StageOutput
 from curation_assets.stages.core.instruction_mining import SCALAR_INDICATORS
-from curation_assets.stages.core.registry import StageKind, register_kind, stage_reference_problems
+from curation_assets.stages.core.registry import StageKind, register_kind
 from curation_assets.stages.core.targets import TargetSpec, read_target
 from curation_assets.store.sql_files import execute_sql_file, read_sql
 from curation_assets.store.writes import utc_now
@@ -89,19 +89,8 @@ class InstructionMiningFitSpec(CausalLMInput):
                 )
         return self
 
-    def references(self) -> dict[str, str]:
-        return {**super().references(), "indicators": self.indicators}
-
-    def upstream_stages(self) -> list[str]:
-        return [self.indicators]
-
-    def check_references(self, stage_kinds: Any, selection_names: set[str]) -> list[tuple[str, str]]:
-        return [
-            *super().check_references(stage_kinds, selection_names),
-            *stage_reference_problems(
-                "indicators", self.indicators, ("instruction_mining_indicators",), stage_kinds, selection_names
-            ),
-        ]
+    STAGE_KEYS: ClassVar[dict[str, tuple[str, ...]]] = {"indicators": ("instruction_mining_indicators",)}
+    UPSTREAM_KEYS: ClassVar[tuple[str, ...]] = ("indicators",)
 
     def check_files(self, base_dir: Path) -> list[tuple[str, str]]:
         if self.target.path and not (base_dir / Path(self.target.path).expanduser()).exists():

@@ -40,7 +40,7 @@ earlier turns as input, as `reward_scores` builds it.
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -55,7 +55,7 @@ from curation_assets.stages.core.budget import BudgetedSelectionSpec
 from curation_assets.stages.core.causal_lm import CausalLMInput, finetune_fresh_lora, run_batches_with_oom_backoff
 from curation_assets.stages.core.context import StageContext, StageOutput
 from curation_assets.stages.core.embedding_input import EmbeddingInput
-from curation_assets.stages.core.registry import StageKind, register_kind, stage_reference_problems
+from curation_assets.stages.core.registry import StageKind, register_kind
 from curation_assets.stages.core.rewards import reward_turns, stored_reward_scorer
 from curation_assets.store.sql_files import execute_sql_file, read_sql
 
@@ -109,17 +109,8 @@ class ModsSpec(EmbeddingInput, CausalLMInput, BudgetedSelectionSpec):
             )
         return self
 
-    def references(self) -> dict[str, str]:
-        return {**super().references(), "reward": self.reward}
-
-    def upstream_stages(self) -> list[str]:
-        return [self.reward]  # its scorer (model or trained head) rewards the generations
-
-    def check_references(self, stage_kinds: Any, selection_names: set[str]) -> list[tuple[str, str]]:
-        return [
-            *super().check_references(stage_kinds, selection_names),
-            *stage_reference_problems("reward", self.reward, ("reward_scores",), stage_kinds, selection_names),
-        ]
+    STAGE_KEYS: ClassVar[dict[str, tuple[str, ...]]] = {"reward": ("reward_scores",)}
+    UPSTREAM_KEYS: ClassVar[tuple[str, ...]] = ("reward",)  # its scorer (model or trained head) rewards the generations
 
     def seeds_for(self, budget: int) -> int:
         """Seeds asked for (before the cut to the high-quality set and to the budget)."""

@@ -31,7 +31,7 @@ from curation_assets.models.device import compute_device
 from curation_assets.models.embedding_heads import EmbeddingHead
 from curation_assets.models.embeddings import PACKAGED_MINILM, SentenceEmbedder
 from curation_assets.stages.core.context import StageContext, StageOutput
-from curation_assets.stages.core.registry import StageKind, StageSpec, register_kind, stage_reference_problems
+from curation_assets.stages.core.registry import StageKind, StageSpec, register_kind
 from curation_assets.stages.core.rewards import HeadRewards, ModelRewards, reward_turns
 from curation_assets.stages.core.trained_scorers import (
     RidgeAlphas,
@@ -104,19 +104,10 @@ class RewardScoresSpec(StageSpec):
             raise ValueError(f"{', '.join(f'`{k}`' for k in wrong)} only apply with {owner}")
         return self
 
-    def references(self) -> dict[str, str]:
-        return {**super().references(), **({"judge": self.judge} if self.judge else {})}
-
-    def upstream_stages(self) -> list[str]:
-        return [self.judge] if self.judge else []
+    STAGE_KEYS: ClassVar[dict[str, tuple[str, ...]]] = {"judge": ("alpagasus",)}
+    UPSTREAM_KEYS: ClassVar[tuple[str, ...]] = ("judge",)
 
     UNHASHED: ClassVar[frozenset[str]] = frozenset({"batch_size"})  # does not change results
-
-    def check_references(self, stage_kinds: Any, selection_names: set[str]) -> list[tuple[str, str]]:
-        return [
-            *super().check_references(stage_kinds, selection_names),
-            *stage_reference_problems("judge", self.judge, ("alpagasus",), stage_kinds, selection_names),
-        ]
 
 
 def train_judge_head(spec: RewardScoresSpec, ctx: StageContext, stats: dict[str, Any]) -> TrainedScorer:
