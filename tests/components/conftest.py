@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
-from tests.components.test_dagster_conventions import REPO, run
+from tests.support.dg import REPO, bare_env, run_cli
 
 
 @pytest.fixture(scope="session")
@@ -15,4 +17,14 @@ def shipped_dg_check() -> subprocess.CompletedProcess:
     every test that reads its output: the same command on the same unchanged project (~6 s a run).
     Unset DAGSTER_HOME is the stricter case; the instance under a set DAGSTER_HOME is still loaded by
     `dagster definitions validate` (test_dg_cli.py), the same validation `dg check defs` ends with."""
-    return run(["dg", "check", "defs"], REPO)
+    return run_cli(["dg", "check", "defs"], REPO)
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path) -> dict[str, str]:
+    """A fresh shell's environment (tests/support/dg.py) with DAGSTER_HOME set to a folder holding the
+    project's dagster.yaml, which also turns telemetry (and its banner) off."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    return {**bare_env(), "DAGSTER_HOME": str(home)}

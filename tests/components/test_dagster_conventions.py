@@ -8,8 +8,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
-import textwrap
 import time
 import urllib.request
 from pathlib import Path
@@ -19,30 +17,7 @@ import dagster as dg
 from curation_assets.components.standalone import load_pipeline_file, pipeline_definitions
 from curation_assets.llm.local_server import free_port
 from curation_assets.store import DuckDBStore
-
-REPO = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
-
-
-def bare_env() -> dict[str, str]:
-    """The environment of a fresh shell: no DAGSTER_* variable, the venv's bin on PATH."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DAGSTER_")}
-    env.update(
-        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", VIRTUAL_ENV=str(BIN.parent), NO_COLOR="1", HF_HUB_OFFLINE="1"
-    )
-    return env
-
-
-def run(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(BIN / args[0]), *args[1:]],
-        cwd=cwd,
-        env=env or bare_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+from tests.support.dg import BIN, REPO, bare_env, run_cli, write_dg_project
 
 
 def test_dg_check_defs_without_dagster_home(shipped_dg_check: subprocess.CompletedProcess) -> None:
@@ -131,36 +106,8 @@ def test_make_ui_runs_dg_dev() -> None:
 
 
 def test_scaffolded_pipeline_checks_and_materialises(tmp_path: Path) -> None:
-    (tmp_path / "pyproject.toml").write_text(
-        textwrap.dedent("""\
-        [project]
-        name = "newproj"
-        version = "0.0.0"
-
-        [tool.dg]
-        directory_type = "project"
-
-        [tool.dg.project]
-        root_module = "newproj"
-        """)
-    )
-    package = tmp_path / "newproj"
-    (package / "defs").mkdir(parents=True)
-    (package / "__init__.py").write_text("")
-    (package / "defs" / "__init__.py").write_text("")
-    (package / "definitions.py").write_text(
-        textwrap.dedent("""\
-        from pathlib import Path
-
-        import dagster as dg
-
-
-        @dg.definitions
-        def defs() -> dg.Definitions:
-            return dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
-        """)
-    )
-    scaffold = run(["dg", "scaffold", "defs", "curation_assets.CurationPipeline", "My-Pool"], tmp_path)
+    package = write_dg_project(tmp_path, "newproj").parent
+    scaffold = run_cli(["dg", "scaffold", "defs", "curation_assets.CurationPipeline", "My-Pool"], tmp_path)
     assert scaffold.returncode == 0, scaffold.stdout + scaffold.stderr
     yaml_file = package / "defs" / "My-Pool" / "defs.yaml"
     assert "name: my_pool" in yaml_file.read_text()
@@ -172,7 +119,7 @@ def test_scaffolded_pipeline_checks_and_materialises(tmp_path: Path) -> None:
     exported = (yaml_file.parent / "longest_answers.jsonl").read_text().splitlines()
     assert len(exported) == 2 and "Start with a short example" in exported[0]  # the longest answer first
 
-    with_source = run(
+    with_source = run_cli(
         [
             "dg",
             "scaffold",
@@ -187,6 +134,6 @@ def test_scaffolded_pipeline_checks_and_materialises(tmp_path: Path) -> None:
     assert with_source.returncode == 0, with_source.stdout + with_source.stderr
     assert not (package / "defs" / "other" / "records.jsonl").exists()
     # one `dg check defs` over both scaffolded pipelines (~5 s a run): it loads my_pool as well
-    check = run(["dg", "check", "defs"], tmp_path)
+    check = run_cli(["dg", "check", "defs"], tmp_path)
     assert check.returncode == 0, check.stdout + check.stderr
     assert "All definitions loaded successfully" in check.stdout + check.stderr
