@@ -18,6 +18,7 @@ import yaml
 from curation_assets.components.spec import pipeline_spec_model
 from curation_assets.deploy.location import executor_named, location_definitions
 from curation_assets.store.config import DuckLakeStoreConfig
+from tests.support.pipelines import pipeline_document
 
 DEPLOY = Path(__file__).resolve().parents[1] / "curation_assets" / "deploy"
 
@@ -93,15 +94,12 @@ def test_the_code_location_builds_one_job_for_the_named_executor(tmp_path):
     (tmp_path / "pool.jsonl").write_text('{"instruction": "a", "input": "", "output": "b"}\n')
     (tmp_path / "defs.yaml").write_text(
         yaml.safe_dump(
-            {
-                "type": "curation_assets.CurationPipeline",
-                "attributes": {
-                    "name": "loc",
-                    "duckdb_path": "loc.duckdb",
-                    "sources": [{"name": "pool", "path": "pool.jsonl", "format": "alpaca"}],
-                    "stages": [{"name": "lengths", "kind": "text_stats", "shards": 2}],
-                },
-            }
+            pipeline_document(
+                "loc",
+                stages=[{"name": "lengths", "kind": "text_stats", "shards": 2}],
+                source_format="alpaca",
+                automation=None,
+            )
         )
     )
     defs = location_definitions(tmp_path / "defs.yaml", "multiprocess")

@@ -8,6 +8,7 @@ import yaml
 
 from curation_assets.components.standalone import load_pipeline_file, pipeline_definitions
 from tests.support.files import write_jsonl
+from tests.support.pipelines import pipeline_document
 
 
 def write_pool(path: Path, n: int) -> None:
@@ -15,17 +16,12 @@ def write_pool(path: Path, n: int) -> None:
 
 
 def pipeline(tmp_path: Path, automation: dict | None = None) -> Path:
-    document = {
-        "type": "curation_assets.CurationPipeline",
-        "attributes": {
-            "name": "auto",
-            "duckdb_path": "auto.duckdb",
-            "sources": [{"name": "pool", "path": "pool.jsonl"}],
-            "stages": [{"name": "lengths", "kind": "text_stats"}],
-            "selections": [{"name": "some", "kind": "random", "fraction": 0.5}],
-            **({"automation": automation} if automation is not None else {}),
-        },
-    }
+    document = pipeline_document(
+        "auto",
+        stages=[{"name": "lengths", "kind": "text_stats"}],
+        selections=[{"name": "some", "kind": "random", "fraction": 0.5}],
+        automation=automation,
+    )
     path = tmp_path / "defs.yaml"
     path.write_text(yaml.safe_dump(document))
     return path
@@ -87,24 +83,19 @@ def llm_pipeline(tmp_path: Path, automation: dict) -> dg.Definitions:
     """text_stats (cheap), an AlpaGasus judge, a selection on the judge and its export, a selection
     and export on text_stats only."""
     write_pool(tmp_path / "pool.jsonl", 5)
-    document = {
-        "type": "curation_assets.CurationPipeline",
-        "attributes": {
-            "name": "auto",
-            "duckdb_path": "auto.duckdb",
-            "sources": [{"name": "pool", "path": "pool.jsonl"}],
-            "stages": [{"name": "lengths", "kind": "text_stats"}, {"name": "judge", "kind": "alpagasus"}],
-            "selections": [
-                {"name": "accurate", "kind": "alpagasus_threshold", "stage": "judge", "threshold": 4},
-                {"name": "long", "kind": "top_score", "stage": "lengths", "column": "output_chars", "fraction": 0.5},
-            ],
-            "exports": [
-                {"selection": "accurate", "path": "accurate.jsonl"},
-                {"selection": "long", "path": "long.jsonl"},
-            ],
-            "automation": automation,
-        },
-    }
+    document = pipeline_document(
+        "auto",
+        stages=[{"name": "lengths", "kind": "text_stats"}, {"name": "judge", "kind": "alpagasus"}],
+        selections=[
+            {"name": "accurate", "kind": "alpagasus_threshold", "stage": "judge", "threshold": 4},
+            {"name": "long", "kind": "top_score", "stage": "lengths", "column": "output_chars", "fraction": 0.5},
+        ],
+        exports=[
+            {"selection": "accurate", "path": "accurate.jsonl"},
+            {"selection": "long", "path": "long.jsonl"},
+        ],
+        automation=automation,
+    )
     path = tmp_path / "defs.yaml"
     path.write_text(yaml.safe_dump(document))
     return pipeline_definitions(load_pipeline_file(path))

@@ -21,6 +21,7 @@ from curation_assets.components.standalone import load_pipeline_file, pipeline_d
 from curation_assets.sources.fingerprint import file_fingerprint
 from curation_assets.store import DuckDBStore
 from tests.dagster_dev import DagsterDaemon, write_workspace
+from tests.support.pipelines import pipeline_document
 
 pytestmark = pytest.mark.e2e
 
@@ -53,24 +54,19 @@ def append_atomically(path: Path, text: str) -> None:
 
 
 def eager_pipeline(folder: Path, sentence_model: Path) -> Path:
-    document = {
-        "type": "curation_assets.CurationPipeline",
-        "attributes": {
-            "name": "auto",
-            "duckdb_path": "auto.duckdb",
-            "sources": [{"name": "pool", "path": "pool.jsonl"}],
-            "stages": [
-                {"name": "lengths", "kind": "text_stats"},
-                {"name": "embed", "kind": "embedding", "model": str(sentence_model)},
-            ],
-            "selections": [
-                {"name": "some", "kind": "random", "fraction": 0.1, "seed": 0},
-                {"name": "longest", "kind": "top_score", "stage": "lengths", "column": "output_words", "budget": 10},
-            ],
-            # eager is the default; sources are fingerprinted every minute instead of every 15
-            "automation": {"condition": "eager", "observe_sources_cron": "* * * * *"},
-        },
-    }
+    document = pipeline_document(
+        "auto",
+        stages=[
+            {"name": "lengths", "kind": "text_stats"},
+            {"name": "embed", "kind": "embedding", "model": str(sentence_model)},
+        ],
+        selections=[
+            {"name": "some", "kind": "random", "fraction": 0.1, "seed": 0},
+            {"name": "longest", "kind": "top_score", "stage": "lengths", "column": "output_words", "budget": 10},
+        ],
+        # eager is the default; sources are fingerprinted every minute instead of every 15
+        automation={"condition": "eager", "observe_sources_cron": "* * * * *"},
+    )
     path = folder / "defs.yaml"
     path.write_text(yaml.safe_dump(document))
     return path

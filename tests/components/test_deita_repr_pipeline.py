@@ -5,54 +5,50 @@ import numpy as np
 import pytest
 
 from tests.support.files import write_samples
+from tests.support.pipelines import pipeline_document
 from tests.support.runs import run_document
 
 
 def test_deita_repr_filter_equals_the_sequential_loop(tmp_path, tiny_sentence_model):
     write_samples(tmp_path / "pool.jsonl", 80)
-    document = {
-        "type": "curation_assets.CurationPipeline",
-        "attributes": {
-            "name": "deita",
-            "duckdb_path": "deita.duckdb",
-            "automation": {"condition": "none"},
-            "sources": [{"name": "pool", "path": "pool.jsonl", "format": "alpaca"}],
-            "stages": [
-                {"name": "embed", "kind": "embedding", "model": str(tiny_sentence_model), "batch_size": 16},
-                {"name": "lengths", "kind": "text_stats"},
-            ],
-            "selections": [
-                {
-                    "name": "diverse",
-                    "kind": "deita_repr_filter",
-                    "embedding": "embed",
-                    "stage": "lengths",
-                    "column": "instruction_words",
-                    "budget": 15,
-                    "tau": 0.97,
-                },
-                {
-                    "name": "diverse_all",
-                    "kind": "deita_repr_filter",
-                    "embedding": "embed",
-                    "stage": "lengths",
-                    "column": "instruction_words",
-                    "fraction": 1.0,
-                    "tau": 0.97,
-                },
-                {
-                    "name": "diverse_short_first",
-                    "kind": "deita_repr_filter",
-                    "embedding": "embed",
-                    "stage": "lengths",
-                    "column": "instruction_words",
-                    "budget": 10,
-                    "tau": 0.97,
-                    "order": "ascending",
-                },
-            ],
-        },
-    }
+    document = pipeline_document(
+        "deita",
+        stages=[
+            {"name": "embed", "kind": "embedding", "model": str(tiny_sentence_model), "batch_size": 16},
+            {"name": "lengths", "kind": "text_stats"},
+        ],
+        selections=[
+            {
+                "name": "diverse",
+                "kind": "deita_repr_filter",
+                "embedding": "embed",
+                "stage": "lengths",
+                "column": "instruction_words",
+                "budget": 15,
+                "tau": 0.97,
+            },
+            {
+                "name": "diverse_all",
+                "kind": "deita_repr_filter",
+                "embedding": "embed",
+                "stage": "lengths",
+                "column": "instruction_words",
+                "fraction": 1.0,
+                "tau": 0.97,
+            },
+            {
+                "name": "diverse_short_first",
+                "kind": "deita_repr_filter",
+                "embedding": "embed",
+                "stage": "lengths",
+                "column": "instruction_words",
+                "budget": 10,
+                "tau": 0.97,
+                "order": "ascending",
+            },
+        ],
+        source_format="alpaca",
+    )
     component = run_document(tmp_path, document)
     with component.store.reader() as con:
         pool = con.execute(

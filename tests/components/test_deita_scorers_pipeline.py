@@ -18,6 +18,7 @@ from curation_assets.store import DuckDBStore
 from tests.components.scorer_fixtures import evol_rows, materialize_with_labels, seed_records
 from tests.support.files import write_jsonl
 from tests.support.models import build_tiny_causal_lm
+from tests.support.pipelines import pipeline_document
 
 CONVERSATION = {
     "messages": [
@@ -31,16 +32,7 @@ DIGITS = ("1", "2", "3", "4", "5", "6")
 
 
 def document(stages: list[dict]) -> dict:
-    return {
-        "type": "curation_assets.CurationPipeline",
-        "attributes": {
-            "name": "deita",
-            "duckdb_path": "deita.duckdb",
-            "sources": [{"name": "pool", "path": "pool.jsonl"}],
-            "stages": stages,
-            "automation": {"condition": "none"},
-        },
-    }
+    return pipeline_document("deita", stages=stages)
 
 
 def labels_for(seed_instructions: set[str]):

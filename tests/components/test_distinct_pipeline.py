@@ -18,6 +18,7 @@ from curation_assets.components.standalone import load_pipeline_file, pipeline_d
 from curation_assets.reports.data import gather_report
 from curation_assets.store import DuckDBStore
 from tests.components.test_target_similarity_pipeline import write_target
+from tests.support.pipelines import pipeline_document
 
 STORY = "Tell me the long story of the lighthouse keeper."
 
@@ -73,45 +74,40 @@ def test_distinct_selections_skip_conversation_parts_and_near_copies(tmp_path: P
     (tmp_path / "pool.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     write_target(tmp_path / "target.jsonl")
     target = {"name": "task", "path": "target.jsonl", "validation_size": 5, "split_seed": 2}
-    document = {
-        "type": "curation_assets.CurationPipeline",
-        "attributes": {
-            "name": "dist",
-            "duckdb_path": "dist.duckdb",
-            "automation": {"condition": "none"},
-            "sources": [{"name": "pool", "path": "pool.jsonl", "format": "sharegpt"}],
-            "stages": [
-                {"name": "lengths", "kind": "text_stats"},
-                {
-                    "name": "embed",
-                    "kind": "embedding",
-                    "model": str(tiny_sentence_model),
-                    "template": "{instruction}",
-                    "batch_size": 8,
-                },
-            ],
-            "selections": [
-                {"name": "longest", "kind": "top_score", "stage": "lengths", "column": "output_words", "budget": 5},
-                {
-                    "name": "longest_plain",
-                    "kind": "top_score",
-                    "stage": "lengths",
-                    "column": "output_words",
-                    "budget": 5,
-                    "distinct": False,
-                },
-                {
-                    "name": "sim_all",
-                    "kind": "target_similarity",
-                    "embedding": "embed",
-                    "fraction": 1.0,
-                    "distinct": False,
-                    "targets": [target],
-                },
-                {"name": "sim", "kind": "target_similarity", "embedding": "embed", "budget": 4, "targets": [target]},
-            ],
-        },
-    }
+    document = pipeline_document(
+        "dist",
+        stages=[
+            {"name": "lengths", "kind": "text_stats"},
+            {
+                "name": "embed",
+                "kind": "embedding",
+                "model": str(tiny_sentence_model),
+                "template": "{instruction}",
+                "batch_size": 8,
+            },
+        ],
+        selections=[
+            {"name": "longest", "kind": "top_score", "stage": "lengths", "column": "output_words", "budget": 5},
+            {
+                "name": "longest_plain",
+                "kind": "top_score",
+                "stage": "lengths",
+                "column": "output_words",
+                "budget": 5,
+                "distinct": False,
+            },
+            {
+                "name": "sim_all",
+                "kind": "target_similarity",
+                "embedding": "embed",
+                "fraction": 1.0,
+                "distinct": False,
+                "targets": [target],
+            },
+            {"name": "sim", "kind": "target_similarity", "embedding": "embed", "budget": 4, "targets": [target]},
+        ],
+        source_format="sharegpt",
+    )
     (tmp_path / "defs.yaml").write_text(yaml.safe_dump(document))
     definitions = pipeline_definitions(load_pipeline_file(tmp_path / "defs.yaml"))
     result = dg.materialize([*definitions.assets, *(definitions.asset_checks or [])], raise_on_error=True)
@@ -183,19 +179,14 @@ def test_distinct_selections_skip_conversation_parts_and_near_copies(tmp_path: P
 
 def test_report_without_embedding_stage_says_so(tmp_path: Path) -> None:
     (tmp_path / "pool.jsonl").write_text("".join(json.dumps(r) + "\n" for r in pool_records()))
-    document = {
-        "type": "curation_assets.CurationPipeline",
-        "attributes": {
-            "name": "dist",
-            "duckdb_path": "dist.duckdb",
-            "automation": {"condition": "none"},
-            "sources": [{"name": "pool", "path": "pool.jsonl", "format": "sharegpt"}],
-            "stages": [{"name": "lengths", "kind": "text_stats"}],
-            "selections": [
-                {"name": "longest", "kind": "top_score", "stage": "lengths", "column": "output_words", "budget": 3}
-            ],
-        },
-    }
+    document = pipeline_document(
+        "dist",
+        stages=[{"name": "lengths", "kind": "text_stats"}],
+        selections=[
+            {"name": "longest", "kind": "top_score", "stage": "lengths", "column": "output_words", "budget": 3}
+        ],
+        source_format="sharegpt",
+    )
     (tmp_path / "defs.yaml").write_text(yaml.safe_dump(document))
     definitions = pipeline_definitions(load_pipeline_file(tmp_path / "defs.yaml"))
     result = dg.materialize([*definitions.assets, *(definitions.asset_checks or [])], raise_on_error=True)

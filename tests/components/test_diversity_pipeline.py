@@ -10,40 +10,38 @@ import yaml
 
 from curation_assets.components.standalone import load_pipeline_file, pipeline_definitions
 from tests.support.files import write_samples
+from tests.support.pipelines import pipeline_document
 from tests.support.runs import run_pipeline
 
 
 def pipeline(tmp_path: Path, model: Path) -> Path:
-    document = {
-        "type": "curation_assets.CurationPipeline",
-        "attributes": {
-            "name": "div",
-            "duckdb_path": "div.duckdb",
-            "sources": [{"name": "pool", "path": "pool.jsonl", "format": "alpaca"}],
-            "stages": [{"name": "embed", "kind": "embedding", "model": str(model), "batch_size": 8}],
-            "selections": [
-                {"name": "kcenter", "kind": "kcenter_greedy", "embedding": "embed", "budget": 10},
-                {
-                    "name": "kcenter_more",
-                    "kind": "kcenter_greedy",
-                    "embedding": "embed",
-                    "budget": 15,
-                    "seed_selection": "kcenter",
-                },
-                {"name": "kmeans", "kind": "kmeans_coreset", "embedding": "embed", "fraction": 0.2, "n_clusters": 4},
-                {"name": "deft", "kind": "deft_ucs", "embedding": "embed", "budget": 12, "n_clusters": 3},
-                {"name": "lift", "kind": "lift_variance", "embedding": "embed"},
-                {"name": "dedup", "kind": "near_dedup", "embedding": "embed", "threshold": 0.999},
-                {
-                    "name": "kcenter_deduped",
-                    "kind": "kcenter_greedy",
-                    "embedding": "embed",
-                    "budget": 8,
-                    "input_selection": "dedup",
-                },
-            ],
-        },
-    }
+    document = pipeline_document(
+        "div",
+        stages=[{"name": "embed", "kind": "embedding", "model": str(model), "batch_size": 8}],
+        selections=[
+            {"name": "kcenter", "kind": "kcenter_greedy", "embedding": "embed", "budget": 10},
+            {
+                "name": "kcenter_more",
+                "kind": "kcenter_greedy",
+                "embedding": "embed",
+                "budget": 15,
+                "seed_selection": "kcenter",
+            },
+            {"name": "kmeans", "kind": "kmeans_coreset", "embedding": "embed", "fraction": 0.2, "n_clusters": 4},
+            {"name": "deft", "kind": "deft_ucs", "embedding": "embed", "budget": 12, "n_clusters": 3},
+            {"name": "lift", "kind": "lift_variance", "embedding": "embed"},
+            {"name": "dedup", "kind": "near_dedup", "embedding": "embed", "threshold": 0.999},
+            {
+                "name": "kcenter_deduped",
+                "kind": "kcenter_greedy",
+                "embedding": "embed",
+                "budget": 8,
+                "input_selection": "dedup",
+            },
+        ],
+        source_format="alpaca",
+        automation=None,
+    )
     path = tmp_path / "defs.yaml"
     path.write_text(yaml.safe_dump(document))
     return path

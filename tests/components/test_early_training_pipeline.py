@@ -4,6 +4,7 @@ family's Dagster run), on a tiny random Llama."""
 import pytest
 
 from tests.support.files import write_pool
+from tests.support.pipelines import pipeline_document
 from tests.support.runs import materialize_document, run_document
 
 
@@ -16,21 +17,17 @@ def test_el2n_and_grand_are_averaged_over_runs_and_deterministic(tmp_path, tiny_
         "batch_size": 4,
         "lora": {"r": 4, "dropout": 0.0, "lr": 0.01, "batch_size": 2},
     }
-    document = {
-        "type": "curation_assets.CurationPipeline",
-        "attributes": {
-            "name": "early",
-            "duckdb_path": "early.duckdb",
-            "sources": [{"name": "pool", "path": "pool.jsonl"}],
-            "stages": [
-                {"name": "el2n", "kind": "el2n", "runs": 3, **common},
-                {"name": "el2n_again", "kind": "el2n", "runs": 3, **common},
-                {"name": "grand", "kind": "grand", "runs": 2, **common},
-                {"name": "grand_one", "kind": "grand", "runs": 1, **common},
-            ],
-            "selections": [{"name": "hard", "kind": "top_score", "stage": "el2n", "column": "el2n", "fraction": 0.5}],
-        },
-    }
+    document = pipeline_document(
+        "early",
+        stages=[
+            {"name": "el2n", "kind": "el2n", "runs": 3, **common},
+            {"name": "el2n_again", "kind": "el2n", "runs": 3, **common},
+            {"name": "grand", "kind": "grand", "runs": 2, **common},
+            {"name": "grand_one", "kind": "grand", "runs": 1, **common},
+        ],
+        selections=[{"name": "hard", "kind": "top_score", "stage": "el2n", "column": "el2n", "fraction": 0.5}],
+        automation=None,
+    )
     component = run_document(tmp_path, document)
     with component.store.reader() as con:
         el2n = dict(con.execute("SELECT sample_id, el2n FROM el2n_scores WHERE stage = 'el2n'").fetchall())
@@ -48,42 +45,39 @@ def test_el2n_and_grand_are_averaged_over_runs_and_deterministic(tmp_path, tiny_
 
 def test_lobass_learnability_is_base_minus_finetuned_loss(tmp_path, tiny_lm):
     write_pool(tmp_path / "pool.jsonl", 16)
-    document = {
-        "type": "curation_assets.CurationPipeline",
-        "attributes": {
-            "name": "lob",
-            "duckdb_path": "lob.duckdb",
-            "sources": [{"name": "pool", "path": "pool.jsonl"}],
-            "stages": [
-                {
-                    "name": "lobass",
-                    "kind": "lobass",
-                    "model": str(tiny_lm),
-                    "max_length": 48,
-                    "train_fraction": 0.5,
-                    "lora": {
-                        "r": 8,
-                        "dropout": 0.0,
-                        "lr": 0.05,
-                        "epochs": 4,
-                        "batch_size": 4,
-                        "scheduler": "constant",
-                        "warmup_ratio": 0.0,
-                    },
-                },
-                {"name": "loss", "kind": "lm_loss", "model": str(tiny_lm), "max_length": 48},
-            ],
-            "selections": [
-                {
-                    "name": "learnable",
-                    "kind": "top_score",
-                    "stage": "lobass",
-                    "column": "learnability_normalised",
-                    "budget": 4,
-                }
-            ],
-        },
+    lora = {
+        "r": 8,
+        "dropout": 0.0,
+        "lr": 0.05,
+        "epochs": 4,
+        "batch_size": 4,
+        "scheduler": "constant",
+        "warmup_ratio": 0.0,
     }
+    document = pipeline_document(
+        "lob",
+        stages=[
+            {
+                "name": "lobass",
+                "kind": "lobass",
+                "model": str(tiny_lm),
+                "max_length": 48,
+                "train_fraction": 0.5,
+                "lora": lora,
+            },
+            {"name": "loss", "kind": "lm_loss", "model": str(tiny_lm), "max_length": 48},
+        ],
+        selections=[
+            {
+                "name": "learnable",
+                "kind": "top_score",
+                "stage": "lobass",
+                "column": "learnability_normalised",
+                "budget": 4,
+            }
+        ],
+        automation=None,
+    )
     component = materialize_document(tmp_path, document)  # the lm_signals family's Dagster run
     with component.store.reader() as con:
         rows = con.execute(
@@ -112,26 +106,23 @@ def test_lobass_learnability_is_base_minus_finetuned_loss(tmp_path, tiny_lm):
 
 def test_dynamic_data_diet_keeps_the_ema_window(tmp_path, tiny_lm):
     write_pool(tmp_path / "pool.jsonl", 19)
-    document = {
-        "type": "curation_assets.CurationPipeline",
-        "attributes": {
-            "name": "diet",
-            "duckdb_path": "diet.duckdb",
-            "sources": [{"name": "pool", "path": "pool.jsonl"}],
-            "selections": [
-                {
-                    "name": "diet",
-                    "kind": "data_diet_dynamic",
-                    "model": str(tiny_lm),
-                    "max_length": 48,
-                    "epochs": 3,
-                    "size": 0.4,
-                    "offset": 0.1,
-                    "lora": {"r": 4, "dropout": 0.0, "lr": 0.01, "batch_size": 4},
-                }
-            ],
-        },
-    }
+    document = pipeline_document(
+        "diet",
+        stages=None,
+        automation=None,
+        selections=[
+            {
+                "name": "diet",
+                "kind": "data_diet_dynamic",
+                "model": str(tiny_lm),
+                "max_length": 48,
+                "epochs": 3,
+                "size": 0.4,
+                "offset": 0.1,
+                "lora": {"r": 4, "dropout": 0.0, "lr": 0.01, "batch_size": 4},
+            }
+        ],
+    )
     component = run_document(tmp_path, document)
     with component.store.reader() as con:
         members = dict(con.execute("SELECT sample_id, score FROM selections WHERE selection = 'diet'").fetchall())

@@ -15,8 +15,9 @@ from curation_assets.models.chat_format import collate, encode_conversation
 from curation_assets.models.gradients import per_sample_response_losses
 from curation_assets.models.lora import LoraSettings, attach_lora
 from curation_assets.store import DuckDBStore
-from tests.components.test_less_pipeline import LORA, write_targets
+from tests.components.test_less_pipeline import write_targets
 from tests.support.files import write_pool
+from tests.support.pipelines import LORA, jvp_stage, lora_warmup_stage, pipeline_document, target_block
 from tests.support.runs import run_document
 
 # the project's earlier variant, kept as options: LoRA gradients, LESS directions, raw inner
@@ -31,56 +32,20 @@ PROJECT_VARIANT = {
 
 
 def pipeline(tiny_lm, **selection):
-    return {
-        "type": "curation_assets.CurationPipeline",
-        "attributes": {
-            "name": "infdist",
-            "duckdb_path": "infdist.duckdb",
-            "sources": [{"name": "pool", "path": "pool.jsonl"}],
-            "automation": {"condition": "none"},
-            "stages": [
-                {
-                    "name": "warmup",
-                    "kind": "lora_warmup",
-                    "model": str(tiny_lm),
-                    "max_length": 64,
-                    "train_fraction": 0.3,
-                    "lora": LORA,
-                },
-                {
-                    "name": "jvp",
-                    "kind": "jvp_embeddings",
-                    "model": str(tiny_lm),
-                    "max_length": 64,
-                    "num_blocks": 1,
-                    "batch_size": 4,
-                },
-            ],
-            "selections": [
-                {
-                    "name": "influential",
-                    "kind": "influence_distillation",
-                    "jvp": "jvp",
-                    "warmup": "warmup",
-                    "fraction": 0.25,
-                    "landmarks": 8,
-                    "projection": "dense",
-                    "dim": 64,
-                    "batch_size": 4,
-                    "targets": [
-                        {
-                            "name": "task",
-                            "path": "target.jsonl",
-                            "subtask_field": "cat",
-                            "validation_size": 6,
-                            "split_seed": 1,
-                        }
-                    ],
-                    **selection,
-                }
-            ],
-        },
+    influential = {
+        "name": "influential",
+        "kind": "influence_distillation",
+        "jvp": "jvp",
+        "warmup": "warmup",
+        "fraction": 0.25,
+        "landmarks": 8,
+        "projection": "dense",
+        "dim": 64,
+        "batch_size": 4,
+        "targets": [target_block()],
+        **selection,
     }
+    return pipeline_document("infdist", [lora_warmup_stage(tiny_lm), jvp_stage(tiny_lm)], [influential])
 
 
 @pytest.mark.parametrize("adam_direction", ["less", "released"])

@@ -19,6 +19,7 @@ from curation_assets.stages.core.targets import TargetSpec, read_target
 from tests.components.test_less_pipeline import write_targets
 from tests.methods.test_mtld import reference as mtld_reference
 from tests.support.files import WORDS, write_jsonl
+from tests.support.pipelines import pipeline_document
 from tests.support.runs import run_document
 
 LORA = {
@@ -49,57 +50,52 @@ def write_pool(path: Path, n: int) -> None:
 
 
 def document(lm: Path, sentence_model: Path) -> dict:
-    return {
-        "type": "curation_assets.CurationPipeline",
-        "attributes": {
-            "name": "mining",
-            "duckdb_path": "mining.duckdb",
-            "automation": {"condition": "none"},
-            "sources": [{"name": "pool", "path": "pool.jsonl", "format": "alpaca"}],
-            "stages": [
-                {
-                    "name": "embed",
-                    "kind": "embedding",
-                    "model": str(sentence_model),
-                    "template": "{instruction}\n{output}",
-                },
-                {"name": "lengths", "kind": "text_stats"},
-                {"name": "loss", "kind": "lm_loss", "model": str(lm), "max_length": 64, "input_selection": "scored"},
-                {
-                    "name": "ind",
-                    "kind": "instruction_mining_indicators",
-                    "embedding": "embed",
-                    "perplexity": "loss",
-                    "reward": {"stage": "lengths", "column": "output_chars"},
-                    "extra_scores": [{"stage": "lengths", "column": "instruction_chars"}],
-                },
-                {
-                    "name": "rule",
-                    "kind": "instruction_mining_fit",
-                    "indicators": "ind",
-                    "use": USE,
-                    "model": str(lm),
-                    "max_length": 64,
-                    "subsets": 9,
-                    "subset_size": 8,
-                    "seed": 3,
-                    "lora": LORA,
-                    "target": {"name": "task", "path": "target.jsonl", "validation_size": 6, "split_seed": 1},
-                },
-            ],
-            "selections": [
-                {"name": "scored", "kind": "random", "budget": 30, "seed": 0},
-                {
-                    "name": "lowest_predicted_loss",
-                    "kind": "top_score",
-                    "stage": "rule",
-                    "column": "predicted_loss",
-                    "order": "ascending",
-                    "budget": 5,
-                },
-            ],
-        },
-    }
+    return pipeline_document(
+        "mining",
+        stages=[
+            {
+                "name": "embed",
+                "kind": "embedding",
+                "model": str(sentence_model),
+                "template": "{instruction}\n{output}",
+            },
+            {"name": "lengths", "kind": "text_stats"},
+            {"name": "loss", "kind": "lm_loss", "model": str(lm), "max_length": 64, "input_selection": "scored"},
+            {
+                "name": "ind",
+                "kind": "instruction_mining_indicators",
+                "embedding": "embed",
+                "perplexity": "loss",
+                "reward": {"stage": "lengths", "column": "output_chars"},
+                "extra_scores": [{"stage": "lengths", "column": "instruction_chars"}],
+            },
+            {
+                "name": "rule",
+                "kind": "instruction_mining_fit",
+                "indicators": "ind",
+                "use": USE,
+                "model": str(lm),
+                "max_length": 64,
+                "subsets": 9,
+                "subset_size": 8,
+                "seed": 3,
+                "lora": LORA,
+                "target": {"name": "task", "path": "target.jsonl", "validation_size": 6, "split_seed": 1},
+            },
+        ],
+        selections=[
+            {"name": "scored", "kind": "random", "budget": 30, "seed": 0},
+            {
+                "name": "lowest_predicted_loss",
+                "kind": "top_score",
+                "stage": "rule",
+                "column": "predicted_loss",
+                "order": "ascending",
+                "budget": 5,
+            },
+        ],
+        source_format="alpaca",
+    )
 
 
 def test_instruction_mining_end_to_end(tmp_path, tiny_lm, tiny_sentence_model):

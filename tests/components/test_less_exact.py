@@ -13,37 +13,24 @@ from scipy.stats import pearsonr, spearmanr
 from curation_assets.models.chat_format import encode_conversation
 from curation_assets.models.lora import LoraSettings, attach_lora
 from curation_assets.store import DuckDBStore
-from tests.components.test_less_pipeline import LORA, write_targets
+from tests.components.test_less_pipeline import write_targets
 from tests.support.files import write_pool
+from tests.support.pipelines import LORA, lora_warmup_stage, pipeline_document, target_block
 from tests.support.runs import run_document
 
-TARGETS = [{"name": "task", "path": "target.jsonl", "subtask_field": "cat", "validation_size": 6, "split_seed": 1}]
+TARGETS = [target_block()]
 
 
 def document(pool_path: str, model_path: Path, grads: dict) -> dict:
-    return {
-        "type": "curation_assets.CurationPipeline",
-        "attributes": {
-            "name": "less",
-            "duckdb_path": "less.duckdb",
-            "sources": [{"name": "pool", "path": pool_path}],
-            "automation": {"condition": "none"},
-            "stages": [
-                {
-                    "name": "warmup",
-                    "kind": "lora_warmup",
-                    "model": str(model_path),
-                    "max_length": 64,
-                    "train_fraction": 0.3,
-                    "lora": LORA,
-                },
-                {"name": "grads", "kind": "grad_features", "warmup": "warmup", "batch_size": 4, **grads},
-            ],
-            "selections": [
-                {"name": "less_top", "kind": "less", "features": "grads", "fraction": 0.25, "targets": TARGETS}
-            ],
-        },
-    }
+    return pipeline_document(
+        "less",
+        [
+            lora_warmup_stage(model_path),
+            {"name": "grads", "kind": "grad_features", "warmup": "warmup", "batch_size": 4, **grads},
+        ],
+        [{"name": "less_top", "kind": "less", "features": "grads", "fraction": 0.25, "targets": TARGETS}],
+        source_path=pool_path,
+    )
 
 
 def plain_loop_scores(model_path: Path, checkpoints: list, pool: list, targets: list, projector=None):

@@ -15,18 +15,8 @@ from curation_assets.models.gradients import per_sample_response_losses
 from curation_assets.models.lora import LoraSettings, attach_lora
 from curation_assets.store import DuckDBStore
 from tests.support.files import write_pool
+from tests.support.pipelines import LORA, lora_warmup_stage, pipeline_document, target_block
 from tests.support.runs import materialize_document
-
-LORA = {
-    "r": 4,
-    "alpha": 8,
-    "dropout": 0.0,
-    "target_modules": ["q_proj", "v_proj"],
-    "lr": 0.01,
-    "epochs": 2,
-    "batch_size": 2,
-    "warmup_ratio": 0.0,
-}
 
 
 def write_targets(path: Path) -> None:
@@ -46,50 +36,16 @@ def write_targets(path: Path) -> None:
 def test_less_selection_equals_a_direct_computation(tmp_path, tiny_lm):
     write_pool(tmp_path / "pool.jsonl", 20)
     write_targets(tmp_path / "target.jsonl")
-    document = {
-        "type": "curation_assets.CurationPipeline",
-        "attributes": {
-            "name": "less",
-            "duckdb_path": "less.duckdb",
-            "sources": [{"name": "pool", "path": "pool.jsonl"}],
-            "automation": {"condition": "none"},
-            "stages": [
-                {
-                    "name": "warmup",
-                    "kind": "lora_warmup",
-                    "model": str(tiny_lm),
-                    "max_length": 64,
-                    "train_fraction": 0.3,
-                    "lora": LORA,
-                },
-                {
-                    "name": "grads",
-                    "kind": "grad_features",
-                    "warmup": "warmup",
-                    "projection": "dense",
-                    "dim": 64,
-                    "batch_size": 4,
-                },
-            ],
-            "selections": [
-                {
-                    "name": "less_top",
-                    "kind": "less",
-                    "features": "grads",
-                    "fraction": 0.25,
-                    "targets": [
-                        {
-                            "name": "task",
-                            "path": "target.jsonl",
-                            "subtask_field": "cat",
-                            "validation_size": 6,
-                            "split_seed": 1,
-                        }
-                    ],
-                }
-            ],
-        },
+    grads = {
+        "name": "grads",
+        "kind": "grad_features",
+        "warmup": "warmup",
+        "projection": "dense",
+        "dim": 64,
+        "batch_size": 4,
     }
+    less_top = {"name": "less_top", "kind": "less", "features": "grads", "fraction": 0.25, "targets": [target_block()]}
+    document = pipeline_document("less", [lora_warmup_stage(tiny_lm), grads], [less_top])
     materialize_document(tmp_path, document)
 
     with DuckDBStore(tmp_path / "less.duckdb").reader(read_only=True) as con:

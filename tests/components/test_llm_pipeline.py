@@ -18,6 +18,7 @@ from curation_assets.llm.parsing import parse_alpagasus_score, parse_lift_rubric
 from curation_assets.store import DuckDBStore
 from tests.llm_server import FaultProxy, start_server
 from tests.support.files import write_jsonl
+from tests.support.pipelines import pipeline_document
 from tests.support.runs import materialize_document, run_document
 
 pytestmark = pytest.mark.e2e
@@ -45,17 +46,7 @@ def write_pool(path: Path, n: int, *, multi_turn: bool = True) -> None:
 
 
 def document(base_url: str, stages: list[dict], selections: list[dict]) -> dict:
-    return {
-        "type": "curation_assets.CurationPipeline",
-        "attributes": {
-            "name": "judge",
-            "duckdb_path": "judge.duckdb",
-            "sources": [{"name": "pool", "path": "pool.jsonl"}],
-            "stages": stages,
-            "selections": selections,
-            "automation": {"condition": "none"},
-        },
-    }
+    return pipeline_document("judge", stages=stages, selections=selections)
 
 
 def llm(base_url: str, **extra) -> dict:

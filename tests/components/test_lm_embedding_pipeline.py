@@ -8,6 +8,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tests.support.files import write_pool
+from tests.support.pipelines import pipeline_document
 from tests.support.runs import run_document
 
 SYSTEM = (
@@ -30,17 +31,7 @@ def vicuna(messages, eos) -> str:
 
 
 def document(model, stages, selections=()):
-    return {
-        "type": "curation_assets.CurationPipeline",
-        "attributes": {
-            "name": "lme",
-            "duckdb_path": "lme.duckdb",
-            "automation": {"condition": "none"},
-            "sources": [{"name": "pool", "path": "pool.jsonl"}],
-            "stages": stages,
-            "selections": list(selections),
-        },
-    }
+    return pipeline_document("lme", stages=stages, selections=list(selections))
 
 
 def test_lm_embedding_is_the_last_token_hidden_state_and_feeds_the_deita_filter(tmp_path, tiny_lm):

@@ -12,22 +12,19 @@ from curation_assets.components.standalone import load_pipeline_file, pipeline_d
 from curation_assets.models.chat_format import encode_conversation
 from tests.support.files import write_pool
 from tests.support.models import build_tiny_causal_lm
+from tests.support.pipelines import pipeline_document
 from tests.support.runs import run_document, run_pipeline
 
 
 def pipeline(tmp_path: Path, model: Path, stages: list[dict]) -> Path:
-    document = {
-        "type": "curation_assets.CurationPipeline",
-        "attributes": {
-            "name": "lm",
-            "duckdb_path": "lm.duckdb",
-            "sources": [{"name": "pool", "path": "pool.jsonl"}],
-            "stages": stages,
-            "selections": [
-                {"name": "hardest", "kind": "top_score", "stage": stages[0]["name"], "column": "loss", "budget": 5}
-            ],
-        },
-    }
+    document = pipeline_document(
+        "lm",
+        stages=stages,
+        selections=[
+            {"name": "hardest", "kind": "top_score", "stage": stages[0]["name"], "column": "loss", "budget": 5}
+        ],
+        automation=None,
+    )
     path = tmp_path / "defs.yaml"
     path.write_text(yaml.safe_dump(document))
     return path

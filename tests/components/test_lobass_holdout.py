@@ -11,6 +11,7 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tests.support.files import write_pool
+from tests.support.pipelines import pipeline_document
 from tests.support.runs import run_document
 
 LORA = {"r": 8, "dropout": 0.0, "lr": 0.05, "epochs": 4, "batch_size": 4, "scheduler": "constant", "warmup_ratio": 0.0}
@@ -20,25 +21,19 @@ def run(tmp_path, tiny_lm, n, **lobass):
     write_pool(tmp_path / "pool.jsonl", n)
     component = run_document(
         tmp_path,
-        {
-            "type": "curation_assets.CurationPipeline",
-            "attributes": {
-                "name": "lob",
-                "duckdb_path": "lob.duckdb",
-                "automation": {"condition": "none"},
-                "sources": [{"name": "pool", "path": "pool.jsonl"}],
-                "stages": [
-                    {
-                        "name": "lobass",
-                        "kind": "lobass",
-                        "model": str(tiny_lm),
-                        "max_length": 48,
-                        "lora": LORA,
-                        **lobass,
-                    }
-                ],
-            },
-        },
+        pipeline_document(
+            "lob",
+            stages=[
+                {
+                    "name": "lobass",
+                    "kind": "lobass",
+                    "model": str(tiny_lm),
+                    "max_length": 48,
+                    "lora": LORA,
+                    **lobass,
+                }
+            ],
+        ),
     )
     with component.store.reader() as con:
         rows = {

@@ -11,6 +11,7 @@ import yaml
 
 from curation_assets.components.standalone import load_pipeline_file
 from tests.support.files import write_jsonl
+from tests.support.pipelines import pipeline_document
 from tests.support.runs import run_pipeline
 
 
@@ -44,19 +45,16 @@ def near_copy(record: dict, position: int, word: str) -> dict:
 
 
 def pipeline(tmp_path: Path, **options) -> Path:
-    document = {
-        "type": "curation_assets.CurationPipeline",
-        "attributes": {
-            "name": "mh",
-            "duckdb_path": "mh.duckdb",
-            "sources": [{"name": "pool", "path": "pool.jsonl", "format": "alpaca"}],
-            "stages": [],
-            "selections": [
-                {"name": "dedup", "kind": "minhash_dedup", "batch_size": 7, **options},
-                {"name": "sample", "kind": "random", "budget": 5, "input_selection": "dedup"},
-            ],
-        },
-    }
+    document = pipeline_document(
+        "mh",
+        stages=[],
+        selections=[
+            {"name": "dedup", "kind": "minhash_dedup", "batch_size": 7, **options},
+            {"name": "sample", "kind": "random", "budget": 5, "input_selection": "dedup"},
+        ],
+        source_format="alpaca",
+        automation=None,
+    )
     path = tmp_path / "defs.yaml"
     path.write_text(yaml.safe_dump(document))
     return path

@@ -14,6 +14,7 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 
 from curation_assets.store import DuckDBStore
 from tests.support.files import write_jsonl
+from tests.support.pipelines import pipeline_document
 from tests.support.runs import run_document
 
 WORDS = "what how why write explain answer question code list one two three four five hello world yes no".split()
@@ -59,20 +60,14 @@ def mods_selection(lm: Path, **keys) -> dict:
 
 
 def document(sentence_model: Path, reward: Path, selections: list[dict]) -> dict:
-    return {
-        "type": "curation_assets.CurationPipeline",
-        "attributes": {
-            "name": "m",
-            "duckdb_path": "m.duckdb",
-            "sources": [{"name": "pool", "path": "pool.jsonl"}],
-            "automation": {"condition": "none"},
-            "stages": [
-                {"name": "embed", "kind": "embedding", "model": str(sentence_model)},
-                {"name": "rm", "kind": "reward_scores", "model": str(reward), "max_length": 64},
-            ],
-            "selections": selections,
-        },
-    }
+    return pipeline_document(
+        "m",
+        stages=[
+            {"name": "embed", "kind": "embedding", "model": str(sentence_model)},
+            {"name": "rm", "kind": "reward_scores", "model": str(reward), "max_length": 64},
+        ],
+        selections=selections,
+    )
 
 
 def query(folder: Path, sql: str) -> list[tuple]:

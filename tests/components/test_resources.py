@@ -6,9 +6,6 @@ loaded by `dg check defs` in a dg project and by `curation run`'s loader, materi
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -21,8 +18,9 @@ from curation_assets.components.standalone import load_pipeline_file, pipeline_d
 from curation_assets.llm.endpoint import LLMEndpointSpec
 from curation_assets.stages.core.registry import pipeline_config_hashes
 from curation_assets.store import DuckDBStore
+from tests.support.dg import bare_env, cli_output, run_cli, write_dg_project
+from tests.support.pipelines import pipeline_document
 
-BIN = Path(sys.executable).parent
 RECORDS = [
     {"instruction": f"What is {i} plus {i}?", "input": "", "output": f"{i} plus {i} is {2 * i}."} for i in range(4)
 ]
@@ -49,18 +47,9 @@ def resources_module(
 
 
 def pipeline(stages: list[dict], **attributes) -> dict:
-    return {
-        "type": "curation_assets.CurationPipeline",
-        "attributes": {
-            "name": "shared",
-            "store": {"resource": "curation_store"},
-            "llm": {"resource": "judge_llm"},
-            "sources": [{"name": "pool", "path": "pool.jsonl"}],
-            "stages": stages,
-            "automation": {"condition": "none"},
-            **attributes,
-        },
-    }
+    return pipeline_document(
+        "shared", stages, store={"resource": "curation_store"}, llm={"resource": "judge_llm"}, **attributes
+    )
 
 
 def write(folder: Path, document: dict, resources: str | None = None) -> Path:
@@ -175,64 +164,20 @@ def test_resources_materialize_through_dagster(tmp_path) -> None:
 
 def test_dg_check_defs_loads_resources_of_a_dg_project(tmp_path) -> None:
     """In a dg project the resources come from a `resources.py` defs module that dg itself loads."""
-    (tmp_path / "pyproject.toml").write_text(
-        textwrap.dedent("""\
-        [project]
-        name = "resproj"
-        version = "0.0.0"
-
-        [tool.dg]
-        directory_type = "project"
-
-        [tool.dg.project]
-        root_module = "resproj"
-        """)
-    )
-    package = tmp_path / "resproj"
-    (package / "defs" / "shared").mkdir(parents=True)
-    (package / "__init__.py").write_text("")
-    (package / "defs" / "__init__.py").write_text("")
-    (package / "definitions.py").write_text(
-        textwrap.dedent("""\
-        from pathlib import Path
-
-        import dagster as dg
-
-
-        @dg.definitions
-        def defs() -> dg.Definitions:
-            return dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
-        """)
-    )
-    (package / "defs" / "resources.py").write_text(resources_module())
-    (package / "defs" / "shared" / "pool.jsonl").write_text("".join(json.dumps(r) + "\n" for r in RECORDS))
+    defs = write_dg_project(tmp_path, "resproj")
+    (defs / "shared").mkdir()
+    (defs / "resources.py").write_text(resources_module())
+    (defs / "shared" / "pool.jsonl").write_text("".join(json.dumps(r) + "\n" for r in RECORDS))
     document = pipeline([dict(JUDGE), {"name": "judge_big", "kind": "alpagasus", "llm": {"model": "big-model"}}])
-    (package / "defs" / "shared" / "defs.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DAGSTER_")}
-    env.update(PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", VIRTUAL_ENV=str(BIN.parent), NO_COLOR="1")
+    (defs / "shared" / "defs.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
+    env = bare_env()
     env.pop("JUDGE_API_KEY", None)  # loading needs only the variable's name
-    check = subprocess.run(
-        [str(BIN / "dg"), "check", "defs"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert check.returncode == 0, check.stdout + check.stderr
-    assert "All definitions loaded successfully" in check.stdout + check.stderr
+    check = run_cli(["dg", "check", "defs"], tmp_path, env)
+    assert check.returncode == 0, cli_output(check)
+    assert "All definitions loaded successfully" in cli_output(check)
 
-    listing = subprocess.run(
-        [str(BIN / "dg"), "list", "defs", "--json"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert listing.returncode == 0, listing.stdout + listing.stderr
+    listing = run_cli(["dg", "list", "defs", "--json"], tmp_path, env)
+    assert listing.returncode == 0, cli_output(listing)
     listed = json.loads(listing.stdout)
     assert {"curation_store", "judge_llm"} <= {r["name"] for r in listed.get("resources", [])}
 

@@ -15,6 +15,7 @@ from curation_assets.models.embeddings import resolve_embedding_model
 from curation_assets.store import DuckDBStore
 from tests.components.scorer_fixtures import DETAILS, TOPICS, materialize_with_labels
 from tests.support.files import write_jsonl
+from tests.support.pipelines import pipeline_document
 from tests.support.runs import run_document
 
 CONVERSATION = {
@@ -28,16 +29,7 @@ CONVERSATION = {
 
 
 def document(stages: list[dict]) -> dict:
-    return {
-        "type": "curation_assets.CurationPipeline",
-        "attributes": {
-            "name": "reward",
-            "duckdb_path": "reward.duckdb",
-            "sources": [{"name": "pool", "path": "pool.jsonl"}],
-            "stages": stages,
-            "automation": {"condition": "none"},
-        },
-    }
+    return pipeline_document("reward", stages=stages)
 
 
 def query(folder: Path, sql: str):

@@ -22,34 +22,30 @@ from curation_assets.components.standalone import load_pipeline_file, pipeline_d
 from curation_assets.llm.client import ChatRequest, LLMClient
 from curation_assets.llm.endpoint import LLMConfigError, LLMEndpointSpec
 from curation_assets.llm.local_server import free_port
-from tests.components.test_dg_cli import _bad_project, _output, _run, cli_env  # noqa: F401 - cli_env: fixture
+from tests.components.test_dg_cli import _bad_project
+from tests.support.dg import cli_output, run_cli
 from tests.support.files import write_jsonl
+from tests.support.pipelines import pipeline_document
 
 KEY = "sk-proj-Zq81Xw4TkLm0Np7Rv2Ys5Ub9"  # looks like a real key on purpose
 PASSWORD = "urlpw5c7e9a1b3d"  # lower case and digits: survives any slug made of the URL
 
 
 def pipeline(stage_llm: dict, *, extra_stages: tuple[dict, ...] = ()) -> dict:
-    return {
-        "type": "curation_assets.CurationPipeline",
-        "attributes": {
-            "name": "judge",
-            "duckdb_path": "judge.duckdb",
-            "sources": [{"name": "pool", "path": "pool.jsonl"}],
-            "stages": [
-                {
-                    "name": "judge",
-                    "kind": "alpagasus",
-                    "max_tokens": 8,
-                    "parse_retries": 0,
-                    "structured_output": "llama_cpp",
-                    "llm": stage_llm,
-                },
-                *extra_stages,
-            ],
-            "automation": {"condition": "none"},
-        },
-    }
+    return pipeline_document(
+        "judge",
+        stages=[
+            {
+                "name": "judge",
+                "kind": "alpagasus",
+                "max_tokens": 8,
+                "parse_retries": 0,
+                "structured_output": "llama_cpp",
+                "llm": stage_llm,
+            },
+            *extra_stages,
+        ],
+    )
 
 
 def write_pool(folder: Path, n: int = 3) -> None:
@@ -102,29 +98,26 @@ def test_environment_variable_names_are_still_accepted(tmp_path: Path) -> None:
         assert code == 0, output
 
 
-def test_dg_check_defs_does_not_repeat_a_pasted_key(tmp_path: Path, cli_env) -> None:  # noqa: F811
+def test_dg_check_defs_does_not_repeat_a_pasted_key(tmp_path: Path, cli_env) -> None:
     yaml_file = _bad_project(
         tmp_path,
         yaml.safe_dump(
-            {
-                "type": "curation_assets.CurationPipeline",
-                "attributes": {
-                    "name": "bad",
-                    "duckdb_path": "bad.duckdb",
-                    "sources": [{"name": "records", "path": "records.jsonl"}],
-                    "stages": [
-                        {
-                            "name": "judge",
-                            "kind": "alpagasus",
-                            "llm": {"base_url": f"https://u:{PASSWORD}@api.example.com/v1", "api_key_env": KEY},
-                        }
-                    ],
-                },
-            }
+            pipeline_document(
+                "bad",
+                stages=[
+                    {
+                        "name": "judge",
+                        "kind": "alpagasus",
+                        "llm": {"base_url": f"https://u:{PASSWORD}@api.example.com/v1", "api_key_env": KEY},
+                    }
+                ],
+                sources=[{"name": "records", "path": "records.jsonl"}],
+                automation=None,
+            )
         ),
     )
-    result = _run(["dg", "check", "defs"], tmp_path, cli_env)
-    output = _output(result)
+    result = run_cli(["dg", "check", "defs"], tmp_path, cli_env)
+    output = cli_output(result)
     assert result.returncode != 0, output
     assert f"{yaml_file}:" in output and "looks like an API key" in output
     assert KEY not in output and PASSWORD not in output

@@ -9,6 +9,7 @@ from sentence_transformers import SentenceTransformer
 
 from curation_assets.store import DuckDBStore
 from tests.support.files import write_samples
+from tests.support.pipelines import pipeline_document
 from tests.support.runs import run_document
 
 
@@ -32,42 +33,37 @@ def test_target_similarity_equals_brute_force(tmp_path, tiny_sentence_model):
     template = "{instruction}\n{input}"
     run_document(
         tmp_path,
-        {
-            "type": "curation_assets.CurationPipeline",
-            "attributes": {
-                "name": "sim",
-                "duckdb_path": "sim.duckdb",
-                "automation": {"condition": "none"},
-                "sources": [{"name": "pool", "path": "pool.jsonl", "format": "alpaca"}],
-                "stages": [
-                    {
-                        "name": "embed",
-                        "kind": "embedding",
-                        "model": str(tiny_sentence_model),
-                        "template": template,
-                        "batch_size": 8,
-                    }
-                ],
-                "selections": [
-                    {
-                        "name": "closest",
-                        "kind": "target_similarity",
-                        "embedding": "embed",
-                        "budget": 6,
-                        "distinct": False,  # plain top-k: the brute force below ranks every sample
-                        "targets": [
-                            {
-                                "name": "task",
-                                "path": "target.jsonl",
-                                "subtask_field": "cat",
-                                "validation_size": 5,
-                                "split_seed": 2,
-                            }
-                        ],
-                    }
-                ],
-            },
-        },
+        pipeline_document(
+            "sim",
+            stages=[
+                {
+                    "name": "embed",
+                    "kind": "embedding",
+                    "model": str(tiny_sentence_model),
+                    "template": template,
+                    "batch_size": 8,
+                }
+            ],
+            selections=[
+                {
+                    "name": "closest",
+                    "kind": "target_similarity",
+                    "embedding": "embed",
+                    "budget": 6,
+                    "distinct": False,  # plain top-k: the brute force below ranks every sample
+                    "targets": [
+                        {
+                            "name": "task",
+                            "path": "target.jsonl",
+                            "subtask_field": "cat",
+                            "validation_size": 5,
+                            "split_seed": 2,
+                        }
+                    ],
+                }
+            ],
+            source_format="alpaca",
+        ),
     )
 
     with DuckDBStore(tmp_path / "sim.duckdb").reader(read_only=True) as con:

@@ -17,6 +17,7 @@ from curation_assets.models.chat_format import encode_conversation
 from curation_assets.store import DuckDBStore
 from tests.components.test_less_pipeline import write_targets
 from tests.support.files import write_pool
+from tests.support.pipelines import pipeline_document
 
 LORA = {
     "r": 4,
@@ -31,34 +32,28 @@ LORA = {
 
 
 def document(tiny_lm, lr=LORA["lr"]):
-    return {
-        "type": "curation_assets.CurationPipeline",
-        "attributes": {
-            "name": "ev",
-            "duckdb_path": "ev.duckdb",
-            "automation": {"condition": "none"},
-            "sources": [{"name": "pool", "path": "pool.jsonl"}],
-            "stages": [{"name": "lengths", "kind": "text_stats"}],
-            "selections": [
-                *({"name": f"random_s{s}", "kind": "random", "budget": 4, "seed": s} for s in range(3)),
-                {"name": "longest", "kind": "top_score", "stage": "lengths", "column": "output_words", "budget": 4},
-                {"name": "same_as_random_s0", "kind": "random", "budget": 4, "seed": 0},
-            ],
-            "evaluation": {
-                "selections": ["longest", "same_as_random_s0"],
-                "baselines": ["random_s0", "random_s1", "random_s2"],
-                "target": {"name": "task", "path": "target.jsonl", "validation_size": 4, "split_seed": 1},
-                "target_heldout_size": 5,
-                "general": {"name": "general", "path": "general.jsonl", "size": 5, "seed": 3},
-                "finetune": {"model": str(tiny_lm), "max_length": 64, "lora": {**LORA, "lr": lr}, "batch_size": 3},
-                # one fine-tune per set, no extra rows: the seeds and statistics are test_evaluation_statistics.py's
-                "training_seeds": 1,
-                "token_matched_draws": 0,
-                "full_pool": False,
-                "output_dir": "out",
-            },
+    return pipeline_document(
+        "ev",
+        stages=[{"name": "lengths", "kind": "text_stats"}],
+        selections=[
+            *({"name": f"random_s{s}", "kind": "random", "budget": 4, "seed": s} for s in range(3)),
+            {"name": "longest", "kind": "top_score", "stage": "lengths", "column": "output_words", "budget": 4},
+            {"name": "same_as_random_s0", "kind": "random", "budget": 4, "seed": 0},
+        ],
+        evaluation={
+            "selections": ["longest", "same_as_random_s0"],
+            "baselines": ["random_s0", "random_s1", "random_s2"],
+            "target": {"name": "task", "path": "target.jsonl", "validation_size": 4, "split_seed": 1},
+            "target_heldout_size": 5,
+            "general": {"name": "general", "path": "general.jsonl", "size": 5, "seed": 3},
+            "finetune": {"model": str(tiny_lm), "max_length": 64, "lora": {**LORA, "lr": lr}, "batch_size": 3},
+            # one fine-tune per set, no extra rows: the seeds and statistics are test_evaluation_statistics.py's
+            "training_seeds": 1,
+            "token_matched_draws": 0,
+            "full_pool": False,
+            "output_dir": "out",
         },
-    }
+    )
 
 
 def write_general(path: Path, pool_file: Path) -> None:

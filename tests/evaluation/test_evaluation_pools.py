@@ -31,6 +31,7 @@ from tests.evaluation.test_evaluation_statistics import (
 )
 from tests.evaluation.test_evaluation_statistics import stored as stored_evaluation
 from tests.support.files import write_pool
+from tests.support.pipelines import pipeline_document
 
 MAX_LENGTH = 64
 SUB_SEEDS = 3
@@ -40,67 +41,61 @@ SUB_SIZE = 12
 def document(tiny_lm: Path) -> dict:
     """Pool 24; whole-pool band random_s0/s1 + method `longest`; sub-pool `sub` (12 random samples) with
     band sub_random_s0..s2 + method `longest_sub` (top_score reading only the sub-pool)."""
-    return {
-        "type": "curation_assets.CurationPipeline",
-        "attributes": {
-            "name": "sp",
-            "duckdb_path": "sp.duckdb",
-            "automation": {"condition": "none"},
-            "sources": [{"name": "pool", "path": "pool.jsonl"}],
-            "stages": [{"name": "lengths", "kind": "text_stats"}],
-            "selections": [
-                {"name": "sub_pool", "kind": "random", "budget": SUB_SIZE, "seed": 7},
-                *({"name": f"random_s{s}", "kind": "random", "budget": 4, "seed": s} for s in range(2)),
-                *(
-                    {
-                        "name": f"sub_random_s{s}",
-                        "kind": "random",
-                        "budget": 4,
-                        "seed": s,
-                        "input_selection": "sub_pool",
-                    }
-                    for s in range(SUB_SEEDS)
-                ),
-                {"name": "longest", "kind": "top_score", "stage": "lengths", "column": "output_words", "budget": 4},
+    return pipeline_document(
+        "sp",
+        stages=[{"name": "lengths", "kind": "text_stats"}],
+        selections=[
+            {"name": "sub_pool", "kind": "random", "budget": SUB_SIZE, "seed": 7},
+            *({"name": f"random_s{s}", "kind": "random", "budget": 4, "seed": s} for s in range(2)),
+            *(
                 {
-                    "name": "longest_sub",
-                    "kind": "top_score",
-                    "stage": "lengths",
-                    "column": "output_words",
+                    "name": f"sub_random_s{s}",
+                    "kind": "random",
                     "budget": 4,
+                    "seed": s,
                     "input_selection": "sub_pool",
-                },
-            ],
-            "evaluation": {
-                "selections": ["longest", "longest_sub"],
-                "baselines": ["random_s0", "random_s1"],
-                "pools": [
-                    {
-                        "name": "sub",
-                        "selection": "sub_pool",
-                        "baselines": [f"sub_random_s{s}" for s in range(SUB_SEEDS)],
-                        "selections": ["longest_sub"],
-                    }
-                ],
-                "target": {"name": "task", "path": "target.jsonl", "validation_size": 4, "split_seed": 1},
-                "target_heldout_size": 8,
-                "general": {"name": "general", "path": "general.jsonl", "size": 6, "seed": 3},
-                "finetune": {
-                    "model": str(tiny_lm),
-                    "max_length": MAX_LENGTH,
-                    "lora": {**LORA, "epochs": 1},
-                    "batch_size": 4,
-                },
-                "training_seeds": 1,
-                "token_matched_draws": 1,
-                "token_matched_seed": 11,
-                "full_pool": False,
-                "bootstrap_resamples": RESAMPLES,
-                "bootstrap_seed": 5,
-                "output_dir": "out",
+                }
+                for s in range(SUB_SEEDS)
+            ),
+            {"name": "longest", "kind": "top_score", "stage": "lengths", "column": "output_words", "budget": 4},
+            {
+                "name": "longest_sub",
+                "kind": "top_score",
+                "stage": "lengths",
+                "column": "output_words",
+                "budget": 4,
+                "input_selection": "sub_pool",
             },
+        ],
+        evaluation={
+            "selections": ["longest", "longest_sub"],
+            "baselines": ["random_s0", "random_s1"],
+            "pools": [
+                {
+                    "name": "sub",
+                    "selection": "sub_pool",
+                    "baselines": [f"sub_random_s{s}" for s in range(SUB_SEEDS)],
+                    "selections": ["longest_sub"],
+                }
+            ],
+            "target": {"name": "task", "path": "target.jsonl", "validation_size": 4, "split_seed": 1},
+            "target_heldout_size": 8,
+            "general": {"name": "general", "path": "general.jsonl", "size": 6, "seed": 3},
+            "finetune": {
+                "model": str(tiny_lm),
+                "max_length": MAX_LENGTH,
+                "lora": {**LORA, "epochs": 1},
+                "batch_size": 4,
+            },
+            "training_seeds": 1,
+            "token_matched_draws": 1,
+            "token_matched_seed": 11,
+            "full_pool": False,
+            "bootstrap_resamples": RESAMPLES,
+            "bootstrap_seed": 5,
+            "output_dir": "out",
         },
-    }
+    )
 
 
 def write_files(folder: Path) -> None:

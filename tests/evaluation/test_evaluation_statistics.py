@@ -19,6 +19,7 @@ from curation_assets.models.chat_format import encode_conversation
 from curation_assets.store import DuckDBStore
 from tests.evaluation.test_evaluation import LORA, write_general
 from tests.support.files import write_pool
+from tests.support.pipelines import pipeline_document
 
 SEEDS = 5
 RESAMPLES = 500
@@ -49,36 +50,30 @@ def evaluated(tmp_path_factory, tiny_lm):
     write_pool(folder / "pool.jsonl", 24)
     write_target(folder / "target.jsonl")
     write_general(folder / "general.jsonl", folder / "pool.jsonl")
-    document = {
-        "type": "curation_assets.CurationPipeline",
-        "attributes": {
-            "name": "st",
-            "duckdb_path": "st.duckdb",
-            "automation": {"condition": "none"},
-            "sources": [{"name": "pool", "path": "pool.jsonl"}],
-            "stages": [{"name": "lengths", "kind": "text_stats"}],
-            "selections": [
-                *({"name": f"random_s{s}", "kind": "random", "budget": 4, "seed": s} for s in range(SEEDS)),
-                {"name": "longest", "kind": "top_score", "stage": "lengths", "column": "output_words", "budget": 4},
-            ],
-            "evaluation": {
-                "selections": ["longest"],
-                "baselines": [f"random_s{s}" for s in range(SEEDS)],
-                "target": {"name": "task", "path": "target.jsonl", "validation_size": 4, "split_seed": 1},
-                "target_heldout_size": None,
-                "general": {"name": "general", "path": "general.jsonl", "size": 8, "seed": 3},
-                "finetune": {"model": str(tiny_lm), "max_length": MAX_LENGTH, "lora": LORA, "batch_size": 3},
-                "training_seeds": 2,
-                "baseline_training_seeds": 1,  # the band and the token-matched subsets: one fine-tune each
-                "token_matched_draws": DRAWS,
-                "token_matched_seed": 11,
-                "full_pool": True,
-                "bootstrap_resamples": RESAMPLES,
-                "bootstrap_seed": 5,
-                "output_dir": "out",
-            },
+    document = pipeline_document(
+        "st",
+        stages=[{"name": "lengths", "kind": "text_stats"}],
+        selections=[
+            *({"name": f"random_s{s}", "kind": "random", "budget": 4, "seed": s} for s in range(SEEDS)),
+            {"name": "longest", "kind": "top_score", "stage": "lengths", "column": "output_words", "budget": 4},
+        ],
+        evaluation={
+            "selections": ["longest"],
+            "baselines": [f"random_s{s}" for s in range(SEEDS)],
+            "target": {"name": "task", "path": "target.jsonl", "validation_size": 4, "split_seed": 1},
+            "target_heldout_size": None,
+            "general": {"name": "general", "path": "general.jsonl", "size": 8, "seed": 3},
+            "finetune": {"model": str(tiny_lm), "max_length": MAX_LENGTH, "lora": LORA, "batch_size": 3},
+            "training_seeds": 2,
+            "baseline_training_seeds": 1,  # the band and the token-matched subsets: one fine-tune each
+            "token_matched_draws": DRAWS,
+            "token_matched_seed": 11,
+            "full_pool": True,
+            "bootstrap_resamples": RESAMPLES,
+            "bootstrap_seed": 5,
+            "output_dir": "out",
         },
-    }
+    )
     return folder, materialize_evaluation(folder, document)
 
 

@@ -18,6 +18,7 @@ from curation_assets.llm.client import ChatRequest
 from curation_assets.llm.endpoint import LLMEndpointSpec
 from curation_assets.llm.local_server import free_port
 from curation_assets.llm.spend import SpendGuard, SpendLimitExceeded
+from tests.support.pipelines import pipeline_document
 
 
 class CountingServer:
@@ -96,16 +97,7 @@ def write_pool(path: Path, n: int) -> None:
 
 
 def run(tmp_path: Path, stage: dict) -> dg.ExecuteInProcessResult:
-    document = {
-        "type": "curation_assets.CurationPipeline",
-        "attributes": {
-            "name": "spend",
-            "duckdb_path": "spend.duckdb",
-            "sources": [{"name": "pool", "path": "pool.jsonl"}],
-            "stages": [stage],
-            "automation": {"condition": "none", "observe_sources_cron": None},
-        },
-    }
+    document = pipeline_document("spend", [stage], automation={"condition": "none", "observe_sources_cron": None})
     path = tmp_path / "defs.yaml"
     path.write_text(yaml.safe_dump(document))
     definitions = pipeline_definitions(load_pipeline_file(path))

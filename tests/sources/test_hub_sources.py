@@ -19,6 +19,7 @@ from curation_assets.sources.ingest import stage_source
 from curation_assets.sources.records import SourceReadError
 from curation_assets.sources.spec import SourceSpec
 from curation_assets.stages.core.runner import source_config_hash
+from tests.support.pipelines import pipeline_document
 
 CARD = """---
 configs:
@@ -188,19 +189,14 @@ def test_the_pipeline_observes_the_resolved_commit_and_the_folder_content(
     cache = tmp_path / "hub-cache"
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
     write_cache_ref(cache, "someone/data", "main", "a" * 40)
-    document = {
-        "type": "curation_assets.CurationPipeline",
-        "attributes": {
-            "name": "obs",
-            "duckdb_path": "obs.duckdb",
-            "automation": {"condition": "none"},
-            "sources": [
-                {"name": "langs", "hf_dataset": "langs", "config": "fr", "format": "alpaca"},
-                {"name": "remote", "hf_dataset": "someone/data", "format": "alpaca"},
-            ],
-            "stages": [{"name": "lengths", "kind": "text_stats"}],
-        },
-    }
+    document = pipeline_document(
+        "obs",
+        stages=[{"name": "lengths", "kind": "text_stats"}],
+        sources=[
+            {"name": "langs", "hf_dataset": "langs", "config": "fr", "format": "alpaca"},
+            {"name": "remote", "hf_dataset": "someone/data", "format": "alpaca"},
+        ],
+    )
     yaml_file = hub_folder.parent / "defs.yaml"
     yaml_file.write_text(yaml.safe_dump(document))
     defs = pipeline_definitions(load_pipeline_file(yaml_file))

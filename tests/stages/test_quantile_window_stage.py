@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.files import alpaca_records, write_jsonl
+from tests.support.pipelines import pipeline_document
 from tests.support.runs import run_document
 
 
@@ -21,25 +22,21 @@ def hand_quantile(values: list[float], q: float) -> float:
 @pytest.mark.parametrize(("size", "offset"), [(0.3, 0.1), (0.25, 0.0), (1.0, 0.0)])
 def test_quantile_window_keeps_the_scores_between_the_two_quantiles(tmp_path: Path, size: float, offset: float):
     write_jsonl(tmp_path / "pool.jsonl", alpaca_records(30))  # record i has i + 1 output words
-    document = {
-        "type": "curation_assets.CurationPipeline",
-        "attributes": {
-            "name": "window",
-            "duckdb_path": "window.duckdb",
-            "sources": [{"name": "pool", "path": "pool.jsonl"}],
-            "stages": [{"name": "lengths", "kind": "text_stats"}],
-            "selections": [
-                {
-                    "name": "window",
-                    "kind": "quantile_window",
-                    "stage": "lengths",
-                    "column": "output_words",
-                    "size": size,
-                    "offset": offset,
-                }
-            ],
-        },
-    }
+    document = pipeline_document(
+        "window",
+        stages=[{"name": "lengths", "kind": "text_stats"}],
+        selections=[
+            {
+                "name": "window",
+                "kind": "quantile_window",
+                "stage": "lengths",
+                "column": "output_words",
+                "size": size,
+                "offset": offset,
+            }
+        ],
+        automation=None,
+    )
     component = run_document(tmp_path, document)
     with component.store.reader() as con:
         words = dict(con.execute("SELECT sample_id, output_words FROM lengths").fetchall())
