@@ -1,4 +1,5 @@
-"""A writer process for tests/store/test_ducklake_store.py: `python -m tests.store.ducklake_worker JSON`.
+"""A writer process for tests/store/test_ducklake_store.py: `python -m tests.store.ducklake_worker JSON`,
+and the tests' functions that start it (`start_writer`, `start_holding_writer`).
 
 Each action opens its own DuckLakeStore (its own DuckDB instance and catalog connections), so the
 writers are as independent as workers on different machines; the password comes only from the
@@ -9,6 +10,7 @@ had to retry after a conflict.
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -19,6 +21,37 @@ import pyarrow.parquet as pq
 
 from curation_assets.store.ducklake_store import DuckLakeStore
 from curation_assets.store.writes import StageRunRecord, insert_stage_rows, insert_stage_run, replace_selection, utc_now
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def start_writer(job: dict[str, Any], env: dict[str, str]) -> subprocess.Popen:
+    """This module in a process of its own running `job`, with `env` (the PostgreSQL server's, which
+    names the password variable) and one thread; its stdout and stderr are pipes of text."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.store.ducklake_worker", json.dumps(job)],
+        cwd=ROOT,
+        env={**env, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def start_holding_writer(job: dict[str, Any], env: dict[str, str], timeout_s: float = 120.0) -> subprocess.Popen:
+    """A `hold` job's writer, returned once it is inside its transaction (job["work"]/inside exists);
+    it commits when work/go appears. One that exits or is not inside within `timeout_s` is killed
+    and fails the test with its stderr."""
+    Path(job["work"]).mkdir()
+    proc = start_writer(job, env)
+    deadline = time.monotonic() + timeout_s
+    while not (Path(job["work"]) / "inside").exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            _, err = proc.communicate()
+            raise AssertionError(f"the writer never got inside its transaction: {err[-2000:]}")
+        time.sleep(0.05)
+    return proc
 
 
 def text_stats_rows(sample_ids: list[str]) -> pa.Table:

@@ -12,7 +12,6 @@ Runs in the DuckLake environment (make test-ducklake) with Debian's PostgreSQL.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -21,16 +20,9 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-import pytest
+from tests.support.postgres import skip_without_ducklake
 
-from curation_assets.store.config import ducklake_missing
-from tests.support.postgres import postgres_missing
-
-MISSING = ", ".join(filter(None, [ducklake_missing(), postgres_missing()]))
-if MISSING:
-    if os.environ.get("CURATION_REQUIRE_DUCKLAKE") == "1":
-        raise RuntimeError(f"CURATION_REQUIRE_DUCKLAKE=1 but this environment lacks: {MISSING}")
-    pytest.skip(f"DuckLake maintenance tests need (make test-ducklake): {MISSING}", allow_module_level=True)
+skip_without_ducklake("DuckLake maintenance tests")
 
 import duckdb  # noqa: E402
 import pyarrow as pa  # noqa: E402
@@ -39,10 +31,9 @@ import yaml  # noqa: E402
 
 from curation_assets.store.ducklake_store import DuckLakeStore  # noqa: E402
 from curation_assets.store.writes import insert_stage_rows, replace_selection  # noqa: E402
-from tests.store.ducklake_worker import text_stats_rows  # noqa: E402
+from tests.store.ducklake_worker import start_holding_writer, text_stats_rows  # noqa: E402
 from tests.support.postgres import PostgresServer  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 HOUR = timedelta(hours=1)
 
@@ -85,20 +76,7 @@ def listed_files(con: duckdb.DuckDBPyConnection) -> set[str]:
 
 def kill_a_writer_mid_transaction(pg: PostgresServer, lake_args: dict, work: Path) -> None:
     """A writer process inserts 5,000 rows (Parquet files, not inlined) and is SIGKILLed before COMMIT."""
-    work.mkdir()
-    job = {"action": "hold", "store": lake_args, "work": str(work), "rows": 5000}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.store.ducklake_worker", json.dumps(job)],
-        cwd=ROOT,
-        env={**pg.env, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    deadline = time.monotonic() + 120
-    while not (work / "inside").exists():
-        assert proc.poll() is None, proc.stderr.read().decode()[-2000:] if proc.stderr else ""
-        assert time.monotonic() < deadline, "the writer never got inside its transaction"
-        time.sleep(0.05)
+    proc = start_holding_writer({"action": "hold", "store": lake_args, "work": str(work), "rows": 5000}, pg.env)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL

@@ -25,32 +25,23 @@ from pathlib import Path
 
 import pytest
 
-from curation_assets.store.config import StoreUnavailableError, ducklake_missing
-from tests.support.postgres import postgres_missing
+from curation_assets.store.config import StoreUnavailableError
+from tests.support.pipelines import pipeline_document
+from tests.support.postgres import skip_without_ducklake
 
 BIN = Path(sys.executable).parent
 MOTO = BIN / "moto_server"
-MISSING = ", ".join(
-    filter(
-        None,
-        [
-            ducklake_missing(),
-            postgres_missing(),
-            "" if MOTO.exists() else f"{MOTO} (pip install -c constraints-ducklake.txt 'moto[server]')",
-        ],
-    )
+skip_without_ducklake(
+    "DuckLake object-storage test",
+    None if MOTO.exists() else f"{MOTO} (pip install -c constraints-ducklake.txt 'moto[server]')",
 )
-if MISSING:
-    if os.environ.get("CURATION_REQUIRE_DUCKLAKE") == "1":
-        raise RuntimeError(f"CURATION_REQUIRE_DUCKLAKE=1 but this environment lacks: {MISSING}")
-    pytest.skip(f"DuckLake object-storage test needs (make test-ducklake): {MISSING}", allow_module_level=True)
 
 import boto3  # noqa: E402
-import duckdb  # noqa: E402
 import yaml  # noqa: E402
 
 from curation_assets.store.duckdb_store import DuckDBStore  # noqa: E402
 from curation_assets.store.ducklake_store import DuckLakeStore  # noqa: E402
+from tests.store.lake_compare import SELECTIONS, store_tables  # noqa: E402
 from tests.support.files import write_samples  # noqa: E402
 from tests.support.postgres import free_port, postgres_server  # noqa: E402
 
@@ -89,34 +80,13 @@ def s3_server() -> Iterator[dict[str, str]]:
 
 
 def document(store: dict) -> dict:
-    return {
-        "type": "curation_assets.CurationPipeline",
-        "attributes": {
-            "name": "lake_s3",
-            **store,
-            "automation": {"condition": "none"},
-            "sources": [{"name": "pool", "path": "pool.jsonl", "format": "alpaca"}],
-            "stages": [{"name": "lengths", "kind": "text_stats", "shards": 2}],
-            "selections": [
-                {"name": "random_pick", "kind": "random", "budget": 12, "seed": 3},
-                {"name": "longest", "kind": "top_score", "stage": "lengths", "column": "output_words", "budget": 5},
-            ],
-        },
-    }
-
-
-def tables(con: duckdb.DuckDBPyConnection) -> dict:
-    return {
-        "samples": con.execute("SELECT sample_id, source, active FROM samples ORDER BY ALL").fetchall(),
-        "lengths": con.execute("SELECT * EXCLUDE (stage) FROM text_stats ORDER BY sample_id").fetchall(),
-        "selections": con.execute(
-            "SELECT selection, sample_id, rank, score, config_hash FROM selections ORDER BY ALL"
-        ).fetchall(),
-        "runs": con.execute(
-            "SELECT stage, kind, config_hash, rows_in, rows_out, json_extract_string(stats, '$.shard') "
-            "FROM stage_runs ORDER BY ALL"
-        ).fetchall(),
-    }
+    return pipeline_document(
+        "lake_s3",
+        stages=[{"name": "lengths", "kind": "text_stats", "shards": 2}],
+        selections=SELECTIONS,
+        source_format="alpaca",
+        **store,
+    )
 
 
 def curation(folder: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
@@ -138,7 +108,7 @@ def test_a_pipeline_on_a_ducklake_with_s3_data_equals_the_duckdb_file(
     done = curation(file_folder, env, "run", "defs.yaml")
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     with DuckDBStore(file_folder / "run.duckdb").reader(read_only=True) as con:
-        expected = tables(con)
+        expected = store_tables(con)
 
     with s3_server() as aws, postgres_server() as pg:
         s3 = boto3.client(
@@ -194,7 +164,7 @@ def test_a_pipeline_on_a_ducklake_with_s3_data_equals_the_duckdb_file(
         for name, value in aws.items():
             monkeypatch.setenv(name, value)
         with lake.reader(read_only=True) as con:
-            got = tables(con)
+            got = store_tables(con)
             listed = [
                 row[0]
                 for table in ("text_stats", "selections")
@@ -212,7 +182,7 @@ def test_a_pipeline_on_a_ducklake_with_s3_data_equals_the_duckdb_file(
         after = {o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])}
         assert after == set(objects)
         with lake.reader(read_only=True) as con:
-            assert tables(con) == got
+            assert store_tables(con) == got
 
     print(f"pipeline on a DuckLake with S3 data (moto): {seconds:.1f} s, {len(objects)} objects")
     assert got == expected

@@ -11,7 +11,6 @@ Runs in the DuckLake environment (make test-ducklake) with Debian's PostgreSQL.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -20,14 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from curation_assets.store.config import ducklake_missing
-from tests.support.postgres import postgres_missing
+from tests.support.pipelines import pipeline_document
+from tests.support.postgres import skip_without_ducklake
 
-MISSING = ", ".join(filter(None, [ducklake_missing(), postgres_missing()]))
-if MISSING:
-    if os.environ.get("CURATION_REQUIRE_DUCKLAKE") == "1":
-        raise RuntimeError(f"CURATION_REQUIRE_DUCKLAKE=1 but this environment lacks: {MISSING}")
-    pytest.skip(f"DuckLake pipeline test needs (make test-ducklake): {MISSING}", allow_module_level=True)
+skip_without_ducklake("DuckLake pipeline test")
 
 import duckdb  # noqa: E402
 import numpy as np  # noqa: E402
@@ -35,8 +30,10 @@ import yaml  # noqa: E402
 
 from curation_assets.store.duckdb_store import DuckDBStore  # noqa: E402
 from curation_assets.store.ducklake_store import DuckLakeStore  # noqa: E402
+from tests.store.lake_compare import SELECTIONS, store_tables  # noqa: E402
 from tests.support.files import write_samples  # noqa: E402
 from tests.support.postgres import postgres_server  # noqa: E402
+from tests.support.runs import execute_multiprocess_job  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -45,73 +42,31 @@ SHARDS = 3
 
 def document(store: dict) -> dict:
     sharded = {"shards": SHARDS}
-    return {
-        "type": "curation_assets.CurationPipeline",
-        "attributes": {
-            "name": "lake_e2e",
-            **store,
-            "automation": {"condition": "none"},
-            "sources": [{"name": "pool", "path": "pool.jsonl", "format": "alpaca"}],
-            "stages": [
-                {"name": "embed", "kind": "embedding", "batch_size": 16, **sharded},
-                {"name": "lengths", "kind": "text_stats", **sharded},
-            ],
-            "selections": [
-                {"name": "random_pick", "kind": "random", "budget": 12, "seed": 3},
-                {"name": "longest", "kind": "top_score", "stage": "lengths", "column": "output_words", "budget": 5},
-            ],
-        },
-    }
+    return pipeline_document(
+        "lake_e2e",
+        stages=[
+            {"name": "embed", "kind": "embedding", "batch_size": 16, **sharded},
+            {"name": "lengths", "kind": "text_stats", **sharded},
+        ],
+        selections=SELECTIONS,
+        source_format="alpaca",
+        **store,
+    )
 
 
 def tables(con: duckdb.DuckDBPyConnection) -> dict:
     return {
-        "samples": con.execute("SELECT sample_id, source, active FROM samples ORDER BY ALL").fetchall(),
+        **store_tables(con),
         "source_samples": con.execute(
             "SELECT source, sample_id, n_records, first_record_no, active FROM source_samples ORDER BY ALL"
         ).fetchall(),
-        "lengths": con.execute("SELECT * EXCLUDE (stage) FROM text_stats ORDER BY sample_id").fetchall(),
         "embed": {
             sid: np.asarray(vector)
             for sid, vector in con.execute("SELECT sample_id, embedding FROM embeddings").fetchall()
         },
         "embed_rows": con.execute("SELECT count(*), count(DISTINCT sample_id) FROM embeddings").fetchone(),
-        "selections": con.execute(
-            "SELECT selection, sample_id, rank, score, config_hash FROM selections ORDER BY ALL"
-        ).fetchall(),
-        "runs": con.execute(
-            "SELECT stage, kind, config_hash, rows_in, rows_out, json_extract_string(stats, '$.shard') AS shard "
-            "FROM stage_runs ORDER BY ALL"
-        ).fetchall(),
         "scores_view": con.execute("SELECT count(*) FROM sample_scores").fetchone(),
     }
-
-
-def run_multiprocess(folder: Path, env: dict) -> subprocess.CompletedProcess:
-    """The pipeline as one Dagster job under the multiprocess executor, SHARDS steps at a time."""
-    (folder / "defs_module.py").write_text(
-        "from pathlib import Path\n"
-        "import dagster as dg\n"
-        "from curation_assets.components.standalone import load_pipeline_file, pipeline_definitions\n"
-        "defs = dg.Definitions.merge(\n"
-        "    pipeline_definitions(load_pipeline_file(Path(__file__).parent / 'defs.yaml')),\n"
-        "    dg.Definitions(jobs=[dg.define_asset_job('everything', selection=dg.AssetSelection.all())]))\n"
-    )
-    (folder / "run.yaml").write_text(
-        yaml.safe_dump({"execution": {"config": {"multiprocess": {"max_concurrent": SHARDS}}}})
-    )
-    home = folder / "dagster_home"
-    home.mkdir()
-    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
-    return subprocess.run(
-        [str(BIN / "dagster"), "job", "execute", "-f", "defs_module.py", "-j", "everything", "-c", "run.yaml"],
-        check=False,
-        cwd=folder,
-        env={**env, "DAGSTER_HOME": str(home), "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
 
 
 def curation(folder: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
@@ -146,7 +101,7 @@ def test_a_sharded_pipeline_on_ducklake_equals_the_duckdb_file(tmp_path: Path) -
         }
         (lake_folder / "defs.yaml").write_text(yaml.safe_dump(document({"store": store})))
         started = time.perf_counter()
-        done = run_multiprocess(lake_folder, {**env, **pg.env})
+        done = execute_multiprocess_job(lake_folder, SHARDS, {**env, **pg.env})  # SHARDS steps at a time
         seconds = time.perf_counter() - started
         log = done.stdout + done.stderr
         assert done.returncode == 0, log[-4000:]

@@ -12,21 +12,14 @@ import datetime as dt
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from curation_assets.store.config import ducklake_missing
-from tests.support.postgres import postgres_missing
+from tests.support.postgres import skip_without_ducklake
 
-MISSING = ", ".join(filter(None, [ducklake_missing(), postgres_missing()]))
-if MISSING:
-    if os.environ.get("CURATION_REQUIRE_DUCKLAKE") == "1":
-        raise RuntimeError(f"CURATION_REQUIRE_DUCKLAKE=1 but this environment lacks: {MISSING}")
-    pytest.skip(f"DuckLake store tests need (make test-ducklake): {MISSING}", allow_module_level=True)
+skip_without_ducklake("DuckLake store tests")
 
 import duckdb  # noqa: E402
 import pyarrow as pa  # noqa: E402
@@ -38,9 +31,8 @@ from curation_assets.store.ducklake_store import DuckLakeStore  # noqa: E402
 from curation_assets.store.sql_files import execute_sql_file  # noqa: E402
 from curation_assets.store.writes import replace_selection  # noqa: E402
 from tests.store.conftest import STAGE_FILES  # noqa: E402
+from tests.store.ducklake_worker import start_holding_writer, start_writer  # noqa: E402
 from tests.support.postgres import PostgresServer  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def columns(con: duckdb.DuckDBPyConnection, catalog: str) -> dict[str, list[tuple[str, str, str]]]:
@@ -57,17 +49,7 @@ def columns(con: duckdb.DuckDBPyConnection, catalog: str) -> dict[str, list[tupl
 
 def run_workers(pg: PostgresServer, jobs: list[dict], timeout_s: float = 300) -> list[dict]:
     """Start one writer process per job (tests/store/ducklake_worker.py) and collect their JSON lines."""
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "tests.store.ducklake_worker", json.dumps(job)],
-            cwd=ROOT,
-            env={**pg.env, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for job in jobs
-    ]
+    procs = [start_writer(job, pg.env) for job in jobs]
     outs = []
     for proc in procs:
         out, err = proc.communicate(timeout=timeout_s)
@@ -257,21 +239,8 @@ def test_a_reader_sees_one_committed_snapshot_while_a_writer_runs(
     pg: PostgresServer, lake: DuckLakeStore, lake_args: dict, tmp_path: Path
 ) -> None:
     work = tmp_path / "hold"
-    work.mkdir()
-    job = {"action": "hold", "store": lake_args, "work": str(work), "rows": 500}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.store.ducklake_worker", json.dumps(job)],
-        cwd=ROOT,
-        env={**pg.env, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_holding_writer({"action": "hold", "store": lake_args, "work": str(work), "rows": 500}, pg.env)
     try:
-        deadline = time.monotonic() + 120
-        while not (work / "inside").exists():
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr and proc.stderr.read()
-            time.sleep(0.05)
         with lake.reader(read_only=True) as con:
             count = "SELECT count(*) FROM text_stats"
             assert con.execute(count).fetchone() == (0,)  # the writer's rows are not committed
@@ -292,20 +261,8 @@ def test_a_writer_killed_mid_transaction_leaves_no_rows(
     pg: PostgresServer, lake: DuckLakeStore, lake_args: dict, tmp_path: Path
 ) -> None:
     work = tmp_path / "hold"
-    work.mkdir()
     job = {"action": "hold", "store": lake_args, "work": str(work), "rows": 5000}  # > the inlining limit: files
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.store.ducklake_worker", json.dumps(job)],
-        cwd=ROOT,
-        env={**pg.env, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.monotonic() + 120
-    while not (work / "inside").exists():
-        assert proc.poll() is None and time.monotonic() < deadline
-        time.sleep(0.05)
+    proc = start_holding_writer(job, pg.env)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL

@@ -53,6 +53,21 @@ def postgres_missing() -> str | None:
     return None
 
 
+def skip_without_ducklake(tests: str, *also_missing: str | None) -> None:
+    """Skip the calling module (`tests`, e.g. "DuckLake store tests") where the DuckLake extension,
+    PostgreSQL or anything in `also_missing` (a sentence naming it, or None) is missing; under
+    CURATION_REQUIRE_DUCKLAKE=1 (make test-ducklake, CI) that is an error instead."""
+    import pytest  # here: bench/ imports this module without pytest
+
+    from curation_assets.store.config import ducklake_missing
+
+    missing = ", ".join(filter(None, [ducklake_missing(), postgres_missing(), *also_missing]))
+    if missing:
+        if os.environ.get("CURATION_REQUIRE_DUCKLAKE") == "1":
+            raise RuntimeError(f"CURATION_REQUIRE_DUCKLAKE=1 but this environment lacks: {missing}")
+        pytest.skip(f"{tests}: this environment lacks {missing} (make test-ducklake)", allow_module_level=True)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

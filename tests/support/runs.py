@@ -1,10 +1,14 @@
 """Run a pipeline YAML document in-process and insist every check passed: through Dagster
 (`materialize_document`, for the tests of the Dagster wiring) or straight through the runner
 (`run_document`: the same ingest/stage/selection code and the same checks, without Dagster's
-per-run overhead, for the tests of what a kind computes)."""
+per-run overhead, for the tests of what a kind computes), or as one job in a `dagster job execute`
+process under the multiprocess executor (`execute_multiprocess_job`, shards in parallel processes)."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +20,9 @@ from curation_assets.components.standalone import load_pipeline_file, pipeline_d
 from curation_assets.stages.core.registry import get_kind
 from curation_assets.stages.core.runner import run_ingest, run_stage
 from curation_assets.store.sql_files import fetch_row, read_sql
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
 
 
 def write_document(folder: Path, document: dict[str, Any]) -> CurationPipeline:
@@ -99,3 +106,33 @@ def _dependency_order(component: CurationPipeline) -> list[str]:
     for stage in stages:
         visit(stage.name, ())
     return order
+
+
+def execute_multiprocess_job(
+    folder: Path, max_concurrent: int, env: dict[str, str], timeout_s: float = 900
+) -> subprocess.CompletedProcess:
+    """folder/defs.yaml as one Dagster job of all its assets, run by `dagster job execute` under the
+    multiprocess executor (`max_concurrent` steps at a time) with `env`, the repository on PYTHONPATH
+    and a new DAGSTER_HOME (folder/dagster_home) holding the project's dagster.yaml."""
+    (folder / "defs_module.py").write_text(
+        "from pathlib import Path\n"
+        "import dagster as dg\n"
+        "from curation_assets.components.standalone import load_pipeline_file, pipeline_definitions\n"
+        "defs = dg.Definitions.merge(\n"
+        "    pipeline_definitions(load_pipeline_file(Path(__file__).parent / 'defs.yaml')),\n"
+        "    dg.Definitions(jobs=[dg.define_asset_job('everything', selection=dg.AssetSelection.all())]))\n"
+    )
+    run_config = {"execution": {"config": {"multiprocess": {"max_concurrent": max_concurrent}}}}
+    (folder / "run.yaml").write_text(yaml.safe_dump(run_config))
+    home = folder / "dagster_home"
+    home.mkdir()
+    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
+    return subprocess.run(
+        [str(BIN / "dagster"), "job", "execute", "-f", "defs_module.py", "-j", "everything", "-c", "run.yaml"],
+        cwd=folder,
+        env={**env, "DAGSTER_HOME": str(home), "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
