@@ -46,8 +46,8 @@ def ingested(tmp_path: Path):
     return component, store
 
 
-def run_lengths(component, store):
-    (spec,) = [s for s in component.spec.stages if s.name == "lengths"]
+def run_spec(component, store, spec, log=None):
+    """`spec` (a stage or selection of `component`) through runner.run_stage, as its asset runs it."""
     return run_stage(
         get_kind(spec.kind),
         spec,
@@ -55,7 +55,13 @@ def run_lengths(component, store):
         store=store,
         stage_hashes=component.stage_hashes,
         stage_tables=component.stage_tables,
+        log=log,
     )
+
+
+def run_lengths(component, store):
+    (spec,) = [s for s in component.spec.stages if s.name == "lengths"]
+    return run_spec(component, store, spec)
 
 
 def lengths_rows(store) -> int:
@@ -136,29 +142,41 @@ class Messages:
     warning = info
 
 
+def start_lock_holder(script: str, defs: Path) -> subprocess.Popen:
+    """`script` in another process on the pipeline `defs`; returns once it holds the lock and waits
+    for a line on its stdin."""
+    other = subprocess.Popen(
+        [sys.executable, "-c", script, str(defs)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert other.stdout.readline().strip() == "held"
+    return other
+
+
+def start_waiting_run(run) -> tuple[threading.Thread, list]:
+    """`run(log)` in a thread, returned (with the list its result is appended to) once the run has
+    logged that it waits for the other run's lock, or after 60 s."""
+    log, outcome = Messages(), []
+    waiting = threading.Thread(target=lambda: outcome.append(run(log)))
+    waiting.start()
+    deadline = time.monotonic() + 60
+    while not any("waiting for it to finish" in m for m in log.lines) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return waiting, outcome
+
+
 @pytest.mark.parametrize("file_changed", [False, True], ids=["same_file", "file_changed_meanwhile"])
 def test_an_ingest_that_waited_reuses_the_other_runs_ingest_of_the_same_file(tmp_path, file_changed):
     defs = write_pipeline(tmp_path, valid_pipeline_yaml(), records=30)
     component = load_pipeline_file(defs)
     store = component.prepared_store()
     (source,) = component.spec.sources
-    other = subprocess.Popen(
-        [sys.executable, "-c", INGEST_HOLDING_THE_LOCK, str(defs)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
+    other = start_lock_holder(INGEST_HOLDING_THE_LOCK, defs)
+    waiting, outcome = start_waiting_run(
+        lambda log: run_ingest(source, pipeline=component.spec.name, base_dir=component.base_dir, store=store, log=log)
     )
-    assert other.stdout.readline().strip() == "held"
-    log, outcome = Messages(), []
-    waiting = threading.Thread(
-        target=lambda: outcome.append(
-            run_ingest(source, pipeline=component.spec.name, base_dir=component.base_dir, store=store, log=log)
-        )
-    )
-    waiting.start()
-    deadline = time.monotonic() + 60
-    while not any("waiting for it to finish" in m for m in log.lines) and time.monotonic() < deadline:
-        time.sleep(0.05)
     other.stdin.write("go\n")
     other.stdin.flush()
     assert other.stdout.readline().strip() == "ingested"
@@ -209,31 +227,8 @@ def test_a_selection_that_waited_is_not_computed_again(tmp_path):
     defs = tmp_path / "defs.yaml"
     assert run_lengths(component, store).rows_out == 30
     (spec,) = [s for s in component.spec.selections if s.name == "longest"]
-    other = subprocess.Popen(
-        [sys.executable, "-c", SELECTION_HOLDING_THE_LOCK, str(defs)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert other.stdout.readline().strip() == "held"
-    log, outcome = Messages(), []
-    waiting = threading.Thread(
-        target=lambda: outcome.append(
-            run_stage(
-                get_kind(spec.kind),
-                spec,
-                pipeline=component.spec.name,
-                store=store,
-                stage_hashes=component.stage_hashes,
-                stage_tables=component.stage_tables,
-                log=log,
-            )
-        )
-    )
-    waiting.start()
-    deadline = time.monotonic() + 60
-    while not any("waiting for it to finish" in m for m in log.lines) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    other = start_lock_holder(SELECTION_HOLDING_THE_LOCK, defs)
+    waiting, outcome = start_waiting_run(lambda log: run_spec(component, store, spec, log))
     other.stdin.write("go\n")
     other.stdin.flush()
     assert other.wait(timeout=120) == 0
