@@ -3,9 +3,6 @@
 
 import json
 import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import dagster as dg
@@ -19,55 +16,25 @@ from curation_assets.components.standalone import PipelineFileError, load_pipeli
 from curation_assets.methods.sharding import shard_of
 from curation_assets.stages.core.registry import pipeline_config_hashes
 from tests.support.files import write_samples
-from tests.support.runs import materialize_document
+from tests.support.pipelines import pipeline_document
+from tests.support.runs import execute_multiprocess_job, materialize_document
 
 ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
 
 
 def document(model: Path, shards: int | None) -> dict:
     sharded = {"shards": shards} if shards else {}
-    return {
-        "type": "curation_assets.CurationPipeline",
-        "attributes": {
-            "name": "sharded",
-            "duckdb_path": "sharded.duckdb",
-            "automation": {"condition": "none"},
-            "sources": [{"name": "pool", "path": "pool.jsonl", "format": "alpaca"}],
-            "stages": [
-                {"name": "embed", "kind": "embedding", "model": str(model), "batch_size": 8, **sharded},
-                {"name": "lengths", "kind": "text_stats", **sharded},
-            ],
-            "selections": [
-                {"name": "kcenter", "kind": "kcenter_greedy", "embedding": "embed", "budget": 12},
-                {"name": "longest", "kind": "top_score", "stage": "lengths", "column": "output_words", "budget": 5},
-            ],
-        },
-    }
-
-
-def run_with_multiprocess_executor(folder: Path) -> subprocess.CompletedProcess:
-    (folder / "defs_module.py").write_text(
-        "from pathlib import Path\n"
-        "import dagster as dg\n"
-        "from curation_assets.components.standalone import load_pipeline_file, pipeline_definitions\n"
-        "defs = dg.Definitions.merge(\n"
-        "    pipeline_definitions(load_pipeline_file(Path(__file__).parent / 'defs.yaml')),\n"
-        "    dg.Definitions(jobs=[dg.define_asset_job('everything', selection=dg.AssetSelection.all())]))\n"
-    )
-    (folder / "run.yaml").write_text(yaml.safe_dump({"execution": {"config": {"multiprocess": {"max_concurrent": 2}}}}))
-    home = folder / "dagster_home"
-    home.mkdir()
-    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
-    env = {**os.environ, "DAGSTER_HOME": str(home), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [str(BIN / "dagster"), "job", "execute", "-f", "defs_module.py", "-j", "everything", "-c", "run.yaml"],
-        cwd=folder,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
+    return pipeline_document(
+        "sharded",
+        stages=[
+            {"name": "embed", "kind": "embedding", "model": str(model), "batch_size": 8, **sharded},
+            {"name": "lengths", "kind": "text_stats", **sharded},
+        ],
+        selections=[
+            {"name": "kcenter", "kind": "kcenter_greedy", "embedding": "embed", "budget": 12},
+            {"name": "longest", "kind": "top_score", "stage": "lengths", "column": "output_words", "budget": 5},
+        ],
+        source_format="alpaca",
     )
 
 
@@ -98,7 +65,7 @@ def test_four_shards_on_two_processes_equal_the_unsharded_run(tmp_path, tiny_sen
         folders[shards] = folder
     materialize_document(folders[None], document(tiny_sentence_model, None))  # in process, unsharded
     (folders[4] / "defs.yaml").write_text(yaml.safe_dump(document(tiny_sentence_model, 4)))
-    result = run_with_multiprocess_executor(folders[4])
+    result = execute_multiprocess_job(folders[4], 2, {**os.environ, "HF_HUB_OFFLINE": "1"}, timeout_s=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     log = result.stdout + result.stderr
     assert "lock" not in log.lower() or "Could not set lock" not in log
