@@ -30,6 +30,7 @@ from curation_assets.methods.sharding import shard_of
 from curation_assets.store.config import ducklake_missing, open_store
 from tests.support.cluster import CELERY_RUN_CONFIG, ROOT, Cluster, cluster_missing, redis_server
 from tests.support.files import write_jsonl
+from tests.support.pipelines import LORA, lora_warmup_stage, pipeline_document, target_block
 from tests.support.postgres import free_port, postgres_missing, postgres_server
 from tests.support.runs import materialize_document
 
@@ -73,23 +74,20 @@ def write_pool(path: Path, n: int) -> None:
 
 
 def document(model: Path, pool: Path, store: dict[str, Any], shards: int, budget: int = 12) -> dict:
-    return {
-        "type": "curation_assets.CurationPipeline",
-        "attributes": {
-            "name": "dist",
-            "store": store,
-            "automation": {"condition": "none"},
-            "sources": [{"name": "pool", "path": str(pool), "format": "alpaca"}],
-            "stages": [
-                {"name": "embed", "kind": "embedding", "model": str(model), "batch_size": 8, "shards": shards},
-                {"name": "lengths", "kind": "text_stats", "shards": shards},
-            ],
-            "selections": [
-                {"name": "kcenter", "kind": "kcenter_greedy", "embedding": "embed", "budget": budget},
-                {"name": "longest", "kind": "top_score", "stage": "lengths", "column": "output_words", "budget": 5},
-            ],
-        },
-    }
+    return pipeline_document(
+        "dist",
+        stages=[
+            {"name": "embed", "kind": "embedding", "model": str(model), "batch_size": 8, "shards": shards},
+            {"name": "lengths", "kind": "text_stats", "shards": shards},
+        ],
+        selections=[
+            {"name": "kcenter", "kind": "kcenter_greedy", "embedding": "embed", "budget": budget},
+            {"name": "longest", "kind": "top_score", "stage": "lengths", "column": "output_words", "budget": 5},
+        ],
+        source_path=str(pool),
+        source_format="alpaca",
+        store=store,
+    )
 
 
 def lake_block(pg, shared: Path, name: str) -> dict[str, Any]:
@@ -306,9 +304,6 @@ def test_renewed_unacknowledged_tasks_are_not_redelivered_while_their_worker_liv
 
 # -- model stages: an LLM judge and LESS gradient features, sharded over the workers ----------------
 
-LORA = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"], "lr": 0.01, "epochs": 2,
-        "batch_size": 2, "warmup_ratio": 0.0}  # fmt: skip
-
 
 @pytest.fixture(scope="module")
 def judge(services, tmp_path_factory):
@@ -349,54 +344,25 @@ def judge(services, tmp_path_factory):
 def model_document(lm: Path, pool: Path, targets: Path, base_url: str, store: dict[str, Any]) -> dict:
     llm = {"base_url": base_url, "model": "smollm2-135m-instruct", "max_concurrency": 2, "backoff_s": 0.05,
            "backoff_max_s": 0.2}  # fmt: skip
+    grads = {"name": "grads", "kind": "grad_features", "warmup": "warmup", "projection": "dense", "dim": 64,
+             "batch_size": 4, "shards": 2}  # fmt: skip
+    task = [target_block(path=str(targets))]
     # parse_retries 0: a re-ask samples at retry_temperature, so two runs would differ; first answers are at 0
-    return {
-        "type": "curation_assets.CurationPipeline",
-        "attributes": {
-            "name": "models",
-            "store": store,
-            "automation": {"condition": "none"},
-            "sources": [{"name": "pool", "path": str(pool), "format": "alpaca"}],
-            "stages": [
-                {"name": "judge", "kind": "alpagasus", "max_tokens": 24, "parse_retries": 0, "llm": llm, "shards": 2},
-                {
-                    "name": "warmup",
-                    "kind": "lora_warmup",
-                    "model": str(lm),
-                    "max_length": 64,
-                    "train_fraction": 0.3,
-                    "lora": LORA,
-                },
-                {
-                    "name": "grads",
-                    "kind": "grad_features",
-                    "warmup": "warmup",
-                    "projection": "dense",
-                    "dim": 64,
-                    "batch_size": 4,
-                    "shards": 2,
-                },
-            ],  # fmt: skip
-            "selections": [
-                {"name": "accurate", "kind": "alpagasus_threshold", "stage": "judge", "threshold": 0},
-                {
-                    "name": "less_top",
-                    "kind": "less",
-                    "features": "grads",
-                    "fraction": 0.25,
-                    "targets": [
-                        {
-                            "name": "task",
-                            "path": str(targets),
-                            "subtask_field": "cat",
-                            "validation_size": 6,
-                            "split_seed": 1,
-                        }
-                    ],
-                },
-            ],  # fmt: skip
-        },
-    }
+    return pipeline_document(
+        "models",
+        stages=[
+            {"name": "judge", "kind": "alpagasus", "max_tokens": 24, "parse_retries": 0, "llm": llm, "shards": 2},
+            lora_warmup_stage(lm),
+            grads,
+        ],
+        selections=[
+            {"name": "accurate", "kind": "alpagasus_threshold", "stage": "judge", "threshold": 0},
+            {"name": "less_top", "kind": "less", "features": "grads", "fraction": 0.25, "targets": task},
+        ],
+        source_path=str(pool),
+        source_format="alpaca",
+        store=store,
+    )
 
 
 def model_tables(store_block: dict[str, Any]) -> dict[str, Any]:
