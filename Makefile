@@ -30,7 +30,7 @@ help:
 	@echo "make lint   ruff check and ruff format --check on curation_assets/, tests/, bench/; pyright on curation_assets/ (config in pyproject.toml)"
 	@echo "make ui     open the Dagster UI on http://127.0.0.1:$(UI_PORT)"
 	@echo "make bench  run the benchmarks under bench/ (BENCH_ARGS=--quick for a short run)"
-	@echo "make eval   the 2-core plan of issue #19 (~3 h): fine-tune on each selection, held-out losses vs random (EVAL_ARGS='--plan full' for the whole YAML, a GPU's job)"
+	@echo "make eval   the 2-core plan of issue #19 (2.4 h measured): fine-tune on each selection, held-out losses vs random (EVAL_ARGS='--plan full' for the whole YAML, a GPU's job)"
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -1,7 +1,7 @@
 """`make eval`: materialise the selection-quality pipeline (curation_assets/defs/eval/defs.yaml)
 end to end, evaluation included, then print bench/results/eval.md.
 
-With no option it runs issue #19's plan for 2 CPU cores (`--plan cpu-3h`, ~3 hours); `--plan full`
+With no option it runs issue #19's plan for 2 CPU cores (`--plan cpu-3h`, 2.4 hours measured); `--plan full`
 runs the shipped YAML as it is (N = 2,000, k = 5%, every method, all on the whole pool: a GPU's
 job). Every other variant is a modified copy under .curation/eval_<variant>/ with its own DuckDB
 file, so a reduced run never mixes with another:
