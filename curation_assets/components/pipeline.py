@@ -329,6 +329,7 @@ class CurationPipeline(dg.Component):
                     f"{name}_automation",
                     target=dg.AssetSelection.groups(name) - dg.AssetSelection.assets(*raw_keys),
                     default_status=dg.DefaultSensorStatus.RUNNING,
+                    minimum_interval_seconds=automation.sensor_interval_seconds,
                     description=f"Re-curates `{name}` when its sources or configs change ({automation.condition}; "
                     f"LLM stages: {automation.llm_stages}).",
                 )

@@ -76,6 +76,14 @@ class AutomationSpec(SpecModel):
         ),
     )
     cron: str = Field(default="0 * * * *", description="Cron for `on_cron`.")
+    sensor_interval_seconds: int = Field(
+        default=30,
+        ge=5,
+        description=(
+            "How often the automation sensor evaluates the conditions (Dagster's default; its daemon checks "
+            "sensors every 5 s, so shorter intervals act no sooner)."
+        ),
+    )
     observe_sources_cron: str | None = Field(
         default="*/15 * * * *",
         description=(

@@ -32,6 +32,7 @@ def test_sensor_runs_by_default_and_observation_schedule_exists(tmp_path):
     defs = pipeline_definitions(load_pipeline_file(pipeline(tmp_path)))
     sensor = defs.get_sensor_def("auto_automation")
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    assert sensor.minimum_interval_seconds == 30  # Dagster's default
     schedule = defs.get_schedule_def("auto_observe_sources_schedule")
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
     graph = defs.resolve_asset_graph()
@@ -46,6 +47,8 @@ def test_none_turns_automation_off_and_schedule_knob_adds_a_recuration_job(tmp_p
         )
     )
     assert not list(defs.sensors or [])
+    quick = pipeline_definitions(load_pipeline_file(pipeline(tmp_path, {"sensor_interval_seconds": 5})))
+    assert quick.get_sensor_def("auto_automation").minimum_interval_seconds == 5
     assert [s.name for s in defs.schedules] == ["auto_recurate_schedule"]
     graph = defs.resolve_asset_graph()
     assert graph.get(dg.AssetKey(["auto", "lengths"])).automation_condition is None

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.e2e
 POOL, NEW = 200, 2  # 1% new records
 STAGES = ("lengths", "embed")
 SELECTIONS = ("some", "longest")
-CHAIN_TIMEOUT_S = 300  # observation (<= 60 s, cron every minute) + sensor (30 s) + one run
+CHAIN_TIMEOUT_S = 300  # observation (<= 60 s, cron every minute) + sensor (5 s) + one run
 FINISHED = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
 
 
@@ -64,8 +64,9 @@ def eager_pipeline(folder: Path, sentence_model: Path) -> Path:
             {"name": "some", "kind": "random", "fraction": 0.1, "seed": 0},
             {"name": "longest", "kind": "top_score", "stage": "lengths", "column": "output_words", "budget": 10},
         ],
-        # eager is the default; sources are fingerprinted every minute instead of every 15
-        automation={"condition": "eager", "observe_sources_cron": "* * * * *"},
+        # eager is the default; sources are fingerprinted every minute instead of every 15, and the
+        # sensor evaluates every 5 s instead of 30
+        automation={"condition": "eager", "observe_sources_cron": "* * * * *", "sensor_interval_seconds": 5},
     )
     path = folder / "defs.yaml"
     path.write_text(yaml.safe_dump(document))
@@ -110,7 +111,7 @@ def test_appended_records_flow_through_daemon_observation_automation_and_runs(
             while automation_ticks(instance, "auto_automation") == 0:
                 daemon.check_alive()
                 assert time.monotonic() < deadline, f"no automation tick in 120 s\n{daemon.log_tail()}"
-                time.sleep(2)
+                time.sleep(1)
             assert not instance.get_runs(RunsFilter(tags={SENSOR_NAME_TAG: "auto_automation"}))
 
             append_atomically(pool, records(POOL, POOL + NEW))
@@ -139,7 +140,7 @@ def test_appended_records_flow_through_daemon_observation_automation_and_runs(
                     f"{[k.to_user_string() for k, e in latest.items() if e and e.run_id in run_ids]}\n"
                     f"{daemon.log_tail()}"
                 )
-                time.sleep(2)
+                time.sleep(1)
             chain_s = time.monotonic() - started
             assert observed_after is not None
             # read-only, retried while a run holds the file for writing
