@@ -4,6 +4,8 @@ and in docs/ points at a file that exists."""
 import re
 from pathlib import Path
 
+import yaml
+
 from curation_assets.docs import METHOD_PAGES
 from curation_assets.stages.core.registry import all_kinds
 
@@ -45,3 +47,20 @@ def test_every_kind_has_its_method_notes():
         if page is None or f"`{name}`" not in (ROOT / "docs" / page).read_text():
             missing.append(name)
     assert not missing, f"kinds without a methods page that describes them: {missing}"
+
+
+def test_demo_output_shows_every_asset_of_the_demo():
+    """The printed summary under `make demo` has one row per source, stage and selection of the
+    shipped demo, with its kind, and the store it wrote."""
+    demo = yaml.safe_load((ROOT / "curation_assets" / "defs" / "demo" / "defs.yaml").read_text())["attributes"]
+    block = re.search(r"and prints[^`]*```\n(.*?)```", README, flags=re.S)
+    assert block, "README lacks the demo's printed output after 'and prints'"
+    rows = {
+        cells[0]: cells[1]
+        for line in block.group(1).splitlines()
+        if (cells := [c.strip() for c in line.split("|")]) and len(cells) == 5 and cells[0] != "stage"
+    }
+    expected = {s["name"]: "source" for s in demo["sources"]}
+    expected |= {s["name"]: s["kind"] for s in [*demo["stages"], *demo["selections"]]}
+    assert rows == expected
+    assert re.search(r"^DuckDB: \S*\.curation/demo\.duckdb", block.group(1), flags=re.MULTILINE)
