@@ -216,37 +216,17 @@ def run_to_end(folder: Path, timeout_s: float = 900, log_name: str = "run.log") 
 
 
 def run_in_process(folder: Path, log_name: str = "run.log") -> int:
-    """`curation run defs.yaml` in this process (click's test runner), output to `folder/log_name`,
-    temporary files in `folder/tmp`; its exit code. For a rerun after a kill where the rerun's own
-    process start is not what is measured (tests): the same command and code path, without a
-    second interpreter importing Dagster and torch."""
-    import tempfile
-    import traceback
-
-    import torch
-    from click.testing import CliRunner
-
-    from curation_assets.cli import main
+    """`curation run defs.yaml` in this process (tests/support/runs.curation_in_process: TMPDIR
+    `folder/tmp`, one torch thread, no DAGSTER_HOME, as `start_run`), output to `folder/log_name`;
+    its exit code. For a rerun after a kill where the rerun's own process start is not what is
+    measured (tests): the same command and code path, without a second interpreter."""
+    from tests.support.runs import curation_in_process
 
     (folder / "tmp").mkdir(exist_ok=True)
-    saved = tempfile.tempdir, os.environ.get("TMPDIR")
-    tempfile.tempdir = os.environ["TMPDIR"] = str(folder / "tmp")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as start_run's OMP_NUM_THREADS=1: 2 threads next to the LLM server crawl
-    try:
-        result = CliRunner().invoke(main, ["run", str(folder / "defs.yaml"), "--log-level", "INFO"])
-    finally:
-        torch.set_num_threads(threads)
-        tempfile.tempdir = saved[0]
-        if saved[1] is None:
-            os.environ.pop("TMPDIR", None)
-        else:
-            os.environ["TMPDIR"] = saved[1]
+    code, output = curation_in_process(["run", str(folder / "defs.yaml"), "--log-level", "INFO"], folder / "tmp")
     with (folder / log_name).open("a", encoding="utf-8") as log:
-        log.write(result.output)
-        if result.exc_info is not None and not isinstance(result.exception, SystemExit):
-            log.write("".join(traceback.format_exception(*result.exc_info)))
-    return result.exit_code
+        log.write(output)
+    return code
 
 
 def kill_when(
