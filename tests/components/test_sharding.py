@@ -66,9 +66,9 @@ def test_four_shards_on_two_processes_equal_the_unsharded_run(tmp_path, tiny_sen
         folders[shards] = folder
     materialize_document(folders[None], document(tiny_sentence_model, None))  # in process, unsharded
     (folders[4] / "defs.yaml").write_text(yaml.safe_dump(document(tiny_sentence_model, 4)))
-    # Each of the 15 steps runs in its own process, 2 at a time; forked from a forkserver that has
-    # imported Dagster, the project, torch and sentence-transformers once (rather than spawned, each
-    # importing them again: ~2.5x the time on 2 cores). The processes, and their DuckDB writes, are as real.
+    # Each of the 15 steps runs in its own process, 2 at a time, forked from a forkserver that has
+    # imported Dagster, the project, torch and sentence-transformers once (spawned, each step imports
+    # them again: twice this test's time on 2 cores). The processes and their DuckDB writes are as real.
     preload = ("dagster", "curation_assets.components.standalone", "torch", "sentence_transformers")
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     result = execute_multiprocess_job(folders[4], 2, env, timeout_s=600, preload=preload)
