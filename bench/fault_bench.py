@@ -201,6 +201,10 @@ def start_run(folder: Path, log_name: str = "run.log", log_level: str = "INFO") 
     )
 
 
+def _run_subprocess(folder: Path, log_name: str) -> int:
+    return run_to_end(folder, log_name=log_name)
+
+
 def run_to_end(folder: Path, timeout_s: float = 900, log_name: str = "run.log") -> int:
     process = start_run(folder, log_name)
     try:
@@ -209,6 +213,20 @@ def run_to_end(folder: Path, timeout_s: float = 900, log_name: str = "run.log") 
         process.kill()
         process.wait()
         raise
+
+
+def run_in_process(folder: Path, log_name: str = "run.log") -> int:
+    """`curation run defs.yaml` in this process (tests/support/runs.curation_in_process: TMPDIR
+    `folder/tmp`, one torch thread, no DAGSTER_HOME, as `start_run`), output to `folder/log_name`;
+    its exit code. For a rerun after a kill where the rerun's own process start is not what is
+    measured (tests): the same command and code path, without a second interpreter."""
+    from tests.support.runs import curation_in_process
+
+    (folder / "tmp").mkdir(exist_ok=True)
+    code, output = curation_in_process(["run", str(folder / "defs.yaml"), "--log-level", "INFO"], folder / "tmp")
+    with (folder / log_name).open("a", encoding="utf-8") as log:
+        log.write(output)
+    return code
 
 
 def kill_when(
@@ -409,6 +427,7 @@ class FaultOutcome:
     answers_lost: int  # answered before the kill but not in llm_cache after it
     temporaries: list[str]
     seconds: float
+    contents: tuple[dict, dict] | None = None  # table_contents after the recovery (None when it failed)
 
     @property
     def ok(self) -> bool:
@@ -422,12 +441,13 @@ class FaultOutcome:
 
 
 def reference_run(
-    folder: Path, settings: FaultPipeline, llm_upstream: str
+    folder: Path, settings: FaultPipeline, llm_upstream: str, run: Callable[[Path, str], int] | None = None
 ) -> tuple[tuple[dict, dict], str | None, int]:
-    """An uninterrupted run: its tables, its export digest and the requests its server answered."""
+    """An uninterrupted run (`run`: `run_to_end` by default, a subprocess): its tables, its export
+    digest and the requests its server answered."""
     with CountingProxy(llm_upstream) as proxy:
         write_pipeline(folder, settings, proxy.base_url)
-        code = run_to_end(folder)
+        code = (run or _run_subprocess)(folder, "run.log")
         if code != 0:
             raise RuntimeError(f"the uninterrupted run failed (exit {code}); see {folder / 'run.log'}")
         return table_contents(folder), export_digest(folder), proxy.forwarded
@@ -440,8 +460,10 @@ def inject(
     llm_upstream: str,
     reference: tuple[dict, dict],
     reference_export: str | None,
+    rerun: Callable[[Path, str], int] | None = None,
 ) -> FaultOutcome:
-    """SIGKILL `curation run` when `phase` is reached, then run it again and compare."""
+    """SIGKILL `curation run` (a subprocess) when `phase` is reached, then run it again (`rerun`:
+    `run_to_end` by default, another subprocess; `run_in_process` in the tests) and compare."""
     started = time.perf_counter()
     with CountingProxy(llm_upstream) as proxy:
         write_pipeline(folder, settings, proxy.base_url)
@@ -450,8 +472,9 @@ def inject(
         killed_in_phase = killed and (folder / DB_NAME).exists() and not phase.committed(folder)
         answered_before = proxy.forwarded
         cached_before = cached_requests(folder) if (folder / DB_NAME).exists() else 0
-        recovered = run_to_end(folder, log_name="recovery.log") == 0
-        comparison = compare(reference, table_contents(folder)) if recovered else Comparison(-1, -1, -1, float("inf"))
+        recovered = (rerun or _run_subprocess)(folder, "recovery.log") == 0
+        contents = table_contents(folder) if recovered else None
+        comparison = compare(reference, contents) if contents else Comparison(-1, -1, -1, float("inf"))
         paid_twice = proxy.forwarded - cached_requests(folder) if recovered else -1
     return FaultOutcome(
         phase.name,
@@ -463,6 +486,7 @@ def inject(
         answered_before - cached_before,
         temporaries_left(folder),
         time.perf_counter() - started,
+        contents,
     )
 
 

@@ -3,6 +3,7 @@
 
 import json
 import os
+import re
 from pathlib import Path
 
 import dagster as dg
@@ -65,11 +66,20 @@ def test_four_shards_on_two_processes_equal_the_unsharded_run(tmp_path, tiny_sen
         folders[shards] = folder
     materialize_document(folders[None], document(tiny_sentence_model, None))  # in process, unsharded
     (folders[4] / "defs.yaml").write_text(yaml.safe_dump(document(tiny_sentence_model, 4)))
-    result = execute_multiprocess_job(folders[4], 2, {**os.environ, "HF_HUB_OFFLINE": "1"}, timeout_s=600)
+    # Each of the 15 steps runs in its own process, 2 at a time, forked from a forkserver that has
+    # imported Dagster, the project, torch and sentence-transformers once (spawned, each step imports
+    # them again: twice this test's time on 2 cores). The processes and their DuckDB writes are as real.
+    preload = ("dagster", "curation_assets.components.standalone", "torch", "sentence_transformers")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    result = execute_multiprocess_job(folders[4], 2, env, timeout_s=600, preload=preload)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     log = result.stdout + result.stderr
     assert "lock" not in log.lower() or "Could not set lock" not in log
     assert "multiprocess executor" in log and "sharded__embed__shard_3_of_4" in log
+    # every step in a process of its own (pids differ from the parent's and between the shards)
+    pids = {int(p) for p in re.findall(r" - (\d+) - sharded__\w+\.sharded__\w+__shard_\d_of_4 - STEP_START", log)}
+    parent = re.search(r"multiprocess executor: parent process \(pid: (\d+)\)", log)
+    assert parent is not None and len(pids) == 8 and int(parent.group(1)) not in pids, log[-3000:]
 
     plain, sharded = tables(folders[None]), tables(folders[4])
     assert plain["lengths"] == sharded["lengths"] and plain["selections"] == sharded["selections"]

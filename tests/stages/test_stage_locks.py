@@ -74,10 +74,10 @@ def test_a_run_waits_for_the_stage_lock_and_a_holder_killed_by_sigkill_releases_
     lock = stage_lock_path(store.work_dir, "lengths", component.stage_hashes["lengths"])
     holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(lock)], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
-    summaries = []
-    waiting = threading.Thread(target=lambda: summaries.append(run_lengths(component, store)))
-    waiting.start()
-    waiting.join(timeout=4)
+    (spec,) = [s for s in component.spec.stages if s.name == "lengths"]
+    waiting, summaries = start_waiting_run(lambda log: run_spec(component, store, spec, log))
+    assert waiting.is_alive(), "the run did not wait for the lock"  # it logged that it waits ...
+    waiting.join(timeout=1)  # ... and still waits 5 lock polls later, nothing written
     assert waiting.is_alive() and lengths_rows(store) == 0  # waits while the other run holds the lock
 
     holder.send_signal(signal.SIGKILL)  # no finally runs: the kernel drops the lock

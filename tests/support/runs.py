@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -108,12 +109,56 @@ def _dependency_order(component: CurationPipeline) -> list[str]:
     return order
 
 
+def curation_in_process(args: Sequence[str], tmpdir: Path) -> tuple[int, str]:
+    """`curation ARGS` in this process (click's test runner) as a subprocess with TMPDIR=`tmpdir`,
+    no DAGSTER_HOME and (when torch is loaded) one torch thread would run it: the same command and
+    code, without a new interpreter importing Dagster and torch. Returns (exit code, output with
+    any traceback)."""
+    import os
+    import tempfile
+    import traceback
+
+    from click.testing import CliRunner
+
+    from curation_assets.cli import main
+
+    torch = sys.modules.get("torch")  # not imported here for a run that needs no model
+    threads = torch.get_num_threads() if torch is not None else None
+    saved = tempfile.tempdir, {k: os.environ.get(k) for k in ("TMPDIR", "DAGSTER_HOME")}
+    tempfile.tempdir = os.environ["TMPDIR"] = str(tmpdir)
+    os.environ.pop("DAGSTER_HOME", None)  # an ephemeral instance, like a plain `curation run`
+    if torch is not None:
+        torch.set_num_threads(1)  # 2 threads next to another busy process (an LLM server) crawl on 2 cores
+    try:
+        result = CliRunner().invoke(main, list(args))
+    finally:
+        tempfile.tempdir = saved[0]
+        for key, value in saved[1].items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        if torch is not None and threads is not None:
+            torch.set_num_threads(threads)
+    output = result.output
+    if result.exc_info is not None and not isinstance(result.exception, SystemExit):
+        output += "".join(traceback.format_exception(*result.exc_info))
+    return result.exit_code, output
+
+
 def execute_multiprocess_job(
-    folder: Path, max_concurrent: int, env: dict[str, str], timeout_s: float = 900
+    folder: Path,
+    max_concurrent: int,
+    env: dict[str, str],
+    timeout_s: float = 900,
+    preload: Sequence[str] = (),
 ) -> subprocess.CompletedProcess:
     """folder/defs.yaml as one Dagster job of all its assets, run by `dagster job execute` under the
     multiprocess executor (`max_concurrent` steps at a time) with `env`, the repository on PYTHONPATH
-    and a new DAGSTER_HOME (folder/dagster_home) holding the project's dagster.yaml."""
+    and a new DAGSTER_HOME (folder/dagster_home) holding the project's dagster.yaml. With `preload`,
+    each step's process is forked from a forkserver that imported those modules once (Dagster's
+    `start_method: forkserver`) instead of a fresh interpreter importing them per step (spawn): every
+    step still runs in its own process."""
     (folder / "defs_module.py").write_text(
         "from pathlib import Path\n"
         "import dagster as dg\n"
@@ -122,7 +167,10 @@ def execute_multiprocess_job(
         "    pipeline_definitions(load_pipeline_file(Path(__file__).parent / 'defs.yaml')),\n"
         "    dg.Definitions(jobs=[dg.define_asset_job('everything', selection=dg.AssetSelection.all())]))\n"
     )
-    run_config = {"execution": {"config": {"multiprocess": {"max_concurrent": max_concurrent}}}}
+    executor: dict[str, Any] = {"max_concurrent": max_concurrent}
+    if preload:
+        executor["start_method"] = {"forkserver": {"preload_modules": list(preload)}}
+    run_config = {"execution": {"config": {"multiprocess": executor}}}
     (folder / "run.yaml").write_text(yaml.safe_dump(run_config))
     home = folder / "dagster_home"
     home.mkdir()
