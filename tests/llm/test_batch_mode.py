@@ -145,7 +145,7 @@ def _curation_run(yaml_file: Path, tmp_path: Path) -> subprocess.Popen:
 
 @pytest.mark.e2e
 def test_run_killed_after_submitting_resumes_the_same_batch_and_pays_nothing_twice(tmp_path, llm_server):
-    n = 6
+    n = 3
     write_pool(tmp_path / "pool.jsonl", n, multi_turn=False)
     db = tmp_path / "judge.duckdb"
     with BatchServer(llm_server.base_url) as server:
