@@ -248,19 +248,26 @@ def test_lift_expand_quality_and_top(tmp_path, llm_server):
     assert not states[gone] and not any(states[d] for d in descendants)
 
 
-def test_deita_evol_labels(tmp_path, llm_server):
-    write_pool(tmp_path / "pool.jsonl", 2, multi_turn=False)
-    stage = {
-        "name": "evol",
-        "kind": "deita_evol",
-        "iterations": 2,
-        "max_tokens": 24,  # an evolved text, cut short, is still a variant to rank
-        "score_max_tokens": 40,
-        "parse_retries": 1,
-        "llm": llm(llm_server.base_url),
-    }
-    run_document(tmp_path, document(llm_server.base_url, [stage], []))
+@pytest.fixture(scope="module")
+def deita_run(tmp_path_factory, llm_server) -> Path:
+    """One pipeline with two deita_evol stages on the same pool: `evol` ranks in free text, `evol_json`
+    constrained to the JSON schema. Their evolution requests are the same, so the second stage gets
+    them from llm_cache: the server writes each evolution once, and only the rankings twice."""
+    folder = tmp_path_factory.mktemp("deita")
+    write_pool(folder / "pool.jsonl", 2, multi_turn=False)
+    evolve = {"kind": "deita_evol", "iterations": 2, "max_tokens": 24, "llm": llm(llm_server.base_url)}
+    stages = [
+        {"name": "evol", **evolve, "score_max_tokens": 40, "parse_retries": 1},
+        {"name": "evol_json", **evolve, "parse_retries": 0, "structured_output": "llama_cpp"},
+    ]
+    run_document(folder, document(llm_server.base_url, stages, []))
+    return folder
+
+
+def test_deita_evol_labels(deita_run):
     from curation_assets.llm.parsing import parse_ranked_scores
+
+    tmp_path = deita_run
 
     samples = dict(query(tmp_path, "SELECT sample_id, instruction FROM samples"))
     rows = query(
@@ -290,25 +297,14 @@ def test_deita_evol_labels(tmp_path, llm_server):
             assert status in ("unparseable", "too_few_variants", "request_rejected")
 
 
-def test_deita_evol_structured_ranking_always_parses(tmp_path, llm_server):
+def test_deita_evol_structured_ranking_always_parses(deita_run):
     """The packaged 135M judge rarely keeps the free-text ranking format; constrained to the JSON
     schema, every ranking it returns is a complete set of scores in 1..M+1."""
-    write_pool(tmp_path / "pool.jsonl", 2, multi_turn=False)
-    stage = {
-        "name": "evol",
-        "kind": "deita_evol",
-        "iterations": 2,
-        "max_tokens": 24,  # the evolutions; the JSON ranking has score_max_tokens (128)
-        "parse_retries": 0,
-        "structured_output": "llama_cpp",
-        "llm": llm(llm_server.base_url),
-    }
-    run_document(tmp_path, document(llm_server.base_url, [stage], []))
     from curation_assets.llm.parsing import parse_ranked_scores
 
     rows = query(
-        tmp_path,
-        "SELECT sample_id, dimension, variant, score, status, ranking_answer FROM evol "
+        deita_run,
+        "SELECT sample_id, dimension, variant, score, status, ranking_answer FROM evol_json "
         "ORDER BY sample_id, dimension, variant",
     )
     chains: dict = {}
