@@ -227,13 +227,12 @@ def test_lift_expand_quality_and_top(tmp_path, llm_server):
             assert llm_score == pytest.approx(np.mean(totals))
     scored = [(sid, s, c) for sid, s, c, _ in rated if s is not None]
     assert scored  # the ranking below is checked, not skipped
-    if scored:
-        p98 = np.percentile([c for _, _, c in scored], 98)  # over the rated (scored) pool
-        final = {sid: 0.9 * s + 0.1 * min(c / p98, 1.0) * 100 for sid, s, c in scored}
-        expected = sorted(final, key=lambda sid: -final[sid])[:4]
-        members = query(tmp_path, "SELECT sample_id, score FROM selections WHERE selection = 'lift_best' ORDER BY rank")
-        assert [m[0] for m in members] == expected
-        assert [m[1] for m in members] == pytest.approx([final[sid] for sid in expected])
+    p98 = np.percentile([c for _, _, c in scored], 98)  # over the rated (scored) pool
+    final = {sid: 0.9 * s + 0.1 * min(c / p98, 1.0) * 100 for sid, s, c in scored}
+    expected = sorted(final, key=lambda sid: -final[sid])[:4]
+    members = query(tmp_path, "SELECT sample_id, score FROM selections WHERE selection = 'lift_best' ORDER BY rank")
+    assert [m[0] for m in members] == expected
+    assert [m[1] for m in members] == pytest.approx([final[sid] for sid in expected])
 
     # an original leaving the source takes its generated descendants with it
     gone = ok[0][0]

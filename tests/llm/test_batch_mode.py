@@ -67,7 +67,7 @@ def test_output_lines_in_the_documented_format():
 
 
 def _stages(base_url: str, *, batch: bool = True) -> list[dict]:
-    mode = {"mode": "batch", "batch_poll_seconds": 0.2} if batch else {}
+    mode = {"mode": "batch", "batch_poll_seconds": 0.05} if batch else {}
     return [
         {"name": "judge", "kind": "alpagasus", "max_tokens": 12, "parse_retries": 0, "llm": llm(base_url, **mode)},
         {"name": "rubric", "kind": "lift_quality", "max_tokens": 12, "parse_retries": 0, "llm": llm(base_url, **mode)},

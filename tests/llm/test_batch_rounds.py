@@ -47,7 +47,7 @@ def _in_round_two(rows: list[tuple], round_one: int) -> bool:
 
 
 def _stage(stage: dict, base_url: str, *, batch: bool) -> dict:
-    mode = {"mode": "batch", "batch_poll_seconds": 0.2} if batch else {}
+    mode = {"mode": "batch", "batch_poll_seconds": 0.05} if batch else {}
     return {**stage, "llm": llm(base_url, **mode)}
 
 
