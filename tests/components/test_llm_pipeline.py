@@ -66,11 +66,11 @@ def query(tmp_path: Path, sql: str, params=None):
 
 
 def test_alpagasus_scores_every_turn_and_reruns_only_new_samples(tmp_path, llm_server):
-    write_pool(tmp_path / "pool.jsonl", 4)
+    write_pool(tmp_path / "pool.jsonl", 2)  # 2 single-turn samples, the two-turn conversation, the injection
     stage = {
         "name": "judge",
         "kind": "alpagasus",
-        "max_tokens": 24,
+        "max_tokens": 16,
         "parse_retries": 1,
         "llm": llm(llm_server.base_url),
     }
@@ -82,8 +82,8 @@ def test_alpagasus_scores_every_turn_and_reruns_only_new_samples(tmp_path, llm_s
         "SELECT sample_id, score, min_score, turn_scores, answers, status, n_turns_judged, "
         "n_unparseable FROM judge ORDER BY sample_id",
     )
-    assert len(rows) == 6
-    assert sorted(r[6] for r in rows) == [1, 1, 1, 1, 1, 2]  # the two-turn conversation: both replies rated
+    assert len(rows) == 4
+    assert sorted(r[6] for r in rows) == [1, 1, 1, 2]  # the two-turn conversation: both replies rated
     for _, score, low, turn_scores, answers, status, n_turns, n_unparseable in rows:
         assert len(turn_scores) == len(answers) == n_turns
         # independent re-parse of the stored answers gives the stored turn scores
@@ -102,19 +102,19 @@ def test_alpagasus_scores_every_turn_and_reruns_only_new_samples(tmp_path, llm_s
     stats = json.loads(stats[0])
     requests = stats["llm_requests"]
     cached = query(tmp_path, "SELECT count(*) FROM llm_cache")[0][0]
-    assert requests >= 7 and stats["llm_cache_hits"] == 0 and cached == requests
+    assert requests >= 5 and stats["llm_cache_hits"] == 0 and cached == requests
     assert stats["openai.smollm2-135m-instruct.completion_tokens"] > 0
 
-    write_pool(tmp_path / "pool.jsonl", 5)  # one new single-turn sample
+    write_pool(tmp_path / "pool.jsonl", 3)  # one new single-turn sample
     run_document(tmp_path, document(llm_server.base_url, [stage], [selection]))  # the runner: both paths
     runs = query(tmp_path, "SELECT rows_in, stats FROM stage_runs WHERE stage = 'judge' ORDER BY started_at")
-    assert [r[0] for r in runs] == [6, 1]
+    assert [r[0] for r in runs] == [4, 1]
     second = json.loads(runs[1][1])
     assert second["llm_requests"] in (1, 2) and second["llm_cache_hits"] == 0  # 2 if its answer was re-asked
 
 
 def test_structured_output_gets_scores_from_a_small_judge(tmp_path, llm_server):
-    write_pool(tmp_path / "pool.jsonl", 3)
+    write_pool(tmp_path / "pool.jsonl", 1)  # a single-turn sample, the two-turn conversation, the injection
     stages = [
         {
             "name": "judge",
@@ -128,13 +128,13 @@ def test_structured_output_gets_scores_from_a_small_judge(tmp_path, llm_server):
     run_document(tmp_path, document(llm_server.base_url, stages, []))
     judged = query(tmp_path, "SELECT status, score, answers FROM judge")
     rated = query(tmp_path, "SELECT status, llm_score, clarity + difficulty + explanation + accuracy FROM rubric")
-    assert [r[0] for r in judged] == ["ok"] * 5 and all(0 <= r[1] <= 5 for r in judged)
+    assert [r[0] for r in judged] == ["ok"] * 3 and all(0 <= r[1] <= 5 for r in judged)
     assert all(json.loads(a) for r in judged for a in r[2])  # JSON answers, as constrained
-    assert [r[0] for r in rated] == ["ok"] * 5 and all(r[1] == r[2] and 0 <= r[1] <= 100 for r in rated)
+    assert [r[0] for r in rated] == ["ok"] * 3 and all(r[1] == r[2] and 0 <= r[1] <= 100 for r in rated)
 
 
-def test_server_killed_mid_stage_fails_cleanly_and_rerun_pays_only_for_the_rest(tmp_path):
-    n = 200
+def test_server_killed_mid_stage_fails_cleanly_and_rerun_pays_only_for_the_rest(tmp_path, llm_server):
+    n = 30  # killed after n // 3 answers: requests are in flight and most are still to come
     write_pool(tmp_path / "pool.jsonl", n, multi_turn=False)
     (tmp_path / "prompts").mkdir()
     (tmp_path / "prompts" / "system.txt").write_text("Rate answers.")
@@ -180,31 +180,31 @@ def test_server_killed_mid_stage_fails_cleanly_and_rerun_pays_only_for_the_rest(
             failed = query(tmp_path, "SELECT count(DISTINCT request_hash) FROM llm_failures")[0][0]
             assert n // 3 - 2 <= cached < n and failed >= 1
 
-            restarted = start_server(tmp_path)
-            try:
-                proxy.upstream = restarted.base_url.rstrip("/")
-                before = proxy.script.forwarded
-                result = dg.materialize(assets, raise_on_error=True)
-                assert proxy.script.forwarded - before == n - cached  # exactly the requests not yet cached
-            finally:
-                restarted.stop()
+            # the server is back (the session's server, the same model): the rerun asks only for the rest
+            proxy.upstream = llm_server.base_url.rstrip("/")
+            before = proxy.script.forwarded
+            result = dg.materialize(assets, raise_on_error=True)
+            assert proxy.script.forwarded - before == n - cached  # exactly the requests not yet cached
     finally:
         server.stop()
     assert query(tmp_path, "SELECT count(*) FROM judge")[0][0] == n
 
 
 def test_lift_expand_quality_and_top(tmp_path, llm_server):
-    write_pool(tmp_path / "pool.jsonl", 3, multi_turn=False)
+    write_pool(tmp_path / "pool.jsonl", 2, multi_turn=False)
     common = {"parse_retries": 1, "llm": llm(llm_server.base_url)}
+    # the 135M judge's free-text rubric never parses; constrained to the rubric's JSON schema it does, so
+    # lift_top's ranking below is checked on real scores (free text: tests/llm/test_batch_mode.py)
+    quality = {"structured_output": "llama_cpp", "max_tokens": 48}
     stages = [
-        {"name": "expand", "kind": "lift_expand", "rounds": 2, "max_tokens": 40, "response_max_tokens": 24, **common},
-        {"name": "quality", "kind": "lift_quality", "max_tokens": 48, **common},
+        {"name": "expand", "kind": "lift_expand", "rounds": 2, "max_tokens": 24, "response_max_tokens": 12, **common},
+        {"name": "quality", "kind": "lift_quality", **quality, **common},
     ]
     selections = [{"name": "lift_best", "kind": "lift_top", "stage": "quality", "budget": 4}]
     run_document(tmp_path, document(llm_server.base_url, stages, selections))
 
     rounds = query(tmp_path, "SELECT sample_id, round, child_id, status FROM expand ORDER BY sample_id, round")
-    assert len(rounds) >= 3 and {r[3] for r in rounds} <= {"ok", "empty_rewrite", "empty_answer"}
+    assert len(rounds) >= 2 and {r[3] for r in rounds} <= {"ok", "empty_rewrite", "empty_answer"}
     children = query(
         tmp_path, "SELECT sample_id, parent_id, format, source, active FROM samples WHERE parent_id IS NOT NULL"
     )
@@ -218,7 +218,7 @@ def test_lift_expand_quality_and_top(tmp_path, llm_server):
 
     active = query(tmp_path, "SELECT count(*) FROM samples WHERE active")[0][0]
     rated = query(tmp_path, "SELECT sample_id, llm_score, response_chars, answers FROM quality ORDER BY sample_id")
-    assert len(rated) == active == 3 + len(children)  # generated samples are rated too
+    assert len(rated) == active == 2 + len(children)  # generated samples are rated too
     for _, llm_score, _, answers in rated:
         parts = [parse_lift_rubric(a) for a in answers]
         totals = [p["total"] for p in parts if p]
@@ -226,13 +226,13 @@ def test_lift_expand_quality_and_top(tmp_path, llm_server):
         if totals:
             assert llm_score == pytest.approx(np.mean(totals))
     scored = [(sid, s, c) for sid, s, c, _ in rated if s is not None]
-    if scored:
-        p98 = np.percentile([c for _, _, c in rated], 98)
-        final = {sid: 0.9 * s + 0.1 * min(c / p98, 1.0) * 100 for sid, s, c in scored}
-        expected = sorted(final, key=lambda sid: -final[sid])[:4]
-        members = query(tmp_path, "SELECT sample_id, score FROM selections WHERE selection = 'lift_best' ORDER BY rank")
-        assert [m[0] for m in members] == expected
-        assert [m[1] for m in members] == pytest.approx([final[sid] for sid in expected])
+    assert scored  # the ranking below is checked, not skipped
+    p98 = np.percentile([c for _, _, c in scored], 98)  # over the rated (scored) pool
+    final = {sid: 0.9 * s + 0.1 * min(c / p98, 1.0) * 100 for sid, s, c in scored}
+    expected = sorted(final, key=lambda sid: -final[sid])[:4]
+    members = query(tmp_path, "SELECT sample_id, score FROM selections WHERE selection = 'lift_best' ORDER BY rank")
+    assert [m[0] for m in members] == expected
+    assert [m[1] for m in members] == pytest.approx([final[sid] for sid in expected])
 
     # an original leaving the source takes its generated descendants with it
     gone = ok[0][0]
@@ -247,19 +247,26 @@ def test_lift_expand_quality_and_top(tmp_path, llm_server):
     assert not states[gone] and not any(states[d] for d in descendants)
 
 
-def test_deita_evol_labels(tmp_path, llm_server):
-    write_pool(tmp_path / "pool.jsonl", 2, multi_turn=False)
-    stage = {
-        "name": "evol",
-        "kind": "deita_evol",
-        "iterations": 2,
-        "max_tokens": 40,
-        "score_max_tokens": 40,
-        "parse_retries": 1,
-        "llm": llm(llm_server.base_url),
-    }
-    run_document(tmp_path, document(llm_server.base_url, [stage], []))
+@pytest.fixture(scope="module")
+def deita_run(tmp_path_factory, llm_server) -> Path:
+    """One pipeline with two deita_evol stages on the same pool: `evol` ranks in free text, `evol_json`
+    constrained to the JSON schema. Their evolution requests are the same, so the second stage gets
+    them from llm_cache: the server writes each evolution once, and only the rankings twice."""
+    folder = tmp_path_factory.mktemp("deita")
+    write_pool(folder / "pool.jsonl", 2, multi_turn=False)
+    evolve = {"kind": "deita_evol", "iterations": 2, "max_tokens": 24, "llm": llm(llm_server.base_url)}
+    stages = [
+        {"name": "evol", **evolve, "score_max_tokens": 40, "parse_retries": 1},
+        {"name": "evol_json", **evolve, "parse_retries": 0, "structured_output": "llama_cpp"},
+    ]
+    run_document(folder, document(llm_server.base_url, stages, []))
+    return folder
+
+
+def test_deita_evol_labels(deita_run):
     from curation_assets.llm.parsing import parse_ranked_scores
+
+    tmp_path = deita_run
 
     samples = dict(query(tmp_path, "SELECT sample_id, instruction FROM samples"))
     rows = query(
@@ -289,25 +296,14 @@ def test_deita_evol_labels(tmp_path, llm_server):
             assert status in ("unparseable", "too_few_variants", "request_rejected")
 
 
-def test_deita_evol_structured_ranking_always_parses(tmp_path, llm_server):
+def test_deita_evol_structured_ranking_always_parses(deita_run):
     """The packaged 135M judge rarely keeps the free-text ranking format; constrained to the JSON
     schema, every ranking it returns is a complete set of scores in 1..M+1."""
-    write_pool(tmp_path / "pool.jsonl", 2, multi_turn=False)
-    stage = {
-        "name": "evol",
-        "kind": "deita_evol",
-        "iterations": 2,
-        "max_tokens": 40,
-        "parse_retries": 0,
-        "structured_output": "llama_cpp",
-        "llm": llm(llm_server.base_url),
-    }
-    run_document(tmp_path, document(llm_server.base_url, [stage], []))
     from curation_assets.llm.parsing import parse_ranked_scores
 
     rows = query(
-        tmp_path,
-        "SELECT sample_id, dimension, variant, score, status, ranking_answer FROM evol "
+        deita_run,
+        "SELECT sample_id, dimension, variant, score, status, ranking_answer FROM evol_json "
         "ORDER BY sample_id, dimension, variant",
     )
     chains: dict = {}

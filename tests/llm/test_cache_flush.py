@@ -61,9 +61,10 @@ def test_answers_are_written_within_flush_after_s_without_further_answers(store)
 
     async def one_answer_then_quiet() -> int:
         flusher = BackgroundFlush(cache)
-        cache.add("h0", "m", "{}", answer(0))  # far below flush_every
-        await asyncio.sleep(1.5)
-        written = rows(store)  # no flush is running now: nothing was buffered after the first
+        cache.add("h0", "m", "{}", answer(0))  # far below flush_every: only the timer can write it
+        deadline = time.monotonic() + 60
+        while (written := rows(store)) == 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
         await flusher.close()
         return written
 
@@ -80,7 +81,7 @@ def test_a_write_refused_by_a_locked_store_is_kept_and_written_later(tmp_path):
         def warning(self, message: str) -> None:
             warnings.append(message)
 
-    holder = hold_store(store.path, 2.5)
+    holder = hold_store(store.path, 60)  # released below, once a flush has failed
     holder.stdout.readline()  # the other process has the file
 
     async def answers_while_locked() -> None:
@@ -88,12 +89,22 @@ def test_a_write_refused_by_a_locked_store_is_kept_and_written_later(tmp_path):
         for i in range(3):
             cache.add(f"h{i}", "m", "{}", answer(i))
             await asyncio.sleep(0.3)
-        await asyncio.sleep(0.6)
+        deadline = time.monotonic() + 60
+        while not warnings and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
         assert warnings and "retrying" in warnings[0]  # the flush failed, the answers stayed buffered
+        assert holder.poll() is None  # the other process still has the file
+        holder.stdin.write("release\n")  # the other process lets go of the file
+        holder.stdin.flush()
         holder.wait()
         await flusher.close()
 
-    asyncio.run(answers_while_locked())
+    try:
+        asyncio.run(answers_while_locked())
+    finally:
+        if holder.poll() is None:  # a failed assert above: do not leave it holding the file
+            holder.kill()
+            holder.wait()
     assert cache.pending == 0
     with store.reader() as con:
         assert sorted(r[0] for r in con.execute("SELECT request_hash FROM llm_cache").fetchall()) == ["h0", "h1", "h2"]
