@@ -215,20 +215,6 @@ def run_to_end(folder: Path, timeout_s: float = 900, log_name: str = "run.log") 
         raise
 
 
-def run_in_process(folder: Path, log_name: str = "run.log") -> int:
-    """`curation run defs.yaml` in this process (tests/support/runs.curation_in_process: TMPDIR
-    `folder/tmp`, one torch thread, no DAGSTER_HOME, as `start_run`), output to `folder/log_name`;
-    its exit code. For a rerun after a kill where the rerun's own process start is not what is
-    measured (tests): the same command and code path, without a second interpreter."""
-    from tests.support.runs import curation_in_process
-
-    (folder / "tmp").mkdir(exist_ok=True)
-    code, output = curation_in_process(["run", str(folder / "defs.yaml"), "--log-level", "INFO"], folder / "tmp")
-    with (folder / log_name).open("a", encoding="utf-8") as log:
-        log.write(output)
-    return code
-
-
 def kill_when(
     process: subprocess.Popen, condition: Callable[[], bool], timeout_s: float = 600, poll_s: float = 0.005
 ) -> bool:
@@ -463,7 +449,7 @@ def inject(
     rerun: Callable[[Path, str], int] | None = None,
 ) -> FaultOutcome:
     """SIGKILL `curation run` (a subprocess) when `phase` is reached, then run it again (`rerun`:
-    `run_to_end` by default, another subprocess; `run_in_process` in the tests) and compare."""
+    `run_to_end` by default, another subprocess; tests/test_faults.py reruns in its own process) and compare."""
     started = time.perf_counter()
     with CountingProxy(llm_upstream) as proxy:
         write_pipeline(folder, settings, proxy.base_url)

@@ -10,6 +10,8 @@ The LLM stage is judged by the packaged SmolLM2 served by llama.cpp (the session
 `llm_server`), behind a proxy that counts the requests the server answered.
 """
 
+from pathlib import Path
+
 import pytest
 
 from bench.fault_bench import (
@@ -18,15 +20,25 @@ from bench.fault_bench import (
     inject,
     phases,
     reference_run,
-    run_in_process,
     run_twice_at_once,
     table_digests,
 )
 from curation_assets.llm.cache import LLMCache
+from tests.support.runs import curation_in_process
 
 pytestmark = pytest.mark.e2e
 
 MAX_CONCURRENCY = 2  # the pipeline's llm.max_concurrency (bench/fault_bench.py)
+
+
+def run_in_process(folder: Path, log_name: str) -> int:
+    """`curation run defs.yaml` in this process as fault_bench's subprocess runs it (TMPDIR `folder/tmp`,
+    one torch thread, no DAGSTER_HOME), output appended to `folder/log_name`; its exit code."""
+    (folder / "tmp").mkdir(exist_ok=True)
+    code, output = curation_in_process(["run", str(folder / "defs.yaml"), "--log-level", "INFO"], folder / "tmp")
+    with (folder / log_name).open("a", encoding="utf-8") as log:
+        log.write(output)
+    return code
 
 
 @pytest.fixture(scope="module")
